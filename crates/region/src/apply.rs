@@ -1,0 +1,289 @@
+//! Gap detection and the per-region counters the apply and read sides advance: the
+//! applied index, the epoch, snapshots and the safe point.
+
+use std::fmt;
+
+use crate::{
+    EvictReason, Eviction, ReadMiss, ReadRequest, Region, RegionEpoch, RegionError, RegionId,
+    RegionMap, RegionState, SnapshotTicket,
+};
+
+/// What the cache missed, as a request or report revealed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapKind {
+    /// An epoch that does not follow the cached one.
+    Epoch {
+        /// The cached epoch.
+        cached: RegionEpoch,
+        /// The epoch seen.
+        seen: RegionEpoch,
+    },
+    /// An applied index past the cached one (or a batch starting beyond its successor).
+    Index {
+        /// The cached applied index.
+        cached: u64,
+        /// The index seen: a reader's applied index, or a batch's first index.
+        seen: u64,
+    },
+}
+
+impl GapKind {
+    /// The eviction reason for this gap.
+    pub fn reason(self) -> EvictReason {
+        match self {
+            GapKind::Epoch { .. } => EvictReason::EpochGap,
+            GapKind::Index { .. } => EvictReason::IndexGap,
+        }
+    }
+}
+
+/// A detected gap and the eviction it caused.
+#[derive(Debug)]
+pub struct Gap {
+    /// What was missed, with both values for the log.
+    pub kind: GapKind,
+    /// The eviction of the region.
+    pub eviction: Eviction,
+}
+
+impl fmt::Display for Gap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            GapKind::Epoch { cached, seen } => {
+                write!(
+                    f,
+                    "EpochGap on region {}: cached {cached}, seen {seen}",
+                    self.eviction.region
+                )
+            }
+            GapKind::Index { cached, seen } => write!(
+                f,
+                "IndexGap on region {}: cached applied index {cached}, seen {seen}",
+                self.eviction.region
+            ),
+        }
+    }
+}
+
+/// What an apply report did.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    /// The region is not cached: nothing to track.
+    NotCached,
+    /// The applied index moved forward.
+    Advanced,
+    /// The batch was already covered (a repeated report): nothing changed.
+    Unchanged,
+    /// The region is being evicted: its index no longer matters.
+    Ignored,
+    /// The report revealed a gap; the region was evicted.
+    Gap(Gap),
+}
+
+/// What an epoch change (ChangePeer) did.
+#[derive(Debug)]
+pub enum EpochChange {
+    /// The region is not cached.
+    NotCached,
+    /// The cached epoch now equals the new one.
+    Updated,
+    /// The region is being evicted: nothing to update.
+    Ignored,
+    /// The cached epoch was not the one the change started from; the region was evicted.
+    Gap(Gap),
+}
+
+impl RegionMap {
+    /// The apply side applied entries `first..=last` of region `id` at `epoch` (a batch
+    /// with or without data; `first == last` for one entry).
+    ///
+    /// While Pending the index is only tracked (there is no data to protect). Once Loading
+    /// or Active, an epoch other than the cached one, or a `first` beyond the cached index
+    /// plus one, means the cache missed something: the region is evicted.
+    pub fn report_applied(
+        &mut self,
+        id: RegionId,
+        epoch: RegionEpoch,
+        first: u64,
+        last: u64,
+    ) -> ApplyOutcome {
+        let Some(entry) = self.by_id.get_mut(&id) else {
+            return ApplyOutcome::NotCached;
+        };
+        let cached = entry.applied_index;
+        let kind = match entry.state {
+            state if state.is_evicting() => return ApplyOutcome::Ignored,
+            _ if entry.region.epoch != epoch => GapKind::Epoch {
+                cached: entry.region.epoch,
+                seen: epoch,
+            },
+            RegionState::Pending => {
+                entry.applied_index = cached.max(last);
+                return ApplyOutcome::Advanced;
+            }
+            _ if last <= cached => return ApplyOutcome::Unchanged,
+            _ if first > cached.saturating_add(1) => GapKind::Index {
+                cached,
+                seen: first,
+            },
+            _ => {
+                entry.applied_index = last;
+                return ApplyOutcome::Advanced;
+            }
+        };
+        ApplyOutcome::Gap(self.evict_for_gap(id, kind))
+    }
+
+    /// An event carried region `id` at `epoch` as its state before the event. If the cached
+    /// region is serving or loading and its epoch differs, an event was missed: the region
+    /// is evicted and the gap returned.
+    pub fn check_epoch(&mut self, id: RegionId, epoch: RegionEpoch) -> Option<Gap> {
+        let entry = self.by_id.get(&id)?;
+        if entry.state.is_evicting() || entry.region.epoch == epoch {
+            return None;
+        }
+        let kind = GapKind::Epoch {
+            cached: entry.region.epoch,
+            seen: epoch,
+        };
+        Some(self.evict_for_gap(id, kind))
+    }
+
+    /// A membership change moved region `id` from `before` to `after` (same range, new
+    /// `conf_ver`): the cached epoch follows, or the region is evicted on a gap.
+    pub fn change_epoch(&mut self, before: &Region, after: &Region) -> EpochChange {
+        let id = before.id;
+        let Some(entry) = self.by_id.get_mut(&id) else {
+            return EpochChange::NotCached;
+        };
+        if entry.state.is_evicting() {
+            return EpochChange::Ignored;
+        }
+        if entry.region != *before || after.id != id || after.range != before.range {
+            let kind = GapKind::Epoch {
+                cached: entry.region.epoch,
+                seen: before.epoch,
+            };
+            return EpochChange::Gap(self.evict_for_gap(id, kind));
+        }
+        entry.region.epoch = after.epoch;
+        EpochChange::Updated
+    }
+
+    /// Registers a snapshot for a read of region `id`, or says why memory cannot serve it.
+    ///
+    /// Served only when the region is Active, its epoch version equals the reader's, it
+    /// holds every entry up to the reader's applied index, and `read_ts` is above its safe
+    /// point. A reader ahead of the cache (newer version, or higher applied index) reveals
+    /// a missed event: the region is evicted and the miss is [`ReadMiss::Gap`].
+    pub fn acquire_snapshot(
+        &mut self,
+        id: RegionId,
+        req: ReadRequest,
+    ) -> Result<SnapshotTicket, ReadMiss> {
+        let entry = self.by_id.get_mut(&id).ok_or(ReadMiss::NotCached)?;
+        let (cached_version, cached_index) = (entry.region.epoch.version, entry.applied_index);
+        let kind = match entry.state {
+            RegionState::Active | RegionState::Loading if req.epoch_version > cached_version => {
+                GapKind::Epoch {
+                    cached: entry.region.epoch,
+                    seen: RegionEpoch {
+                        version: req.epoch_version,
+                        ..entry.region.epoch
+                    },
+                }
+            }
+            RegionState::Active | RegionState::Loading if req.applied_index > cached_index => {
+                GapKind::Index {
+                    cached: cached_index,
+                    seen: req.applied_index,
+                }
+            }
+            RegionState::Active if req.epoch_version < cached_version => {
+                return Err(ReadMiss::EpochNotMatch {
+                    cached: cached_version,
+                    requested: req.epoch_version,
+                });
+            }
+            RegionState::Active if req.read_ts <= entry.safe_point => {
+                return Err(ReadMiss::TooOldRead {
+                    safe_point: entry.safe_point,
+                    read_ts: req.read_ts,
+                });
+            }
+            RegionState::Active => {
+                entry.snapshots.add(req.read_ts);
+                return Ok(SnapshotTicket {
+                    region: id,
+                    version: cached_version,
+                    read_ts: req.read_ts,
+                });
+            }
+            state => return Err(ReadMiss::NotReadable(state)),
+        };
+        Err(ReadMiss::Gap(self.evict_for_gap(id, kind)))
+    }
+
+    /// Hands back a snapshot. Returns the region id when this was the last snapshot of a
+    /// PendingEvict region: it is now Evicting, and its data can be deleted.
+    ///
+    /// # Errors
+    /// [`RegionError::UnknownSnapshot`] when no live or historical record holds the ticket.
+    pub fn release_snapshot(
+        &mut self,
+        ticket: SnapshotTicket,
+    ) -> Result<Option<RegionId>, RegionError> {
+        let SnapshotTicket {
+            region,
+            version,
+            read_ts,
+        } = ticket;
+        let unknown = || RegionError::UnknownSnapshot {
+            region,
+            version,
+            read_ts,
+        };
+        if let Some(entry) = self
+            .by_id
+            .get_mut(&region)
+            .filter(|e| e.region.epoch.version == version)
+        {
+            if !entry.snapshots.remove(read_ts) {
+                return Err(unknown());
+            }
+            let drained = entry.state == RegionState::PendingEvict && entry.snapshots.is_empty();
+            return Ok(drained.then(|| self.settle(region)).map(|_| region));
+        }
+        let record = self
+            .historical
+            .get_mut(&(region, version))
+            .ok_or_else(unknown)?;
+        if !record.snapshots.remove(read_ts) {
+            return Err(unknown());
+        }
+        if record.snapshots.is_empty() {
+            self.historical.remove(&(region, version));
+        }
+        Ok(None)
+    }
+
+    /// Raises region `id`'s GC safe point towards `target` and returns the one now in
+    /// force. It never goes backwards, and never above the oldest live snapshot over the
+    /// region (its own, or a split parent's).
+    ///
+    /// # Errors
+    /// [`RegionError::NotCached`].
+    pub fn advance_safe_point(&mut self, id: RegionId, target: u64) -> Result<u64, RegionError> {
+        let limit = self.oldest_snapshot_over(id).unwrap_or(u64::MAX);
+        let entry = self.by_id.get_mut(&id).ok_or(RegionError::NotCached(id))?;
+        entry.safe_point = entry.safe_point.max(target.min(limit));
+        Ok(entry.safe_point)
+    }
+
+    fn evict_for_gap(&mut self, id: RegionId, kind: GapKind) -> Gap {
+        Gap {
+            kind,
+            eviction: self.evict(id, kind.reason(), None),
+        }
+    }
+}

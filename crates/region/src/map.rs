@@ -1,0 +1,385 @@
+//! [`RegionMap`]: every cached region, by id and by range, and the one place that moves a
+//! region through its lifecycle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::range::EndKey;
+use crate::snapshot::SnapshotList;
+use crate::{EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionId, RegionState};
+
+/// One cached region's metadata.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) region: Region,
+    pub(crate) state: RegionState,
+    pub(crate) safe_point: u64,
+    pub(crate) applied_index: u64,
+    pub(crate) snapshots: SnapshotList,
+    /// Callbacks waiting for the eviction to finish; empty unless evicting.
+    pub(crate) callbacks: Vec<EvictCallback>,
+    /// Set exactly when the state is one of the evicting ones.
+    pub(crate) evict_reason: Option<EvictReason>,
+}
+
+impl Entry {
+    pub(crate) fn new(region: Region, state: RegionState, safe_point: u64, applied: u64) -> Self {
+        Entry {
+            region,
+            state,
+            safe_point,
+            applied_index: applied,
+            snapshots: SnapshotList::default(),
+            callbacks: Vec::new(),
+            evict_reason: None,
+        }
+    }
+}
+
+/// Snapshots taken on a region before it split, kept until they drop: they hold back
+/// the safe point of every region overlapping `range`.
+#[derive(Debug)]
+pub(crate) struct Historical {
+    pub(crate) range: KeyRange,
+    pub(crate) snapshots: SnapshotList,
+}
+
+/// Every cached region's metadata: by id, by range (an index on the end key), and the
+/// snapshots of regions that have since split.
+///
+/// No two regions in the map overlap, whatever their state. The map does no I/O and owns
+/// no data: its operations return what the engine must do (load, delete, fire callbacks)
+/// as values.
+#[derive(Debug, Default)]
+pub struct RegionMap {
+    pub(crate) by_id: HashMap<RegionId, Entry>,
+    pub(crate) by_end: BTreeMap<EndKey, RegionId>,
+    pub(crate) historical: BTreeMap<(RegionId, u64), Historical>,
+}
+
+/// A region's metadata as listed for observability (serializable, for JSON dumps).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionInfo {
+    /// Id, range and epoch as cached.
+    pub region: Region,
+    /// Lifecycle state.
+    pub state: RegionState,
+    /// MVCC GC safe point.
+    pub safe_point: u64,
+    /// Last Raft applied index whose effects the cache holds.
+    pub applied_index: u64,
+    /// Live snapshots registered on it.
+    pub snapshots: usize,
+    /// The oldest live snapshot's read_ts.
+    pub oldest_snapshot_ts: Option<u64>,
+    /// Why it is being evicted, when it is.
+    pub evict_reason: Option<EvictReason>,
+}
+
+/// Snapshots of a region that has since split, as listed for observability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoricalInfo {
+    /// The region the snapshots were taken on.
+    pub region: RegionId,
+    /// Its epoch version then.
+    pub version: u64,
+    /// Its range then.
+    pub range: KeyRange,
+    /// How many are still live.
+    pub snapshots: usize,
+    /// The oldest one's read_ts.
+    pub oldest_snapshot_ts: Option<u64>,
+}
+
+/// Why [`RegionMap::insert_pending`] refused a region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum InsertRejected {
+    /// The id is already cached, and not as a stale Pending region.
+    AlreadyCached {
+        /// Its state (an evicting id cannot be loaded again until its data is gone).
+        state: RegionState,
+        /// Its cached epoch.
+        epoch: crate::RegionEpoch,
+    },
+    /// Another region that is not a stale Pending one overlaps the range.
+    Overlaps {
+        /// The overlapping region.
+        other: RegionId,
+        /// Its state.
+        state: RegionState,
+    },
+}
+
+impl fmt::Display for InsertRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InsertRejected::AlreadyCached { state, epoch } => {
+                write!(f, "already cached ({state}, {epoch})")
+            }
+            InsertRejected::Overlaps { other, state } => {
+                write!(f, "overlaps region {other} ({state})")
+            }
+        }
+    }
+}
+
+impl RegionMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        RegionMap::default()
+    }
+
+    /// How many regions are cached, in any state.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when no region is cached.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The cached region `id`'s state.
+    pub fn state(&self, id: RegionId) -> Option<RegionState> {
+        self.by_id.get(&id).map(|entry| entry.state)
+    }
+
+    /// The cached region `id` as it was last described (id, range, epoch).
+    pub fn region(&self, id: RegionId) -> Option<&Region> {
+        self.by_id.get(&id).map(|entry| &entry.region)
+    }
+
+    /// The listing of one region.
+    pub fn info(&self, id: RegionId) -> Option<RegionInfo> {
+        self.by_id.get(&id).map(info_of)
+    }
+
+    /// Every cached region, in key order.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        self.by_end
+            .values()
+            .filter_map(|id| self.by_id.get(id))
+            .map(info_of)
+            .collect()
+    }
+
+    /// Snapshots of regions that have since split, by region and version.
+    pub fn historical(&self) -> Vec<HistoricalInfo> {
+        self.historical
+            .iter()
+            .map(|(&(region, version), h)| HistoricalInfo {
+                region,
+                version,
+                range: h.range.clone(),
+                snapshots: h.snapshots.len(),
+                oldest_snapshot_ts: h.snapshots.oldest(),
+            })
+            .collect()
+    }
+
+    /// The cached regions overlapping `range`, in key order.
+    pub fn overlapping(&self, range: &KeyRange) -> Vec<RegionId> {
+        let from = Bound::Excluded(EndKey::Bounded(range.start().to_vec()));
+        self.by_end
+            .range((from, Bound::Unbounded))
+            .map(|(_, id)| *id)
+            .take_while(|id| {
+                self.by_id
+                    .get(id)
+                    .is_some_and(|e| e.region.range.overlaps(range))
+            })
+            .collect()
+    }
+
+    /// The cached region holding `key`.
+    pub fn region_at(&self, key: &[u8]) -> Option<RegionId> {
+        let from = Bound::Excluded(EndKey::Bounded(key.to_vec()));
+        let (_, id) = self.by_end.range((from, Bound::Unbounded)).next()?;
+        let entry = self.by_id.get(id)?;
+        entry.region.range.contains_key(key).then_some(*id)
+    }
+
+    /// Inserts `region` as Pending, with the Raft applied index its peer has now.
+    ///
+    /// Stale Pending regions in the way (the same id at an older epoch, or an overlapping
+    /// Pending region at a lower epoch version) are replaced; they are returned.
+    ///
+    /// # Errors
+    /// [`InsertRejected`] when the id is cached otherwise, or the range overlaps a region
+    /// that is not a stale Pending one. Nothing is changed then.
+    pub fn insert_pending(
+        &mut self,
+        region: Region,
+        applied_index: u64,
+    ) -> Result<Vec<RegionId>, InsertRejected> {
+        let stale = self.stale_pending_in_the_way(&region)?;
+        for id in &stale {
+            self.remove_entry(*id);
+        }
+        self.put_entry(Entry::new(region, RegionState::Pending, 0, applied_index));
+        Ok(stale)
+    }
+
+    /// The Pending regions `region` may replace, or why it may not be inserted.
+    fn stale_pending_in_the_way(&self, region: &Region) -> Result<Vec<RegionId>, InsertRejected> {
+        let mut stale = Vec::new();
+        if let Some(same) = self.by_id.get(&region.id) {
+            let replaceable = same.state == RegionState::Pending
+                && same.region.epoch.is_stale_than(&region.epoch);
+            if !replaceable {
+                let (state, epoch) = (same.state, same.region.epoch);
+                return Err(InsertRejected::AlreadyCached { state, epoch });
+            }
+            stale.push(region.id);
+        }
+        for other in self.overlapping(&region.range) {
+            if other == region.id {
+                continue;
+            }
+            let Some(entry) = self.by_id.get(&other) else {
+                continue;
+            };
+            if entry.state != RegionState::Pending
+                || entry.region.epoch.version >= region.epoch.version
+            {
+                return Err(InsertRejected::Overlaps {
+                    other,
+                    state: entry.state,
+                });
+            }
+            stale.push(other);
+        }
+        Ok(stale)
+    }
+
+    /// Adds an entry to both indexes. The caller has made sure nothing overlaps it.
+    pub(crate) fn put_entry(&mut self, entry: Entry) {
+        self.by_end
+            .insert(entry.region.range.end_key(), entry.region.id);
+        self.by_id.insert(entry.region.id, entry);
+    }
+
+    /// Removes an entry from both indexes, whatever its state.
+    pub(crate) fn remove_entry(&mut self, id: RegionId) -> Option<Entry> {
+        let entry = self.by_id.remove(&id)?;
+        self.by_end.remove(&entry.region.range.end_key());
+        Some(entry)
+    }
+
+    /// Moves region `id` one step through the lifecycle, as [`crate::TRANSITIONS`] allows;
+    /// `None` removes it. Every state change in the crate goes through here.
+    pub(crate) fn step(
+        &mut self,
+        id: RegionId,
+        to: Option<RegionState>,
+    ) -> Result<Option<Entry>, RegionError> {
+        let entry = self.by_id.get_mut(&id).ok_or(RegionError::NotCached(id))?;
+        entry.state.check_step(id, to)?;
+        match to {
+            Some(state) => {
+                entry.state = state;
+                Ok(None)
+            }
+            None => Ok(self.remove_entry(id)),
+        }
+    }
+
+    /// The oldest live snapshot that must hold back region `id`'s safe point: its own, and
+    /// those of split parents overlapping it.
+    pub(crate) fn oldest_snapshot_over(&self, id: RegionId) -> Option<u64> {
+        let entry = self.by_id.get(&id)?;
+        let historical = self
+            .historical
+            .values()
+            .filter(|h| h.range.overlaps(&entry.region.range))
+            .filter_map(|h| h.snapshots.oldest());
+        historical.chain(entry.snapshots.oldest()).min()
+    }
+
+    /// Checks every structural invariant; returns the first one broken.
+    ///
+    /// For tests and `strict` builds: no two regions overlap; the two indexes agree; the
+    /// safe point is never above a live snapshot over the region; snapshots live only on
+    /// Active and PendingEvict regions (and a PendingEvict region has some); a region has
+    /// an eviction reason and callbacks only while evicting.
+    ///
+    /// # Errors
+    /// A description of the broken invariant.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.by_id.len() != self.by_end.len() {
+            return Err(format!(
+                "{} ids but {} range entries",
+                self.by_id.len(),
+                self.by_end.len()
+            ));
+        }
+        let mut previous: Option<&Region> = None;
+        for (end, id) in &self.by_end {
+            let entry = self
+                .by_id
+                .get(id)
+                .ok_or(format!("range index names unknown {id}"))?;
+            if entry.region.range.end_key() != *end || entry.region.id != *id {
+                return Err(format!(
+                    "range index entry {end:?} -> {id} disagrees with {}",
+                    entry.region
+                ));
+            }
+            if let Some(prev) = previous.filter(|p| p.range.overlaps(&entry.region.range)) {
+                return Err(format!("{prev} overlaps {}", entry.region));
+            }
+            check_entry(entry, self.oldest_snapshot_over(*id))?;
+            previous = Some(&entry.region);
+        }
+        match self.historical.iter().find(|(_, h)| h.snapshots.is_empty()) {
+            Some((key, _)) => Err(format!("historical record {key:?} has no snapshots")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_entry(entry: &Entry, oldest_snapshot: Option<u64>) -> Result<(), String> {
+    let region = &entry.region;
+    if let Some(oldest) = oldest_snapshot.filter(|ts| entry.safe_point > *ts) {
+        return Err(format!(
+            "{region}: safe point {} above snapshot {oldest}",
+            entry.safe_point
+        ));
+    }
+    let snapshots_allowed = matches!(entry.state, RegionState::Active | RegionState::PendingEvict);
+    if !snapshots_allowed && !entry.snapshots.is_empty() {
+        return Err(format!("{region}: {} holds snapshots", entry.state));
+    }
+    if entry.state == RegionState::PendingEvict && entry.snapshots.is_empty() {
+        return Err(format!("{region}: PendingEvict without snapshots"));
+    }
+    if entry.state.is_evicting() != entry.evict_reason.is_some() {
+        return Err(format!(
+            "{region}: {} with reason {:?}",
+            entry.state, entry.evict_reason
+        ));
+    }
+    if !entry.state.is_evicting() && !entry.callbacks.is_empty() {
+        return Err(format!(
+            "{region}: {} holds eviction callbacks",
+            entry.state
+        ));
+    }
+    Ok(())
+}
+
+fn info_of(entry: &Entry) -> RegionInfo {
+    RegionInfo {
+        region: entry.region.clone(),
+        state: entry.state,
+        safe_point: entry.safe_point,
+        applied_index: entry.applied_index,
+        snapshots: entry.snapshots.len(),
+        oldest_snapshot_ts: entry.snapshots.oldest(),
+        evict_reason: entry.evict_reason,
+    }
+}

@@ -1,0 +1,320 @@
+//! Region identity and shape: [`RegionId`], [`KeyRange`], [`RegionEpoch`] and [`Region`].
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RegionError;
+
+/// A region's id, as Raft (and PD) assign it. Stable across splits for the region that
+/// keeps it; a split creates new ids for the other children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegionId(pub u64);
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A key range `[start, end)`. An empty `end` means unbounded (up to and past every key);
+/// an empty `start` is the smallest key.
+///
+/// The fields are private so that a range is always well formed: `start < end` when the
+/// end is bounded. Keys are raw bytes; in JSON they appear as hex strings.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawRange", into = "RawRange")]
+pub struct KeyRange {
+    start: Vec<u8>,
+    end: Vec<u8>,
+}
+
+impl KeyRange {
+    /// Builds `[start, end)`; an empty `end` is unbounded.
+    ///
+    /// # Errors
+    /// [`RegionError::InvalidRange`] when the end is bounded and not above the start.
+    pub fn new(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Result<Self, RegionError> {
+        let (start, end) = (start.into(), end.into());
+        if !end.is_empty() && start >= end {
+            return Err(RegionError::InvalidRange { start, end });
+        }
+        Ok(KeyRange { start, end })
+    }
+
+    /// The range of every key: `[, +inf)`.
+    pub fn everything() -> Self {
+        KeyRange {
+            start: Vec::new(),
+            end: Vec::new(),
+        }
+    }
+
+    /// The inclusive start key.
+    pub fn start(&self) -> &[u8] {
+        &self.start
+    }
+
+    /// The exclusive end key, `None` when unbounded.
+    pub fn end(&self) -> Option<&[u8]> {
+        (!self.end.is_empty()).then_some(self.end.as_slice())
+    }
+
+    /// The end as the range index orders it: unbounded sorts after every bounded end.
+    pub(crate) fn end_key(&self) -> EndKey {
+        match self.end() {
+            Some(end) => EndKey::Bounded(end.to_vec()),
+            None => EndKey::Unbounded,
+        }
+    }
+
+    /// True when `key` lies in `[start, end)`.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        key >= self.start() && self.ends_after(key)
+    }
+
+    /// True when every key of `other` lies in `self`.
+    pub fn contains(&self, other: &KeyRange) -> bool {
+        other.start() >= self.start()
+            && match (self.end(), other.end()) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(mine), Some(theirs)) => theirs <= mine,
+            }
+    }
+
+    /// True when the two ranges share at least one key.
+    pub fn overlaps(&self, other: &KeyRange) -> bool {
+        self.ends_after(other.start()) && other.ends_after(self.start())
+    }
+
+    /// True when `key` is below the end (always, for an unbounded end).
+    fn ends_after(&self, key: &[u8]) -> bool {
+        self.end().is_none_or(|end| key < end)
+    }
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, ", self.start.escape_ascii())?;
+        match self.end() {
+            Some(end) => write!(f, "{})", end.escape_ascii()),
+            None => write!(f, "+inf)"),
+        }
+    }
+}
+
+impl fmt::Debug for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A range end as the map's index orders it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum EndKey {
+    Bounded(Vec<u8>),
+    Unbounded,
+}
+
+/// The serialized form of [`KeyRange`]: hex strings in human-readable formats (JSON),
+/// raw bytes otherwise (bincode).
+#[derive(Serialize, Deserialize)]
+struct RawRange {
+    #[serde(with = "crate::hex_bytes")]
+    start: Vec<u8>,
+    #[serde(with = "crate::hex_bytes")]
+    end: Vec<u8>,
+}
+
+impl TryFrom<RawRange> for KeyRange {
+    type Error = RegionError;
+
+    fn try_from(raw: RawRange) -> Result<Self, RegionError> {
+        KeyRange::new(raw.start, raw.end)
+    }
+}
+
+impl From<KeyRange> for RawRange {
+    fn from(range: KeyRange) -> Self {
+        RawRange {
+            start: range.start,
+            end: range.end,
+        }
+    }
+}
+
+/// A region's epoch: `version` grows on split and merge, `conf_ver` on membership change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RegionEpoch {
+    /// Bumped by every split and merge: a new version means a new key range.
+    pub version: u64,
+    /// Bumped by every membership change: the range and data stay the same.
+    pub conf_ver: u64,
+}
+
+/// How one epoch relates to another, as Raft compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpochOrder {
+    /// Both components equal.
+    Same,
+    /// No component higher and at least one lower: an older view of the region.
+    Stale,
+    /// No component lower and at least one higher: a later view of the region.
+    Newer,
+    /// One component higher and the other lower: the two views cannot both be right.
+    Diverged,
+}
+
+impl RegionEpoch {
+    /// An epoch from its two components.
+    pub const fn new(version: u64, conf_ver: u64) -> Self {
+        RegionEpoch { version, conf_ver }
+    }
+
+    /// Compares `self` with `other` component by component.
+    pub fn compare(&self, other: &RegionEpoch) -> EpochOrder {
+        match (
+            self.version.cmp(&other.version),
+            self.conf_ver.cmp(&other.conf_ver),
+        ) {
+            (Ordering::Equal, Ordering::Equal) => EpochOrder::Same,
+            (Ordering::Less | Ordering::Equal, Ordering::Less | Ordering::Equal) => {
+                EpochOrder::Stale
+            }
+            (Ordering::Greater | Ordering::Equal, Ordering::Greater | Ordering::Equal) => {
+                EpochOrder::Newer
+            }
+            _ => EpochOrder::Diverged,
+        }
+    }
+
+    /// TiKV's `is_epoch_stale`: true when either component of `self` is below `other`'s.
+    pub fn is_stale_than(&self, other: &RegionEpoch) -> bool {
+        self.version < other.version || self.conf_ver < other.conf_ver
+    }
+}
+
+impl fmt::Display for RegionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}/c{}", self.version, self.conf_ver)
+    }
+}
+
+/// A region as Raft describes it at one moment: id, key range and epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Region {
+    /// The region's id.
+    pub id: RegionId,
+    /// The keys it covers.
+    pub range: KeyRange,
+    /// Its epoch.
+    pub epoch: RegionEpoch,
+}
+
+impl Region {
+    /// A region from its parts.
+    pub fn new(id: RegionId, range: KeyRange, epoch: RegionEpoch) -> Self {
+        Region { id, range, epoch }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "region {} {} {}", self.id, self.range, self.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(start: &str, end: &str) -> KeyRange {
+        KeyRange::new(start, end).unwrap()
+    }
+
+    #[test]
+    fn a_bounded_range_must_not_be_empty() {
+        assert!(matches!(
+            KeyRange::new("b", "b"),
+            Err(RegionError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            KeyRange::new("c", "b"),
+            Err(RegionError::InvalidRange { .. })
+        ));
+        assert!(KeyRange::new("c", "").is_ok());
+        assert!(KeyRange::new("", "").is_ok());
+    }
+
+    #[test]
+    fn contains_key_honours_both_ends() {
+        let r = range("b", "d");
+        assert!(!r.contains_key(b"a"));
+        assert!(r.contains_key(b"b"));
+        assert!(r.contains_key(b"c\xff"));
+        assert!(!r.contains_key(b"d"));
+        let open = range("b", "");
+        assert!(open.contains_key(b"\xff\xff\xff"));
+        assert!(!open.contains_key(b"a"));
+        assert!(KeyRange::everything().contains_key(b""));
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_exclusive_at_the_end() {
+        let cases = [
+            (("a", "c"), ("c", "e"), false),
+            (("a", "c"), ("b", "e"), true),
+            (("a", ""), ("z", ""), true),
+            (("a", "c"), ("z", ""), false),
+            (("m", ""), ("a", "m"), false),
+            (("m", ""), ("a", "n"), true),
+            (("", ""), ("q", "r"), true),
+        ];
+        for ((s1, e1), (s2, e2), expected) in cases {
+            let (a, b) = (range(s1, e1), range(s2, e2));
+            assert_eq!(a.overlaps(&b), expected, "{a} vs {b}");
+            assert_eq!(b.overlaps(&a), expected, "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn containment_with_unbounded_ends() {
+        assert!(range("a", "").contains(&range("b", "")));
+        assert!(range("a", "").contains(&range("b", "c")));
+        assert!(!range("a", "z").contains(&range("b", "")));
+        assert!(range("a", "z").contains(&range("a", "z")));
+        assert!(!range("b", "z").contains(&range("a", "c")));
+    }
+
+    #[test]
+    fn epochs_compare_as_raft_does() {
+        let e = RegionEpoch::new;
+        assert_eq!(e(5, 3).compare(&e(5, 3)), EpochOrder::Same);
+        assert_eq!(e(5, 3).compare(&e(6, 3)), EpochOrder::Stale);
+        assert_eq!(e(5, 3).compare(&e(5, 4)), EpochOrder::Stale);
+        assert_eq!(e(6, 4).compare(&e(5, 3)), EpochOrder::Newer);
+        assert_eq!(e(6, 2).compare(&e(5, 3)), EpochOrder::Diverged);
+        assert!(e(6, 2).is_stale_than(&e(5, 3)));
+        assert!(!e(6, 3).is_stale_than(&e(5, 3)));
+    }
+
+    #[test]
+    fn ranges_serialize_as_hex_in_json_and_validate_on_the_way_in() {
+        let r = range("a\x00", "");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"start":"6100","end":""}"#);
+        assert_eq!(serde_json::from_str::<KeyRange>(&json).unwrap(), r);
+        assert!(serde_json::from_str::<KeyRange>(r#"{"start":"62","end":"61"}"#).is_err());
+        assert!(serde_json::from_str::<KeyRange>(r#"{"start":"6","end":""}"#).is_err());
+    }
+
+    #[test]
+    fn display_is_readable() {
+        assert_eq!(range("a", "").to_string(), "[a, +inf)");
+        assert_eq!(range("a\x01", "b").to_string(), "[a\\x01, b)");
+        assert_eq!(RegionEpoch::new(221, 5).to_string(), "v221/c5");
+    }
+}

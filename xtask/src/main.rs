@@ -1,0 +1,85 @@
+//! `cargo xtask`: the project's one entry point for what CI runs.
+//!
+//! ```text
+//! cargo xtask ci [--fast]   fmt check, clippy (warnings denied), tests, docs (warnings
+//!                           denied); the tidy checks run as tests of this crate
+//! ```
+
+mod tidy;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci [--fast]   what CI runs: fmt check, clippy -D warnings, all tests, docs -D warnings
+                (--fast skips clippy and the doc build)";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci"] => ci(false),
+        ["ci", "--fast"] => ci(true),
+        ["help" | "--help" | "-h"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{}`\n\n{USAGE}", other.join(" ")),
+    }
+}
+
+/// Runs every check CI runs, in order of increasing cost, stopping at the first failure.
+fn ci(fast: bool) -> Result<()> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    if !fast {
+        cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )?;
+    }
+    cargo(&["test", "--workspace", "--locked"], &[])?;
+    if !fast {
+        cargo(
+            &["doc", "--workspace", "--no-deps", "--locked"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )?;
+    }
+    println!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// Runs `cargo <args>` from the workspace root with extra environment variables.
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(tidy::workspace_root())
+        .status()
+        .with_context(|| format!("could not start `cargo {}`", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Tidy checks over the whole workspace, run as tests of `xtask` (and so by `cargo xtask ci`).
+//!
+//! - every `.rs` file starts with a `//!` module doc;
+//! - every package inherits the workspace lints;
+//! - no crate depends on a crate above it (read from `cargo metadata`);
+//! - `ime-region` stays pure: no threads, clocks or I/O, in its dependencies or its source.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// Internal crates each crate may use; `None` means any (tools, not layers).
+///
+/// A new crate must be added here before tidy passes, so its place in the layering is
+/// decided once, on purpose.
+#[cfg(test)]
+const LAYERS: &[(&str, Option<&[&str]>)] = &[
+    ("ime-region", Some(&[])),
+    ("ime-memkv", Some(&[])),
+    ("ime-disk", Some(&[])),
+    ("ime-observer", Some(&["ime-region"])),
+    ("ime-eviction", Some(&["ime-region"])),
+    (
+        "ime-engine",
+        Some(&[
+            "ime-region",
+            "ime-memkv",
+            "ime-observer",
+            "ime-eviction",
+            "ime-disk",
+        ]),
+    ),
+    ("ime-sim", Some(&["ime-engine", "ime-memkv"])),
+    ("ime-benches", None),
+    ("xtask", None),
+];
+
+/// External crates the pure `ime-region` may depend on (normal dependencies).
+#[cfg(test)]
+const REGION_ALLOWED_DEPS: &[&str] = &["serde", "thiserror"];
+
+/// Paths whose use in `ime-region`'s source would bring threads, clocks or I/O.
+#[cfg(test)]
+const REGION_FORBIDDEN_PATHS: &[&str] = &[
+    "std::thread",
+    "std::time",
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::io",
+    "std::sync::Mutex",
+    "std::sync::RwLock",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::process::Command;
+
+    use serde_json::Value;
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    rust_files(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    fn metadata() -> Value {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo metadata runs");
+        assert!(output.status.success(), "cargo metadata failed: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+    }
+
+    fn packages(meta: &Value) -> &Vec<Value> {
+        meta["packages"].as_array().expect("packages is an array")
+    }
+
+    #[test]
+    fn every_rust_file_starts_with_a_module_doc() {
+        let mut files = Vec::new();
+        rust_files(&workspace_root(), &mut files);
+        assert!(
+            !files.is_empty(),
+            "no Rust files found under {:?}",
+            workspace_root()
+        );
+        let missing: Vec<_> = files
+            .iter()
+            .filter(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                !text.trim_start().starts_with("//!")
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "files without a `//!` module doc: {missing:#?}"
+        );
+    }
+
+    #[test]
+    fn every_package_inherits_the_workspace_lints() {
+        let meta = metadata();
+        for package in packages(&meta) {
+            let manifest = package["manifest_path"].as_str().expect("manifest_path");
+            let text = std::fs::read_to_string(manifest).expect("manifest readable");
+            let inherits = text.split("[lints]").nth(1).is_some_and(|rest| {
+                rest.lines()
+                    .map(str::trim)
+                    .take_while(|l| !l.starts_with('['))
+                    .any(|l| l.replace(' ', "") == "workspace=true")
+            });
+            assert!(inherits, "{manifest} lacks `[lints] workspace = true`");
+        }
+    }
+
+    #[test]
+    fn no_layer_depends_upward() {
+        let meta = metadata();
+        let internal: Vec<&str> = packages(&meta)
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for package in packages(&meta) {
+            let name = package["name"].as_str().expect("package name");
+            let allowed = LAYERS
+                .iter()
+                .find(|(layer, _)| *layer == name)
+                .unwrap_or_else(|| panic!("{name} has no entry in xtask's LAYERS table"))
+                .1;
+            let Some(allowed) = allowed else { continue };
+            for dep in package["dependencies"].as_array().expect("dependencies") {
+                let dep_name = dep["name"].as_str().expect("dependency name");
+                if internal.contains(&dep_name) {
+                    assert!(
+                        allowed.contains(&dep_name),
+                        "{name} depends on {dep_name}, which is not below it in the layering"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ime_region_has_no_threads_clocks_or_io() {
+        let meta = metadata();
+        let region = packages(&meta)
+            .iter()
+            .find(|p| p["name"] == "ime-region")
+            .expect("ime-region is a workspace member");
+        for dep in region["dependencies"].as_array().expect("dependencies") {
+            let is_normal = dep["kind"].is_null();
+            let dep_name = dep["name"].as_str().expect("dependency name");
+            assert!(
+                !is_normal || REGION_ALLOWED_DEPS.contains(&dep_name),
+                "ime-region must stay pure, but depends on {dep_name}"
+            );
+        }
+        let mut files = Vec::new();
+        rust_files(&workspace_root().join("crates/region/src"), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source readable");
+            for forbidden in REGION_FORBIDDEN_PATHS {
+                assert!(
+                    !text.contains(forbidden),
+                    "{} uses {forbidden}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
