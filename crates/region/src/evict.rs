@@ -98,6 +98,7 @@ impl RegionMap {
                 if let Ok(Some(entry)) = self.step(id, None) {
                     eviction.callbacks.extend(ended(entry.callbacks));
                 }
+                eviction.step = EvictStep::Removed;
                 eviction
                     .callbacks
                     .extend(callback.map(|cb| cb.ended(EvictionEnd::Removed)));
