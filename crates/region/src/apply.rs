@@ -216,6 +216,7 @@ impl RegionMap {
                 return Ok(SnapshotTicket {
                     region: id,
                     version: cached_version,
+                    generation: entry.generation,
                     read_ts: req.read_ts,
                 });
             }
@@ -236,6 +237,7 @@ impl RegionMap {
         let SnapshotTicket {
             region,
             version,
+            generation,
             read_ts,
         } = ticket;
         let unknown = || RegionError::UnknownSnapshot {
@@ -246,7 +248,7 @@ impl RegionMap {
         if let Some(entry) = self
             .by_id
             .get_mut(&region)
-            .filter(|e| e.region.epoch.version == version)
+            .filter(|e| e.generation == generation)
         {
             if !entry.snapshots.remove(read_ts) {
                 return Err(unknown());
@@ -254,15 +256,12 @@ impl RegionMap {
             let drained = entry.state == RegionState::PendingEvict && entry.snapshots.is_empty();
             return Ok(drained.then(|| self.settle(region)).map(|_| region));
         }
-        let record = self
-            .historical
-            .get_mut(&(region, version))
-            .ok_or_else(unknown)?;
+        let record = self.historical.get_mut(&generation).ok_or_else(unknown)?;
         if !record.snapshots.remove(read_ts) {
             return Err(unknown());
         }
         if record.snapshots.is_empty() {
-            self.historical.remove(&(region, version));
+            self.historical.remove(&generation);
         }
         Ok(None)
     }

@@ -1,7 +1,7 @@
 //! The crate's error type: [`RegionError`].
 
 use crate::state::Target;
-use crate::{RegionEpoch, RegionId, RegionState};
+use crate::{RegionId, RegionState};
 
 /// An operation on region metadata that cannot be carried out.
 ///
@@ -31,6 +31,14 @@ pub enum RegionError {
     /// The region is not in the map.
     #[error("region {0} is not cached")]
     NotCached(RegionId),
+    /// Only an Evicting region's eviction can be finished.
+    #[error("region {region} is {state}, not Evicting: its eviction cannot be finished")]
+    NotEvicting {
+        /// The region.
+        region: RegionId,
+        /// Its state.
+        state: RegionState,
+    },
     /// A split whose children do not partition the source region.
     #[error("region {region}: invalid split: {detail}")]
     InvalidSplit {
@@ -49,16 +57,6 @@ pub enum RegionError {
         /// The ticket's read_ts.
         read_ts: u64,
     },
-    /// An operation that needs the cached epoch to be `expected` found another.
-    #[error("region {region}: epoch {found} does not match the cached {expected}")]
-    EpochMismatch {
-        /// The region.
-        region: RegionId,
-        /// The cached epoch.
-        expected: RegionEpoch,
-        /// The epoch the caller gave.
-        found: RegionEpoch,
-    },
     /// An eviction reason name that does not exist.
     #[error("unknown eviction reason `{0}`")]
     UnknownReason(String),
@@ -71,7 +69,7 @@ impl RegionError {
             RegionError::InvalidTransition { region, .. }
             | RegionError::InvalidSplit { region, .. }
             | RegionError::UnknownSnapshot { region, .. }
-            | RegionError::EpochMismatch { region, .. } => Some(*region),
+            | RegionError::NotEvicting { region, .. } => Some(*region),
             RegionError::NotCached(region) => Some(*region),
             RegionError::InvalidRange { .. } | RegionError::UnknownReason(_) => None,
         }

@@ -128,9 +128,14 @@ impl RegionMap {
     /// ended as [`EvictionEnd::Removed`], to fire.
     ///
     /// # Errors
-    /// [`RegionError::InvalidTransition`] unless the region is Evicting;
+    /// [`RegionError::NotEvicting`] unless the region is Evicting;
     /// [`RegionError::NotCached`] if it is not in the map.
     pub fn finish_eviction(&mut self, id: RegionId) -> Result<Vec<EvictCallback>, RegionError> {
+        match self.state(id) {
+            None => return Err(RegionError::NotCached(id)),
+            Some(RegionState::Evicting) => {}
+            Some(state) => return Err(RegionError::NotEvicting { region: id, state }),
+        }
         let entry = self.step(id, None)?;
         Ok(entry
             .map(|e| ended(e.callbacks).collect())

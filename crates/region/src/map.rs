@@ -14,6 +14,9 @@ use crate::{EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionId,
 /// One cached region's metadata.
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// Unique per record in this map: snapshot tickets name it, so a ticket can never be
+    /// mistaken for one of a later record with the same id and version.
+    pub(crate) generation: u64,
     pub(crate) region: Region,
     pub(crate) state: RegionState,
     pub(crate) safe_point: u64,
@@ -28,6 +31,7 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(region: Region, state: RegionState, safe_point: u64, applied: u64) -> Self {
         Entry {
+            generation: 0,
             region,
             state,
             safe_point,
@@ -43,6 +47,8 @@ impl Entry {
 /// the safe point of every region overlapping `range`.
 #[derive(Debug)]
 pub(crate) struct Historical {
+    pub(crate) region: RegionId,
+    pub(crate) version: u64,
     pub(crate) range: KeyRange,
     pub(crate) snapshots: SnapshotList,
 }
@@ -57,7 +63,9 @@ pub(crate) struct Historical {
 pub struct RegionMap {
     pub(crate) by_id: HashMap<RegionId, Entry>,
     pub(crate) by_end: BTreeMap<EndKey, RegionId>,
-    pub(crate) historical: BTreeMap<(RegionId, u64), Historical>,
+    /// Split parents' snapshots, by the parent record's generation.
+    pub(crate) historical: BTreeMap<u64, Historical>,
+    pub(crate) next_generation: u64,
 }
 
 /// A region's metadata as listed for observability (serializable, for JSON dumps).
@@ -170,10 +178,10 @@ impl RegionMap {
     /// Snapshots of regions that have since split, by region and version.
     pub fn historical(&self) -> Vec<HistoricalInfo> {
         self.historical
-            .iter()
-            .map(|(&(region, version), h)| HistoricalInfo {
-                region,
-                version,
+            .values()
+            .map(|h| HistoricalInfo {
+                region: h.region,
+                version: h.version,
                 range: h.range.clone(),
                 snapshots: h.snapshots.len(),
                 oldest_snapshot_ts: h.snapshots.oldest(),
@@ -257,7 +265,9 @@ impl RegionMap {
     }
 
     /// Adds an entry to both indexes. The caller has made sure nothing overlaps it.
-    pub(crate) fn put_entry(&mut self, entry: Entry) {
+    pub(crate) fn put_entry(&mut self, mut entry: Entry) {
+        entry.generation = self.next_generation;
+        self.next_generation += 1;
         self.by_end
             .insert(entry.region.range.end_key(), entry.region.id);
         self.by_id.insert(entry.region.id, entry);

@@ -67,6 +67,8 @@ pub struct ReadRequest {
 pub struct SnapshotTicket {
     pub(crate) region: RegionId,
     pub(crate) version: u64,
+    /// The generation of the map record it was registered on.
+    pub(crate) generation: u64,
     pub(crate) read_ts: u64,
 }
 

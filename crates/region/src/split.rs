@@ -86,12 +86,13 @@ impl RegionMap {
             return SplitOutcome::NotCached;
         };
         if !parent.snapshots.is_empty() {
-            let key = (id, parent.region.epoch.version);
             let record = Historical {
+                region: id,
+                version: parent.region.epoch.version,
                 range: parent.region.range.clone(),
                 snapshots: parent.snapshots,
             };
-            self.historical.insert(key, record);
+            self.historical.insert(parent.generation, record);
         }
         for child in children {
             let entry = Entry::new(

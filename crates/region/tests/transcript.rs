@@ -19,7 +19,12 @@
 //! After every command the map's invariants are checked, and callbacks that fired are
 //! printed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -31,30 +36,53 @@ use ime_region::*;
 #[test]
 fn transcripts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no transcripts in {}", dir.display());
     let update = std::env::var_os("UPDATE_TRANSCRIPTS").is_some();
     let mut failures = Vec::new();
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "txt")) {
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "txt"))
+    {
         let text = std::fs::read_to_string(file).unwrap();
         let actual = run_transcript(&text);
         if actual != text {
             if update {
                 std::fs::write(file, &actual).unwrap();
             } else {
-                failures.push(format!("{}:\n{}", file.display(), first_difference(&text, &actual)));
+                failures.push(format!(
+                    "{}:\n{}",
+                    file.display(),
+                    first_difference(&text, &actual)
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "transcripts differ (UPDATE_TRANSCRIPTS=1 rewrites):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "transcripts differ (UPDATE_TRANSCRIPTS=1 rewrites):\n{}",
+        failures.join("\n")
+    );
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {
     let pairs = expected.lines().zip(actual.lines()).enumerate();
     match pairs.clone().find(|(_, (e, a))| e != a) {
-        Some((n, (e, a))) => format!("line {}: expected `{e}`\n{:>width$}got `{a}`", n + 1, "", width = 6),
-        None => format!("lengths differ: {} vs {} lines", expected.lines().count(), actual.lines().count()),
+        Some((n, (e, a))) => format!(
+            "line {}: expected `{e}`\n{:>width$}got `{a}`",
+            n + 1,
+            "",
+            width = 6
+        ),
+        None => format!(
+            "lengths differ: {} vs {} lines",
+            expected.lines().count(),
+            actual.lines().count()
+        ),
     }
 }
 
@@ -70,7 +98,11 @@ fn run_transcript(text: &str) -> String {
         if command.is_empty() || command.starts_with('#') {
             continue;
         }
-        assert_eq!(lines.next().map(str::trim), Some("----"), "`----` expected after `{command}`");
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("----"),
+            "`----` expected after `{command}`"
+        );
         while lines.next_if(|l| !l.trim().is_empty()).is_some() {}
         out.push_str("----\n");
         out.push_str(&driver.run(command));
@@ -111,7 +143,10 @@ impl Driver {
         match words[0] {
             "insert" => {
                 let index = words.get(5).map_or(0, |w| number(w, "index="));
-                match self.map.insert_pending(region(words[1], words[2], words[3], words[4]), index) {
+                match self
+                    .map
+                    .insert_pending(region(words[1], words[2], words[3], words[4]), index)
+                {
                     Ok(replaced) if replaced.is_empty() => "ok".to_owned(),
                     Ok(replaced) => format!("ok, replaced {}", ids(&replaced)),
                     Err(rejected) => format!("rejected: {rejected}"),
@@ -137,13 +172,20 @@ impl Driver {
                 ends.into_iter().map(|end| load_end(end) + "\n").collect()
             }
             "evict" => {
-                let callback = words.get(3).map(|w| self.callback(w.trim_start_matches("cb=")));
+                let callback = words
+                    .get(3)
+                    .map(|w| self.callback(w.trim_start_matches("cb=")));
                 let eviction = self.map.evict(id(), words[2].parse().unwrap(), callback);
                 show_eviction(eviction)
             }
             "evict-range" => {
-                let evictions = self.map.evict_overlapping(&range(words[1]), words[2].parse().unwrap());
-                evictions.into_iter().map(|e| show_eviction(e) + "\n").collect()
+                let evictions = self
+                    .map
+                    .evict_overlapping(&range(words[1]), words[2].parse().unwrap());
+                evictions
+                    .into_iter()
+                    .map(|e| show_eviction(e) + "\n")
+                    .collect()
             }
             "deleted" => match self.map.finish_eviction(id()) {
                 Ok(callbacks) => {
@@ -158,17 +200,28 @@ impl Driver {
                     Some((f, l)) => (f.parse().unwrap(), l.parse().unwrap()),
                     None => (words[4].parse().unwrap(), words[4].parse().unwrap()),
                 };
-                match self.map.report_applied(id(), epoch(words[2], words[3]), first, last) {
+                match self
+                    .map
+                    .report_applied(id(), epoch(words[2], words[3]), first, last)
+                {
                     ApplyOutcome::Gap(gap) => show_gap(gap),
                     other => format!("{other:?}"),
                 }
             }
             "change-peer" => {
-                let before = self.map.region(id()).cloned().unwrap_or_else(|| {
-                    region(words[1], "..", words[2], words[3])
-                });
-                let before = Region { epoch: epoch(words[2], words[3]), ..before };
-                let after = Region { epoch: epoch(words[2], words[4]), ..before.clone() };
+                let before = self
+                    .map
+                    .region(id())
+                    .cloned()
+                    .unwrap_or_else(|| region(words[1], "..", words[2], words[3]));
+                let before = Region {
+                    epoch: epoch(words[2], words[3]),
+                    ..before
+                };
+                let after = Region {
+                    epoch: epoch(words[2], words[4]),
+                    ..before.clone()
+                };
                 match self.map.change_epoch(&before, &after) {
                     EpochChange::Gap(gap) => show_gap(gap),
                     other => format!("{other:?}"),
@@ -180,7 +233,10 @@ impl Driver {
             },
             "read" => self.read(words),
             "release" => {
-                let ticket = self.snapshots.remove(words[1]).expect("unknown snapshot name");
+                let ticket = self
+                    .snapshots
+                    .remove(words[1])
+                    .expect("unknown snapshot name");
                 match self.map.release_snapshot(ticket) {
                     Ok(Some(ready)) => format!("released; region {ready} ready to delete"),
                     Ok(None) => "released".to_owned(),
@@ -191,12 +247,22 @@ impl Driver {
                 Ok(sp) => format!("safe point {sp}"),
                 Err(err) => format!("error: {err}"),
             },
-            "regions" => self.map.regions().iter().map(|info| show_info(info) + "\n").collect(),
+            "regions" => self
+                .map
+                .regions()
+                .iter()
+                .map(|info| show_info(info) + "\n")
+                .collect(),
             "historical" => self
                 .map
                 .historical()
                 .iter()
-                .map(|h| format!("{} v{} {} snapshots={} oldest={:?}\n", h.region, h.version, h.range, h.snapshots, h.oldest_snapshot_ts))
+                .map(|h| {
+                    format!(
+                        "{} v{} {} snapshots={} oldest={:?}\n",
+                        h.region, h.version, h.range, h.snapshots, h.oldest_snapshot_ts
+                    )
+                })
                 .collect(),
             other => panic!("unknown transcript command `{other}`"),
         }
@@ -210,16 +276,32 @@ impl Driver {
             .iter()
             .map(|spec| {
                 let mut parts = spec.split(':');
-                let (id, range, index) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-                SplitChild { region: region(id, range, version, conf), applied_index: index.parse().unwrap() }
+                let (id, range, index) = (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                );
+                SplitChild {
+                    region: region(id, range, version, conf),
+                    applied_index: index.parse().unwrap(),
+                }
             })
             .collect();
         match self.map.split(&source, &children) {
             Ok(SplitOutcome::Gap(gap)) => show_gap(gap),
-            Ok(SplitOutcome::Derived { state, children }) => format!("derived {} as {state}", ids(&children)),
+            Ok(SplitOutcome::Derived { state, children }) => {
+                format!("derived {} as {state}", ids(&children))
+            }
             Ok(SplitOutcome::ReplacedPending { inserted, rejected }) => {
-                let rejected: Vec<String> = rejected.iter().map(|(id, why)| format!("{id} ({why})")).collect();
-                format!("replaced pending by {}; rejected [{}]", ids(&inserted), rejected.join(", "))
+                let rejected: Vec<String> = rejected
+                    .iter()
+                    .map(|(id, why)| format!("{id} ({why})"))
+                    .collect();
+                format!(
+                    "replaced pending by {}; rejected [{}]",
+                    ids(&inserted),
+                    rejected.join(", ")
+                )
             }
             Ok(other) => format!("{other:?}"),
             Err(err) => format!("error: {err}"),
@@ -232,9 +314,15 @@ impl Driver {
             applied_index: number(words[3], "index="),
             read_ts: number(words[4], "ts="),
         };
-        match self.map.acquire_snapshot(RegionId(words[1].parse().unwrap()), request) {
+        match self
+            .map
+            .acquire_snapshot(RegionId(words[1].parse().unwrap()), request)
+        {
             Ok(ticket) => {
-                let name = words.get(5).map_or("_", |w| w.trim_start_matches("as=")).to_owned();
+                let name = words
+                    .get(5)
+                    .map_or("_", |w| w.trim_start_matches("as="))
+                    .to_owned();
                 self.snapshots.insert(name.clone(), ticket);
                 format!("snapshot {name}")
             }
@@ -245,12 +333,20 @@ impl Driver {
 
     fn callback(&self, name: &str) -> EvictCallback {
         let (fired, name) = (Arc::clone(&self.fired), name.to_owned());
-        EvictCallback::new(move |end| fired.lock().unwrap().push(format!("callback {name}: {end:?}")))
+        EvictCallback::new(move |end| {
+            fired
+                .lock()
+                .unwrap()
+                .push(format!("callback {name}: {end:?}"))
+        })
     }
 }
 
 fn show_eviction(eviction: Eviction) -> String {
-    let line = format!("{} ({}): {:?}", eviction.region, eviction.reason, eviction.step);
+    let line = format!(
+        "{} ({}): {:?}",
+        eviction.region, eviction.reason, eviction.step
+    );
     eviction.callbacks.into_iter().for_each(EvictCallback::fire);
     line
 }
@@ -270,7 +366,13 @@ fn load_end(end: LoadEnd) -> String {
 fn show_info(info: &RegionInfo) -> String {
     let mut line = format!(
         "{} {} {} {} sp={} applied={} snaps={}",
-        info.region.id, info.region.range, info.region.epoch, info.state, info.safe_point, info.applied_index, info.snapshots
+        info.region.id,
+        info.region.range,
+        info.region.epoch,
+        info.state,
+        info.safe_point,
+        info.applied_index,
+        info.snapshots
     );
     if let Some(reason) = info.evict_reason {
         write!(line, " reason={reason}").unwrap();
@@ -279,11 +381,17 @@ fn show_info(info: &RegionInfo) -> String {
 }
 
 fn ids(ids: &[RegionId]) -> String {
-    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn number(word: &str, prefix: &str) -> u64 {
-    word.strip_prefix(prefix).unwrap_or_else(|| panic!("`{word}` should start with `{prefix}`")).parse().unwrap()
+    word.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("`{word}` should start with `{prefix}`"))
+        .parse()
+        .unwrap()
 }
 
 fn epoch(version: &str, conf: &str) -> RegionEpoch {
@@ -296,5 +404,9 @@ fn range(text: &str) -> KeyRange {
 }
 
 fn region(id: &str, range_text: &str, version: &str, conf: &str) -> Region {
-    Region::new(RegionId(id.parse().unwrap()), range(range_text), epoch(version, conf))
+    Region::new(
+        RegionId(id.parse().unwrap()),
+        range(range_text),
+        epoch(version, conf),
+    )
 }
