@@ -5,18 +5,19 @@
 //! [`RegionMap`] holds every cached region's metadata by id and by range and moves each
 //! through six states (TiKV's):
 //!
-//! ```text
-//!            insert          load starts          load done
-//!   (none) --------> Pending -----------> Loading ---------> Active
-//!                      |                   |    \               |
-//!                evict |          evict    |     \ load failed  | evict
-//!                      v                   v      \             v
-//!                   removed         LoadingCanceled \     PendingEvict
-//!                                         |          \          |  last snapshot dropped
-//!                                         +-----------> Evicting <-+
-//!                                                         |  data dropped
-//!                                                         v
-//!                                                      removed
+//! ```mermaid
+//! stateDiagram-v2
+//!     [*] --> Pending: insert_pending
+//!     Pending --> Loading: start_loading (disk snapshot taken)
+//!     Pending --> [*]: evict (no data yet)
+//!     Loading --> Active: finish_loading
+//!     Loading --> LoadingCanceled: evict while loading
+//!     Loading --> Evicting: fail_loading
+//!     LoadingCanceled --> PendingEvict: loader stopped, snapshots live
+//!     LoadingCanceled --> Evicting: loader stopped
+//!     Active --> PendingEvict: evict
+//!     PendingEvict --> Evicting: last snapshot released
+//!     Evicting --> [*]: finish_eviction (data dropped)
 //! ```
 //!
 //! The allowed steps are data ([`TRANSITIONS`]) checked in one place; a step outside the

@@ -393,3 +393,70 @@ fn info_of(entry: &Entry) -> RegionInfo {
         evict_reason: entry.evict_reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RegionEpoch;
+
+    fn region(id: u64, start: &str, end: &str) -> Region {
+        let range = KeyRange::new(start, end).unwrap();
+        Region::new(RegionId(id), range, RegionEpoch::new(3, 1))
+    }
+
+    fn map_of(regions: &[Region]) -> RegionMap {
+        let mut map = RegionMap::new();
+        for r in regions {
+            map.insert_pending(r.clone(), 7).unwrap();
+        }
+        map
+    }
+
+    #[test]
+    fn lookups_by_key_and_range_handle_unbounded_ends() {
+        let map = map_of(&[region(1, "", "c"), region(2, "c", "f"), region(3, "k", "")]);
+        assert_eq!(map.region_at(b""), Some(RegionId(1)));
+        assert_eq!(map.region_at(b"c"), Some(RegionId(2)));
+        assert_eq!(map.region_at(b"g"), None);
+        assert_eq!(map.region_at(b"\xff\xff"), Some(RegionId(3)));
+        let ids = |s: &str, e: &str| map.overlapping(&KeyRange::new(s, e).unwrap());
+        assert_eq!(ids("b", "d"), [RegionId(1), RegionId(2)]);
+        assert_eq!(ids("f", "k"), []);
+        assert_eq!(ids("f", ""), [RegionId(3)]);
+        assert_eq!(ids("", ""), [RegionId(1), RegionId(2), RegionId(3)]);
+        map.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_listing_is_in_key_order_and_dumps_as_json() {
+        let map = map_of(&[region(9, "m", ""), region(4, "a", "m")]);
+        let listing = map.regions();
+        let order: Vec<_> = listing.iter().map(|info| info.region.id).collect();
+        assert_eq!(order, [RegionId(4), RegionId(9)]);
+        let json = serde_json::to_string(&listing).unwrap();
+        assert!(
+            json.contains(r#""range":{"start":"6d","end":""}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""state":"Pending""#), "{json}");
+        let back: Vec<RegionInfo> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, listing);
+    }
+
+    #[test]
+    fn a_refused_insert_changes_nothing() {
+        let mut map = map_of(&[region(1, "a", "c"), region(2, "c", "e")]);
+        let mut newer = region(5, "b", "d");
+        newer.epoch.version = 2;
+        let before = map.regions();
+        let refused = map.insert_pending(newer, 1).unwrap_err();
+        assert_eq!(
+            refused,
+            InsertRejected::Overlaps {
+                other: RegionId(1),
+                state: RegionState::Pending
+            }
+        );
+        assert_eq!(map.regions(), before);
+    }
+}
