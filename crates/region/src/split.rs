@@ -1,5 +1,7 @@
 //! Split: children derived from the cached parent, or the parent evicted on an epoch gap.
 
+use serde::{Deserialize, Serialize};
+
 use crate::apply::{Gap, GapKind};
 use crate::map::{Entry, Historical};
 use crate::{InsertRejected, Region, RegionError, RegionId, RegionMap, RegionState};
@@ -7,7 +9,7 @@ use crate::{InsertRejected, Region, RegionError, RegionId, RegionMap, RegionStat
 /// One region a split produced, with the Raft applied index it starts at (for the child
 /// that keeps the source id, the split entry's index; for a new region, the index its
 /// fresh Raft log starts at).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SplitChild {
     /// The child as Raft describes it after the split.
     pub region: Region,
