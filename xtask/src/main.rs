@@ -1,10 +1,13 @@
 //! `cargo xtask`: the project's one entry point for what CI runs.
 //!
 //! ```text
-//! cargo xtask ci [--fast]   fmt check, clippy (warnings denied), tests, docs (warnings
-//!                           denied); the tidy checks run as tests of this crate
+//! cargo xtask ci [--fast]      fmt check, clippy (warnings denied), tests, docs (warnings
+//!                              denied); the tidy checks run as tests of this crate
+//! cargo xtask bench [SUITE..]  criterion suites, then each figure as a ratio against its
+//!                              baseline measured in the same run
 //! ```
 
+mod bench;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -14,8 +17,10 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--fast]   what CI runs: fmt check, clippy -D warnings, all tests, docs -D warnings
-                (--fast skips clippy and the doc build)";
+  ci [--fast]         what CI runs: fmt check, clippy -D warnings, all tests, docs -D warnings
+                      (--fast skips clippy and the doc build)
+  bench [SUITE...]    run the criterion suites (all, or those named: observer) and print
+                      each figure as a ratio against its same-run baseline";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -32,6 +37,7 @@ fn run(args: Vec<String>) -> Result<()> {
     match args.as_slice() {
         ["ci"] => ci(false),
         ["ci", "--fast"] => ci(true),
+        ["bench", suites @ ..] => bench::run(&tidy::workspace_root(), suites),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())
@@ -69,7 +75,7 @@ fn ci(fast: bool) -> Result<()> {
 }
 
 /// Runs `cargo <args>` from the workspace root with extra environment variables.
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     println!("xtask: cargo {}", args.join(" "));
     let status = Command::new(cargo)

@@ -1,0 +1,139 @@
+//! `cargo xtask bench`: runs the criterion suites, then prints every figure as a ratio
+//! against its baseline measured in the same run (absolute times on these shared machines
+//! mean little; ratios of neighbours in one run do).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// One reported figure: `measured` against `baseline`, both criterion benchmark ids
+/// (`group/function`).
+struct Figure {
+    suite: &'static str,
+    name: &'static str,
+    measured: &'static str,
+    baseline: &'static str,
+}
+
+const FIGURES: &[Figure] = &[
+    Figure {
+        suite: "observer",
+        name: "sync dispatch per event vs a locked dynamic call",
+        measured: "observer/dispatch/sync",
+        baseline: "observer/dispatch/locked_dyn_call",
+    },
+    Figure {
+        suite: "observer",
+        name: "queued dispatch per event vs a bare crossbeam channel",
+        measured: "observer/dispatch/queued",
+        baseline: "observer/dispatch/channel_baseline",
+    },
+    Figure {
+        suite: "observer",
+        name: "journal append (buffered) vs bincode encoding alone",
+        measured: "observer/journal/append_buffered",
+        baseline: "observer/journal/encode_only",
+    },
+    Figure {
+        suite: "observer",
+        name: "journal append + flush vs bincode encoding alone",
+        measured: "observer/journal/append_flushed",
+        baseline: "observer/journal/encode_only",
+    },
+];
+
+/// Runs the suites named in `args` (all when none) and prints the ratio table.
+pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
+    let suites: Vec<&str> = {
+        let mut all: Vec<&str> = FIGURES.iter().map(|f| f.suite).collect();
+        all.dedup();
+        if args.is_empty() { all } else { args.to_vec() }
+    };
+    for suite in &suites {
+        if !FIGURES.iter().any(|f| f.suite == *suite) {
+            bail!("unknown bench suite `{suite}`");
+        }
+        crate::cargo(&["bench", "-p", "ime-benches", "--bench", suite], &[])?;
+    }
+    let criterion_dir = target_dir(root)?.join("criterion");
+    println!(
+        "\n{:<58} {:>12} {:>12} {:>8}",
+        "figure", "measured", "baseline", "ratio"
+    );
+    for figure in FIGURES.iter().filter(|f| suites.contains(&f.suite)) {
+        let measured = mean_ns(&criterion_dir, figure.measured)?;
+        let baseline = mean_ns(&criterion_dir, figure.baseline)?;
+        println!(
+            "{:<58} {:>12} {:>12} {:>7.2}x",
+            figure.name,
+            format_ns(measured),
+            format_ns(baseline),
+            measured / baseline,
+        );
+    }
+    println!("\nratio = measured time / baseline time, both from this run (lower is faster).");
+    Ok(())
+}
+
+fn format_ns(ns: f64) -> String {
+    match ns {
+        ns if ns >= 1e9 => format!("{:.2} s", ns / 1e9),
+        ns if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
+        ns if ns >= 1e3 => format!("{:.2} us", ns / 1e3),
+        ns => format!("{ns:.1} ns"),
+    }
+}
+
+/// Criterion's mean estimate for benchmark `id`, in nanoseconds per iteration.
+fn mean_ns(criterion_dir: &Path, id: &str) -> Result<f64> {
+    // Criterion files a benchmark under its group's name with `/` made `_`.
+    let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
+    let path = criterion_dir
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no result for {id} at {}", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    json["mean"]["point_estimate"]
+        .as_f64()
+        .with_context(|| format!("{} has no mean", path.display()))
+}
+
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .context("cargo metadata")?;
+    let json: Value = serde_json::from_slice(&output.stdout).context("cargo metadata output")?;
+    let dir = json["target_directory"]
+        .as_str()
+        .context("no target_directory in cargo metadata")?;
+    Ok(PathBuf::from(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_names_a_known_suite_and_distinct_ids() {
+        for figure in FIGURES {
+            assert_ne!(figure.measured, figure.baseline, "{}", figure.name);
+            assert!(figure.measured.starts_with(figure.suite), "{}", figure.name);
+            assert!(figure.baseline.starts_with(figure.suite), "{}", figure.name);
+        }
+    }
+
+    #[test]
+    fn durations_print_in_readable_units() {
+        assert_eq!(format_ns(1_500.0), "1.50 us");
+        assert_eq!(format_ns(12.34), "12.3 ns");
+        assert_eq!(format_ns(2.5e9), "2.50 s");
+    }
+}
