@@ -39,6 +39,11 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("xtask", None),
 ];
 
+/// Crates that may compile RocksDB (through `ime-disk`'s `rocksdb` feature); the rest
+/// build and test in seconds.
+#[cfg(test)]
+const ROCKSDB_USERS: &[&str] = &["ime-disk", "ime-engine", "ime-sim", "ime-benches"];
+
 /// External crates the pure `ime-region` may depend on (normal dependencies).
 #[cfg(test)]
 const REGION_ALLOWED_DEPS: &[&str] = &["serde", "thiserror"];
@@ -164,6 +169,30 @@ mod tests {
                         "{name} depends on {dep_name}, which is not below it in the layering"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_crates_that_need_it_compile_rocksdb() {
+        let meta = metadata();
+        for package in packages(&meta) {
+            let name = package["name"].as_str().expect("package name");
+            for dep in package["dependencies"].as_array().expect("dependencies") {
+                let dep_name = dep["name"].as_str().expect("dependency name");
+                let features: Vec<&str> = dep["features"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str())
+                    .collect();
+                let pulls_rocksdb = dep_name == "rocksdb"
+                    || (dep_name == "ime-disk"
+                        && (dep["uses_default_features"] == true || features.contains(&"rocksdb")));
+                assert!(
+                    !pulls_rocksdb || ROCKSDB_USERS.contains(&name),
+                    "{name} compiles RocksDB through {dep_name}; use `default-features = false`"
+                );
             }
         }
     }

@@ -1,0 +1,108 @@
+//! The narrow disk-engine trait: what the cache needs of the source of truth, and no more.
+
+use crate::{Bounds, Cf, DiskError, SeqRange, WriteBatch};
+
+/// The disk engine the cache loads from and falls back to.
+///
+/// # Contract
+/// - [`write`](DiskEngine::write) applies a batch atomically; its operations take the
+///   next sequence numbers in order, one each, and the range is returned. Writes are
+///   serialized: a batch's range starts right after the previous batch's.
+/// - A [`snapshot`](DiskEngine::snapshot) at sequence `S` sees exactly the operations with
+///   sequence `<= S`, whatever is written, deleted or ingested afterwards.
+/// - [`ingest`](DiskEngine::ingest) adds entries without the write path (as an SST
+///   ingest does): snapshots taken before it do not see them, snapshots after do. It may
+///   or may not take a sequence number (RocksDB gives a file that overlaps nothing, while
+///   no snapshot is open, sequence 0); later writes still take later numbers and win.
+pub trait DiskEngine: Send + Sync + 'static {
+    /// A point-in-time view; owns what it needs (it outlives any borrow of the engine).
+    type Snapshot: DiskSnapshot + 'static;
+
+    /// Applies `batch` atomically and returns the sequence numbers it took.
+    ///
+    /// # Errors
+    /// [`DiskError::EmptyBatch`], [`DiskError::InvalidRange`], or the engine's failure.
+    fn write(&self, batch: &WriteBatch) -> Result<SeqRange, DiskError>;
+
+    /// A snapshot at the latest sequence number.
+    fn snapshot(&self) -> Self::Snapshot;
+
+    /// The sequence number of the last operation written (or ingested).
+    fn latest_sequence(&self) -> u64;
+
+    /// Adds `entries` (sorted by key, no duplicates) to `cf` without the write path.
+    ///
+    /// # Errors
+    /// [`DiskError::UnsortedIngest`], or the engine's failure.
+    fn ingest(&self, cf: Cf, entries: &[Entry]) -> Result<(), DiskError>;
+
+    /// A short name for reports ("rocksdb", "memory").
+    fn name(&self) -> &'static str;
+}
+
+/// A consistent view of the disk at one sequence number.
+pub trait DiskSnapshot: Send + Sync {
+    /// The sequence number it sees up to, inclusive.
+    fn sequence(&self) -> u64;
+
+    /// The value of `key` in `cf`, if any.
+    ///
+    /// # Errors
+    /// The engine's failure.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError>;
+
+    /// An iterator over `cf` within `bounds`, not positioned yet.
+    ///
+    /// # Errors
+    /// The engine's failure.
+    fn iter(&self, cf: Cf, bounds: Bounds) -> Result<Box<dyn DiskIterator + '_>, DiskError>;
+}
+
+/// A positioned cursor over one column family of a snapshot, within bounds.
+///
+/// Positioning calls never leave the bounds: a seek below the lower bound lands on the
+/// first key in bounds, a seek-for-prev at or above the upper bound on the last.
+pub trait DiskIterator {
+    /// To the first key in bounds.
+    fn seek_to_first(&mut self);
+    /// To the last key in bounds.
+    fn seek_to_last(&mut self);
+    /// To the first key `>= key`.
+    fn seek(&mut self, key: &[u8]);
+    /// To the last key `<= key`.
+    fn seek_for_prev(&mut self, key: &[u8]);
+    /// One key forward (no-op when not valid).
+    fn next(&mut self);
+    /// One key back (no-op when not valid).
+    fn prev(&mut self);
+    /// The current entry, `None` when the iterator is not on one.
+    fn entry(&self) -> Option<(&[u8], &[u8])>;
+    /// Any error the iteration met.
+    ///
+    /// # Errors
+    /// The engine's failure.
+    fn status(&self) -> Result<(), DiskError>;
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Reads every entry in bounds, in key order (for tests, loads and cross-checks).
+///
+/// # Errors
+/// The engine's failure.
+pub fn collect<S: DiskSnapshot + ?Sized>(
+    snapshot: &S,
+    cf: Cf,
+    bounds: Bounds,
+) -> Result<Vec<Entry>, DiskError> {
+    let mut iter = snapshot.iter(cf, bounds)?;
+    iter.seek_to_first();
+    let mut out = Vec::new();
+    while let Some((key, value)) = iter.entry() {
+        out.push((key.to_vec(), value.to_vec()));
+        iter.next();
+    }
+    iter.status()?;
+    Ok(out)
+}

@@ -1,0 +1,261 @@
+//! The vocabulary of the disk trait: column families, write batches, sequence ranges,
+//! iterator bounds and errors.
+
+use std::fmt;
+
+/// TiKV's three column families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// `default`: large values, keyed by user key and start_ts.
+    Default,
+    /// `lock`: transaction locks, keyed by user key.
+    Lock,
+    /// `write`: commit records, keyed by user key and commit_ts.
+    Write,
+}
+
+impl Cf {
+    /// The three, in a fixed order.
+    pub const ALL: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
+
+    /// The column family's name in RocksDB.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Default => "default",
+            Cf::Lock => "lock",
+            Cf::Write => "write",
+        }
+    }
+
+    /// Its position in [`Cf::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Cf::Default => 0,
+            Cf::Lock => 1,
+            Cf::Write => 2,
+        }
+    }
+}
+
+impl fmt::Display for Cf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The column family.
+        cf: Cf,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Deletes `key`.
+    Delete {
+        /// The column family.
+        cf: Cf,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `[start, end)`.
+    DeleteRange {
+        /// The column family.
+        cf: Cf,
+        /// First key deleted.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
+
+/// Operations applied atomically; each takes the next sequence number, in order, as
+/// RocksDB assigns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(BatchOp::Put {
+            cf,
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Adds a point delete.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(BatchOp::Delete {
+            cf,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Adds a range delete of `[start, end)`.
+    pub fn delete_range(
+        &mut self,
+        cf: Cf,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.ops.push(BatchOp::DeleteRange {
+            cf,
+            start: start.into(),
+            end: end.into(),
+        });
+        self
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    /// How many operations (and so sequence numbers) the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Checks what every engine refuses: an empty batch, an empty range.
+    ///
+    /// # Errors
+    /// [`DiskError::EmptyBatch`], [`DiskError::InvalidRange`].
+    pub fn validate(&self) -> Result<(), DiskError> {
+        if self.ops.is_empty() {
+            return Err(DiskError::EmptyBatch);
+        }
+        for op in &self.ops {
+            if let BatchOp::DeleteRange { start, end, .. } = op
+                && start >= end
+            {
+                return Err(DiskError::InvalidRange {
+                    start: start.clone(),
+                    end: Some(end.clone()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sequence numbers a written batch received: `first..=last`, one per operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqRange {
+    /// The first operation's sequence number.
+    pub first: u64,
+    /// The last operation's sequence number.
+    pub last: u64,
+}
+
+/// Iterator bounds: `lower` inclusive, `upper` exclusive (`None`: unbounded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bounds {
+    lower: Vec<u8>,
+    upper: Option<Vec<u8>>,
+}
+
+impl Bounds {
+    /// `[lower, upper)`.
+    ///
+    /// # Errors
+    /// [`DiskError::InvalidRange`] unless `lower < upper`.
+    pub fn new(lower: impl Into<Vec<u8>>, upper: Option<Vec<u8>>) -> Result<Self, DiskError> {
+        let lower = lower.into();
+        if upper.as_ref().is_some_and(|u| *u <= lower) {
+            return Err(DiskError::InvalidRange {
+                start: lower,
+                end: upper,
+            });
+        }
+        Ok(Bounds { lower, upper })
+    }
+
+    /// Every key.
+    pub fn all() -> Self {
+        Bounds {
+            lower: Vec::new(),
+            upper: None,
+        }
+    }
+
+    /// The inclusive lower bound.
+    pub fn lower(&self) -> &[u8] {
+        &self.lower
+    }
+
+    /// The exclusive upper bound.
+    pub fn upper(&self) -> Option<&[u8]> {
+        self.upper.as_deref()
+    }
+
+    /// True when `key` lies within the bounds.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.lower.as_slice() && self.upper().is_none_or(|u| key < u)
+    }
+}
+
+/// Errors of the disk layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// A batch with no operation (it would take no sequence number).
+    #[error("empty write batch")]
+    EmptyBatch,
+    /// A range whose end is not above its start.
+    #[error("invalid range: start {} is not below end {}", .start.escape_ascii(), .end.as_deref().unwrap_or_default().escape_ascii())]
+    InvalidRange {
+        /// The start.
+        start: Vec<u8>,
+        /// The end.
+        end: Option<Vec<u8>>,
+    },
+    /// Ingested entries must be sorted by key without duplicates (as an SST is).
+    #[error("ingest: keys are not strictly increasing at position {position}")]
+    UnsortedIngest {
+        /// Index of the first out-of-order key.
+        position: usize,
+    },
+    /// RocksDB refused an operation.
+    #[error("rocksdb {operation}: {detail}")]
+    Rocks {
+        /// What was being done.
+        operation: &'static str,
+        /// RocksDB's message.
+        detail: String,
+    },
+    /// The file system refused (temporary directories, SST files).
+    #[error("{operation}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Checks that ingested entries are strictly increasing by key.
+pub(crate) fn check_sorted(entries: &[crate::Entry]) -> Result<(), DiskError> {
+    match entries.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
+        Some(i) => Err(DiskError::UnsortedIngest { position: i + 1 }),
+        None => Ok(()),
+    }
+}

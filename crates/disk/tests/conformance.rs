@@ -1,0 +1,326 @@
+//! The conformance suite: one set of checks run against every implementation (the
+//! in-memory reference and RocksDB), plus a differential property test between the two
+//! and a RocksDB reopen test.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use ime_disk::*;
+use proptest::prelude::*;
+
+fn put(disk: &impl DiskEngine, cf: Cf, pairs: &[(&str, &str)]) -> SeqRange {
+    let mut batch = WriteBatch::new();
+    for (k, v) in pairs {
+        batch.put(cf, *k, *v);
+    }
+    disk.write(&batch).unwrap()
+}
+
+fn keys(snapshot: &impl DiskSnapshot, cf: Cf, bounds: Bounds) -> Vec<String> {
+    let entries = collect(snapshot, cf, bounds).unwrap();
+    entries
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+fn bounds(lower: &str, upper: &str) -> Bounds {
+    Bounds::new(
+        lower,
+        (!upper.is_empty()).then(|| upper.as_bytes().to_vec()),
+    )
+    .unwrap()
+}
+
+/// Walks an iterator backwards from its last entry.
+fn keys_backward(snapshot: &impl DiskSnapshot, cf: Cf, b: Bounds) -> Vec<String> {
+    let mut iter = snapshot.iter(cf, b).unwrap();
+    iter.seek_to_last();
+    let mut out = Vec::new();
+    while let Some((k, _)) = iter.entry() {
+        out.push(String::from_utf8(k.to_vec()).unwrap());
+        iter.prev();
+    }
+    out
+}
+
+fn sequence_numbers_are_consecutive_per_operation(disk: impl DiskEngine) {
+    let base = disk.latest_sequence();
+    let first = put(&disk, Cf::Write, &[("a", "1"), ("b", "2"), ("c", "3")]);
+    assert_eq!(
+        first,
+        SeqRange {
+            first: base + 1,
+            last: base + 3
+        }
+    );
+    let mut batch = WriteBatch::new();
+    batch
+        .delete(Cf::Write, "a")
+        .delete_range(Cf::Default, "a", "z");
+    let second = disk.write(&batch).unwrap();
+    assert_eq!(
+        second,
+        SeqRange {
+            first: base + 4,
+            last: base + 5
+        }
+    );
+    assert_eq!(disk.latest_sequence(), base + 5);
+    assert_eq!(disk.snapshot().sequence(), base + 5);
+    assert!(matches!(
+        disk.write(&WriteBatch::new()),
+        Err(DiskError::EmptyBatch)
+    ));
+    let bad = disk.write(WriteBatch::new().delete_range(Cf::Lock, "z", "a"));
+    assert!(matches!(bad, Err(DiskError::InvalidRange { .. })));
+    assert_eq!(
+        disk.latest_sequence(),
+        base + 5,
+        "a refused batch takes no sequence number"
+    );
+}
+
+fn snapshots_are_isolated_from_later_writes_and_range_deletes(disk: impl DiskEngine) {
+    put(
+        &disk,
+        Cf::Write,
+        &[("k1", "v1"), ("k2", "v2"), ("k3", "v3")],
+    );
+    let old = disk.snapshot();
+    put(&disk, Cf::Write, &[("k1", "v1b"), ("k4", "v4")]);
+    disk.write(WriteBatch::new().delete(Cf::Write, "k2"))
+        .unwrap();
+    disk.write(WriteBatch::new().delete_range(Cf::Write, "k3", "k4"))
+        .unwrap();
+    let new = disk.snapshot();
+    assert_eq!(old.get(Cf::Write, b"k1").unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(keys(&old, Cf::Write, Bounds::all()), ["k1", "k2", "k3"]);
+    assert_eq!(new.get(Cf::Write, b"k1").unwrap(), Some(b"v1b".to_vec()));
+    assert_eq!(new.get(Cf::Write, b"k2").unwrap(), None);
+    assert_eq!(keys(&new, Cf::Write, Bounds::all()), ["k1", "k4"]);
+    assert!(old.sequence() < new.sequence());
+    // A put after a range delete in the same batch survives it; one before does not.
+    let mut batch = WriteBatch::new();
+    batch
+        .put(Cf::Lock, "x1", "gone")
+        .delete_range(Cf::Lock, "x", "y")
+        .put(Cf::Lock, "x2", "kept");
+    disk.write(&batch).unwrap();
+    assert_eq!(keys(&disk.snapshot(), Cf::Lock, Bounds::all()), ["x2"]);
+}
+
+fn column_families_are_separate(disk: impl DiskEngine) {
+    put(&disk, Cf::Default, &[("k", "default")]);
+    put(&disk, Cf::Lock, &[("k", "lock")]);
+    let snap = disk.snapshot();
+    assert_eq!(
+        snap.get(Cf::Default, b"k").unwrap(),
+        Some(b"default".to_vec())
+    );
+    assert_eq!(snap.get(Cf::Lock, b"k").unwrap(), Some(b"lock".to_vec()));
+    assert_eq!(snap.get(Cf::Write, b"k").unwrap(), None);
+}
+
+fn iterators_honour_bounds_both_ways(disk: impl DiskEngine) {
+    put(
+        &disk,
+        Cf::Write,
+        &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")],
+    );
+    let snap = disk.snapshot();
+    assert_eq!(keys(&snap, Cf::Write, bounds("b", "d")), ["b", "c"]);
+    assert_eq!(
+        keys_backward(&snap, Cf::Write, bounds("b", "d")),
+        ["c", "b"]
+    );
+    assert_eq!(keys(&snap, Cf::Write, bounds("c", "")), ["c", "d", "e"]);
+    assert_eq!(keys_backward(&snap, Cf::Write, bounds("", "c")), ["b", "a"]);
+    let mut iter = snap.iter(Cf::Write, bounds("b", "e")).unwrap();
+    iter.seek(b"a");
+    assert_eq!(
+        iter.entry().map(|(k, _)| k),
+        Some(&b"b"[..]),
+        "seek below the lower bound"
+    );
+    iter.seek(b"bb");
+    assert_eq!(iter.entry().map(|(k, _)| k), Some(&b"c"[..]));
+    iter.seek(b"e");
+    assert_eq!(iter.entry(), None, "seek to the upper bound");
+    iter.seek_for_prev(b"cc");
+    assert_eq!(iter.entry().map(|(k, _)| k), Some(&b"c"[..]));
+    iter.seek_for_prev(b"z");
+    assert_eq!(
+        iter.entry().map(|(k, _)| k),
+        Some(&b"d"[..]),
+        "seek-for-prev above the upper bound"
+    );
+    iter.seek_for_prev(b"a");
+    assert_eq!(iter.entry(), None, "seek-for-prev below the lower bound");
+    iter.seek_to_last();
+    iter.next();
+    assert_eq!(iter.entry(), None);
+    iter.status().unwrap();
+    assert!(Bounds::new("b", Some(b"b".to_vec())).is_err());
+}
+
+fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
+    put(&disk, Cf::Write, &[("k1", "old"), ("k5", "old")]);
+    let before = disk.snapshot();
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|k| (k.as_bytes().to_vec(), b"ingested".to_vec()))
+        .collect();
+    disk.ingest(Cf::Write, &entries).unwrap();
+    let after = disk.snapshot();
+    assert_eq!(keys(&before, Cf::Write, Bounds::all()), ["k1", "k5"]);
+    assert_eq!(before.get(Cf::Write, b"k1").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        keys(&after, Cf::Write, Bounds::all()),
+        ["k1", "k2", "k3", "k5"]
+    );
+    assert_eq!(
+        after.get(Cf::Write, b"k1").unwrap(),
+        Some(b"ingested".to_vec())
+    );
+    // Writes after the ingest take later sequence numbers and win.
+    put(&disk, Cf::Write, &[("k2", "newer")]);
+    assert_eq!(
+        disk.snapshot().get(Cf::Write, b"k2").unwrap(),
+        Some(b"newer".to_vec())
+    );
+    let unsorted = vec![(b"b".to_vec(), vec![]), (b"a".to_vec(), vec![])];
+    assert!(matches!(
+        disk.ingest(Cf::Write, &unsorted),
+        Err(DiskError::UnsortedIngest { position: 1 })
+    ));
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn sequence_numbers() {
+                sequence_numbers_are_consecutive_per_operation($make);
+            }
+
+            #[test]
+            fn snapshot_isolation() {
+                snapshots_are_isolated_from_later_writes_and_range_deletes($make);
+            }
+
+            #[test]
+            fn column_families() {
+                column_families_are_separate($make);
+            }
+
+            #[test]
+            fn iterator_bounds() {
+                iterators_honour_bounds_both_ways($make);
+            }
+
+            #[test]
+            fn ingest_visibility() {
+                ingest_is_invisible_to_older_snapshots($make);
+            }
+        }
+    };
+}
+
+conformance!(memory, MemDisk::new());
+conformance!(
+    rocksdb,
+    RocksDisk::open_temp(&RocksConfig::default()).unwrap()
+);
+
+#[test]
+fn a_reopened_rocksdb_directory_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let disk = RocksDisk::open(dir.path(), &RocksConfig::default()).unwrap();
+        put(&disk, Cf::Write, &[("a", "1")]);
+        put(&disk, Cf::Lock, &[("b", "2")]).last
+    };
+    let disk = RocksDisk::open(dir.path(), &RocksConfig::default()).unwrap();
+    assert_eq!(disk.latest_sequence(), last);
+    let snap = disk.snapshot();
+    assert_eq!(snap.get(Cf::Write, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(snap.get(Cf::Lock, b"b").unwrap(), Some(b"2".to_vec()));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Batch(Vec<(u8, u8, Option<u8>, bool)>),
+    Ingest(u8, Vec<u8>),
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0..12u8;
+    prop_oneof![
+        6 => prop::collection::vec((0..3u8, key.clone(), prop::option::of(0..100u8), prop::bool::weighted(0.1)), 1..6)
+            .prop_map(Op::Batch),
+        1 => (0..3u8, prop::collection::btree_set(key, 1..5)).prop_map(|(cf, keys)| Op::Ingest(cf, keys.into_iter().collect())),
+        2 => Just(Op::Snapshot),
+    ]
+}
+
+fn key_of(k: u8) -> Vec<u8> {
+    format!("key{k:02}").into_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random batches (puts, deletes, range deletes), ingests and snapshots: the two
+    /// engines agree on every sequence number and every read of every snapshot.
+    #[test]
+    fn memory_and_rocksdb_agree(ops in prop::collection::vec(op(), 1..30)) {
+        let (mem, rocks) = (MemDisk::new(), RocksDisk::open_temp(&RocksConfig::default()).unwrap());
+        let mut snapshots: Vec<(MemSnapshot, RocksSnapshot)> = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Batch(items) => {
+                    let mut batch = WriteBatch::new();
+                    for (cf, k, value, range) in items {
+                        let cf = Cf::ALL[usize::from(*cf)];
+                        match (value, range) {
+                            (_, true) => batch.delete_range(cf, key_of(*k), key_of(k + 3)),
+                            (Some(v), false) => batch.put(cf, key_of(*k), vec![*v]),
+                            (None, false) => batch.delete(cf, key_of(*k)),
+                        };
+                    }
+                    // Ingest may or may not take a sequence number (RocksDB gives a file
+                    // that overlaps nothing, with no snapshot open, sequence 0), so the
+                    // engines agree on how many numbers a batch takes, not which.
+                    let (m, r) = (mem.write(&batch).unwrap(), rocks.write(&batch).unwrap());
+                    prop_assert_eq!(m.last - m.first, r.last - r.first);
+                    prop_assert_eq!(r.last, rocks.latest_sequence());
+                }
+                Op::Ingest(cf, ks) => {
+                    let entries: Vec<_> = ks.iter().map(|k| (key_of(*k), vec![200])).collect();
+                    mem.ingest(Cf::ALL[usize::from(*cf)], &entries).unwrap();
+                    rocks.ingest(Cf::ALL[usize::from(*cf)], &entries).unwrap();
+                }
+                Op::Snapshot => snapshots.push((mem.snapshot(), rocks.snapshot())),
+            }
+        }
+        snapshots.push((mem.snapshot(), rocks.snapshot()));
+        for (m, r) in &snapshots {
+            for cf in Cf::ALL {
+                prop_assert_eq!(collect(m, cf, Bounds::all()).unwrap(), collect(r, cf, Bounds::all()).unwrap());
+                let b = bounds("key03", "key08");
+                prop_assert_eq!(keys_backward(m, cf, b.clone()), keys_backward(r, cf, b));
+                for k in 0..12 {
+                    prop_assert_eq!(m.get(cf, &key_of(k)).unwrap(), r.get(cf, &key_of(k)).unwrap());
+                }
+            }
+        }
+    }
+}
