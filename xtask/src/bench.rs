@@ -19,6 +19,30 @@ struct Figure {
 
 const FIGURES: &[Figure] = &[
     Figure {
+        suite: "disk",
+        name: "RocksDB point get (1M keys, warm) vs a BTreeMap",
+        measured: "disk/point_get/rocksdb",
+        baseline: "disk/point_get/btreemap",
+    },
+    Figure {
+        suite: "disk",
+        name: "RocksDB MVCC scan, 100 versions/key vs a BTreeMap",
+        measured: "disk/mvcc_scan_100_versions/rocksdb",
+        baseline: "disk/mvcc_scan_100_versions/btreemap",
+    },
+    Figure {
+        suite: "disk",
+        name: "RocksDB MVCC scan vs RocksDB full iteration",
+        measured: "disk/mvcc_scan_100_versions/rocksdb",
+        baseline: "disk/mvcc_scan_100_versions/rocksdb_full_iteration",
+    },
+    Figure {
+        suite: "disk",
+        name: "RocksDB write batch of 16 (WAL on) vs BTreeMap inserts",
+        measured: "disk/write_batch_16/rocksdb_wal",
+        baseline: "disk/write_batch_16/btreemap",
+    },
+    Figure {
         suite: "observer",
         name: "sync dispatch per event vs a locked dynamic call",
         measured: "observer/dispatch/sync",
@@ -44,12 +68,36 @@ const FIGURES: &[Figure] = &[
     },
 ];
 
+/// The eviction-policy table is a replay, not a timing: it runs as an example.
+const POLICY_SUITE: &str = "policy";
+
 /// Runs the suites named in `args` (all when none) and prints the ratio table.
 pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
-    let suites: Vec<&str> = {
-        let mut all: Vec<&str> = FIGURES.iter().map(|f| f.suite).collect();
-        all.dedup();
-        if args.is_empty() { all } else { args.to_vec() }
+    let all = args.is_empty();
+    let (policy, timed): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| **a == POLICY_SUITE);
+    if all || !policy.is_empty() {
+        crate::cargo(
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "ime-eviction",
+                "--example",
+                "policy_table",
+            ],
+            &[],
+        )?;
+        if !all && timed.is_empty() {
+            return Ok(());
+        }
+    }
+    let suites: Vec<&str> = if all {
+        let mut suites: Vec<&str> = FIGURES.iter().map(|f| f.suite).collect();
+        suites.dedup();
+        suites
+    } else {
+        timed
     };
     for suite in &suites {
         if !FIGURES.iter().any(|f| f.suite == *suite) {

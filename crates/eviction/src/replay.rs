@@ -1,0 +1,353 @@
+//! The replay harness: runs a policy over a trace as the engine would, checks every
+//! decision against the contract, and scores it; plus the offline reference it is
+//! compared with.
+
+use std::collections::HashMap;
+
+use ime_region::{EvictReason, RegionId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Decision, EvictionPolicy, RegionStats, Round, Thresholds, Trace};
+
+/// How a policy did on a trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// The policy.
+    pub policy: String,
+    /// The trace.
+    pub trace: String,
+    /// MVCC work (versions scanned beyond keys returned) served from memory.
+    pub work_saved: u64,
+    /// MVCC work of every read.
+    pub work_total: u64,
+    /// Work spent loading: each load scans the region's versions from disk
+    /// (`size / BYTES_PER_VERSION`).
+    pub load_work: u64,
+    /// Fraction of scanned versions served from memory.
+    pub byte_hit_ratio: f64,
+    /// Loads decided.
+    pub loads: u64,
+    /// Evictions decided (all reasons) plus those forced by leadership moves.
+    pub evictions: u64,
+    /// Hours the trace covers.
+    pub hours: f64,
+    /// Regions loaded and then auto-evicted sooner than `min_residence` after the load.
+    pub flaps: u64,
+    /// The highest memory use seen after a round.
+    pub peak_memory: u64,
+}
+
+impl Score {
+    /// Work saved net of the work spent loading (negative when churn costs more than
+    /// the cache saves).
+    pub fn net_work_saved(&self) -> i128 {
+        i128::from(self.work_saved) - i128::from(self.load_work)
+    }
+
+    /// Loads per hour.
+    pub fn loads_per_hour(&self) -> f64 {
+        self.loads as f64 / self.hours.max(f64::MIN_POSITIVE)
+    }
+
+    /// Evictions per hour.
+    pub fn evictions_per_hour(&self) -> f64 {
+        self.evictions as f64 / self.hours.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// A decision that breaks the [`EvictionPolicy`] contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{policy} broke the contract at round {round}: {detail}")]
+pub struct ContractViolation {
+    /// The policy.
+    pub policy: String,
+    /// The round.
+    pub round: usize,
+    /// What it did.
+    pub detail: String,
+}
+
+/// The engine's side of a replay: which regions are cached, since when.
+struct Cache {
+    loaded_at: HashMap<usize, u64>,
+    sizes: Vec<u64>,
+}
+
+impl Cache {
+    fn used(&self) -> u64 {
+        self.loaded_at.keys().map(|i| self.sizes[*i]).sum()
+    }
+}
+
+/// Replays `trace` through `policy` with `thresholds`, checking every decision. A
+/// `min_residence` (seconds) is what flaps are counted against.
+///
+/// # Errors
+/// The first [`ContractViolation`].
+pub fn replay(
+    policy: &mut dyn EvictionPolicy,
+    trace: &Trace,
+    thresholds: Thresholds,
+    min_residence: u64,
+    pinned: &[RegionId],
+) -> Result<Score, ContractViolation> {
+    let mut cache = Cache {
+        loaded_at: HashMap::new(),
+        sizes: trace.regions.iter().map(|r| r.size).collect(),
+    };
+    let index: HashMap<RegionId, usize> = trace
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id, i))
+        .collect();
+    let mut score = Score {
+        policy: policy.name().to_owned(),
+        trace: trace.name.clone(),
+        work_saved: 0,
+        work_total: 0,
+        load_work: 0,
+        byte_hit_ratio: 0.0,
+        loads: 0,
+        evictions: 0,
+        hours: (trace.steps.len() as u64 * trace.step_seconds) as f64 / 3600.0,
+        flaps: 0,
+        peak_memory: 0,
+    };
+    let (mut scanned_hit, mut scanned_all) = (0u64, 0u64);
+    for (round, step) in trace.steps.iter().enumerate() {
+        let now = round as u64 * trace.step_seconds;
+        for (region, size) in &step.resized {
+            cache.sizes[*region] = *size;
+        }
+        // The engine evicts a region this store stops leading (BecomeFollower).
+        for follower in &step.followers {
+            if cache.loaded_at.remove(follower).is_some()
+                && !pinned.contains(&trace.regions[*follower].id)
+            {
+                score.evictions += 1;
+            }
+        }
+        let mut stats: Vec<RegionStats> = trace
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RegionStats {
+                id: r.id,
+                size: cache.sizes[i],
+                reads: 0,
+                scanned_versions: 0,
+                returned_keys: 0,
+                is_leader: !step.followers.contains(&i),
+                pinned: pinned.contains(&r.id),
+                cached: cache.loaded_at.contains_key(&i),
+                loaded_at: cache.loaded_at.get(&i).copied(),
+            })
+            .collect();
+        for read in &step.reads {
+            let s = &mut stats[read.region];
+            s.reads += read.reads;
+            s.scanned_versions += read.scanned_versions;
+            s.returned_keys += read.returned_keys;
+            let work = read.scanned_versions.saturating_sub(read.returned_keys);
+            score.work_total += work;
+            scanned_all += read.scanned_versions;
+            if s.cached {
+                score.work_saved += work;
+                scanned_hit += read.scanned_versions;
+            }
+        }
+        let used = cache.used();
+        let round_input = Round {
+            now,
+            memory_used: used,
+            regions: &stats,
+            thresholds,
+        };
+        let decision = policy.decide(&round_input);
+        check_decision(&round_input, &decision, min_residence).map_err(|detail| {
+            ContractViolation {
+                policy: policy.name().to_owned(),
+                round,
+                detail,
+            }
+        })?;
+        for (id, reason) in &decision.evict {
+            let i = index[id];
+            if let Some(at) = cache.loaded_at.remove(&i) {
+                score.evictions += 1;
+                if *reason == EvictReason::AutoEvict && now < at + min_residence {
+                    score.flaps += 1;
+                }
+            }
+        }
+        for id in &decision.load {
+            cache.loaded_at.insert(index[id], now);
+            score.loads += 1;
+            score.load_work += cache.sizes[index[id]] / crate::BYTES_PER_VERSION;
+        }
+        score.peak_memory = score.peak_memory.max(cache.used());
+    }
+    score.byte_hit_ratio = if scanned_all == 0 {
+        0.0
+    } else {
+        scanned_hit as f64 / scanned_all as f64
+    };
+    Ok(score)
+}
+
+/// Checks one decision against the contract of [`EvictionPolicy`], for a policy whose
+/// minimum residence is `min_residence`.
+///
+/// # Errors
+/// What the decision does wrong.
+pub fn check_decision(
+    input: &Round<'_>,
+    decision: &Decision,
+    min_residence: u64,
+) -> Result<(), String> {
+    let fail = |detail: String| Err(detail);
+    let stats: HashMap<RegionId, &RegionStats> = input.regions.iter().map(|s| (s.id, s)).collect();
+    let mut projected = input.memory_used;
+    let mut auto = 0;
+    for (id, reason) in &decision.evict {
+        let Some(s) = stats.get(id) else {
+            return fail(format!("evicts unknown region {id}"));
+        };
+        if s.pinned || !s.cached {
+            return fail(format!(
+                "evicts region {id} (pinned {}, cached {})",
+                s.pinned, s.cached
+            ));
+        }
+        if *reason == EvictReason::AutoEvict {
+            auto += 1;
+            if s.loaded_at.is_some_and(|at| input.now < at + min_residence) {
+                return fail(format!(
+                    "auto-evicts region {id} before its minimum residence"
+                ));
+            }
+        }
+        projected = projected.saturating_sub(s.size);
+    }
+    let cached = input.regions.iter().filter(|s| s.cached).count();
+    if auto > (cached / 10).max(1) {
+        return fail(format!(
+            "auto-evicts {auto} of {cached} cached regions in one round"
+        ));
+    }
+    if input.memory_used > input.thresholds.evict_threshold
+        && projected > input.thresholds.stop_load_threshold
+        && input
+            .regions
+            .iter()
+            .any(|s| s.cached && !s.pinned && !decision.evict.iter().any(|(id, _)| *id == s.id))
+    {
+        return fail(format!("leaves memory at {projected} under pressure"));
+    }
+    for id in &decision.load {
+        let Some(s) = stats.get(id) else {
+            return fail(format!("loads unknown region {id}"));
+        };
+        if s.cached || !(s.is_leader || s.pinned) {
+            return fail(format!(
+                "loads region {id} (cached {}, leader {})",
+                s.cached, s.is_leader
+            ));
+        }
+        projected += s.size;
+        if projected > input.thresholds.stop_load_threshold {
+            return fail(format!("loads region {id} past the stop-load threshold"));
+        }
+    }
+    Ok(())
+}
+
+/// The offline reference: at every step it knows the future, and caches the regions with
+/// the most net MVCC work per byte over the next `horizon` steps (future work, minus the
+/// load's own scan for a region not yet cached), up to the stop-load threshold —
+/// Belady's "evict what is needed furthest away", at region granularity, weighted by size
+/// and charged for loads like the online policies. It keeps no minimum residence and
+/// loads a region in time for its first read, so it is an optimistic reference, not a
+/// schedule an online policy could follow.
+pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) -> Score {
+    let n = trace.regions.len();
+    let mut score = Score {
+        policy: "offline".to_owned(),
+        trace: trace.name.clone(),
+        work_saved: 0,
+        work_total: 0,
+        load_work: 0,
+        byte_hit_ratio: 0.0,
+        loads: 0,
+        evictions: 0,
+        hours: (trace.steps.len() as u64 * trace.step_seconds) as f64 / 3600.0,
+        flaps: 0,
+        peak_memory: 0,
+    };
+    let mut sizes: Vec<u64> = trace.regions.iter().map(|r| r.size).collect();
+    let work_of = |step: &crate::TraceStep| {
+        let mut work = vec![0u64; n];
+        for read in &step.reads {
+            work[read.region] += read.scanned_versions.saturating_sub(read.returned_keys);
+        }
+        work
+    };
+    let works: Vec<Vec<u64>> = trace.steps.iter().map(work_of).collect();
+    let (mut scanned_hit, mut scanned_all) = (0u64, 0u64);
+    let mut cached = vec![false; n];
+    for (t, step) in trace.steps.iter().enumerate() {
+        for (region, size) in &step.resized {
+            sizes[*region] = *size;
+        }
+        // Choose this step's set from the next `horizon` steps, this one included.
+        let mut future = vec![0u64; n];
+        for w in works.iter().skip(t).take(horizon) {
+            for (i, v) in w.iter().enumerate() {
+                future[i] += v;
+            }
+        }
+        let net = |i: usize| {
+            let load = if cached[i] {
+                0
+            } else {
+                sizes[i] / crate::BYTES_PER_VERSION
+            };
+            future[i] as f64 - load as f64
+        };
+        let mut order: Vec<usize> = (0..n).filter(|i| net(*i) > 0.0).collect();
+        order.sort_by(|a, b| (net(*b) / sizes[*b] as f64).total_cmp(&(net(*a) / sizes[*a] as f64)));
+        let mut next = vec![false; n];
+        let mut used = 0;
+        for i in order {
+            if used + sizes[i] <= thresholds.stop_load_threshold {
+                used += sizes[i];
+                next[i] = true;
+            }
+        }
+        for i in 0..n {
+            if next[i] && !cached[i] {
+                score.loads += 1;
+                score.load_work += sizes[i] / crate::BYTES_PER_VERSION;
+            }
+            score.evictions += u64::from(cached[i] && !next[i]);
+        }
+        cached = next;
+        score.peak_memory = score.peak_memory.max(used);
+        for read in &step.reads {
+            let work = read.scanned_versions.saturating_sub(read.returned_keys);
+            score.work_total += work;
+            scanned_all += read.scanned_versions;
+            if cached[read.region] {
+                score.work_saved += work;
+                scanned_hit += read.scanned_versions;
+            }
+        }
+    }
+    score.byte_hit_ratio = if scanned_all == 0 {
+        0.0
+    } else {
+        scanned_hit as f64 / scanned_all as f64
+    };
+    score
+}
