@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.capacity_fraction * 100.0,
             s.policy,
             row.ratio(),
-            s.byte_hit_ratio,
+            s.byte_hit_ratio(),
             s.loads_per_hour(),
             s.evictions_per_hour(),
             s.flaps

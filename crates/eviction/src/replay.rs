@@ -23,8 +23,10 @@ pub struct Score {
     /// Work spent loading: each load scans the region's versions from disk
     /// (`size / BYTES_PER_VERSION`).
     pub load_work: u64,
-    /// Fraction of scanned versions served from memory.
-    pub byte_hit_ratio: f64,
+    /// MVCC versions scanned by reads served from memory.
+    pub scanned_hit: u64,
+    /// MVCC versions scanned by every read.
+    pub scanned_total: u64,
     /// Loads decided.
     pub loads: u64,
     /// Evictions decided (all reasons) plus those forced by leadership moves.
@@ -38,6 +40,40 @@ pub struct Score {
 }
 
 impl Score {
+    /// An empty score of `policy` on `trace`.
+    fn new(policy: impl Into<String>, trace: &Trace) -> Self {
+        Score {
+            policy: policy.into(),
+            trace: trace.name.clone(),
+            work_saved: 0,
+            work_total: 0,
+            load_work: 0,
+            scanned_hit: 0,
+            scanned_total: 0,
+            loads: 0,
+            evictions: 0,
+            hours: (trace.steps.len() as u64 * trace.step_seconds) as f64 / 3600.0,
+            flaps: 0,
+            peak_memory: 0,
+        }
+    }
+
+    /// Counts one read, served from memory or not.
+    fn count_read(&mut self, read: &crate::TraceRead, hit: bool) {
+        let work = read.scanned_versions.saturating_sub(read.returned_keys);
+        self.work_total += work;
+        self.scanned_total += read.scanned_versions;
+        if hit {
+            self.work_saved += work;
+            self.scanned_hit += read.scanned_versions;
+        }
+    }
+
+    /// Fraction of scanned versions served from memory (bytes, at a fixed version size).
+    pub fn byte_hit_ratio(&self) -> f64 {
+        self.scanned_hit as f64 / self.scanned_total.max(1) as f64
+    }
+
     /// Work saved net of the work spent loading (negative when churn costs more than
     /// the cache saves).
     pub fn net_work_saved(&self) -> i128 {
@@ -101,20 +137,7 @@ pub fn replay(
         .enumerate()
         .map(|(i, r)| (r.id, i))
         .collect();
-    let mut score = Score {
-        policy: policy.name().to_owned(),
-        trace: trace.name.clone(),
-        work_saved: 0,
-        work_total: 0,
-        load_work: 0,
-        byte_hit_ratio: 0.0,
-        loads: 0,
-        evictions: 0,
-        hours: (trace.steps.len() as u64 * trace.step_seconds) as f64 / 3600.0,
-        flaps: 0,
-        peak_memory: 0,
-    };
-    let (mut scanned_hit, mut scanned_all) = (0u64, 0u64);
+    let mut score = Score::new(policy.name().to_owned(), trace);
     for (round, step) in trace.steps.iter().enumerate() {
         let now = round as u64 * trace.step_seconds;
         for (region, size) in &step.resized {
@@ -149,13 +172,7 @@ pub fn replay(
             s.reads += read.reads;
             s.scanned_versions += read.scanned_versions;
             s.returned_keys += read.returned_keys;
-            let work = read.scanned_versions.saturating_sub(read.returned_keys);
-            score.work_total += work;
-            scanned_all += read.scanned_versions;
-            if s.cached {
-                score.work_saved += work;
-                scanned_hit += read.scanned_versions;
-            }
+            score.count_read(read, s.cached);
         }
         let used = cache.used();
         let round_input = Round {
@@ -188,11 +205,6 @@ pub fn replay(
         }
         score.peak_memory = score.peak_memory.max(cache.used());
     }
-    score.byte_hit_ratio = if scanned_all == 0 {
-        0.0
-    } else {
-        scanned_hit as f64 / scanned_all as f64
-    };
     Ok(score)
 }
 
@@ -272,19 +284,7 @@ pub fn check_decision(
 /// schedule an online policy could follow.
 pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) -> Score {
     let n = trace.regions.len();
-    let mut score = Score {
-        policy: "offline".to_owned(),
-        trace: trace.name.clone(),
-        work_saved: 0,
-        work_total: 0,
-        load_work: 0,
-        byte_hit_ratio: 0.0,
-        loads: 0,
-        evictions: 0,
-        hours: (trace.steps.len() as u64 * trace.step_seconds) as f64 / 3600.0,
-        flaps: 0,
-        peak_memory: 0,
-    };
+    let mut score = Score::new("offline".to_owned(), trace);
     let mut sizes: Vec<u64> = trace.regions.iter().map(|r| r.size).collect();
     let work_of = |step: &crate::TraceStep| {
         let mut work = vec![0u64; n];
@@ -294,7 +294,6 @@ pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) 
         work
     };
     let works: Vec<Vec<u64>> = trace.steps.iter().map(work_of).collect();
-    let (mut scanned_hit, mut scanned_all) = (0u64, 0u64);
     let mut cached = vec![false; n];
     for (t, step) in trace.steps.iter().enumerate() {
         for (region, size) in &step.resized {
@@ -335,19 +334,8 @@ pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) 
         cached = next;
         score.peak_memory = score.peak_memory.max(used);
         for read in &step.reads {
-            let work = read.scanned_versions.saturating_sub(read.returned_keys);
-            score.work_total += work;
-            scanned_all += read.scanned_versions;
-            if cached[read.region] {
-                score.work_saved += work;
-                scanned_hit += read.scanned_versions;
-            }
+            score.count_read(read, cached[read.region]);
         }
     }
-    score.byte_hit_ratio = if scanned_all == 0 {
-        0.0
-    } else {
-        scanned_hit as f64 / scanned_all as f64
-    };
     score
 }

@@ -27,8 +27,9 @@ impl PolicyRow {
     }
 }
 
-/// The three policies, fresh.
-fn policies() -> Vec<Box<dyn EvictionPolicy>> {
+/// The three policies with their default settings, fresh: the default first, then the
+/// TiKV-style policy, then the LRU baseline.
+pub fn all_policies() -> Vec<Box<dyn EvictionPolicy>> {
     vec![
         Box::new(FrequencyPolicy::new(FrequencyConfig::default())),
         Box::new(TikvPolicy::new(TikvConfig::default())),
@@ -48,7 +49,7 @@ pub fn policy_table(seed: u64, shape: TraceShape) -> Result<Vec<PolicyRow>, Cont
             let capacity = (trace.total_size() as f64 * fraction) as u64;
             let thresholds = Thresholds::from_capacity(capacity);
             let reference = offline_reference(&trace, thresholds, 10);
-            for mut policy in policies() {
+            for mut policy in all_policies() {
                 let score = replay(
                     policy.as_mut(),
                     &trace,

@@ -13,14 +13,6 @@ use ime_eviction::*;
 use ime_region::{EvictReason, RegionId};
 use proptest::prelude::*;
 
-fn policies() -> Vec<Box<dyn EvictionPolicy>> {
-    vec![
-        Box::new(FrequencyPolicy::new(FrequencyConfig::default())),
-        Box::new(TikvPolicy::new(TikvConfig::default())),
-        Box::new(LruPolicy::new(DEFAULT_MIN_RESIDENCE)),
-    ]
-}
-
 const SHAPE: TraceShape = TraceShape {
     regions: 80,
     steps: 120,
@@ -35,7 +27,7 @@ fn every_policy_keeps_the_contract_on_every_trace_without_flapping() {
         for fraction in [0.1, 0.25, 0.5] {
             let thresholds =
                 Thresholds::from_capacity((trace.total_size() as f64 * fraction) as u64);
-            for mut policy in policies() {
+            for mut policy in all_policies() {
                 let score = replay(
                     policy.as_mut(),
                     &trace,
@@ -75,7 +67,7 @@ fn pinned_regions_are_loaded_and_never_evicted() {
     let trace = generate(TraceKind::LeaderMoves, 5, SHAPE);
     let pinned: Vec<RegionId> = trace.regions.iter().take(3).map(|r| r.id).collect();
     let thresholds = Thresholds::from_capacity(trace.total_size() / 5);
-    for mut policy in policies() {
+    for mut policy in all_policies() {
         let name = policy.name();
         // The replay refuses any decision that evicts a pinned region.
         replay(
@@ -136,7 +128,7 @@ fn memory_pressure_evicts_until_under_stop_load_and_spares_pins() {
         s.returned_keys = s.reads;
         s.scanned_versions = s.reads * 50;
     }
-    for mut policy in policies() {
+    for mut policy in all_policies() {
         let round = Round {
             now: 10,
             memory_used: 1000,
@@ -286,7 +278,7 @@ proptest! {
     fn random_rounds_never_break_the_contract(
         rounds in prop::collection::vec((arbitrary_stats(), 500..3000u64), 1..8),
     ) {
-        for mut policy in policies() {
+        for mut policy in all_policies() {
             for (step, (stats, capacity)) in rounds.iter().enumerate() {
                 let thresholds = Thresholds::from_capacity(*capacity);
                 let used = stats.iter().filter(|s| s.cached).map(|s| s.size).sum();
