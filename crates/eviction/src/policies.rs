@@ -1,7 +1,7 @@
 //! The policies: LRU (the baseline), TiKV's load-based policy, and the default
 //! frequency-based admission policy with a ghost history.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ime_region::RegionId;
 use serde::{Deserialize, Serialize};
@@ -184,6 +184,9 @@ pub struct FrequencyPolicy {
     config: FrequencyConfig,
     freq: HashMap<RegionId, Frequency>,
     ghost: VecDeque<(RegionId, Frequency)>,
+    /// Regions cached at the last round, to notice evictions the policy did not decide
+    /// (a leader moving away, a flashback): they go to the ghost history too.
+    cached: HashSet<RegionId>,
 }
 
 impl FrequencyPolicy {
@@ -193,6 +196,17 @@ impl FrequencyPolicy {
             config,
             freq: HashMap::new(),
             ghost: VecDeque::new(),
+            cached: HashSet::new(),
+        }
+    }
+
+    fn remember(&mut self, id: RegionId) {
+        if let Some(f) = self.freq.get(&id).copied() {
+            self.ghost.retain(|(ghost, _)| *ghost != id);
+            self.ghost.push_back((id, f));
+            while self.ghost.len() > self.config.ghost_capacity {
+                self.ghost.pop_front();
+            }
         }
     }
 
@@ -204,6 +218,17 @@ impl FrequencyPolicy {
 
 impl Scorer for FrequencyPolicy {
     fn observe(&mut self, round: &Round<'_>) {
+        let now_cached: HashSet<RegionId> = round
+            .regions
+            .iter()
+            .filter(|s| s.cached)
+            .map(|s| s.id)
+            .collect();
+        let gone: Vec<RegionId> = self.cached.difference(&now_cached).copied().collect();
+        for id in gone {
+            self.remember(id);
+        }
+        self.cached = now_cached;
         let decay = self.config.decay;
         let mut next = HashMap::with_capacity(round.regions.len());
         for stats in round.regions {
@@ -240,12 +265,8 @@ impl Scorer for FrequencyPolicy {
     }
 
     fn evicted(&mut self, stats: &RegionStats) {
-        if let Some(f) = self.freq.get(&stats.id).copied() {
-            self.ghost.push_back((stats.id, f));
-            while self.ghost.len() > self.config.ghost_capacity {
-                self.ghost.pop_front();
-            }
-        }
+        self.remember(stats.id);
+        self.cached.remove(&stats.id);
     }
 }
 
@@ -256,7 +277,9 @@ impl EvictionPolicy for FrequencyPolicy {
 
     fn decide(&mut self, round: &Round<'_>) -> Decision {
         let min_residence = self.config.min_residence;
-        plan(self, round, min_residence)
+        let decision = plan(self, round, min_residence);
+        self.cached.extend(decision.load.iter().copied());
+        decision
     }
 }
 
