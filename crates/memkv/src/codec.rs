@@ -1,0 +1,507 @@
+//! TiKV-compatible encodings: memcomparable bytes, descending timestamps, varints, MVCC
+//! keys, and write and lock records.
+//!
+//! ```text
+//! memcomparable(key) := for each 8-byte group (the last zero-padded): group | 255 - pad
+//!                       (a full last group is followed by an empty group: 0 x 8 | 247)
+//! mvcc key           := memcomparable(user key) | !ts (u64 big-endian: newer sorts first)
+//! write record       := type ('P' | 'D' | 'L' | 'R') | varint start_ts
+//!                       ['v' len:u8 short value] ['R'] ['F' gc_fence:u64 BE]
+//!                       ['l' last_change_ts:u64 BE | varint versions_to_last_change]
+//!                       ['S' varint txn_source]
+//! lock record        := type ('P' | 'D' | 'L' | 'S') | varint len | primary
+//!                       | varint start_ts | varint ttl
+//!                       ['v' len:u8 short value] ['f' for_update_ts:u64 BE]
+//!                       ['t' txn_size:u64 BE] ['c' min_commit_ts:u64 BE]
+//! ```
+//!
+//! Checked against TiKV's `txn_types` (write.rs, lock.rs) and `tikv_util::codec`. Newer
+//! TiKV lock fields (async commit `a`, rollback timestamps `r`, `l`, `s`, `F`, `g`, shared
+//! locks `H`/`h`/`i`) are not decoded yet: such a record is a typed
+//! [`CodecError::UnknownFlag`], never a wrong value.
+
+/// Bytes per memcomparable group.
+const GROUP: usize = 8;
+/// The marker of a full group that is not the last.
+const MARKER: u8 = 255;
+/// Prefix of an inline short value.
+pub const SHORT_VALUE_PREFIX: u8 = b'v';
+/// The longest value stored inline in a write or lock record.
+pub const SHORT_VALUE_MAX_LEN: usize = 255;
+
+/// A malformed encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The input ended inside an encoded item.
+    #[error("truncated {what} at byte {at}")]
+    Truncated {
+        /// What was being decoded.
+        what: &'static str,
+        /// Offset where input ran out.
+        at: usize,
+    },
+    /// A memcomparable group marker outside `247..=255`, or padding that is not zero.
+    #[error("bad memcomparable group at byte {at}")]
+    BadGroup {
+        /// Offset of the group.
+        at: usize,
+    },
+    /// A varint longer than ten bytes.
+    #[error("varint overflows u64 at byte {at}")]
+    VarintOverflow {
+        /// Offset of the varint.
+        at: usize,
+    },
+    /// An unknown record type or optional-field flag.
+    #[error("unknown {what} flag {flag:#04x}")]
+    UnknownFlag {
+        /// Which flag.
+        what: &'static str,
+        /// The byte found.
+        flag: u8,
+    },
+    /// A short value longer than [`SHORT_VALUE_MAX_LEN`].
+    #[error("short value of {0} bytes exceeds {SHORT_VALUE_MAX_LEN}")]
+    ShortValueTooLong(usize),
+}
+
+/// Encodes `key` memcomparably (order-preserving, self-delimiting).
+pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity((key.len() / GROUP + 1) * (GROUP + 1));
+    let mut chunks = key.chunks_exact(GROUP);
+    for group in chunks.by_ref() {
+        out.extend_from_slice(group);
+        out.push(MARKER);
+    }
+    let rest = chunks.remainder();
+    out.extend_from_slice(rest);
+    out.resize(out.len() + GROUP - rest.len(), 0);
+    out.push(MARKER - (GROUP - rest.len()) as u8);
+    out
+}
+
+/// Decodes a memcomparable key from the start of `input`; returns it and the bytes used.
+///
+/// # Errors
+/// [`CodecError::Truncated`] or [`CodecError::BadGroup`].
+pub fn decode_bytes(input: &[u8]) -> Result<(Vec<u8>, usize), CodecError> {
+    let mut out = Vec::with_capacity(input.len() / (GROUP + 1) * GROUP);
+    let mut at = 0;
+    loop {
+        let chunk = input.get(at..at + GROUP + 1).ok_or(CodecError::Truncated {
+            what: "memcomparable group",
+            at,
+        })?;
+        let marker = chunk[GROUP];
+        let pad = usize::from(MARKER - marker);
+        if pad > GROUP {
+            return Err(CodecError::BadGroup { at });
+        }
+        let real = GROUP - pad;
+        if chunk[real..GROUP].iter().any(|b| *b != 0) {
+            return Err(CodecError::BadGroup { at });
+        }
+        out.extend_from_slice(&chunk[..real]);
+        at += GROUP + 1;
+        if pad != 0 {
+            return Ok((out, at));
+        }
+    }
+}
+
+/// Encodes `ts` so that larger timestamps sort first.
+pub fn encode_ts_desc(ts: u64) -> [u8; 8] {
+    (!ts).to_be_bytes()
+}
+
+/// Appends `value` as a LEB128 varint.
+pub fn encode_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Decodes a varint at `input[*at..]`, advancing `at`.
+///
+/// # Errors
+/// [`CodecError::Truncated`] or [`CodecError::VarintOverflow`].
+pub fn decode_varint(input: &[u8], at: &mut usize) -> Result<u64, CodecError> {
+    let start = *at;
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *input.get(*at).ok_or(CodecError::Truncated {
+            what: "varint",
+            at: start,
+        })?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            if shift == 63 && byte > 1 {
+                return Err(CodecError::VarintOverflow { at: start });
+            }
+            return Ok(value);
+        }
+    }
+    Err(CodecError::VarintOverflow { at: start })
+}
+
+fn read_u8(input: &[u8], at: &mut usize, what: &'static str) -> Result<u8, CodecError> {
+    let byte = *input
+        .get(*at)
+        .ok_or(CodecError::Truncated { what, at: *at })?;
+    *at += 1;
+    Ok(byte)
+}
+
+fn read_u64(input: &[u8], at: &mut usize, what: &'static str) -> Result<u64, CodecError> {
+    let bytes = input
+        .get(*at..*at + 8)
+        .ok_or(CodecError::Truncated { what, at: *at })?;
+    *at += 8;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    Ok(u64::from_be_bytes(word))
+}
+
+fn read_short_value(input: &[u8], at: &mut usize) -> Result<Vec<u8>, CodecError> {
+    let len = usize::from(read_u8(input, at, "short value length")?);
+    let value = input.get(*at..*at + len).ok_or(CodecError::Truncated {
+        what: "short value",
+        at: *at,
+    })?;
+    *at += len;
+    Ok(value.to_vec())
+}
+
+fn push_short_value(out: &mut Vec<u8>, value: &[u8]) -> Result<(), CodecError> {
+    let len = u8::try_from(value.len()).map_err(|_| CodecError::ShortValueTooLong(value.len()))?;
+    out.push(SHORT_VALUE_PREFIX);
+    out.push(len);
+    out.extend_from_slice(value);
+    Ok(())
+}
+
+/// An MVCC key: a user key and a timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MvccKey {
+    /// The raw user key.
+    pub user_key: Vec<u8>,
+    /// The version's timestamp (start_ts in default, commit_ts in write).
+    pub ts: u64,
+}
+
+impl MvccKey {
+    /// The user key's encoded prefix: every version of it starts with these bytes.
+    pub fn encode_user_key(user_key: &[u8]) -> Vec<u8> {
+        encode_bytes(user_key)
+    }
+
+    /// The full encoded key.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = encode_bytes(&self.user_key);
+        out.extend_from_slice(&encode_ts_desc(self.ts));
+        out
+    }
+
+    /// Decodes an encoded MVCC key.
+    ///
+    /// # Errors
+    /// A malformed user key, or a missing or extra timestamp suffix.
+    pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
+        let (user_key, used) = decode_bytes(input)?;
+        let mut at = used;
+        let ts = !read_u64(input, &mut at, "timestamp")?;
+        if at != input.len() {
+            return Err(CodecError::UnknownFlag {
+                what: "trailing key",
+                flag: input[at],
+            });
+        }
+        Ok(MvccKey { user_key, ts })
+    }
+}
+
+/// The kind of a write record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteType {
+    /// A committed value.
+    Put,
+    /// A committed deletion.
+    Delete,
+    /// A committed lock-only write (no data change).
+    Lock,
+    /// A rollback marker.
+    Rollback,
+}
+
+impl WriteType {
+    fn flag(self) -> u8 {
+        match self {
+            WriteType::Put => b'P',
+            WriteType::Delete => b'D',
+            WriteType::Lock => b'L',
+            WriteType::Rollback => b'R',
+        }
+    }
+
+    fn from_flag(flag: u8) -> Result<Self, CodecError> {
+        match flag {
+            b'P' => Ok(WriteType::Put),
+            b'D' => Ok(WriteType::Delete),
+            b'L' => Ok(WriteType::Lock),
+            b'R' => Ok(WriteType::Rollback),
+            flag => Err(CodecError::UnknownFlag {
+                what: "write type",
+                flag,
+            }),
+        }
+    }
+}
+
+/// A record of the write column family, keyed by (user key, commit_ts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WriteRecord {
+    /// Its kind.
+    pub write_type: Option<WriteType>,
+    /// The transaction's start_ts (the default CF's key for a long value).
+    pub start_ts: u64,
+    /// The value, when short enough to be inline.
+    pub short_value: Option<Vec<u8>>,
+    /// A rollback that shares this record's commit_ts.
+    pub has_overlapped_rollback: bool,
+    /// GC fence (TiKV's `gc_fence`).
+    pub gc_fence: Option<u64>,
+    /// `(last_change_ts, versions_to_last_change)`, TiKV's lock/rollback skipping hint.
+    pub last_change: Option<(u64, u64)>,
+    /// The transaction source (CDC).
+    pub txn_source: Option<u64>,
+}
+
+const FLAG_OVERLAPPED_ROLLBACK: u8 = b'R';
+const GC_FENCE_PREFIX: u8 = b'F';
+const LAST_CHANGE_PREFIX: u8 = b'l';
+const TXN_SOURCE_PREFIX: u8 = b'S';
+
+impl WriteRecord {
+    /// A record of `write_type` for the transaction started at `start_ts`.
+    pub fn new(write_type: WriteType, start_ts: u64, short_value: Option<Vec<u8>>) -> Self {
+        WriteRecord {
+            write_type: Some(write_type),
+            start_ts,
+            short_value,
+            ..WriteRecord::default()
+        }
+    }
+
+    /// The kind (a decoded record always has one).
+    pub fn kind(&self) -> WriteType {
+        self.write_type.unwrap_or(WriteType::Put)
+    }
+
+    /// Encodes the record.
+    ///
+    /// # Errors
+    /// [`CodecError::ShortValueTooLong`].
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let mut out = vec![self.kind().flag()];
+        encode_varint(&mut out, self.start_ts);
+        if let Some(value) = &self.short_value {
+            push_short_value(&mut out, value)?;
+        }
+        if self.has_overlapped_rollback {
+            out.push(FLAG_OVERLAPPED_ROLLBACK);
+        }
+        if let Some(fence) = self.gc_fence {
+            out.push(GC_FENCE_PREFIX);
+            out.extend_from_slice(&fence.to_be_bytes());
+        }
+        if let Some((ts, versions)) = self.last_change {
+            out.push(LAST_CHANGE_PREFIX);
+            out.extend_from_slice(&ts.to_be_bytes());
+            encode_varint(&mut out, versions);
+        }
+        if let Some(source) = self.txn_source {
+            out.push(TXN_SOURCE_PREFIX);
+            encode_varint(&mut out, source);
+        }
+        Ok(out)
+    }
+
+    /// Decodes a record.
+    ///
+    /// # Errors
+    /// A malformed record: an unknown type or field, or truncation.
+    pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
+        let mut at = 0;
+        let write_type = WriteType::from_flag(read_u8(input, &mut at, "write type")?)?;
+        let start_ts = decode_varint(input, &mut at)?;
+        let mut record = WriteRecord::new(write_type, start_ts, None);
+        while at < input.len() {
+            match read_u8(input, &mut at, "write field")? {
+                SHORT_VALUE_PREFIX => record.short_value = Some(read_short_value(input, &mut at)?),
+                FLAG_OVERLAPPED_ROLLBACK => record.has_overlapped_rollback = true,
+                GC_FENCE_PREFIX => record.gc_fence = Some(read_u64(input, &mut at, "gc fence")?),
+                LAST_CHANGE_PREFIX => {
+                    let ts = read_u64(input, &mut at, "last change")?;
+                    record.last_change = Some((ts, decode_varint(input, &mut at)?));
+                }
+                TXN_SOURCE_PREFIX => record.txn_source = Some(decode_varint(input, &mut at)?),
+                flag => {
+                    return Err(CodecError::UnknownFlag {
+                        what: "write field",
+                        flag,
+                    });
+                }
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// The kind of a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockType {
+    /// A prewritten put.
+    Put,
+    /// A prewritten delete.
+    Delete,
+    /// A lock-only prewrite.
+    Lock,
+    /// A pessimistic lock.
+    Pessimistic,
+}
+
+impl LockType {
+    fn flag(self) -> u8 {
+        match self {
+            LockType::Put => b'P',
+            LockType::Delete => b'D',
+            LockType::Lock => b'L',
+            LockType::Pessimistic => b'S',
+        }
+    }
+
+    fn from_flag(flag: u8) -> Result<Self, CodecError> {
+        match flag {
+            b'P' => Ok(LockType::Put),
+            b'D' => Ok(LockType::Delete),
+            b'L' => Ok(LockType::Lock),
+            b'S' => Ok(LockType::Pessimistic),
+            flag => Err(CodecError::UnknownFlag {
+                what: "lock type",
+                flag,
+            }),
+        }
+    }
+}
+
+/// A record of the lock column family, keyed by the encoded user key (no timestamp).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockRecord {
+    /// Its kind.
+    pub lock_type: LockType,
+    /// The transaction's primary key.
+    pub primary: Vec<u8>,
+    /// The transaction's start_ts.
+    pub start_ts: u64,
+    /// Time to live, in milliseconds.
+    pub ttl: u64,
+    /// The value, when short enough to be inline.
+    pub short_value: Option<Vec<u8>>,
+    /// Pessimistic for_update_ts.
+    pub for_update_ts: Option<u64>,
+    /// The transaction's size (keys).
+    pub txn_size: Option<u64>,
+    /// The minimum commit_ts.
+    pub min_commit_ts: Option<u64>,
+}
+
+const FOR_UPDATE_TS_PREFIX: u8 = b'f';
+const TXN_SIZE_PREFIX: u8 = b't';
+const MIN_COMMIT_TS_PREFIX: u8 = b'c';
+
+impl LockRecord {
+    /// A lock without optional fields.
+    pub fn new(lock_type: LockType, primary: impl Into<Vec<u8>>, start_ts: u64, ttl: u64) -> Self {
+        LockRecord {
+            lock_type,
+            primary: primary.into(),
+            start_ts,
+            ttl,
+            short_value: None,
+            for_update_ts: None,
+            txn_size: None,
+            min_commit_ts: None,
+        }
+    }
+
+    /// Encodes the record.
+    ///
+    /// # Errors
+    /// [`CodecError::ShortValueTooLong`].
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let mut out = vec![self.lock_type.flag()];
+        encode_varint(&mut out, self.primary.len() as u64);
+        out.extend_from_slice(&self.primary);
+        encode_varint(&mut out, self.start_ts);
+        encode_varint(&mut out, self.ttl);
+        if let Some(value) = &self.short_value {
+            push_short_value(&mut out, value)?;
+        }
+        for (prefix, field) in [
+            (FOR_UPDATE_TS_PREFIX, self.for_update_ts),
+            (TXN_SIZE_PREFIX, self.txn_size),
+            (MIN_COMMIT_TS_PREFIX, self.min_commit_ts),
+        ] {
+            if let Some(value) = field {
+                out.push(prefix);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes a record.
+    ///
+    /// # Errors
+    /// A malformed record: an unknown type or field, or truncation.
+    pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
+        let mut at = 0;
+        let lock_type = LockType::from_flag(read_u8(input, &mut at, "lock type")?)?;
+        let len = decode_varint(input, &mut at)?;
+        let primary = usize::try_from(len)
+            .ok()
+            .and_then(|len| input.get(at..at.checked_add(len)?))
+            .ok_or(CodecError::Truncated {
+                what: "primary key",
+                at,
+            })?
+            .to_vec();
+        at += primary.len();
+        let start_ts = decode_varint(input, &mut at)?;
+        let ttl = decode_varint(input, &mut at)?;
+        let mut record = LockRecord::new(lock_type, primary, start_ts, ttl);
+        while at < input.len() {
+            match read_u8(input, &mut at, "lock field")? {
+                SHORT_VALUE_PREFIX => record.short_value = Some(read_short_value(input, &mut at)?),
+                FOR_UPDATE_TS_PREFIX => {
+                    record.for_update_ts = Some(read_u64(input, &mut at, "for_update_ts")?)
+                }
+                TXN_SIZE_PREFIX => record.txn_size = Some(read_u64(input, &mut at, "txn_size")?),
+                MIN_COMMIT_TS_PREFIX => {
+                    record.min_commit_ts = Some(read_u64(input, &mut at, "min_commit_ts")?)
+                }
+                flag => {
+                    return Err(CodecError::UnknownFlag {
+                        what: "lock field",
+                        flag,
+                    });
+                }
+            }
+        }
+        Ok(record)
+    }
+}
