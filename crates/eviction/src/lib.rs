@@ -44,5 +44,5 @@ pub use policies::{
 };
 pub use policy::{Decision, EvictionPolicy, RegionStats, Round, ThresholdError, Thresholds};
 pub use replay::{ContractViolation, Score, check_decision, offline_reference, replay};
-pub use table::{PolicyRow, all_policies, policy_table};
+pub use table::{OFFLINE_HORIZONS, PolicyRow, all_policies, best_offline, policy_table};
 pub use trace::{Trace, TraceKind, TraceRead, TraceRegion, TraceShape, TraceStep, generate};

@@ -155,6 +155,9 @@ pub struct FrequencyConfig {
     pub hysteresis: f64,
     /// How many evicted regions the ghost history remembers.
     pub ghost_capacity: usize,
+    /// A region is loaded only if its recent work rate would repay the load's own scan
+    /// of the region within this many rounds.
+    pub payback_rounds: u32,
 }
 
 impl Default for FrequencyConfig {
@@ -165,6 +168,7 @@ impl Default for FrequencyConfig {
             doorkeeper_rounds: 2,
             hysteresis: 1.25,
             ghost_capacity: 1024,
+            payback_rounds: 30,
         }
     }
 }
@@ -176,8 +180,10 @@ struct Frequency {
 }
 
 /// The default: TinyLFU-like admission at region granularity. A region's value is its
-/// decayed MVCC work per byte; a doorkeeper keeps one-off scans out; a candidate must beat
-/// the resident region it displaces by a margin; and a ghost history of recent evictions
+/// decayed MVCC work per byte; a doorkeeper keeps one-off scans out; a region is loaded
+/// only if its recent work rate repays the load's own scan within a payback horizon; a
+/// candidate must beat the resident region it displaces by a margin; and a ghost history
+/// of recent evictions (its own, and those others decided, such as a leader moving away)
 /// lets a region that comes back be readmitted at once, with the value it had.
 #[derive(Debug)]
 pub struct FrequencyPolicy {
@@ -255,9 +261,13 @@ impl Scorer for FrequencyPolicy {
     }
 
     fn wants(&self, stats: &RegionStats) -> bool {
-        self.freq
-            .get(&stats.id)
-            .is_some_and(|f| f.rounds_seen >= self.config.doorkeeper_rounds && f.work >= 1.0)
+        self.freq.get(&stats.id).is_some_and(|f| {
+            // The work it saves over a payback horizon must exceed the load's own scan.
+            let per_round = f.work * (1.0 - self.config.decay);
+            let load_cost = (stats.size / crate::BYTES_PER_VERSION) as f64;
+            f.rounds_seen >= self.config.doorkeeper_rounds
+                && per_round * f64::from(self.config.payback_rounds) >= load_cost
+        })
     }
 
     fn displaces(&self, candidate: f64, victim: f64) -> bool {
