@@ -1,11 +1,33 @@
 //! `ime-memkv`: IME's in-memory MVCC store.
 //!
 //! This crate knows keys, ranges, sequence numbers and MVCC records; it knows nothing of
-//! regions or Raft. What is here so far is [`codec`]: TiKV's byte formats (memcomparable
-//! keys, MVCC keys with a descending timestamp, write and lock records), so that data can
-//! be exchanged with a TiKV-format store. The layered store itself (a compact sorted run
-//! plus a small concurrent map per range, snapshots, GC and memory accounting) is the
-//! next step of its issue.
+//! regions or Raft, and is usable alone.
+//!
+//! - [`codec`]: TiKV's byte formats (memcomparable keys, MVCC keys with a descending
+//!   timestamp, write and lock records), so data can be exchanged with a TiKV-format store.
+//! - [`MemKv`]: ranges of keys in three column families, each a compact sorted run built
+//!   in key order plus small ordered maps of recent writes; writes with the caller's
+//!   sequence numbers; [`Snapshot`]s that hold `Arc`s to their layers (no lock, no epoch
+//!   guard, writers never blocked) with point gets and bounded iterators both ways;
+//!   [`MemKv::compact`] with TiKV's MVCC GC rules; O(1) range drops; memory accounting
+//!   with a hard limit and a soft threshold.
+//!
+//! ```
+//! use ime_memkv::*;
+//!
+//! # fn main() -> Result<(), MemError> {
+//! let kv = MemKv::new(MemConfig { hard_limit: 1 << 20, soft_limit: 1 << 19 });
+//! kv.create_range(RangeId(1), KeyBounds::new("a", Some(b"m".to_vec()))?)?;
+//! kv.write(WriteBatch::new().put(Cf::Default, "b", "1").put(Cf::Default, "z", "ignored"), 1)?;
+//! let before = kv.snapshot(RangeId(1), 2)?;
+//! kv.write(WriteBatch::new().delete(Cf::Default, "b"), 3)?;
+//! assert_eq!(before.get(Cf::Default, b"b"), Some(b"1".to_vec()));
+//! assert_eq!(kv.snapshot(RangeId(1), 3)?.get(Cf::Default, b"b"), None);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The codecs:
 //!
 //! ```
 //! use ime_memkv::codec::*;
@@ -22,3 +44,14 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+mod gc;
+mod layer;
+mod memory;
+mod snapshot;
+mod store;
+mod types;
+
+pub use gc::GcStats;
+pub use snapshot::{Snapshot, SnapshotIter};
+pub use store::{MemConfig, MemKv};
+pub use types::{Cf, KeyBounds, MemError, Op, RangeId, WriteBatch};

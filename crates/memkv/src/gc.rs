@@ -1,0 +1,147 @@
+//! Compaction and MVCC garbage collection: a range's layers rebuilt into one compact run
+//! per column family, dropping shadowed entries and, below a safe point, dead versions.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::codec::{MvccKey, WriteRecord, WriteType};
+use crate::layer::{IValue, RunEntry};
+use crate::store::CfLayers;
+use crate::{MemError, MemKv, RangeId};
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Entries before (all layers, all column families).
+    pub entries_before: usize,
+    /// Entries after.
+    pub entries_after: usize,
+    /// Write records removed by MVCC GC.
+    pub versions_removed: usize,
+    /// Default-CF values removed with the puts that pointed to them.
+    pub values_removed: usize,
+    /// Write-CF keys that could not be decoded (kept untouched).
+    pub undecodable: usize,
+}
+
+impl MemKv {
+    /// Rebuilds range `id` into one compact run per column family. Shadowed entries and
+    /// deletions go; with `safe_point`, MVCC GC below it too, with TiKV's rules: per user
+    /// key keep every version above the safe point and the newest put at or below it;
+    /// drop older versions, rollbacks and locks at or below it, and everything under a
+    /// delete with the delete itself; drop the default-CF values of dropped puts. Two
+    /// write records of one key and commit_ts (two sequence numbers) are one version
+    /// (tikv/tikv#17060).
+    ///
+    /// Snapshots taken before keep reading the old layers; snapshots below the
+    /// compaction's sequence are refused afterwards.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn compact(&self, id: RangeId, safe_point: Option<u64>) -> Result<GcStats, MemError> {
+        let range = self.range(id)?;
+        let (layers, seq) = self.freeze(&range);
+        let mut stats = GcStats::default();
+        let [default, lock, write] = layers.map(|cf| newest_entries(&cf, seq, &mut stats));
+        let (write, dropped_values) = match safe_point {
+            Some(sp) => gc_write_cf(write, sp, &mut stats),
+            None => (write, HashSet::new()),
+        };
+        let default: Vec<RunEntry> = default
+            .into_iter()
+            .filter(|e| !dropped_values.contains(&*e.key))
+            .collect();
+        stats.values_removed = dropped_values.len();
+        stats.entries_after = default.len() + lock.len() + write.len();
+        self.install(&range, [default, lock, write], seq);
+        Ok(stats)
+    }
+}
+
+/// The newest live entry of every key in the run and frozen memtable, in key order.
+fn newest_entries(cf: &CfLayers, seq: u64, stats: &mut GcStats) -> Vec<RunEntry> {
+    let mut newest: BTreeMap<Box<[u8]>, (u64, IValue)> = BTreeMap::new();
+    let mut consider = |key: &[u8], s: u64, value: &Option<Box<[u8]>>| {
+        stats.entries_before += 1;
+        if s > seq {
+            return;
+        }
+        match newest.get(key) {
+            Some((existing, _)) if *existing >= s => {}
+            _ => {
+                newest.insert(key.into(), (s, value.clone()));
+            }
+        }
+    };
+    for e in cf.run.entries() {
+        consider(&e.key, e.seq, &e.value);
+    }
+    if let Some(frozen) = &cf.frozen {
+        for ((key, s), value) in frozen.read().iter() {
+            consider(key, s.0, value);
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|(key, (seq, value))| {
+            Some(RunEntry {
+                key,
+                seq,
+                value: Some(value?),
+            })
+        })
+        .collect()
+}
+
+/// MVCC GC of the write column family at `safe_point`; returns the kept entries and the
+/// default-CF keys of the puts dropped.
+fn gc_write_cf(
+    entries: Vec<RunEntry>,
+    safe_point: u64,
+    stats: &mut GcStats,
+) -> (Vec<RunEntry>, HashSet<Vec<u8>>) {
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut dropped_values = HashSet::new();
+    // State for the user key being walked (versions arrive newest first).
+    let mut current: Option<Vec<u8>> = None;
+    let mut settled = false; // the newest version at or below the safe point was decided
+    for entry in entries {
+        let Ok(key) = MvccKey::decode(&entry.key) else {
+            stats.undecodable += 1;
+            kept.push(entry);
+            continue;
+        };
+        if current.as_deref() != Some(key.user_key.as_slice()) {
+            current = Some(key.user_key.clone());
+            settled = false;
+        }
+        if key.ts > safe_point {
+            kept.push(entry);
+            continue;
+        }
+        let record = entry.value.as_deref().map(WriteRecord::decode);
+        let Some(Ok(record)) = record else {
+            stats.undecodable += 1;
+            kept.push(entry);
+            settled = true; // keep everything older than what cannot be read
+            continue;
+        };
+        let keep = !settled && record.kind() == WriteType::Put;
+        if !settled && matches!(record.kind(), WriteType::Put | WriteType::Delete) {
+            settled = true;
+        }
+        if keep {
+            kept.push(entry);
+            continue;
+        }
+        stats.versions_removed += 1;
+        if record.kind() == WriteType::Put && record.short_value.is_none() {
+            let value_key = MvccKey {
+                user_key: key.user_key,
+                ts: record.start_ts,
+            };
+            dropped_values.insert(value_key.encode());
+        }
+    }
+    kept.shrink_to_fit();
+    (kept, dropped_values)
+}

@@ -1,0 +1,98 @@
+//! Memory accounting: a shared counter of bytes held, and charges that give their bytes
+//! back when the structure holding them is dropped (after the last snapshot reading it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts every byte the store holds, against a hard limit and a soft threshold.
+#[derive(Debug)]
+pub(crate) struct MemoryTracker {
+    used: AtomicU64,
+    hard_limit: u64,
+    soft_limit: u64,
+}
+
+impl MemoryTracker {
+    /// A tracker with the given limits.
+    pub(crate) fn new(hard_limit: u64, soft_limit: u64) -> Arc<Self> {
+        Arc::new(MemoryTracker {
+            used: AtomicU64::new(0),
+            hard_limit,
+            soft_limit,
+        })
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The hard limit: a write that would pass it is refused.
+    pub(crate) fn hard_limit(&self) -> u64 {
+        self.hard_limit
+    }
+
+    /// True when usage is at or above the soft threshold: time to evict.
+    pub(crate) fn over_soft_limit(&self) -> bool {
+        self.used() >= self.soft_limit
+    }
+
+    /// Reserves `bytes` if the hard limit allows; false (and nothing reserved) if not.
+    pub(crate) fn try_reserve(&self, bytes: u64) -> bool {
+        let mut current = self.used();
+        loop {
+            let Some(next) = current.checked_add(bytes).filter(|n| *n <= self.hard_limit) else {
+                return false;
+            };
+            match self.used.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Adds `bytes` whatever the limit (structures rebuilt from data already counted).
+    pub(crate) fn force_reserve(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub(crate) fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes charged to a tracker by one structure; given back when it drops.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    tracker: Arc<MemoryTracker>,
+    bytes: AtomicU64,
+}
+
+impl Charge {
+    pub(crate) fn new(tracker: &Arc<MemoryTracker>) -> Self {
+        Charge {
+            tracker: Arc::clone(tracker),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `bytes` already reserved on the tracker as held by this structure.
+    pub(crate) fn add_reserved(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.tracker.release(self.bytes());
+    }
+}

@@ -1,0 +1,382 @@
+//! [`MemKv`]: ranges of layered column families, written in sequence order, read through
+//! snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use crate::layer::{Memtable, Run, RunEntry, memtable_cost};
+use crate::memory::MemoryTracker;
+use crate::snapshot::{Snapshot, merged_keys};
+use crate::{Cf, KeyBounds, MemError, Op, RangeId, WriteBatch};
+
+/// The layers of one column family: a run, a memtable frozen for a compaction in
+/// progress, and the active memtable.
+#[derive(Clone, Debug)]
+pub(crate) struct CfLayers {
+    pub(crate) run: Arc<Run>,
+    pub(crate) frozen: Option<Arc<Memtable>>,
+    pub(crate) active: Arc<Memtable>,
+}
+
+/// One range's data.
+#[derive(Debug)]
+pub(crate) struct RangeData {
+    pub(crate) id: RangeId,
+    pub(crate) bounds: KeyBounds,
+    pub(crate) cfs: [RwLock<CfLayers>; 3],
+    /// Snapshots below this sequence are refused: a compaction dropped shadowed versions.
+    pub(crate) compacted_seq: AtomicU64,
+}
+
+impl RangeData {
+    pub(crate) fn layers(&self, cf: Cf) -> CfLayers {
+        self.cfs[cf.index()]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Settings of a [`MemKv`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemConfig {
+    /// Writes that would pass this many bytes are refused.
+    pub hard_limit: u64,
+    /// At this many bytes, [`MemKv::over_soft_limit`] asks for eviction.
+    pub soft_limit: u64,
+}
+
+/// The in-memory MVCC store: ranges of keys in three column families, each a compact
+/// sorted run plus small ordered maps of recent writes.
+///
+/// Writes carry their sequence numbers (the disk engine's, so that a memory snapshot at
+/// `S` matches a disk snapshot at `S`); they must increase. Snapshots hold `Arc`s to the
+/// layers they read, take no lock for their lifetime and never block writers. Dropping a
+/// range is O(1); its memory returns when its last snapshot drops.
+#[derive(Debug)]
+pub struct MemKv {
+    tracker: Arc<MemoryTracker>,
+    ranges: RwLock<BTreeMap<RangeId, Arc<RangeData>>>,
+    /// The last sequence applied or snapshotted; the write lock.
+    last_seq: Mutex<u64>,
+}
+
+impl MemKv {
+    /// An empty store.
+    pub fn new(config: MemConfig) -> Self {
+        MemKv {
+            tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
+            ranges: RwLock::new(BTreeMap::new()),
+            last_seq: Mutex::new(0),
+        }
+    }
+
+    /// Bytes held now (keys, values, entry and index overhead, including layers that
+    /// only live snapshots still read).
+    pub fn memory_used(&self) -> u64 {
+        self.tracker.used()
+    }
+
+    /// True when memory is at or above the soft threshold.
+    pub fn over_soft_limit(&self) -> bool {
+        self.tracker.over_soft_limit()
+    }
+
+    /// The last sequence number applied (or snapshotted at).
+    pub fn last_sequence(&self) -> u64 {
+        *self.writer()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, u64> {
+        self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ranges(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<RangeId, Arc<RangeData>>> {
+        self.ranges.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts holding the keys in `bounds` as range `id` (empty).
+    ///
+    /// # Errors
+    /// [`MemError::RangeExists`], [`MemError::RangeOverlaps`].
+    pub fn create_range(&self, id: RangeId, bounds: KeyBounds) -> Result<(), MemError> {
+        let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
+        if ranges.contains_key(&id) {
+            return Err(MemError::RangeExists(id));
+        }
+        if let Some(existing) = ranges.values().find(|r| r.bounds.overlaps(&bounds)) {
+            return Err(MemError::RangeOverlaps {
+                new: id,
+                existing: existing.id,
+            });
+        }
+        let layers = || {
+            RwLock::new(CfLayers {
+                run: Arc::new(Run::new(Vec::new(), &self.tracker)),
+                frozen: None,
+                active: Arc::new(Memtable::new(&self.tracker)),
+            })
+        };
+        let data = RangeData {
+            id,
+            bounds,
+            cfs: [layers(), layers(), layers()],
+            compacted_seq: AtomicU64::new(0),
+        };
+        ranges.insert(id, Arc::new(data));
+        Ok(())
+    }
+
+    /// Stops holding range `id`, in O(1): its layers are freed when the last snapshot
+    /// reading them drops.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn drop_range(&self, id: RangeId) -> Result<(), MemError> {
+        let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
+        ranges
+            .remove(&id)
+            .map(drop)
+            .ok_or(MemError::NoSuchRange(id))
+    }
+
+    /// The ranges held, with their bounds.
+    pub fn ranges_held(&self) -> Vec<(RangeId, KeyBounds)> {
+        self.ranges()
+            .values()
+            .map(|r| (r.id, r.bounds.clone()))
+            .collect()
+    }
+
+    pub(crate) fn range(&self, id: RangeId) -> Result<Arc<RangeData>, MemError> {
+        self.ranges()
+            .get(&id)
+            .cloned()
+            .ok_or(MemError::NoSuchRange(id))
+    }
+
+    /// Applies `batch`; operation `i` takes sequence `first_seq + i`. Operations on keys
+    /// no range holds are skipped (the store holds only some ranges); the count of those
+    /// applied is returned. All or nothing: a refused batch changes nothing.
+    ///
+    /// # Errors
+    /// [`MemError::EmptyBatch`], [`MemError::SequenceOutOfOrder`],
+    /// [`MemError::InvalidBounds`] (a range delete), [`MemError::MemoryLimit`].
+    pub fn write(&self, batch: &WriteBatch, first_seq: u64) -> Result<usize, MemError> {
+        if batch.is_empty() {
+            return Err(MemError::EmptyBatch);
+        }
+        let mut last = self.writer();
+        if first_seq <= *last {
+            return Err(MemError::SequenceOutOfOrder {
+                first: first_seq,
+                last: *last,
+            });
+        }
+        let ranges: Vec<Arc<RangeData>> = self.ranges().values().cloned().collect();
+        let plan = plan_batch(batch, &ranges)?;
+        let needed: u64 = plan
+            .iter()
+            .map(|w| memtable_cost(&w.key, w.value.as_deref()))
+            .sum();
+        if !self.tracker.try_reserve(needed) {
+            let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
+            return Err(MemError::MemoryLimit {
+                needed,
+                used,
+                limit,
+            });
+        }
+        for w in &plan {
+            let layers = w.range.cfs[w.cf.index()]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let cost = memtable_cost(&w.key, w.value.as_deref());
+            layers.active.insert(
+                &w.key,
+                first_seq + w.op_index as u64,
+                w.value.as_deref(),
+                cost,
+            );
+        }
+        *last = first_seq + batch.len() as u64 - 1;
+        Ok(plan.len())
+    }
+
+    /// A snapshot of range `id` at sequence `seq`. A sequence above the last applied one
+    /// is allowed (the caller's disk may be ahead); later writes must then come above it.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`], [`MemError::SnapshotTooOld`].
+    pub fn snapshot(&self, id: RangeId, seq: u64) -> Result<Snapshot, MemError> {
+        let mut last = self.writer();
+        let range = self.range(id)?;
+        let compacted = range.compacted_seq.load(Ordering::Acquire);
+        if seq < compacted {
+            return Err(MemError::SnapshotTooOld {
+                range: id,
+                requested: seq,
+                compacted,
+            });
+        }
+        *last = (*last).max(seq);
+        Ok(Snapshot::new(&range, seq))
+    }
+
+    /// Bulk-loads `entries` (strictly increasing keys, inside the range) into `cf` of
+    /// range `id` at sequence `seq`, as a compact run built in key order. Meant for the
+    /// load from a disk snapshot at `seq`, before any write above `seq` touches the keys.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`], [`MemError::UnsortedLoad`], [`MemError::OutOfRange`],
+    /// [`MemError::MemoryLimit`].
+    pub fn load(
+        &self,
+        id: RangeId,
+        cf: Cf,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        seq: u64,
+    ) -> Result<(), MemError> {
+        let range = self.range(id)?;
+        if let Some(i) = entries.windows(2).position(|p| p[0].0 >= p[1].0) {
+            return Err(MemError::UnsortedLoad(i + 1));
+        }
+        if entries.iter().any(|(k, _)| !range.bounds.contains(k)) {
+            return Err(MemError::OutOfRange(id));
+        }
+        let needed: u64 = entries
+            .iter()
+            .map(|(k, v)| crate::layer::RUN_ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
+            .sum();
+        let _writer = self.writer();
+        if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
+            let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
+            return Err(MemError::MemoryLimit {
+                needed,
+                used,
+                limit,
+            });
+        }
+        let mut layers = range.cfs[cf.index()]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut merged: Vec<RunEntry> = layers.run.entries().to_vec();
+        merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
+            key: k.into(),
+            seq,
+            value: Some(v.into()),
+        }));
+        merged.sort_by(|a, b| {
+            (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
+        });
+        merged.shrink_to_fit();
+        layers.run = Arc::new(Run::new(merged, &self.tracker));
+        Ok(())
+    }
+
+    /// Freezes every column family's active memtable of range `id` (for a compaction)
+    /// and returns the layers to compact and the sequence they hold up to.
+    pub(crate) fn freeze(&self, range: &RangeData) -> ([CfLayers; 3], u64) {
+        let last = self.writer();
+        let freeze = |cf: Cf| {
+            let mut layers = range.cfs[cf.index()]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if layers.frozen.is_none() {
+                let fresh = Arc::new(Memtable::new(&self.tracker));
+                layers.frozen = Some(std::mem::replace(&mut layers.active, fresh));
+            }
+            layers.clone()
+        };
+        (
+            [freeze(Cf::Default), freeze(Cf::Lock), freeze(Cf::Write)],
+            *last,
+        )
+    }
+
+    /// Replaces the run and frozen memtable of each column family of `range` by `runs`,
+    /// built from them; snapshots below `seq` are refused from now on.
+    pub(crate) fn install(&self, range: &RangeData, runs: [Vec<RunEntry>; 3], seq: u64) {
+        let _writer = self.writer();
+        for (cf, entries) in Cf::ALL.into_iter().zip(runs) {
+            let mut layers = range.cfs[cf.index()]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            layers.run = Arc::new(Run::new(entries, &self.tracker));
+            layers.frozen = None;
+        }
+        range.compacted_seq.store(seq, Ordering::Release);
+    }
+}
+
+/// One write resolved to its range: the operation's index in the batch, and the entry.
+struct Planned {
+    range: Arc<RangeData>,
+    op_index: usize,
+    cf: Cf,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// Resolves each operation of `batch` to the range holding its key; a range delete
+/// becomes a deletion of every key it covers in every range it touches.
+fn plan_batch(batch: &WriteBatch, ranges: &[Arc<RangeData>]) -> Result<Vec<Planned>, MemError> {
+    let holder = |key: &[u8]| ranges.iter().find(|r| r.bounds.contains(key)).cloned();
+    let mut plan = Vec::with_capacity(batch.len());
+    for (op_index, op) in batch.ops.iter().enumerate() {
+        match op {
+            Op::Put(cf, key, value) => {
+                if let Some(range) = holder(key) {
+                    plan.push(Planned {
+                        range,
+                        op_index,
+                        cf: *cf,
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                    });
+                }
+            }
+            Op::Delete(cf, key) => {
+                if let Some(range) = holder(key) {
+                    plan.push(Planned {
+                        range,
+                        op_index,
+                        cf: *cf,
+                        key: key.clone(),
+                        value: None,
+                    });
+                }
+            }
+            Op::DeleteRange(cf, start, end) => {
+                let deleted = KeyBounds::new(start.clone(), Some(end.clone()))?;
+                for range in ranges.iter().filter(|r| r.bounds.overlaps(&deleted)) {
+                    let layers = range.layers(*cf);
+                    // Keys written earlier in this batch count too.
+                    let mut keys = merged_keys(&layers, &deleted);
+                    keys.extend(
+                        plan.iter()
+                            .filter(|p| {
+                                Arc::ptr_eq(&p.range, range)
+                                    && p.cf == *cf
+                                    && deleted.contains(&p.key)
+                            })
+                            .map(|p| p.key.clone()),
+                    );
+                    keys.sort();
+                    keys.dedup();
+                    for key in keys {
+                        plan.push(Planned {
+                            range: Arc::clone(range),
+                            op_index,
+                            cf: *cf,
+                            key,
+                            value: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(plan)
+}

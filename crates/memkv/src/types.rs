@@ -1,0 +1,209 @@
+//! The store's vocabulary: column families, ranges, write batches and errors.
+
+use std::fmt;
+
+/// TiKV's three column families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// `default`: large values.
+    Default,
+    /// `lock`: transaction locks.
+    Lock,
+    /// `write`: commit records.
+    Write,
+}
+
+impl Cf {
+    /// The three, in a fixed order.
+    pub const ALL: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Cf::Default => 0,
+            Cf::Lock => 1,
+            Cf::Write => 2,
+        }
+    }
+}
+
+/// A range of keys the store holds, named by the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RangeId(pub u64);
+
+impl fmt::Display for RangeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "range {}", self.0)
+    }
+}
+
+/// Keys `[start, end)`; `end == None` is unbounded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyBounds {
+    /// Inclusive start.
+    pub start: Vec<u8>,
+    /// Exclusive end, `None` for unbounded.
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyBounds {
+    /// `[start, end)`.
+    ///
+    /// # Errors
+    /// [`MemError::InvalidBounds`] unless `start < end`.
+    pub fn new(start: impl Into<Vec<u8>>, end: Option<Vec<u8>>) -> Result<Self, MemError> {
+        let start = start.into();
+        if end.as_ref().is_some_and(|e| *e <= start) {
+            return Err(MemError::InvalidBounds { start, end });
+        }
+        Ok(KeyBounds { start, end })
+    }
+
+    /// True when `key` is inside.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
+    }
+
+    /// True when `other` lies entirely inside.
+    pub fn contains_bounds(&self, other: &KeyBounds) -> bool {
+        other.start >= self.start
+            && match (&self.end, &other.end) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(mine), Some(theirs)) => theirs <= mine,
+            }
+    }
+
+    pub(crate) fn overlaps(&self, other: &KeyBounds) -> bool {
+        let before = |a: &KeyBounds, b: &KeyBounds| {
+            a.end.as_deref().is_some_and(|e| e <= b.start.as_slice())
+        };
+        !before(self, other) && !before(other, self)
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Sets a key.
+    Put(Cf, Vec<u8>, Vec<u8>),
+    /// Deletes a key.
+    Delete(Cf, Vec<u8>),
+    /// Deletes `[start, end)` in one column family.
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
+}
+
+/// Operations applied atomically with consecutive sequence numbers, one per operation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op::Put(cf, key.into(), value.into()));
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op::Delete(cf, key.into()));
+        self
+    }
+
+    /// Adds a range delete.
+    pub fn delete_range(
+        &mut self,
+        cf: Cf,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.ops.push(Op::DeleteRange(cf, start.into(), end.into()));
+        self
+    }
+
+    /// The operations.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// How many sequence numbers the batch takes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Errors of the memory store. None leaves a write half-applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemError {
+    /// Bounds whose end is not above their start.
+    #[error("invalid bounds: start {} is not below end {}", .start.escape_ascii(), .end.as_deref().unwrap_or_default().escape_ascii())]
+    InvalidBounds {
+        /// The start.
+        start: Vec<u8>,
+        /// The end.
+        end: Option<Vec<u8>>,
+    },
+    /// A range with this id exists already.
+    #[error("{0} exists already")]
+    RangeExists(RangeId),
+    /// A new range overlaps an existing one.
+    #[error("{new} overlaps {existing}")]
+    RangeOverlaps {
+        /// The range being created.
+        new: RangeId,
+        /// The range it overlaps.
+        existing: RangeId,
+    },
+    /// No range with this id.
+    #[error("{0} does not exist")]
+    NoSuchRange(RangeId),
+    /// Iterator or load bounds outside the range.
+    #[error("bounds outside {0}")]
+    OutOfRange(RangeId),
+    /// A batch's first sequence number is not above the last one applied (or read).
+    #[error("sequence {first} is not above the last sequence {last}")]
+    SequenceOutOfOrder {
+        /// The batch's first sequence number.
+        first: u64,
+        /// The last one applied or snapshotted.
+        last: u64,
+    },
+    /// A batch with no operation.
+    #[error("empty write batch")]
+    EmptyBatch,
+    /// The write would pass the hard memory limit; nothing was applied.
+    #[error("memory limit: {needed} more bytes would pass {limit} ({used} used)")]
+    MemoryLimit {
+        /// Bytes the write needs.
+        needed: u64,
+        /// Bytes in use.
+        used: u64,
+        /// The hard limit.
+        limit: u64,
+    },
+    /// A snapshot below the range's last compaction: older versions may be gone.
+    #[error("snapshot at {requested} is older than {range}'s compaction at {compacted}")]
+    SnapshotTooOld {
+        /// The range.
+        range: RangeId,
+        /// The sequence asked for.
+        requested: u64,
+        /// The compaction's sequence.
+        compacted: u64,
+    },
+    /// Loaded entries must be strictly increasing.
+    #[error("load: keys not strictly increasing at position {0}")]
+    UnsortedLoad(usize),
+}
