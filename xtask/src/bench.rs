@@ -19,6 +19,36 @@ struct Figure {
 
 const FIGURES: &[Figure] = &[
     Figure {
+        suite: "memkv",
+        name: "memkv point get (1M keys) vs a BTreeMap",
+        measured: "memkv/point_get/memkv",
+        baseline: "memkv/point_get/btreemap",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memkv scan, 1 version/key vs iterating a Vec",
+        measured: "memkv/scan_1_version/memkv",
+        baseline: "memkv/scan_1_version/vec",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memkv MVCC scan, 100 versions/key: after GC vs before",
+        measured: "memkv/mvcc_scan_100_versions/after_gc",
+        baseline: "memkv/mvcc_scan_100_versions/before_gc",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memkv bulk load in key order vs collecting a BTreeMap",
+        measured: "memkv/bulk_load/memkv",
+        baseline: "memkv/bulk_load/btreemap",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memkv drop of a 100k-entry range vs a 10-entry one",
+        measured: "memkv/drop_range/large",
+        baseline: "memkv/drop_range/tiny",
+    },
+    Figure {
         suite: "disk",
         name: "RocksDB point get (1M keys, warm) vs a BTreeMap",
         measured: "disk/point_get/rocksdb",

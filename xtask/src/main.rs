@@ -19,8 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci [--fast]         what CI runs: fmt check, clippy -D warnings, all tests, docs -D warnings
                       (--fast skips clippy and the doc build)
-  bench [SUITE...]    run the criterion suites (all, or those named: disk, observer,
-                      policy) and print
+  bench [SUITE...]    run the criterion suites (all, or those named: disk, memkv,
+                      observer, policy) and print
                       each figure as a ratio against its same-run baseline";
 
 fn main() -> ExitCode {

@@ -154,41 +154,4 @@ impl Layer<'_> {
             }
         }
     }
-
-    /// The largest user key with any entry.
-    pub(crate) fn last_key(&self) -> Option<Box<[u8]>> {
-        match self {
-            Layer::Run(run) => run.entries.last().map(|e| e.key.clone()),
-            Layer::Mem(mem) => mem.read().keys().next_back().map(|(k, _)| k.clone()),
-        }
-    }
-
-    /// The largest user key before `key` (or at it, when `inclusive`) with any entry.
-    pub(crate) fn prev_key(&self, key: &[u8], inclusive: bool) -> Option<Box<[u8]>> {
-        let seq = if inclusive { 0 } else { u64::MAX };
-        match self {
-            Layer::Run(run) => {
-                let end = if inclusive {
-                    run.entries.partition_point(|e| &*e.key <= key)
-                } else {
-                    run.lower(key, seq)
-                };
-                end.checked_sub(1)
-                    .and_then(|i| run.entries.get(i))
-                    .map(|e| e.key.clone())
-            }
-            Layer::Mem(mem) => {
-                let map = mem.read();
-                let bound: IKey = (key.into(), Reverse(seq));
-                let upper = if inclusive {
-                    Bound::Included(bound)
-                } else {
-                    Bound::Excluded(bound)
-                };
-                map.range((Bound::Unbounded, upper))
-                    .next_back()
-                    .map(|((k, _), _)| k.clone())
-            }
-        }
-    }
 }

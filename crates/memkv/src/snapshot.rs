@@ -1,8 +1,10 @@
 //! [`Snapshot`]: a range at one sequence number, and its bounded iterators.
 
+use std::cmp::Reverse;
+use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::layer::{IValue, Layer};
+use crate::layer::{IValue, Layer, Run, RunEntry};
 use crate::store::{CfLayers, RangeData};
 use crate::{Cf, KeyBounds, MemError, RangeId};
 
@@ -55,17 +57,9 @@ impl Snapshot {
         if !self.bounds.contains_bounds(&bounds) {
             return Err(MemError::OutOfRange(self.id));
         }
-        Ok(SnapshotIter {
-            layers: self.cfs[cf.index()].clone(),
-            bounds,
-            seq: self.seq,
-            current: None,
-        })
+        Ok(SnapshotIter::new(&self.cfs[cf.index()], &bounds, self.seq))
     }
 }
-
-/// A key and its value.
-type Entry = (Box<[u8]>, Box<[u8]>);
 
 /// The layers of a column family, newest last.
 fn layers(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
@@ -103,101 +97,219 @@ pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
     }
 }
 
-/// A cursor over one column family of a snapshot, within bounds. Each step looks the
-/// layers up afresh (a brief read lock on a memtable), so the cursor holds nothing
-/// between steps.
+/// Where the cursor is: the group of the current user key in each source, and which
+/// entry is the visible one.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    /// `run[a0..a1]` and `recent[b0..b1]` hold the current key's entries.
+    a0: usize,
+    a1: usize,
+    b0: usize,
+    b1: usize,
+    /// The visible entry: in the run (`true`) or in `recent`, at this index.
+    in_run: bool,
+    at: usize,
+}
+
+/// A cursor over one column family of a snapshot, within bounds.
+///
+/// It merges two sorted sources: the range's run (shared through an `Arc`, read in place)
+/// and the entries of the memtables within bounds, copied once when the cursor is made
+/// (memtables are small: a compaction folds them into the run). So it holds no lock and
+/// allocates nothing per step.
 #[derive(Debug)]
 pub struct SnapshotIter {
-    layers: CfLayers,
-    bounds: KeyBounds,
+    run: Arc<Run>,
+    /// The run's entries within bounds: `run.entries()[lo..hi]`.
+    lo: usize,
+    hi: usize,
+    recent: Vec<RunEntry>,
     seq: u64,
-    /// The entry the cursor is on: key and value.
-    current: Option<Entry>,
+    position: Option<Position>,
 }
 
 impl SnapshotIter {
+    fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Self {
+        let entries = layers.run.entries();
+        let lo = entries.partition_point(|e| *e.key < *bounds.start);
+        let hi = match &bounds.end {
+            Some(end) => entries.partition_point(|e| *e.key < **end),
+            None => entries.len(),
+        };
+        let mut recent: Vec<RunEntry> = Vec::new();
+        for mem in layers.frozen.iter().chain([&layers.active]) {
+            let map = mem.read();
+            let upper = bounds.end.as_ref().map_or(Bound::Unbounded, |e| {
+                Bound::Excluded((e.clone().into_boxed_slice(), Reverse(u64::MAX)))
+            });
+            let lower =
+                Bound::Included((bounds.start.clone().into_boxed_slice(), Reverse(u64::MAX)));
+            recent.extend(
+                map.range((lower, upper))
+                    .filter(|((_, s), _)| s.0 <= seq)
+                    .map(|((k, s), v)| RunEntry {
+                        key: k.clone(),
+                        seq: s.0,
+                        value: v.clone(),
+                    }),
+            );
+        }
+        if layers.frozen.is_some() {
+            recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
+        }
+        SnapshotIter {
+            run: Arc::clone(&layers.run),
+            lo,
+            hi,
+            recent,
+            seq,
+            position: None,
+        }
+    }
+
+    fn run_slice(&self) -> &[RunEntry] {
+        &self.run.entries()[..self.hi]
+    }
+
     /// To the first key in bounds.
     pub fn seek_to_first(&mut self) {
-        let start = self.bounds.start.clone();
-        self.forward(&start, true);
+        self.forward(self.lo, 0);
     }
 
     /// To the last key in bounds.
     pub fn seek_to_last(&mut self) {
-        match self.bounds.end.clone() {
-            Some(end) => self.backward(&end, false),
-            None => {
-                let last = layers(&self.layers).filter_map(|l| l.last_key()).max();
-                self.current = None;
-                if let Some(last) = last {
-                    self.backward(&last, true);
-                }
-            }
-        }
+        self.backward(self.hi, self.recent.len());
     }
 
     /// To the first key `>= key` (and in bounds).
     pub fn seek(&mut self, key: &[u8]) {
-        let from = key.max(self.bounds.start.as_slice()).to_vec();
-        self.forward(&from, true);
+        let a = self
+            .run_slice()
+            .partition_point(|e| &*e.key < key)
+            .max(self.lo);
+        let b = self.recent.partition_point(|e| &*e.key < key);
+        self.forward(a, b);
     }
 
     /// To the last key `<= key` (and in bounds).
     pub fn seek_for_prev(&mut self, key: &[u8]) {
-        match self.bounds.end.clone() {
-            Some(end) if key >= end.as_slice() => self.backward(&end, false),
-            _ => self.backward(key, true),
-        }
+        let a = self
+            .run_slice()
+            .partition_point(|e| &*e.key <= key)
+            .max(self.lo);
+        let b = self.recent.partition_point(|e| &*e.key <= key);
+        self.backward(a, b);
     }
 
     /// One key forward.
     pub fn next(&mut self) {
-        if let Some((key, _)) = self.current.take() {
-            self.forward(&key, false);
+        if let Some(p) = self.position {
+            self.forward(p.a1, p.b1);
         }
     }
 
     /// One key back.
     pub fn prev(&mut self) {
-        if let Some((key, _)) = self.current.take() {
-            self.backward(&key, false);
+        if let Some(p) = self.position {
+            self.backward(p.a0, p.b0);
         }
     }
 
     /// The current entry, if the cursor is on one.
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
-        self.current.as_ref().map(|(k, v)| (&**k, &**v))
+        let p = self.position?;
+        let e = if p.in_run {
+            self.run.entries().get(p.at)?
+        } else {
+            self.recent.get(p.at)?
+        };
+        Some((&e.key, e.value.as_deref()?))
     }
 
-    fn forward(&mut self, from: &[u8], inclusive: bool) {
-        let (mut at, mut inclusive) = (from.to_vec().into_boxed_slice(), inclusive);
-        self.current = loop {
-            let next = layers(&self.layers)
-                .filter_map(|l| l.next_key(&at, inclusive))
-                .min();
-            let Some(key) = next.filter(|k| self.bounds.contains(k)) else {
-                break None;
+    /// Moves to the first key with a visible value at or after run index `a` and recent
+    /// index `b`.
+    fn forward(&mut self, mut a: usize, mut b: usize) {
+        let run = &self.run.entries()[..self.hi];
+        self.position = loop {
+            let key = match (run.get(a), self.recent.get(b)) {
+                (None, None) => break None,
+                (Some(x), None) => &x.key,
+                (None, Some(y)) => &y.key,
+                (Some(x), Some(y)) => (&x.key).min(&y.key),
             };
-            if let Some(value) = visible(&self.layers, &key, self.seq) {
-                break Some((key, value));
+            let a1 = group_end(run, a, key);
+            let b1 = group_end(&self.recent, b, key);
+            if let Some(p) = self.pick(a, a1, b, b1) {
+                break Some(p);
             }
-            (at, inclusive) = (key, false);
+            (a, b) = (a1, b1);
         };
     }
 
-    fn backward(&mut self, from: &[u8], inclusive: bool) {
-        let (mut at, mut inclusive) = (from.to_vec().into_boxed_slice(), inclusive);
-        self.current = loop {
-            let prev = layers(&self.layers)
-                .filter_map(|l| l.prev_key(&at, inclusive))
-                .max();
-            let Some(key) = prev.filter(|k| self.bounds.contains(k)) else {
-                break None;
+    /// Moves to the last key with a visible value before run index `a` and recent index
+    /// `b`.
+    fn backward(&mut self, mut a: usize, mut b: usize) {
+        let run = &self.run.entries()[..self.hi];
+        let lo = self.lo;
+        self.position = loop {
+            let left = if a > lo { run.get(a - 1) } else { None };
+            let key = match (left, b.checked_sub(1).and_then(|i| self.recent.get(i))) {
+                (None, None) => break None,
+                (Some(x), None) => &x.key,
+                (None, Some(y)) => &y.key,
+                (Some(x), Some(y)) => (&x.key).max(&y.key),
             };
-            if let Some(value) = visible(&self.layers, &key, self.seq) {
-                break Some((key, value));
+            let a0 = group_start(run, lo, a, key);
+            let b0 = group_start(&self.recent, 0, b, key);
+            if let Some(p) = self.pick(a0, a, b0, b) {
+                break Some(p);
             }
-            (at, inclusive) = (key, false);
+            (a, b) = (a0, b0);
         };
     }
+
+    /// The visible entry of one key's groups, if its newest version at or below the
+    /// snapshot is not a deletion.
+    fn pick(&self, a0: usize, a1: usize, b0: usize, b1: usize) -> Option<Position> {
+        let seq = self.seq;
+        let in_run = (a0..a1).find(|i| self.run.entries()[*i].seq <= seq);
+        let in_recent = (b0..b1).find(|i| self.recent[*i].seq <= seq);
+        let (from_run, at) = match (in_run, in_recent) {
+            (Some(x), Some(y)) if self.run.entries()[x].seq > self.recent[y].seq => (true, x),
+            (_, Some(y)) => (false, y),
+            (Some(x), None) => (true, x),
+            (None, None) => return None,
+        };
+        let visible = if from_run {
+            &self.run.entries()[at]
+        } else {
+            &self.recent[at]
+        };
+        visible.value.is_some().then_some(Position {
+            a0,
+            a1,
+            b0,
+            b1,
+            in_run: from_run,
+            at,
+        })
+    }
+}
+
+/// The end of the group of `key` starting at `from` (`from` itself if it is not there).
+fn group_end(entries: &[RunEntry], from: usize, key: &[u8]) -> usize {
+    let mut end = from;
+    while entries.get(end).is_some_and(|e| &*e.key == key) {
+        end += 1;
+    }
+    end
+}
+
+/// The start of the group of `key` ending at `to` (not going below `lo`).
+fn group_start(entries: &[RunEntry], lo: usize, to: usize, key: &[u8]) -> usize {
+    let mut start = to;
+    while start > lo && &*entries[start - 1].key == key {
+        start -= 1;
+    }
+    start
 }

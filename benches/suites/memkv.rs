@@ -1,0 +1,240 @@
+//! `ime-memkv` benchmarks, each beside a same-run baseline: point get on 1M keys vs a
+//! `BTreeMap`; a scan with one version per key vs iterating a `Vec`; an MVCC scan at a
+//! read_ts with 100 versions per key, before and after GC; a bulk load in key order vs
+//! collecting a `BTreeMap`; dropping a large range vs dropping a tiny one.
+//!
+//! Sizes: `IME_BENCH_KEYS` keys (default 1,000,000).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup should stop the run"
+)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
+use ime_memkv::{Cf, KeyBounds, MemConfig, MemKv, RangeId, Snapshot};
+
+fn keys_from_env() -> u64 {
+    std::env::var("IME_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn user_key(i: u64) -> Vec<u8> {
+    format!("t_{:010}_r", i * 7).into_bytes()
+}
+
+fn store() -> MemKv {
+    MemKv::new(MemConfig {
+        hard_limit: 16 << 30,
+        soft_limit: 8 << 30,
+    })
+}
+
+/// Every key the benches write to range 1 (`t_...`, raw or memcomparable-encoded).
+fn everything() -> KeyBounds {
+    KeyBounds::new(b"t".to_vec(), Some(b"u".to_vec())).unwrap()
+}
+
+fn loaded(n: u64) -> (MemKv, Snapshot) {
+    let kv = store();
+    kv.create_range(RangeId(1), everything()).unwrap();
+    let entries: Vec<_> = (0..n).map(|i| (user_key(i), vec![b'v'; 64])).collect();
+    kv.load(RangeId(1), Cf::Default, entries, 1).unwrap();
+    let snapshot = kv.snapshot(RangeId(1), 1).unwrap();
+    (kv, snapshot)
+}
+
+fn point_get(c: &mut Criterion) {
+    let n = keys_from_env();
+    let (_kv, snapshot) = loaded(n);
+    let map: BTreeMap<Vec<u8>, Vec<u8>> = (0..n).map(|i| (user_key(i), vec![b'v'; 64])).collect();
+    let probes: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| user_key(i.wrapping_mul(2_654_435_761) % n))
+        .collect();
+    let mut group = c.benchmark_group("memkv/point_get");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("memkv", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            snapshot.get(Cf::Default, &probes[i])
+        });
+    });
+    group.bench_function("btreemap", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            map.get(&probes[i]).cloned()
+        });
+    });
+    group.finish();
+}
+
+fn scan_one_version(c: &mut Criterion) {
+    let n = (keys_from_env() / 10).max(1);
+    let (_kv, snapshot) = loaded(n);
+    let vec: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|i| (user_key(i), vec![b'v'; 64])).collect();
+    let mut group = c.benchmark_group("memkv/scan_1_version");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(10);
+    group.bench_function("memkv", |b| {
+        b.iter(|| {
+            let mut iter = snapshot.iter(Cf::Default, everything()).unwrap();
+            iter.seek_to_first();
+            let mut count = 0usize;
+            while let Some(entry) = iter.entry() {
+                black_box(entry);
+                count += 1;
+                iter.next();
+            }
+            count
+        });
+    });
+    group.bench_function("vec", |b| {
+        b.iter(|| {
+            vec.iter().fold(0usize, |n, e| {
+                black_box(e);
+                n + 1
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The newest visible version at `read_ts` of every user key, as TiKV's forward scanner
+/// finds it; returns how many keys had one.
+fn mvcc_scan(snapshot: &Snapshot, users: u64, read_ts: u64) -> usize {
+    let mut iter = snapshot.iter(Cf::Write, everything()).unwrap();
+    let mut visible = 0;
+    for u in 0..users {
+        let user = user_key(u);
+        iter.seek(
+            &MvccKey {
+                user_key: user.clone(),
+                ts: read_ts,
+            }
+            .encode(),
+        );
+        if let Some((k, v)) = iter.entry()
+            && k.starts_with(&MvccKey::encode_user_key(&user))
+        {
+            black_box(v);
+            visible += 1;
+        }
+    }
+    visible
+}
+
+fn mvcc_scan_100_versions(c: &mut Criterion) {
+    let users = (keys_from_env() / 100).max(1);
+    let kv = store();
+    kv.create_range(RangeId(1), everything()).unwrap();
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity((users * 100) as usize);
+    for u in 0..users {
+        for ts in (1..=100u64).rev() {
+            let key = MvccKey {
+                user_key: user_key(u),
+                ts: ts * 10,
+            }
+            .encode();
+            let record = WriteRecord::new(WriteType::Put, ts * 10 - 1, Some(vec![b'v'; 16]))
+                .encode()
+                .unwrap();
+            entries.push((key, record));
+        }
+    }
+    kv.load(RangeId(1), Cf::Write, entries, 1).unwrap();
+    let read_ts = 1_000;
+    let before = kv.snapshot(RangeId(1), 1).unwrap();
+    assert_eq!(mvcc_scan(&before, users, read_ts), users as usize);
+    kv.compact(RangeId(1), Some(read_ts)).unwrap();
+    let after = kv.snapshot(RangeId(1), 1).unwrap();
+    assert_eq!(mvcc_scan(&after, users, read_ts), users as usize);
+    let mut group = c.benchmark_group("memkv/mvcc_scan_100_versions");
+    group.throughput(Throughput::Elements(users));
+    group.sample_size(10);
+    group.bench_function("before_gc", |b| {
+        b.iter(|| mvcc_scan(&before, users, read_ts))
+    });
+    group.bench_function("after_gc", |b| b.iter(|| mvcc_scan(&after, users, read_ts)));
+    group.finish();
+}
+
+fn bulk_load(c: &mut Criterion) {
+    let n = (keys_from_env() / 10).max(1);
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|i| (user_key(i), vec![b'v'; 64])).collect();
+    let mut group = c.benchmark_group("memkv/bulk_load");
+    group.throughput(Throughput::Elements(n));
+    group.sample_size(10);
+    group.bench_function("memkv", |b| {
+        b.iter_batched(
+            || (store(), entries.clone()),
+            |(kv, entries)| {
+                kv.create_range(RangeId(1), everything()).unwrap();
+                kv.load(RangeId(1), Cf::Default, entries, 1).unwrap();
+                kv
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("btreemap", |b| {
+        b.iter_batched(
+            || entries.clone(),
+            |entries| entries.into_iter().collect::<BTreeMap<_, _>>(),
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+/// Creates, loads and drops `iters` ranges of `size` entries next to the big one;
+/// returns the time spent in `drop_range` alone.
+fn time_drops(kv: &MemKv, next: &mut u64, size: u64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        *next += 1;
+        let id = RangeId(*next);
+        let start = format!("z{next:012}").into_bytes();
+        let end = [start.as_slice(), b"~"].concat();
+        kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
+            .unwrap();
+        let entries: Vec<_> = (0..size)
+            .map(|i| ([start.as_slice(), &user_key(i)].concat(), vec![0; 64]))
+            .collect();
+        kv.load(id, Cf::Default, entries, 1).unwrap();
+        let began = Instant::now();
+        kv.drop_range(id).unwrap();
+        total += began.elapsed();
+    }
+    total
+}
+
+fn drop_range(c: &mut Criterion) {
+    let n = keys_from_env();
+    let (kv, snapshot) = loaded(n);
+    drop(snapshot);
+    let mut group = c.benchmark_group("memkv/drop_range");
+    group.sample_size(10);
+    let mut next = 10u64;
+    let big = (n / 10).max(1);
+    group.bench_function("large", |b| {
+        b.iter_custom(|iters| time_drops(&kv, &mut next, big, iters))
+    });
+    group.bench_function("tiny", |b| {
+        b.iter_custom(|iters| time_drops(&kv, &mut next, 10, iters))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = ime_benches::criterion();
+    targets = point_get, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range
+}
+criterion_main!(benches);
