@@ -44,7 +44,7 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "memkv",
-        name: "memkv drop of a 100k-entry range vs a 10-entry one",
+        name: "memkv drop (foreground) of a 100k-entry range vs a 10-entry one",
         measured: "memkv/drop_range/large",
         baseline: "memkv/drop_range/tiny",
     },

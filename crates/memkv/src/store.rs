@@ -128,16 +128,18 @@ impl MemKv {
         Ok(())
     }
 
-    /// Stops holding range `id`, in O(1): its layers are freed when the last snapshot
-    /// reading them drops.
+    /// Stops holding range `id`, in O(1): the range leaves the map at once, and its
+    /// layers are freed when both the returned handle and the last snapshot reading them
+    /// have dropped. Drop the handle on a background thread (the engine's deleter) so
+    /// that freeing a large range never stalls a foreground caller.
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`].
-    pub fn drop_range(&self, id: RangeId) -> Result<(), MemError> {
+    pub fn drop_range(&self, id: RangeId) -> Result<DroppedRange, MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
         ranges
             .remove(&id)
-            .map(drop)
+            .map(DroppedRange)
             .ok_or(MemError::NoSuchRange(id))
     }
 
@@ -307,6 +309,19 @@ impl MemKv {
             layers.frozen = None;
         }
         range.compacted_seq.store(seq, Ordering::Release);
+    }
+}
+
+/// A range taken out of the store, not freed yet: dropping this frees it (unless
+/// snapshots still read it).
+#[derive(Debug)]
+#[must_use = "dropping the handle frees the range's memory on this thread"]
+pub struct DroppedRange(Arc<RangeData>);
+
+impl DroppedRange {
+    /// The range's id.
+    pub fn id(&self) -> RangeId {
+        self.0.id
     }
 }
 
