@@ -26,6 +26,18 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "memkv",
+        name: "memkv point get (1M keys) vs RocksDB, warm (goal 1/3)",
+        measured: "memkv/point_get/memkv",
+        baseline: "memkv/point_get/rocksdb",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memkv MVCC scan after GC vs RocksDB (goal 1/20)",
+        measured: "memkv/mvcc_scan_100_versions/after_gc",
+        baseline: "memkv/mvcc_scan_100_versions/rocksdb",
+    },
+    Figure {
+        suite: "memkv",
         name: "memkv scan, 1 version/key vs iterating a Vec",
         measured: "memkv/scan_1_version/memkv",
         baseline: "memkv/scan_1_version/vec",
