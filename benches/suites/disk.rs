@@ -17,18 +17,8 @@ use std::hint::black_box;
 use std::ops::Bound;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ime_benches::{keys_from_env, user_key};
 use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, RocksConfig, RocksDisk, WriteBatch};
-
-fn keys_from_env() -> u64 {
-    std::env::var("IME_BENCH_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
-
-fn user_key(i: u64) -> Vec<u8> {
-    format!("t_{:010}_r", i * 7).into_bytes()
-}
 
 /// A TiKV-style MVCC key: the user key, then the timestamp inverted and big-endian, so a
 /// newer version sorts first.

@@ -20,20 +20,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ime_benches::{keys_from_env, user_key};
 use ime_disk::{Bounds, DiskEngine, DiskSnapshot, RocksConfig, RocksDisk, WriteBatch};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
 use ime_memkv::{Cf, KeyBounds, MemConfig, MemKv, RangeId, Snapshot};
-
-fn keys_from_env() -> u64 {
-    std::env::var("IME_BENCH_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
-
-fn user_key(i: u64) -> Vec<u8> {
-    format!("t_{:010}_r", i * 7).into_bytes()
-}
 
 fn store() -> MemKv {
     MemKv::new(MemConfig {

@@ -337,61 +337,68 @@ struct Planned {
 /// Resolves each operation of `batch` to the range holding its key; a range delete
 /// becomes a deletion of every key it covers in every range it touches.
 fn plan_batch(batch: &WriteBatch, ranges: &[Arc<RangeData>]) -> Result<Vec<Planned>, MemError> {
-    let holder = |key: &[u8]| ranges.iter().find(|r| r.bounds.contains(key)).cloned();
     let mut plan = Vec::with_capacity(batch.len());
     for (op_index, op) in batch.ops.iter().enumerate() {
         match op {
             Op::Put(cf, key, value) => {
-                if let Some(range) = holder(key) {
-                    plan.push(Planned {
-                        range,
-                        op_index,
-                        cf: *cf,
-                        key: key.clone(),
-                        value: Some(value.clone()),
-                    });
-                }
+                plan_point(&mut plan, ranges, op_index, *cf, key, Some(value))
             }
-            Op::Delete(cf, key) => {
-                if let Some(range) = holder(key) {
-                    plan.push(Planned {
-                        range,
-                        op_index,
-                        cf: *cf,
-                        key: key.clone(),
-                        value: None,
-                    });
-                }
-            }
+            Op::Delete(cf, key) => plan_point(&mut plan, ranges, op_index, *cf, key, None),
             Op::DeleteRange(cf, start, end) => {
                 let deleted = KeyBounds::new(start.clone(), Some(end.clone()))?;
-                for range in ranges.iter().filter(|r| r.bounds.overlaps(&deleted)) {
-                    let layers = range.layers(*cf);
-                    // Keys written earlier in this batch count too.
-                    let mut keys = merged_keys(&layers, &deleted);
-                    keys.extend(
-                        plan.iter()
-                            .filter(|p| {
-                                Arc::ptr_eq(&p.range, range)
-                                    && p.cf == *cf
-                                    && deleted.contains(&p.key)
-                            })
-                            .map(|p| p.key.clone()),
-                    );
-                    keys.sort();
-                    keys.dedup();
-                    for key in keys {
-                        plan.push(Planned {
-                            range: Arc::clone(range),
-                            op_index,
-                            cf: *cf,
-                            key,
-                            value: None,
-                        });
-                    }
-                }
+                plan_range_delete(&mut plan, ranges, op_index, *cf, &deleted);
             }
         }
     }
     Ok(plan)
+}
+
+/// A put or delete of `key`, if a range holds it.
+fn plan_point(
+    plan: &mut Vec<Planned>,
+    ranges: &[Arc<RangeData>],
+    op_index: usize,
+    cf: Cf,
+    key: &[u8],
+    value: Option<&Vec<u8>>,
+) {
+    if let Some(range) = ranges.iter().find(|r| r.bounds.contains(key)) {
+        let (range, key, value) = (Arc::clone(range), key.to_vec(), value.cloned());
+        plan.push(Planned {
+            range,
+            op_index,
+            cf,
+            key,
+            value,
+        });
+    }
+}
+
+/// Deletions of every key in `deleted`, in every range it touches: keys already held,
+/// and keys written earlier in the same batch.
+fn plan_range_delete(
+    plan: &mut Vec<Planned>,
+    ranges: &[Arc<RangeData>],
+    op_index: usize,
+    cf: Cf,
+    deleted: &KeyBounds,
+) {
+    for range in ranges.iter().filter(|r| r.bounds.overlaps(deleted)) {
+        let mut keys = merged_keys(&range.layers(cf), deleted);
+        let earlier = plan
+            .iter()
+            .filter(|p| Arc::ptr_eq(&p.range, range) && p.cf == cf && deleted.contains(&p.key));
+        keys.extend(earlier.map(|p| p.key.clone()).collect::<Vec<_>>());
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            plan.push(Planned {
+                range: Arc::clone(range),
+                op_index,
+                cf,
+                key,
+                value: None,
+            });
+        }
+    }
 }
