@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::codec::{MvccKey, WriteRecord, WriteType};
-use crate::layer::{IValue, RunEntry};
+use crate::layer::{IValue, Run, RunEntry};
 use crate::store::CfLayers;
 use crate::{MemError, MemKv, RangeId};
 
@@ -36,7 +36,7 @@ impl MemKv {
     /// compaction's sequence are refused afterwards.
     ///
     /// # Errors
-    /// [`MemError::NoSuchRange`].
+    /// [`MemError::NoSuchRange`], [`MemError::RunTooLarge`].
     pub fn compact(&self, id: RangeId, safe_point: Option<u64>) -> Result<GcStats, MemError> {
         let range = self.range(id)?;
         let (layers, seq) = self.freeze(&range);
@@ -52,7 +52,9 @@ impl MemKv {
             .collect();
         stats.values_removed = dropped_values.len();
         stats.entries_after = default.len() + lock.len() + write.len();
-        self.install(&range, [default, lock, write], seq);
+        let build = |entries: &[RunEntry]| Run::new(entries, Some(self.tracker()));
+        let runs = [build(&default)?, build(&lock)?, build(&write)?];
+        self.install(&range, runs, seq);
         Ok(stats)
     }
 }
@@ -72,8 +74,12 @@ fn newest_entries(cf: &CfLayers, seq: u64, stats: &mut GcStats) -> Vec<RunEntry>
             }
         }
     };
-    for e in cf.run.entries() {
-        consider(&e.key, e.seq, &e.value);
+    for i in 0..cf.run.len() {
+        consider(
+            cf.run.key(i),
+            cf.run.seq(i),
+            &cf.run.value(i).map(Into::into),
+        );
     }
     if let Some(frozen) = &cf.frozen {
         for ((key, s), value) in frozen.read().iter() {

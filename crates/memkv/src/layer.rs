@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::MemError;
 use crate::memory::{Charge, MemoryTracker};
 
 /// Internal key order: user key ascending, then sequence number descending.
@@ -20,16 +21,12 @@ pub(crate) type IValue = Option<Box<[u8]>>;
 /// `tests/memory_accounting.rs`.
 pub(crate) const MEMTABLE_ENTRY_OVERHEAD: u64 = 80;
 
-/// Bytes a run entry costs beyond its key and value bytes: the entry itself (a boxed key,
-/// a sequence number, an optional boxed value).
-pub(crate) const RUN_ENTRY_OVERHEAD: u64 = std::mem::size_of::<RunEntry>() as u64;
-
 /// What one entry costs in a memtable.
 pub(crate) fn memtable_cost(key: &[u8], value: Option<&[u8]>) -> u64 {
     MEMTABLE_ENTRY_OVERHEAD + key.len() as u64 + value.map_or(0, |v| v.len() as u64)
 }
 
-/// One entry of a run.
+/// One entry, owned: what runs are built from and taken apart into.
 #[derive(Debug, Clone)]
 pub(crate) struct RunEntry {
     pub(crate) key: Box<[u8]>,
@@ -37,42 +34,170 @@ pub(crate) struct RunEntry {
     pub(crate) value: IValue,
 }
 
-/// An immutable sorted run, built in key order (by a load or a compaction).
+/// Where one entry's key and value end in the run's arenas, and its sequence number.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key_end: u32,
+    value_end: u32,
+    seq: u64,
+}
+
+/// Bytes a run entry costs beyond its key and value bytes: its slot, and a bit of the
+/// deletion bitmap.
+pub(crate) const RUN_ENTRY_OVERHEAD: u64 = std::mem::size_of::<Slot>() as u64;
+
+/// An immutable sorted run, built in key order (by a load or a compaction): every key in
+/// one arena, every value in another, and a slot per entry with the two end offsets and
+/// the sequence number (16 bytes), plus a deletion bitmap. One allocation each, however
+/// many entries; a scan streams through contiguous memory.
 #[derive(Debug)]
 pub(crate) struct Run {
-    entries: Vec<RunEntry>,
-    _charge: Charge,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    slots: Vec<Slot>,
+    deleted: Vec<u64>,
+    _charge: Option<Charge>,
 }
 
 impl Run {
-    /// A run of `entries`, which must be in internal key order; charged to `tracker`.
-    pub(crate) fn new(entries: Vec<RunEntry>, tracker: &Arc<MemoryTracker>) -> Self {
-        let charge = Charge::new(tracker);
-        let bytes = entries
+    /// A run of `entries`, which must be in internal key order; charged to `tracker` if
+    /// given (a transient copy is not).
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`] when its keys or values pass 4 GiB.
+    pub(crate) fn new(
+        entries: &[RunEntry],
+        tracker: Option<&Arc<MemoryTracker>>,
+    ) -> Result<Self, MemError> {
+        let key_bytes: usize = entries.iter().map(|e| e.key.len()).sum();
+        let value_bytes: usize = entries
             .iter()
-            .map(|e| {
-                RUN_ENTRY_OVERHEAD
-                    + e.key.len() as u64
-                    + e.value.as_ref().map_or(0, |v| v.len() as u64)
-            })
-            .sum::<u64>()
-            + (entries.capacity() - entries.len()) as u64 * RUN_ENTRY_OVERHEAD;
-        tracker.force_reserve(bytes);
-        charge.add_reserved(bytes);
+            .map(|e| e.value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        if u32::try_from(key_bytes).is_err() || u32::try_from(value_bytes).is_err() {
+            return Err(MemError::RunTooLarge {
+                keys: key_bytes as u64,
+                values: value_bytes as u64,
+            });
+        }
+        let mut run = Run {
+            keys: Vec::with_capacity(key_bytes),
+            values: Vec::with_capacity(value_bytes),
+            slots: Vec::with_capacity(entries.len()),
+            deleted: vec![0; entries.len().div_ceil(64)],
+            _charge: None,
+        };
+        for (i, e) in entries.iter().enumerate() {
+            run.keys.extend_from_slice(&e.key);
+            match &e.value {
+                Some(v) => run.values.extend_from_slice(v),
+                None => run.deleted[i / 64] |= 1 << (i % 64),
+            }
+            // Both fit in u32: checked above.
+            let key_end = u32::try_from(run.keys.len()).unwrap_or(u32::MAX);
+            let value_end = u32::try_from(run.values.len()).unwrap_or(u32::MAX);
+            run.slots.push(Slot {
+                key_end,
+                value_end,
+                seq: e.seq,
+            });
+        }
+        if let Some(tracker) = tracker {
+            let bytes = (run.keys.capacity()
+                + run.values.capacity()
+                + run.slots.capacity() * std::mem::size_of::<Slot>()
+                + run.deleted.capacity() * 8) as u64;
+            let charge = Charge::new(tracker);
+            tracker.force_reserve(bytes);
+            charge.add_reserved(bytes);
+            run._charge = Some(charge);
+        }
+        Ok(run)
+    }
+
+    /// An empty run, charged (nothing) to `tracker`.
+    pub(crate) fn empty(tracker: &Arc<MemoryTracker>) -> Self {
         Run {
-            entries,
-            _charge: charge,
+            keys: Vec::new(),
+            values: Vec::new(),
+            slots: Vec::new(),
+            deleted: Vec::new(),
+            _charge: Some(Charge::new(tracker)),
         }
     }
 
-    pub(crate) fn entries(&self) -> &[RunEntry] {
-        &self.entries
+    /// How many entries it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn starts(&self, i: usize) -> (usize, usize) {
+        match i.checked_sub(1).and_then(|p| self.slots.get(p)) {
+            Some(prev) => (prev.key_end as usize, prev.value_end as usize),
+            None => (0, 0),
+        }
+    }
+
+    /// Entry `i`'s key (`i < len()`).
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let (start, _) = self.starts(i);
+        self.slots
+            .get(i)
+            .map_or(&[], |s| &self.keys[start..s.key_end as usize])
+    }
+
+    /// Entry `i`'s sequence number.
+    pub(crate) fn seq(&self, i: usize) -> u64 {
+        self.slots.get(i).map_or(0, |s| s.seq)
+    }
+
+    /// Entry `i`'s value, `None` for a deletion.
+    pub(crate) fn value(&self, i: usize) -> Option<&[u8]> {
+        let deleted = self
+            .deleted
+            .get(i / 64)
+            .is_none_or(|w| w & (1 << (i % 64)) != 0);
+        if deleted {
+            return None;
+        }
+        let (_, start) = self.starts(i);
+        self.slots
+            .get(i)
+            .map(|s| &self.values[start..s.value_end as usize])
+    }
+
+    /// Entry `i`, owned.
+    pub(crate) fn entry(&self, i: usize) -> RunEntry {
+        RunEntry {
+            key: self.key(i).into(),
+            seq: self.seq(i),
+            value: self.value(i).map(Into::into),
+        }
+    }
+
+    /// The first index in `from..to` where `pred` turns false (`pred` must be true then
+    /// false along the run, as for `partition_point`).
+    pub(crate) fn partition(
+        &self,
+        from: usize,
+        to: usize,
+        pred: impl Fn(&[u8], u64) -> bool,
+    ) -> usize {
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.key(mid), self.seq(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Index of the first entry whose internal key is `>= (key, Reverse(seq))`.
     fn lower(&self, key: &[u8], seq: u64) -> usize {
-        self.entries
-            .partition_point(|e| (&*e.key, Reverse(e.seq)) < (key, Reverse(seq)))
+        self.partition(0, self.len(), |k, s| (k, Reverse(s)) < (key, Reverse(seq)))
     }
 }
 
@@ -114,8 +239,9 @@ impl Layer<'_> {
     pub(crate) fn get(&self, key: &[u8], seq: u64) -> Option<(u64, IValue)> {
         match self {
             Layer::Run(run) => {
-                let e = run.entries.get(run.lower(key, seq))?;
-                (&*e.key == key).then(|| (e.seq, e.value.clone()))
+                let i = run.lower(key, seq);
+                (i < run.len() && run.key(i) == key)
+                    .then(|| (run.seq(i), run.value(i).map(Into::into)))
             }
             Layer::Mem(mem) => {
                 let map = mem.read();
@@ -134,11 +260,11 @@ impl Layer<'_> {
             Layer::Run(run) => {
                 let mut at = run.lower(key, seq);
                 if !inclusive {
-                    while run.entries.get(at).is_some_and(|e| &*e.key == key) {
+                    while at < run.len() && run.key(at) == key {
                         at += 1;
                     }
                 }
-                run.entries.get(at).map(|e| e.key.clone())
+                (at < run.len()).then(|| run.key(at).into())
             }
             Layer::Mem(mem) => {
                 let map = mem.read();

@@ -57,7 +57,7 @@ impl Snapshot {
         if !self.bounds.contains_bounds(&bounds) {
             return Err(MemError::OutOfRange(self.id));
         }
-        Ok(SnapshotIter::new(&self.cfs[cf.index()], &bounds, self.seq))
+        SnapshotIter::new(&self.cfs[cf.index()], &bounds, self.seq)
     }
 }
 
@@ -113,62 +113,57 @@ struct Position {
 
 /// A cursor over one column family of a snapshot, within bounds.
 ///
-/// It merges two sorted sources: the range's run (shared through an `Arc`, read in place)
-/// and the entries of the memtables within bounds, copied once when the cursor is made
-/// (memtables are small: a compaction folds them into the run). So it holds no lock and
-/// allocates nothing per step.
+/// It merges two sorted runs: the range's run (shared through an `Arc`, read in place)
+/// and a compact copy of the memtables' entries within bounds, made when the cursor is
+/// made (memtables are small: a compaction folds them into the run). So it holds no lock
+/// and allocates nothing per step.
 #[derive(Debug)]
 pub struct SnapshotIter {
     run: Arc<Run>,
-    /// The run's entries within bounds: `run.entries()[lo..hi]`.
+    /// The run's entries within bounds: `lo..hi`.
     lo: usize,
     hi: usize,
-    recent: Vec<RunEntry>,
+    recent: Run,
     seq: u64,
     position: Option<Position>,
 }
 
 impl SnapshotIter {
-    fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Self {
-        let entries = layers.run.entries();
-        let lo = entries.partition_point(|e| *e.key < *bounds.start);
+    fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Result<Self, MemError> {
+        let run = &layers.run;
+        let lo = run.partition(0, run.len(), |k, _| k < bounds.start.as_slice());
         let hi = match &bounds.end {
-            Some(end) => entries.partition_point(|e| *e.key < **end),
-            None => entries.len(),
+            Some(end) => run.partition(lo, run.len(), |k, _| k < end.as_slice()),
+            None => run.len(),
         };
         let mut recent: Vec<RunEntry> = Vec::new();
         for mem in layers.frozen.iter().chain([&layers.active]) {
             let map = mem.read();
-            let upper = bounds.end.as_ref().map_or(Bound::Unbounded, |e| {
-                Bound::Excluded((e.clone().into_boxed_slice(), Reverse(u64::MAX)))
-            });
-            let lower =
-                Bound::Included((bounds.start.clone().into_boxed_slice(), Reverse(u64::MAX)));
-            recent.extend(
-                map.range((lower, upper))
-                    .filter(|((_, s), _)| s.0 <= seq)
-                    .map(|((k, s), v)| RunEntry {
-                        key: k.clone(),
-                        seq: s.0,
-                        value: v.clone(),
-                    }),
-            );
+            let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
+            let upper = bounds
+                .end
+                .as_deref()
+                .map_or(Bound::Unbounded, |e| Bound::Excluded(bound(e)));
+            let lower = Bound::Included(bound(&bounds.start));
+            let visible = map.range((lower, upper)).filter(|((_, s), _)| s.0 <= seq);
+            recent.extend(visible.map(|((k, s), v)| RunEntry {
+                key: k.clone(),
+                seq: s.0,
+                value: v.clone(),
+            }));
         }
         if layers.frozen.is_some() {
             recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
         }
-        SnapshotIter {
-            run: Arc::clone(&layers.run),
+        let recent = Run::new(&recent, None)?;
+        Ok(SnapshotIter {
+            run: Arc::clone(run),
             lo,
             hi,
             recent,
             seq,
             position: None,
-        }
-    }
-
-    fn run_slice(&self) -> &[RunEntry] {
-        &self.run.entries()[..self.hi]
+        })
     }
 
     /// To the first key in bounds.
@@ -183,21 +178,15 @@ impl SnapshotIter {
 
     /// To the first key `>= key` (and in bounds).
     pub fn seek(&mut self, key: &[u8]) {
-        let a = self
-            .run_slice()
-            .partition_point(|e| &*e.key < key)
-            .max(self.lo);
-        let b = self.recent.partition_point(|e| &*e.key < key);
+        let a = self.run.partition(self.lo, self.hi, |k, _| k < key);
+        let b = self.recent.partition(0, self.recent.len(), |k, _| k < key);
         self.forward(a, b);
     }
 
     /// To the last key `<= key` (and in bounds).
     pub fn seek_for_prev(&mut self, key: &[u8]) {
-        let a = self
-            .run_slice()
-            .partition_point(|e| &*e.key <= key)
-            .max(self.lo);
-        let b = self.recent.partition_point(|e| &*e.key <= key);
+        let a = self.run.partition(self.lo, self.hi, |k, _| k <= key);
+        let b = self.recent.partition(0, self.recent.len(), |k, _| k <= key);
         self.backward(a, b);
     }
 
@@ -218,27 +207,25 @@ impl SnapshotIter {
     /// The current entry, if the cursor is on one.
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
         let p = self.position?;
-        let e = if p.in_run {
-            self.run.entries().get(p.at)?
-        } else {
-            self.recent.get(p.at)?
-        };
-        Some((&e.key, e.value.as_deref()?))
+        let source = if p.in_run { &*self.run } else { &self.recent };
+        Some((source.key(p.at), source.value(p.at)?))
     }
 
     /// Moves to the first key with a visible value at or after run index `a` and recent
     /// index `b`.
     fn forward(&mut self, mut a: usize, mut b: usize) {
-        let run = &self.run.entries()[..self.hi];
+        let (run, recent) = (&*self.run, &self.recent);
         self.position = loop {
-            let key = match (run.get(a), self.recent.get(b)) {
+            let left = (a < self.hi).then(|| run.key(a));
+            let right = (b < recent.len()).then(|| recent.key(b));
+            let key = match (left, right) {
                 (None, None) => break None,
-                (Some(x), None) => &x.key,
-                (None, Some(y)) => &y.key,
-                (Some(x), Some(y)) => (&x.key).min(&y.key),
+                (Some(x), None) => x,
+                (None, Some(y)) => y,
+                (Some(x), Some(y)) => x.min(y),
             };
-            let a1 = group_end(run, a, key);
-            let b1 = group_end(&self.recent, b, key);
+            let a1 = group_end(run, a, self.hi, key);
+            let b1 = group_end(recent, b, recent.len(), key);
             if let Some(p) = self.pick(a, a1, b, b1) {
                 break Some(p);
             }
@@ -249,18 +236,18 @@ impl SnapshotIter {
     /// Moves to the last key with a visible value before run index `a` and recent index
     /// `b`.
     fn backward(&mut self, mut a: usize, mut b: usize) {
-        let run = &self.run.entries()[..self.hi];
-        let lo = self.lo;
+        let (run, recent) = (&*self.run, &self.recent);
         self.position = loop {
-            let left = if a > lo { run.get(a - 1) } else { None };
-            let key = match (left, b.checked_sub(1).and_then(|i| self.recent.get(i))) {
+            let left = (a > self.lo).then(|| run.key(a - 1));
+            let right = (b > 0).then(|| recent.key(b - 1));
+            let key = match (left, right) {
                 (None, None) => break None,
-                (Some(x), None) => &x.key,
-                (None, Some(y)) => &y.key,
-                (Some(x), Some(y)) => (&x.key).max(&y.key),
+                (Some(x), None) => x,
+                (None, Some(y)) => y,
+                (Some(x), Some(y)) => x.max(y),
             };
-            let a0 = group_start(run, lo, a, key);
-            let b0 = group_start(&self.recent, 0, b, key);
+            let a0 = group_start(run, self.lo, a, key);
+            let b0 = group_start(recent, 0, b, key);
             if let Some(p) = self.pick(a0, a, b0, b) {
                 break Some(p);
             }
@@ -272,20 +259,16 @@ impl SnapshotIter {
     /// snapshot is not a deletion.
     fn pick(&self, a0: usize, a1: usize, b0: usize, b1: usize) -> Option<Position> {
         let seq = self.seq;
-        let in_run = (a0..a1).find(|i| self.run.entries()[*i].seq <= seq);
-        let in_recent = (b0..b1).find(|i| self.recent[*i].seq <= seq);
+        let in_run = (a0..a1).find(|i| self.run.seq(*i) <= seq);
+        let in_recent = (b0..b1).find(|i| self.recent.seq(*i) <= seq);
         let (from_run, at) = match (in_run, in_recent) {
-            (Some(x), Some(y)) if self.run.entries()[x].seq > self.recent[y].seq => (true, x),
+            (Some(x), Some(y)) if self.run.seq(x) > self.recent.seq(y) => (true, x),
             (_, Some(y)) => (false, y),
             (Some(x), None) => (true, x),
             (None, None) => return None,
         };
-        let visible = if from_run {
-            &self.run.entries()[at]
-        } else {
-            &self.recent[at]
-        };
-        visible.value.is_some().then_some(Position {
+        let source = if from_run { &*self.run } else { &self.recent };
+        source.value(at).is_some().then_some(Position {
             a0,
             a1,
             b0,
@@ -297,18 +280,18 @@ impl SnapshotIter {
 }
 
 /// The end of the group of `key` starting at `from` (`from` itself if it is not there).
-fn group_end(entries: &[RunEntry], from: usize, key: &[u8]) -> usize {
+fn group_end(run: &Run, from: usize, limit: usize, key: &[u8]) -> usize {
     let mut end = from;
-    while entries.get(end).is_some_and(|e| &*e.key == key) {
+    while end < limit && run.key(end) == key {
         end += 1;
     }
     end
 }
 
 /// The start of the group of `key` ending at `to` (not going below `lo`).
-fn group_start(entries: &[RunEntry], lo: usize, to: usize, key: &[u8]) -> usize {
+fn group_start(run: &Run, lo: usize, to: usize, key: &[u8]) -> usize {
     let mut start = to;
-    while start > lo && &*entries[start - 1].key == key {
+    while start > lo && run.key(start - 1) == key {
         start -= 1;
     }
     start

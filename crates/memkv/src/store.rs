@@ -113,7 +113,7 @@ impl MemKv {
         }
         let layers = || {
             RwLock::new(CfLayers {
-                run: Arc::new(Run::new(Vec::new(), &self.tracker)),
+                run: Arc::new(Run::empty(&self.tracker)),
                 frozen: None,
                 active: Arc::new(Memtable::new(&self.tracker)),
             })
@@ -263,7 +263,8 @@ impl MemKv {
         let mut layers = range.cfs[cf.index()]
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut merged: Vec<RunEntry> = layers.run.entries().to_vec();
+        let mut merged: Vec<RunEntry> =
+            (0..layers.run.len()).map(|i| layers.run.entry(i)).collect();
         merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
             key: k.into(),
             seq,
@@ -272,8 +273,7 @@ impl MemKv {
         merged.sort_by(|a, b| {
             (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
         });
-        merged.shrink_to_fit();
-        layers.run = Arc::new(Run::new(merged, &self.tracker));
+        layers.run = Arc::new(Run::new(&merged, Some(&self.tracker))?);
         Ok(())
     }
 
@@ -299,16 +299,20 @@ impl MemKv {
 
     /// Replaces the run and frozen memtable of each column family of `range` by `runs`,
     /// built from them; snapshots below `seq` are refused from now on.
-    pub(crate) fn install(&self, range: &RangeData, runs: [Vec<RunEntry>; 3], seq: u64) {
+    pub(crate) fn install(&self, range: &RangeData, runs: [Run; 3], seq: u64) {
         let _writer = self.writer();
-        for (cf, entries) in Cf::ALL.into_iter().zip(runs) {
+        for (cf, run) in Cf::ALL.into_iter().zip(runs) {
             let mut layers = range.cfs[cf.index()]
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            layers.run = Arc::new(Run::new(entries, &self.tracker));
+            layers.run = Arc::new(run);
             layers.frozen = None;
         }
         range.compacted_seq.store(seq, Ordering::Release);
+    }
+
+    pub(crate) fn tracker(&self) -> &Arc<MemoryTracker> {
+        &self.tracker
     }
 }
 

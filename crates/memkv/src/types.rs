@@ -203,6 +203,14 @@ pub enum MemError {
         /// The compaction's sequence.
         compacted: u64,
     },
+    /// A run whose keys or values would pass 4 GiB (a range that large is split first).
+    #[error("a run of {keys} key bytes and {values} value bytes passes the 4 GiB limit")]
+    RunTooLarge {
+        /// Bytes of keys.
+        keys: u64,
+        /// Bytes of values.
+        values: u64,
+    },
     /// Loaded entries must be strictly increasing.
     #[error("load: keys not strictly increasing at position {0}")]
     UnsortedLoad(usize),
