@@ -69,10 +69,35 @@ impl Run {
         entries: &[RunEntry],
         tracker: Option<&Arc<MemoryTracker>>,
     ) -> Result<Self, MemError> {
-        let key_bytes: usize = entries.iter().map(|e| e.key.len()).sum();
-        let value_bytes: usize = entries
+        let parts = entries.iter().map(|e| (&*e.key, e.seq, e.value.as_deref()));
+        Run::build(parts, entries.len(), tracker)
+    }
+
+    /// A run of `(key, value)` pairs in strictly increasing key order, all at `seq`
+    /// (a load), built straight into the arenas.
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`].
+    pub(crate) fn from_sorted(
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        seq: u64,
+        tracker: &Arc<MemoryTracker>,
+    ) -> Result<Self, MemError> {
+        let parts = pairs
             .iter()
-            .map(|e| e.value.as_ref().map_or(0, |v| v.len()))
+            .map(|(k, v)| (k.as_slice(), seq, Some(v.as_slice())));
+        Run::build(parts, pairs.len(), Some(tracker))
+    }
+
+    fn build<'a>(
+        parts: impl Iterator<Item = (&'a [u8], u64, Option<&'a [u8]>)> + Clone,
+        len: usize,
+        tracker: Option<&Arc<MemoryTracker>>,
+    ) -> Result<Self, MemError> {
+        let key_bytes: usize = parts.clone().map(|(k, _, _)| k.len()).sum();
+        let value_bytes: usize = parts
+            .clone()
+            .map(|(_, _, v)| v.map_or(0, <[u8]>::len))
             .sum();
         if u32::try_from(key_bytes).is_err() || u32::try_from(value_bytes).is_err() {
             return Err(MemError::RunTooLarge {
@@ -83,13 +108,13 @@ impl Run {
         let mut run = Run {
             keys: Vec::with_capacity(key_bytes),
             values: Vec::with_capacity(value_bytes),
-            slots: Vec::with_capacity(entries.len()),
-            deleted: vec![0; entries.len().div_ceil(64)],
+            slots: Vec::with_capacity(len),
+            deleted: vec![0; len.div_ceil(64)],
             _charge: None,
         };
-        for (i, e) in entries.iter().enumerate() {
-            run.keys.extend_from_slice(&e.key);
-            match &e.value {
+        for (i, (key, seq, value)) in parts.enumerate() {
+            run.keys.extend_from_slice(key);
+            match value {
                 Some(v) => run.values.extend_from_slice(v),
                 None => run.deleted[i / 64] |= 1 << (i % 64),
             }
@@ -99,7 +124,7 @@ impl Run {
             run.slots.push(Slot {
                 key_end,
                 value_end,
-                seq: e.seq,
+                seq,
             });
         }
         if let Some(tracker) = tracker {

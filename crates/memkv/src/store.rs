@@ -263,6 +263,11 @@ impl MemKv {
         let mut layers = range.cfs[cf.index()]
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        if layers.run.len() == 0 {
+            // The usual case: a load into an empty range, straight into the arenas.
+            layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
+            return Ok(());
+        }
         let mut merged: Vec<RunEntry> =
             (0..layers.run.len()).map(|i| layers.run.entry(i)).collect();
         merged.extend(entries.into_iter().map(|(k, v)| RunEntry {

@@ -292,4 +292,20 @@ fn a_load_in_key_order_is_read_like_writes() {
     let snap = kv.snapshot(RangeId(1), 11).unwrap();
     assert_eq!(snap.get(Cf::Write, &key(3)), Some(b"new".to_vec()));
     assert_eq!(snap.get(Cf::Write, &key(4)), Some(b"l".to_vec()));
+    // A second load merges with the run already there.
+    let more: Vec<_> = (100..150).map(|i| (key(i), vec![b'm'])).collect();
+    kv.load(RangeId(1), Cf::Write, more, 12).unwrap();
+    let snap = kv.snapshot(RangeId(1), 12).unwrap();
+    assert_eq!(snap.get(Cf::Write, &key(120)), Some(b"m".to_vec()));
+    assert_eq!(snap.get(Cf::Write, &key(3)), Some(b"new".to_vec()));
+    let mut iter = snap
+        .iter(Cf::Write, KeyBounds::new(Vec::new(), None).unwrap())
+        .unwrap();
+    iter.seek_to_first();
+    let mut n = 0;
+    while iter.entry().is_some() {
+        n += 1;
+        iter.next();
+    }
+    assert_eq!(n, 150);
 }
