@@ -313,6 +313,9 @@ impl Layer<'_> {
             }
             Layer::Mem(mem) => {
                 let map = mem.read();
+                if map.is_empty() {
+                    return None; // the common case after a load or a compaction: no allocation
+                }
                 let from: IKey = (key.into(), Reverse(seq));
                 let ((k, Reverse(s)), v) = map.range(from..).next()?;
                 (&**k == key).then(|| (*s, v.clone()))
