@@ -27,3 +27,33 @@ pub fn keys_from_env() -> u64 {
 pub fn user_key(i: u64) -> Vec<u8> {
     format!("t_{:010}_r", i * 7).into_bytes()
 }
+
+/// A fresh RocksDB (temporary directory) holding `entries` in `cf`, written in batches of
+/// 1,024 through the ordinary write path.
+///
+/// # Panics
+/// When RocksDB cannot be opened or written: a benchmark setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn rocks_with(
+    cf: ime_disk::Cf,
+    entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> ime_disk::RocksDisk {
+    use ime_disk::DiskEngine;
+    let disk =
+        ime_disk::RocksDisk::open_temp(&ime_disk::RocksConfig::default()).expect("open RocksDB");
+    let mut batch = ime_disk::WriteBatch::new();
+    for (key, value) in entries {
+        batch.put(cf, key, value);
+        if batch.len() == 1024 {
+            disk.write(&batch).expect("write to RocksDB");
+            batch = ime_disk::WriteBatch::new();
+        }
+    }
+    if !batch.is_empty() {
+        disk.write(&batch).expect("write to RocksDB");
+    }
+    disk
+}

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::ops::Bound;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ime_benches::{keys_from_env, user_key};
+use ime_benches::{keys_from_env, rocks_with, user_key};
 use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, RocksConfig, RocksDisk, WriteBatch};
 
 /// A TiKV-style MVCC key: the user key, then the timestamp inverted and big-endian, so a
@@ -30,28 +30,9 @@ fn mvcc_key(user: &[u8], ts: u64) -> Vec<u8> {
 
 const VALUE: &[u8] = &[b'v'; 64];
 
-fn load(disk: &RocksDisk, cf: Cf, entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) {
-    let mut batch = WriteBatch::new();
-    for (key, value) in entries {
-        batch.put(cf, key, value);
-        if batch.len() == 1024 {
-            disk.write(&batch).unwrap();
-            batch = WriteBatch::new();
-        }
-    }
-    if !batch.is_empty() {
-        disk.write(&batch).unwrap();
-    }
-}
-
 fn point_get(c: &mut Criterion) {
     let n = keys_from_env();
-    let disk = RocksDisk::open_temp(&RocksConfig::default()).unwrap();
-    load(
-        &disk,
-        Cf::Default,
-        (0..n).map(|i| (user_key(i), VALUE.to_vec())),
-    );
+    let disk = rocks_with(Cf::Default, (0..n).map(|i| (user_key(i), VALUE.to_vec())));
     let map: BTreeMap<Vec<u8>, Vec<u8>> = (0..n).map(|i| (user_key(i), VALUE.to_vec())).collect();
     let probes: Vec<Vec<u8>> = (0..4096u64)
         .map(|i| user_key(i.wrapping_mul(2_654_435_761) % n))
@@ -103,11 +84,10 @@ fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, read_ts: u64) -> usize {
 
 fn mvcc_scan(c: &mut Criterion) {
     let users = (keys_from_env() / 100).max(1);
-    let disk = RocksDisk::open_temp(&RocksConfig::default()).unwrap();
     let versions = |u: u64| {
         (1..=100u64).map(move |ts| (mvcc_key(&user_key(u), ts * 10), VALUE[..16].to_vec()))
     };
-    load(&disk, Cf::Write, (0..users).flat_map(versions));
+    let disk = rocks_with(Cf::Write, (0..users).flat_map(versions));
     let map: BTreeMap<Vec<u8>, Vec<u8>> = (0..users).flat_map(versions).collect();
     let snapshot = disk.snapshot();
     let read_ts = 505; // half the versions are newer than the read

@@ -20,8 +20,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ime_benches::{keys_from_env, user_key};
-use ime_disk::{Bounds, DiskEngine, DiskSnapshot, RocksConfig, RocksDisk, WriteBatch};
+use ime_benches::{keys_from_env, rocks_with, user_key};
+use ime_disk::{Bounds, DiskEngine, DiskSnapshot};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
 use ime_memkv::{Cf, KeyBounds, MemConfig, MemKv, RangeId, Snapshot};
 
@@ -46,32 +46,13 @@ fn loaded(n: u64) -> (MemKv, Snapshot) {
     (kv, snapshot)
 }
 
-/// RocksDB holding `entries` in its default CF (write CF when `write_cf`).
-fn rocks_with(entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>, write_cf: bool) -> RocksDisk {
-    let disk = RocksDisk::open_temp(&RocksConfig::default()).unwrap();
-    let cf = if write_cf {
-        ime_disk::Cf::Write
-    } else {
-        ime_disk::Cf::Default
-    };
-    let mut batch = WriteBatch::new();
-    for (key, value) in entries {
-        batch.put(cf, key, value);
-        if batch.len() == 1024 {
-            disk.write(&batch).unwrap();
-            batch = WriteBatch::new();
-        }
-    }
-    if !batch.is_empty() {
-        disk.write(&batch).unwrap();
-    }
-    disk
-}
-
 fn point_get(c: &mut Criterion) {
     let n = keys_from_env();
     let (_kv, snapshot) = loaded(n);
-    let disk = rocks_with((0..n).map(|i| (user_key(i), vec![b'v'; 64])), false);
+    let disk = rocks_with(
+        ime_disk::Cf::Default,
+        (0..n).map(|i| (user_key(i), vec![b'v'; 64])),
+    );
     let disk_snapshot = disk.snapshot();
     let map: BTreeMap<Vec<u8>, Vec<u8>> = (0..n).map(|i| (user_key(i), vec![b'v'; 64])).collect();
     let probes: Vec<Vec<u8>> = (0..4096u64)
@@ -202,7 +183,7 @@ fn mvcc_scan_100_versions(c: &mut Criterion) {
             entries.push((key, record));
         }
     }
-    let disk = rocks_with(entries.iter().cloned(), true);
+    let disk = rocks_with(ime_disk::Cf::Write, entries.iter().cloned());
     kv.load(RangeId(1), Cf::Write, entries, 1).unwrap();
     let read_ts = 1_000;
     let disk_snapshot = disk.snapshot();
