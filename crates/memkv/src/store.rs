@@ -2,6 +2,7 @@
 //! snapshots.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -38,6 +39,57 @@ impl RangeData {
     }
 }
 
+/// The ranges held, by id and by start key (ranges never overlap, so the range holding
+/// a key is the last one starting at or before it).
+#[derive(Debug, Default)]
+struct RangeTable {
+    by_id: BTreeMap<RangeId, Arc<RangeData>>,
+    by_start: BTreeMap<Vec<u8>, Arc<RangeData>>,
+}
+
+impl RangeTable {
+    fn insert(&mut self, range: Arc<RangeData>) {
+        self.by_start
+            .insert(range.bounds.start.clone(), Arc::clone(&range));
+        self.by_id.insert(range.id, range);
+    }
+
+    fn remove(&mut self, id: RangeId) -> Option<Arc<RangeData>> {
+        let range = self.by_id.remove(&id)?;
+        self.by_start.remove(&range.bounds.start);
+        Some(range)
+    }
+
+    /// The range holding `key`, in O(log n).
+    fn holder(&self, key: &[u8]) -> Option<&Arc<RangeData>> {
+        let (_, range) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()?;
+        range.bounds.contains(key).then_some(range)
+    }
+
+    /// The ranges overlapping `bounds`, in key order.
+    fn overlapping<'a>(
+        &'a self,
+        bounds: &'a KeyBounds,
+    ) -> impl Iterator<Item = &'a Arc<RangeData>> + 'a {
+        let first = self
+            .holder(&bounds.start)
+            .map_or(bounds.start.as_slice(), |r| r.bounds.start.as_slice());
+        self.by_start
+            .range::<[u8], _>((Bound::Included(first), Bound::Unbounded))
+            .map(|(_, range)| range)
+            .take_while(|range| {
+                bounds
+                    .end
+                    .as_deref()
+                    .is_none_or(|end| range.bounds.start.as_slice() < end)
+            })
+            .filter(|range| range.bounds.overlaps(bounds))
+    }
+}
+
 /// Settings of a [`MemKv`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemConfig {
@@ -57,7 +109,7 @@ pub struct MemConfig {
 #[derive(Debug)]
 pub struct MemKv {
     tracker: Arc<MemoryTracker>,
-    ranges: RwLock<BTreeMap<RangeId, Arc<RangeData>>>,
+    ranges: RwLock<RangeTable>,
     /// The last sequence applied or snapshotted; the write lock.
     last_seq: Mutex<u64>,
 }
@@ -67,7 +119,7 @@ impl MemKv {
     pub fn new(config: MemConfig) -> Self {
         MemKv {
             tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
-            ranges: RwLock::new(BTreeMap::new()),
+            ranges: RwLock::new(RangeTable::default()),
             last_seq: Mutex::new(0),
         }
     }
@@ -92,7 +144,7 @@ impl MemKv {
         self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn ranges(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<RangeId, Arc<RangeData>>> {
+    fn ranges(&self) -> std::sync::RwLockReadGuard<'_, RangeTable> {
         self.ranges.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -102,10 +154,10 @@ impl MemKv {
     /// [`MemError::RangeExists`], [`MemError::RangeOverlaps`].
     pub fn create_range(&self, id: RangeId, bounds: KeyBounds) -> Result<(), MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
-        if ranges.contains_key(&id) {
+        if ranges.by_id.contains_key(&id) {
             return Err(MemError::RangeExists(id));
         }
-        if let Some(existing) = ranges.values().find(|r| r.bounds.overlaps(&bounds)) {
+        if let Some(existing) = ranges.overlapping(&bounds).next() {
             return Err(MemError::RangeOverlaps {
                 new: id,
                 existing: existing.id,
@@ -124,7 +176,7 @@ impl MemKv {
             cfs: [layers(), layers(), layers()],
             compacted_seq: AtomicU64::new(0),
         };
-        ranges.insert(id, Arc::new(data));
+        ranges.insert(Arc::new(data));
         Ok(())
     }
 
@@ -138,7 +190,7 @@ impl MemKv {
     pub fn drop_range(&self, id: RangeId) -> Result<DroppedRange, MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
         ranges
-            .remove(&id)
+            .remove(id)
             .map(DroppedRange)
             .ok_or(MemError::NoSuchRange(id))
     }
@@ -146,6 +198,7 @@ impl MemKv {
     /// The ranges held, with their bounds.
     pub fn ranges_held(&self) -> Vec<(RangeId, KeyBounds)> {
         self.ranges()
+            .by_id
             .values()
             .map(|r| (r.id, r.bounds.clone()))
             .collect()
@@ -153,6 +206,7 @@ impl MemKv {
 
     pub(crate) fn range(&self, id: RangeId) -> Result<Arc<RangeData>, MemError> {
         self.ranges()
+            .by_id
             .get(&id)
             .cloned()
             .ok_or(MemError::NoSuchRange(id))
@@ -176,8 +230,7 @@ impl MemKv {
                 last: *last,
             });
         }
-        let ranges: Vec<Arc<RangeData>> = self.ranges().values().cloned().collect();
-        let plan = plan_batch(batch, &ranges)?;
+        let plan = plan_batch(batch, &self.ranges())?;
         let needed: u64 = plan
             .iter()
             .map(|w| memtable_cost(&w.key, w.value.as_deref()))
@@ -345,7 +398,7 @@ struct Planned {
 
 /// Resolves each operation of `batch` to the range holding its key; a range delete
 /// becomes a deletion of every key it covers in every range it touches.
-fn plan_batch(batch: &WriteBatch, ranges: &[Arc<RangeData>]) -> Result<Vec<Planned>, MemError> {
+fn plan_batch(batch: &WriteBatch, ranges: &RangeTable) -> Result<Vec<Planned>, MemError> {
     let mut plan = Vec::with_capacity(batch.len());
     for (op_index, op) in batch.ops.iter().enumerate() {
         match op {
@@ -365,13 +418,13 @@ fn plan_batch(batch: &WriteBatch, ranges: &[Arc<RangeData>]) -> Result<Vec<Plann
 /// A put or delete of `key`, if a range holds it.
 fn plan_point(
     plan: &mut Vec<Planned>,
-    ranges: &[Arc<RangeData>],
+    ranges: &RangeTable,
     op_index: usize,
     cf: Cf,
     key: &[u8],
     value: Option<&Vec<u8>>,
 ) {
-    if let Some(range) = ranges.iter().find(|r| r.bounds.contains(key)) {
+    if let Some(range) = ranges.holder(key) {
         let (range, key, value) = (Arc::clone(range), key.to_vec(), value.cloned());
         plan.push(Planned {
             range,
@@ -387,12 +440,12 @@ fn plan_point(
 /// and keys written earlier in the same batch.
 fn plan_range_delete(
     plan: &mut Vec<Planned>,
-    ranges: &[Arc<RangeData>],
+    ranges: &RangeTable,
     op_index: usize,
     cf: Cf,
     deleted: &KeyBounds,
 ) {
-    for range in ranges.iter().filter(|r| r.bounds.overlaps(deleted)) {
+    for range in ranges.overlapping(deleted) {
         let mut keys = merged_keys(&range.layers(cf), deleted);
         let earlier = plan
             .iter()

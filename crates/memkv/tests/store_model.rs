@@ -293,3 +293,58 @@ proptest! {
         prop_assert!(before.get(Cf::Write, &[0]).is_none());
     }
 }
+
+/// Writes are routed to the range holding each key; keys in no range are skipped; a range
+/// delete reaches every range it overlaps; an overlapping range cannot be created.
+#[test]
+fn writes_and_range_deletes_are_routed_across_ranges() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 30,
+        soft_limit: 1 << 29,
+    });
+    let bounds = |s: &str, e: Option<&str>| {
+        KeyBounds::new(s.as_bytes().to_vec(), e.map(|e| e.as_bytes().to_vec())).unwrap()
+    };
+    kv.create_range(RangeId(1), bounds("b", Some("d"))).unwrap();
+    kv.create_range(RangeId(2), bounds("f", Some("h"))).unwrap();
+    kv.create_range(RangeId(3), bounds("h", None)).unwrap();
+    for (s, e) in [
+        ("a", Some("c")),
+        ("c", Some("g")),
+        ("e", None),
+        ("g", Some("h")),
+    ] {
+        assert!(
+            matches!(
+                kv.create_range(RangeId(9), bounds(s, e)),
+                Err(MemError::RangeOverlaps { .. })
+            ),
+            "{s}"
+        );
+    }
+    kv.create_range(RangeId(4), bounds("d", Some("f"))).unwrap();
+    kv.drop_range(RangeId(4)).map(drop).unwrap();
+    let mut batch = WriteBatch::new();
+    for key in ["a", "b", "c", "e", "f", "g", "h", "z"] {
+        batch.put(Cf::Lock, key, key);
+    }
+    assert_eq!(kv.write(&batch, 1).unwrap(), 6, "a and e are in no range");
+    kv.write(WriteBatch::new().delete_range(Cf::Lock, "c", "hh"), 9)
+        .unwrap();
+    let keys = |id: u64| {
+        let snapshot = kv.snapshot(RangeId(id), 9).unwrap();
+        let b = kv
+            .ranges_held()
+            .into_iter()
+            .find(|(r, _)| *r == RangeId(id))
+            .unwrap()
+            .1;
+        scan_forward(&snapshot, Cf::Lock, b)
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(1), ["b"]);
+    assert!(keys(2).is_empty());
+    assert_eq!(keys(3), ["z"]);
+}
