@@ -118,21 +118,46 @@ fn scan_one_version(c: &mut Criterion) {
     group.finish();
 }
 
+/// A cursor the MVCC scan can drive: memkv's and the disk engine's.
+trait Cursor {
+    fn seek_to(&mut self, key: &[u8]);
+    fn current(&self) -> Option<(&[u8], &[u8])>;
+}
+
+impl Cursor for ime_memkv::SnapshotIter {
+    fn seek_to(&mut self, key: &[u8]) {
+        self.seek(key);
+    }
+
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.entry()
+    }
+}
+
+impl Cursor for Box<dyn ime_disk::DiskIterator + '_> {
+    fn seek_to(&mut self, key: &[u8]) {
+        self.seek(key);
+    }
+
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.entry()
+    }
+}
+
 /// The newest visible version at `read_ts` of every user key, as TiKV's forward scanner
 /// finds it; returns how many keys had one.
-fn mvcc_scan(snapshot: &Snapshot, users: u64, read_ts: u64) -> usize {
-    let mut iter = snapshot.iter(Cf::Write, everything()).unwrap();
+fn mvcc_scan_with(mut iter: impl Cursor, users: u64, read_ts: u64) -> usize {
     let mut visible = 0;
     for u in 0..users {
         let user = user_key(u);
-        iter.seek(
+        iter.seek_to(
             &MvccKey {
                 user_key: user.clone(),
                 ts: read_ts,
             }
             .encode(),
         );
-        if let Some((k, v)) = iter.entry()
+        if let Some((k, v)) = iter.current()
             && k.starts_with(&MvccKey::encode_user_key(&user))
         {
             black_box(v);
@@ -142,27 +167,20 @@ fn mvcc_scan(snapshot: &Snapshot, users: u64, read_ts: u64) -> usize {
     visible
 }
 
-/// [`mvcc_scan`] against RocksDB's write CF.
+fn mvcc_scan(snapshot: &Snapshot, users: u64, read_ts: u64) -> usize {
+    mvcc_scan_with(
+        snapshot.iter(Cf::Write, everything()).unwrap(),
+        users,
+        read_ts,
+    )
+}
+
 fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, users: u64, read_ts: u64) -> usize {
-    let mut iter = snapshot.iter(ime_disk::Cf::Write, Bounds::all()).unwrap();
-    let mut visible = 0;
-    for u in 0..users {
-        let user = user_key(u);
-        iter.seek(
-            &MvccKey {
-                user_key: user.clone(),
-                ts: read_ts,
-            }
-            .encode(),
-        );
-        if let Some((k, v)) = iter.entry()
-            && k.starts_with(&MvccKey::encode_user_key(&user))
-        {
-            black_box(v);
-            visible += 1;
-        }
-    }
-    visible
+    mvcc_scan_with(
+        snapshot.iter(ime_disk::Cf::Write, Bounds::all()).unwrap(),
+        users,
+        read_ts,
+    )
 }
 
 fn mvcc_scan_100_versions(c: &mut Criterion) {
