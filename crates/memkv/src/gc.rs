@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::codec::{MvccKey, WriteRecord, WriteType};
 use crate::layer::{IValue, Run, RunEntry};
+use crate::snapshot::{memtable_span, run_span};
 use crate::store::CfLayers;
-use crate::{MemError, MemKv, RangeId};
+use crate::{KeyBounds, MemError, MemKv, RangeId};
 
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,7 +42,9 @@ impl MemKv {
         let range = self.range(id)?;
         let (layers, seq) = self.freeze(&range);
         let mut stats = GcStats::default();
-        let [default, lock, write] = layers.map(|cf| newest_entries(&cf, seq, &mut stats));
+        let [default, lock, write] = layers
+            .each_ref()
+            .map(|cf| newest_entries(cf, &range.bounds, seq, &mut stats));
         let (write, dropped_values) = match safe_point {
             Some(sp) => gc_write_cf(write, sp, &mut stats),
             None => (write, HashSet::new()),
@@ -54,13 +57,19 @@ impl MemKv {
         stats.entries_after = default.len() + lock.len() + write.len();
         let build = |entries: &[RunEntry]| Run::new(entries, Some(self.tracker()));
         let runs = [build(&default)?, build(&lock)?, build(&write)?];
-        self.install(&range, runs, seq);
+        self.install(&range, &layers, runs, seq);
         Ok(stats)
     }
 }
 
-/// The newest live entry of every key in the run and frozen memtable, in key order.
-fn newest_entries(cf: &CfLayers, seq: u64, stats: &mut GcStats) -> Vec<RunEntry> {
+/// The newest live entry of every key within `bounds` in the run and frozen memtables, in
+/// key order.
+fn newest_entries(
+    cf: &CfLayers,
+    bounds: &KeyBounds,
+    seq: u64,
+    stats: &mut GcStats,
+) -> Vec<RunEntry> {
     let mut newest: BTreeMap<Box<[u8]>, (u64, IValue)> = BTreeMap::new();
     let mut consider = |key: &[u8], s: u64, value: &Option<Box<[u8]>>| {
         stats.entries_before += 1;
@@ -74,16 +83,17 @@ fn newest_entries(cf: &CfLayers, seq: u64, stats: &mut GcStats) -> Vec<RunEntry>
             }
         }
     };
-    for i in 0..cf.run.len() {
+    let (lo, hi) = run_span(&cf.run, bounds);
+    for i in lo..hi {
         consider(
             cf.run.key(i),
             cf.run.seq(i),
             &cf.run.value(i).map(Into::into),
         );
     }
-    if let Some(frozen) = &cf.frozen {
-        for ((key, s), value) in frozen.read().iter() {
-            consider(key, s.0, value);
+    for frozen in &cf.frozen {
+        for entry in memtable_span(frozen, bounds, u64::MAX) {
+            consider(&entry.key, entry.seq, &entry.value);
         }
     }
     newest

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::layer::{IValue, Layer, Run, RunEntry};
+use crate::layer::{IValue, Layer, Memtable, Run, RunEntry};
 use crate::store::{CfLayers, RangeData};
 use crate::{Cf, KeyBounds, MemError, RangeId};
 
@@ -45,6 +45,9 @@ impl Snapshot {
 
     /// The value of `key` in `cf`, if any.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
+        if !self.bounds.contains(key) {
+            return None; // after a split, the layers may hold keys of a sibling
+        }
         visible(&self.cfs[cf.index()], key, self.seq).map(|v| v.into_vec())
     }
 
@@ -64,7 +67,7 @@ impl Snapshot {
 /// The layers of a column family, newest last.
 fn layers(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
     std::iter::once(Layer::Run(&cf.run))
-        .chain(cf.frozen.as_deref().map(Layer::Mem))
+        .chain(cf.frozen.iter().map(|m| Layer::Mem(m)))
         .chain(std::iter::once(Layer::Mem(&cf.active)))
 }
 
@@ -95,6 +98,35 @@ pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
             _ => return out,
         }
     }
+}
+
+/// The entries of `run` within `bounds`: `lo..hi`.
+pub(crate) fn run_span(run: &Run, bounds: &KeyBounds) -> (usize, usize) {
+    let lo = run.partition(0, run.len(), |k, _| k < bounds.start.as_slice());
+    let hi = match &bounds.end {
+        Some(end) => run.partition(lo, run.len(), |k, _| k < end.as_slice()),
+        None => run.len(),
+    };
+    (lo, hi)
+}
+
+/// The entries of `mem` within `bounds` with sequence `<= seq`, in order.
+pub(crate) fn memtable_span(mem: &Memtable, bounds: &KeyBounds, seq: u64) -> Vec<RunEntry> {
+    let map = mem.read();
+    let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
+    let upper = bounds
+        .end
+        .as_deref()
+        .map_or(Bound::Unbounded, |e| Bound::Excluded(bound(e)));
+    let lower = Bound::Included(bound(&bounds.start));
+    map.range((lower, upper))
+        .filter(|((_, s), _)| s.0 <= seq)
+        .map(|((k, s), v)| RunEntry {
+            key: k.clone(),
+            seq: s.0,
+            value: v.clone(),
+        })
+        .collect()
 }
 
 /// Where the cursor is: the group of the current user key in each source, and which
@@ -131,28 +163,13 @@ pub struct SnapshotIter {
 impl SnapshotIter {
     fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Result<Self, MemError> {
         let run = &layers.run;
-        let lo = run.partition(0, run.len(), |k, _| k < bounds.start.as_slice());
-        let hi = match &bounds.end {
-            Some(end) => run.partition(lo, run.len(), |k, _| k < end.as_slice()),
-            None => run.len(),
-        };
+        let (lo, hi) = run_span(run, bounds);
         let mut recent: Vec<RunEntry> = Vec::new();
         for mem in layers.frozen.iter().chain([&layers.active]) {
-            let map = mem.read();
-            let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
-            let upper = bounds
-                .end
-                .as_deref()
-                .map_or(Bound::Unbounded, |e| Bound::Excluded(bound(e)));
-            let lower = Bound::Included(bound(&bounds.start));
-            let visible = map.range((lower, upper)).filter(|((_, s), _)| s.0 <= seq);
-            recent.extend(visible.map(|((k, s), v)| RunEntry {
-                key: k.clone(),
-                seq: s.0,
-                value: v.clone(),
-            }));
+            let visible = memtable_span(mem, bounds, seq);
+            recent.extend(visible);
         }
-        if layers.frozen.is_some() {
+        if !layers.frozen.is_empty() {
             recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
         }
         let recent = Run::new(&recent, None)?;

@@ -11,12 +11,12 @@ use crate::memory::MemoryTracker;
 use crate::snapshot::{Snapshot, merged_keys};
 use crate::{Cf, KeyBounds, MemError, Op, RangeId, WriteBatch};
 
-/// The layers of one column family: a run, a memtable frozen for a compaction in
-/// progress, and the active memtable.
+/// The layers of one column family: a run, memtables frozen (for a compaction in progress,
+/// or inherited from a split parent), oldest first, and the active memtable.
 #[derive(Clone, Debug)]
 pub(crate) struct CfLayers {
     pub(crate) run: Arc<Run>,
-    pub(crate) frozen: Option<Arc<Memtable>>,
+    pub(crate) frozen: Vec<Arc<Memtable>>,
     pub(crate) active: Arc<Memtable>,
 }
 
@@ -166,7 +166,7 @@ impl MemKv {
         let layers = || {
             RwLock::new(CfLayers {
                 run: Arc::new(Run::empty(&self.tracker)),
-                frozen: None,
+                frozen: Vec::new(),
                 active: Arc::new(Memtable::new(&self.tracker)),
             })
         };
@@ -321,8 +321,8 @@ impl MemKv {
             layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
             return Ok(());
         }
-        let mut merged: Vec<RunEntry> =
-            (0..layers.run.len()).map(|i| layers.run.entry(i)).collect();
+        let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
+        let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
         merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
             key: k.into(),
             seq,
@@ -343,10 +343,9 @@ impl MemKv {
             let mut layers = range.cfs[cf.index()]
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            if layers.frozen.is_none() {
-                let fresh = Arc::new(Memtable::new(&self.tracker));
-                layers.frozen = Some(std::mem::replace(&mut layers.active, fresh));
-            }
+            let fresh = Arc::new(Memtable::new(&self.tracker));
+            let frozen = std::mem::replace(&mut layers.active, fresh);
+            layers.frozen.push(frozen);
             layers.clone()
         };
         (
@@ -355,18 +354,73 @@ impl MemKv {
         )
     }
 
-    /// Replaces the run and frozen memtable of each column family of `range` by `runs`,
-    /// built from them; snapshots below `seq` are refused from now on.
-    pub(crate) fn install(&self, range: &RangeData, runs: [Run; 3], seq: u64) {
+    /// Replaces, in each column family of `range`, the run and frozen memtables of
+    /// `compacted` by the run built from them; snapshots below `seq` are refused from then
+    /// on. A column family whose run changed meanwhile (a concurrent compaction won) is
+    /// left as it is.
+    pub(crate) fn install(
+        &self,
+        range: &RangeData,
+        compacted: &[CfLayers; 3],
+        runs: [Run; 3],
+        seq: u64,
+    ) {
         let _writer = self.writer();
-        for (cf, run) in Cf::ALL.into_iter().zip(runs) {
+        for ((cf, old), run) in Cf::ALL.into_iter().zip(compacted).zip(runs) {
             let mut layers = range.cfs[cf.index()]
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
+            if !Arc::ptr_eq(&layers.run, &old.run) {
+                continue;
+            }
             layers.run = Arc::new(run);
-            layers.frozen = None;
+            layers
+                .frozen
+                .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
         }
-        range.compacted_seq.store(seq, Ordering::Release);
+        range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Splits range `id` into `children` (ids and bounds that partition its bounds, in
+    /// key order), in O(1) per child: each child shares the parent's run and memtables,
+    /// read through its own bounds, and writes to a memtable of its own; its next
+    /// compaction gives it a run of its own. Snapshots of the parent keep reading it.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`], [`MemError::InvalidSplit`] (nothing changed then).
+    pub fn split_range(
+        &self,
+        id: RangeId,
+        children: &[(RangeId, KeyBounds)],
+    ) -> Result<(), MemError> {
+        let _writer = self.writer();
+        let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
+        let parent = ranges
+            .by_id
+            .get(&id)
+            .cloned()
+            .ok_or(MemError::NoSuchRange(id))?;
+        check_partition(&parent, children, &ranges)?;
+        ranges.remove(id);
+        for (child, bounds) in children {
+            let inherit = |cf: Cf| {
+                let layers = parent.layers(cf);
+                let mut frozen = layers.frozen;
+                frozen.push(layers.active);
+                RwLock::new(CfLayers {
+                    run: layers.run,
+                    frozen,
+                    active: Arc::new(Memtable::new(&self.tracker)),
+                })
+            };
+            ranges.insert(Arc::new(RangeData {
+                id: *child,
+                bounds: bounds.clone(),
+                cfs: [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)],
+                compacted_seq: AtomicU64::new(parent.compacted_seq.load(Ordering::Acquire)),
+            }));
+        }
+        Ok(())
     }
 
     pub(crate) fn tracker(&self) -> &Arc<MemoryTracker> {
@@ -385,6 +439,44 @@ impl DroppedRange {
     pub fn id(&self) -> RangeId {
         self.0.id
     }
+}
+
+/// Checks that `children` partition `parent`'s bounds in key order with ids not held by
+/// another range.
+fn check_partition(
+    parent: &RangeData,
+    children: &[(RangeId, KeyBounds)],
+    ranges: &RangeTable,
+) -> Result<(), MemError> {
+    let invalid = |reason| MemError::InvalidSplit {
+        range: parent.id,
+        reason,
+    };
+    let (Some(first), Some(last)) = (children.first(), children.last()) else {
+        return Err(invalid("no children"));
+    };
+    if first.1.start != parent.bounds.start || last.1.end != parent.bounds.end {
+        return Err(invalid("the children do not cover the range"));
+    }
+    if children
+        .windows(2)
+        .any(|w| w[0].1.end.as_ref() != Some(&w[1].1.start))
+    {
+        return Err(invalid("the children are not adjacent in key order"));
+    }
+    let mut ids: Vec<RangeId> = children.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != children.len() {
+        return Err(invalid("two children have one id"));
+    }
+    if ids
+        .iter()
+        .any(|c| *c != parent.id && ranges.by_id.contains_key(c))
+    {
+        return Err(invalid("a child's id is held by another range"));
+    }
+    Ok(())
 }
 
 /// One write resolved to its range: the operation's index in the batch, and the entry.
@@ -446,6 +538,10 @@ fn plan_range_delete(
     deleted: &KeyBounds,
 ) {
     for range in ranges.overlapping(deleted) {
+        let Some(deleted) = range.bounds.intersect(deleted) else {
+            continue;
+        };
+        let deleted = &deleted;
         let mut keys = merged_keys(&range.layers(cf), deleted);
         let earlier = plan
             .iter()

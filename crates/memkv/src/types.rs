@@ -73,6 +73,16 @@ impl KeyBounds {
             }
     }
 
+    /// The keys inside both, `None` when they do not overlap.
+    pub fn intersect(&self, other: &KeyBounds) -> Option<KeyBounds> {
+        let start = (&self.start).max(&other.start).clone();
+        let end = match (&self.end, &other.end) {
+            (None, end) | (end, None) => end.clone(),
+            (Some(a), Some(b)) => Some(a.min(b).clone()),
+        };
+        KeyBounds::new(start, end).ok()
+    }
+
     pub(crate) fn overlaps(&self, other: &KeyBounds) -> bool {
         let before = |a: &KeyBounds, b: &KeyBounds| {
             a.end.as_deref().is_some_and(|e| e <= b.start.as_slice())
@@ -210,6 +220,14 @@ pub enum MemError {
         keys: u64,
         /// Bytes of values.
         values: u64,
+    },
+    /// A split whose children do not partition the range.
+    #[error("invalid split of {range}: {reason}")]
+    InvalidSplit {
+        /// The range being split.
+        range: RangeId,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// Loaded entries must be strictly increasing.
     #[error("load: keys not strictly increasing at position {0}")]

@@ -96,6 +96,8 @@ enum Step {
     Batch(Vec<(u8, u8, Option<u8>, u8)>),
     Snapshot,
     Compact,
+    /// Split the range holding this key at it.
+    Split(u8),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -103,6 +105,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => prop::collection::vec((0..3u8, 0..30u8, prop::option::weighted(0.7, any::<u8>()), 0..10u8), 1..6).prop_map(Step::Batch),
         2 => Just(Step::Snapshot),
         1 => Just(Step::Compact),
+        1 => (6..25u8).prop_map(Step::Split),
     ]
 }
 
@@ -110,18 +113,45 @@ fn key(k: u8) -> Vec<u8> {
     format!("k{k:02}").into_bytes()
 }
 
+/// Splits the range of `ranges` holding `at` there, if `at` is not its start.
+fn split(kv: &MemKv, ranges: &mut Vec<(RangeId, KeyBounds)>, next_id: &mut u64, at: &[u8]) {
+    let Some(i) = ranges
+        .iter()
+        .position(|(_, b)| b.contains(at) && b.start != at)
+    else {
+        return;
+    };
+    let (id, bounds) = ranges.remove(i);
+    let left = (
+        RangeId(*next_id),
+        KeyBounds::new(bounds.start.clone(), Some(at.to_vec())).unwrap(),
+    );
+    let right = (
+        RangeId(*next_id + 1),
+        KeyBounds::new(at.to_vec(), bounds.end.clone()).unwrap(),
+    );
+    *next_id += 2;
+    kv.split_range(id, &[left.clone(), right.clone()]).unwrap();
+    ranges.extend([left, right]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// Writes, range deletes, snapshots, compactions and splits against a model: every
+    /// scan (both ways, whole range and inner bounds), get, seek and seek_for_prev of every
+    /// snapshot of every range equals the model's answer at that sequence.
     #[test]
     fn every_read_equals_the_model(steps in prop::collection::vec(step(), 1..40)) {
-        // The range holds k05..k25; keys outside are skipped by the store.
+        // The store holds k05..k25; keys outside are skipped.
         let bounds = KeyBounds::new(key(5), Some(key(25))).unwrap();
         let kv = MemKv::new(MemConfig { hard_limit: 1 << 30, soft_limit: 1 << 29 });
         kv.create_range(RangeId(1), bounds.clone()).unwrap();
+        let mut ranges = vec![(RangeId(1), bounds.clone())];
+        let mut next_id = 2;
         let mut model = Model::default();
         let mut seq = 0u64;
-        let mut snapshots: Vec<(Snapshot, u64)> = Vec::new();
+        let mut snapshots: Vec<(Snapshot, KeyBounds, u64)> = Vec::new();
         for step in &steps {
             match step {
                 Step::Batch(items) => {
@@ -138,22 +168,33 @@ proptest! {
                     model.apply(&batch, seq + 1, &bounds);
                     seq += batch.len() as u64;
                 }
-                Step::Snapshot => snapshots.push((kv.snapshot(RangeId(1), seq).unwrap(), seq)),
-                Step::Compact => {
-                    kv.compact(RangeId(1), None).unwrap();
+                Step::Snapshot => {
+                    for (id, b) in &ranges {
+                        snapshots.push((kv.snapshot(*id, seq).unwrap(), b.clone(), seq));
+                    }
                 }
+                Step::Compact => {
+                    for (id, _) in &ranges {
+                        kv.compact(*id, None).unwrap();
+                    }
+                }
+                Step::Split(at) => split(&kv, &mut ranges, &mut next_id, &key(*at)),
             }
         }
-        snapshots.push((kv.snapshot(RangeId(1), seq).unwrap(), seq));
+        for (id, b) in &ranges {
+            snapshots.push((kv.snapshot(*id, seq).unwrap(), b.clone(), seq));
+        }
         let inner = KeyBounds::new(key(8), Some(key(17))).unwrap();
-        for (snapshot, at) in &snapshots {
+        for (snapshot, bounds, at) in &snapshots {
             for cf in Cf::ALL {
-                let expected = model.visible(cf, *at);
+                let expected: Vec<_> = model.visible(cf, *at).into_iter().filter(|(k, _)| bounds.contains(k)).collect();
                 prop_assert_eq!(&scan_forward(snapshot, cf, bounds.clone()), &expected);
                 prop_assert_eq!(&scan_backward(snapshot, cf, bounds.clone()), &expected);
-                let expected_inner: Vec<_> = expected.iter().filter(|(k, _)| inner.contains(k)).cloned().collect();
-                prop_assert_eq!(scan_forward(snapshot, cf, inner.clone()), expected_inner.clone());
-                prop_assert_eq!(scan_backward(snapshot, cf, inner.clone()), expected_inner);
+                if let Some(inner) = inner.intersect(bounds) {
+                    let expected_inner: Vec<_> = expected.iter().filter(|(k, _)| inner.contains(k)).cloned().collect();
+                    prop_assert_eq!(scan_forward(snapshot, cf, inner.clone()), expected_inner.clone());
+                    prop_assert_eq!(scan_backward(snapshot, cf, inner.clone()), expected_inner);
+                }
                 for k in 0..30 {
                     let want = expected.iter().find(|(key_, _)| *key_ == key(k)).map(|(_, v)| v.clone());
                     prop_assert_eq!(snapshot.get(cf, &key(k)), want);
@@ -169,6 +210,46 @@ proptest! {
             }
         }
     }
+}
+
+/// A split that does not partition the range is refused and changes nothing.
+#[test]
+fn an_invalid_split_is_refused() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 20,
+        soft_limit: 1 << 19,
+    });
+    let b = |s: &str, e: &str| {
+        KeyBounds::new(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
+    };
+    kv.create_range(RangeId(1), b("b", "f")).unwrap();
+    kv.create_range(RangeId(2), b("f", "h")).unwrap();
+    for children in [
+        vec![],
+        vec![(RangeId(3), b("b", "d")), (RangeId(4), b("d", "e"))],
+        vec![(RangeId(3), b("b", "d")), (RangeId(4), b("c", "f"))],
+        vec![(RangeId(3), b("b", "d")), (RangeId(3), b("d", "f"))],
+        vec![(RangeId(3), b("b", "d")), (RangeId(2), b("d", "f"))],
+    ] {
+        assert!(
+            matches!(
+                kv.split_range(RangeId(1), &children),
+                Err(MemError::InvalidSplit { .. })
+            ),
+            "{children:?}"
+        );
+    }
+    assert!(matches!(
+        kv.split_range(RangeId(9), &[(RangeId(3), b("b", "f"))]),
+        Err(MemError::NoSuchRange(_))
+    ));
+    assert_eq!(kv.ranges_held().len(), 2);
+    kv.split_range(
+        RangeId(1),
+        &[(RangeId(1), b("b", "d")), (RangeId(3), b("d", "f"))],
+    )
+    .unwrap();
+    assert_eq!(kv.ranges_held().len(), 3);
 }
 
 /// The MVCC value of `user_key` at `read_ts`: the newest put or delete at or below it
