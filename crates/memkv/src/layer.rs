@@ -60,7 +60,7 @@ pub(crate) struct Run {
     /// so a lookup searches a small dense array before touching the slots.
     sparse_keys: Vec<u8>,
     sparse_ends: Vec<u32>,
-    _charge: Option<Charge>,
+    charge: Option<Charge>,
 }
 
 /// One sparse index entry per this many run entries.
@@ -119,7 +119,7 @@ impl Run {
             deleted: vec![0; len.div_ceil(64)],
             sparse_keys: Vec::new(),
             sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
-            _charge: None,
+            charge: None,
         };
         for (i, (key, seq, value)) in parts.enumerate() {
             if i % SPARSE == 0 {
@@ -151,7 +151,7 @@ impl Run {
             let charge = Charge::new(tracker);
             tracker.force_reserve(bytes);
             charge.add_reserved(bytes);
-            run._charge = Some(charge);
+            run.charge = Some(charge);
         }
         Ok(run)
     }
@@ -165,11 +165,16 @@ impl Run {
             deleted: Vec::new(),
             sparse_keys: Vec::new(),
             sparse_ends: Vec::new(),
-            _charge: Some(Charge::new(tracker)),
+            charge: Some(Charge::new(tracker)),
         }
     }
 
     /// How many entries it holds.
+    /// Bytes charged for it (zero when uncharged).
+    pub(crate) fn charged(&self) -> u64 {
+        self.charge.as_ref().map_or(0, Charge::bytes)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
@@ -285,6 +290,11 @@ impl Memtable {
     }
 
     /// Inserts an entry whose cost the caller has reserved on the tracker.
+    /// Bytes charged for it.
+    pub(crate) fn charged(&self) -> u64 {
+        self.charge.bytes()
+    }
+
     pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.insert((key.into(), Reverse(seq)), value.map(Into::into));

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub(crate) struct MemoryTracker {
     used: AtomicU64,
-    hard_limit: u64,
-    soft_limit: u64,
+    hard_limit: AtomicU64,
+    soft_limit: AtomicU64,
 }
 
 impl MemoryTracker {
@@ -17,8 +17,8 @@ impl MemoryTracker {
     pub(crate) fn new(hard_limit: u64, soft_limit: u64) -> Arc<Self> {
         Arc::new(MemoryTracker {
             used: AtomicU64::new(0),
-            hard_limit,
-            soft_limit,
+            hard_limit: AtomicU64::new(hard_limit),
+            soft_limit: AtomicU64::new(soft_limit),
         })
     }
 
@@ -29,19 +29,28 @@ impl MemoryTracker {
 
     /// The hard limit: a write that would pass it is refused.
     pub(crate) fn hard_limit(&self) -> u64 {
-        self.hard_limit
+        self.hard_limit.load(Ordering::Acquire)
+    }
+
+    /// Changes both limits (memory already held stays held).
+    pub(crate) fn set_limits(&self, hard_limit: u64, soft_limit: u64) {
+        self.hard_limit.store(hard_limit, Ordering::Release);
+        self.soft_limit.store(soft_limit, Ordering::Release);
     }
 
     /// True when usage is at or above the soft threshold: time to evict.
     pub(crate) fn over_soft_limit(&self) -> bool {
-        self.used() >= self.soft_limit
+        self.used() >= self.soft_limit.load(Ordering::Acquire)
     }
 
     /// Reserves `bytes` if the hard limit allows; false (and nothing reserved) if not.
     pub(crate) fn try_reserve(&self, bytes: u64) -> bool {
         let mut current = self.used();
         loop {
-            let Some(next) = current.checked_add(bytes).filter(|n| *n <= self.hard_limit) else {
+            let Some(next) = current
+                .checked_add(bytes)
+                .filter(|n| *n <= self.hard_limit())
+            else {
                 return false;
             };
             match self.used.compare_exchange_weak(

@@ -130,6 +130,13 @@ impl MemKv {
         self.tracker.used()
     }
 
+    /// Changes the limits at run time. Memory already held stays held: lowering the hard
+    /// limit below the usage refuses writes until the owner frees ranges.
+    pub fn set_limits(&self, config: MemConfig) {
+        self.tracker
+            .set_limits(config.hard_limit, config.soft_limit);
+    }
+
     /// True when memory is at or above the soft threshold.
     pub fn over_soft_limit(&self) -> bool {
         self.tracker.over_soft_limit()
@@ -193,6 +200,23 @@ impl MemKv {
             .remove(id)
             .map(DroppedRange)
             .ok_or(MemError::NoSuchRange(id))
+    }
+
+    /// Bytes held by range `id`'s layers (layers shared with a split sibling are counted
+    /// in full for each).
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn range_memory(&self, id: RangeId) -> Result<u64, MemError> {
+        let range = self.range(id)?;
+        Ok(Cf::ALL
+            .into_iter()
+            .map(|cf| {
+                let layers = range.layers(cf);
+                let mems: u64 = layers.frozen.iter().map(|m| m.charged()).sum();
+                layers.run.charged() + mems + layers.active.charged()
+            })
+            .sum())
     }
 
     /// The ranges held, with their bounds.

@@ -1,0 +1,396 @@
+//! The background work: the loader's step, GC rounds, policy rounds and the cross-checker.
+//! The threads that run them live in `engine.rs`; each step is also callable directly.
+
+use std::fmt;
+use std::time::Instant;
+
+use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, collect};
+use ime_eviction::{RegionStats, Round};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
+use ime_memkv::{MemError, RangeId};
+use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
+
+use crate::KvPair;
+use crate::core::{Cached, Core, Effects, bounds_of};
+use crate::engine::mem_cf;
+
+/// A difference the cross-checker found between a region's memory and the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// The region.
+    pub region: RegionId,
+    /// The column family.
+    pub cf: Cf,
+    /// The key (raw, as stored).
+    pub key: Vec<u8>,
+    /// What memory holds.
+    pub memory: Option<Vec<u8>>,
+    /// What disk holds.
+    pub disk: Option<Vec<u8>>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<Vec<u8>>| v.as_ref().map(|v| v.escape_ascii().to_string());
+        write!(
+            f,
+            "region {} {} key {}: memory {:?}, disk {:?}",
+            self.region,
+            self.cf.name(),
+            self.key.escape_ascii(),
+            show(&self.memory),
+            show(&self.disk)
+        )
+    }
+}
+
+impl<D: DiskEngine> Core<D> {
+    /// The loader's step for region `id`: Pending to Loading with a disk snapshot taken
+    /// under the write lock (writes after it land in memory), the region's keys copied
+    /// in key order at the snapshot's sequence, GC, then Active — or evicted if anything
+    /// failed or the region was evicted meanwhile.
+    pub(crate) fn load(&self, id: RegionId) {
+        let started = Instant::now();
+        let mut fx = Effects::default();
+        let begun = {
+            let _writer = self.write_lock();
+            let mut meta = self.meta();
+            let stop = self.config().thresholds().stop_load_threshold;
+            let refused =
+                !self.enabled() || meta.flashback.contains(&id) || self.mem.memory_used() >= stop;
+            if refused {
+                self.evict(
+                    &mut meta,
+                    id,
+                    EvictReason::LoadFailedWithoutStart,
+                    None,
+                    &mut fx,
+                );
+                None
+            } else if let Ok(ticket) = meta.map.start_loading(id) {
+                let range = meta.new_range_id();
+                let bounds = bounds_of(&ticket.region.range);
+                match self.mem.create_range(range, bounds) {
+                    Ok(()) => {
+                        let loaded_at = Instant::now();
+                        meta.cached.insert(id, Cached { range, loaded_at });
+                        Some((ticket, range, self.disk.snapshot()))
+                    }
+                    Err(err) => {
+                        tracing::error!(region = id.0, %err, "load cannot create its range");
+                        for end in meta.map.fail_loading(&ticket) {
+                            self.absorb_load_end(&mut meta, end, &mut fx);
+                        }
+                        None
+                    }
+                }
+            } else {
+                None // no longer Pending: replaced, split or evicted meanwhile
+            }
+        };
+        let Some((ticket, range, snapshot)) = begun else {
+            self.finish(fx);
+            return;
+        };
+        let copied = self.copy_region(&ticket.region.range, range, &snapshot);
+        if copied.is_ok() {
+            let safe_point = {
+                let mut meta = self.meta();
+                let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+                meta.map.advance_safe_point(id, target).ok()
+            };
+            if let Err(err) = self.mem.compact(range, safe_point) {
+                tracing::debug!(region = id.0, %err, "post-load GC skipped");
+            }
+        }
+        let mut meta = self.meta();
+        let ends = match &copied {
+            Ok(()) => meta.map.finish_loading(&ticket),
+            Err(err) => {
+                tracing::info!(region = id.0, %err, "load stopped");
+                meta.map.fail_loading(&ticket)
+            }
+        };
+        for end in ends {
+            self.absorb_load_end(&mut meta, end, &mut fx);
+        }
+        drop(meta);
+        let result = if copied.is_ok() { "ok" } else { "failed" };
+        self.metrics.loaded(result, started.elapsed());
+        self.finish(fx);
+    }
+
+    fn absorb_load_end(&self, meta: &mut crate::core::Meta, end: LoadEnd, fx: &mut Effects) {
+        match end {
+            LoadEnd::Activated(id) => {
+                tracing::info!(
+                    region = id.0,
+                    from = "Loading",
+                    to = "Active",
+                    "region loaded"
+                );
+            }
+            LoadEnd::Evicted(eviction) => {
+                self.absorb(meta, eviction, fx);
+            }
+        }
+    }
+
+    /// Copies the region's keys in every column family from `snapshot` into `range`.
+    fn copy_region(
+        &self,
+        region: &ime_region::KeyRange,
+        range: RangeId,
+        snapshot: &D::Snapshot,
+    ) -> Result<(), crate::EngineError> {
+        let bounds = Bounds::new(region.start().to_vec(), region.end().map(<[u8]>::to_vec))?;
+        for cf in Cf::ALL {
+            let entries = collect(snapshot, cf, bounds.clone())?;
+            if entries.is_empty() {
+                continue;
+            }
+            self.mem
+                .load(range, mem_cf(cf), entries, snapshot.sequence())?;
+        }
+        Ok(())
+    }
+
+    /// One GC round: every Active region's safe point moves towards the engine's, and
+    /// regions whose safe point moved are compacted.
+    pub(crate) fn run_gc(&self) {
+        let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+        let work: Vec<(RangeId, u64)> = {
+            let mut meta = self.meta();
+            let active: Vec<(RegionId, RangeId, u64)> = meta
+                .map
+                .regions()
+                .into_iter()
+                .filter(|r| r.state == RegionState::Active)
+                .filter_map(|r| {
+                    Some((
+                        r.region.id,
+                        meta.cached.get(&r.region.id)?.range,
+                        r.safe_point,
+                    ))
+                })
+                .collect();
+            active
+                .into_iter()
+                .filter_map(|(id, range, before)| {
+                    let after = meta.map.advance_safe_point(id, target).ok()?;
+                    (after > before).then_some((range, after))
+                })
+                .collect()
+        };
+        for (range, safe_point) in work {
+            let started = Instant::now();
+            match self.mem.compact(range, Some(safe_point)) {
+                Ok(_) | Err(MemError::NoSuchRange(_)) => {}
+                Err(err) => tracing::warn!(%err, "GC compaction failed"),
+            }
+            self.metrics.gc_took(started.elapsed());
+        }
+    }
+
+    /// One policy round: statistics of every known region in, evictions and loads out.
+    pub(crate) fn run_policy(&self) {
+        let mut fx = Effects::default();
+        let mut meta = self.meta();
+        if !self.enabled() {
+            return;
+        }
+        let now = self.started.elapsed().as_secs();
+        let mut stats = Vec::new();
+        for (id, known) in &meta.known {
+            let cached = meta.cached.get(id);
+            let size = cached
+                .and_then(|c| self.mem.range_memory(c.range).ok())
+                .unwrap_or(known.size);
+            stats.push(RegionStats {
+                id: *id,
+                size,
+                reads: known.reads,
+                scanned_versions: known.scanned_versions,
+                returned_keys: known.returned_keys,
+                is_leader: known.is_leader,
+                pinned: meta.is_pinned(&known.region.range),
+                cached: matches!(
+                    meta.map.state(*id),
+                    Some(RegionState::Loading | RegionState::Active)
+                ),
+                loaded_at: cached.map(|c| now.saturating_sub(c.loaded_at.elapsed().as_secs())),
+            });
+        }
+        stats.sort_by_key(|s| s.id);
+        let round = Round {
+            now,
+            memory_used: self.mem.memory_used(),
+            regions: &stats,
+            thresholds: self.config().thresholds(),
+        };
+        let decision = self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .decide(&round);
+        for known in meta.known.values_mut() {
+            (known.reads, known.scanned_versions, known.returned_keys) = (0, 0, 0);
+        }
+        for (id, reason) in decision.evict {
+            self.evict(&mut meta, id, reason, None, &mut fx);
+        }
+        for id in decision.load {
+            let Some(known) = meta.known.get(&id).cloned() else {
+                continue;
+            };
+            if let Err(err) =
+                self.schedule_load(&mut meta, known.region, known.applied_index, &mut fx)
+            {
+                tracing::debug!(region = id.0, %err, "policy load refused");
+            }
+        }
+        drop(meta);
+        self.finish(fx);
+    }
+
+    /// Compares every Active region's memory with the disk at one sequence number: the
+    /// lock column family entry by entry, the write column family as MVCC reads see it
+    /// above the region's safe point (GC may have dropped older versions from memory
+    /// only), and the default-CF values those reads return.
+    pub(crate) fn cross_check(&self) -> Vec<Difference> {
+        let pairs = {
+            let _writer = self.write_lock();
+            let meta = self.meta();
+            let mut pairs = Vec::new();
+            for info in meta.map.regions() {
+                if info.state != RegionState::Active {
+                    continue;
+                }
+                let Some(cached) = meta.cached.get(&info.region.id) else {
+                    continue;
+                };
+                let disk = self.disk.snapshot();
+                let Ok(memory) = self.mem.snapshot(cached.range, disk.sequence()) else {
+                    continue;
+                };
+                pairs.push((info, memory, disk));
+            }
+            pairs
+        };
+        let mut differences = Vec::new();
+        for (info, memory, disk) in pairs {
+            let region = info.region.id;
+            let bounds = bounds_of(&info.region.range);
+            let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
+                let mut it = memory.iter(mem_cf(cf), bounds.clone()).ok()?;
+                let mut mem_entries = Vec::new();
+                it.seek_to_first();
+                while let Some((k, v)) = it.entry() {
+                    mem_entries.push((k.to_vec(), v.to_vec()));
+                    it.next();
+                }
+                let disk_bounds = Bounds::new(bounds.start.clone(), bounds.end.clone()).ok()?;
+                Some((mem_entries, collect(&disk, cf, disk_bounds).ok()?))
+            };
+            let Some((mem_locks, disk_locks)) = read(Cf::Lock) else {
+                continue;
+            };
+            diff(region, Cf::Lock, &mem_locks, &disk_locks, &mut differences);
+            let Some((mem_writes, disk_writes)) = read(Cf::Write) else {
+                continue;
+            };
+            let (mem_view, disk_view) = (
+                mvcc_view(&mem_writes, info.safe_point),
+                mvcc_view(&disk_writes, info.safe_point),
+            );
+            diff(region, Cf::Write, &mem_view, &disk_view, &mut differences);
+            for (key, record) in &disk_view {
+                let Some(start_ts) = needs_default(key, record) else {
+                    continue;
+                };
+                let default_key = MvccKey {
+                    user_key: start_ts.0,
+                    ts: start_ts.1,
+                }
+                .encode();
+                let m = memory.get(ime_memkv::Cf::Default, &default_key);
+                let d = disk.get(Cf::Default, &default_key).ok().flatten();
+                if m != d {
+                    differences.push(Difference {
+                        region,
+                        cf: Cf::Default,
+                        key: default_key,
+                        memory: m,
+                        disk: d,
+                    });
+                }
+            }
+        }
+        for d in &differences {
+            self.metrics.difference(d.cf.name());
+        }
+        differences
+    }
+}
+
+/// Entries that differ between two sorted lists.
+fn diff(region: RegionId, cf: Cf, memory: &[KvPair], disk: &[KvPair], out: &mut Vec<Difference>) {
+    let mut all: Vec<&Vec<u8>> = memory.iter().chain(disk).map(|(k, _)| k).collect();
+    all.sort();
+    all.dedup();
+    let find = |list: &[KvPair], key: &[u8]| {
+        list.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()
+            .map(|i| list[i].1.clone())
+    };
+    for key in all {
+        let (m, d) = (find(memory, key), find(disk, key));
+        if m != d {
+            out.push(Difference {
+                region,
+                cf,
+                key: key.clone(),
+                memory: m,
+                disk: d,
+            });
+        }
+    }
+}
+
+/// The write-CF entries MVCC reads above `safe_point` can reach: every version above it,
+/// and per user key the newest put at or below it (what GC keeps).
+fn mvcc_view(entries: &[KvPair], safe_point: u64) -> Vec<KvPair> {
+    let mut out = Vec::new();
+    let mut settled: Option<Vec<u8>> = None;
+    for (key, value) in entries {
+        let Ok(mvcc) = MvccKey::decode(key) else {
+            out.push((key.clone(), value.clone()));
+            continue;
+        };
+        if mvcc.ts > safe_point {
+            out.push((key.clone(), value.clone()));
+            continue;
+        }
+        if settled.as_deref() == Some(mvcc.user_key.as_slice()) {
+            continue;
+        }
+        match WriteRecord::decode(value).map(|r| r.kind()) {
+            Ok(WriteType::Put) => {
+                out.push((key.clone(), value.clone()));
+                settled = Some(mvcc.user_key);
+            }
+            Ok(WriteType::Delete) => settled = Some(mvcc.user_key),
+            Ok(WriteType::Lock | WriteType::Rollback) => {}
+            Err(_) => out.push((key.clone(), value.clone())),
+        }
+    }
+    out
+}
+
+/// For a put without a short value: the user key and start_ts of its default-CF value.
+fn needs_default(key: &[u8], record: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let key = MvccKey::decode(key).ok()?;
+    let record = WriteRecord::decode(record).ok()?;
+    (record.kind() == WriteType::Put && record.short_value.is_none())
+        .then_some((key.user_key, record.start_ts))
+}

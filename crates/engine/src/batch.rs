@@ -1,0 +1,136 @@
+//! [`HybridWriteBatch`]: one apply round's writes, in segments tagged with the region they
+//! belong to, its epoch and the Raft entries they apply.
+
+use ime_disk::{BatchOp, Cf};
+use ime_region::{RegionEpoch, RegionId};
+
+/// Which region a segment of writes belongs to, and what Raft entries it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyHeader {
+    /// The region.
+    pub region: RegionId,
+    /// Its epoch as the apply side knows it.
+    pub epoch: RegionEpoch,
+    /// The first Raft entry index the segment applies.
+    pub first_index: u64,
+    /// The last one (`first_index` for one entry).
+    pub last_index: u64,
+}
+
+/// One region's part of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) header: ApplyHeader,
+    pub(crate) ops: Vec<BatchOp>,
+}
+
+/// The writes of one apply round, as the apply side hands them to the engine.
+///
+/// Every applied index is reported, data or not: a segment may carry no operation (an
+/// admin entry, an empty entry), and the engine still learns that the region's applied
+/// index moved — so that a jump past entries it never saw is detected. A segment that
+/// was prepared and never written to (tikv/tikv#17700) is just such a report.
+///
+/// ```
+/// use ime_engine::{ApplyHeader, HybridWriteBatch};
+/// use ime_disk::Cf;
+/// use ime_region::{RegionEpoch, RegionId};
+///
+/// let mut batch = HybridWriteBatch::new();
+/// let header = ApplyHeader { region: RegionId(1), epoch: RegionEpoch::new(1, 1), first_index: 6, last_index: 6 };
+/// batch.prepare(header).put(Cf::Default, "k", "v").delete(Cf::Lock, "k");
+/// assert_eq!(batch.len(), 2);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HybridWriteBatch {
+    pub(crate) segments: Vec<Segment>,
+}
+
+impl HybridWriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the segment of one region's applied entries; the operations added next
+    /// belong to it.
+    pub fn prepare(&mut self, header: ApplyHeader) -> &mut Self {
+        self.segments.push(Segment {
+            header,
+            ops: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a put to the current segment. (An operation before any `prepare` makes the
+    /// batch invalid: the engine refuses it with [`crate::EngineError::InvalidBatch`].)
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.push(BatchOp::Put {
+            cf,
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    /// Adds a delete to the current segment.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.push(BatchOp::Delete {
+            cf,
+            key: key.into(),
+        })
+    }
+
+    /// Adds a range delete `[start, end)` to the current segment.
+    pub fn delete_range(
+        &mut self,
+        cf: Cf,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.push(BatchOp::DeleteRange {
+            cf,
+            start: start.into(),
+            end: end.into(),
+        })
+    }
+
+    /// Operations in all segments.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.ops.len()).sum()
+    }
+
+    /// True when no segment carries an operation (it may still report applied indexes).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segments' headers, in order.
+    pub fn headers(&self) -> impl Iterator<Item = &ApplyHeader> {
+        self.segments.iter().map(|s| &s.header)
+    }
+
+    fn push(&mut self, op: BatchOp) -> &mut Self {
+        if self.segments.is_empty() {
+            // An operation without a region: kept so that `write` can refuse the batch.
+            self.segments.push(Segment {
+                header: UNTAGGED,
+                ops: Vec::new(),
+            });
+        }
+        if let Some(segment) = self.segments.last_mut() {
+            segment.ops.push(op);
+        }
+        self
+    }
+}
+
+/// The header of operations added before any `prepare`.
+pub(crate) const UNTAGGED: ApplyHeader = ApplyHeader {
+    region: RegionId(0),
+    epoch: RegionEpoch {
+        version: 0,
+        conf_ver: 0,
+    },
+    first_index: 0,
+    last_index: 0,
+};

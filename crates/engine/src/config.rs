@@ -1,0 +1,369 @@
+//! [`Config`]: the engine's settings (serde, TOML, kebab-case, TiKV's names where they
+//! exist), the thresholds derived from them, and their validation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ime_eviction::Thresholds;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The engine's settings.
+///
+/// ```
+/// use ime_engine::Config;
+///
+/// let config = Config::from_toml(r#"
+///     capacity = "2GiB"
+///     gc-run-interval = "30s"
+/// "#).unwrap();
+/// let thresholds = config.thresholds();
+/// assert_eq!(thresholds.evict_threshold, 2 * (1 << 30) / 10 * 9);
+/// assert!(Config::from_toml("capacity = \"0B\"").unwrap_err().to_string().contains("capacity"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Whether regions are cached at all. Off: everything is evicted and reads go to disk.
+    pub enable: bool,
+    /// Memory the cache may hold; a write that would pass it evicts its region instead.
+    pub capacity: ByteSize,
+    /// Above this, the policy evicts down to the stop-load threshold. Default: 90% of
+    /// capacity.
+    pub evict_threshold: Option<ByteSize>,
+    /// Loads stop at this usage. Default: 80% of capacity.
+    pub stop_load_threshold: Option<ByteSize>,
+    /// How often cached regions are garbage-collected under the safe point.
+    pub gc_run_interval: ReadableDuration,
+    /// How often the eviction policy runs.
+    pub load_evict_interval: ReadableDuration,
+    /// Regions whose reads scan more MVCC versions per returned key than this are worth
+    /// caching (for the TiKV-style policy).
+    pub mvcc_amplification_threshold: u64,
+    /// How often the cross-checker compares memory with disk; zero turns it off.
+    pub cross_check_interval: ReadableDuration,
+    /// How long a leader transfer to this store may wait for its region to load.
+    pub warmup_timeout: ReadableDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enable: true,
+            capacity: ByteSize(1 << 30),
+            evict_threshold: None,
+            stop_load_threshold: None,
+            gc_run_interval: ReadableDuration(Duration::from_secs(180)),
+            load_evict_interval: ReadableDuration(Duration::from_secs(300)),
+            mvcc_amplification_threshold: 10,
+            cross_check_interval: ReadableDuration(Duration::ZERO),
+            warmup_timeout: ReadableDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A setting that breaks a rule: the key, the rule, and the value seen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key's value breaks a rule.
+    #[error("{key}: {rule} (got {value})")]
+    Invalid {
+        /// The key, as written in TOML.
+        key: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+        /// The value seen.
+        value: String,
+    },
+    /// The text is not valid TOML for this type.
+    #[error("configuration: {0}")]
+    Parse(String),
+}
+
+impl Config {
+    /// Parses and validates TOML.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The TOML text of this configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] if serialization fails.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Checks every rule; the first broken one is returned, naming its key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, rule, value: &dyn fmt::Display| {
+            Err(ConfigError::Invalid {
+                key,
+                rule,
+                value: value.to_string(),
+            })
+        };
+        let t = self.thresholds();
+        if self.capacity.0 == 0 {
+            return invalid("capacity", "must be above zero", &self.capacity);
+        }
+        if t.evict_threshold > t.capacity {
+            let value = ByteSize(t.evict_threshold);
+            return invalid("evict-threshold", "must not be above capacity", &value);
+        }
+        if t.stop_load_threshold > t.evict_threshold {
+            let value = ByteSize(t.stop_load_threshold);
+            return invalid(
+                "stop-load-threshold",
+                "must not be above evict-threshold",
+                &value,
+            );
+        }
+        for (key, value) in [
+            ("gc-run-interval", self.gc_run_interval),
+            ("load-evict-interval", self.load_evict_interval),
+        ] {
+            if value.0.is_zero() {
+                return invalid(key, "must be above zero", &value);
+            }
+        }
+        if self.mvcc_amplification_threshold == 0 {
+            let value = self.mvcc_amplification_threshold;
+            return invalid("mvcc-amplification-threshold", "must be at least 1", &value);
+        }
+        Ok(())
+    }
+
+    /// The memory thresholds: the configured ones, or TiKV's derivation from capacity
+    /// (evict at 90%, stop loading at 80%).
+    pub fn thresholds(&self) -> Thresholds {
+        let derived = Thresholds::from_capacity(self.capacity.0);
+        let evict = self
+            .evict_threshold
+            .map_or(derived.evict_threshold, |b| b.0);
+        let stop = self
+            .stop_load_threshold
+            .map_or(evict.min(derived.stop_load_threshold), |b| b.0);
+        Thresholds {
+            capacity: self.capacity.0,
+            evict_threshold: evict,
+            stop_load_threshold: stop,
+        }
+    }
+}
+
+/// A size in bytes, written as a number of bytes or with a unit: `"512MiB"`, `"1GB"`,
+/// `"64KiB"`, `"4096"` (`B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`, `TB`/`TiB`; all binary, as
+/// in TiKV).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: u64 = number.parse().map_err(|_| format!("{s:?} is not a size"))?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "K" | "KB" | "KiB" => 10,
+            "M" | "MB" | "MiB" => 20,
+            "G" | "GB" | "GiB" => 30,
+            "T" | "TB" | "TiB" => 40,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        number
+            .checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, unit) in units {
+            if self.0 != 0 && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written with a unit: `"100ms"`, `"30s"`, `"3m"`, `"1h"`, `"0s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadableDuration(pub Duration);
+
+impl FromStr for ReadableDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration"))?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+        };
+        Ok(ReadableDuration(duration))
+    }
+}
+
+impl fmt::Display for ReadableDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => write!(f, "0s"),
+            _ if ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
+            _ if ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1000) => write!(f, "{}s", ms / 1000),
+            _ => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl Serialize for ReadableDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadableDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("gc-run-interval = \"3m\""), "{text}");
+        assert_eq!(Config::from_toml(&text).unwrap(), config);
+        let t = config.thresholds();
+        assert_eq!(
+            (t.evict_threshold, t.stop_load_threshold),
+            ((1 << 30) / 10 * 9, (1 << 30) / 10 * 8)
+        );
+    }
+
+    #[test]
+    fn every_rule_names_its_key() {
+        let cases = [
+            ("capacity = 0", "capacity"),
+            (
+                "capacity = \"1GiB\"\nevict-threshold = \"2GiB\"",
+                "evict-threshold",
+            ),
+            (
+                "evict-threshold = \"100MiB\"\nstop-load-threshold = \"200MiB\"",
+                "stop-load-threshold",
+            ),
+            ("gc-run-interval = \"0s\"", "gc-run-interval"),
+            ("load-evict-interval = \"0ms\"", "load-evict-interval"),
+            (
+                "mvcc-amplification-threshold = 0",
+                "mvcc-amplification-threshold",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{text}: {err}"
+            );
+            assert!(err.to_string().starts_with(key), "{err}");
+        }
+        for text in [
+            "capacity = \"1XB\"",
+            "gc-run-interval = \"3 days\"",
+            "no-such-key = 1",
+        ] {
+            assert!(
+                matches!(Config::from_toml(text), Err(ConfigError::Parse(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_evict_threshold_lowers_the_derived_stop_load() {
+        let config =
+            Config::from_toml("capacity = \"1GiB\"\nevict-threshold = \"100MiB\"").unwrap();
+        let t = config.thresholds();
+        assert_eq!(
+            (t.evict_threshold, t.stop_load_threshold),
+            (100 << 20, 100 << 20)
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_and_print() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("64KiB", 64 << 10),
+            ("1GB", 1 << 30),
+            ("3 MiB", 3 << 20),
+        ] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().0, bytes, "{text}");
+        }
+        assert_eq!(ByteSize(3 << 20).to_string(), "3MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+        for (text, d) in [
+            ("100ms", Duration::from_millis(100)),
+            ("3m", Duration::from_secs(180)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            let parsed: ReadableDuration = text.parse().unwrap();
+            assert_eq!(parsed.0, d);
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert!("99999999999999999999B".parse::<ByteSize>().is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! The engine's shared state: the disk, the memory store, region metadata under one lock,
+//! and the side effects of lifecycle steps (callbacks, deletions, loads) carried out once
+//! that lock is released.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use ime_disk::DiskEngine;
+use ime_eviction::EvictionPolicy;
+use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemKv, RangeId};
+use ime_region::{
+    EvictCallback, EvictReason, EvictStep, Eviction, KeyRange, Region, RegionId, RegionMap,
+};
+
+use crate::metrics::Metrics;
+use crate::{Config, Warmup};
+
+/// Work for the background threads.
+pub(crate) enum Task {
+    /// Load a Pending region.
+    Load(RegionId),
+    /// An Evicting region: free its memory (drop the handle), then remove it.
+    Delete {
+        region: RegionId,
+        handle: Option<DroppedRange>,
+        since: Option<(Instant, EvictReason)>,
+    },
+}
+
+/// A cached region's memory: its range in the store and the sequence it was loaded at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cached {
+    pub(crate) range: RangeId,
+    pub(crate) loaded_at: Instant,
+}
+
+/// A range dropped from the store whose region has not reached Evicting yet (snapshots
+/// still read it, or its load is still stopping).
+pub(crate) struct Dropped {
+    pub(crate) handle: DroppedRange,
+    pub(crate) since: Instant,
+    pub(crate) reason: EvictReason,
+}
+
+/// What the engine knows of a region it has heard of, cached or not.
+#[derive(Clone, Debug)]
+pub(crate) struct Known {
+    pub(crate) region: Region,
+    pub(crate) applied_index: u64,
+    pub(crate) is_leader: bool,
+    pub(crate) reads: u64,
+    pub(crate) scanned_versions: u64,
+    pub(crate) returned_keys: u64,
+    /// Bytes it held when last cached.
+    pub(crate) size: u64,
+}
+
+impl Known {
+    pub(crate) fn new(region: Region, applied_index: u64) -> Self {
+        Known {
+            region,
+            applied_index,
+            is_leader: false,
+            reads: 0,
+            scanned_versions: 0,
+            returned_keys: 0,
+            size: 0,
+        }
+    }
+}
+
+/// Region metadata and everything keyed by region, under the engine's one metadata lock.
+pub(crate) struct Meta {
+    pub(crate) map: RegionMap,
+    pub(crate) cached: HashMap<RegionId, Cached>,
+    pub(crate) dropped: HashMap<RegionId, Dropped>,
+    pub(crate) known: HashMap<RegionId, Known>,
+    pub(crate) flashback: HashSet<RegionId>,
+    pub(crate) pins: Vec<KeyRange>,
+    pub(crate) warmups: HashMap<RegionId, Warmup>,
+    next_range: u64,
+}
+
+impl Meta {
+    fn new() -> Self {
+        Meta {
+            map: RegionMap::new(),
+            cached: HashMap::new(),
+            dropped: HashMap::new(),
+            known: HashMap::new(),
+            flashback: HashSet::new(),
+            pins: Vec::new(),
+            warmups: HashMap::new(),
+            next_range: 1,
+        }
+    }
+
+    pub(crate) fn new_range_id(&mut self) -> RangeId {
+        self.next_range += 1;
+        RangeId(self.next_range)
+    }
+
+    /// Remembers `region` (the newest description wins).
+    pub(crate) fn learn(&mut self, region: &Region, applied_index: u64) {
+        let known = self
+            .known
+            .entry(region.id)
+            .or_insert_with(|| Known::new(region.clone(), applied_index));
+        if !region.epoch.is_stale_than(&known.region.epoch) {
+            known.region = region.clone();
+        }
+        known.applied_index = known.applied_index.max(applied_index);
+    }
+
+    pub(crate) fn is_pinned(&self, range: &KeyRange) -> bool {
+        self.pins.iter().any(|p| p.contains(range))
+    }
+}
+
+/// Side effects of lifecycle steps, carried out after the metadata lock is released:
+/// callbacks fired, deletions and loads handed to the background threads.
+#[derive(Default)]
+#[must_use = "effects must be carried out with Core::finish"]
+pub(crate) struct Effects {
+    pub(crate) callbacks: Vec<EvictCallback>,
+    pub(crate) tasks: Vec<Task>,
+}
+
+/// Counts tasks handed to the background threads and not finished yet.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    pub(crate) fn add(&self, n: usize) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += n;
+    }
+
+    pub(crate) fn done(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until no task is in flight, or `timeout` passes; true when idle.
+    pub(crate) fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, _) = self
+            .idle
+            .wait_timeout_while(count, timeout, |c| *c > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *count == 0
+    }
+}
+
+/// Everything the engine's handles and threads share.
+pub(crate) struct Core<D: DiskEngine> {
+    pub(crate) disk: D,
+    pub(crate) mem: MemKv,
+    meta: Mutex<Meta>,
+    /// Orders writes, ingests and the disk snapshots loads start from.
+    write_lock: Mutex<()>,
+    config: RwLock<Config>,
+    pub(crate) metrics: Metrics,
+    pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
+    pub(crate) safe_point: AtomicU64,
+    pub(crate) started: Instant,
+    pub(crate) closed: AtomicBool,
+    pub(crate) in_flight: InFlight,
+    loads: Sender<Task>,
+    deletes: Sender<Task>,
+    /// When set (tests only), ApplySnapshot does not evict and gaps are not acted on.
+    pub(crate) broken_for_tests: AtomicBool,
+}
+
+impl<D: DiskEngine> Core<D> {
+    pub(crate) fn new(
+        disk: D,
+        config: Config,
+        policy: Box<dyn EvictionPolicy>,
+        loads: Sender<Task>,
+        deletes: Sender<Task>,
+    ) -> Self {
+        let t = config.thresholds();
+        let mem = MemKv::new(MemConfig {
+            hard_limit: t.capacity,
+            soft_limit: t.evict_threshold,
+        });
+        Core {
+            disk,
+            mem,
+            meta: Mutex::new(Meta::new()),
+            write_lock: Mutex::new(()),
+            config: RwLock::new(config),
+            metrics: Metrics::new(),
+            policy: Mutex::new(policy),
+            safe_point: AtomicU64::new(0),
+            started: Instant::now(),
+            closed: AtomicBool::new(false),
+            in_flight: InFlight::default(),
+            loads,
+            deletes,
+            broken_for_tests: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        let t = config.thresholds();
+        self.mem.set_limits(MemConfig {
+            hard_limit: t.capacity,
+            soft_limit: t.evict_threshold,
+        });
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .enable
+    }
+
+    /// Evicts region `id` for `reason` and records what must follow in `fx`.
+    pub(crate) fn evict(
+        &self,
+        meta: &mut Meta,
+        id: RegionId,
+        reason: EvictReason,
+        callback: Option<EvictCallback>,
+        fx: &mut Effects,
+    ) -> EvictStep {
+        let eviction = meta.map.evict(id, reason, callback);
+        self.absorb(meta, eviction, fx)
+    }
+
+    /// Evicts every region overlapping `range`.
+    pub(crate) fn evict_overlapping(
+        &self,
+        meta: &mut Meta,
+        range: &KeyRange,
+        reason: EvictReason,
+        fx: &mut Effects,
+    ) {
+        for eviction in meta.map.evict_overlapping(range, reason) {
+            self.absorb(meta, eviction, fx);
+        }
+    }
+
+    /// Carries out what an eviction step requires: the region's memory leaves the store
+    /// at once (snapshots keep their layers), and once it is Evicting the deleter frees it
+    /// and removes the region.
+    pub(crate) fn absorb(
+        &self,
+        meta: &mut Meta,
+        eviction: Eviction,
+        fx: &mut Effects,
+    ) -> EvictStep {
+        let Eviction {
+            region,
+            reason,
+            step,
+            callbacks,
+        } = eviction;
+        fx.callbacks.extend(callbacks);
+        match step {
+            EvictStep::NotCached | EvictStep::AlreadyEvicting => return step,
+            EvictStep::Removed => {}
+            EvictStep::LoadCanceled | EvictStep::AwaitingSnapshots | EvictStep::ReadyToDelete => {
+                self.drop_memory(meta, region, reason);
+            }
+        }
+        self.metrics.evicted(reason);
+        tracing::info!(region = region.0, %reason, ?step, "region evicted");
+        if step == EvictStep::ReadyToDelete {
+            self.schedule_delete(meta, region, fx);
+        }
+        step
+    }
+
+    /// Takes a region's range out of the memory store (O(1)); the handle waits in `meta`
+    /// until the region is Evicting.
+    fn drop_memory(&self, meta: &mut Meta, region: RegionId, reason: EvictReason) {
+        let Some(cached) = meta.cached.remove(&region) else {
+            return;
+        };
+        if let Some(known) = meta.known.get_mut(&region) {
+            known.size = self.mem.range_memory(cached.range).unwrap_or(known.size);
+        }
+        if let Ok(handle) = self.mem.drop_range(cached.range) {
+            let since = Instant::now();
+            meta.dropped.insert(
+                region,
+                Dropped {
+                    handle,
+                    since,
+                    reason,
+                },
+            );
+        }
+    }
+
+    /// Region `region` is Evicting: hand its memory to the deleter.
+    pub(crate) fn schedule_delete(&self, meta: &mut Meta, region: RegionId, fx: &mut Effects) {
+        let dropped = meta.dropped.remove(&region);
+        let since = dropped.as_ref().map(|d| (d.since, d.reason));
+        fx.tasks.push(Task::Delete {
+            region,
+            handle: dropped.map(|d| d.handle),
+            since,
+        });
+    }
+
+    /// Carries out `fx`, outside the metadata lock.
+    pub(crate) fn finish(&self, fx: Effects) {
+        for task in fx.tasks {
+            let sender = match task {
+                Task::Load(_) => &self.loads,
+                Task::Delete { .. } => &self.deletes,
+            };
+            self.in_flight.add(1);
+            if let Err(unsent) = sender.send(task) {
+                // The threads are gone (shutdown): do the work here.
+                self.in_flight.done();
+                self.run_inline(unsent.into_inner());
+            }
+        }
+        for callback in fx.callbacks {
+            callback.fire();
+        }
+    }
+
+    fn run_inline(&self, task: Task) {
+        match task {
+            Task::Load(region) => {
+                let mut fx = Effects::default();
+                let mut meta = self.meta();
+                self.evict(
+                    &mut meta,
+                    region,
+                    EvictReason::LoadFailedWithoutStart,
+                    None,
+                    &mut fx,
+                );
+                drop(meta);
+                self.finish(fx);
+            }
+            Task::Delete {
+                region,
+                handle,
+                since,
+            } => self.delete(region, handle, since),
+        }
+    }
+
+    /// The deleter's step: frees the memory, then removes the region and fires its
+    /// callbacks.
+    pub(crate) fn delete(
+        &self,
+        region: RegionId,
+        handle: Option<DroppedRange>,
+        since: Option<(Instant, EvictReason)>,
+    ) {
+        drop(handle);
+        let result = self.meta().map.finish_eviction(region);
+        match result {
+            Ok(callbacks) => {
+                if let Some((since, reason)) = since {
+                    self.metrics.eviction_took(reason, since.elapsed());
+                }
+                tracing::debug!(region = region.0, "evicted region removed");
+                callbacks.into_iter().for_each(EvictCallback::fire);
+            }
+            Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
+        }
+    }
+}
+
+/// The memory store's bounds for a region's range.
+pub(crate) fn bounds_of(range: &KeyRange) -> KeyBounds {
+    KeyBounds {
+        start: range.start().to_vec(),
+        end: range.end().map(<[u8]>::to_vec),
+    }
+}

@@ -1,0 +1,532 @@
+//! [`Engine`]: construction, the background threads and their clean shutdown, the write
+//! path, and the calls an embedder makes (loads, pins, safe point, configuration).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use ime_disk::{BatchOp, Cf, DiskEngine, WriteBatch};
+use ime_eviction::EvictionPolicy;
+use ime_memkv::MemError;
+use ime_region::{
+    ApplyOutcome, EvictCallback, EvictReason, InsertRejected, KeyRange, Region, RegionId,
+    RegionInfo,
+};
+
+use crate::batch::UNTAGGED;
+use crate::core::{Core, Effects, Meta, Task};
+use crate::{Config, EngineError, HybridWriteBatch};
+
+/// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
+/// regions that serves consistent reads.
+///
+/// It owns three threads — the loader, the deleter and a ticker for GC, the eviction
+/// policy and the cross-checker — which [`Engine::close`] (or drop) stops and joins.
+pub struct Engine<D: DiskEngine> {
+    pub(crate) core: Arc<Core<D>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Option<Sender<()>>,
+}
+
+/// What [`Engine::write`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The disk sequence numbers the batch took (`None` for a batch without operations).
+    pub sequence: Option<(u64, u64)>,
+    /// Operations that also went to memory.
+    pub in_memory: usize,
+    /// Regions evicted because of this write (a gap, the memory limit, a disk failure).
+    pub evicted: Vec<(RegionId, EvictReason)>,
+}
+
+impl<D: DiskEngine> Engine<D> {
+    /// An engine over `disk` with the default eviction policy.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] for an invalid configuration.
+    pub fn new(disk: D, config: Config) -> Result<Self, EngineError> {
+        Self::with_policy(disk, config, Box::new(ime_eviction::default_policy()))
+    }
+
+    /// An engine over `disk` whose policy ticks use `policy`.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] for an invalid configuration.
+    pub fn with_policy(
+        disk: D,
+        config: Config,
+        policy: Box<dyn EvictionPolicy>,
+    ) -> Result<Self, EngineError> {
+        config.validate()?;
+        let (load_tx, load_rx) = unbounded();
+        let (delete_tx, delete_rx) = unbounded();
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let core = Arc::new(Core::new(disk, config, policy, load_tx, delete_tx));
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(body)
+                .map_err(|e| EngineError::LoadRefused {
+                    region: RegionId(0),
+                    reason: format!("cannot start thread {name}: {e}"),
+                })
+        };
+        let threads = vec![
+            spawn("ime-loader", worker(Arc::clone(&core), load_rx))?,
+            spawn("ime-deleter", worker(Arc::clone(&core), delete_rx))?,
+            spawn("ime-ticker", ticker(Arc::clone(&core), stop_rx))?,
+        ];
+        Ok(Engine {
+            core,
+            threads,
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// The disk engine.
+    pub fn disk(&self) -> &D {
+        &self.core.disk
+    }
+
+    /// Applies one apply round: every segment's applied indexes are checked against the
+    /// cache (a gap evicts the region), then the operations go to memory and to disk
+    /// under one lock, memory first, with the sequence numbers the disk will assign — so
+    /// that no snapshot sees a batch in one and not the other.
+    ///
+    /// A write that would pass the memory capacity evicts the regions it touches instead
+    /// (`MemoryLimitReached`); a disk failure evicts them too and is returned.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidBatch`] (operations before any `prepare`),
+    /// [`EngineError::Disk`].
+    pub fn write(&self, batch: &HybridWriteBatch) -> Result<WriteOutcome, EngineError> {
+        if batch.headers().any(|h| *h == UNTAGGED) {
+            return Err(EngineError::InvalidBatch(
+                "operations before any prepare(region)".into(),
+            ));
+        }
+        let core = &self.core;
+        let disk_batch = flatten(batch);
+        if !disk_batch.is_empty() {
+            disk_batch.validate()?;
+        }
+        let _writer = core.write_lock();
+        let mut outcome = WriteOutcome::default();
+        let mut fx = Effects::default();
+        {
+            let mut meta = core.meta();
+            for h in batch.headers() {
+                self.report_applied(&mut meta, h, &mut outcome, &mut fx);
+            }
+        }
+        if !disk_batch.is_empty() {
+            // Memory first, at the sequence numbers the disk will assign.
+            let first = core.disk.latest_sequence() + 1;
+            match core.mem.write(&to_mem(&disk_batch), first) {
+                Ok(n) => outcome.in_memory = n,
+                Err(err) => {
+                    let reason = match err {
+                        MemError::MemoryLimit { .. } => EvictReason::MemoryLimitReached,
+                        _ => EvictReason::Manual,
+                    };
+                    tracing::warn!(%err, "memory write refused: evicting the regions it touches");
+                    let mut meta = core.meta();
+                    self.evict_touched(&mut meta, &disk_batch, reason, &mut outcome, &mut fx);
+                }
+            }
+        }
+        if !disk_batch.is_empty() {
+            let expected = core.disk.latest_sequence() + 1;
+            let result = core.disk.write(&disk_batch);
+            let consistent = matches!(&result, Ok(r) if r.first == expected);
+            if !consistent {
+                let mut meta = core.meta();
+                self.evict_touched(
+                    &mut meta,
+                    &disk_batch,
+                    EvictReason::Manual,
+                    &mut outcome,
+                    &mut fx,
+                );
+            }
+            match result {
+                Ok(range) => outcome.sequence = Some((range.first, range.last)),
+                Err(err) => {
+                    core.finish(fx);
+                    return Err(err.into());
+                }
+            }
+        }
+        core.finish(fx);
+        Ok(outcome)
+    }
+
+    fn report_applied(
+        &self,
+        meta: &mut Meta,
+        h: &crate::ApplyHeader,
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) {
+        if let Some(known) = meta.known.get_mut(&h.region) {
+            known.applied_index = known.applied_index.max(h.last_index);
+        }
+        if self.core.broken_for_tests.load(Ordering::Relaxed) {
+            return;
+        }
+        match meta
+            .map
+            .report_applied(h.region, h.epoch, h.first_index, h.last_index)
+        {
+            ApplyOutcome::Gap(gap) => {
+                tracing::warn!(%gap, "gap detected on the write path");
+                self.core.metrics.gap(gap.kind.reason().as_str());
+                outcome.evicted.push((h.region, gap.kind.reason()));
+                self.core.absorb(meta, gap.eviction, fx);
+            }
+            ApplyOutcome::NotCached
+            | ApplyOutcome::Advanced
+            | ApplyOutcome::Unchanged
+            | ApplyOutcome::Ignored => {}
+        }
+    }
+
+    /// Evicts every cached region holding a key `batch` touches.
+    fn evict_touched(
+        &self,
+        meta: &mut Meta,
+        batch: &WriteBatch,
+        reason: EvictReason,
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) {
+        for op in batch.ops() {
+            let range = match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => meta
+                    .map
+                    .region_at(key)
+                    .and_then(|id| meta.map.region(id))
+                    .map(|r| r.range.clone()),
+                BatchOp::DeleteRange { start, end, .. } => {
+                    KeyRange::new(start.clone(), end.clone()).ok()
+                }
+            };
+            let Some(range) = range else { continue };
+            for id in meta.map.overlapping(&range) {
+                outcome.evicted.push((id, reason));
+                self.core.evict(meta, id, reason, None, fx);
+            }
+        }
+    }
+
+    /// Asks for `region` to be cached: it becomes Pending and the loader loads it from a
+    /// disk snapshot. `applied_index` is the peer's applied index now.
+    ///
+    /// # Errors
+    /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback,
+    /// memory is at the stop-load threshold, or the region overlaps one still cached or
+    /// evicting.
+    pub fn load_region(&self, region: Region, applied_index: u64) -> Result<(), EngineError> {
+        let mut fx = Effects::default();
+        let result = self
+            .core
+            .schedule_load(&mut self.core.meta(), region, applied_index, &mut fx);
+        self.core.finish(fx);
+        result
+    }
+
+    /// Evicts region `id` by hand (`Manual`); `callback` fires once the eviction ends,
+    /// whatever path it takes.
+    pub fn evict_region(&self, id: RegionId, reason: EvictReason, callback: Option<EvictCallback>) {
+        let mut fx = Effects::default();
+        let mut meta = self.core.meta();
+        self.core.evict(&mut meta, id, reason, callback, &mut fx);
+        drop(meta);
+        self.core.finish(fx);
+    }
+
+    /// Pins `range`: regions inside it are loaded wherever this store leads them, and never
+    /// evicted by the policy.
+    pub fn pin_range(&self, range: KeyRange) {
+        let mut fx = Effects::default();
+        let mut meta = self.core.meta();
+        let leaders: Vec<(Region, u64)> = meta
+            .known
+            .values()
+            .filter(|k| k.is_leader && range.contains(&k.region.range))
+            .map(|k| (k.region.clone(), k.applied_index))
+            .collect();
+        meta.pins.push(range);
+        for (region, index) in leaders {
+            let _ = self.core.schedule_load(&mut meta, region, index, &mut fx);
+        }
+        drop(meta);
+        self.core.finish(fx);
+    }
+
+    /// Removes a pin: its regions are evicted (`Manual`) and removed for good, and can be
+    /// loaded again later.
+    pub fn unpin_range(&self, range: &KeyRange) {
+        let mut fx = Effects::default();
+        let mut meta = self.core.meta();
+        meta.pins.retain(|p| p != range);
+        self.core
+            .evict_overlapping(&mut meta, range, EvictReason::Manual, &mut fx);
+        drop(meta);
+        self.core.finish(fx);
+    }
+
+    /// Sets the GC safe point (TiKV's, from PD); the GC tick moves each region's towards it.
+    pub fn set_safe_point(&self, ts: u64) {
+        self.core.safe_point.fetch_max(ts, Ordering::AcqRel);
+    }
+
+    /// Every cached region: id, range, epoch, state, safe point, snapshots.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        self.core.meta().map.regions()
+    }
+
+    /// The listing as JSON.
+    pub fn regions_json(&self) -> String {
+        serde_json::to_string_pretty(&self.regions())
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Bytes the memory store holds.
+    pub fn memory_used(&self) -> u64 {
+        self.core.mem.memory_used()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.core.config()
+    }
+
+    /// Replaces the configuration at run time: derived thresholds are recomputed and acted
+    /// on at once — a capacity below the usage evicts down to it, `enable = false`
+    /// evicts everything.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`]; the old configuration stays then.
+    pub fn update_config(&self, config: Config) -> Result<(), EngineError> {
+        config.validate()?;
+        let enable = config.enable;
+        self.core.set_config(config);
+        if !enable {
+            let mut fx = Effects::default();
+            let mut meta = self.core.meta();
+            self.core.evict_overlapping(
+                &mut meta,
+                &KeyRange::everything(),
+                EvictReason::Disabled,
+                &mut fx,
+            );
+            drop(meta);
+            self.core.finish(fx);
+        } else {
+            self.core.run_policy();
+        }
+        Ok(())
+    }
+
+    /// Prometheus text exposition of the engine's metrics.
+    pub fn metrics_text(&self) -> String {
+        let regions = self.regions();
+        let counts: Vec<(&str, i64)> = ime_region::RegionState::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s.as_str(),
+                    regions.iter().filter(|r| r.state == s).count() as i64,
+                )
+            })
+            .collect();
+        self.core.metrics.render(&counts, self.memory_used())
+    }
+
+    /// A counter's value: `"snapshots"` by source, `"evictions"` by reason, `"loads"` by
+    /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family.
+    pub fn counter(&self, name: &str, label: &str) -> u64 {
+        self.core.metrics.count(name, label)
+    }
+
+    /// Runs one GC round now (the ticker runs them every `gc-run-interval`).
+    pub fn run_gc(&self) {
+        self.core.run_gc();
+    }
+
+    /// Runs one eviction-policy round now (the ticker runs them every
+    /// `load-evict-interval`).
+    pub fn run_policy(&self) {
+        self.core.run_policy();
+    }
+
+    /// Waits until the loader and the deleter have nothing left to do, or `timeout`
+    /// passes; true when idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.core.in_flight.wait_idle(timeout)
+    }
+
+    /// For tests of the checkers only: an engine that ignores ApplySnapshot and every gap,
+    /// as TiKV's did before tikv/tikv#17430. Never use it otherwise.
+    #[doc(hidden)]
+    pub fn break_for_tests(&self) {
+        self.core.broken_for_tests.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the background threads and waits for them. Work still queued is done first.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.core.closed.store(true, Ordering::Release);
+        drop(self.stop.take());
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an engine thread panicked");
+            }
+        }
+    }
+}
+
+impl<D: DiskEngine> Drop for Engine<D> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The loader's or the deleter's loop: one task at a time until the engine closes.
+fn worker<D: DiskEngine>(core: Arc<Core<D>>, tasks: Receiver<Task>) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        loop {
+            match tasks.recv_timeout(Duration::from_millis(50)) {
+                Ok(task) => {
+                    core.run_task(task);
+                    core.in_flight.done();
+                }
+                Err(RecvTimeoutError::Timeout) if core.closed.load(Ordering::Acquire) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    })
+}
+
+/// The ticker: GC, policy and cross-check rounds at their intervals, until stopped.
+fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        let (mut gc, mut policy, mut check) = (Instant::now(), Instant::now(), Instant::now());
+        loop {
+            match stop.recv_timeout(Duration::from_millis(100)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let config = core.config();
+            if gc.elapsed() >= config.gc_run_interval.0 {
+                core.run_gc();
+                gc = Instant::now();
+            }
+            if policy.elapsed() >= config.load_evict_interval.0 {
+                core.run_policy();
+                policy = Instant::now();
+            }
+            let every = config.cross_check_interval.0;
+            if !every.is_zero() && check.elapsed() >= every {
+                let differences = core.cross_check();
+                if !differences.is_empty() {
+                    tracing::error!(count = differences.len(), first = %differences[0], "memory differs from disk");
+                }
+                check = Instant::now();
+            }
+        }
+    })
+}
+
+impl<D: DiskEngine> Core<D> {
+    /// Inserts `region` as Pending and queues its load, or says why not.
+    pub(crate) fn schedule_load(
+        &self,
+        meta: &mut Meta,
+        region: Region,
+        applied_index: u64,
+        fx: &mut Effects,
+    ) -> Result<(), EngineError> {
+        let id = region.id;
+        let refuse = |reason: String| Err(EngineError::LoadRefused { region: id, reason });
+        meta.learn(&region, applied_index);
+        if !self.enabled() {
+            return refuse("the engine is disabled".into());
+        }
+        if meta.flashback.contains(&id) {
+            return refuse("the region is in flashback".into());
+        }
+        let stop = self.config().thresholds().stop_load_threshold;
+        if self.mem.memory_used() >= stop {
+            return refuse(format!(
+                "memory {} is at the stop-load threshold {stop}",
+                self.mem.memory_used()
+            ));
+        }
+        match meta.map.insert_pending(region, applied_index) {
+            Ok(_) => {
+                fx.tasks.push(Task::Load(id));
+                Ok(())
+            }
+            Err(InsertRejected::AlreadyCached { state, .. }) if !state.is_evicting() => Ok(()),
+            Err(rejected) => refuse(rejected.to_string()),
+        }
+    }
+
+    pub(crate) fn run_task(&self, task: Task) {
+        match task {
+            Task::Load(region) => self.load(region),
+            Task::Delete {
+                region,
+                handle,
+                since,
+            } => self.delete(region, handle, since),
+        }
+    }
+}
+
+/// The batch's operations in order, for the disk.
+fn flatten(batch: &HybridWriteBatch) -> WriteBatch {
+    let mut out = WriteBatch::new();
+    for op in batch.segments.iter().flat_map(|s| &s.ops) {
+        match op {
+            BatchOp::Put { cf, key, value } => out.put(*cf, key.clone(), value.clone()),
+            BatchOp::Delete { cf, key } => out.delete(*cf, key.clone()),
+            BatchOp::DeleteRange { cf, start, end } => {
+                out.delete_range(*cf, start.clone(), end.clone())
+            }
+        };
+    }
+    out
+}
+
+/// The same operations for the memory store.
+fn to_mem(batch: &WriteBatch) -> ime_memkv::WriteBatch {
+    let mut out = ime_memkv::WriteBatch::new();
+    for op in batch.ops() {
+        match op {
+            BatchOp::Put { cf, key, value } => out.put(mem_cf(*cf), key.clone(), value.clone()),
+            BatchOp::Delete { cf, key } => out.delete(mem_cf(*cf), key.clone()),
+            BatchOp::DeleteRange { cf, start, end } => {
+                out.delete_range(mem_cf(*cf), start.clone(), end.clone())
+            }
+        };
+    }
+    out
+}
+
+/// The memory store's name for a column family.
+pub(crate) fn mem_cf(cf: Cf) -> ime_memkv::Cf {
+    match cf {
+        Cf::Default => ime_memkv::Cf::Default,
+        Cf::Lock => ime_memkv::Cf::Lock,
+        Cf::Write => ime_memkv::Cf::Write,
+    }
+}

@@ -1,0 +1,49 @@
+//! [`EngineError`]: the facade's error, wrapping each layer's.
+
+use ime_disk::DiskError;
+use ime_memkv::MemError;
+use ime_region::{RegionError, RegionId};
+
+use crate::ConfigError;
+
+/// Errors of the engine. An expected cache miss is not one: a read that memory cannot
+/// serve falls back to disk and says why ([`crate::Fallback`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The disk engine failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The memory store refused an operation.
+    #[error(transparent)]
+    Mem(#[from] MemError),
+    /// Region metadata refused an operation.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// An MVCC read failed (a lock, corrupt data).
+    #[error(transparent)]
+    Mvcc(#[from] crate::MvccError),
+    /// A configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A write batch whose segments are malformed.
+    #[error("invalid write batch: {0}")]
+    InvalidBatch(String),
+    /// Iterator bounds outside the region a snapshot reads.
+    #[error("bounds outside region {region}")]
+    BoundsOutsideRegion {
+        /// The region read.
+        region: RegionId,
+    },
+    /// A load was refused.
+    #[error("load of region {region} refused: {reason}")]
+    LoadRefused {
+        /// The region.
+        region: RegionId,
+        /// Why.
+        reason: String,
+    },
+    /// The engine is shut down.
+    #[error("the engine is closed")]
+    Closed,
+}

@@ -1,0 +1,198 @@
+//! Prometheus metrics: cached regions by state, memory, hits and fallbacks by reason,
+//! evictions by reason and their duration, loads, GC, gaps and events.
+
+use std::time::Duration;
+
+use ime_region::EvictReason;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The engine's metrics, in their own registry (an embedder can gather it with its own).
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    regions: IntGaugeVec,
+    memory: IntGauge,
+    reads: IntCounterVec,
+    evictions: IntCounterVec,
+    eviction_seconds: HistogramVec,
+    loads: IntCounterVec,
+    load_seconds: HistogramVec,
+    gc_seconds: HistogramVec,
+    gaps: IntCounterVec,
+    events: IntCounterVec,
+    differences: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable_metric(name));
+    register(registry, &metric);
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = prometheus::exponential_buckets(0.0001, 4.0, 10).unwrap_or_default();
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|_| unreachable_metric(name));
+    register(registry, &metric);
+    metric
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: &M) {
+    if let Err(err) = registry.register(Box::new(metric.clone())) {
+        tracing::error!(%err, "metric not registered");
+    }
+}
+
+/// Metric definitions are constants: a failure here is a programming error caught by
+/// every test, never a runtime condition.
+#[allow(
+    clippy::panic,
+    reason = "constant metric definitions; every test builds them"
+)]
+fn unreachable_metric(name: &str) -> ! {
+    panic!("invalid metric definition {name}")
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let regions = IntGaugeVec::new(
+            Opts::new("ime_regions", "Cached regions by state."),
+            &["state"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("ime_regions"));
+        register(&registry, &regions);
+        let memory = IntGauge::new("ime_memory_bytes", "Bytes the memory store holds.")
+            .unwrap_or_else(|_| unreachable_metric("ime_memory_bytes"));
+        register(&registry, &memory);
+        Metrics {
+            regions,
+            memory,
+            reads: counter(
+                &registry,
+                "ime_snapshots_total",
+                "Snapshots by source: memory, or the reason they fell back to disk.",
+                &["source"],
+            ),
+            evictions: counter(
+                &registry,
+                "ime_evictions_total",
+                "Evictions by reason.",
+                &["reason"],
+            ),
+            eviction_seconds: histogram(
+                &registry,
+                "ime_eviction_duration_seconds",
+                "From eviction to the region's memory being freed, by reason.",
+                &["reason"],
+            ),
+            loads: counter(
+                &registry,
+                "ime_loads_total",
+                "Loads by result.",
+                &["result"],
+            ),
+            load_seconds: histogram(
+                &registry,
+                "ime_load_duration_seconds",
+                "Load durations.",
+                &["result"],
+            ),
+            gc_seconds: histogram(
+                &registry,
+                "ime_gc_duration_seconds",
+                "GC compaction durations.",
+                &["cf"],
+            ),
+            gaps: counter(
+                &registry,
+                "ime_gaps_total",
+                "Detected gaps by kind.",
+                &["kind"],
+            ),
+            events: counter(
+                &registry,
+                "ime_raft_events_total",
+                "Raft events handled, by kind.",
+                &["kind"],
+            ),
+            differences: counter(
+                &registry,
+                "ime_cross_check_differences_total",
+                "Differences the cross-checker found between memory and disk.",
+                &["cf"],
+            ),
+            registry,
+        }
+    }
+
+    pub(crate) fn served(&self, source: &str) {
+        self.reads.with_label_values(&[source]).inc();
+    }
+
+    pub(crate) fn evicted(&self, reason: EvictReason) {
+        self.evictions.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub(crate) fn eviction_took(&self, reason: EvictReason, took: Duration) {
+        self.eviction_seconds
+            .with_label_values(&[reason.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn loaded(&self, result: &str, took: Duration) {
+        self.loads.with_label_values(&[result]).inc();
+        self.load_seconds
+            .with_label_values(&[result])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn gc_took(&self, took: Duration) {
+        self.gc_seconds
+            .with_label_values(&["all"])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn gap(&self, kind: &str) {
+        self.gaps.with_label_values(&[kind]).inc();
+    }
+
+    pub(crate) fn event(&self, kind: &str) {
+        self.events.with_label_values(&[kind]).inc();
+    }
+
+    pub(crate) fn difference(&self, cf: &str) {
+        self.differences.with_label_values(&[cf]).inc();
+    }
+
+    /// A counter's value, for reports and tests.
+    pub(crate) fn count(&self, name: &str, label: &str) -> u64 {
+        let vec = match name {
+            "snapshots" => &self.reads,
+            "evictions" => &self.evictions,
+            "loads" => &self.loads,
+            "gaps" => &self.gaps,
+            "events" => &self.events,
+            "differences" => &self.differences,
+            _ => return 0,
+        };
+        vec.get_metric_with_label_values(&[label])
+            .map_or(0, |c| c.get())
+    }
+
+    /// The text exposition, with gauges set from `states` and `memory`.
+    pub(crate) fn render(&self, states: &[(&str, i64)], memory: u64) -> String {
+        for (state, count) in states {
+            self.regions.with_label_values(&[state]).set(*count);
+        }
+        self.memory.set(i64::try_from(memory).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%err, "metrics not encoded");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

@@ -1,0 +1,178 @@
+//! MVCC reads over a [`HybridSnapshot`] in TiKV's formats: a point get and a forward scan
+//! at the snapshot's read_ts, with lock checks, counting the versions they scan (the MVCC
+//! amplification the eviction policy weighs).
+
+use ime_disk::{Bounds, Cf, DiskEngine, DiskIterator};
+use ime_memkv::codec::{
+    CodecError, LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,
+};
+
+use crate::{EngineError, HybridSnapshot};
+
+/// A key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// Why an MVCC read failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MvccError {
+    /// A transaction's lock at or below read_ts covers the key: the reader must resolve it.
+    #[error("key {} is locked by the transaction at {lock_ts}", .key.escape_ascii())]
+    KeyIsLocked {
+        /// The user key.
+        key: Vec<u8>,
+        /// The lock's start_ts.
+        lock_ts: u64,
+    },
+    /// A committed put whose value is missing from the default column family.
+    #[error("default-CF value of {} at {start_ts} is missing", .key.escape_ascii())]
+    DefaultNotFound {
+        /// The user key.
+        key: Vec<u8>,
+        /// The put's start_ts.
+        start_ts: u64,
+    },
+    /// A stored key or record that does not decode.
+    #[error("corrupt MVCC data: {0}")]
+    Corrupt(#[from] CodecError),
+}
+
+impl<D: DiskEngine> HybridSnapshot<D> {
+    /// The value of `user_key` at the snapshot's read_ts: the newest committed put at or
+    /// below it (its short value, or the default-CF value), `None` under a delete or when
+    /// there is none.
+    ///
+    /// # Errors
+    /// [`MvccError::KeyIsLocked`] (as [`EngineError::Mvcc`]), or a read failure.
+    pub fn mvcc_get(&self, user_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.check_lock(user_key)?;
+        let read_ts = self.read_ts();
+        let lower = MvccKey {
+            user_key: user_key.to_vec(),
+            ts: read_ts,
+        }
+        .encode();
+        let mut upper = MvccKey {
+            user_key: user_key.to_vec(),
+            ts: 0,
+        }
+        .encode();
+        upper.push(0);
+        let mut it = self.iter(Cf::Write, Bounds::new(lower, Some(upper))?)?;
+        it.seek_to_first();
+        let mut scanned = 0;
+        let mut found = None;
+        while let Some((key, value)) = it.entry() {
+            scanned += 1;
+            let key = MvccKey::decode(key).map_err(MvccError::from)?;
+            let record = WriteRecord::decode(value).map_err(MvccError::from)?;
+            match record.kind() {
+                WriteType::Put => {
+                    found = Some(self.value_of(&key.user_key, record)?);
+                    break;
+                }
+                WriteType::Delete => break,
+                WriteType::Lock | WriteType::Rollback => it.next(),
+            }
+        }
+        it.status()?;
+        self.note_work(scanned, 1);
+        Ok(found)
+    }
+
+    /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`
+    /// (`end == None`: to the end of the region), in key order, at the snapshot's read_ts.
+    ///
+    /// # Errors
+    /// [`MvccError::KeyIsLocked`] for the first lock in the range at or below read_ts,
+    /// or a read failure.
+    pub fn mvcc_scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, EngineError> {
+        let bounds = || Bounds::new(encode_bytes(start), end.map(encode_bytes));
+        let read_ts = self.read_ts();
+        let mut locks = self.iter(Cf::Lock, bounds()?)?;
+        locks.seek_to_first();
+        while let Some((key, value)) = locks.entry() {
+            if let Some(err) = blocking(key, value, read_ts)? {
+                return Err(err.into());
+            }
+            locks.next();
+        }
+        locks.status()?;
+        let mut it = self.iter(Cf::Write, bounds()?)?;
+        it.seek_to_first();
+        let (mut out, mut scanned) = (Vec::new(), 0u64);
+        let mut settled: Option<Vec<u8>> = None; // the user key whose visible version was decided
+        while let Some((key, value)) = it.entry() {
+            if out.len() >= limit {
+                break;
+            }
+            scanned += 1;
+            let key = MvccKey::decode(key).map_err(MvccError::from)?;
+            if key.ts > read_ts || settled.as_deref() == Some(key.user_key.as_slice()) {
+                it.next();
+                continue;
+            }
+            let record = WriteRecord::decode(value).map_err(MvccError::from)?;
+            match record.kind() {
+                WriteType::Put => {
+                    let value = self.value_of(&key.user_key, record)?;
+                    out.push((key.user_key.clone(), value));
+                    settled = Some(key.user_key);
+                }
+                WriteType::Delete => settled = Some(key.user_key),
+                WriteType::Lock | WriteType::Rollback => {}
+            }
+            it.next();
+        }
+        it.status()?;
+        self.note_work(scanned, out.len() as u64);
+        Ok(out)
+    }
+
+    fn check_lock(&self, user_key: &[u8]) -> Result<(), EngineError> {
+        let key = encode_bytes(user_key);
+        match self.get(Cf::Lock, &key)? {
+            Some(value) => match blocking(&key, &value, self.read_ts())? {
+                Some(err) => Err(err.into()),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn value_of(&self, user_key: &[u8], record: WriteRecord) -> Result<Vec<u8>, EngineError> {
+        if let Some(short) = record.short_value {
+            return Ok(short);
+        }
+        let key = MvccKey {
+            user_key: user_key.to_vec(),
+            ts: record.start_ts,
+        }
+        .encode();
+        let missing = || MvccError::DefaultNotFound {
+            key: user_key.to_vec(),
+            start_ts: record.start_ts,
+        };
+        Ok(self.get(Cf::Default, &key)?.ok_or_else(missing)?)
+    }
+}
+
+/// The error a lock record makes for a reader at `read_ts`, if it blocks it.
+fn blocking(key: &[u8], value: &[u8], read_ts: u64) -> Result<Option<MvccError>, MvccError> {
+    let lock = LockRecord::decode(value)?;
+    let blocks =
+        lock.start_ts <= read_ts && matches!(lock.lock_type, LockType::Put | LockType::Delete);
+    if !blocks {
+        return Ok(None);
+    }
+    let (user_key, _) = decode_bytes(key)?;
+    Ok(Some(MvccError::KeyIsLocked {
+        key: user_key,
+        lock_ts: lock.start_ts,
+    }))
+}

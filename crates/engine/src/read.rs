@@ -1,0 +1,369 @@
+//! The read path: [`HybridSnapshot`] — a disk snapshot at sequence `S` plus, when memory
+//! may serve the region, a memory snapshot at the same `S` — and its iterators.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
+use ime_memkv::{KeyBounds, SnapshotIter};
+use ime_region::{GapKind, KeyRange, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
+
+use crate::core::{Core, Effects, bounds_of};
+use crate::engine::mem_cf;
+use crate::{Engine, EngineError};
+
+/// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
+/// reason, never an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// The engine is disabled.
+    Disabled,
+    /// The region is not cached.
+    NotCached,
+    /// The region is cached but not readable in this state (Pending, Loading, evicting).
+    NotReadable(RegionState),
+    /// The reader's epoch version is older than the cached one.
+    EpochNotMatch {
+        /// The cached version.
+        cached: u64,
+        /// The reader's version.
+        requested: u64,
+    },
+    /// read_ts is at or below the region's safe point.
+    TooOldRead {
+        /// The safe point.
+        safe_point: u64,
+        /// The reader's read_ts.
+        read_ts: u64,
+    },
+    /// The request revealed a missed event; the region was evicted.
+    Gap(GapKind),
+    /// The memory store cannot give a snapshot at the disk's sequence (a compaction is
+    /// ahead of it).
+    MemoryBehind,
+}
+
+impl Fallback {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Fallback::Disabled => "disabled",
+            Fallback::NotCached => "not_cached",
+            Fallback::NotReadable(_) => "not_readable",
+            Fallback::EpochNotMatch { .. } => "epoch_not_match",
+            Fallback::TooOldRead { .. } => "too_old_read",
+            Fallback::Gap(GapKind::Epoch { .. }) => "epoch_gap",
+            Fallback::Gap(GapKind::Index { .. }) => "index_gap",
+            Fallback::MemoryBehind => "memory_behind",
+        }
+    }
+
+    fn of(miss: &ReadMiss) -> Self {
+        match miss {
+            ReadMiss::NotCached => Fallback::NotCached,
+            ReadMiss::NotReadable(state) => Fallback::NotReadable(*state),
+            ReadMiss::EpochNotMatch { cached, requested } => Fallback::EpochNotMatch {
+                cached: *cached,
+                requested: *requested,
+            },
+            ReadMiss::TooOldRead {
+                safe_point,
+                read_ts,
+            } => Fallback::TooOldRead {
+                safe_point: *safe_point,
+                read_ts: *read_ts,
+            },
+            ReadMiss::Gap(gap) => Fallback::Gap(gap.kind),
+            _ => Fallback::NotCached,
+        }
+    }
+}
+
+/// The memory side of a snapshot: the store's snapshot, the region's range, and the
+/// registration that holds back GC and deletion until it drops.
+struct MemoryView<D: DiskEngine> {
+    snapshot: Option<ime_memkv::Snapshot>,
+    range: KeyRange,
+    ticket: Option<SnapshotTicket>,
+    core: Arc<Core<D>>,
+}
+
+impl<D: DiskEngine> Drop for MemoryView<D> {
+    fn drop(&mut self) {
+        // The store's snapshot first: if this was the last reader of an evicted region,
+        // the deleter (not this reader) frees the memory.
+        drop(self.snapshot.take());
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let mut fx = Effects::default();
+        let mut meta = self.core.meta();
+        match meta.map.release_snapshot(ticket) {
+            Ok(Some(region)) => self.core.schedule_delete(&mut meta, region, &mut fx),
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "snapshot release refused"),
+        }
+        drop(meta);
+        self.core.finish(fx);
+    }
+}
+
+/// A consistent view of one region at one disk sequence number and one read_ts: served
+/// from memory when the cache may serve it, else from disk — with the same answers.
+pub struct HybridSnapshot<D: DiskEngine> {
+    region: RegionId,
+    read_ts: u64,
+    // Field order: the memory view (and its registration) drops before the disk snapshot.
+    memory: Option<MemoryView<D>>,
+    fallback: Option<Fallback>,
+    disk: D::Snapshot,
+    core: Arc<Core<D>>,
+    scanned: AtomicU64,
+    returned: AtomicU64,
+}
+
+impl<D: DiskEngine> Engine<D> {
+    /// A snapshot for reading region `region` at `read_ts`, by a peer whose view of the
+    /// region is `epoch_version` and `applied_index`.
+    ///
+    /// Served from memory only when the region is Active, its cached epoch version equals
+    /// the caller's, it holds every entry up to the caller's applied index, and `read_ts`
+    /// is above its safe point; otherwise from disk, and [`HybridSnapshot::fallback`] says
+    /// why. A caller ahead of the cache reveals a missed event: the region is evicted
+    /// (`EpochGap` / `IndexGap`).
+    pub fn snapshot(
+        &self,
+        region: RegionId,
+        epoch_version: u64,
+        applied_index: u64,
+        read_ts: u64,
+    ) -> HybridSnapshot<D> {
+        let core = &self.core;
+        let mut fx = Effects::default();
+        let mut meta = core.meta();
+        let disk = core.disk.snapshot();
+        if let Some(known) = meta.known.get_mut(&region) {
+            known.reads += 1;
+        }
+        let request = ReadRequest {
+            epoch_version,
+            applied_index,
+            read_ts,
+        };
+        let (memory, fallback) = if !core.enabled() {
+            (None, Some(Fallback::Disabled))
+        } else {
+            match meta.map.acquire_snapshot(region, request) {
+                Ok(ticket) => {
+                    let range = meta.map.region(region).map(|r| r.range.clone());
+                    let cached = meta.cached.get(&region).copied();
+                    let snapshot =
+                        cached.and_then(|c| core.mem.snapshot(c.range, disk.sequence()).ok());
+                    match (snapshot, range) {
+                        (Some(snapshot), Some(range)) => (
+                            Some(MemoryView {
+                                snapshot: Some(snapshot),
+                                range,
+                                ticket: Some(ticket),
+                                core: Arc::clone(core),
+                            }),
+                            None,
+                        ),
+                        _ => {
+                            if let Ok(Some(id)) = meta.map.release_snapshot(ticket) {
+                                core.schedule_delete(&mut meta, id, &mut fx);
+                            }
+                            (None, Some(Fallback::MemoryBehind))
+                        }
+                    }
+                }
+                Err(miss) => {
+                    let fallback = Fallback::of(&miss);
+                    if let ReadMiss::Gap(gap) = &miss {
+                        tracing::warn!(%gap, "gap detected on the read path");
+                        core.metrics.gap(gap.kind.reason().as_str());
+                    }
+                    if let Some(eviction) = miss.eviction() {
+                        core.absorb(&mut meta, eviction, &mut fx);
+                    }
+                    (None, Some(fallback))
+                }
+            }
+        };
+        drop(meta);
+        core.finish(fx);
+        core.metrics
+            .served(fallback.as_ref().map_or("memory", Fallback::label));
+        HybridSnapshot {
+            region,
+            read_ts,
+            memory,
+            fallback,
+            disk,
+            core: Arc::clone(core),
+            scanned: AtomicU64::new(0),
+            returned: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<D: DiskEngine> HybridSnapshot<D> {
+    /// The region read.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+
+    /// The MVCC read timestamp.
+    pub fn read_ts(&self) -> u64 {
+        self.read_ts
+    }
+
+    /// The disk sequence number both sides read at.
+    pub fn sequence(&self) -> u64 {
+        self.disk.sequence()
+    }
+
+    /// True when reads are served from memory.
+    pub fn from_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Why reads are served from disk, if they are.
+    pub fn fallback(&self) -> Option<Fallback> {
+        self.fallback
+    }
+
+    /// The disk snapshot underneath, at the same sequence (for cross-checks).
+    pub fn disk(&self) -> &D::Snapshot {
+        &self.disk
+    }
+
+    /// The raw value of `key` in `cf`.
+    ///
+    /// # Errors
+    /// [`EngineError::Disk`] when the disk read fails.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        match self.memory_for_key(key) {
+            Some(snapshot) => Ok(snapshot.get(mem_cf(cf), key)),
+            None => Ok(self.disk.get(cf, key)?),
+        }
+    }
+
+    /// A raw iterator over `cf` within `bounds`, not positioned yet. Bounds outside the
+    /// region are read from disk (at the same sequence).
+    ///
+    /// # Errors
+    /// [`EngineError::Disk`] or [`EngineError::Mem`].
+    pub fn iter(&self, cf: Cf, bounds: Bounds) -> Result<HybridIter<'_>, EngineError> {
+        if let Some(view) = &self.memory
+            && let Some(snapshot) = &view.snapshot
+        {
+            let wanted = KeyBounds {
+                start: bounds.lower().to_vec(),
+                end: bounds.upper().map(<[u8]>::to_vec),
+            };
+            if bounds_of(&view.range).contains_bounds(&wanted) {
+                return Ok(HybridIter::Memory(snapshot.iter(mem_cf(cf), wanted)?));
+            }
+        }
+        Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?))
+    }
+
+    /// Adds MVCC work to the region's statistics (for the eviction policy).
+    pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
+        self.scanned.fetch_add(scanned, Ordering::Relaxed);
+        self.returned.fetch_add(returned, Ordering::Relaxed);
+    }
+
+    fn memory_for_key(&self, key: &[u8]) -> Option<&ime_memkv::Snapshot> {
+        let view = self.memory.as_ref()?;
+        view.range
+            .contains_key(key)
+            .then_some(view.snapshot.as_ref())
+            .flatten()
+    }
+}
+
+impl<D: DiskEngine> Drop for HybridSnapshot<D> {
+    fn drop(&mut self) {
+        let (scanned, returned) = (*self.scanned.get_mut(), *self.returned.get_mut());
+        if scanned + returned > 0
+            && let Some(known) = self.core.meta().known.get_mut(&self.region)
+        {
+            known.scanned_versions += scanned;
+            known.returned_keys += returned;
+        }
+    }
+}
+
+/// A cursor over a [`HybridSnapshot`]: the memory store's or the disk's, with one
+/// interface ([`DiskIterator`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per scan, on the stack; boxing would allocate on every memory scan"
+)]
+pub enum HybridIter<'a> {
+    /// Served from memory.
+    Memory(SnapshotIter),
+    /// Served from disk.
+    Disk(Box<dyn DiskIterator + 'a>),
+}
+
+impl DiskIterator for HybridIter<'_> {
+    fn seek_to_first(&mut self) {
+        match self {
+            HybridIter::Memory(it) => it.seek_to_first(),
+            HybridIter::Disk(it) => it.seek_to_first(),
+        }
+    }
+
+    fn seek_to_last(&mut self) {
+        match self {
+            HybridIter::Memory(it) => it.seek_to_last(),
+            HybridIter::Disk(it) => it.seek_to_last(),
+        }
+    }
+
+    fn seek(&mut self, key: &[u8]) {
+        match self {
+            HybridIter::Memory(it) => it.seek(key),
+            HybridIter::Disk(it) => it.seek(key),
+        }
+    }
+
+    fn seek_for_prev(&mut self, key: &[u8]) {
+        match self {
+            HybridIter::Memory(it) => it.seek_for_prev(key),
+            HybridIter::Disk(it) => it.seek_for_prev(key),
+        }
+    }
+
+    fn next(&mut self) {
+        match self {
+            HybridIter::Memory(it) => it.next(),
+            HybridIter::Disk(it) => it.next(),
+        }
+    }
+
+    fn prev(&mut self) {
+        match self {
+            HybridIter::Memory(it) => it.prev(),
+            HybridIter::Disk(it) => it.prev(),
+        }
+    }
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        match self {
+            HybridIter::Memory(it) => it.entry(),
+            HybridIter::Disk(it) => it.entry(),
+        }
+    }
+
+    fn status(&self) -> Result<(), DiskError> {
+        match self {
+            HybridIter::Memory(_) => Ok(()),
+            HybridIter::Disk(it) => it.status(),
+        }
+    }
+}
