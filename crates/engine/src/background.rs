@@ -11,8 +11,8 @@ use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
-use crate::core::{Cached, Core, Effects, bounds_of};
 use crate::engine::mem_cf;
+use crate::shared::{Cached, Core, Effects, LoadStage, bounds_of};
 
 /// A difference the cross-checker found between a region's memory and the disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +50,7 @@ impl<D: DiskEngine> Core<D> {
     /// in key order at the snapshot's sequence, GC, then Active — or evicted if anything
     /// failed or the region was evicted meanwhile.
     pub(crate) fn load(&self, id: RegionId) {
+        self.load_gate(LoadStage::BeforeStart);
         let started = Instant::now();
         let mut fx = Effects::default();
         let begun = {
@@ -92,6 +93,7 @@ impl<D: DiskEngine> Core<D> {
             self.finish(fx);
             return;
         };
+        self.load_gate(LoadStage::AfterStart);
         let copied = self.copy_region(&ticket.region.range, range, &snapshot);
         if copied.is_ok() {
             let safe_point = {
@@ -120,7 +122,7 @@ impl<D: DiskEngine> Core<D> {
         self.finish(fx);
     }
 
-    fn absorb_load_end(&self, meta: &mut crate::core::Meta, end: LoadEnd, fx: &mut Effects) {
+    fn absorb_load_end(&self, meta: &mut crate::shared::Meta, end: LoadEnd, fx: &mut Effects) {
         match end {
             LoadEnd::Activated(id) => {
                 tracing::info!(

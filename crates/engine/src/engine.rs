@@ -16,7 +16,7 @@ use ime_region::{
 };
 
 use crate::batch::UNTAGGED;
-use crate::core::{Core, Effects, Meta, Task};
+use crate::shared::{Core, Effects, Meta, Task};
 use crate::{Config, EngineError, HybridWriteBatch};
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
@@ -374,6 +374,19 @@ impl<D: DiskEngine> Engine<D> {
     #[doc(hidden)]
     pub fn break_for_tests(&self) {
         self.core.broken_for_tests.store(true, Ordering::Relaxed);
+    }
+
+    /// For tests that need a precise interleaving: holds every load at `stage` until
+    /// [`Engine::release_loads`] (or shutdown).
+    #[doc(hidden)]
+    pub fn hold_loads(&self, stage: crate::LoadStage) {
+        self.core.hold_loads(Some(stage));
+    }
+
+    /// Releases loads held by [`Engine::hold_loads`].
+    #[doc(hidden)]
+    pub fn release_loads(&self) {
+        self.core.hold_loads(None);
     }
 
     /// Stops the background threads and waits for them. Work still queued is done first.

@@ -11,7 +11,7 @@ use ime_region::{
     EpochChange, EvictReason, Region, RegionEpoch, RegionId, RegionState, SplitOutcome,
 };
 
-use crate::core::{Cached, Core, Effects, Meta, bounds_of};
+use crate::shared::{Cached, Core, Effects, Meta, bounds_of};
 use crate::{Engine, EngineError};
 
 /// A leader transfer to this store waiting for its region to load.
@@ -365,7 +365,7 @@ impl<D: DiskEngine> Core<D> {
             }
             SplitOutcome::ReplacedPending { inserted, .. } => {
                 for id in inserted {
-                    fx.tasks.push(crate::core::Task::Load(id));
+                    fx.tasks.push(crate::shared::Task::Load(id));
                 }
             }
             SplitOutcome::NotCached | SplitOutcome::Ignored(_) => {}

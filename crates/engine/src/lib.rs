@@ -54,13 +54,13 @@
 mod background;
 mod batch;
 mod config;
-mod core;
 mod engine;
 mod error;
 mod events;
 mod metrics;
 mod mvcc;
 mod read;
+mod shared;
 
 pub use background::Difference;
 pub use batch::{ApplyHeader, HybridWriteBatch};
@@ -70,6 +70,7 @@ pub use error::EngineError;
 pub use events::Warmup;
 pub use mvcc::{KvPair, MvccError};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
+pub use shared::LoadStage;
 
 impl<D: ime_disk::DiskEngine> Engine<D> {
     /// Compares every Active region's memory with the disk at one sequence number and

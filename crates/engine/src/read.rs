@@ -8,8 +8,8 @@ use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
 use ime_region::{GapKind, KeyRange, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
 
-use crate::core::{Core, Effects, bounds_of};
 use crate::engine::mem_cf;
+use crate::shared::{Core, Effects, bounds_of};
 use crate::{Engine, EngineError};
 
 /// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
@@ -146,11 +146,18 @@ impl<D: DiskEngine> Engine<D> {
         if let Some(known) = meta.known.get_mut(&region) {
             known.reads += 1;
         }
-        let request = ReadRequest {
+        let mut request = ReadRequest {
             epoch_version,
             applied_index,
             read_ts,
         };
+        if core.broken_for_tests.load(Ordering::Relaxed) {
+            // The broken engine trusts its cache whatever the reader knows.
+            if let Some(cached) = meta.map.region(region) {
+                request.epoch_version = cached.epoch.version;
+            }
+            request.applied_index = 0;
+        }
         let (memory, fallback) = if !core.enabled() {
             (None, Some(Fallback::Disabled))
         } else {

@@ -178,6 +178,18 @@ pub(crate) struct Core<D: DiskEngine> {
     deletes: Sender<Task>,
     /// When set (tests only), ApplySnapshot does not evict and gaps are not acted on.
     pub(crate) broken_for_tests: AtomicBool,
+    /// Where loads are held (tests only), and the condition they wait on.
+    load_gate: Mutex<Option<LoadStage>>,
+    gate_opened: Condvar,
+}
+
+/// A point in a load where a test can hold it, to reach an interleaving precisely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadStage {
+    /// Before the region leaves Pending.
+    BeforeStart,
+    /// Loading, with its disk snapshot taken, before any key is copied.
+    AfterStart,
 }
 
 impl<D: DiskEngine> Core<D> {
@@ -208,6 +220,32 @@ impl<D: DiskEngine> Core<D> {
             loads,
             deletes,
             broken_for_tests: AtomicBool::new(false),
+            load_gate: Mutex::new(None),
+            gate_opened: Condvar::new(),
+        }
+    }
+
+    /// Holds loads at `stage` (`None` releases them).
+    pub(crate) fn hold_loads(&self, stage: Option<LoadStage>) {
+        *self
+            .load_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = stage;
+        self.gate_opened.notify_all();
+    }
+
+    /// Waits while loads are held at `stage` (never past shutdown).
+    pub(crate) fn load_gate(&self, stage: LoadStage) {
+        let mut gate = self
+            .load_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *gate == Some(stage) && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            gate = self
+                .gate_opened
+                .wait_timeout(gate, std::time::Duration::from_millis(20))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
