@@ -219,6 +219,7 @@ impl<D: DiskEngine> Core<D> {
             RaftEvent::DestroyPeer { id, region } => {
                 meta.known.remove(id);
                 meta.warmups.remove(id);
+                meta.wanted.remove(id);
                 // An uninitialized peer has no range and no data: evicting an id that is
                 // not cached is a no-op.
                 self.evict(meta, *id, EvictReason::DestroyPeer, None, fx);
@@ -307,10 +308,20 @@ impl<D: DiskEngine> Core<D> {
         if !hot {
             return;
         }
-        let index = meta.known.get(&region.id).map_or(0, |k| k.applied_index);
-        if let Err(err) = self.schedule_load(meta, region.clone(), index, fx) {
-            // The merged region waits for its sources' memory to go; the policy retries.
-            tracing::info!(region = region.id.0, %err, "reload after merge deferred");
+        // The evicted regions in the way go first: the deleter loads it after them.
+        meta.wanted.insert(region.id);
+        let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
+        let blocked = meta
+            .map
+            .overlapping(&region.range)
+            .into_iter()
+            .any(evicting);
+        if !blocked {
+            meta.wanted.remove(&region.id);
+            let index = meta.known.get(&region.id).map_or(0, |k| k.applied_index);
+            if let Err(err) = self.schedule_load(meta, region.clone(), index, fx) {
+                tracing::info!(region = region.id.0, %err, "reload after merge refused");
+            }
         }
     }
 

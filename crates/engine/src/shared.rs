@@ -81,6 +81,9 @@ pub(crate) struct Meta {
     pub(crate) flashback: HashSet<RegionId>,
     pub(crate) pins: Vec<KeyRange>,
     pub(crate) warmups: HashMap<RegionId, Warmup>,
+    /// Regions to load once the evicted regions in their way are gone (a hot merge
+    /// result waits for its sources' memory).
+    pub(crate) wanted: HashSet<RegionId>,
     next_range: u64,
 }
 
@@ -94,6 +97,7 @@ impl Meta {
             flashback: HashSet::new(),
             pins: Vec::new(),
             warmups: HashMap::new(),
+            wanted: HashSet::new(),
             next_range: 1,
         }
     }
@@ -423,16 +427,44 @@ impl<D: DiskEngine> Core<D> {
         since: Option<(Instant, EvictReason)>,
     ) {
         drop(handle);
-        let result = self.meta().map.finish_eviction(region);
-        match result {
+        let mut fx = Effects::default();
+        let mut meta = self.meta();
+        match meta.map.finish_eviction(region) {
             Ok(callbacks) => {
                 if let Some((since, reason)) = since {
                     self.metrics.eviction_took(reason, since.elapsed());
                 }
                 tracing::debug!(region = region.0, "evicted region removed");
-                callbacks.into_iter().for_each(EvictCallback::fire);
+                fx.callbacks.extend(callbacks);
             }
             Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
+        }
+        self.retry_wanted(&mut meta, &mut fx);
+        drop(meta);
+        self.finish(fx);
+    }
+
+    /// Loads the wanted regions nothing evicting stands in the way of any more.
+    fn retry_wanted(&self, meta: &mut Meta, fx: &mut Effects) {
+        let wanted: Vec<RegionId> = meta.wanted.drain().collect();
+        for id in wanted {
+            let Some(known) = meta.known.get(&id).cloned() else {
+                continue; // destroyed meanwhile
+            };
+            let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
+            let blocked = evicting(id)
+                || meta
+                    .map
+                    .overlapping(&known.region.range)
+                    .into_iter()
+                    .any(evicting);
+            if blocked {
+                meta.wanted.insert(id);
+                continue;
+            }
+            if let Err(err) = self.schedule_load(meta, known.region, known.applied_index, fx) {
+                tracing::info!(region = id.0, %err, "deferred reload refused");
+            }
         }
     }
 }

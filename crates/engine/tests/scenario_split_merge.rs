@@ -1,0 +1,213 @@
+//! Scenarios 3 and 4 of SCENARIOS.md: a split while a load is queued (tikv/tikv#17403),
+//! and merges — commit and rollback — with the hot result loaded again (tikv/tikv#18098,
+//! #18134, #18008). Splits of Active regions keep their data in memory.
+
+mod common;
+
+use common::{Peer, at_version, region};
+use ime_engine::LoadStage;
+use ime_observer::RaftEvent;
+use ime_region::{RegionState, SplitChild};
+
+fn split_event(peer: &mut Peer<ime_disk::MemDisk>, id: u64, at: &str, new_id: u64) -> RaftEvent {
+    let before = peer.region(id);
+    let (start, end) = (
+        before.range.start().to_vec(),
+        before.range.end().map(<[u8]>::to_vec),
+    );
+    let decode =
+        |k: &[u8]| String::from_utf8(ime_memkv::codec::decode_bytes(k).unwrap().0).unwrap();
+    let start = decode(&start);
+    let end = end.map(|e| decode(&e));
+    let version = before.epoch.version + 1;
+    let left = region(id, &start, Some(at), version);
+    let right = region(new_id, at, end.as_deref(), version);
+    let index = peer.applied(id) + 1;
+    peer.set(left.clone(), index);
+    peer.set(right.clone(), 5);
+    RaftEvent::Split {
+        before,
+        children: vec![
+            SplitChild {
+                region: left,
+                applied_index: index,
+            },
+            SplitChild {
+                region: right,
+                applied_index: 5,
+            },
+        ],
+    }
+}
+
+/// Scenario 3 (tikv/tikv#17403): a Pending region with its load queued splits before the
+/// load starts. Both children end Active — never stuck — and read correctly.
+#[test]
+fn scenario_03_split_while_the_load_is_queued() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(7, "a", Some("z"), 3));
+    peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);
+    peer.engine.hold_loads(LoadStage::BeforeStart);
+    let (r, index) = (peer.region(7), peer.applied(7));
+    peer.engine.load_region(r, index).unwrap();
+    assert_eq!(peer.state(7), Some(RegionState::Pending));
+    let event = split_event(&mut peer, 7, "k", 8);
+    peer.engine.on_event(&event).unwrap();
+    assert_eq!(peer.state(7), Some(RegionState::Pending));
+    assert_eq!(peer.state(8), Some(RegionState::Pending));
+    peer.engine.release_loads();
+    peer.idle();
+    for id in [7, 8] {
+        assert_eq!(peer.state(id), Some(RegionState::Active), "child {id}");
+        assert!(peer.check(id));
+    }
+    peer.commit(8, &[("r", Some("3"))]);
+    assert!(peer.check(8));
+}
+
+/// A split while the load runs: the load stops and both children are evicted — never
+/// stuck in Loading — and can be loaded again.
+#[test]
+fn split_while_loading_ends_evicted_and_reloadable() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(7, "a", Some("z"), 3));
+    peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);
+    peer.engine.hold_loads(LoadStage::AfterStart);
+    let (r, index) = (peer.region(7), peer.applied(7));
+    peer.engine.load_region(r, index).unwrap();
+    while peer.state(7) != Some(RegionState::Loading) {
+        std::thread::yield_now();
+    }
+    let event = split_event(&mut peer, 7, "k", 8);
+    peer.engine.on_event(&event).unwrap();
+    peer.engine.release_loads();
+    peer.idle();
+    assert!(
+        peer.engine.regions().is_empty(),
+        "{:?}",
+        peer.engine.regions()
+    );
+    assert!(!peer.check(7) && !peer.check(8));
+    peer.load(7);
+    peer.load(8);
+    assert!(peer.check(7) && peer.check(8));
+}
+
+/// A split of an Active region keeps both children in memory, at once, with their data.
+#[test]
+fn split_of_an_active_region_keeps_the_data_in_memory() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(7, "a", None, 3));
+    peer.commit(
+        7,
+        &[
+            ("b", Some("1")),
+            ("k", Some("2")),
+            ("q", Some("a value longer than eight")),
+        ],
+    );
+    peer.load(7);
+    let old = peer.snapshot(7);
+    let event = split_event(&mut peer, 7, "k", 8);
+    peer.engine.on_event(&event).unwrap();
+    assert!(
+        peer.check(7) && peer.check(8),
+        "both children serve from memory"
+    );
+    peer.commit(7, &[("c", Some("3"))]);
+    peer.commit(8, &[("k", None), ("z", Some("4"))]);
+    assert!(peer.check(7) && peer.check(8));
+    assert_eq!(peer.scan(8).len(), 2);
+    // A snapshot of the parent still reads the parent's range.
+    let parent = region(7, "a", None, 3);
+    common::assert_reads_match(&old, &parent);
+    peer.engine.run_gc();
+    assert!(peer.engine.cross_check().is_empty());
+}
+
+fn merge_setup() -> Peer<ime_disk::MemDisk> {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("m"), 5));
+    peer.add(region(2, "m", Some("z"), 5));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.commit(2, &[("n", Some("2"))]);
+    peer.load(1);
+    peer.load(2);
+    assert!(peer.check(1) && peer.check(2));
+    peer
+}
+
+/// Scenario 4 (tikv/tikv#18098, #18134): PrepareMerge on the source, CommitMerge on the
+/// target. Both are evicted, and the merged region — hot — is loaded again; reads stay
+/// correct throughout.
+#[test]
+fn scenario_04_merge_then_reload() {
+    let mut peer = merge_setup();
+    let source = peer.region(2);
+    let source_after = at_version(&source, 6);
+    peer.engine
+        .on_event(&RaftEvent::PrepareMerge {
+            before: source.clone(),
+            after: source_after.clone(),
+        })
+        .unwrap();
+    peer.set(source_after.clone(), peer.applied(2) + 1);
+    assert!(!peer.check(2), "the source stops serving at PrepareMerge");
+    assert!(peer.check(1));
+    let target = peer.region(1);
+    let merged = region(1, "a", Some("z"), 7);
+    peer.engine
+        .on_event(&RaftEvent::CommitMerge {
+            before: target,
+            after: merged.clone(),
+            source: source_after,
+        })
+        .unwrap();
+    // The CommitMerge entry's index is reported with the merged epoch, like any applied entry.
+    peer.set(merged, peer.applied(1));
+    peer.empty_entry(1);
+    peer.regions.remove(&ime_region::RegionId(2));
+    assert!(!peer.check(1), "the target stops serving at CommitMerge");
+    peer.idle();
+    assert_eq!(
+        peer.state(1),
+        Some(RegionState::Active),
+        "the hot merged region is loaded again"
+    );
+    assert!(peer.check(1));
+    peer.commit(1, &[("o", Some("3")), ("b", None)]);
+    assert!(peer.check(1));
+    assert!(peer.engine.cross_check().is_empty());
+}
+
+/// Scenario 4, rolled back (tikv/tikv#18008): RollbackMerge evicts the source and loads it
+/// again at its new version.
+#[test]
+fn scenario_04_rollback_merge_then_reload() {
+    let mut peer = merge_setup();
+    let source = peer.region(2);
+    let prepared = at_version(&source, 6);
+    peer.engine
+        .on_event(&RaftEvent::PrepareMerge {
+            before: source,
+            after: prepared.clone(),
+        })
+        .unwrap();
+    peer.set(prepared.clone(), peer.applied(2) + 1);
+    // The source was already evicted by PrepareMerge; a rollback must not lose it.
+    peer.idle();
+    peer.load(2);
+    let rolled_back = at_version(&prepared, 7);
+    peer.engine
+        .on_event(&RaftEvent::RollbackMerge {
+            before: prepared,
+            after: rolled_back.clone(),
+        })
+        .unwrap();
+    peer.set(rolled_back, peer.applied(2));
+    peer.empty_entry(2);
+    assert!(!peer.check(2));
+    peer.idle();
+    assert_eq!(peer.state(2), Some(RegionState::Active));
+    assert!(peer.check(2));
+}
