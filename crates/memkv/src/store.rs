@@ -328,7 +328,7 @@ impl MemKv {
             .iter()
             .map(|(k, v)| crate::layer::RUN_ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
             .sum();
-        let _writer = self.writer();
+        let mut last = self.writer();
         if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
             return Err(MemError::MemoryLimit {
@@ -337,6 +337,8 @@ impl MemKv {
                 limit,
             });
         }
+        // The load is a write at `seq`: later writes and compactions come after it.
+        *last = (*last).max(seq);
         let mut layers = range.cfs[cf.index()]
             .write()
             .unwrap_or_else(PoisonError::into_inner);

@@ -429,3 +429,31 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
     assert!(keys(2).is_empty());
     assert_eq!(keys(3), ["z"]);
 }
+
+/// A load at a sequence above every write so far (the disk moved on without the store)
+/// survives a compaction: the load counts as a write at its sequence.
+#[test]
+fn a_load_ahead_of_the_writes_survives_compaction() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 20,
+        soft_limit: 1 << 19,
+    });
+    kv.create_range(RangeId(1), KeyBounds::new("a", None).unwrap())
+        .unwrap();
+    kv.load(
+        RangeId(1),
+        Cf::Write,
+        vec![(b"b".to_vec(), b"1".to_vec())],
+        50,
+    )
+    .unwrap();
+    kv.compact(RangeId(1), None).unwrap();
+    assert_eq!(
+        kv.snapshot(RangeId(1), 50).unwrap().get(Cf::Write, b"b"),
+        Some(b"1".to_vec())
+    );
+    assert!(matches!(
+        kv.write(WriteBatch::new().put(Cf::Write, "c", "2"), 50),
+        Err(MemError::SequenceOutOfOrder { .. })
+    ));
+}
