@@ -14,6 +14,10 @@ use crate::KvPair;
 use crate::engine::mem_cf;
 use crate::shared::{Cached, Core, Effects, LoadStage, bounds_of};
 
+/// Bytes the memory store spends per entry beyond its key and value (its run slot and
+/// index share), for size estimates of regions not cached yet.
+const ENTRY_OVERHEAD: u64 = 24;
+
 /// A difference the cross-checker found between a region's memory and the disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Difference {
@@ -202,6 +206,21 @@ impl<D: DiskEngine> Core<D> {
             return;
         }
         let now = self.started.elapsed().as_secs();
+        let unsized_regions: Vec<RegionId> = meta
+            .known
+            .iter()
+            .filter(|(id, k)| k.size == 0 && !meta.cached.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unsized_regions {
+            let Some(known) = meta.known.get(&id) else {
+                continue;
+            };
+            let size = self.estimate_size(&known.region.range);
+            if let Some(known) = meta.known.get_mut(&id) {
+                known.size = size;
+            }
+        }
         let mut stats = Vec::new();
         for (id, known) in &meta.known {
             let cached = meta.cached.get(id);
@@ -253,6 +272,28 @@ impl<D: DiskEngine> Core<D> {
         }
         drop(meta);
         self.finish(fx);
+    }
+
+    /// What a region not cached yet would take in memory, from its bytes on disk (the
+    /// store's overhead per entry included), so that the policy's projections hold.
+    fn estimate_size(&self, range: &ime_region::KeyRange) -> u64 {
+        let Ok(bounds) = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec))
+        else {
+            return 0;
+        };
+        let snapshot = self.disk.snapshot();
+        let mut bytes = 0u64;
+        for cf in Cf::ALL {
+            let Ok(mut it) = snapshot.iter(cf, bounds.clone()) else {
+                continue;
+            };
+            it.seek_to_first();
+            while let Some((k, v)) = it.entry() {
+                bytes += (k.len() + v.len()) as u64 + ENTRY_OVERHEAD;
+                it.next();
+            }
+        }
+        bytes
     }
 
     /// Compares every Active region's memory with the disk at one sequence number: the
