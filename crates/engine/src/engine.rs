@@ -170,6 +170,8 @@ impl<D: DiskEngine> Engine<D> {
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
+        let applied = meta.applied.entry(h.region).or_default();
+        *applied = (*applied).max(h.last_index);
         if let Some(known) = meta.known.get_mut(&h.region) {
             known.applied_index = known.applied_index.max(h.last_index);
         }
@@ -483,6 +485,8 @@ impl<D: DiskEngine> Core<D> {
                 self.mem.memory_used()
             ));
         }
+        // Every entry reported so far is on disk, so the load's snapshot holds it.
+        let applied_index = applied_index.max(meta.applied.get(&id).copied().unwrap_or(0));
         match meta.map.insert_pending(region, applied_index) {
             Ok(_) => {
                 fx.tasks.push(Task::Load(id));

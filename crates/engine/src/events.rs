@@ -218,6 +218,7 @@ impl<D: DiskEngine> Core<D> {
             }
             RaftEvent::DestroyPeer { id, region } => {
                 meta.known.remove(id);
+                meta.applied.remove(id);
                 meta.warmups.remove(id);
                 meta.wanted.remove(id);
                 // An uninitialized peer has no range and no data: evicting an id that is

@@ -84,6 +84,8 @@ pub(crate) struct Meta {
     /// Regions to load once the evicted regions in their way are gone (a hot merge
     /// result waits for its sources' memory).
     pub(crate) wanted: HashSet<RegionId>,
+    /// The last applied index the apply side reported per region, cached or not.
+    pub(crate) applied: HashMap<RegionId, u64>,
     next_range: u64,
 }
 
@@ -98,6 +100,7 @@ impl Meta {
             pins: Vec::new(),
             warmups: HashMap::new(),
             wanted: HashSet::new(),
+            applied: HashMap::new(),
             next_range: 1,
         }
     }
@@ -109,10 +112,11 @@ impl Meta {
 
     /// Remembers `region` (the newest description wins).
     pub(crate) fn learn(&mut self, region: &Region, applied_index: u64) {
+        let reported = self.applied.get(&region.id).copied().unwrap_or(0);
         let known = self
             .known
             .entry(region.id)
-            .or_insert_with(|| Known::new(region.clone(), applied_index));
+            .or_insert_with(|| Known::new(region.clone(), reported.max(applied_index)));
         if !region.epoch.is_stale_than(&known.region.epoch) {
             known.region = region.clone();
         }

@@ -1,0 +1,159 @@
+//! Scenarios 10 and 11 of SCENARIOS.md: the leader-transfer warm-up (tikv/tikv#17882,
+//! #18453, #19776) and pinned ranges (tikv/tikv#16966, #19584).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Peer, region};
+use ime_engine::LoadStage;
+use ime_memkv::codec::encode_bytes;
+use ime_observer::{PeerRole, RaftEvent};
+use ime_region::{KeyRange, RegionId, RegionState};
+
+fn transfer(peer: &Peer<ime_disk::MemDisk>, id: u64, term: u64) {
+    let event = RaftEvent::TransferLeader {
+        region: peer.region(id),
+        term,
+    };
+    peer.engine.on_event(&event).unwrap();
+}
+
+fn role(peer: &Peer<ime_disk::MemDisk>, id: u64, role: PeerRole, term: u64) {
+    let event = RaftEvent::RoleChange {
+        region: peer.region(id),
+        role,
+        term,
+    };
+    peer.engine.on_event(&event).unwrap();
+}
+
+/// Scenario 10: a region transferred to this store is loaded before the transfer is
+/// acknowledged.
+#[test]
+fn scenario_10_warm_up_loads_before_the_acknowledgement() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.engine.hold_loads(LoadStage::AfterStart);
+    transfer(&peer, 1, 7);
+    assert!(
+        !peer.engine.transfer_leader_ready(RegionId(1), 7),
+        "not before the load"
+    );
+    peer.engine.release_loads();
+    peer.idle();
+    assert!(peer.engine.transfer_leader_ready(RegionId(1), 7));
+    role(&peer, 1, PeerRole::Leader, 7);
+    assert!(peer.check(1), "the new leader reads from memory at once");
+}
+
+/// Scenario 10: the acknowledgement is never held past the deadline, and a retry of the
+/// same transfer does not extend it.
+#[test]
+fn scenario_10_warm_up_never_holds_past_its_deadline() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.engine.hold_loads(LoadStage::BeforeStart);
+    let started = Instant::now();
+    transfer(&peer, 1, 7);
+    std::thread::sleep(Duration::from_millis(150));
+    transfer(&peer, 1, 7); // a retry: the deadline stays where it was
+    while !peer.engine.transfer_leader_ready(RegionId(1), 7) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "held past its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the deadline is the configured 300ms: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(450) + Duration::from_secs(1),
+        "a retry extended it: {waited:?}"
+    );
+    assert_eq!(
+        peer.state(1),
+        Some(RegionState::Pending),
+        "the load itself is still held"
+    );
+    peer.engine.release_loads();
+    peer.idle();
+}
+
+/// Scenario 10: a change of term or of leader clears the warm-up.
+#[test]
+fn scenario_10_a_new_term_clears_the_warm_up() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.engine.hold_loads(LoadStage::BeforeStart);
+    transfer(&peer, 1, 7);
+    assert!(!peer.engine.transfer_leader_ready(RegionId(1), 7));
+    role(&peer, 1, PeerRole::Follower, 8);
+    assert!(
+        peer.engine.transfer_leader_ready(RegionId(1), 7),
+        "nothing to wait for any more"
+    );
+    assert_eq!(
+        peer.state(1),
+        None,
+        "becoming follower evicts the warming region"
+    );
+    peer.engine.release_loads();
+    peer.idle();
+}
+
+/// Scenario 11 (tikv/tikv#16966, #19584): a pinned range is loaded where this store
+/// leads, comes back after leadership returns, and after unpinning its regions are fully
+/// removed — not stuck in Evicting — and can be loaded again.
+#[test]
+fn scenario_11_pinned_ranges() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("m"), 1));
+    peer.add(region(2, "m", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.commit(2, &[("n", Some("2"))]);
+    role(&peer, 1, PeerRole::Leader, 1);
+    let pinned = KeyRange::new(encode_bytes(b"a"), encode_bytes(b"m")).unwrap();
+    peer.engine.pin_range(pinned.clone());
+    peer.idle();
+    assert_eq!(
+        peer.state(1),
+        Some(RegionState::Active),
+        "pinned and led: loaded"
+    );
+    assert_eq!(peer.state(2), None, "not pinned");
+    assert!(peer.check(1));
+    // Leadership moves away and comes back.
+    role(&peer, 1, PeerRole::Follower, 2);
+    peer.idle();
+    assert_eq!(peer.state(1), None);
+    role(&peer, 1, PeerRole::Leader, 3);
+    peer.idle();
+    assert_eq!(
+        peer.state(1),
+        Some(RegionState::Active),
+        "loaded again where it leads"
+    );
+    // The policy never evicts it.
+    for _ in 0..5 {
+        peer.engine.run_policy();
+    }
+    peer.idle();
+    assert_eq!(peer.state(1), Some(RegionState::Active));
+    // Unpinned: fully removed, then loadable again.
+    let open = peer.snapshot(1);
+    peer.engine.unpin_range(&pinned);
+    drop(open);
+    peer.idle();
+    assert!(
+        peer.engine.regions().is_empty(),
+        "{}",
+        peer.engine.regions_json()
+    );
+    peer.load(1);
+    assert!(peer.check(1));
+}
