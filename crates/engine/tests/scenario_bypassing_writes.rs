@@ -4,6 +4,11 @@
 //! before the change is visible on disk, a load during flashback is refused, and reads
 //! stay correct. Against RocksDB.
 #![cfg(feature = "rocksdb")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 mod common;
 

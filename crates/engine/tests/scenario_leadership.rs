@@ -1,5 +1,10 @@
 //! Scenarios 10 and 11 of SCENARIOS.md: the leader-transfer warm-up (tikv/tikv#17882,
 //! #18453, #19776) and pinned ranges (tikv/tikv#16966, #19584).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! pushes memory to the evict threshold. Usage never passes capacity, a write that would
 //! pass it evicts its region instead, loading stops at the stop-load threshold, and over
 //! many policy rounds no hot region flips between loaded and evicted more than once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 mod common;
 

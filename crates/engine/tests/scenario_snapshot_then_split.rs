@@ -4,6 +4,11 @@
 //! gap: EpochGap). Against RocksDB; every read is compared with the disk at the same
 //! snapshot.
 #![cfg(feature = "rocksdb")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 mod common;
 
@@ -126,7 +131,7 @@ fn publish_lost_snapshot(peer: &mut Peer<ime_disk::RocksDisk>, bus: &EventBus, v
     let before = peer.region(34855);
     let after = at_version(&before, version);
     let index = peer.applied(34855) + 50;
-    bus.publish(RaftEvent::ApplySnapshot {
+    let _report = bus.publish(RaftEvent::ApplySnapshot {
         before: Some(before),
         after,
         applied_index: index,

@@ -3,6 +3,11 @@
 //! path, and reads checked against an independent MVCC reading of the disk snapshot.
 
 #![allow(dead_code, reason = "each test file uses part of the helper")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test helper: failing loudly is its job"
+)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +20,7 @@ use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
 use ime_region::{KeyRange, Region, RegionEpoch, RegionId, RegionState};
 
 /// A region over user keys `[start, end)` (encoded, as TiKV's region boundaries are).
-pub fn region(id: u64, start: &str, end: Option<&str>, version: u64) -> Region {
+pub(crate) fn region(id: u64, start: &str, end: Option<&str>, version: u64) -> Region {
     let range = KeyRange::new(
         encode_bytes(start.as_bytes()),
         end.map(|e| encode_bytes(e.as_bytes())).unwrap_or_default(),
@@ -25,7 +30,7 @@ pub fn region(id: u64, start: &str, end: Option<&str>, version: u64) -> Region {
 }
 
 /// The same region at another epoch version.
-pub fn at_version(region: &Region, version: u64) -> Region {
+pub(crate) fn at_version(region: &Region, version: u64) -> Region {
     Region::new(
         region.id,
         region.range.clone(),
@@ -34,7 +39,7 @@ pub fn at_version(region: &Region, version: u64) -> Region {
 }
 
 /// A config for tests: background ticks slow enough not to interfere.
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     Config::from_toml(
         r#"
         capacity = "256MiB"
@@ -47,28 +52,28 @@ pub fn test_config() -> Config {
 }
 
 /// The local peer: the engine and what Raft knows of each region.
-pub struct Peer<D: DiskEngine> {
-    pub engine: Engine<D>,
-    pub regions: BTreeMap<RegionId, (Region, u64)>,
+pub(crate) struct Peer<D: DiskEngine> {
+    pub(crate) engine: Engine<D>,
+    pub(crate) regions: BTreeMap<RegionId, (Region, u64)>,
     ts: u64,
 }
 
 impl Peer<MemDisk> {
-    pub fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         Peer::new(Engine::new(MemDisk::new(), test_config()).unwrap())
     }
 }
 
 #[cfg(feature = "rocksdb")]
 impl Peer<ime_disk::RocksDisk> {
-    pub fn rocks() -> Self {
+    pub(crate) fn rocks() -> Self {
         let disk = ime_disk::RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
         Peer::new(Engine::new(disk, test_config()).unwrap())
     }
 }
 
 impl<D: DiskEngine> Peer<D> {
-    pub fn new(engine: Engine<D>) -> Self {
+    pub(crate) fn new(engine: Engine<D>) -> Self {
         Peer {
             engine,
             regions: BTreeMap::new(),
@@ -76,44 +81,44 @@ impl<D: DiskEngine> Peer<D> {
         }
     }
 
-    pub fn add(&mut self, region: Region) {
+    pub(crate) fn add(&mut self, region: Region) {
         self.regions.insert(region.id, (region, 5));
     }
 
-    pub fn region(&self, id: u64) -> Region {
+    pub(crate) fn region(&self, id: u64) -> Region {
         self.regions[&RegionId(id)].0.clone()
     }
 
-    pub fn applied(&self, id: u64) -> u64 {
+    pub(crate) fn applied(&self, id: u64) -> u64 {
         self.regions[&RegionId(id)].1
     }
 
     /// Raft moved the region to `region` (a new epoch) at applied index `index`.
-    pub fn set(&mut self, region: Region, index: u64) {
+    pub(crate) fn set(&mut self, region: Region, index: u64) {
         self.regions.insert(region.id, (region, index));
     }
 
     /// A fresh timestamp.
-    pub fn next_ts(&mut self) -> u64 {
+    pub(crate) fn next_ts(&mut self) -> u64 {
         self.ts += 10;
         self.ts
     }
 
     /// Loads region `id` and waits for the loader.
-    pub fn load(&mut self, id: u64) {
+    pub(crate) fn load(&mut self, id: u64) {
         let (region, index) = self.regions[&RegionId(id)].clone();
         self.engine.load_region(region, index).unwrap();
         self.idle();
     }
 
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         assert!(
             self.engine.wait_idle(Duration::from_secs(30)),
             "background work did not finish"
         );
     }
 
-    pub fn state(&self, id: u64) -> Option<RegionState> {
+    pub(crate) fn state(&self, id: u64) -> Option<RegionState> {
         self.engine
             .regions()
             .into_iter()
@@ -122,7 +127,7 @@ impl<D: DiskEngine> Peer<D> {
     }
 
     /// Commits `value` (or a delete, `None`) for each key in region `id`, in one Raft entry.
-    pub fn commit(&mut self, id: u64, items: &[(&str, Option<&str>)]) -> WriteOutcome {
+    pub(crate) fn commit(&mut self, id: u64, items: &[(&str, Option<&str>)]) -> WriteOutcome {
         let start_ts = self.next_ts();
         let commit_ts = self.next_ts();
         let (region, index) = self.regions[&RegionId(id)].clone();
@@ -162,7 +167,7 @@ impl<D: DiskEngine> Peer<D> {
     }
 
     /// An entry without data (an admin command, an empty entry) for region `id`.
-    pub fn empty_entry(&mut self, id: u64) -> WriteOutcome {
+    pub(crate) fn empty_entry(&mut self, id: u64) -> WriteOutcome {
         let (region, index) = self.regions[&RegionId(id)].clone();
         let mut batch = HybridWriteBatch::new();
         batch.prepare(ApplyHeader {
@@ -176,7 +181,7 @@ impl<D: DiskEngine> Peer<D> {
     }
 
     /// A snapshot of region `id` as its peer would ask for it now.
-    pub fn snapshot(&mut self, id: u64) -> HybridSnapshot<D> {
+    pub(crate) fn snapshot(&mut self, id: u64) -> HybridSnapshot<D> {
         let read_ts = self.next_ts();
         let (region, index) = self.regions[&RegionId(id)].clone();
         self.engine
@@ -185,7 +190,7 @@ impl<D: DiskEngine> Peer<D> {
 
     /// Reads region `id` (a full MVCC scan and a get of every key) and checks every answer
     /// against the disk at the same sequence; returns whether memory served it.
-    pub fn check(&mut self, id: u64) -> bool {
+    pub(crate) fn check(&mut self, id: u64) -> bool {
         let snapshot = self.snapshot(id);
         let region = self.region(id);
         assert_reads_match(&snapshot, &region);
@@ -193,7 +198,7 @@ impl<D: DiskEngine> Peer<D> {
     }
 
     /// The visible pairs of region `id` now, as the engine serves them.
-    pub fn scan(&mut self, id: u64) -> Vec<KvPair> {
+    pub(crate) fn scan(&mut self, id: u64) -> Vec<KvPair> {
         let snapshot = self.snapshot(id);
         let region = self.region(id);
         scan_region(&snapshot, &region)
@@ -211,7 +216,10 @@ fn user_bounds(region: &Region) -> (Vec<u8>, Option<Vec<u8>>) {
     (start, region.range.end().map(decode))
 }
 
-pub fn scan_region<D: DiskEngine>(snapshot: &HybridSnapshot<D>, region: &Region) -> Vec<KvPair> {
+pub(crate) fn scan_region<D: DiskEngine>(
+    snapshot: &HybridSnapshot<D>,
+    region: &Region,
+) -> Vec<KvPair> {
     let (start, end) = user_bounds(region);
     snapshot
         .mvcc_scan(&start, end.as_deref(), usize::MAX)
@@ -220,7 +228,7 @@ pub fn scan_region<D: DiskEngine>(snapshot: &HybridSnapshot<D>, region: &Region)
 
 /// Asserts that the snapshot's MVCC scan and gets of `region` equal an independent MVCC
 /// reading of its disk snapshot (same sequence).
-pub fn assert_reads_match<D: DiskEngine>(snapshot: &HybridSnapshot<D>, region: &Region) {
+pub(crate) fn assert_reads_match<D: DiskEngine>(snapshot: &HybridSnapshot<D>, region: &Region) {
     let expected = reference_scan(snapshot.disk(), &region.range, snapshot.read_ts());
     let got = scan_region(snapshot, region);
     assert_eq!(
@@ -242,7 +250,11 @@ pub fn assert_reads_match<D: DiskEngine>(snapshot: &HybridSnapshot<D>, region: &
 
 /// MVCC reading straight off the disk's raw entries: per user key, the newest put or
 /// delete at or below `read_ts` (locks and rollbacks skipped).
-pub fn reference_scan<S: DiskSnapshot>(disk: &S, range: &KeyRange, read_ts: u64) -> Vec<KvPair> {
+pub(crate) fn reference_scan<S: DiskSnapshot>(
+    disk: &S,
+    range: &KeyRange,
+    read_ts: u64,
+) -> Vec<KvPair> {
     let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec)).unwrap();
     let mut versions: BTreeMap<Vec<u8>, Vec<(u64, WriteRecord)>> = BTreeMap::new();
     for (key, value) in collect(disk, Cf::Write, bounds).unwrap() {
@@ -254,7 +266,7 @@ pub fn reference_scan<S: DiskSnapshot>(disk: &S, range: &KeyRange, read_ts: u64)
     }
     let mut out = Vec::new();
     for (user_key, mut list) in versions {
-        list.sort_by(|a, b| b.0.cmp(&a.0));
+        list.sort_by_key(|v| std::cmp::Reverse(v.0));
         let decided = list
             .into_iter()
             .filter(|(ts, _)| *ts <= read_ts)
@@ -279,7 +291,7 @@ pub fn reference_scan<S: DiskSnapshot>(disk: &S, range: &KeyRange, read_ts: u64)
 
 /// Writes `items` straight to the disk, bypassing the engine (what a snapshot apply,
 /// an ingest or a delete range does), as committed puts at `commit_ts`.
-pub fn bypass_put<D: DiskEngine>(disk: &D, items: &[(&str, &str)], commit_ts: u64) {
+pub(crate) fn bypass_put<D: DiskEngine>(disk: &D, items: &[(&str, &str)], commit_ts: u64) {
     let mut entries: Vec<KvPair> = items
         .iter()
         .map(|(k, v)| {
