@@ -19,6 +19,36 @@ struct Figure {
 
 const FIGURES: &[Figure] = &[
     Figure {
+        suite: "engine",
+        name: "hybrid point get vs disk-only, same engine (goal 1/3)",
+        measured: "engine/point_get/hybrid",
+        baseline: "engine/point_get/disk_only",
+    },
+    Figure {
+        suite: "engine",
+        name: "hybrid MVCC scan, 100 versions/key, after GC vs disk-only (goal 1/20)",
+        measured: "engine/mvcc_scan_100_versions/hybrid_after_gc",
+        baseline: "engine/mvcc_scan_100_versions/disk_only",
+    },
+    Figure {
+        suite: "engine",
+        name: "hybrid write apply, batches of 16, vs bare RocksDB (goal 1.11 = 0.9x throughput)",
+        measured: "engine/write_batch_16/hybrid",
+        baseline: "engine/write_batch_16/disk_only",
+    },
+    Figure {
+        suite: "engine",
+        name: "load a region vs a bare RocksDB iteration over it (goal 1.5)",
+        measured: "engine/load/load_region",
+        baseline: "engine/load/rocksdb_iteration",
+    },
+    Figure {
+        suite: "engine",
+        name: "cached gets: two reader threads vs one, same work (goal 0.56 = 1.8x)",
+        measured: "engine/readers/two_threads",
+        baseline: "engine/readers/one_thread",
+    },
+    Figure {
         suite: "memkv",
         name: "memkv point get (1M keys) vs a BTreeMap",
         measured: "memkv/point_get/memkv",

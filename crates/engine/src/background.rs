@@ -105,7 +105,11 @@ impl<D: DiskEngine> Core<D> {
                 let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
                 meta.map.advance_safe_point(id, target).ok()
             };
-            if let Err(err) = self.mem.compact(range, safe_point) {
+            // GC only when there is a safe point to collect under: a load is a full
+            // rebuild, not worth repeating for nothing.
+            if let Some(safe_point) = safe_point.filter(|sp| *sp > 0)
+                && let Err(err) = self.mem.compact(range, Some(safe_point))
+            {
                 tracing::debug!(region = id.0, %err, "post-load GC skipped");
             }
         }

@@ -80,8 +80,9 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         Ok(found)
     }
 
-    /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`
-    /// (`end == None`: to the end of the region), in key order, at the snapshot's read_ts.
+    /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`,
+    /// within the region (`end == None`: to the end of the region), in key order, at the
+    /// snapshot's read_ts.
     ///
     /// # Errors
     /// [`MvccError::KeyIsLocked`] for the first lock in the range at or below read_ts,
@@ -92,9 +93,11 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, EngineError> {
-        let bounds = || Bounds::new(encode_bytes(start), end.map(encode_bytes));
+        let Some(bounds) = self.clamp(encode_bytes(start), end.map(encode_bytes)) else {
+            return Ok(Vec::new());
+        };
         let read_ts = self.read_ts();
-        let mut locks = self.iter(Cf::Lock, bounds()?)?;
+        let mut locks = self.iter(Cf::Lock, bounds.clone())?;
         locks.seek_to_first();
         while let Some((key, value)) = locks.entry() {
             if let Some(err) = blocking(key, value, read_ts)? {
@@ -103,7 +106,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
             locks.next();
         }
         locks.status()?;
-        let mut it = self.iter(Cf::Write, bounds()?)?;
+        let mut it = self.iter(Cf::Write, bounds)?;
         it.seek_to_first();
         let (mut out, mut scanned) = (Vec::new(), 0u64);
         let mut settled: Option<Vec<u8>> = None; // the user key whose visible version was decided

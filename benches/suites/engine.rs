@@ -1,0 +1,268 @@
+//! `ime-engine` benchmarks: the hybrid path against the disk-only path in the same run,
+//! over one RocksDB (DESIGN.md section 10).
+//!
+//! - point get (snapshot + MVCC get, latest version): a cached region vs the same engine
+//!   reading the disk (a reader whose epoch is older than the cache's falls back);
+//! - MVCC scan at read_ts over keys with 100 versions each, memory after GC vs disk;
+//! - write apply, batches of 16 MVCC puts: the engine with the region cached vs a bare
+//!   RocksDB write of the same batch (WAL on, no sync);
+//! - loading a region vs a bare RocksDB iteration over the same keys;
+//! - two reader threads vs one, on cached point gets.
+//!
+//! Sizes: `IME_BENCH_KEYS` keys for point gets (default 1,000,000), a tenth of that many
+//! keys of 100 versions for the scans.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark harness: a failed setup should stop the run"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ime_benches::{keys_from_env, user_key};
+use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
+use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+
+const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
+
+fn config() -> Config {
+    Config::from_toml(
+        r#"
+        capacity = "8GiB"
+        gc-run-interval = "1h"
+        load-evict-interval = "1h"
+        "#,
+    )
+    .unwrap()
+}
+
+fn whole() -> Region {
+    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
+    Region::new(RegionId(1), range, EPOCH)
+}
+
+fn write_key(user: &[u8], commit_ts: u64) -> Vec<u8> {
+    MvccKey {
+        user_key: user.to_vec(),
+        ts: commit_ts,
+    }
+    .encode()
+}
+
+fn put_record(start_ts: u64, value: &[u8]) -> Vec<u8> {
+    WriteRecord::new(WriteType::Put, start_ts, Some(value.to_vec()))
+        .encode()
+        .unwrap()
+}
+
+/// An engine over a fresh RocksDB holding `versions` versions of `keys` keys (short
+/// values, write CF), written straight to disk in large batches; region 1 covers them.
+fn engine_with(keys: u64, versions: u64) -> Engine<RocksDisk> {
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..keys {
+        for v in 0..versions {
+            let commit_ts = 10 + v * 10;
+            batch.put(
+                Cf::Write,
+                write_key(&user_key(i), commit_ts),
+                put_record(commit_ts - 1, &[b'v'; 32]),
+            );
+            if batch.len() == 4096 {
+                disk.write(&batch).unwrap();
+                batch = WriteBatch::new();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        disk.write(&batch).unwrap();
+    }
+    Engine::new(disk, config()).unwrap()
+}
+
+fn load(engine: &Engine<RocksDisk>) {
+    engine.load_region(whole(), 5).unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(3600)));
+}
+
+fn point_get(c: &mut Criterion) {
+    let n = keys_from_env();
+    let engine = engine_with(n, 1);
+    load(&engine);
+    let probes: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| user_key(i.wrapping_mul(2_654_435_761) % n))
+        .collect();
+    let mut group = c.benchmark_group("engine/point_get");
+    for (name, version) in [("hybrid", EPOCH.version), ("disk_only", EPOCH.version - 1)] {
+        let mut at = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                at = (at + 1) % probes.len();
+                let snapshot = engine.snapshot(RegionId(1), version, 5, u64::MAX - 1);
+                assert_eq!(snapshot.from_memory(), name == "hybrid");
+                black_box(snapshot.mvcc_get(&probes[at]).unwrap())
+            })
+        });
+    }
+    group.finish();
+    reader_threads(c, &engine, &probes);
+}
+
+/// Cached point gets: the same total work on one thread and split over two.
+fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u8>]) {
+    let mut group = c.benchmark_group("engine/readers");
+    let gets = |count: u64, offset: usize| {
+        for i in 0..count as usize {
+            let snapshot = engine.snapshot(RegionId(1), EPOCH.version, 5, u64::MAX - 1);
+            black_box(
+                snapshot
+                    .mvcc_get(&probes[(i + offset) % probes.len()])
+                    .unwrap(),
+            );
+        }
+    };
+    group.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            gets(iters, 0);
+            start.elapsed()
+        })
+    });
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| gets(iters / 2, 0));
+                s.spawn(|| gets(iters - iters / 2, 7));
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+fn mvcc_scan(c: &mut Criterion) {
+    let keys = (keys_from_env() / 10).max(100);
+    let engine = engine_with(keys, 100);
+    load(&engine);
+    engine.set_safe_point(u64::MAX / 2);
+    engine.run_gc();
+    const PER_SCAN: usize = 100;
+    let mut group = c.benchmark_group("engine/mvcc_scan_100_versions");
+    group.throughput(Throughput::Elements(PER_SCAN as u64));
+    for (name, version) in [
+        ("hybrid_after_gc", EPOCH.version),
+        ("disk_only", EPOCH.version - 1),
+    ] {
+        let mut at = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                at = (at + PER_SCAN as u64 * 13) % (keys - PER_SCAN as u64);
+                let snapshot = engine.snapshot(RegionId(1), version, 5, u64::MAX - 1);
+                assert_eq!(snapshot.from_memory(), name != "disk_only");
+                let found = snapshot.mvcc_scan(&user_key(at), None, PER_SCAN).unwrap();
+                assert_eq!(found.len(), PER_SCAN);
+                black_box(found)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn write_apply(c: &mut Criterion) {
+    let engine = engine_with(1000, 1);
+    load(&engine);
+    let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let mut group = c.benchmark_group("engine/write_batch_16");
+    group.throughput(Throughput::Elements(16));
+    let mut round = 0u64;
+    let mut index = 5u64;
+    group.bench_function("hybrid", |b| {
+        b.iter(|| {
+            round += 1;
+            index += 1;
+            let mut batch = HybridWriteBatch::new();
+            batch.prepare(ApplyHeader {
+                region: RegionId(1),
+                epoch: EPOCH,
+                first_index: index,
+                last_index: index,
+            });
+            for k in 0..16 {
+                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+                batch.put(Cf::Write, key, put_record(1_999_999 + round, b"value"));
+            }
+            black_box(engine.write(&batch).unwrap())
+        })
+    });
+    assert!(
+        engine
+            .snapshot(RegionId(1), EPOCH.version, index, u64::MAX - 1)
+            .from_memory()
+    );
+    group.bench_function("disk_only", |b| {
+        b.iter(|| {
+            round += 1;
+            let mut batch = WriteBatch::new();
+            for k in 0..16 {
+                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+                batch.put(Cf::Write, key, put_record(1_999_999 + round, b"value"));
+            }
+            black_box(bare.write(&batch).unwrap())
+        })
+    });
+    group.finish();
+}
+
+fn load_region(c: &mut Criterion) {
+    let keys = keys_from_env();
+    let engine = engine_with(keys, 1);
+    let mut group = c.benchmark_group("engine/load");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("load_region", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                load(&engine);
+                total += start.elapsed();
+                engine.evict_region(RegionId(1), ime_region::EvictReason::Manual, None);
+                assert!(engine.wait_idle(Duration::from_secs(3600)));
+            }
+            total
+        })
+    });
+    group.bench_function("rocksdb_iteration", |b| {
+        let region = whole();
+        b.iter(|| {
+            let snapshot = engine.disk().snapshot();
+            let bounds = ime_disk::Bounds::new(
+                region.range.start().to_vec(),
+                region.range.end().map(<[u8]>::to_vec),
+            )
+            .unwrap();
+            let mut n = 0;
+            for cf in Cf::ALL {
+                n += ime_disk::collect(&snapshot, cf, bounds.clone())
+                    .unwrap()
+                    .len();
+            }
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = ime_benches::criterion();
+    targets = point_get, mvcc_scan, write_apply, load_region
+}
+criterion_main!(benches);
