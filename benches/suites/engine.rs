@@ -165,7 +165,9 @@ fn mvcc_scan(c: &mut Criterion) {
                 at = (at + PER_SCAN as u64 * 13) % (keys - PER_SCAN as u64);
                 let snapshot = engine.snapshot(RegionId(1), version, 5, u64::MAX - 1);
                 assert_eq!(snapshot.from_memory(), name != "disk_only");
-                let found = snapshot.mvcc_scan(&user_key(at), None, PER_SCAN).unwrap();
+                let found = snapshot
+                    .mvcc_scan(&user_key(at), Some(b"u"), PER_SCAN)
+                    .unwrap();
                 assert_eq!(found.len(), PER_SCAN);
                 black_box(found)
             })

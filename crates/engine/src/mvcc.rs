@@ -80,9 +80,10 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         Ok(found)
     }
 
-    /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`,
-    /// within the region (`end == None`: to the end of the region), in key order, at the
-    /// snapshot's read_ts.
+    /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`
+    /// (`end == None`: unbounded), in key order, at the snapshot's read_ts. Memory serves
+    /// only bounds inside the region: give the region's end, not `None`, to be served
+    /// from it.
     ///
     /// # Errors
     /// [`MvccError::KeyIsLocked`] for the first lock in the range at or below read_ts,
@@ -93,9 +94,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, EngineError> {
-        let Some(bounds) = self.clamp(encode_bytes(start), end.map(encode_bytes)) else {
-            return Ok(Vec::new());
-        };
+        let bounds = Bounds::new(encode_bytes(start), end.map(encode_bytes))?;
         let read_ts = self.read_ts();
         let mut locks = self.iter(Cf::Lock, bounds.clone())?;
         locks.seek_to_first();

@@ -117,7 +117,8 @@ pub struct HybridSnapshot<D: DiskEngine> {
     // Field order: the memory view (and its registration) drops before the disk snapshot.
     memory: Option<MemoryView<D>>,
     fallback: Option<Fallback>,
-    /// The region's range, as the cache or the events last described it.
+    /// The region's range, when memory serves it (the cached range, at the reader's epoch
+    /// version).
     range: Option<KeyRange>,
     disk: D::Snapshot,
     core: Arc<Core<D>>,
@@ -200,10 +201,7 @@ impl<D: DiskEngine> Engine<D> {
                 }
             }
         };
-        let range = match &memory {
-            Some(view) => Some(view.range.clone()),
-            None => meta.known.get(&region).map(|k| k.region.range.clone()),
-        };
+        let range = memory.as_ref().map(|view| view.range.clone());
         drop(meta);
         core.finish(fx);
         core.metrics
@@ -248,25 +246,9 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         self.fallback
     }
 
-    /// The region's key range, when the engine knows it.
+    /// The region's key range, when memory serves the snapshot.
     pub fn range(&self) -> Option<&KeyRange> {
         self.range.as_ref()
-    }
-
-    /// `[lower, upper)` narrowed to the region's range, `None` when nothing is left.
-    pub(crate) fn clamp(&self, lower: Vec<u8>, upper: Option<Vec<u8>>) -> Option<Bounds> {
-        let (lower, upper) = match &self.range {
-            Some(range) => {
-                let lower = lower.max(range.start().to_vec());
-                let upper = match (upper, range.end()) {
-                    (Some(u), Some(e)) => Some(u.min(e.to_vec())),
-                    (u, e) => u.or_else(|| e.map(<[u8]>::to_vec)),
-                };
-                (lower, upper)
-            }
-            None => (lower, upper),
-        };
-        Bounds::new(lower, upper).ok()
     }
 
     /// The disk snapshot underneath, at the same sequence (for cross-checks).
