@@ -227,6 +227,7 @@ impl<D: DiskEngine> Core<D> {
         }
         let mut stats = Vec::new();
         for (id, known) in &meta.known {
+            let (reads, scanned_versions, returned_keys) = known.counters.take();
             let cached = meta.cached.get(id);
             let size = cached
                 .and_then(|c| self.mem.range_memory(c.range).ok())
@@ -234,9 +235,9 @@ impl<D: DiskEngine> Core<D> {
             stats.push(RegionStats {
                 id: *id,
                 size,
-                reads: known.reads,
-                scanned_versions: known.scanned_versions,
-                returned_keys: known.returned_keys,
+                reads,
+                scanned_versions,
+                returned_keys,
                 is_leader: known.is_leader,
                 pinned: meta.is_pinned(&known.region.range),
                 cached: matches!(
@@ -258,9 +259,6 @@ impl<D: DiskEngine> Core<D> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .decide(&round);
-        for known in meta.known.values_mut() {
-            (known.reads, known.scanned_versions, known.returned_keys) = (0, 0, 0);
-        }
         for (id, reason) in decision.evict {
             self.evict(&mut meta, id, reason, None, &mut fx);
         }

@@ -2,14 +2,14 @@
 //! may serve the region, a memory snapshot at the same `S` — and its iterators.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
 use ime_region::{GapKind, KeyRange, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
 
 use crate::engine::mem_cf;
-use crate::shared::{Core, Effects, bounds_of};
+use crate::shared::{Core, Effects, ReadCounters};
 use crate::{Engine, EngineError};
 
 /// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
@@ -121,9 +121,7 @@ pub struct HybridSnapshot<D: DiskEngine> {
     /// version).
     range: Option<KeyRange>,
     disk: D::Snapshot,
-    core: Arc<Core<D>>,
-    scanned: AtomicU64,
-    returned: AtomicU64,
+    counters: Option<Arc<ReadCounters>>,
 }
 
 impl<D: DiskEngine> Engine<D> {
@@ -146,8 +144,9 @@ impl<D: DiskEngine> Engine<D> {
         let mut fx = Effects::default();
         let mut meta = core.meta();
         let disk = core.disk.snapshot();
-        if let Some(known) = meta.known.get_mut(&region) {
-            known.reads += 1;
+        let counters = meta.known.get(&region).map(|k| Arc::clone(&k.counters));
+        if let Some(c) = &counters {
+            c.reads.fetch_add(1, Ordering::Relaxed);
         }
         let mut request = ReadRequest {
             epoch_version,
@@ -213,9 +212,7 @@ impl<D: DiskEngine> Engine<D> {
             fallback,
             range,
             disk,
-            core: Arc::clone(core),
-            scanned: AtomicU64::new(0),
-            returned: AtomicU64::new(0),
+            counters,
         }
     }
 }
@@ -275,22 +272,23 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     pub fn iter(&self, cf: Cf, bounds: Bounds) -> Result<HybridIter<'_>, EngineError> {
         if let Some(view) = &self.memory
             && let Some(snapshot) = &view.snapshot
+            && inside(&view.range, &bounds)
         {
             let wanted = KeyBounds {
                 start: bounds.lower().to_vec(),
                 end: bounds.upper().map(<[u8]>::to_vec),
             };
-            if bounds_of(&view.range).contains_bounds(&wanted) {
-                return Ok(HybridIter::Memory(snapshot.iter(mem_cf(cf), wanted)?));
-            }
+            return Ok(HybridIter::Memory(snapshot.iter(mem_cf(cf), wanted)?));
         }
         Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?))
     }
 
     /// Adds MVCC work to the region's statistics (for the eviction policy).
     pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
-        self.scanned.fetch_add(scanned, Ordering::Relaxed);
-        self.returned.fetch_add(returned, Ordering::Relaxed);
+        if let Some(c) = &self.counters {
+            c.scanned.fetch_add(scanned, Ordering::Relaxed);
+            c.returned.fetch_add(returned, Ordering::Relaxed);
+        }
     }
 
     fn memory_for_key(&self, key: &[u8]) -> Option<&ime_memkv::Snapshot> {
@@ -302,16 +300,15 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 }
 
-impl<D: DiskEngine> Drop for HybridSnapshot<D> {
-    fn drop(&mut self) {
-        let (scanned, returned) = (*self.scanned.get_mut(), *self.returned.get_mut());
-        if scanned + returned > 0
-            && let Some(known) = self.core.meta().known.get_mut(&self.region)
-        {
-            known.scanned_versions += scanned;
-            known.returned_keys += returned;
-        }
-    }
+/// True when `bounds` lie inside `range`.
+fn inside(range: &KeyRange, bounds: &Bounds) -> bool {
+    let lower_ok = bounds.lower() >= range.start();
+    let upper_ok = match (range.end(), bounds.upper()) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(end), Some(upper)) => upper <= end,
+    };
+    lower_ok && upper_ok
 }
 
 /// A cursor over a [`HybridSnapshot`]: the memory store's or the disk's, with one

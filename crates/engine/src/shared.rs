@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -51,9 +51,8 @@ pub(crate) struct Known {
     pub(crate) region: Region,
     pub(crate) applied_index: u64,
     pub(crate) is_leader: bool,
-    pub(crate) reads: u64,
-    pub(crate) scanned_versions: u64,
-    pub(crate) returned_keys: u64,
+    /// Read statistics since the last policy round; snapshots add to them without a lock.
+    pub(crate) counters: Arc<ReadCounters>,
     /// Bytes it held when last cached.
     pub(crate) size: u64,
 }
@@ -64,11 +63,25 @@ impl Known {
             region,
             applied_index,
             is_leader: false,
-            reads: 0,
-            scanned_versions: 0,
-            returned_keys: 0,
+            counters: Arc::default(),
             size: 0,
         }
+    }
+}
+
+/// A region's read statistics: reads, MVCC versions scanned, keys returned.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCounters {
+    pub(crate) reads: AtomicU64,
+    pub(crate) scanned: AtomicU64,
+    pub(crate) returned: AtomicU64,
+}
+
+impl ReadCounters {
+    /// The counts so far, reset to zero.
+    pub(crate) fn take(&self) -> (u64, u64, u64) {
+        let take = |c: &AtomicU64| c.swap(0, std::sync::atomic::Ordering::Relaxed);
+        (take(&self.reads), take(&self.scanned), take(&self.returned))
     }
 }
 

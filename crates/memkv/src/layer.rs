@@ -243,8 +243,9 @@ impl Run {
         lo
     }
 
-    /// Index of the first entry whose internal key is `>= (key, Reverse(seq))`.
-    fn lower(&self, key: &[u8], seq: u64) -> usize {
+    /// Index of the first entry whose internal key is `>= (key, Reverse(seq))`; with
+    /// `seq == u64::MAX`, the first entry whose user key is `>= key`.
+    pub(crate) fn lower(&self, key: &[u8], seq: u64) -> usize {
         // The answer lies between the last block starting below `key` and the first block
         // starting above it: search the sparse index, then only that stretch of slots.
         let blocks = self.sparse_ends.len();

@@ -102,9 +102,9 @@ pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
 
 /// The entries of `run` within `bounds`: `lo..hi`.
 pub(crate) fn run_span(run: &Run, bounds: &KeyBounds) -> (usize, usize) {
-    let lo = run.partition(0, run.len(), |k, _| k < bounds.start.as_slice());
+    let lo = run.lower(&bounds.start, u64::MAX);
     let hi = match &bounds.end {
-        Some(end) => run.partition(lo, run.len(), |k, _| k < end.as_slice()),
+        Some(end) => run.lower(end, u64::MAX).max(lo),
         None => run.len(),
     };
     (lo, hi)
@@ -113,6 +113,9 @@ pub(crate) fn run_span(run: &Run, bounds: &KeyBounds) -> (usize, usize) {
 /// The entries of `mem` within `bounds` with sequence `<= seq`, in order.
 pub(crate) fn memtable_span(mem: &Memtable, bounds: &KeyBounds, seq: u64) -> Vec<RunEntry> {
     let map = mem.read();
+    if map.is_empty() {
+        return Vec::new(); // the common case after a load or a compaction: no allocation
+    }
     let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
     let upper = bounds
         .end
@@ -195,7 +198,7 @@ impl SnapshotIter {
 
     /// To the first key `>= key` (and in bounds).
     pub fn seek(&mut self, key: &[u8]) {
-        let a = self.run.partition(self.lo, self.hi, |k, _| k < key);
+        let a = self.run.lower(key, u64::MAX).clamp(self.lo, self.hi);
         let b = self.recent.partition(0, self.recent.len(), |k, _| k < key);
         self.forward(a, b);
     }

@@ -1,0 +1,185 @@
+//! Running the engine: configuration changes at run time, the background ticks, metrics,
+//! the region listing, and shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Peer, region, test_config};
+use ime_disk::MemDisk;
+use ime_engine::{ByteSize, Config, Engine, EngineError};
+use ime_region::{RegionId, RegionState};
+
+fn loaded(regions: u64) -> Peer<MemDisk> {
+    let mut peer = Peer::in_memory();
+    for id in 1..=regions {
+        let (start, end) = (format!("r{id}"), format!("r{}", id + 1));
+        peer.add(region(id, &start, Some(&end), 1));
+        for i in 0..50 {
+            peer.commit(
+                id,
+                &[(
+                    &format!("{start}/{i:03}"),
+                    Some("a value of forty bytes, give or take...."),
+                )],
+            );
+        }
+        peer.load(id);
+    }
+    peer
+}
+
+/// Polls `done` until it holds or `limit` passes (a liveness check, not a timing one).
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+#[test]
+fn lowering_capacity_at_run_time_evicts_down_to_it() {
+    let mut peer = loaded(4);
+    let used = peer.engine.memory_used();
+    let mut config = peer.engine.config();
+    config.capacity = ByteSize(used / 2);
+    peer.engine.update_config(config).unwrap();
+    peer.idle();
+    assert!(
+        peer.engine.memory_used() <= used / 2,
+        "{} > {}",
+        peer.engine.memory_used(),
+        used / 2
+    );
+    assert!(peer.engine.counter("evictions", "MemoryLimitReached") > 0);
+    for id in 1..=4 {
+        peer.check(id);
+    }
+    // An invalid update is refused whole, naming the key.
+    let mut bad = peer.engine.config();
+    bad.capacity = ByteSize(0);
+    let err = peer.engine.update_config(bad).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Config(_)) && err.to_string().contains("capacity"),
+        "{err}"
+    );
+    assert_eq!(peer.engine.config().capacity, ByteSize(used / 2));
+}
+
+#[test]
+fn disabling_at_run_time_evicts_everything_even_under_reads() {
+    let peer = loaded(3);
+    let stop = AtomicBool::new(false);
+    let r = peer.region(2);
+    let index = peer.applied(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut ts = 10_000;
+            while !stop.load(Ordering::SeqCst) {
+                ts += 1;
+                let snapshot = peer.engine.snapshot(r.id, r.epoch.version, index, ts);
+                common::assert_reads_match(&snapshot, &r);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let mut config = peer.engine.config();
+        config.enable = false;
+        peer.engine.update_config(config).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::SeqCst);
+    });
+    peer.idle();
+    assert!(
+        peer.engine.regions().is_empty(),
+        "{}",
+        peer.engine.regions_json()
+    );
+    assert_eq!(peer.engine.counter("evictions", "Disabled"), 3);
+    let snapshot = peer.engine.snapshot(r.id, r.epoch.version, index, 20_000);
+    assert_eq!(snapshot.fallback(), Some(ime_engine::Fallback::Disabled));
+    assert!(matches!(
+        peer.engine.load_region(r, index),
+        Err(EngineError::LoadRefused { .. })
+    ));
+}
+
+#[test]
+fn the_ticker_runs_gc_and_the_cross_checker_at_their_intervals() {
+    let config = Config::from_toml(
+        r#"
+        gc-run-interval = "50ms"
+        load-evict-interval = "50ms"
+        cross-check-interval = "50ms"
+        "#,
+    )
+    .unwrap();
+    let mut peer = Peer::new(Engine::new(MemDisk::new(), config).unwrap());
+    peer.add(region(1, "a", Some("z"), 1));
+    for _ in 0..3 {
+        peer.commit(1, &[("k", Some("v"))]);
+    }
+    peer.load(1);
+    let ts = peer.next_ts();
+    peer.engine.set_safe_point(ts);
+    let safe_point = || peer.engine.regions().first().map_or(0, |r| r.safe_point);
+    assert!(
+        eventually(Duration::from_secs(10), || safe_point() == ts),
+        "GC never ran"
+    );
+    assert!(peer.check(1));
+    assert_eq!(peer.engine.counter("differences", "write"), 0);
+}
+
+#[test]
+fn metrics_and_the_region_listing_describe_the_cache() {
+    let mut peer = loaded(2);
+    assert!(peer.check(1));
+    peer.engine
+        .evict_region(RegionId(2), ime_region::EvictReason::Manual, None);
+    peer.idle();
+    let text = peer.engine.metrics_text();
+    for line in [
+        "ime_regions{state=\"Active\"} 1",
+        "ime_evictions_total{reason=\"Manual\"} 1",
+        "ime_snapshots_total{source=\"memory\"} 1",
+        "ime_loads_total{result=\"ok\"} 2",
+        "# TYPE ime_eviction_duration_seconds histogram",
+        "# TYPE ime_memory_bytes gauge",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let listing: serde_json::Value = serde_json::from_str(&peer.engine.regions_json()).unwrap();
+    let regions = listing.as_array().unwrap();
+    assert_eq!(regions.len(), 1);
+    assert_eq!(regions[0]["state"], "Active");
+    assert_eq!(regions[0]["region"]["id"], 1);
+    assert_eq!(peer.state(1), Some(RegionState::Active));
+}
+
+#[test]
+fn close_joins_the_threads_and_keeps_callbacks() {
+    let peer = loaded(1);
+    let open = peer
+        .engine
+        .snapshot(RegionId(1), 1, peer.applied(1), 10_000);
+    peer.engine
+        .evict_region(RegionId(1), ime_region::EvictReason::Manual, None);
+    let Peer { engine, .. } = peer;
+    drop(open);
+    engine.close();
+    // A config that names an unknown key is refused before any thread starts.
+    let refused = Config::from_toml("capacity = \"1GiB\"\nwhat = 1");
+    assert!(refused.is_err());
+    let engine = Engine::new(MemDisk::new(), test_config()).unwrap();
+    drop(engine);
+}
