@@ -110,6 +110,17 @@ fn point_get(c: &mut Criterion) {
         });
     }
     group.finish();
+    let mut group = c.benchmark_group("engine/snapshot");
+    group.bench_function("hybrid", |b| {
+        b.iter(|| black_box(engine.snapshot(RegionId(1), EPOCH.version, 5, u64::MAX - 1)))
+    });
+    group.bench_function("disk_only", |b| {
+        b.iter(|| black_box(engine.snapshot(RegionId(1), EPOCH.version - 1, 5, u64::MAX - 1)))
+    });
+    group.bench_function("rocksdb_alone", |b| {
+        b.iter(|| black_box(engine.disk().snapshot()))
+    });
+    group.finish();
     reader_threads(c, &engine, &probes);
 }
 

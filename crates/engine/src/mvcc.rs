@@ -58,6 +58,9 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
         .encode();
         upper.push(0);
+        if let Some(snapshot) = self.memory_for_bounds(&lower, &upper) {
+            return self.mvcc_get_in_memory(snapshot, user_key, lower, upper);
+        }
         let mut it = self.iter(Cf::Write, Bounds::new(lower, Some(upper))?)?;
         it.seek_to_first();
         let mut scanned = 0;
@@ -134,6 +137,39 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         it.status()?;
         self.note_work(scanned, out.len() as u64);
         Ok(out)
+    }
+
+    /// `mvcc_get`'s version walk as point lookups in memory (no cursor to set up).
+    fn mvcc_get_in_memory(
+        &self,
+        snapshot: &ime_memkv::Snapshot,
+        user_key: &[u8],
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut bounds = ime_memkv::KeyBounds {
+            start: lower,
+            end: Some(upper),
+        };
+        let mut scanned = 0;
+        let mut found = None;
+        while let Some((key, value)) = snapshot.first_in(ime_memkv::Cf::Write, &bounds) {
+            scanned += 1;
+            let record = WriteRecord::decode(&value).map_err(MvccError::from)?;
+            match record.kind() {
+                WriteType::Put => {
+                    found = Some(self.value_of(user_key, record)?);
+                    break;
+                }
+                WriteType::Delete => break,
+                WriteType::Lock | WriteType::Rollback => {
+                    bounds.start = key;
+                    bounds.start.push(0); // the next key after this version
+                }
+            }
+        }
+        self.note_work(scanned, 1);
+        Ok(found)
     }
 
     fn check_lock(&self, user_key: &[u8]) -> Result<(), EngineError> {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
-use ime_region::{GapKind, KeyRange, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
+use ime_region::{GapKind, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
 
 use crate::engine::mem_cf;
 use crate::shared::{Core, Effects, ReadCounters};
@@ -84,7 +84,6 @@ impl Fallback {
 /// registration that holds back GC and deletion until it drops.
 struct MemoryView<D: DiskEngine> {
     snapshot: Option<ime_memkv::Snapshot>,
-    range: KeyRange,
     ticket: Option<SnapshotTicket>,
     core: Arc<Core<D>>,
 }
@@ -117,9 +116,6 @@ pub struct HybridSnapshot<D: DiskEngine> {
     // Field order: the memory view (and its registration) drops before the disk snapshot.
     memory: Option<MemoryView<D>>,
     fallback: Option<Fallback>,
-    /// The region's range, when memory serves it (the cached range, at the reader's epoch
-    /// version).
-    range: Option<KeyRange>,
     disk: D::Snapshot,
     counters: Option<Arc<ReadCounters>>,
 }
@@ -165,21 +161,19 @@ impl<D: DiskEngine> Engine<D> {
         } else {
             match meta.map.acquire_snapshot(region, request) {
                 Ok(ticket) => {
-                    let range = meta.map.region(region).map(|r| r.range.clone());
                     let cached = meta.cached.get(&region).copied();
                     let snapshot =
                         cached.and_then(|c| core.mem.snapshot(c.range, disk.sequence()).ok());
-                    match (snapshot, range) {
-                        (Some(snapshot), Some(range)) => (
+                    match snapshot {
+                        Some(snapshot) => (
                             Some(MemoryView {
                                 snapshot: Some(snapshot),
-                                range,
                                 ticket: Some(ticket),
                                 core: Arc::clone(core),
                             }),
                             None,
                         ),
-                        _ => {
+                        None => {
                             if let Ok(Some(id)) = meta.map.release_snapshot(ticket) {
                                 core.schedule_delete(&mut meta, id, &mut fx);
                             }
@@ -200,7 +194,6 @@ impl<D: DiskEngine> Engine<D> {
                 }
             }
         };
-        let range = memory.as_ref().map(|view| view.range.clone());
         drop(meta);
         core.finish(fx);
         core.metrics
@@ -210,7 +203,6 @@ impl<D: DiskEngine> Engine<D> {
             read_ts,
             memory,
             fallback,
-            range,
             disk,
             counters,
         }
@@ -243,11 +235,6 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         self.fallback
     }
 
-    /// The region's key range, when memory serves the snapshot.
-    pub fn range(&self) -> Option<&KeyRange> {
-        self.range.as_ref()
-    }
-
     /// The disk snapshot underneath, at the same sequence (for cross-checks).
     pub fn disk(&self) -> &D::Snapshot {
         &self.disk
@@ -272,7 +259,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     pub fn iter(&self, cf: Cf, bounds: Bounds) -> Result<HybridIter<'_>, EngineError> {
         if let Some(view) = &self.memory
             && let Some(snapshot) = &view.snapshot
-            && inside(&view.range, &bounds)
+            && inside(snapshot.bounds(), &bounds)
         {
             let wanted = KeyBounds {
                 start: bounds.lower().to_vec(),
@@ -291,19 +278,29 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
     }
 
+    /// The memory snapshot, when it serves `[lower, upper)` (inside the region).
+    pub(crate) fn memory_for_bounds(
+        &self,
+        lower: &[u8],
+        upper: &[u8],
+    ) -> Option<&ime_memkv::Snapshot> {
+        let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
+        let range = snapshot.bounds();
+        let inside =
+            lower >= range.start.as_slice() && range.end.as_deref().is_none_or(|e| upper <= e);
+        inside.then_some(snapshot)
+    }
+
     fn memory_for_key(&self, key: &[u8]) -> Option<&ime_memkv::Snapshot> {
-        let view = self.memory.as_ref()?;
-        view.range
-            .contains_key(key)
-            .then_some(view.snapshot.as_ref())
-            .flatten()
+        let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
+        snapshot.bounds().contains(key).then_some(snapshot)
     }
 }
 
 /// True when `bounds` lie inside `range`.
-fn inside(range: &KeyRange, bounds: &Bounds) -> bool {
-    let lower_ok = bounds.lower() >= range.start();
-    let upper_ok = match (range.end(), bounds.upper()) {
+fn inside(range: &KeyBounds, bounds: &Bounds) -> bool {
+    let lower_ok = bounds.lower() >= range.start.as_slice();
+    let upper_ok = match (range.end.as_deref(), bounds.upper()) {
         (None, _) => true,
         (Some(_), None) => false,
         (Some(end), Some(upper)) => upper <= end,

@@ -254,7 +254,11 @@ impl Run {
             &self.sparse_keys[start..self.sparse_ends[b] as usize]
         };
         let below = partition_point(blocks, |b| sparse_key(b) < key);
-        let not_above = partition_point(blocks, |b| sparse_key(b) <= key);
+        // Blocks starting exactly at `key` (a key with many versions) follow `below`.
+        let mut not_above = below;
+        while not_above < blocks && sparse_key(not_above) <= key {
+            not_above += 1;
+        }
         let lo = below.saturating_sub(1) * SPARSE;
         let hi = (not_above * SPARSE).min(self.len());
         self.partition(lo, hi, |k, s| (k, Reverse(s)) < (key, Reverse(seq)))
@@ -290,12 +294,17 @@ impl Memtable {
         }
     }
 
-    /// Inserts an entry whose cost the caller has reserved on the tracker.
     /// Bytes charged for it.
     pub(crate) fn charged(&self) -> u64 {
         self.charge.bytes()
     }
 
+    /// True when it holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Inserts an entry whose cost the caller has reserved on the tracker.
     pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.insert((key.into(), Reverse(seq)), value.map(Into::into));

@@ -13,7 +13,7 @@ use crate::{Cf, KeyBounds, MemError, RangeId};
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     id: RangeId,
-    bounds: KeyBounds,
+    bounds: Arc<KeyBounds>,
     seq: u64,
     cfs: [CfLayers; 3],
 }
@@ -27,7 +27,7 @@ impl Snapshot {
         ];
         Snapshot {
             id: range.id,
-            bounds: range.bounds.clone(),
+            bounds: Arc::clone(&range.bounds),
             seq,
             cfs,
         }
@@ -36,6 +36,11 @@ impl Snapshot {
     /// The sequence number it sees up to, inclusive.
     pub fn sequence(&self) -> u64 {
         self.seq
+    }
+
+    /// The bounds of the range it reads.
+    pub fn bounds(&self) -> &KeyBounds {
+        &self.bounds
     }
 
     /// The range it reads.
@@ -49,6 +54,55 @@ impl Snapshot {
             return None; // after a split, the layers may hold keys of a sibling
         }
         visible(&self.cfs[cf.index()], key, self.seq).map(|v| v.into_vec())
+    }
+
+    /// The first key in `bounds` (within the range) with a visible value in `cf`, and
+    /// that value: a point lookup where a cursor would cost its setup.
+    pub fn first_in(&self, cf: Cf, bounds: &KeyBounds) -> Option<(Vec<u8>, Vec<u8>)> {
+        let layers = &self.cfs[cf.index()];
+        let start = bounds.start.as_slice().max(self.bounds.start.as_slice());
+        if layers.active.is_empty() && layers.frozen.iter().all(|m| m.is_empty()) {
+            return self.first_in_run(&layers.run, start, bounds);
+        }
+        let mut next = layers_of(layers)
+            .filter_map(|l| l.next_key(start, true))
+            .min()?;
+        loop {
+            if !bounds.contains(&next) || !self.bounds.contains(&next) {
+                return None;
+            }
+            if let Some(value) = visible(layers, &next, self.seq) {
+                return Some((next.into_vec(), value.into_vec()));
+            }
+            next = layers_of(layers)
+                .filter_map(|l| l.next_key(&next, false))
+                .min()?;
+        }
+    }
+
+    /// `first_in` when the run is the only layer: one search, then a walk.
+    fn first_in_run(
+        &self,
+        run: &Run,
+        start: &[u8],
+        bounds: &KeyBounds,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut i = run.lower(start, u64::MAX);
+        let mut settled: Option<&[u8]> = None; // the key whose visible entry was a deletion
+        while i < run.len() {
+            let key = run.key(i);
+            if !bounds.contains(key) || !self.bounds.contains(key) {
+                return None;
+            }
+            if run.seq(i) <= self.seq && settled != Some(key) {
+                match run.value(i) {
+                    Some(value) => return Some((key.to_vec(), value.to_vec())),
+                    None => settled = Some(key),
+                }
+            }
+            i += 1;
+        }
+        None
     }
 
     /// An iterator over `cf` within `bounds`, which must lie inside the range; not
@@ -65,7 +119,7 @@ impl Snapshot {
 }
 
 /// The layers of a column family, newest last.
-fn layers(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
+fn layers_of(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
     std::iter::once(Layer::Run(&cf.run))
         .chain(cf.frozen.iter().map(|m| Layer::Mem(m)))
         .chain(std::iter::once(Layer::Mem(&cf.active)))
@@ -74,7 +128,7 @@ fn layers(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
 /// The value of `key` visible at `seq`: the newest entry at or below it, unless that is a
 /// deletion.
 fn visible(cf: &CfLayers, key: &[u8], seq: u64) -> Option<Box<[u8]>> {
-    let newest: Option<(u64, IValue)> = layers(cf)
+    let newest: Option<(u64, IValue)> = layers_of(cf)
         .filter_map(|l| l.get(key, seq))
         .max_by_key(|(s, _)| *s);
     newest.and_then(|(_, value)| value)
@@ -89,7 +143,9 @@ pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
             None => (bounds.start.as_slice(), true),
             Some(key) => (&**key, false),
         };
-        let next = layers(cf).filter_map(|l| l.next_key(from, inclusive)).min();
+        let next = layers_of(cf)
+            .filter_map(|l| l.next_key(from, inclusive))
+            .min();
         match next {
             Some(key) if bounds.contains(&key) => {
                 out.push(key.to_vec());

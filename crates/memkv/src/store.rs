@@ -24,7 +24,7 @@ pub(crate) struct CfLayers {
 #[derive(Debug)]
 pub(crate) struct RangeData {
     pub(crate) id: RangeId,
-    pub(crate) bounds: KeyBounds,
+    pub(crate) bounds: Arc<KeyBounds>,
     pub(crate) cfs: [RwLock<CfLayers>; 3],
     /// Snapshots below this sequence are refused: a compaction dropped shadowed versions.
     pub(crate) compacted_seq: AtomicU64,
@@ -179,7 +179,7 @@ impl MemKv {
         };
         let data = RangeData {
             id,
-            bounds,
+            bounds: Arc::new(bounds),
             cfs: [layers(), layers(), layers()],
             compacted_seq: AtomicU64::new(0),
         };
@@ -224,7 +224,7 @@ impl MemKv {
         self.ranges()
             .by_id
             .values()
-            .map(|r| (r.id, r.bounds.clone()))
+            .map(|r| (r.id, KeyBounds::clone(&r.bounds)))
             .collect()
     }
 
@@ -441,7 +441,7 @@ impl MemKv {
             };
             ranges.insert(Arc::new(RangeData {
                 id: *child,
-                bounds: bounds.clone(),
+                bounds: Arc::new(bounds.clone()),
                 cfs: [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)],
                 compacted_seq: AtomicU64::new(parent.compacted_seq.load(Ordering::Acquire)),
             }));
@@ -481,7 +481,7 @@ fn check_partition(
     let (Some(first), Some(last)) = (children.first(), children.last()) else {
         return Err(invalid("no children"));
     };
-    if first.1.start != parent.bounds.start || last.1.end != parent.bounds.end {
+    if first.1.start != parent.bounds.start || last.1.end.as_ref() != parent.bounds.end.as_ref() {
         return Err(invalid("the children do not cover the range"));
     }
     if children

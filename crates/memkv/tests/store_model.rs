@@ -202,6 +202,10 @@ proptest! {
                     let mut iter = snapshot.iter(cf, bounds.clone()).unwrap();
                     iter.seek(&key(k));
                     let at_or_after = expected.iter().find(|(key_, _)| *key_ >= key(k));
+                    let from_k = KeyBounds::new(key(k), bounds.end.clone()).ok();
+                    if let Some(from_k) = from_k {
+                        prop_assert_eq!(snapshot.first_in(cf, &from_k), at_or_after.cloned(), "first_in");
+                    }
                     prop_assert_eq!(iter.entry().map(|(a, _)| a.to_vec()), at_or_after.map(|(a, _)| a.clone()));
                     iter.seek_for_prev(&key(k));
                     let at_or_before = expected.iter().rev().find(|(key_, _)| *key_ <= key(k));
