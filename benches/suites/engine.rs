@@ -7,7 +7,11 @@
 //! - write apply, batches of 16 MVCC puts: the engine with the region cached vs a bare
 //!   RocksDB write of the same batch (WAL on, no sync);
 //! - loading a region vs a bare RocksDB iteration over the same keys;
-//! - two reader threads vs one, on cached point gets.
+//! - two reader threads vs one, on cached point gets;
+//! - evicting a large region (`IME_BENCH_EVICT_MB`, default 256 MiB): the foreground call
+//!   vs evicting a tiny one, and the p99 of gets on another region while it is evicted
+//!   and loaded again vs with nothing running (there, a reported "iteration" is the p99
+//!   latency of a run of 2,000 gets).
 //!
 //! Sizes: `IME_BENCH_KEYS` keys for point gets (default 1,000,000), a tenth of that many
 //! keys of 100 versions for the scans.
@@ -273,9 +277,118 @@ fn load_region(c: &mut Criterion) {
     group.finish();
 }
 
+/// Region 1 is large (`IME_BENCH_EVICT_MB`, default 256 MiB of 1 KiB values); region 2
+/// holds small keys and serves gets while region 1 is evicted and loaded again.
+fn eviction_impact(c: &mut Criterion) {
+    let mb: u64 = std::env::var("IME_BENCH_EVICT_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..mb * 1024 {
+        let record = WriteRecord::new(WriteType::Put, 9, None).encode().unwrap();
+        batch.put(Cf::Default, write_key(&user_key(i), 9), vec![b'x'; 1000]);
+        batch.put(Cf::Write, write_key(&user_key(i), 10), record);
+        if batch.len() >= 1024 {
+            disk.write(&batch).unwrap();
+            batch = WriteBatch::new();
+        }
+    }
+    for i in 0..10_000 {
+        batch.put(
+            Cf::Write,
+            write_key(format!("v{i:06}").as_bytes(), 10),
+            put_record(9, b"small"),
+        );
+    }
+    disk.write(&batch).unwrap();
+    let engine = Engine::new(disk, config()).unwrap();
+    let big = whole();
+    let small = Region::new(
+        RegionId(2),
+        KeyRange::new(encode_bytes(b"v"), encode_bytes(b"w")).unwrap(),
+        EPOCH,
+    );
+    let tiny = Region::new(
+        RegionId(3),
+        KeyRange::new(encode_bytes(b"w"), encode_bytes(b"x")).unwrap(),
+        EPOCH,
+    );
+    engine.load_region(small.clone(), 5).unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(3600)));
+    let mut group = c.benchmark_group("engine/evict");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    // The foreground cost of evicting: the call, not the freeing (the deleter's).
+    for (name, region) in [("large_region", &big), ("tiny_region", &tiny)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    engine.load_region(region.clone(), 5).unwrap();
+                    assert!(engine.wait_idle(Duration::from_secs(3600)));
+                    let start = Instant::now();
+                    engine.evict_region(region.id, ime_region::EvictReason::Manual, None);
+                    total += start.elapsed();
+                    assert!(engine.wait_idle(Duration::from_secs(3600)));
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+    // The p99 of gets on region 2, with and without region 1 being evicted meanwhile:
+    // each "iteration" time reported is the p99 of a run of gets.
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("v{i:06}").into_bytes())
+        .collect();
+    let p99_of_gets = |runs: u64| -> Duration {
+        let mut total = Duration::ZERO;
+        for _ in 0..runs {
+            let mut latencies: Vec<Duration> = (0..2000)
+                .map(|i| {
+                    let start = Instant::now();
+                    let snapshot = engine.snapshot(RegionId(2), EPOCH.version, 5, u64::MAX - 1);
+                    black_box(snapshot.mvcc_get(&keys[(i * 37) % keys.len()]).unwrap());
+                    start.elapsed()
+                })
+                .collect();
+            latencies.sort();
+            total += latencies[latencies.len() * 99 / 100];
+        }
+        total
+    };
+    let mut group = c.benchmark_group("engine/get_p99_other_region");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("quiet", |b| b.iter_custom(p99_of_gets));
+    group.bench_function("during_evictions", |b| {
+        b.iter_custom(|runs| {
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = engine.load_region(big.clone(), 5);
+                        let _ = engine.wait_idle(Duration::from_secs(3600));
+                        engine.evict_region(big.id, ime_region::EvictReason::Manual, None);
+                        let _ = engine.wait_idle(Duration::from_secs(3600));
+                    }
+                });
+                let took = p99_of_gets(runs);
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                took
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = ime_benches::criterion();
-    targets = point_get, mvcc_scan, write_apply, load_region
+    targets = point_get, mvcc_scan, write_apply, load_region, eviction_impact
 }
 criterion_main!(benches);

@@ -44,6 +44,18 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
+        name: "evict a 256 MiB region (foreground call) vs a tiny one (goal under 10 ms)",
+        measured: "engine/evict/large_region",
+        baseline: "engine/evict/tiny_region",
+    },
+    Figure {
+        suite: "engine",
+        name: "get p99 on another region during evictions vs quiet (goal 1.2)",
+        measured: "engine/get_p99_other_region/during_evictions",
+        baseline: "engine/get_p99_other_region/quiet",
+    },
+    Figure {
+        suite: "engine",
         name: "cached gets: two reader threads vs one, same work (goal 0.56 = 1.8x)",
         measured: "engine/readers/two_threads",
         baseline: "engine/readers/one_thread",
