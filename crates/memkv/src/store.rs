@@ -112,6 +112,9 @@ pub struct MemKv {
     ranges: RwLock<RangeTable>,
     /// The last sequence applied or snapshotted; the write lock.
     last_seq: Mutex<u64>,
+    /// A copy of `last_seq`, stored once the writes up to it are in place: a snapshot at
+    /// or below it needs no lock.
+    settled_seq: AtomicU64,
 }
 
 impl MemKv {
@@ -121,6 +124,7 @@ impl MemKv {
             tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
             ranges: RwLock::new(RangeTable::default()),
             last_seq: Mutex::new(0),
+            settled_seq: AtomicU64::new(0),
         }
     }
 
@@ -280,6 +284,7 @@ impl MemKv {
             );
         }
         *last = first_seq + batch.len() as u64 - 1;
+        self.settled_seq.store(*last, Ordering::Release);
         Ok(plan.len())
     }
 
@@ -289,8 +294,13 @@ impl MemKv {
     /// # Errors
     /// [`MemError::NoSuchRange`], [`MemError::SnapshotTooOld`].
     pub fn snapshot(&self, id: RangeId, seq: u64) -> Result<Snapshot, MemError> {
-        let mut last = self.writer();
+        // At or below the settled sequence every write the snapshot may see is in place
+        // and every later write comes above it: no lock (the common case).
+        let mut last = (seq > self.settled_seq.load(Ordering::Acquire)).then(|| self.writer());
         let range = self.range(id)?;
+        // Layers first, then the compaction mark: a compaction sets the mark before it
+        // swaps layers, so a snapshot that got compacted layers also sees the mark.
+        let snapshot = Snapshot::new(&range, seq);
         let compacted = range.compacted_seq.load(Ordering::Acquire);
         if seq < compacted {
             return Err(MemError::SnapshotTooOld {
@@ -299,8 +309,11 @@ impl MemKv {
                 compacted,
             });
         }
-        *last = (*last).max(seq);
-        Ok(Snapshot::new(&range, seq))
+        if let Some(last) = last.as_deref_mut() {
+            *last = (*last).max(seq);
+            self.settled_seq.store(*last, Ordering::Release);
+        }
+        Ok(snapshot)
     }
 
     /// Bulk-loads `entries` (strictly increasing keys, inside the range) into `cf` of
@@ -337,7 +350,8 @@ impl MemKv {
                 limit,
             });
         }
-        // The load is a write at `seq`: later writes and compactions come after it.
+        // The load is a write at `seq`: later writes and compactions come after it (and
+        // lock-free snapshots at `seq` only once it is in place, below).
         *last = (*last).max(seq);
         let mut layers = range.cfs[cf.index()]
             .write()
@@ -345,6 +359,7 @@ impl MemKv {
         if layers.run.len() == 0 {
             // The usual case: a load into an empty range, straight into the arenas.
             layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
+            self.settled_seq.store(*last, Ordering::Release);
             return Ok(());
         }
         let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
@@ -358,6 +373,7 @@ impl MemKv {
             (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
         });
         layers.run = Arc::new(Run::new(&merged, Some(&self.tracker))?);
+        self.settled_seq.store(*last, Ordering::Release);
         Ok(())
     }
 
@@ -392,6 +408,7 @@ impl MemKv {
         seq: u64,
     ) {
         let _writer = self.writer();
+        range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
         for ((cf, old), run) in Cf::ALL.into_iter().zip(compacted).zip(runs) {
             let mut layers = range.cfs[cf.index()]
                 .write()
@@ -404,7 +421,6 @@ impl MemKv {
                 .frozen
                 .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
         }
-        range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Splits range `id` into `children` (ids and bounds that partition its bounds, in
