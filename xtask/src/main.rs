@@ -5,6 +5,8 @@
 //!                              denied); the tidy checks run as tests of this crate
 //! cargo xtask bench [SUITE..]  criterion suites, then each figure as a ratio against its
 //!                              baseline measured in the same run
+//! cargo xtask sim [ARGS..]     the simulator (a Raft cluster driving IME), release build
+//! cargo xtask soak [--seeds N] many simulator seeds in a row, stopping at the first failure
 //! ```
 
 mod bench;
@@ -21,7 +23,10 @@ commands:
                       (--fast skips clippy and the doc build)
   bench [SUITE...]    run the criterion suites (all, or those named: disk, memkv,
                       observer, policy) and print
-                      each figure as a ratio against its same-run baseline";
+                      each figure as a ratio against its same-run baseline
+  sim [ARGS...]       run the simulator: --seed N --stores N --ops N --scenario NAME --out DIR
+                      (scenarios: random, seed, seed-unobserved, snapshot-same-epoch-unobserved)
+  soak [--seeds N]    run the simulator on seeds 1..=N (default 20), stopping at the first failure";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -39,12 +44,32 @@ fn run(args: Vec<String>) -> Result<()> {
         ["ci"] => ci(false),
         ["ci", "--fast"] => ci(true),
         ["bench", suites @ ..] => bench::run(&tidy::workspace_root(), suites),
+        ["sim", rest @ ..] => sim(rest),
+        ["soak"] => soak(20),
+        ["soak", "--seeds", n] => soak(n.parse().context("--seeds takes a number")?),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())
         }
         other => bail!("unknown command `{}`\n\n{USAGE}", other.join(" ")),
     }
+}
+
+/// Runs the simulator binary, built in release mode, with `args`.
+fn sim(args: &[&str]) -> Result<()> {
+    let mut all = vec!["run", "--release", "--quiet", "-p", "ime-sim", "--"];
+    all.extend_from_slice(args);
+    cargo(&all, &[])
+}
+
+/// Runs the simulator on seeds `1..=seeds`, stopping at the first that fails.
+fn soak(seeds: u64) -> Result<()> {
+    for seed in 1..=seeds {
+        let seed = seed.to_string();
+        sim(&["--seed", &seed]).with_context(|| format!("seed {seed} failed"))?;
+    }
+    println!("soak: {seeds} seeds, no mismatch");
+    Ok(())
 }
 
 /// Runs every check CI runs, in order of increasing cost, stopping at the first failure.

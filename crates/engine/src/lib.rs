@@ -62,6 +62,12 @@ mod mvcc;
 mod read;
 mod shared;
 
+/// The layers below, re-exported so that an embedder (the simulator) needs only this crate.
+pub use ime_disk as disk;
+pub use ime_eviction as eviction;
+pub use ime_observer as observer;
+pub use ime_region as region;
+
 pub use background::Difference;
 pub use batch::{ApplyHeader, HybridWriteBatch};
 pub use config::{ByteSize, Config, ConfigError, ReadableDuration};

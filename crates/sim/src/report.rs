@@ -1,0 +1,251 @@
+//! The run's report: what was done, what the caches did, and every mismatch with what it
+//! takes to reproduce it.
+
+use std::fmt;
+
+use ime_engine::Difference;
+use ime_engine::region::EvictReason;
+use serde::Serialize;
+
+use crate::Options;
+use crate::cluster::{ReadResult, memory_of, sum_counter};
+use crate::store::Store;
+
+/// A read from memory (or a cross-check) that differed from the disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct Mismatch {
+    /// The store.
+    pub store: u64,
+    /// The region.
+    pub region: u64,
+    /// What differed, shortly.
+    pub what: String,
+    /// The events the store published for the region, in order.
+    pub history: Vec<String>,
+}
+
+impl Mismatch {
+    pub(crate) fn new(
+        store: u64,
+        region: u64,
+        found: &ReadResult,
+        expected: &ReadResult,
+        history: Vec<String>,
+    ) -> Self {
+        let what = match (found, expected) {
+            (Ok(found), Ok(expected)) => {
+                let first = found
+                    .iter()
+                    .zip(expected)
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| {
+                        format!(
+                            "first difference at key {} vs {}",
+                            a.0.escape_ascii(),
+                            b.0.escape_ascii()
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        format!("{} pairs read, {} on disk", found.len(), expected.len())
+                    });
+                format!("read differs from disk: {first}")
+            }
+            (found, expected) => format!("read {found:?} but disk says {expected:?}"),
+        };
+        Mismatch {
+            store,
+            region,
+            what,
+            history,
+        }
+    }
+
+    pub(crate) fn from_difference(store: u64, d: &Difference, history: Vec<String>) -> Self {
+        Mismatch {
+            store,
+            region: d.region.0,
+            what: format!("cross-check: {d}"),
+            history,
+        }
+    }
+}
+
+/// What a run did and saw.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The scenario.
+    pub scenario: String,
+    /// Stores.
+    pub stores: u64,
+    /// Steps run.
+    pub ops: u64,
+    /// Prewrites proposed.
+    pub prewrites: u64,
+    /// Commits and rollbacks proposed.
+    pub commits: u64,
+    /// Splits proposed.
+    pub splits: u64,
+    /// Leader transfers started.
+    pub transfers: u64,
+    /// Partitions made.
+    pub partitions: u64,
+    /// Raft messages lost to partitions.
+    pub messages_dropped: u64,
+    /// Raft snapshots sent to lagging followers, and applied by them.
+    pub snapshots: (u64, u64),
+    /// Checked reads served from memory.
+    pub reads_from_memory: u64,
+    /// Checked reads served from disk.
+    pub reads_from_disk: u64,
+    /// Evictions by reason, over all stores.
+    pub evictions: Vec<(String, u64)>,
+    /// Loads completed.
+    pub loads: u64,
+    /// Epoch gaps detected.
+    pub epoch_gaps: u64,
+    /// Applied-index gaps detected.
+    pub index_gaps: u64,
+    /// Peak memory of any store's cache, in bytes.
+    pub peak_memory: u64,
+    /// The capacity each cache had.
+    pub capacity: u64,
+    /// Memory of each store over the run (one sample per step).
+    pub memory_over_time: Vec<Vec<u64>>,
+    /// Reads or cross-checks that differed from disk.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl Report {
+    pub(crate) fn new(options: &Options) -> Self {
+        Report {
+            seed: options.seed,
+            scenario: options.scenario.name().to_owned(),
+            stores: options.stores,
+            ops: options.ops,
+            ..Report::default()
+        }
+    }
+
+    pub(crate) fn sample_memory(&mut self, stores: &[Store]) {
+        let sample: Vec<u64> = stores.iter().map(|s| memory_of(&s.engine)).collect();
+        self.peak_memory = self
+            .peak_memory
+            .max(sample.iter().copied().max().unwrap_or(0));
+        self.memory_over_time.push(sample);
+    }
+
+    pub(crate) fn collect(&mut self, stores: &[Store]) {
+        self.evictions = EvictReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    sum_counter(stores, "evictions", r.as_str()),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        self.loads = sum_counter(stores, "loads", "ok");
+        self.snapshots = (
+            stores.iter().map(|s| s.snapshots_sent).sum(),
+            stores.iter().map(|s| s.snapshots_applied).sum(),
+        );
+        self.epoch_gaps = sum_counter(stores, "gaps", "EpochGap");
+        self.index_gaps = sum_counter(stores, "gaps", "IndexGap");
+        self.capacity = stores.first().map_or(0, |s| s.engine.config().capacity.0);
+    }
+
+    /// The share of checked reads served from memory.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.reads_from_memory + self.reads_from_disk;
+        if total == 0 {
+            0.0
+        } else {
+            self.reads_from_memory as f64 / total as f64
+        }
+    }
+
+    /// Evictions with `reason`.
+    pub fn evicted(&self, reason: EvictReason) -> u64 {
+        self.evictions
+            .iter()
+            .find(|(r, _)| r == reason.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ime-sim: seed {}, scenario {}, {} stores, {} steps",
+            self.seed, self.scenario, self.stores, self.ops
+        )?;
+        writeln!(
+            f,
+            "  operations   {} prewrites, {} commits/rollbacks, {} splits, {} leader transfers, {} partitions ({} messages lost)",
+            self.prewrites,
+            self.commits,
+            self.splits,
+            self.transfers,
+            self.partitions,
+            self.messages_dropped
+        )?;
+        writeln!(
+            f,
+            "  snapshots    {} sent, {} applied",
+            self.snapshots.0, self.snapshots.1
+        )?;
+        writeln!(
+            f,
+            "  reads        {} checked: {} from memory, {} from disk (hit ratio {:.2})",
+            self.reads_from_memory + self.reads_from_disk,
+            self.reads_from_memory,
+            self.reads_from_disk,
+            self.hit_ratio()
+        )?;
+        let evictions: Vec<String> = self
+            .evictions
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        writeln!(
+            f,
+            "  evictions    {}",
+            if evictions.is_empty() {
+                "none".to_owned()
+            } else {
+                evictions.join(", ")
+            }
+        )?;
+        writeln!(f, "  loads        {}", self.loads)?;
+        writeln!(
+            f,
+            "  gaps         {} epoch, {} applied index",
+            self.epoch_gaps, self.index_gaps
+        )?;
+        writeln!(
+            f,
+            "  memory       peak {} bytes of a {} byte capacity",
+            self.peak_memory, self.capacity
+        )?;
+        if self.mismatches.is_empty() {
+            writeln!(f, "  mismatches   none")
+        } else {
+            writeln!(f, "  MISMATCHES   {}", self.mismatches.len())?;
+            for m in self.mismatches.iter().take(5) {
+                writeln!(f, "    store {} region {}: {}", m.store, m.region, m.what)?;
+                for line in m.history.iter().rev().take(8).rev() {
+                    writeln!(f, "      {line}")?;
+                }
+            }
+            writeln!(
+                f,
+                "  replay with: cargo xtask sim --seed {} --scenario {}",
+                self.seed, self.scenario
+            )
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The simulator as CI runs it: short seeded runs with the nemesis must see no mismatch,
+//! the seed scenarios must show their eviction reasons, and an engine broken on purpose
+//! must be caught — the checker can fail.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use ime_engine::region::EvictReason;
+use ime_sim::{Options, Scenario, run};
+
+fn options(seed: u64, scenario: Scenario) -> Options {
+    Options {
+        seed,
+        ops: 150,
+        scenario,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn short_seeded_runs_with_the_nemesis_see_no_mismatch() {
+    for seed in [1, 2] {
+        let report = run(&Options {
+            nemesis_percent: 25,
+            ..options(seed, Scenario::Random)
+        })
+        .unwrap();
+        assert!(report.mismatches.is_empty(), "{report}");
+        assert!(report.reads_from_memory > 0, "{report}");
+        assert!(
+            report.splits > 0 && report.transfers + report.partitions > 0,
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn the_seed_scenario_evicts_on_apply_snapshot() {
+    let report = run(&options(3, Scenario::Seed)).unwrap();
+    assert!(report.mismatches.is_empty(), "{report}");
+    assert_eq!(report.evicted(EvictReason::ApplySnapshot), 1, "{report}");
+    assert!(report.snapshots.1 > 0, "{report}");
+}
+
+#[test]
+fn the_seed_scenario_with_its_event_lost_is_an_epoch_gap() {
+    let report = run(&options(3, Scenario::SeedUnobserved)).unwrap();
+    assert!(report.mismatches.is_empty(), "{report}");
+    assert_eq!(report.evicted(EvictReason::ApplySnapshot), 0, "{report}");
+    assert_eq!(report.evicted(EvictReason::EpochGap), 1, "{report}");
+}
+
+#[test]
+fn a_lost_snapshot_at_the_same_epoch_is_an_index_gap() {
+    let report = run(&options(3, Scenario::SnapshotSameEpochUnobserved)).unwrap();
+    assert!(report.mismatches.is_empty(), "{report}");
+    assert_eq!(report.evicted(EvictReason::IndexGap), 1, "{report}");
+}
+
+#[test]
+fn a_broken_engine_is_caught_by_the_checker() {
+    let broken = Options {
+        broken_engine: true,
+        ..options(3, Scenario::SnapshotSameEpochUnobserved)
+    };
+    let report = run(&broken).unwrap();
+    assert!(
+        !report.mismatches.is_empty(),
+        "the checker must fail a broken engine:\n{report}"
+    );
+    let first = &report.mismatches[0];
+    assert!(
+        first
+            .history
+            .iter()
+            .any(|line| line.contains("ApplySnapshot")),
+        "{first:?}"
+    );
+}
