@@ -60,6 +60,7 @@ mod events;
 mod metrics;
 mod mvcc;
 mod read;
+mod reference;
 mod shared;
 
 /// The layers below, re-exported so that an embedder (the simulator) needs only this crate.
@@ -76,6 +77,7 @@ pub use error::EngineError;
 pub use events::Warmup;
 pub use mvcc::{KvPair, MvccError};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
+pub use reference::reference_scan;
 pub use shared::LoadStage;
 
 impl<D: ime_disk::DiskEngine> Engine<D> {

@@ -2,10 +2,10 @@
 //! transactions, the nemesis, and the checker that compares every read served from
 //! memory with the same store's disk at the same snapshot.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, bail};
-use ime_engine::disk::{Bounds, Cf, DiskSnapshot, RocksDisk, collect};
+use ime_engine::disk::{Bounds, RocksDisk};
 use ime_engine::observer::RaftEvent;
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId};
 use ime_engine::{Config, Engine, HybridSnapshot, KvPair};
@@ -582,7 +582,8 @@ fn read(snapshot: &HybridSnapshot<RocksDisk>, range: &KeyRange, check_locks: boo
         .map_err(|e| e.to_string())
 }
 
-/// An independent MVCC reading of the disk snapshot's raw entries.
+/// The engine's reference reading of the disk snapshot's raw entries (independent of its
+/// read path), as a read result.
 fn reference(
     snapshot: &HybridSnapshot<RocksDisk>,
     range: &KeyRange,
@@ -590,55 +591,16 @@ fn reference(
 ) -> Result<ReadResult> {
     let (start, end) = user_bounds(range);
     let bounds = Bounds::new(encode_bytes(&start), end.as_deref().map(encode_bytes))?;
-    let disk = snapshot.disk();
     let read_ts = snapshot.read_ts();
-    let locks = if check_locks {
-        collect(disk, Cf::Lock, bounds.clone())?
-    } else {
-        Vec::new()
-    };
-    for (key, value) in locks {
-        let lock = LockRecord::decode(&value)?;
-        if lock.start_ts <= read_ts && matches!(lock.lock_type, LockType::Put | LockType::Delete) {
-            let (user_key, _) = decode_bytes(&key)?;
-            let err = ime_engine::MvccError::KeyIsLocked {
-                key: user_key,
-                lock_ts: lock.start_ts,
-            };
-            return Ok(Err(ime_engine::EngineError::from(err).to_string()));
-        }
-    }
-    let mut versions: BTreeMap<Vec<u8>, Vec<(u64, WriteRecord)>> = BTreeMap::new();
-    for (key, value) in collect(disk, Cf::Write, bounds)? {
-        let key = MvccKey::decode(&key)?;
-        versions
-            .entry(key.user_key)
-            .or_default()
-            .push((key.ts, WriteRecord::decode(&value)?));
-    }
-    let mut out = Vec::new();
-    for (user_key, mut list) in versions {
-        list.sort_by_key(|v| std::cmp::Reverse(v.0));
-        let decided = list
-            .into_iter()
-            .filter(|(ts, _)| *ts <= read_ts)
-            .find(|(_, r)| matches!(r.kind(), WriteType::Put | WriteType::Delete));
-        if let Some((_, record)) = decided.filter(|(_, r)| r.kind() == WriteType::Put) {
-            let value = match record.short_value {
-                Some(v) => v,
-                None => {
-                    let key = MvccKey {
-                        user_key: user_key.clone(),
-                        ts: record.start_ts,
-                    }
-                    .encode();
-                    disk.get(Cf::Default, &key)?.unwrap_or_default()
-                }
-            };
-            out.push((user_key, value));
-        }
-    }
-    Ok(Ok(out))
+    Ok(
+        match ime_engine::reference_scan(snapshot.disk(), &bounds, read_ts, check_locks) {
+            Ok(pairs) => Ok(pairs),
+            Err(err @ ime_engine::EngineError::Mvcc(ime_engine::MvccError::KeyIsLocked { .. })) => {
+                Err(err.to_string())
+            }
+            Err(err) => return Err(err.into()),
+        },
+    )
 }
 
 /// Engine counters summed over stores.

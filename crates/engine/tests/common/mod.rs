@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, MemDisk, collect};
+use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, MemDisk};
 use ime_engine::{
     ApplyHeader, Config, Engine, HybridSnapshot, HybridWriteBatch, KvPair, WriteOutcome,
 };
@@ -248,45 +248,14 @@ pub(crate) fn assert_reads_match<D: DiskEngine>(snapshot: &HybridSnapshot<D>, re
     }
 }
 
-/// MVCC reading straight off the disk's raw entries: per user key, the newest put or
-/// delete at or below `read_ts` (locks and rollbacks skipped).
+/// MVCC reading straight off the disk's raw entries (the engine's reference reader).
 pub(crate) fn reference_scan<S: DiskSnapshot>(
     disk: &S,
     range: &KeyRange,
     read_ts: u64,
 ) -> Vec<KvPair> {
     let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec)).unwrap();
-    let mut versions: BTreeMap<Vec<u8>, Vec<(u64, WriteRecord)>> = BTreeMap::new();
-    for (key, value) in collect(disk, Cf::Write, bounds).unwrap() {
-        let key = MvccKey::decode(&key).unwrap();
-        versions
-            .entry(key.user_key)
-            .or_default()
-            .push((key.ts, WriteRecord::decode(&value).unwrap()));
-    }
-    let mut out = Vec::new();
-    for (user_key, mut list) in versions {
-        list.sort_by_key(|v| std::cmp::Reverse(v.0));
-        let decided = list
-            .into_iter()
-            .filter(|(ts, _)| *ts <= read_ts)
-            .find(|(_, r)| matches!(r.kind(), WriteType::Put | WriteType::Delete));
-        if let Some((_, record)) = decided.filter(|(_, r)| r.kind() == WriteType::Put) {
-            let value = match record.short_value {
-                Some(v) => v,
-                None => {
-                    let key = MvccKey {
-                        user_key: user_key.clone(),
-                        ts: record.start_ts,
-                    }
-                    .encode();
-                    disk.get(Cf::Default, &key).unwrap().unwrap()
-                }
-            };
-            out.push((user_key, value));
-        }
-    }
-    out
+    ime_engine::reference_scan(disk, &bounds, read_ts, false).unwrap()
 }
 
 /// Writes `items` straight to the disk, bypassing the engine (what a snapshot apply,
