@@ -12,7 +12,7 @@ use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
 use crate::engine::mem_cf;
-use crate::shared::{Cached, Core, Effects, LoadStage, bounds_of};
+use crate::shared::{Cached, Core, Effects, LoadStage, bounds_of, lifecycle};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -77,6 +77,8 @@ impl<D: DiskEngine> Core<D> {
                 let bounds = bounds_of(&ticket.region.range);
                 match self.mem.create_range(range, bounds) {
                     Ok(()) => {
+                        let epoch = Some(ticket.region.epoch);
+                        lifecycle(id, epoch, "Pending", "Loading", "load started");
                         let loaded_at = Instant::now();
                         meta.cached.insert(id, Cached { range, loaded_at });
                         Some((ticket, range, self.disk.snapshot()))
@@ -133,12 +135,8 @@ impl<D: DiskEngine> Core<D> {
     fn absorb_load_end(&self, meta: &mut crate::shared::Meta, end: LoadEnd, fx: &mut Effects) {
         match end {
             LoadEnd::Activated(id) => {
-                tracing::info!(
-                    region = id.0,
-                    from = "Loading",
-                    to = "Active",
-                    "region loaded"
-                );
+                let epoch = meta.map.region(id).map(|r| r.epoch);
+                lifecycle(id, epoch, "Loading", "Active", "loaded");
             }
             LoadEnd::Evicted(eviction) => {
                 self.absorb(meta, eviction, fx);

@@ -487,8 +487,10 @@ impl<D: DiskEngine> Core<D> {
         }
         // Every entry reported so far is on disk, so the load's snapshot holds it.
         let applied_index = applied_index.max(meta.applied.get(&id).copied().unwrap_or(0));
+        let epoch = region.epoch;
         match meta.map.insert_pending(region, applied_index) {
             Ok(_) => {
+                crate::shared::lifecycle(id, Some(epoch), "none", "Pending", "load requested");
                 fx.tasks.push(Task::Load(id));
                 Ok(())
             }

@@ -353,7 +353,14 @@ impl<D: DiskEngine> Core<D> {
             }
         }
         self.metrics.evicted(reason);
-        tracing::info!(region = region.0, %reason, ?step, "region evicted");
+        let from = match step {
+            EvictStep::Removed => "Pending",
+            EvictStep::LoadCanceled => "Loading",
+            _ => "Active",
+        };
+        let to = meta.map.state(region).map_or("removed", |s| s.as_str());
+        let epoch = meta.map.region(region).map(|r| r.epoch);
+        lifecycle(region, epoch, from, to, reason.as_str());
         if step == EvictStep::ReadyToDelete {
             self.schedule_delete(meta, region, fx);
         }
@@ -451,7 +458,7 @@ impl<D: DiskEngine> Core<D> {
                 if let Some((since, reason)) = since {
                     self.metrics.eviction_took(reason, since.elapsed());
                 }
-                tracing::debug!(region = region.0, "evicted region removed");
+                lifecycle(region, None, "Evicting", "removed", "memory freed");
                 fx.callbacks.extend(callbacks);
             }
             Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
@@ -484,6 +491,18 @@ impl<D: DiskEngine> Core<D> {
             }
         }
     }
+}
+
+/// The one tracing line of a lifecycle step: region id, epoch, old and new state, reason.
+pub(crate) fn lifecycle(
+    region: RegionId,
+    epoch: Option<ime_region::RegionEpoch>,
+    from: &str,
+    to: &str,
+    reason: &str,
+) {
+    let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
+    tracing::info!(region = region.0, %epoch, from, to, reason, "region lifecycle");
 }
 
 /// The memory store's bounds for a region's range.
