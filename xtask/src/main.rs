@@ -24,7 +24,8 @@ commands:
   bench [SUITE...]    run the criterion suites (all, or those named: disk, memkv,
                       observer, policy) and print
                       each figure as a ratio against its same-run baseline
-  sim [ARGS...]       run the simulator: --seed N --stores N --ops N --scenario NAME --out DIR
+  sim [ARGS...]       run the simulator: --seed N --stores N --ops N --duration 60s
+                      --scenario NAME --out DIR
                       (scenarios: random, seed, seed-unobserved, snapshot-same-epoch-unobserved)
   soak [--seeds N]    run the simulator on seeds 1..=N (default 20), stopping at the first failure";
 

@@ -415,7 +415,16 @@ impl Cluster {
     /// The whole run.
     pub(crate) fn run(&mut self) -> Result<()> {
         self.scenario()?;
+        let started = std::time::Instant::now();
         for step in 0..self.options.ops {
+            if self
+                .options
+                .duration
+                .is_some_and(|d| started.elapsed() >= d)
+            {
+                self.report.ops = step;
+                break;
+            }
             if self.rng.chance(self.options.nemesis_percent) {
                 self.nemesis()?;
             }

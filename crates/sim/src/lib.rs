@@ -83,6 +83,8 @@ pub struct Options {
     pub stores: u64,
     /// Steps of workload (three proposals each), nemesis and reads.
     pub ops: u64,
+    /// Stop after this long even if steps remain (`None`: run every step).
+    pub duration: Option<std::time::Duration>,
     /// The chance of a nemesis action per step, in percent.
     pub nemesis_percent: u64,
     /// Splits stop at this many regions.
@@ -99,6 +101,7 @@ impl Default for Options {
             seed: 1,
             stores: 3,
             ops: 1500,
+            duration: None,
             nemesis_percent: 8,
             max_regions: 16,
             scenario: Scenario::Random,

@@ -2,6 +2,7 @@
 //! writes a JSON summary, and exits non-zero on any mismatch.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ime_sim::{Options, Scenario};
@@ -17,13 +18,30 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
             "--stores" => options.stores = value()?.parse().context("--stores")?,
             "--ops" => options.ops = value()?.parse().context("--ops")?,
             "--scenario" => options.scenario = Scenario::parse(value()?)?,
+            "--duration" => options.duration = Some(duration(value()?)?),
             "--out" => out = PathBuf::from(value()?),
             other => bail!(
-                "unknown argument {other:?} (known: --seed N --stores N --ops N --scenario NAME --out DIR)"
+                "unknown argument {other:?} (known: --seed N --stores N --ops N --duration 60s --scenario NAME --out DIR)"
             ),
         }
     }
     Ok((options, out))
+}
+
+/// `"90s"`, `"2m"` or a number of seconds.
+fn duration(text: &str) -> Result<Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--duration {text:?}"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        other => bail!("--duration: unknown unit {other:?} (s or m)"),
+    }
 }
 
 fn main() -> Result<()> {
@@ -39,4 +57,41 @@ fn main() -> Result<()> {
         bail!("{} mismatches", report.mismatches.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_parse_and_bad_ones_are_refused() {
+        let args: Vec<String> = [
+            "--seed",
+            "7",
+            "--ops",
+            "10",
+            "--duration",
+            "2m",
+            "--scenario",
+            "seed",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let (options, _) = parse(&args).unwrap();
+        assert_eq!(
+            (options.seed, options.ops, options.scenario),
+            (7, 10, Scenario::Seed)
+        );
+        assert_eq!(options.duration, Some(Duration::from_secs(120)));
+        for bad in [
+            &["--seed"][..],
+            &["--duration", "3h"],
+            &["--scenario", "nope"],
+            &["--what"],
+        ] {
+            let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
+    }
 }
