@@ -202,27 +202,31 @@ impl<D: DiskEngine> Core<D> {
 
     /// One policy round: statistics of every known region in, evictions and loads out.
     pub(crate) fn run_policy(&self) {
-        let mut fx = Effects::default();
-        let mut meta = self.meta();
         if !self.enabled() {
             return;
         }
-        let now = self.started.elapsed().as_secs();
-        let unsized_regions: Vec<RegionId> = meta
-            .known
-            .iter()
-            .filter(|(id, k)| k.size == 0 && !meta.cached.contains_key(id))
-            .map(|(id, _)| *id)
+        // Sizes of regions never cached, from their bytes on disk: scanned without the
+        // metadata lock, so reads and writes go on meanwhile.
+        let unsized_regions: Vec<(RegionId, ime_region::KeyRange)> = {
+            let meta = self.meta();
+            meta.known
+                .iter()
+                .filter(|(id, k)| k.size == 0 && !meta.cached.contains_key(id))
+                .map(|(id, k)| (*id, k.region.range.clone()))
+                .collect()
+        };
+        let sizes: Vec<(RegionId, u64)> = unsized_regions
+            .into_iter()
+            .map(|(id, range)| (id, self.estimate_size(&range)))
             .collect();
-        for id in unsized_regions {
-            let Some(known) = meta.known.get(&id) else {
-                continue;
-            };
-            let size = self.estimate_size(&known.region.range);
+        let mut fx = Effects::default();
+        let mut meta = self.meta();
+        for (id, size) in sizes {
             if let Some(known) = meta.known.get_mut(&id) {
-                known.size = size;
+                known.size = known.size.max(size);
             }
         }
+        let now = self.started.elapsed().as_secs();
         let mut stats = Vec::new();
         for (id, known) in &meta.known {
             let (reads, scanned_versions, returned_keys) = known.counters.take();
