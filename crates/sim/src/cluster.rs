@@ -284,7 +284,7 @@ impl Cluster {
 
     /// One nemesis action, chosen by the seed.
     fn nemesis(&mut self) -> Result<()> {
-        match self.rng.below(6) {
+        match self.rng.below(7) {
             0 => {
                 // Partition a store away, or heal.
                 if self.isolated.is_empty() {
@@ -296,6 +296,7 @@ impl Cluster {
                 }
             }
             1 => self.transfer_leader()?,
+            6 => self.ingest()?,
             2 => self.split()?,
             3 => {
                 // Log compaction everywhere: lagging peers will need snapshots.
@@ -352,6 +353,30 @@ impl Cluster {
             .node
             .transfer_leader(target);
         self.report.transfers += 1;
+        Ok(())
+    }
+
+    /// An SST of three committed puts on consecutive keys, ingested through Raft.
+    fn ingest(&mut self) -> Result<()> {
+        let first = self.rng.below(KEYS - 3);
+        let Some(region) = self.region_of(&user_key(first)) else {
+            return Ok(());
+        };
+        let commit_ts = self.next_ts();
+        let mut entries = Vec::new();
+        for n in first..first + 3 {
+            let key = MvccKey {
+                user_key: user_key(n),
+                ts: commit_ts,
+            }
+            .encode();
+            let value = format!("ingested at {commit_ts}").into_bytes();
+            let record = WriteRecord::new(WriteType::Put, commit_ts - 1, Some(value));
+            entries.push((key, record.encode()?));
+        }
+        if self.propose(region, &Command::Ingest { entries })? {
+            self.report.ingests += 1;
+        }
         Ok(())
     }
 

@@ -87,6 +87,8 @@ pub struct Report {
     pub commits: u64,
     /// Splits proposed.
     pub splits: u64,
+    /// SST ingests proposed.
+    pub ingests: u64,
     /// Leader transfers started.
     pub transfers: u64,
     /// Partitions made.
@@ -185,10 +187,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  operations   {} prewrites, {} commits/rollbacks, {} splits, {} leader transfers, {} partitions ({} messages lost)",
+            "  operations   {} prewrites, {} commits/rollbacks, {} splits, {} ingests, {} leader transfers, {} partitions ({} messages lost)",
             self.prewrites,
             self.commits,
             self.splits,
+            self.ingests,
             self.transfers,
             self.partitions,
             self.messages_dropped

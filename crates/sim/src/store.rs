@@ -21,6 +21,8 @@ pub(crate) enum Command {
     Write(Vec<Op>),
     /// Split the region at this (encoded) key; the right half becomes region `new_region`.
     Split { at: Vec<u8>, new_region: u64 },
+    /// An SST of write-CF entries (sorted, distinct keys) ingested into the region.
+    Ingest { entries: Vec<(Vec<u8>, Vec<u8>)> },
 }
 
 /// One write of a command.
@@ -318,11 +320,33 @@ impl Store {
                     };
                 }
             }
+            Some(Command::Ingest { entries }) => self.ingest(id, &entries)?,
             Some(Command::Split { at, new_region }) => {
                 return self.split(id, entry.index, at, new_region);
             }
         }
         self.engine.write(&batch)?;
+        Ok(())
+    }
+
+    /// Applies an SST ingest: the engine evicts what it touches first (the event is
+    /// synchronous), then the entries reach the disk outside the write path.
+    fn ingest(&mut self, id: u64, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let peer = self.peers.get(&id).context("peer vanished")?;
+        let region = peer.region.clone();
+        let inside: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .filter(|(k, _)| region.range.contains_key(k))
+            .cloned()
+            .collect();
+        let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
+            return Ok(());
+        };
+        let mut end = last.0.clone();
+        end.push(0);
+        let ranges = vec![KeyRange::new(first.0.clone(), end)?];
+        self.publish(id, &RaftEvent::IngestSst { region, ranges })?;
+        self.engine.disk().ingest(Cf::Write, &inside)?;
         Ok(())
     }
 
