@@ -284,7 +284,7 @@ impl Cluster {
 
     /// One nemesis action, chosen by the seed.
     fn nemesis(&mut self) -> Result<()> {
-        match self.rng.below(7) {
+        match self.rng.below(8) {
             0 => {
                 // Partition a store away, or heal.
                 if self.isolated.is_empty() {
@@ -297,6 +297,11 @@ impl Cluster {
             }
             1 => self.transfer_leader()?,
             6 => self.ingest()?,
+            7 => {
+                let i = self.rng.below(self.options.stores) as usize;
+                self.stores[i].restart(self.options.broken_engine)?;
+                self.report.restarts += 1;
+            }
             2 => self.split()?,
             3 => {
                 // Log compaction everywhere: lagging peers will need snapshots.

@@ -5,7 +5,7 @@
 //! MVCC transactions in TiKV's formats (prewrites that lock, commits that write records,
 //! rollbacks, short and long values) proposed through Raft and applied on every store
 //! through its engine's write path; a seeded nemesis (partitions and heals, leader
-//! transfers, splits, SST ingests, log compaction that forces Raft snapshots onto lagging
+//! transfers, splits, SST ingests, store restarts, log compaction that forces Raft snapshots onto lagging
 //! followers, dropped bus events, GC); and a checker that compares every read at a leader with the
 //! same store's disk at the same snapshot, then cross-checks every cache at the end.
 //!

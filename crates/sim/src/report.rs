@@ -89,6 +89,8 @@ pub struct Report {
     pub splits: u64,
     /// SST ingests proposed.
     pub ingests: u64,
+    /// Store restarts (engine reopened, cache empty).
+    pub restarts: u64,
     /// Leader transfers started.
     pub transfers: u64,
     /// Partitions made.
@@ -187,11 +189,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  operations   {} prewrites, {} commits/rollbacks, {} splits, {} ingests, {} leader transfers, {} partitions ({} messages lost)",
+            "  operations   {} prewrites, {} commits/rollbacks, {} splits, {} ingests, {} restarts, {} leader transfers, {} partitions ({} messages lost)",
             self.prewrites,
             self.commits,
             self.splits,
             self.ingests,
+            self.restarts,
             self.transfers,
             self.partitions,
             self.messages_dropped

@@ -65,12 +65,15 @@ pub(crate) struct Store {
     /// Raft snapshots sent and applied.
     pub(crate) snapshots_sent: u64,
     pub(crate) snapshots_applied: u64,
+    /// The directory of its RocksDB, kept across restarts.
+    dir: tempfile::TempDir,
+    config: Config,
 }
 
-/// A fresh RocksDB in a temporary directory, with an engine over it.
-pub(crate) fn open_engine(config: &Config) -> Result<Engine<RocksDisk>> {
+/// A RocksDB in `dir` (created or reopened), with a fresh engine over it.
+fn open_engine(dir: &std::path::Path, config: &Config) -> Result<Engine<RocksDisk>> {
     let disk =
-        RocksDisk::open_temp(&ime_engine::disk::RocksConfig::default()).context("open RocksDB")?;
+        RocksDisk::open(dir, &ime_engine::disk::RocksConfig::default()).context("open RocksDB")?;
     Ok(Engine::new(disk, config.clone())?)
 }
 
@@ -91,9 +94,12 @@ fn raft_config(id: u64) -> raft::Config {
 
 impl Store {
     pub(crate) fn new(id: u64, voters: Vec<u64>, config: &Config) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("ime-sim-store-")
+            .tempdir()?;
         Ok(Store {
             id,
-            engine: open_engine(config)?,
+            engine: open_engine(dir.path(), config)?,
             peers: BTreeMap::new(),
             drops_snapshot_events: false,
             history: BTreeMap::new(),
@@ -101,6 +107,8 @@ impl Store {
             voters,
             snapshots_sent: 0,
             snapshots_applied: 0,
+            dir,
+            config: config.clone(),
         })
     }
 
@@ -416,6 +424,33 @@ impl Store {
                     },
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Restarts the store's engine over the same RocksDB: the cache starts empty. (The
+    /// Raft peers keep their logs, as a store's Raft engine would.) Regions this store
+    /// leads are loaded again, as the policy would.
+    pub(crate) fn restart(&mut self, broken: bool) -> Result<()> {
+        let parking = tempfile::Builder::new()
+            .prefix("ime-sim-restart-")
+            .tempdir()?;
+        let parked = open_engine(parking.path(), &self.config)?;
+        let old = std::mem::replace(&mut self.engine, parked);
+        old.close(); // closes the real database
+        let fresh = open_engine(self.dir.path(), &self.config)?;
+        drop(std::mem::replace(&mut self.engine, fresh));
+        if broken {
+            self.engine.break_for_tests();
+        }
+        for peer in self.peers.values() {
+            if peer.role == StateRole::Leader {
+                let _ = self.engine.load_region(peer.region.clone(), peer.applied);
+            }
+        }
+        let line = format!("store {}: restarted, cache empty", self.id);
+        for id in self.peers.keys() {
+            self.history.entry(*id).or_default().push(line.clone());
         }
         Ok(())
     }
