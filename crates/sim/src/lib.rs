@@ -15,10 +15,12 @@
 //! assert!(report.mismatches.is_empty(), "{report}");
 //! ```
 
+mod chart;
 mod cluster;
 mod report;
 mod store;
 
+pub use chart::memory_svg;
 pub use report::{Mismatch, Report};
 
 use anyhow::{Result, bail};

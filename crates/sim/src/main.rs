@@ -52,7 +52,10 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let path = out.join(format!("seed-{}-{}.json", report.seed, report.scenario));
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    let chart = out.join(format!("seed-{}-{}.svg", report.seed, report.scenario));
+    std::fs::write(&chart, ime_sim::memory_svg(&report))?;
     println!("  summary      {}", path.display());
+    println!("  chart        {}", chart.display());
     if !report.mismatches.is_empty() {
         bail!("{} mismatches", report.mismatches.len());
     }
