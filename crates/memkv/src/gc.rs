@@ -158,6 +158,27 @@ fn gc_write_cf(
             dropped_values.insert(value_key.encode());
         }
     }
+    // A value a kept put still points to stays, even if a dropped put pointed to it too
+    // (two records with one start_ts: not TiKV's histories, but never lose a live value).
+    for entry in &kept {
+        if let Some(value_key) = default_key_of(entry) {
+            dropped_values.remove(&value_key);
+        }
+    }
     kept.shrink_to_fit();
     (kept, dropped_values)
+}
+
+/// The default-CF key a kept write record's value lives at, for a put without a short
+/// value.
+fn default_key_of(entry: &RunEntry) -> Option<Vec<u8>> {
+    let key = MvccKey::decode(&entry.key).ok()?;
+    let record = WriteRecord::decode(entry.value.as_deref()?).ok()?;
+    (record.kind() == WriteType::Put && record.short_value.is_none()).then(|| {
+        MvccKey {
+            user_key: key.user_key,
+            ts: record.start_ts,
+        }
+        .encode()
+    })
 }

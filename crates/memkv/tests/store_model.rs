@@ -461,3 +461,40 @@ fn a_load_ahead_of_the_writes_survives_compaction() {
         Err(MemError::SequenceOutOfOrder { .. })
     ));
 }
+
+/// Two puts of one key pointing to one default-CF value (one start_ts): GC drops the older
+/// record but keeps the value the newer one still points to (found by the GC proptest).
+#[test]
+fn gc_keeps_a_value_a_kept_put_still_points_to() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 20,
+        soft_limit: 1 << 19,
+    });
+    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+        .unwrap();
+    let user = b"u2".to_vec();
+    let value_key = MvccKey {
+        user_key: user.clone(),
+        ts: 1,
+    }
+    .encode();
+    let mut batch = WriteBatch::new();
+    for commit_ts in [2, 1] {
+        let record = WriteRecord::new(WriteType::Put, 1, None).encode().unwrap();
+        batch.put(Cf::Default, value_key.clone(), b"the value".to_vec());
+        batch.put(
+            Cf::Write,
+            MvccKey {
+                user_key: user.clone(),
+                ts: commit_ts,
+            }
+            .encode(),
+            record,
+        );
+    }
+    kv.write(&batch, 1).unwrap();
+    let stats = kv.compact(RangeId(1), Some(2)).unwrap();
+    assert_eq!(stats.versions_removed, 1);
+    let after = kv.snapshot(RangeId(1), 4).unwrap();
+    assert_eq!(mvcc_get(&after, &user, 2), Some(b"the value".to_vec()));
+}
