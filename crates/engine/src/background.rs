@@ -268,9 +268,7 @@ impl<D: DiskEngine> Core<D> {
             let Some(known) = meta.known.get(&id).cloned() else {
                 continue;
             };
-            if let Err(err) =
-                self.schedule_load(&mut meta, known.region, known.applied_index, &mut fx)
-            {
+            if let Err(err) = self.schedule_load(&mut meta, known.region, 0, &mut fx) {
                 tracing::debug!(region = id.0, %err, "policy load refused");
             }
         }

@@ -172,9 +172,6 @@ impl<D: DiskEngine> Engine<D> {
     ) {
         let applied = meta.applied.entry(h.region).or_default();
         *applied = (*applied).max(h.last_index);
-        if let Some(known) = meta.known.get_mut(&h.region) {
-            known.applied_index = known.applied_index.max(h.last_index);
-        }
         if self.core.broken_for_tests.load(Ordering::Relaxed) {
             return;
         }
@@ -254,15 +251,16 @@ impl<D: DiskEngine> Engine<D> {
     pub fn pin_range(&self, range: KeyRange) {
         let mut fx = Effects::default();
         let mut meta = self.core.meta();
-        let leaders: Vec<(Region, u64)> = meta
+        let leaders: Vec<Region> = meta
             .known
             .values()
             .filter(|k| k.is_leader && range.contains(&k.region.range))
-            .map(|k| (k.region.clone(), k.applied_index))
+            .map(|k| k.region.clone())
             .collect();
         meta.pins.push(range);
-        for (region, index) in leaders {
-            let _ = self.core.schedule_load(&mut meta, region, index, &mut fx);
+        for region in leaders {
+            // The load starts from the last applied index the apply side reported.
+            let _ = self.core.schedule_load(&mut meta, region, 0, &mut fx);
         }
         drop(meta);
         self.core.finish(fx);

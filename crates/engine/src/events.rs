@@ -31,14 +31,7 @@ impl<D: DiskEngine> Engine<D> {
     /// [`EngineError::Region`] for a malformed event (a split whose children do not
     /// partition the source); the regions it names are evicted all the same.
     pub fn on_event(&self, event: &RaftEvent) -> Result<(), EngineError> {
-        let mut fx = Effects::default();
-        let result = {
-            let mut meta = self.core.meta();
-            self.core.metrics.event(event.kind().as_str());
-            self.core.handle(&mut meta, event, &mut fx)
-        };
-        self.core.finish(fx);
-        result
+        self.core.on_event(event)
     }
 
     /// An observer to register on an [`ime_observer::EventBus`]: it forwards every event
@@ -78,14 +71,7 @@ impl<D: DiskEngine> RaftObserver for EngineObserver<D> {
     }
 
     fn on_event(&self, event: &RaftEvent) -> ObserverResult {
-        let mut fx = Effects::default();
-        let result = {
-            let mut meta = self.core.meta();
-            self.core.metrics.event(event.kind().as_str());
-            self.core.handle(&mut meta, event, &mut fx)
-        };
-        self.core.finish(fx);
-        result.map_err(Into::into)
+        self.core.on_event(event).map_err(Into::into)
     }
 
     fn on_gap(&self, gap: &DeliveryGap) {
@@ -107,6 +93,18 @@ impl<D: DiskEngine> RaftObserver for EngineObserver<D> {
 }
 
 impl<D: DiskEngine> Core<D> {
+    /// Handles one event under the metadata lock, then carries out its effects.
+    fn on_event(&self, event: &RaftEvent) -> Result<(), EngineError> {
+        let mut fx = Effects::default();
+        let result = {
+            let mut meta = self.meta();
+            self.metrics.event(event.kind().as_str());
+            self.handle(&mut meta, event, &mut fx)
+        };
+        self.finish(fx);
+        result
+    }
+
     /// What each event does to the cache (DESIGN.md section 4's table).
     fn handle(
         &self,
@@ -210,8 +208,7 @@ impl<D: DiskEngine> Core<D> {
                             deadline,
                         },
                     );
-                    let index = meta.known.get(&region.id).map_or(0, |k| k.applied_index);
-                    if let Err(err) = self.schedule_load(meta, region.clone(), index, fx) {
+                    if let Err(err) = self.schedule_load(meta, region.clone(), 0, fx) {
                         tracing::debug!(region = region.id.0, %err, "warm-up load refused");
                     }
                 }
@@ -319,8 +316,7 @@ impl<D: DiskEngine> Core<D> {
             .any(evicting);
         if !blocked {
             meta.wanted.remove(&region.id);
-            let index = meta.known.get(&region.id).map_or(0, |k| k.applied_index);
-            if let Err(err) = self.schedule_load(meta, region.clone(), index, fx) {
+            if let Err(err) = self.schedule_load(meta, region.clone(), 0, fx) {
                 tracing::info!(region = region.id.0, %err, "reload after merge refused");
             }
         }

@@ -49,7 +49,6 @@ pub(crate) struct Dropped {
 #[derive(Clone, Debug)]
 pub(crate) struct Known {
     pub(crate) region: Region,
-    pub(crate) applied_index: u64,
     pub(crate) is_leader: bool,
     /// Read statistics since the last policy round; snapshots add to them without a lock.
     pub(crate) counters: Arc<ReadCounters>,
@@ -58,10 +57,9 @@ pub(crate) struct Known {
 }
 
 impl Known {
-    pub(crate) fn new(region: Region, applied_index: u64) -> Self {
+    pub(crate) fn new(region: Region) -> Self {
         Known {
             region,
-            applied_index,
             is_leader: false,
             counters: Arc::default(),
             size: 0,
@@ -97,7 +95,8 @@ pub(crate) struct Meta {
     /// Regions to load once the evicted regions in their way are gone (a hot merge
     /// result waits for its sources' memory).
     pub(crate) wanted: HashSet<RegionId>,
-    /// The last applied index the apply side reported per region, cached or not.
+    /// The last applied index reported per region, cached or not (by the apply side, or
+    /// by an event such as a snapshot); a load starts from it.
     pub(crate) applied: HashMap<RegionId, u64>,
     next_range: u64,
 }
@@ -123,17 +122,17 @@ impl Meta {
         RangeId(self.next_range)
     }
 
-    /// Remembers `region` (the newest description wins).
+    /// Remembers `region` (the newest description wins) and an applied index it reached.
     pub(crate) fn learn(&mut self, region: &Region, applied_index: u64) {
-        let reported = self.applied.get(&region.id).copied().unwrap_or(0);
         let known = self
             .known
             .entry(region.id)
-            .or_insert_with(|| Known::new(region.clone(), reported.max(applied_index)));
+            .or_insert_with(|| Known::new(region.clone()));
         if !region.epoch.is_stale_than(&known.region.epoch) {
             known.region = region.clone();
         }
-        known.applied_index = known.applied_index.max(applied_index);
+        let applied = self.applied.entry(region.id).or_default();
+        *applied = (*applied).max(applied_index);
     }
 
     pub(crate) fn is_pinned(&self, range: &KeyRange) -> bool {
@@ -486,7 +485,7 @@ impl<D: DiskEngine> Core<D> {
                 meta.wanted.insert(id);
                 continue;
             }
-            if let Err(err) = self.schedule_load(meta, known.region, known.applied_index, fx) {
+            if let Err(err) = self.schedule_load(meta, known.region, 0, fx) {
                 tracing::info!(region = id.0, %err, "deferred reload refused");
             }
         }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Bounds, RocksDisk};
 use ime_engine::observer::RaftEvent;
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId};
-use ime_engine::{Config, Engine, HybridSnapshot, KvPair};
+use ime_engine::{Config, HybridSnapshot, KvPair};
 use ime_memkv::codec::{
     LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,
 };
@@ -645,9 +645,4 @@ fn reference(
 /// Engine counters summed over stores.
 pub(crate) fn sum_counter(stores: &[Store], name: &str, label: &str) -> u64 {
     stores.iter().map(|s| s.engine.counter(name, label)).sum()
-}
-
-/// Keeps `Engine` in the signature list of this module's helpers.
-pub(crate) fn memory_of(engine: &Engine<RocksDisk>) -> u64 {
-    engine.memory_used()
 }

@@ -8,7 +8,7 @@ use ime_engine::region::EvictReason;
 use serde::Serialize;
 
 use crate::Options;
-use crate::cluster::{ReadResult, memory_of, sum_counter};
+use crate::cluster::{ReadResult, sum_counter};
 use crate::store::Store;
 
 /// A read from memory (or a cross-check) that differed from the disk.
@@ -133,7 +133,7 @@ impl Report {
     }
 
     pub(crate) fn sample_memory(&mut self, stores: &[Store]) {
-        let sample: Vec<u64> = stores.iter().map(|s| memory_of(&s.engine)).collect();
+        let sample: Vec<u64> = stores.iter().map(|s| s.engine.memory_used()).collect();
         self.peak_memory = self
             .peak_memory
             .max(sample.iter().copied().max().unwrap_or(0));
