@@ -311,6 +311,7 @@ impl<D: DiskEngine> Core<D> {
         callback: Option<EvictCallback>,
         fx: &mut Effects,
     ) -> EvictStep {
+        meta.wanted.remove(&id);
         let eviction = meta.map.evict(id, reason, callback);
         self.absorb(meta, eviction, fx)
     }
@@ -323,6 +324,15 @@ impl<D: DiskEngine> Core<D> {
         reason: EvictReason,
         fx: &mut Effects,
     ) {
+        // A deferred reload in the range goes too: it would take its disk snapshot at
+        // some later time, possibly before the change that evicted the range (an SST
+        // ingest, a snapshot's data) reaches the disk.
+        let known = &meta.known;
+        meta.wanted.retain(|id| {
+            known
+                .get(id)
+                .is_some_and(|k| !k.region.range.overlaps(range))
+        });
         for eviction in meta.map.evict_overlapping(range, reason) {
             self.absorb(meta, eviction, fx);
         }

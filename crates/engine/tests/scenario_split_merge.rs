@@ -216,3 +216,59 @@ fn scenario_04_rollback_merge_then_reload() {
     assert_eq!(peer.state(2), Some(RegionState::Active));
     assert!(peer.check(2));
 }
+
+/// Found by the simulator (a merge, then an SST ingest): the hot merge result's reload
+/// waits for the target's memory, which a reader still holds; an ingest into the merged
+/// region is applied meanwhile. Its eviction must drop the deferred reload: run when the
+/// reader lets go — before the ingest reaches the disk — it would cache the region
+/// without the ingested keys, and serve that stale copy.
+#[test]
+fn an_ingest_drops_the_deferred_reload_of_a_merge_result() {
+    let mut peer = merge_setup();
+    let held = peer.snapshot(1);
+    let source = peer.region(2);
+    let prepared = at_version(&source, 6);
+    peer.engine
+        .on_event(&RaftEvent::PrepareMerge {
+            before: source,
+            after: prepared.clone(),
+        })
+        .unwrap();
+    let merged = region(1, "a", Some("z"), 7);
+    peer.engine
+        .on_event(&RaftEvent::CommitMerge {
+            before: peer.region(1),
+            after: merged.clone(),
+            source: prepared,
+        })
+        .unwrap();
+    peer.set(merged.clone(), peer.applied(1));
+    peer.empty_entry(1);
+    peer.regions.remove(&ime_region::RegionId(2));
+    assert!(
+        peer.state(1).is_some_and(RegionState::is_evicting),
+        "a reader holds the target's memory: the reload waits ({:?})",
+        peer.state(1)
+    );
+    let ingested = ime_region::KeyRange::new(
+        ime_memkv::codec::encode_bytes(b"p"),
+        ime_memkv::codec::encode_bytes(b"q"),
+    )
+    .unwrap();
+    peer.engine
+        .on_event(&RaftEvent::IngestSst {
+            region: merged,
+            ranges: vec![ingested],
+        })
+        .unwrap();
+    drop(held);
+    peer.idle();
+    // The ingest reaches the disk after its event, as the event's contract has it.
+    let ts = peer.next_ts();
+    common::bypass_put(peer.engine.disk(), &[("p", "ingested")], ts);
+    assert_ne!(peer.state(1), Some(RegionState::Active));
+    assert!(!peer.check(1), "served from disk, with the ingested key");
+    assert!(peer.scan(1).iter().any(|(k, _)| k == b"p"));
+    peer.load(1);
+    assert!(peer.check(1));
+}

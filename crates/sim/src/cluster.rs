@@ -15,7 +15,7 @@ use ime_memkv::codec::{
 use raft::prelude::Message;
 
 use crate::report::{Mismatch, Report};
-use crate::store::{Command, Op, Store};
+use crate::store::{Command, Membership, Op, Store};
 use crate::{Options, Scenario};
 
 /// A small, seeded generator (splitmix64): the same seed, the same run.
@@ -60,6 +60,11 @@ pub(crate) struct Cluster {
     ts: u64,
     next_region: u64,
     pending: Vec<Pending>,
+    /// Stores whose peer of a region was added and is awaited: the leader's first message
+    /// creates it (uninitialized, until its snapshot).
+    joining: BTreeSet<(u64, u64)>,
+    /// Per merge source: commit (true) or roll back, decided once per merge.
+    merge_decisions: std::collections::BTreeMap<u64, bool>,
     pub(crate) report: Report,
     options: Options,
 }
@@ -75,9 +80,9 @@ impl Cluster {
         let voters: Vec<u64> = (1..=options.stores).collect();
         let mut stores = Vec::new();
         for id in &voters {
-            let mut store = Store::new(*id, voters.clone(), config)?;
+            let mut store = Store::new(*id, config)?;
             let region = Region::new(RegionId(1), KeyRange::everything(), RegionEpoch::new(1, 1));
-            store.add_peer(region)?;
+            store.add_peer(region, voters.clone())?;
             if options.broken_engine {
                 store.engine.break_for_tests();
             }
@@ -92,6 +97,8 @@ impl Cluster {
             ts: 100,
             next_region: 2,
             pending: Vec::new(),
+            joining: BTreeSet::new(),
+            merge_decisions: std::collections::BTreeMap::new(),
             report: Report::new(&options),
             options,
         };
@@ -133,6 +140,11 @@ impl Cluster {
                 let Some(store) = self.stores.iter_mut().find(|s| s.id == to) else {
                     continue;
                 };
+                // A store added to the group gets its peer with the leader's first
+                // message, as TiKV creates a peer on a message from a new member.
+                if !store.peers.contains_key(&region) && self.joining.remove(&(to, region)) {
+                    store.join(region)?;
+                }
                 // A store that has not applied the split yet has no peer for the new
                 // region: the message is dropped and Raft retries.
                 if let Some(peer) = store.peers.get_mut(&region) {
@@ -155,11 +167,21 @@ impl Cluster {
         }
     }
 
-    /// The store leading region `id` (not isolated), if any.
+    /// The store leading region `id` (not isolated; in the highest term if an old leader
+    /// has not stepped down yet), if any.
     fn leader_of(&self, id: u64) -> Option<usize> {
-        self.stores
-            .iter()
-            .position(|s| s.leads(id) && !self.isolated.contains(&s.id))
+        (0..self.stores.len())
+            .filter(|i| {
+                let s = &self.stores[*i];
+                s.leads(id) && !self.isolated.contains(&s.id)
+            })
+            .max_by_key(|i| self.stores[*i].peers[&id].node.raft.term)
+    }
+
+    /// The leader's view of region `id`: its region and whether it is merging.
+    fn led(&self, id: u64) -> Option<(usize, &crate::store::Peer)> {
+        let at = self.leader_of(id)?;
+        Some((at, self.stores[at].peers.get(&id)?))
     }
 
     /// Every region some store knows, by id.
@@ -170,6 +192,15 @@ impl Cluster {
             .flat_map(|s| s.peers.keys().copied())
             .collect();
         ids.into_iter().collect()
+    }
+
+    /// Proposes writes to region `region` at the leader's epoch.
+    fn propose_write(&mut self, region: u64, ops: Vec<Op>) -> Result<bool> {
+        let Some((_, peer)) = self.led(region) else {
+            return Ok(false);
+        };
+        let version = peer.region.epoch.version;
+        self.propose(region, &Command::Write { version, ops })
     }
 
     fn propose(&mut self, region: u64, command: &Command) -> Result<bool> {
@@ -184,18 +215,15 @@ impl Cluster {
         Ok(peer.node.propose(vec![], data).is_ok())
     }
 
-    /// The region a user key belongs to, as the leader of some region sees it.
+    /// The region a user key belongs to, as the leader of some region sees it (none while
+    /// that region is merging: it takes no writes).
     fn region_of(&self, key: &[u8]) -> Option<u64> {
         let encoded = encode_bytes(key);
-        for id in self.regions() {
-            if let Some(at) = self.leader_of(id)
-                && let Some(peer) = self.stores[at].peers.get(&id)
-                && peer.region.range.contains_key(&encoded)
-            {
-                return Some(id);
-            }
-        }
-        None
+        self.regions().into_iter().find(|id| {
+            self.led(*id).is_some_and(|(_, peer)| {
+                peer.merging.is_none() && peer.region.range.contains_key(&encoded)
+            })
+        })
     }
 
     /// One workload step: a prewrite (a lock), a commit of an earlier prewrite (the lock
@@ -203,7 +231,14 @@ impl Cluster {
     fn workload(&mut self) -> Result<()> {
         if !self.pending.is_empty() && self.rng.chance(60) {
             let i = self.rng.below(self.pending.len() as u64) as usize;
-            let txn = self.pending.swap_remove(i);
+            let mut txn = self.pending.swap_remove(i);
+            // The key's region now (a split or a merge may have moved it); none while it
+            // merges: the commit waits.
+            let Some(region) = self.region_of(&txn.key) else {
+                self.pending.push(txn);
+                return Ok(());
+            };
+            txn.region = region;
             let commit_ts = self.next_ts();
             let lock_key = encode_bytes(&txn.key);
             let mut ops = vec![Op {
@@ -241,7 +276,7 @@ impl Cluster {
                 key: write_key,
                 value: Some(record.encode()?),
             });
-            if self.propose(txn.region, &Command::Write(ops))? {
+            if self.propose_write(txn.region, ops)? {
                 self.report.commits += 1;
             }
             return Ok(());
@@ -270,7 +305,7 @@ impl Cluster {
             key: encode_bytes(&key),
             value: Some(lock),
         };
-        if self.propose(region, &Command::Write(vec![op]))? {
+        if self.propose_write(region, vec![op])? {
             self.pending.push(Pending {
                 region,
                 key,
@@ -284,7 +319,9 @@ impl Cluster {
 
     /// One nemesis action, chosen by the seed.
     fn nemesis(&mut self) -> Result<()> {
-        match self.rng.below(8) {
+        match self.rng.below(10) {
+            8 => self.merge()?,
+            9 => self.move_peer()?,
             0 => {
                 // Partition a store away, or heal.
                 if self.isolated.is_empty() {
@@ -336,7 +373,12 @@ impl Cluster {
         let Some(to) = self.stores.iter().position(|s| s.id == target) else {
             return Ok(());
         };
-        if to == at || !self.stores[to].peers.contains_key(&region) {
+        if to == at
+            || !self.stores[to]
+                .peers
+                .get(&region)
+                .is_some_and(|p| p.initialized)
+        {
             return Ok(());
         }
         let peer = self.stores[at].peers.get(&region).context("leader peer")?;
@@ -379,8 +421,219 @@ impl Cluster {
             let record = WriteRecord::new(WriteType::Put, commit_ts - 1, Some(value));
             entries.push((key, record.encode()?));
         }
-        if self.propose(region, &Command::Ingest { entries })? {
+        let Some((_, peer)) = self.led(region) else {
+            return Ok(());
+        };
+        let version = peer.region.epoch.version;
+        if self.propose(region, &Command::Ingest { version, entries })? {
             self.report.ingests += 1;
+        }
+        Ok(())
+    }
+
+    /// Regions a merge involves (sources still merging or awaiting their decision's
+    /// apply, and their targets) or whose membership is changing: no split, no new merge,
+    /// no membership change on them.
+    fn busy(&self) -> BTreeSet<u64> {
+        let mut busy = BTreeSet::new();
+        for store in &self.stores {
+            for (id, peer) in &store.peers {
+                if let Some(target) = peer.merging {
+                    busy.extend([*id, target]);
+                }
+                if !peer.initialized {
+                    busy.insert(*id);
+                }
+            }
+        }
+        busy.extend(self.joining.iter().map(|(_, region)| *region));
+        busy
+    }
+
+    /// The nemesis's merge step. With a merge under way (a source whose leader applied
+    /// PrepareMerge), commit or roll it back — decided once per merge, proposed again
+    /// until applied (a proposal can be lost with a leader); otherwise start one: a
+    /// region and its neighbour, hosted by the same stores, neither busy.
+    fn merge(&mut self) -> Result<()> {
+        if let Some((source, target)) = self.merge_under_way() {
+            let roll = self.rng.chance(30);
+            let commit = *self.merge_decisions.entry(source).or_insert(!roll);
+            if commit && self.commit_merge(source, target)? {
+                return Ok(());
+            }
+            // Rolled back by decision, or the target is no longer its neighbour.
+            self.merge_decisions.insert(source, false);
+            if self.propose(source, &Command::RollbackMerge)? {
+                self.report.merge_rollbacks += 1;
+            }
+            return Ok(());
+        }
+        // The first mergeable pair from a random place in the region list.
+        let regions = self.regions();
+        let busy = self.busy();
+        let offset = self.rng.below(regions.len() as u64) as usize;
+        let mut chosen = None;
+        for source in regions.iter().cycle().skip(offset).take(regions.len()) {
+            let Some((_, peer)) = self.led(*source) else {
+                continue;
+            };
+            let range = &peer.region.range;
+            let target = regions.iter().copied().find(|t| {
+                self.led(*t).is_some_and(|(_, p)| {
+                    p.region.range.end() == Some(range.start())
+                        || range.end() == Some(p.region.range.start())
+                })
+            });
+            if let Some(target) = target
+                && !busy.contains(source)
+                && !busy.contains(&target)
+                && self.same_hosts(*source, target)?
+            {
+                chosen = Some((*source, target));
+                break;
+            }
+        }
+        let Some((source, target)) = chosen else {
+            return Ok(());
+        };
+        self.merge_decisions.remove(&source);
+        if self.propose(source, &Command::PrepareMerge { target })? {
+            self.report.merges_started += 1;
+        }
+        Ok(())
+    }
+
+    /// A merge whose source's leader applied PrepareMerge: (source, target).
+    fn merge_under_way(&self) -> Option<(u64, u64)> {
+        self.regions().into_iter().find_map(|id| {
+            self.led(id)
+                .and_then(|(_, peer)| peer.merging.map(|target| (id, target)))
+        })
+    }
+
+    /// Whether regions `a` and `b` have the same voters at their leaders and an
+    /// initialized peer on exactly those stores (TiKV merges only such neighbours).
+    fn same_hosts(&self, a: u64, b: u64) -> Result<bool> {
+        let (Some((la, _)), Some((lb, _))) = (self.led(a), self.led(b)) else {
+            return Ok(false);
+        };
+        let (va, vb) = (self.stores[la].voters_of(a)?, self.stores[lb].voters_of(b)?);
+        let hosts = |id: u64| -> Vec<u64> {
+            self.stores
+                .iter()
+                .filter(|s| s.peers.get(&id).is_some_and(|p| p.initialized))
+                .map(|s| s.id)
+                .collect()
+        };
+        let mut sorted = va.clone();
+        sorted.sort_unstable();
+        Ok(va.len() == vb.len()
+            && va.iter().all(|v| vb.contains(v))
+            && hosts(a) == sorted
+            && hosts(b) == sorted)
+    }
+
+    /// Proposes CommitMerge of `source` into `target` with the source's final data, if
+    /// the target is still its neighbour. Returns false when it is not.
+    fn commit_merge(&mut self, source: u64, target: u64) -> Result<bool> {
+        let (Some((at, peer)), Some((_, target_peer))) = (self.led(source), self.led(target))
+        else {
+            return Ok(true); // no leader now: decide again next time
+        };
+        let region = peer.region.clone();
+        let t = &target_peer.region.range;
+        if !(region.range.end() == Some(t.start()) || t.end() == Some(region.range.start())) {
+            return Ok(false);
+        }
+        let cfs = self.stores[at].data_of(&region.range)?;
+        if self.propose(
+            target,
+            &Command::CommitMerge {
+                source: region,
+                cfs,
+            },
+        )? {
+            self.report.merge_commits += 1;
+        }
+        Ok(true)
+    }
+
+    /// The nemesis's peer move, in two steps as PD makes them: a region on every store
+    /// loses a voter (never its leader's; not while a store is partitioned away, so the
+    /// rest keep a quorum); a region with fewer voters than stores gains one on a store
+    /// that hosts no peer of it (the new peer starts uninitialized and is caught up by a
+    /// Raft snapshot).
+    fn move_peer(&mut self) -> Result<()> {
+        let regions = self.regions();
+        let region = regions[self.rng.below(regions.len() as u64) as usize];
+        if self.busy().contains(&region) {
+            return Ok(());
+        }
+        let Some((at, _)) = self.led(region) else {
+            return Ok(());
+        };
+        let voters = self.stores[at].voters_of(region)?;
+        let leader = self.stores[at].id;
+        let change = if voters.len() < self.stores.len() {
+            let candidates: Vec<u64> = self
+                .stores
+                .iter()
+                .filter(|s| !voters.contains(&s.id) && !s.peers.contains_key(&region))
+                .map(|s| s.id)
+                .collect();
+            if candidates.is_empty() {
+                return Ok(());
+            }
+            let store = candidates[self.rng.below(candidates.len() as u64) as usize];
+            Membership { add: true, store }
+        } else {
+            if !self.isolated.is_empty() {
+                return Ok(());
+            }
+            let others: Vec<u64> = voters.iter().copied().filter(|v| *v != leader).collect();
+            let store = others[self.rng.below(others.len() as u64) as usize];
+            Membership { add: false, store }
+        };
+        let mut cc = raft::prelude::ConfChange::default();
+        cc.set_change_type(if change.add {
+            raft::prelude::ConfChangeType::AddNode
+        } else {
+            raft::prelude::ConfChangeType::RemoveNode
+        });
+        cc.node_id = change.store;
+        let context = serde_json::to_vec(&change)?;
+        let peer = self.stores[at]
+            .peers
+            .get_mut(&region)
+            .context("leader peer")?;
+        if peer.node.propose_conf_change(context, cc).is_ok() {
+            if change.add {
+                self.joining.insert((change.store, region));
+                self.report.peers_added += 1;
+            } else {
+                self.report.peers_removed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys stale peers: a peer on a store its region's leader no longer counts among
+    /// the voters (it missed its removal, or the removal is still on its way), as TiKV's
+    /// stale-peer GC does. Partitioned stores keep theirs until they are reachable.
+    fn destroy_stale_peers(&mut self) -> Result<()> {
+        for region in self.regions() {
+            let Some((at, _)) = self.led(region) else {
+                continue;
+            };
+            let voters = self.stores[at].voters_of(region)?;
+            for store in &mut self.stores {
+                if !voters.contains(&store.id)
+                    && !self.isolated.contains(&store.id)
+                    && store.peers.contains_key(&region)
+                {
+                    store.destroy_peer(region)?;
+                }
+            }
         }
         Ok(())
     }
@@ -393,6 +646,9 @@ impl Cluster {
         let Some(region) = self.region_of(&at) else {
             return Ok(());
         };
+        if self.busy().contains(&region) {
+            return Ok(());
+        }
         let new_region = self.next_region;
         let command = Command::Split {
             at: encode_bytes(&at),
@@ -412,6 +668,9 @@ impl Cluster {
         let read_ts = self.next_ts();
         for store in &self.stores {
             for (id, peer) in &store.peers {
+                if !peer.initialized {
+                    continue;
+                }
                 let snapshot = store.engine.snapshot(
                     RegionId(*id),
                     peer.region.epoch.version,
@@ -424,11 +683,12 @@ impl Cluster {
                 // hide a stale version.
                 let found_all = read(&snapshot, &peer.region.range, false);
                 let expected_all = reference(&snapshot, &peer.region.range, false)?;
-                if snapshot.from_memory() {
-                    self.report.reads_from_memory += 1;
+                let counts = if peer.role == raft::StateRole::Leader {
+                    &mut self.report.leader_reads
                 } else {
-                    self.report.reads_from_disk += 1;
-                }
+                    &mut self.report.follower_reads
+                };
+                counts[usize::from(!snapshot.from_memory())] += 1;
                 for (found, expected) in [(found, expected), (found_all, expected_all)] {
                     if found != expected {
                         let history = store.history.get(id).cloned().unwrap_or_default();
@@ -457,12 +717,23 @@ impl Cluster {
             }
             if self.rng.chance(self.options.nemesis_percent) {
                 self.nemesis()?;
+            } else if self.merge_under_way().is_some() && self.rng.chance(20) {
+                // A prepared merge is committed or rolled back soon, as TiKV's is.
+                self.merge()?;
             }
             for _ in 0..3 {
                 self.workload()?;
             }
             self.tick();
             self.settle()?;
+            self.destroy_stale_peers()?;
+            if step % 25 == 0 {
+                // The eviction policy's round on every store (the engines' own ticker is
+                // off so that a seed replays): hot led regions load, cold ones go.
+                for store in &self.stores {
+                    store.engine.run_policy();
+                }
+            }
             if step % 4 == 0 {
                 self.read_all()?;
             }
@@ -644,5 +915,5 @@ fn reference(
 
 /// Engine counters summed over stores.
 pub(crate) fn sum_counter(stores: &[Store], name: &str, label: &str) -> u64 {
-    stores.iter().map(|s| s.engine.counter(name, label)).sum()
+    stores.iter().map(|s| s.counter(name, label)).sum()
 }

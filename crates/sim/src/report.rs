@@ -99,10 +99,30 @@ pub struct Report {
     pub messages_dropped: u64,
     /// Raft snapshots sent to lagging followers, and applied by them.
     pub snapshots: (u64, u64),
-    /// Checked reads served from memory.
-    pub reads_from_memory: u64,
-    /// Checked reads served from disk.
-    pub reads_from_disk: u64,
+    /// Merges started (PrepareMerge proposed).
+    pub merges_started: u64,
+    /// CommitMerge proposals.
+    pub merge_commits: u64,
+    /// RollbackMerge proposals.
+    pub merge_rollbacks: u64,
+    /// Merges and rollbacks applied, summed over stores.
+    pub merges_applied: (u64, u64),
+    /// Membership changes proposed that add a voter.
+    pub peers_added: u64,
+    /// Membership changes proposed that remove a voter.
+    pub peers_removed: u64,
+    /// Membership changes applied, summed over stores.
+    pub peer_changes_applied: u64,
+    /// Peers destroyed (removed, stale), summed over stores.
+    pub peers_destroyed: u64,
+    /// Proposals the apply refused (stale epoch, key outside the region, merging).
+    pub refused: u64,
+    /// Checked reads on leaders: `[from memory, from disk]`. Leaders serve reads, so the
+    /// hit ratio counts these.
+    pub leader_reads: [u64; 2],
+    /// Checked reads on followers and learners: `[from memory, from disk]` (checked
+    /// too: a follower's cache must never be stale either, but it is not kept warm).
+    pub follower_reads: [u64; 2],
     /// Evictions by reason, over all stores.
     pub evictions: Vec<(String, u64)>,
     /// Loads completed.
@@ -156,19 +176,31 @@ impl Report {
             stores.iter().map(|s| s.snapshots_sent).sum(),
             stores.iter().map(|s| s.snapshots_applied).sum(),
         );
+        self.merges_applied = (
+            stores.iter().map(|s| s.merges).sum(),
+            stores.iter().map(|s| s.rollbacks).sum(),
+        );
+        self.peer_changes_applied = stores.iter().map(|s| s.peer_changes).sum();
+        self.peers_destroyed = stores.iter().map(|s| s.destroyed).sum();
+        self.refused = stores.iter().map(|s| s.refused).sum();
         self.epoch_gaps = sum_counter(stores, "gaps", "EpochGap");
         self.index_gaps = sum_counter(stores, "gaps", "IndexGap");
         self.capacity = stores.first().map_or(0, |s| s.engine.config().capacity.0);
     }
 
-    /// The share of checked reads served from memory.
+    /// The share of checked leader reads served from memory.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.reads_from_memory + self.reads_from_disk;
+        let total = self.leader_reads[0] + self.leader_reads[1];
         if total == 0 {
             0.0
         } else {
-            self.reads_from_memory as f64 / total as f64
+            self.leader_reads[0] as f64 / total as f64
         }
+    }
+
+    /// Checked reads served from memory, leaders and followers.
+    pub fn reads_from_memory(&self) -> u64 {
+        self.leader_reads[0] + self.follower_reads[0]
     }
 
     /// Evictions with `reason`.
@@ -201,16 +233,31 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  snapshots    {} sent, {} applied",
-            self.snapshots.0, self.snapshots.1
+            "  merges       {} started, {} commits and {} rollbacks proposed; applied: {} merges, {} rollbacks",
+            self.merges_started,
+            self.merge_commits,
+            self.merge_rollbacks,
+            self.merges_applied.0,
+            self.merges_applied.1
         )?;
         writeln!(
             f,
-            "  reads        {} checked: {} from memory, {} from disk (hit ratio {:.2})",
-            self.reads_from_memory + self.reads_from_disk,
-            self.reads_from_memory,
-            self.reads_from_disk,
-            self.hit_ratio()
+            "  peers        {} added, {} removed; {} membership changes applied, {} peers destroyed",
+            self.peers_added, self.peers_removed, self.peer_changes_applied, self.peers_destroyed
+        )?;
+        writeln!(
+            f,
+            "  snapshots    {} sent, {} applied; {} proposals refused at apply",
+            self.snapshots.0, self.snapshots.1, self.refused
+        )?;
+        writeln!(
+            f,
+            "  reads        leaders: {} from memory, {} from disk (hit ratio {:.2}); followers: {} from memory, {} from disk",
+            self.leader_reads[0],
+            self.leader_reads[1],
+            self.hit_ratio(),
+            self.follower_reads[0],
+            self.follower_reads[1]
         )?;
         let evictions: Vec<String> = self
             .evictions

@@ -9,7 +9,7 @@ use ime_engine::disk::{Bounds, Cf, DiskEngine, RocksDisk, WriteBatch, collect};
 use ime_engine::observer::{EventKind, PeerRole, RaftEvent};
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
-use raft::prelude::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
@@ -17,12 +17,38 @@ use serde::{Deserialize, Serialize};
 /// What a Raft entry carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Command {
-    /// Writes, in TiKV's formats, as one batch.
-    Write(Vec<Op>),
+    /// Writes, in TiKV's formats, as one batch, proposed at epoch `version`. As TiKV does,
+    /// the apply refuses it (`EpochNotMatch`, `KeyNotInRegion`) when the region's version
+    /// moved since, a key lies outside the region, or the region is merging.
+    Write { version: u64, ops: Vec<Op> },
     /// Split the region at this (encoded) key; the right half becomes region `new_region`.
     Split { at: Vec<u8>, new_region: u64 },
-    /// An SST of write-CF entries (sorted, distinct keys) ingested into the region.
-    Ingest { entries: Vec<(Vec<u8>, Vec<u8>)> },
+    /// An SST of write-CF entries (sorted, distinct keys) ingested into the region,
+    /// refused like a write.
+    Ingest {
+        version: u64,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// PrepareMerge on the source: its epoch moves (version and conf_ver), writes stop.
+    PrepareMerge { target: u64 },
+    /// CommitMerge on the target: `source` (as it was after PrepareMerge) joins it. `cfs`
+    /// is the source's data, final since PrepareMerge, for a store whose source peer has
+    /// not caught up (TiKV sends the source's missing log entries instead).
+    CommitMerge { source: Region, cfs: Vec<CfData> },
+    /// RollbackMerge on the source: the merge is abandoned, writes resume.
+    RollbackMerge,
+}
+
+/// The entries of one column family, in key order.
+pub(crate) type CfData = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A membership change, carried in a `ConfChange` entry's context.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Membership {
+    /// Adds the store's peer (true) or removes it.
+    pub(crate) add: bool,
+    /// The store (its Raft node id).
+    pub(crate) store: u64,
 }
 
 /// One write of a command.
@@ -40,7 +66,8 @@ pub(crate) struct Op {
 struct SnapshotData {
     region: Region,
     applied: u64,
-    cfs: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    merging: Option<u64>,
+    cfs: Vec<CfData>,
 }
 
 /// The local replica of one region.
@@ -49,6 +76,10 @@ pub(crate) struct Peer {
     pub(crate) region: Region,
     pub(crate) applied: u64,
     pub(crate) role: StateRole,
+    /// False for a peer created to join a group, until its first snapshot.
+    pub(crate) initialized: bool,
+    /// The merge target, between PrepareMerge and CommitMerge or RollbackMerge.
+    pub(crate) merging: Option<u64>,
 }
 
 /// A store: its disk, its engine, its peers.
@@ -61,10 +92,18 @@ pub(crate) struct Store {
     /// Events published per region, for the report of a mismatch.
     pub(crate) history: BTreeMap<u64, Vec<String>>,
     logger: slog::Logger,
-    pub(crate) voters: Vec<u64>,
     /// Raft snapshots sent and applied.
     pub(crate) snapshots_sent: u64,
     pub(crate) snapshots_applied: u64,
+    /// Proposals the apply refused (stale epoch, key outside the region, merging).
+    pub(crate) refused: u64,
+    /// Merges committed and rolled back, membership changes applied, peers destroyed.
+    pub(crate) merges: u64,
+    pub(crate) rollbacks: u64,
+    pub(crate) peer_changes: u64,
+    pub(crate) destroyed: u64,
+    /// The report's counters of engines closed by restarts.
+    retired: BTreeMap<(&'static str, &'static str), u64>,
     /// The directory of its RocksDB, kept across restarts.
     dir: tempfile::TempDir,
     config: Config,
@@ -81,10 +120,12 @@ fn raft_config(id: u64) -> raft::Config {
     raft::Config {
         id,
         election_tick: 10,
-        // One election timeout, not a random one in [10, 20): raft-rs draws it from the
-        // thread's RNG, which would make runs of one seed differ.
-        min_election_tick: 10,
-        max_election_tick: 11,
+        // One election timeout per store, not a random one in [10, 20): raft-rs draws it
+        // from the thread's RNG, which would make runs of one seed differ. Distinct per
+        // store, so that peers started together (a split's children) do not split their
+        // votes forever.
+        min_election_tick: 10 + 3 * id as usize,
+        max_election_tick: 11 + 3 * id as usize,
         heartbeat_tick: 3,
         max_inflight_msgs: 256,
         check_quorum: true,
@@ -93,7 +134,7 @@ fn raft_config(id: u64) -> raft::Config {
 }
 
 impl Store {
-    pub(crate) fn new(id: u64, voters: Vec<u64>, config: &Config) -> Result<Self> {
+    pub(crate) fn new(id: u64, config: &Config) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ime-sim-store-")
             .tempdir()?;
@@ -104,17 +145,22 @@ impl Store {
             drops_snapshot_events: false,
             history: BTreeMap::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
-            voters,
             snapshots_sent: 0,
             snapshots_applied: 0,
+            refused: 0,
+            merges: 0,
+            rollbacks: 0,
+            peer_changes: 0,
+            destroyed: 0,
+            retired: BTreeMap::new(),
             dir,
             config: config.clone(),
         })
     }
 
-    /// Creates the local peer of `region` (a fresh Raft group replica).
-    pub(crate) fn add_peer(&mut self, region: Region) -> Result<()> {
-        let storage = MemStorage::new_with_conf_state((self.voters.clone(), vec![]));
+    /// Creates the local peer of `region` (a fresh Raft group replica of `voters`).
+    pub(crate) fn add_peer(&mut self, region: Region, voters: Vec<u64>) -> Result<()> {
+        let storage = MemStorage::new_with_conf_state((voters, vec![]));
         let node = RawNode::new(&raft_config(self.id), storage, &self.logger)?;
         let id = region.id.0;
         self.peers.insert(
@@ -124,8 +170,68 @@ impl Store {
                 region,
                 applied: 0,
                 role: StateRole::Follower,
+                initialized: true,
+                merging: None,
             },
         );
+        Ok(())
+    }
+
+    /// Creates an uninitialized peer of region `id`, joining its group after a membership
+    /// change: it knows nothing until the leader's snapshot arrives.
+    pub(crate) fn join(&mut self, id: u64) -> Result<()> {
+        let node = RawNode::new(&raft_config(self.id), MemStorage::new(), &self.logger)?;
+        let placeholder = Region::new(RegionId(id), KeyRange::everything(), RegionEpoch::new(0, 0));
+        self.peers.insert(
+            id,
+            Peer {
+                node,
+                region: placeholder,
+                applied: 0,
+                role: StateRole::Follower,
+                initialized: false,
+                merging: None,
+            },
+        );
+        self.history
+            .entry(id)
+            .or_default()
+            .push(format!("store {}: uninitialized peer created", self.id));
+        Ok(())
+    }
+
+    /// The voters of the local peer of region `id`.
+    pub(crate) fn voters_of(&self, id: u64) -> Result<Vec<u64>> {
+        let peer = self.peers.get(&id).context("no such peer")?;
+        Ok(
+            raft::Storage::initial_state(&peer.node.raft.raft_log.store)?
+                .conf_state
+                .voters,
+        )
+    }
+
+    /// Destroys the local peer of region `id`: the engine hears of it first (the event is
+    /// synchronous), then the peer's data leaves the disk, as TiKV clears a destroyed
+    /// peer's range.
+    pub(crate) fn destroy_peer(&mut self, id: u64) -> Result<()> {
+        let Some(peer) = self.peers.get(&id) else {
+            return Ok(());
+        };
+        let region = peer.initialized.then(|| peer.region.clone());
+        self.publish(
+            id,
+            &RaftEvent::DestroyPeer {
+                id: RegionId(id),
+                region: region.clone(),
+            },
+        )?;
+        self.peers.remove(&id);
+        if let Some(region) = region {
+            let mut batch = WriteBatch::new();
+            delete_range(&mut batch, &region.range);
+            self.engine.disk().write(&batch)?;
+        }
+        self.destroyed += 1;
         Ok(())
     }
 
@@ -178,7 +284,10 @@ impl Store {
         let committed = ready.take_committed_entries();
         messages.extend(ready.take_persisted_messages());
         self.apply_entries(id, committed)?;
-        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        // A peer that applied its own removal is gone, its messages with it.
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Ok(());
+        };
         let mut light = peer.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             store.wl().mut_hard_state().set_commit(commit);
@@ -186,7 +295,9 @@ impl Store {
         messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
         self.apply_entries(id, committed)?;
-        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Ok(());
+        };
         peer.node.advance_apply();
         if let Some(role) = role_change {
             self.role_changed(id, role)?;
@@ -222,6 +333,8 @@ impl Store {
         )?;
         if role == PeerRole::Leader {
             // The load hint a leader gives: the simulated policy caches every led region.
+            // A refusal (already cached, memory full) is the policy's business, not the
+            // simulation's.
             let _ = self.engine.load_region(region, applied);
         }
         Ok(())
@@ -230,16 +343,11 @@ impl Store {
     /// A leader's snapshot message gets the region's data at its applied index.
     fn fill_snapshot(&mut self, id: u64, message: &mut Message) -> Result<()> {
         let peer = self.peers.get(&id).context("peer vanished")?;
-        let snapshot = self.engine.disk().snapshot();
-        let range = &peer.region.range;
-        let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec))?;
-        let mut cfs = Vec::new();
-        for cf in Cf::ALL {
-            cfs.push(collect(&snapshot, cf, bounds.clone())?);
-        }
+        let cfs = self.data_of(&peer.region.range)?;
         let data = SnapshotData {
             region: peer.region.clone(),
             applied: peer.applied,
+            merging: peer.merging,
             cfs,
         };
         message
@@ -249,38 +357,57 @@ impl Store {
         Ok(())
     }
 
+    /// Every entry of `range` on this store's disk, per column family.
+    pub(crate) fn data_of(&self, range: &KeyRange) -> Result<Vec<CfData>> {
+        let snapshot = self.engine.disk().snapshot();
+        let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec))?;
+        let mut cfs = Vec::new();
+        for cf in Cf::ALL {
+            cfs.push(collect(&snapshot, cf, bounds.clone())?);
+        }
+        Ok(cfs)
+    }
+
     /// A follower applies a Raft snapshot: the engine is told first (the event is
     /// synchronous), then the region's data is replaced on disk, outside the write path.
+    /// Other local peers the snapshot's range overlaps are stale (a merge or a removal
+    /// this store missed) and are destroyed first, as TiKV does.
     fn apply_snapshot(&mut self, id: u64, snapshot: Snapshot) -> Result<()> {
         let data: SnapshotData =
             serde_json::from_slice(snapshot.get_data()).context("snapshot data")?;
         let index = snapshot.get_metadata().index;
         self.snapshots_applied += 1;
+        let stale: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(other, p)| {
+                **other != id && p.initialized && p.region.range.overlaps(&data.region.range)
+            })
+            .map(|(other, _)| *other)
+            .collect();
+        for other in stale {
+            self.destroy_peer(other)?;
+        }
         let peer = self.peers.get(&id).context("peer vanished")?;
-        let before = peer.region.clone();
+        let before = peer.initialized.then(|| peer.region.clone());
         let applied = data.applied.max(index);
         let event = RaftEvent::ApplySnapshot {
-            before: Some(before.clone()),
+            before: before.clone(),
             after: data.region.clone(),
             applied_index: applied,
         };
         self.publish(id, &event)?;
         let mut batch = WriteBatch::new();
-        for range in [&before.range, &data.region.range] {
-            let end = range.end().map_or_else(|| vec![0xff; 64], <[u8]>::to_vec);
-            for cf in Cf::ALL {
-                batch.delete_range(cf, range.start().to_vec(), end.clone());
-            }
+        for region in before.iter().chain([&data.region]) {
+            delete_range(&mut batch, &region.range);
         }
-        for (cf, entries) in Cf::ALL.into_iter().zip(data.cfs) {
-            for (key, value) in entries {
-                batch.put(cf, key, value);
-            }
-        }
+        put_all(&mut batch, data.cfs);
         self.engine.disk().write(&batch)?;
         let peer = self.peers.get_mut(&id).context("peer vanished")?;
         peer.region = data.region;
         peer.applied = applied;
+        peer.initialized = true;
+        peer.merging = data.merging;
         peer.node
             .raft
             .raft_log
@@ -298,7 +425,9 @@ impl Store {
     }
 
     fn apply_entry(&mut self, id: u64, entry: &Entry) -> Result<()> {
-        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Ok(()); // destroyed by an earlier entry of the same round
+        };
         if entry.index <= peer.applied {
             return Ok(()); // already in the snapshot this peer applied
         }
@@ -310,16 +439,23 @@ impl Store {
             last_index: entry.index,
         };
         let command = match entry.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let change: Membership =
+                    serde_json::from_slice(&entry.context).context("conf change context")?;
+                return self.change_peer(id, entry.index, change);
+            }
             EntryType::EntryNormal if !entry.data.is_empty() => {
                 Some(serde_json::from_slice::<Command>(&entry.data).context("entry data")?)
             }
-            _ => None,
+            // Empty entries (a new leader's), and V2 conf changes, which are not proposed.
+            EntryType::EntryNormal | EntryType::EntryConfChangeV2 => None,
         };
         let mut batch = HybridWriteBatch::new();
         batch.prepare(header);
         match command {
-            None => {}
-            Some(Command::Write(ops)) => {
+            Some(Command::Write { version, ops })
+                if self.accepts(id, version, ops.iter().map(|op| op.key.as_slice())) =>
+            {
                 for op in ops {
                     let cf = Cf::ALL[op.cf % 3];
                     match op.value {
@@ -328,13 +464,219 @@ impl Store {
                     };
                 }
             }
-            Some(Command::Ingest { entries }) => self.ingest(id, &entries)?,
+            Some(Command::Ingest { version, entries })
+                if self.accepts(id, version, entries.iter().map(|(k, _)| k.as_slice())) =>
+            {
+                self.ingest(id, &entries)?;
+            }
+            // Nothing, or data the apply refused: only the index is reported.
+            None | Some(Command::Write { .. } | Command::Ingest { .. }) => {}
             Some(Command::Split { at, new_region }) => {
                 return self.split(id, entry.index, at, new_region);
             }
+            Some(Command::PrepareMerge { target }) => {
+                return self.prepare_merge(id, entry.index, target);
+            }
+            Some(Command::CommitMerge { source, cfs }) => {
+                return self.commit_merge(id, entry.index, source, cfs);
+            }
+            Some(Command::RollbackMerge) => return self.rollback_merge(id, entry.index),
         }
         self.engine.write(&batch)?;
         Ok(())
+    }
+
+    /// Whether the apply takes a data command proposed at epoch `version` over `keys`
+    /// (TiKV's EpochNotMatch and KeyNotInRegion checks, and no writes while merging).
+    fn accepts<'k>(
+        &mut self,
+        id: u64,
+        version: u64,
+        mut keys: impl Iterator<Item = &'k [u8]>,
+    ) -> bool {
+        let Some(peer) = self.peers.get(&id) else {
+            return false;
+        };
+        let ok = peer.region.epoch.version == version
+            && peer.merging.is_none()
+            && keys.all(|k| peer.region.range.contains_key(k));
+        if !ok {
+            self.refused += 1;
+        }
+        ok
+    }
+
+    /// Reports an admin entry's index to the engine under the region's (new) epoch: an
+    /// apply round with no data.
+    fn report_index(&mut self, region: &Region, index: u64) -> Result<()> {
+        let mut batch = HybridWriteBatch::new();
+        batch.prepare(ApplyHeader {
+            region: region.id,
+            epoch: region.epoch,
+            first_index: index,
+            last_index: index,
+        });
+        self.engine.write(&batch)?;
+        Ok(())
+    }
+
+    /// An admin command the apply refuses: only its index is reported.
+    fn refuse(&mut self, id: u64, index: u64) -> Result<()> {
+        self.refused += 1;
+        let region = self.peers.get(&id).context("peer vanished")?.region.clone();
+        self.report_index(&region, index)
+    }
+
+    /// Applies a membership change: `conf_ver` moves (ChangePeer), the Raft group learns
+    /// its new voters, and a store that applies its own removal destroys its peer.
+    fn change_peer(&mut self, id: u64, index: u64, change: Membership) -> Result<()> {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(if change.add {
+            ConfChangeType::AddNode
+        } else {
+            ConfChangeType::RemoveNode
+        });
+        cc.node_id = change.store;
+        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        let state = peer.node.apply_conf_change(&cc)?;
+        let storage = peer.node.raft.raft_log.store.clone();
+        storage.wl().set_conf_state(state);
+        if change.add {
+            // The log up to here goes, so that the new peer starts from a snapshot of the
+            // region (raft-rs's log starts at index 1 on every replica; TiKV's new peers
+            // always start from a snapshot).
+            storage.wl().compact(index)?;
+        }
+        let before = peer.region.clone();
+        let after = Region::new(
+            before.id,
+            before.range.clone(),
+            RegionEpoch::new(before.epoch.version, before.epoch.conf_ver + 1),
+        );
+        peer.region = after.clone();
+        self.peer_changes += 1;
+        self.publish(
+            id,
+            &RaftEvent::ChangePeer {
+                before,
+                after: after.clone(),
+            },
+        )?;
+        self.report_index(&after, index)?;
+        if !change.add && change.store == self.id {
+            self.destroy_peer(id)?;
+        }
+        Ok(())
+    }
+
+    /// Applies PrepareMerge on the source.
+    fn prepare_merge(&mut self, id: u64, index: u64, target: u64) -> Result<()> {
+        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        if peer.merging.is_some() {
+            return self.refuse(id, index);
+        }
+        let before = peer.region.clone();
+        let after = Region::new(
+            before.id,
+            before.range.clone(),
+            RegionEpoch::new(before.epoch.version + 1, before.epoch.conf_ver + 1),
+        );
+        peer.region = after.clone();
+        peer.merging = Some(target);
+        self.publish(
+            id,
+            &RaftEvent::PrepareMerge {
+                before,
+                after: after.clone(),
+            },
+        )?;
+        self.report_index(&after, index)
+    }
+
+    /// Applies CommitMerge on the target: the engine hears of it, a source peer that has
+    /// not caught up gets the source's final data on disk, and the source peer goes.
+    fn commit_merge(
+        &mut self,
+        id: u64,
+        index: u64,
+        source: Region,
+        cfs: Vec<CfData>,
+    ) -> Result<()> {
+        let target = self.peers.get(&id).context("peer vanished")?.region.clone();
+        let local = self.peers.get(&source.id.0);
+        let left = source.range.end() == Some(target.range.start());
+        let right = target.range.end() == Some(source.range.start());
+        let stale = local.is_some_and(|p| p.region.epoch.version > source.epoch.version);
+        if !(left || right) || stale {
+            return self.refuse(id, index);
+        }
+        let range = if left {
+            KeyRange::new(
+                source.range.start().to_vec(),
+                target.range.end().unwrap_or_default().to_vec(),
+            )?
+        } else {
+            KeyRange::new(
+                target.range.start().to_vec(),
+                source.range.end().unwrap_or_default().to_vec(),
+            )?
+        };
+        let version = target.epoch.version.max(source.epoch.version) + 1;
+        let after = Region::new(
+            target.id,
+            range,
+            RegionEpoch::new(version, target.epoch.conf_ver),
+        );
+        let caught_up = local.is_some_and(|p| p.merging == Some(target.id.0));
+        let described = local
+            .filter(|p| p.initialized)
+            .map_or_else(|| source.clone(), |p| p.region.clone());
+        self.publish(
+            id,
+            &RaftEvent::CommitMerge {
+                before: target,
+                after: after.clone(),
+                source: described.clone(),
+            },
+        )?;
+        if !caught_up {
+            let mut batch = WriteBatch::new();
+            delete_range(&mut batch, &described.range);
+            put_all(&mut batch, cfs);
+            self.engine.disk().write(&batch)?;
+        }
+        if self.peers.remove(&source.id.0).is_some() {
+            let line = format!("store {}: merged into region {}", self.id, id);
+            self.history.entry(source.id.0).or_default().push(line);
+        }
+        self.peers.get_mut(&id).context("peer vanished")?.region = after.clone();
+        self.merges += 1;
+        self.report_index(&after, index)
+    }
+
+    /// Applies RollbackMerge on the source.
+    fn rollback_merge(&mut self, id: u64, index: u64) -> Result<()> {
+        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        if peer.merging.is_none() {
+            return self.refuse(id, index);
+        }
+        let before = peer.region.clone();
+        let after = Region::new(
+            before.id,
+            before.range.clone(),
+            RegionEpoch::new(before.epoch.version + 1, before.epoch.conf_ver),
+        );
+        peer.region = after.clone();
+        peer.merging = None;
+        self.rollbacks += 1;
+        self.publish(
+            id,
+            &RaftEvent::RollbackMerge {
+                before,
+                after: after.clone(),
+            },
+        )?;
+        self.report_index(&after, index)
     }
 
     /// Applies an SST ingest: the engine evicts what it touches first (the event is
@@ -366,18 +708,10 @@ impl Store {
         let range = &before.range;
         let splittable = range.contains_key(&at)
             && at.as_slice() != range.start()
+            && peer.merging.is_none()
             && !self.peers.contains_key(&new_region);
-        let header = ApplyHeader {
-            region: before.id,
-            epoch: before.epoch,
-            first_index: index,
-            last_index: index,
-        };
         if !splittable {
-            let mut batch = HybridWriteBatch::new();
-            batch.prepare(header);
-            self.engine.write(&batch)?;
-            return Ok(());
+            return self.refuse(id, index);
         }
         let epoch = RegionEpoch::new(before.epoch.version + 1, before.epoch.conf_ver);
         let end = range.end().map(<[u8]>::to_vec).unwrap_or_default();
@@ -398,8 +732,19 @@ impl Store {
             },
         ];
         self.publish(id, &RaftEvent::Split { before, children })?;
-        self.peers.get_mut(&id).context("peer vanished")?.region = left;
-        self.add_peer(right)?;
+        let voters = self.voters_of(id)?;
+        let peer = self.peers.get_mut(&id).context("peer vanished")?;
+        peer.region = left;
+        let leads = peer.role == StateRole::Leader;
+        self.add_peer(right, voters)?;
+        if leads {
+            // As TiKV does: the parent's leader campaigns for the new region at once.
+            self.peers
+                .get_mut(&new_region)
+                .context("new peer")?
+                .node
+                .campaign()?;
+        }
         Ok(())
     }
 
@@ -437,6 +782,9 @@ impl Store {
             .tempdir()?;
         let parked = open_engine(parking.path(), &self.config)?;
         let old = std::mem::replace(&mut self.engine, parked);
+        for (name, label) in reported() {
+            *self.retired.entry((name, label)).or_default() += old.counter(name, label);
+        }
         old.close(); // closes the real database
         let fresh = open_engine(self.dir.path(), &self.config)?;
         drop(std::mem::replace(&mut self.engine, fresh));
@@ -444,7 +792,7 @@ impl Store {
             self.engine.break_for_tests();
         }
         for peer in self.peers.values() {
-            if peer.role == StateRole::Leader {
+            if peer.role == StateRole::Leader && peer.initialized {
                 let _ = self.engine.load_region(peer.region.clone(), peer.applied);
             }
         }
@@ -455,10 +803,46 @@ impl Store {
         Ok(())
     }
 
+    /// A counter of the report, over every engine this store has run.
+    pub(crate) fn counter(&self, name: &str, label: &str) -> u64 {
+        let retired = self
+            .retired
+            .iter()
+            .filter(|((n, l), _)| *n == name && *l == label)
+            .map(|(_, v)| *v)
+            .sum::<u64>();
+        retired + self.engine.counter(name, label)
+    }
+
     /// The leader peer of region `id` on this store, if this store leads it.
     pub(crate) fn leads(&self, id: u64) -> bool {
         self.peers
             .get(&id)
             .is_some_and(|p| p.role == StateRole::Leader)
+    }
+}
+
+/// The engine counters the report reads (kept across restarts).
+fn reported() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let reasons = ime_engine::region::EvictReason::ALL.iter();
+    [("loads", "ok"), ("gaps", "EpochGap"), ("gaps", "IndexGap")]
+        .into_iter()
+        .chain(reasons.map(|r| ("evictions", r.as_str())))
+}
+
+/// Deletes `range` from every column family.
+fn delete_range(batch: &mut WriteBatch, range: &KeyRange) {
+    let end = range.end().map_or_else(|| vec![0xff; 64], <[u8]>::to_vec);
+    for cf in Cf::ALL {
+        batch.delete_range(cf, range.start().to_vec(), end.clone());
+    }
+}
+
+/// Puts every entry of `cfs` (default, lock, write).
+fn put_all(batch: &mut WriteBatch, cfs: Vec<CfData>) {
+    for (cf, entries) in Cf::ALL.into_iter().zip(cfs) {
+        for (key, value) in entries {
+            batch.put(cf, key, value);
+        }
     }
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use ime_engine::region::EvictReason;
-use ime_sim::{Options, Scenario, run};
+use ime_sim::{Options, Report, Scenario, run};
 
 fn options(seed: u64, scenario: Scenario) -> Options {
     Options {
@@ -17,18 +17,39 @@ fn options(seed: u64, scenario: Scenario) -> Options {
 
 #[test]
 fn short_seeded_runs_with_the_nemesis_see_no_mismatch() {
-    for seed in [1, 2] {
+    let mut seen = Report::default();
+    for seed in [1, 2, 3] {
         let report = run(&Options {
-            nemesis_percent: 25,
+            nemesis_percent: 30,
+            ops: 300,
             ..options(seed, Scenario::Random)
         })
         .unwrap();
         assert!(report.mismatches.is_empty(), "{report}");
-        assert!(report.reads_from_memory > 0, "{report}");
-        assert!(
-            report.splits > 0 && report.transfers + report.partitions > 0,
-            "{report}"
-        );
+        seen.leader_reads[0] += report.leader_reads[0];
+        seen.splits += report.splits;
+        seen.merges_applied.0 += report.merges_applied.0;
+        seen.merges_applied.1 += report.merges_applied.1;
+        seen.peer_changes_applied += report.peer_changes_applied;
+        seen.peers_destroyed += report.peers_destroyed;
+        seen.snapshots.1 += report.snapshots.1;
+        seen.transfers += report.transfers;
+        seen.restarts += report.restarts;
+    }
+    // The runs did what the nemesis is for: every kind of change happened at least once.
+    let kinds = [
+        ("reads from memory", seen.leader_reads[0]),
+        ("splits", seen.splits),
+        ("merges applied", seen.merges_applied.0),
+        ("merge rollbacks applied", seen.merges_applied.1),
+        ("membership changes applied", seen.peer_changes_applied),
+        ("peers destroyed", seen.peers_destroyed),
+        ("snapshots applied", seen.snapshots.1),
+        ("leader transfers", seen.transfers),
+        ("restarts", seen.restarts),
+    ];
+    for (what, n) in kinds {
+        assert!(n > 0, "no {what} in three seeded runs: {seen:?}");
     }
 }
 
