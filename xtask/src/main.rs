@@ -6,7 +6,8 @@
 //! cargo xtask bench [SUITE..]  criterion suites, then each figure as a ratio against its
 //!                              baseline measured in the same run
 //! cargo xtask sim [ARGS..]     the simulator (a Raft cluster driving IME), release build
-//! cargo xtask soak [--seeds N] many simulator seeds in a row, stopping at the first failure
+//! cargo xtask soak [--seeds N] [--duration 10m]
+//!                              many simulator seeds in a row, stopping at the first failure
 //! ```
 
 mod bench;
@@ -24,10 +25,13 @@ commands:
   bench [SUITE...]    run the criterion suites (all, or those named: disk, memkv,
                       observer, policy) and print
                       each figure as a ratio against its same-run baseline
-  sim [ARGS...]       run the simulator: --seed N --stores N --ops N --duration 60s
-                      --scenario NAME --out DIR
+  sim [ARGS...]       run the simulator: --seed N --stores N --ops N --nemesis PERCENT
+                      --duration 60s --scenario NAME --out DIR --replay JOURNAL
                       (scenarios: random, seed, seed-unobserved, snapshot-same-epoch-unobserved)
-  soak [--seeds N]    run the simulator on seeds 1..=N (default 20), stopping at the first failure";
+  soak [--seeds N] [--duration 10m]
+                      run the simulator on seeds 1, 2, ... until N seeds (default 20, or no
+                      limit with --duration alone) or the duration has passed, stopping at
+                      the first failure";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -46,8 +50,7 @@ fn run(args: Vec<String>) -> Result<()> {
         ["ci", "--fast"] => ci(true),
         ["bench", suites @ ..] => bench::run(&tidy::workspace_root(), suites),
         ["sim", rest @ ..] => sim(rest),
-        ["soak"] => soak(20),
-        ["soak", "--seeds", n] => soak(n.parse().context("--seeds takes a number")?),
+        ["soak", rest @ ..] => soak(rest),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())
@@ -63,13 +66,64 @@ fn sim(args: &[&str]) -> Result<()> {
     cargo(&all, &[])
 }
 
-/// Runs the simulator on seeds `1..=seeds`, stopping at the first that fails.
-fn soak(seeds: u64) -> Result<()> {
-    for seed in 1..=seeds {
-        let seed = seed.to_string();
-        sim(&["--seed", &seed]).with_context(|| format!("seed {seed} failed"))?;
+/// How long and how many seeds a soak runs.
+#[derive(Debug, PartialEq, Eq)]
+struct SoakLimits {
+    seeds: Option<u64>,
+    duration: Option<std::time::Duration>,
+}
+
+fn soak_limits(args: &[&str]) -> Result<SoakLimits> {
+    let mut limits = SoakLimits {
+        seeds: None,
+        duration: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--seeds" => limits.seeds = Some(value.parse().context("--seeds takes a number")?),
+            "--duration" => {
+                let (n, unit) = value.split_at(
+                    value
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(value.len()),
+                );
+                let n: u64 = n.parse().with_context(|| format!("--duration {value:?}"))?;
+                let secs = match unit {
+                    "" | "s" => n,
+                    "m" => n * 60,
+                    "h" => n * 3600,
+                    other => bail!("--duration: unknown unit {other:?} (s, m or h)"),
+                };
+                limits.duration = Some(std::time::Duration::from_secs(secs));
+            }
+            other => bail!("unknown soak argument {other:?} (known: --seeds N --duration 10m)"),
+        }
     }
-    println!("soak: {seeds} seeds, no mismatch");
+    if limits.seeds.is_none() && limits.duration.is_none() {
+        limits.seeds = Some(20);
+    }
+    Ok(limits)
+}
+
+/// Runs the simulator on seeds 1, 2, ... within the limits, stopping at the first that
+/// fails (its journal, in `target/sim`, replays it).
+fn soak(args: &[&str]) -> Result<()> {
+    let limits = soak_limits(args)?;
+    let started = std::time::Instant::now();
+    let mut seed = 0;
+    while limits.seeds.is_none_or(|n| seed < n)
+        && limits.duration.is_none_or(|d| started.elapsed() < d)
+    {
+        seed += 1;
+        let text = seed.to_string();
+        sim(&["--seed", &text]).with_context(|| format!("seed {seed} failed"))?;
+    }
+    println!(
+        "soak: {seed} seeds in {:.0?}, no mismatch",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -115,4 +169,29 @@ pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soak_limits_parse() {
+        let limits = |args: &[&str]| soak_limits(args).unwrap();
+        assert_eq!(limits(&[]).seeds, Some(20));
+        assert_eq!(limits(&["--seeds", "5"]).seeds, Some(5));
+        let timed = limits(&["--duration", "2m"]);
+        assert_eq!(
+            (timed.seeds, timed.duration),
+            (None, Some(std::time::Duration::from_secs(120)))
+        );
+        for bad in [
+            &["--seeds"][..],
+            &["--seeds", "x"],
+            &["--duration", "5d"],
+            &["--what", "1"],
+        ] {
+            assert!(soak_limits(bad).is_err(), "{bad:?}");
+        }
+    }
 }

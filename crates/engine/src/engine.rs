@@ -223,10 +223,14 @@ impl<D: DiskEngine> Engine<D> {
     /// Asks for `region` to be cached: it becomes Pending and the loader loads it from a
     /// disk snapshot. `applied_index` is the peer's applied index now.
     ///
+    /// When only regions being evicted stand in the way (the region itself, just evicted —
+    /// a leader that stepped down and back up —, or the ranges it overlaps), the load is
+    /// deferred: it starts once their memory is freed, unless an eviction of its range
+    /// comes first (a change that bypasses the write path then drops it).
+    ///
     /// # Errors
     /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback,
-    /// memory is at the stop-load threshold, or the region overlaps one still cached or
-    /// evicting.
+    /// memory is at the stop-load threshold, or the region overlaps one still cached.
     pub fn load_region(&self, region: Region, applied_index: u64) -> Result<(), EngineError> {
         let mut fx = Effects::default();
         let result = self
@@ -486,6 +490,7 @@ impl<D: DiskEngine> Core<D> {
         // Every entry reported so far is on disk, so the load's snapshot holds it.
         let applied_index = applied_index.max(meta.applied.get(&id).copied().unwrap_or(0));
         let epoch = region.epoch;
+        let range = region.range.clone();
         match meta.map.insert_pending(region, applied_index) {
             Ok(_) => {
                 crate::shared::lifecycle(id, Some(epoch), "none", "Pending", "load requested");
@@ -493,7 +498,23 @@ impl<D: DiskEngine> Core<D> {
                 Ok(())
             }
             Err(InsertRejected::AlreadyCached { state, .. }) if !state.is_evicting() => Ok(()),
-            Err(rejected) => refuse(rejected.to_string()),
+            Err(rejected) => {
+                let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
+                let only_evicting = meta.map.state(id).is_none_or(|s| s.is_evicting())
+                    && meta.map.overlapping(&range).into_iter().all(evicting);
+                if !only_evicting {
+                    return refuse(rejected.to_string());
+                }
+                crate::shared::lifecycle(
+                    id,
+                    Some(epoch),
+                    "none",
+                    "deferred",
+                    &rejected.to_string(),
+                );
+                meta.wanted.insert(id);
+                Ok(())
+            }
         }
     }
 

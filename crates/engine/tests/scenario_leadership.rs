@@ -162,3 +162,47 @@ fn scenario_11_pinned_ranges() {
     peer.load(1);
     assert!(peer.check(1));
 }
+
+/// A leader that steps down and back up while its old copy is still being freed (a reader
+/// holds it): the load it asks for waits for the memory, then runs — found by the
+/// simulator, where whether the load ran depended on the deleter's timing. Writes while
+/// it waits are on disk and in the load; a range eviction meanwhile drops it.
+#[test]
+fn a_load_behind_its_own_eviction_runs_once_the_memory_is_freed() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.load(1);
+    let held = peer.snapshot(1);
+    role(&peer, 1, PeerRole::Follower, 2);
+    assert!(peer.state(1).is_some_and(RegionState::is_evicting));
+    let (r, index) = (peer.region(1), peer.applied(1));
+    peer.engine.load_region(r.clone(), index).unwrap();
+    peer.commit(1, &[("c", Some("2"))]);
+    assert!(!peer.check(1), "not while the old copy is being freed");
+    drop(held);
+    peer.idle();
+    assert_eq!(peer.state(1), Some(RegionState::Active));
+    assert!(
+        peer.check(1),
+        "served from memory, with the write made meanwhile"
+    );
+
+    // The same wait, cut by an eviction of the range (an SST ingest): no load.
+    let held = peer.snapshot(1);
+    role(&peer, 1, PeerRole::Follower, 3);
+    peer.engine.load_region(r.clone(), peer.applied(1)).unwrap();
+    peer.engine
+        .on_event(&RaftEvent::IngestSst {
+            region: r.clone(),
+            ranges: vec![r.range.clone()],
+        })
+        .unwrap();
+    drop(held);
+    peer.idle();
+    assert!(peer.state(1).is_none(), "{:?}", peer.state(1));
+    // A region overlapping one still cached is refused, as before.
+    peer.load(1);
+    let wider = region(9, "a", None, 1);
+    assert!(peer.engine.load_region(wider, 0).is_err());
+}

@@ -1,103 +1,132 @@
-//! The memory chart: each store's cache memory over the run against the capacity and
-//! the derived thresholds, as a small self-contained SVG.
+//! The memory chart: each store's cache memory over the run against the capacity and the
+//! thresholds derived from it, drawn with plotters as SVG.
 
-use std::fmt::Write as _;
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
 
 use crate::Report;
 
-const WIDTH: f64 = 800.0;
-const HEIGHT: f64 = 300.0;
-const MARGIN: f64 = 40.0;
-const COLOURS: [&str; 6] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-];
-
-/// The SVG text of `report`'s memory over time. The vertical scale fits the highest of
-/// the peak and the evict threshold, so both stay visible; the capacity is drawn when it
-/// fits.
-pub fn memory_svg(report: &Report) -> String {
+/// The SVG text of `report`'s memory over time. The vertical scale fits the peak with
+/// room to spare; a threshold above the scale is named in the caption instead of drawn,
+/// so a small run stays readable.
+///
+/// # Errors
+/// A drawing error from plotters (none is expected when drawing into a string).
+pub fn memory_svg(report: &Report) -> Result<String> {
     let samples = &report.memory_over_time;
-    let thresholds = [
-        ("stop-load", report.capacity / 10 * 8),
-        ("evict", report.capacity / 10 * 9),
-        ("capacity", report.capacity),
-    ];
-    let top = (report.peak_memory.max(1) as f64 * 1.2).max(1.0);
-    let x = |i: usize| MARGIN + (WIDTH - 2.0 * MARGIN) * i as f64 / samples.len().max(2) as f64;
-    let y = |v: u64| HEIGHT - MARGIN - (HEIGHT - 2.0 * MARGIN) * (v as f64 / top).min(1.05);
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#
+    let steps = samples.len().max(2) as u64;
+    let top = (report.peak_memory.max(1) as f64 * 1.25).ceil() as u64;
+    let (shown, above): (Vec<_>, Vec<_>) = report.thresholds.iter().partition(|(_, b)| *b <= top);
+    let mut caption = format!(
+        "ime-sim seed {} ({}): cache memory per store",
+        report.seed, report.scenario
     );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{MARGIN}" y="20">ime-sim seed {} ({}): cache memory per store, peak {} bytes</text>"#,
-        report.seed, report.scenario, report.peak_memory
-    );
-    let axis = HEIGHT - MARGIN;
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{MARGIN}" y1="{axis}" x2="{}" y2="{axis}" stroke="#000"/>"##,
-        WIDTH - MARGIN
-    );
-    for (name, bytes) in thresholds {
-        if (bytes as f64) <= top {
-            let at = y(bytes);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{MARGIN}" y1="{at:.1}" x2="{}" y2="{at:.1}" stroke="#999" stroke-dasharray="4"/><text x="{}" y="{at:.1}">{name}</text>"##,
-                WIDTH - MARGIN,
-                WIDTH - MARGIN + 2.0
-            );
-        }
-    }
-    let stores = samples.first().map_or(0, Vec::len);
-    for store in 0..stores {
-        let points: Vec<String> = samples
+    if !above.is_empty() {
+        let names: Vec<String> = above
             .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{:.1},{:.1}", x(i), y(s.get(store).copied().unwrap_or(0))))
+            .map(|(name, bytes)| format!("{name} {bytes}"))
             .collect();
-        let colour = COLOURS[store % COLOURS.len()];
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{colour}" points="{}"/><text x="{}" y="{}" fill="{colour}">store {}</text>"#,
-            points.join(" "),
-            MARGIN + 80.0 * store as f64,
-            HEIGHT - 10.0,
-            store + 1
-        );
+        caption.push_str(&format!(" (above the scale: {})", names.join(", ")));
     }
-    svg.push_str("</svg>\n");
-    svg
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 15))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0..steps, 0..top)
+            .map_err(draw)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("bytes")
+            .draw()
+            .map_err(draw)?;
+        let stores = samples.first().map_or(0, Vec::len);
+        for store in 0..stores {
+            let colour = Palette99::pick(store).to_rgba();
+            let line = samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i as u64, s.get(store).copied().unwrap_or(0)));
+            chart
+                .draw_series(LineSeries::new(line, colour.stroke_width(2)))
+                .map_err(draw)?
+                .label(format!("store {}", store + 1))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+        }
+        for (i, (name, bytes)) in shown.into_iter().enumerate() {
+            let colour = BLACK.mix(0.35 + 0.2 * i as f64);
+            chart
+                .draw_series(LineSeries::new([(0, *bytes), (steps, *bytes)], colour))
+                .map_err(draw)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw)?;
+        root.present().map_err(draw)?;
+    }
+    Ok(svg)
+}
+
+fn draw(err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing the memory chart: {err}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn report(capacity: u64, peak: u64) -> Report {
+        Report {
+            seed: 7,
+            thresholds: vec![
+                ("stop-load".to_owned(), capacity / 10 * 8),
+                ("evict".to_owned(), capacity / 10 * 9),
+                ("capacity".to_owned(), capacity),
+            ],
+            peak_memory: peak,
+            memory_over_time: vec![vec![0, 10], vec![500, peak], vec![300, 20]],
+            ..Report::default()
+        }
+    }
+
+    /// Whether `svg` has a text element reading exactly `text` (a legend entry).
+    fn has_label(svg: &str, text: &str) -> bool {
+        svg.contains(&format!(">\n{text}\n</text>"))
+    }
+
     #[test]
     fn the_chart_has_a_line_per_store_and_the_thresholds_in_range() {
-        let report = Report {
-            capacity: 1000,
-            peak_memory: 950,
-            memory_over_time: vec![vec![0, 10], vec![500, 950], vec![300, 20]],
-            ..Report::default()
-        };
-        let svg = memory_svg(&report);
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        for name in ["stop-load", "evict", "capacity"] {
-            assert!(svg.contains(&format!(">{name}</text>")), "{name}");
+        let full = memory_svg(&report(1000, 950)).unwrap();
+        assert!(full.starts_with("<svg"), "{full}");
+        for name in ["store 1", "store 2", "stop-load", "evict", "capacity"] {
+            assert!(has_label(&full, name), "{name} missing from the legend");
         }
-        let small = Report {
-            capacity: 1 << 30,
-            peak_memory: 100,
-            ..report
-        };
-        assert!(
-            !memory_svg(&small).contains(">capacity</text>"),
-            "off the scale"
-        );
+        assert!(full.contains("ime-sim seed 7"));
+        assert!(!full.contains("above the scale"));
+        // The same run with thresholds off the scale draws fewer lines: theirs are gone.
+        let small = memory_svg(&report(1 << 30, 950)).unwrap();
+        assert!(full.matches("<polyline").count() > small.matches("<polyline").count());
+    }
+
+    #[test]
+    fn thresholds_above_the_scale_are_named_not_drawn() {
+        let svg = memory_svg(&report(1 << 30, 100)).unwrap();
+        assert!(has_label(&svg, "store 2"));
+        for name in ["stop-load", "evict", "capacity"] {
+            assert!(!has_label(&svg, name), "{name} drawn off the scale");
+        }
+        assert!(svg.contains(
+            "above the scale: stop-load 858993456, evict 966367638, capacity 1073741824"
+        ));
     }
 }

@@ -5,9 +5,11 @@
 //! MVCC transactions in TiKV's formats (prewrites that lock, commits that write records,
 //! rollbacks, short and long values) proposed through Raft and applied on every store
 //! through its engine's write path; a seeded nemesis (partitions and heals, leader
-//! transfers, splits, SST ingests, store restarts, log compaction that forces Raft snapshots onto lagging
-//! followers, dropped bus events, GC); and a checker that compares every read at a leader with the
-//! same store's disk at the same snapshot, then cross-checks every cache at the end.
+//! transfers, splits, merges committed or rolled back, peer moves with destroys, SST
+//! ingests, store restarts, log compaction that forces Raft snapshots onto lagging
+//! followers, dropped bus events, GC); and a checker that compares every read with the
+//! same store's disk at the same snapshot, then cross-checks every cache at the end. A
+//! [`Journal`] replays a run.
 //!
 //! ```no_run
 //! let options = ime_sim::Options { ops: 200, ..ime_sim::Options::default() };
@@ -23,8 +25,9 @@ mod store;
 pub use chart::memory_svg;
 pub use report::{Mismatch, Report};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use ime_engine::Config;
+use serde::{Deserialize, Serialize};
 
 /// A named scenario: a scripted prologue before the random run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +120,7 @@ impl Default for Options {
 fn engine_config() -> Result<Config> {
     Ok(Config::from_toml(
         r#"
-        capacity = "256MiB"
+        capacity = "128KiB"
         gc-run-interval = "1h"
         load-evict-interval = "1h"
         warmup-timeout = "200ms"
@@ -131,10 +134,86 @@ fn engine_config() -> Result<Config> {
 /// A store that cannot be opened, or a Raft or engine failure the simulation cannot go on
 /// from.
 pub fn run(options: &Options) -> Result<Report> {
+    run_with_progress(options, &mut |_, _| {})
+}
+
+/// [`run`], calling `progress(step, steps)` after every step.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_progress(options: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
     if options.stores < 3 {
         bail!("--stores must be at least 3 (a store is partitioned away at times)");
     }
     let mut cluster = cluster::Cluster::new(options.clone(), &engine_config()?)?;
-    cluster.run()?;
+    cluster.run(progress)?;
     Ok(cluster.report.clone())
+}
+
+/// What replays a run: every option that steers it, with the number of steps it really
+/// ran (a run cut short by `--duration` replays exactly as far), and the mismatches it
+/// found, each with its store, region, key and event history. The same seed and options
+/// replay the same Raft history; the checker waits for the engines' background work
+/// before each read, so what is cached at each read replays too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// [`Options::seed`].
+    pub seed: u64,
+    /// [`Options::stores`].
+    pub stores: u64,
+    /// The steps the run took.
+    pub ops: u64,
+    /// [`Options::nemesis_percent`].
+    pub nemesis_percent: u64,
+    /// [`Options::max_regions`].
+    pub max_regions: usize,
+    /// The scenario's name.
+    pub scenario: String,
+    /// [`Options::broken_engine`].
+    pub broken_engine: bool,
+    /// What the run found.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl Journal {
+    /// The journal of a run made with `options` that produced `report`.
+    pub fn new(options: &Options, report: &Report) -> Self {
+        Journal {
+            seed: options.seed,
+            stores: options.stores,
+            ops: report.ops,
+            nemesis_percent: options.nemesis_percent,
+            max_regions: options.max_regions,
+            scenario: options.scenario.name().to_owned(),
+            broken_engine: options.broken_engine,
+            mismatches: report.mismatches.clone(),
+        }
+    }
+
+    /// The options that replay the run (no time limit: the steps are counted).
+    ///
+    /// # Errors
+    /// An unknown scenario name.
+    pub fn options(&self) -> Result<Options> {
+        Ok(Options {
+            seed: self.seed,
+            stores: self.stores,
+            ops: self.ops,
+            duration: None,
+            nemesis_percent: self.nemesis_percent,
+            max_regions: self.max_regions,
+            scenario: Scenario::parse(&self.scenario)?,
+            broken_engine: self.broken_engine,
+        })
+    }
+
+    /// Reads a journal file.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a journal.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a journal", path.display()))
+    }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ime_sim::{Options, Scenario};
+use ime_sim::{Journal, Options, Scenario};
+use indicatif::{ProgressBar, ProgressStyle};
 
 fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
     let mut options = Options::default();
@@ -14,14 +15,24 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--replay" => {
+                let path = PathBuf::from(value()?);
+                options = Journal::read(&path)?.options()?;
+            }
             "--seed" => options.seed = value()?.parse().context("--seed")?,
             "--stores" => options.stores = value()?.parse().context("--stores")?,
             "--ops" => options.ops = value()?.parse().context("--ops")?,
+            "--nemesis" => {
+                options.nemesis_percent = value()?.parse().context("--nemesis (a percent)")?;
+                if options.nemesis_percent > 100 {
+                    bail!("--nemesis is a percent: at most 100");
+                }
+            }
             "--scenario" => options.scenario = Scenario::parse(value()?)?,
             "--duration" => options.duration = Some(duration(value()?)?),
             "--out" => out = PathBuf::from(value()?),
             other => bail!(
-                "unknown argument {other:?} (known: --seed N --stores N --ops N --duration 60s --scenario NAME --out DIR)"
+                "unknown argument {other:?} (known: --seed N --stores N --ops N --nemesis PERCENT --duration 60s --scenario NAME --out DIR --replay JOURNAL)"
             ),
         }
     }
@@ -47,16 +58,32 @@ fn duration(text: &str) -> Result<Duration> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (options, out) = parse(&args)?;
-    let report = ime_sim::run(&options)?;
+    // Drawn on stderr, and only on a terminal (indicatif hides it otherwise).
+    let bar = ProgressBar::new(options.ops).with_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} steps {elapsed} {msg}")?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("seed {} {}", options.seed, options.scenario.name()));
+    let report = ime_sim::run_with_progress(&options, &mut |step, _| bar.set_position(step))?;
+    bar.finish_and_clear();
     print!("{report}");
     std::fs::create_dir_all(&out)?;
-    let path = out.join(format!("seed-{}-{}.json", report.seed, report.scenario));
+    let name = format!("seed-{}-{}", report.seed, report.scenario);
+    let path = out.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    let chart = out.join(format!("seed-{}-{}.svg", report.seed, report.scenario));
-    std::fs::write(&chart, ime_sim::memory_svg(&report))?;
+    let chart = out.join(format!("{name}.svg"));
+    std::fs::write(&chart, ime_sim::memory_svg(&report)?)?;
+    let journal = out.join(format!("{name}.journal.json"));
+    let replay = Journal::new(&options, &report);
+    std::fs::write(&journal, serde_json::to_vec_pretty(&replay)?)?;
     println!("  summary      {}", path.display());
     println!("  chart        {}", chart.display());
+    println!("  journal      {}", journal.display());
     if !report.mismatches.is_empty() {
+        println!(
+            "  replay with: cargo xtask sim --replay {}",
+            journal.display()
+        );
         bail!("{} mismatches", report.mismatches.len());
     }
     Ok(())

@@ -5,19 +5,21 @@ use std::fmt;
 
 use ime_engine::Difference;
 use ime_engine::region::EvictReason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Options;
 use crate::cluster::{ReadResult, sum_counter};
 use crate::store::Store;
 
 /// A read from memory (or a cross-check) that differed from the disk.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
     /// The store.
     pub store: u64,
     /// The region.
     pub region: u64,
+    /// The first key that differed (escaped), when one did.
+    pub key: Option<String>,
     /// What differed, shortly.
     pub what: String,
     /// The events the store published for the region, in order.
@@ -32,29 +34,35 @@ impl Mismatch {
         expected: &ReadResult,
         history: Vec<String>,
     ) -> Self {
-        let what = match (found, expected) {
+        let (key, what) = match (found, expected) {
             (Ok(found), Ok(expected)) => {
-                let first = found
-                    .iter()
-                    .zip(expected)
-                    .find(|(a, b)| a != b)
-                    .map(|(a, b)| {
+                let differs = found.iter().zip(expected).find(|(a, b)| a != b);
+                // The first pair that differs, or the first one only one side has.
+                let key = differs
+                    .map(|(a, b)| a.0.clone().min(b.0.clone()))
+                    .or_else(|| {
+                        let n = found.len().min(expected.len());
+                        found.get(n).or(expected.get(n)).map(|p| p.0.clone())
+                    })
+                    .map(|k| k.escape_ascii().to_string());
+                let first = differs.map_or_else(
+                    || format!("{} pairs read, {} on disk", found.len(), expected.len()),
+                    |(a, b)| {
                         format!(
                             "first difference at key {} vs {}",
                             a.0.escape_ascii(),
                             b.0.escape_ascii()
                         )
-                    })
-                    .unwrap_or_else(|| {
-                        format!("{} pairs read, {} on disk", found.len(), expected.len())
-                    });
-                format!("read differs from disk: {first}")
+                    },
+                );
+                (key, format!("read differs from disk: {first}"))
             }
-            (found, expected) => format!("read {found:?} but disk says {expected:?}"),
+            (found, expected) => (None, format!("read {found:?} but disk says {expected:?}")),
         };
         Mismatch {
             store,
             region,
+            key,
             what,
             history,
         }
@@ -64,6 +72,7 @@ impl Mismatch {
         Mismatch {
             store,
             region: d.region.0,
+            key: Some(d.key.escape_ascii().to_string()),
             what: format!("cross-check: {d}"),
             history,
         }
@@ -135,6 +144,8 @@ pub struct Report {
     pub peak_memory: u64,
     /// The capacity each cache had.
     pub capacity: u64,
+    /// The memory thresholds of each cache, by name (stop-load, evict, capacity).
+    pub thresholds: Vec<(String, u64)>,
     /// Memory of each store over the run (one sample per step).
     pub memory_over_time: Vec<Vec<u64>>,
     /// Reads or cross-checks that differed from disk.
@@ -186,6 +197,14 @@ impl Report {
         self.epoch_gaps = sum_counter(stores, "gaps", "EpochGap");
         self.index_gaps = sum_counter(stores, "gaps", "IndexGap");
         self.capacity = stores.first().map_or(0, |s| s.engine.config().capacity.0);
+        if let Some(store) = stores.first() {
+            let t = store.engine.config().thresholds();
+            self.thresholds = vec![
+                ("stop-load".to_owned(), t.stop_load_threshold),
+                ("evict".to_owned(), t.evict_threshold),
+                ("capacity".to_owned(), t.capacity),
+            ];
+        }
     }
 
     /// The share of checked leader reads served from memory.
@@ -289,15 +308,22 @@ impl fmt::Display for Report {
         } else {
             writeln!(f, "  MISMATCHES   {}", self.mismatches.len())?;
             for m in self.mismatches.iter().take(5) {
-                writeln!(f, "    store {} region {}: {}", m.store, m.region, m.what)?;
+                writeln!(
+                    f,
+                    "    store {} region {} key {}: {}",
+                    m.store,
+                    m.region,
+                    m.key.as_deref().unwrap_or("-"),
+                    m.what
+                )?;
                 for line in m.history.iter().rev().take(8).rev() {
                     writeln!(f, "      {line}")?;
                 }
             }
             writeln!(
                 f,
-                "  replay with: cargo xtask sim --seed {} --scenario {}",
-                self.seed, self.scenario
+                "  replay with: cargo xtask sim --seed {} --scenario {} --ops {} (or --replay with the journal below)",
+                self.seed, self.scenario, self.ops
             )
         }
     }

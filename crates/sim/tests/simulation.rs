@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use ime_engine::region::EvictReason;
-use ime_sim::{Options, Report, Scenario, run};
+use ime_sim::{Journal, Options, Report, Scenario, run};
 
 fn options(seed: u64, scenario: Scenario) -> Options {
     Options {
@@ -95,4 +95,72 @@ fn a_broken_engine_is_caught_by_the_checker() {
             .any(|line| line.contains("ApplySnapshot")),
         "{first:?}"
     );
+}
+
+/// What a replay must reproduce of a run: the Raft-driven history and what the checker saw.
+fn outline(report: &Report) -> Vec<u64> {
+    vec![
+        report.ops,
+        report.prewrites,
+        report.commits,
+        report.splits,
+        report.ingests,
+        report.restarts,
+        report.merges_applied.0,
+        report.merges_applied.1,
+        report.peer_changes_applied,
+        report.peers_destroyed,
+        report.snapshots.1,
+        report.leader_reads[0],
+        report.leader_reads[1],
+        report.follower_reads[0],
+        report.follower_reads[1],
+        report.epoch_gaps,
+        report.index_gaps,
+    ]
+}
+
+#[test]
+fn a_journal_replays_its_run() {
+    let options = Options {
+        nemesis_percent: 30,
+        ops: 200,
+        ..options(5, Scenario::Random)
+    };
+    let first = run(&options).unwrap();
+    let journal = Journal::new(&options, &first);
+    let text = serde_json::to_string(&journal).unwrap();
+    let read: Journal = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, journal);
+    let again = run(&read.options().unwrap()).unwrap();
+    assert_eq!(outline(&again), outline(&first), "{first}\n{again}");
+}
+
+#[test]
+fn a_journal_replays_the_mismatches_of_a_broken_engine() {
+    let broken = Options {
+        broken_engine: true,
+        ..options(3, Scenario::SnapshotSameEpochUnobserved)
+    };
+    let first = run(&broken).unwrap();
+    assert!(!first.mismatches.is_empty());
+    assert!(first.mismatches.iter().all(|m| m.key.is_some()), "{first}");
+    let journal = Journal::new(&broken, &first);
+    let again = run(&journal.options().unwrap()).unwrap();
+    assert_eq!(again.mismatches, journal.mismatches);
+}
+
+#[test]
+fn a_run_cut_short_by_its_duration_replays_as_far_as_it_went() {
+    let options = Options {
+        ops: 1_000_000,
+        duration: Some(std::time::Duration::from_millis(300)),
+        ..options(6, Scenario::Random)
+    };
+    let first = run(&options).unwrap();
+    assert!(first.ops > 0 && first.ops < 1_000_000, "{first}");
+    let journal = Journal::new(&options, &first);
+    let replay = journal.options().unwrap();
+    assert_eq!((replay.ops, replay.duration), (first.ops, None));
+    assert_eq!(outline(&run(&replay).unwrap()), outline(&first));
 }
