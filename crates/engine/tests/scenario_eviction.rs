@@ -47,12 +47,18 @@ fn scenario_06_eviction_racing_writes_leaves_nothing_stale() {
         );
     }
     common::assert_reads_match(&open, &peer.region(3));
-    let refused = peer.engine.load_region(peer.region(3), peer.applied(3));
-    assert!(
-        refused.is_err(),
-        "cannot load while its old data is still being evicted"
-    );
+    // A load asked for while the old data is still being evicted waits for it to go.
+    peer.engine
+        .load_region(peer.region(3), peer.applied(3))
+        .unwrap();
+    assert!(peer.state(3).is_some_and(RegionState::is_evicting));
+    peer.commit(3, &[("k01", Some("v1b"))]);
     drop(open);
+    peer.idle();
+    assert_eq!(peer.state(3), Some(RegionState::Active));
+    assert!(peer.check(3), "the deferred load ran after the old data went");
+    peer.engine
+        .evict_region(RegionId(3), EvictReason::Manual, None);
     peer.idle();
     assert_eq!(peer.state(3), None);
     // Reload, with writes landing while the load copies.
