@@ -56,7 +56,10 @@ fn scenario_06_eviction_racing_writes_leaves_nothing_stale() {
     drop(open);
     peer.idle();
     assert_eq!(peer.state(3), Some(RegionState::Active));
-    assert!(peer.check(3), "the deferred load ran after the old data went");
+    assert!(
+        peer.check(3),
+        "the deferred load ran after the old data went"
+    );
     peer.engine
         .evict_region(RegionId(3), EvictReason::Manual, None);
     peer.idle();

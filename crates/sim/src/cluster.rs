@@ -350,7 +350,11 @@ impl Cluster {
                 // A bus fault on one store: its next snapshot events are lost.
                 let i = self.rng.below(self.options.stores) as usize;
                 let store = &mut self.stores[i];
-                store.drops_snapshot_events = !store.drops_snapshot_events;
+                if self.rng.chance(50) {
+                    store.drops_snapshot_events = !store.drops_snapshot_events;
+                } else {
+                    store.drops_epoch_events = !store.drops_epoch_events;
+                }
             }
             _ => {
                 let safe_point = self.ts.saturating_sub(200);
@@ -754,6 +758,7 @@ impl Cluster {
         self.isolated.clear();
         for store in &mut self.stores {
             store.drops_snapshot_events = false;
+            store.drops_epoch_events = false;
         }
         for _ in 0..30 {
             self.tick();

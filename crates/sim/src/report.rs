@@ -126,6 +126,8 @@ pub struct Report {
     pub peers_destroyed: u64,
     /// Proposals the apply refused (stale epoch, key outside the region, merging).
     pub refused: u64,
+    /// Events bus faults dropped on their way to an engine.
+    pub events_dropped: u64,
     /// Checked reads on leaders: `[from memory, from disk]`. Leaders serve reads, so the
     /// hit ratio counts these.
     pub leader_reads: [u64; 2],
@@ -194,6 +196,7 @@ impl Report {
         self.peer_changes_applied = stores.iter().map(|s| s.peer_changes).sum();
         self.peers_destroyed = stores.iter().map(|s| s.destroyed).sum();
         self.refused = stores.iter().map(|s| s.refused).sum();
+        self.events_dropped = stores.iter().map(|s| s.dropped_events).sum();
         self.epoch_gaps = sum_counter(stores, "gaps", "EpochGap");
         self.index_gaps = sum_counter(stores, "gaps", "IndexGap");
         self.capacity = stores.first().map_or(0, |s| s.engine.config().capacity.0);
@@ -266,8 +269,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  snapshots    {} sent, {} applied; {} proposals refused at apply",
-            self.snapshots.0, self.snapshots.1, self.refused
+            "  snapshots    {} sent, {} applied; {} proposals refused at apply; {} events dropped by bus faults",
+            self.snapshots.0, self.snapshots.1, self.refused, self.events_dropped
         )?;
         writeln!(
             f,

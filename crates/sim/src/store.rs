@@ -89,6 +89,9 @@ pub(crate) struct Store {
     pub(crate) peers: BTreeMap<u64, Peer>,
     /// A bus fault: ApplySnapshot events are dropped before they reach the engine.
     pub(crate) drops_snapshot_events: bool,
+    /// A wider bus fault: every event whose loss shows in a later epoch or applied index
+    /// (ApplySnapshot, Split, the three merge events, ChangePeer) is dropped.
+    pub(crate) drops_epoch_events: bool,
     /// Events published per region, for the report of a mismatch.
     pub(crate) history: BTreeMap<u64, Vec<String>>,
     logger: slog::Logger,
@@ -97,6 +100,8 @@ pub(crate) struct Store {
     pub(crate) snapshots_applied: u64,
     /// Proposals the apply refused (stale epoch, key outside the region, merging).
     pub(crate) refused: u64,
+    /// Events a bus fault dropped.
+    pub(crate) dropped_events: u64,
     /// Merges committed and rolled back, membership changes applied, peers destroyed.
     pub(crate) merges: u64,
     pub(crate) rollbacks: u64,
@@ -143,11 +148,13 @@ impl Store {
             engine: open_engine(dir.path(), config)?,
             peers: BTreeMap::new(),
             drops_snapshot_events: false,
+            drops_epoch_events: false,
             history: BTreeMap::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             snapshots_sent: 0,
             snapshots_applied: 0,
             refused: 0,
+            dropped_events: 0,
             merges: 0,
             rollbacks: 0,
             peer_changes: 0,
@@ -237,7 +244,21 @@ impl Store {
 
     /// Publishes `event` to the engine (unless a bus fault drops it) and records it.
     pub(crate) fn publish(&mut self, region: u64, event: &RaftEvent) -> Result<()> {
-        let dropped = self.drops_snapshot_events && event.kind() == EventKind::ApplySnapshot;
+        let kind = event.kind();
+        let shows_later = matches!(
+            kind,
+            EventKind::ApplySnapshot
+                | EventKind::Split
+                | EventKind::PrepareMerge
+                | EventKind::CommitMerge
+                | EventKind::RollbackMerge
+                | EventKind::ChangePeer
+        );
+        let dropped = (self.drops_snapshot_events && kind == EventKind::ApplySnapshot)
+            || (self.drops_epoch_events && shows_later);
+        if dropped {
+            self.dropped_events += 1;
+        }
         let line = format!(
             "store {}: {}{:?}",
             self.id,
