@@ -1,7 +1,8 @@
 //! `ime-memkv` benchmarks, each beside a same-run baseline: point get on 1M keys vs a
 //! `BTreeMap`; a scan with one version per key vs iterating a `Vec`; an MVCC scan at a
 //! read_ts with 100 versions per key, before and after GC; a bulk load in key order vs
-//! collecting a `BTreeMap`; dropping a large range vs dropping a tiny one.
+//! collecting a `BTreeMap`; dropping a large range vs dropping a tiny one; dropping a
+//! 256 MiB range beside a small store vs beside a large one.
 //!
 //! The figures DESIGN.md section 10 sets against RocksDB are measured here too, on the
 //! same data in the same run: point get (goal: at least 3x faster) and the MVCC scan
@@ -107,10 +108,13 @@ fn scan_one_version(c: &mut Criterion) {
             count
         });
     });
+    // The baseline hands each entry's key and value to the consumer, as the scan does
+    // (`black_box` of the slices: their pointers and lengths are read, not just the
+    // element's address taken).
     group.bench_function("vec", |b| {
         b.iter(|| {
-            vec.iter().fold(0usize, |n, e| {
-                black_box(e);
+            vec.iter().fold(0usize, |n, (k, v)| {
+                black_box((k.as_slice(), v.as_slice()));
                 n + 1
             })
         })
@@ -144,21 +148,31 @@ impl Cursor for Box<dyn ime_disk::DiskIterator + '_> {
     }
 }
 
-/// The newest visible version at `read_ts` of every user key, as TiKV's forward scanner
-/// finds it; returns how many keys had one.
-fn mvcc_scan_with(mut iter: impl Cursor, users: u64, read_ts: u64) -> usize {
-    let mut visible = 0;
-    for u in 0..users {
-        let user = user_key(u);
-        iter.seek_to(
-            &MvccKey {
+/// Per user key, the key a scan at `read_ts` seeks to and the encoded user key its
+/// versions start with: built before timing, so that both sides are measured on the scan
+/// itself, not on formatting keys.
+fn seek_keys(users: u64, read_ts: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..users)
+        .map(|u| {
+            let user = user_key(u);
+            let seek = MvccKey {
                 user_key: user.clone(),
                 ts: read_ts,
             }
-            .encode(),
-        );
+            .encode();
+            (seek, MvccKey::encode_user_key(&user))
+        })
+        .collect()
+}
+
+/// The newest visible version at the seek keys' read_ts of every user key, as TiKV's
+/// forward scanner finds it; returns how many keys had one.
+fn mvcc_scan_with(mut iter: impl Cursor, seeks: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    let mut visible = 0;
+    for (seek, user) in seeks {
+        iter.seek_to(seek);
         if let Some((k, v)) = iter.current()
-            && k.starts_with(&MvccKey::encode_user_key(&user))
+            && k.starts_with(user)
         {
             black_box(v);
             visible += 1;
@@ -167,19 +181,14 @@ fn mvcc_scan_with(mut iter: impl Cursor, users: u64, read_ts: u64) -> usize {
     visible
 }
 
-fn mvcc_scan(snapshot: &Snapshot, users: u64, read_ts: u64) -> usize {
-    mvcc_scan_with(
-        snapshot.iter(Cf::Write, everything()).unwrap(),
-        users,
-        read_ts,
-    )
+fn mvcc_scan(snapshot: &Snapshot, seeks: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    mvcc_scan_with(snapshot.iter(Cf::Write, everything()).unwrap(), seeks)
 }
 
-fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, users: u64, read_ts: u64) -> usize {
+fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, seeks: &[(Vec<u8>, Vec<u8>)]) -> usize {
     mvcc_scan_with(
         snapshot.iter(ime_disk::Cf::Write, Bounds::all()).unwrap(),
-        users,
-        read_ts,
+        seeks,
     )
 }
 
@@ -204,25 +213,26 @@ fn mvcc_scan_100_versions(c: &mut Criterion) {
     let disk = rocks_with(ime_disk::Cf::Write, entries.iter().cloned());
     kv.load(RangeId(1), Cf::Write, entries, 1).unwrap();
     let read_ts = 1_000;
+    let seeks = seek_keys(users, read_ts);
     let disk_snapshot = disk.snapshot();
     assert_eq!(
-        mvcc_scan_rocks(&disk_snapshot, users, read_ts),
+        mvcc_scan_rocks(&disk_snapshot, &seeks),
         users as usize
     );
     let before = kv.snapshot(RangeId(1), 1).unwrap();
-    assert_eq!(mvcc_scan(&before, users, read_ts), users as usize);
+    assert_eq!(mvcc_scan(&before, &seeks), users as usize);
     kv.compact(RangeId(1), Some(read_ts)).unwrap();
     let after = kv.snapshot(RangeId(1), 1).unwrap();
-    assert_eq!(mvcc_scan(&after, users, read_ts), users as usize);
+    assert_eq!(mvcc_scan(&after, &seeks), users as usize);
     let mut group = c.benchmark_group("memkv/mvcc_scan_100_versions");
     group.throughput(Throughput::Elements(users));
     group.sample_size(10);
     group.bench_function("before_gc", |b| {
-        b.iter(|| mvcc_scan(&before, users, read_ts))
+        b.iter(|| mvcc_scan(&before, &seeks))
     });
-    group.bench_function("after_gc", |b| b.iter(|| mvcc_scan(&after, users, read_ts)));
+    group.bench_function("after_gc", |b| b.iter(|| mvcc_scan(&after, &seeks)));
     group.bench_function("rocksdb", |b| {
-        b.iter(|| mvcc_scan_rocks(&disk_snapshot, users, read_ts))
+        b.iter(|| mvcc_scan_rocks(&disk_snapshot, &seeks))
     });
     group.finish();
 }
@@ -296,9 +306,53 @@ fn drop_range(c: &mut Criterion) {
     group.finish();
 }
 
+/// Builds `iters` ranges of 256 MiB (4,096 values of 64 KiB) beside whatever `kv`
+/// holds, and returns the foreground time of dropping them.
+fn time_large_drops(kv: &MemKv, next: &mut u64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        *next += 1;
+        let id = RangeId(*next);
+        let start = format!("z{next:012}").into_bytes();
+        let end = [start.as_slice(), b"~"].concat();
+        kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
+            .unwrap();
+        let entries: Vec<_> = (0..4096u64)
+            .map(|i| ([start.as_slice(), &user_key(i)].concat(), vec![7u8; 64 << 10]))
+            .collect();
+        kv.load(id, Cf::Default, entries, 1).unwrap();
+        let began = Instant::now();
+        let handle = kv.drop_range(id).unwrap();
+        total += began.elapsed();
+        drop(handle); // freed off the timed path, as the engine's deleter does
+    }
+    total
+}
+
+/// Dropping a 256 MiB range beside a small store and beside one holding `IME_BENCH_KEYS`
+/// keys: the foreground cost must not grow with the other ranges. Each iteration builds
+/// its 256 MiB range first (untimed), so the group takes few samples quickly.
+fn drop_256mib(c: &mut Criterion) {
+    let mut group = c.benchmark_group("memkv/drop_256mib");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    let mut next = 10u64;
+    for (name, others) in [("beside_small", 1_000), ("beside_large", keys_from_env())] {
+        let (kv, snapshot) = loaded(others);
+        drop(snapshot);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| time_large_drops(&kv, &mut next, iters))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = ime_benches::criterion();
-    targets = point_get, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range
+    targets = point_get, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range,
+        drop_256mib
 }
 criterion_main!(benches);

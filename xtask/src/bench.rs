@@ -103,6 +103,12 @@ const FIGURES: &[Figure] = &[
         baseline: "memkv/drop_range/tiny",
     },
     Figure {
+        suite: "memkv",
+        name: "memkv drop (foreground) of a 256 MiB range beside 1M keys vs beside 1k (goal 1)",
+        measured: "memkv/drop_256mib/beside_large",
+        baseline: "memkv/drop_256mib/beside_small",
+    },
+    Figure {
         suite: "disk",
         name: "RocksDB point get (1M keys, warm) vs a BTreeMap",
         measured: "disk/point_get/rocksdb",

@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::MemError;
@@ -60,6 +61,16 @@ pub(crate) struct Run {
     /// so a lookup searches a small dense array before touching the slots.
     sparse_keys: Vec<u8>,
     sparse_ends: Vec<u32>,
+    /// Per sparse entry, the 8 bytes of its key after the prefix every key of the run
+    /// shares (`prefix_len` bytes), big-endian and zero-padded: most steps of a lookup
+    /// compare one `u64` instead of following two offsets into the key arena.
+    sparse_prefixes: Vec<u64>,
+    prefix_len: usize,
+    /// Facts that let scans take a shorter path: no two entries share a user key, the
+    /// highest sequence number, and whether any entry is a deletion.
+    unique: bool,
+    max_seq: u64,
+    any_deleted: bool,
     charge: Option<Charge>,
 }
 
@@ -112,6 +123,18 @@ impl Run {
                 values: value_bytes as u64,
             });
         }
+        // Keys are in order, so the prefix all of them share is the first's and the last's.
+        let prefix_len = {
+            let mut keys = parts.clone().map(|(k, _, _)| k);
+            match (keys.next(), keys.last()) {
+                (Some(first), Some(last)) => first
+                    .iter()
+                    .zip(last)
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+                _ => 0,
+            }
+        };
         let mut run = Run {
             keys: Vec::with_capacity(key_bytes),
             values: Vec::with_capacity(value_bytes),
@@ -119,18 +142,33 @@ impl Run {
             deleted: vec![0; len.div_ceil(64)],
             sparse_keys: Vec::new(),
             sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
+            sparse_prefixes: Vec::with_capacity(len.div_ceil(SPARSE)),
+            prefix_len,
+            unique: true,
+            max_seq: 0,
+            any_deleted: false,
             charge: None,
         };
+        let mut previous: Option<&[u8]> = None;
         for (i, (key, seq, value)) in parts.enumerate() {
             if i % SPARSE == 0 {
                 run.sparse_keys.extend_from_slice(key);
                 run.sparse_ends
                     .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
+                run.sparse_prefixes.push(prefix_u64(key, prefix_len));
             }
+            if previous == Some(key) {
+                run.unique = false;
+            }
+            previous = Some(key);
+            run.max_seq = run.max_seq.max(seq);
             run.keys.extend_from_slice(key);
             match value {
                 Some(v) => run.values.extend_from_slice(v),
-                None => run.deleted[i / 64] |= 1 << (i % 64),
+                None => {
+                    run.deleted[i / 64] |= 1 << (i % 64);
+                    run.any_deleted = true;
+                }
             }
             // Both fit in u32: checked above.
             let key_end = u32::try_from(run.keys.len()).unwrap_or(u32::MAX);
@@ -147,7 +185,8 @@ impl Run {
                 + run.slots.capacity() * std::mem::size_of::<Slot>()
                 + run.deleted.capacity() * 8
                 + run.sparse_keys.capacity()
-                + run.sparse_ends.capacity() * 4) as u64;
+                + run.sparse_ends.capacity() * 4
+                + run.sparse_prefixes.capacity() * 8) as u64;
             let charge = Charge::new(tracker);
             tracker.force_reserve(bytes);
             charge.add_reserved(bytes);
@@ -165,8 +204,19 @@ impl Run {
             deleted: Vec::new(),
             sparse_keys: Vec::new(),
             sparse_ends: Vec::new(),
+            sparse_prefixes: Vec::new(),
+            prefix_len: 0,
+            unique: true,
+            max_seq: 0,
+            any_deleted: false,
             charge: Some(Charge::new(tracker)),
         }
+    }
+
+    /// True when every entry is visible at `seq` as the only entry of its key and none is
+    /// a deletion: a scan at `seq` then shows every entry, one after the other.
+    pub(crate) fn plain_at(&self, seq: u64) -> bool {
+        self.unique && !self.any_deleted && self.max_seq <= seq
     }
 
     /// How many entries it holds.
@@ -214,6 +264,18 @@ impl Run {
             .map(|s| &self.values[start..s.value_end as usize])
     }
 
+    /// Entry `i`'s key and value, for a run known to hold no deletion (`i < len()`).
+    pub(crate) fn pair(&self, i: usize) -> (&[u8], &[u8]) {
+        let (key_start, value_start) = self.starts(i);
+        match self.slots.get(i) {
+            Some(s) => (
+                &self.keys[key_start..s.key_end as usize],
+                &self.values[value_start..s.value_end as usize],
+            ),
+            None => (&[], &[]),
+        }
+    }
+
     /// Entry `i`, owned.
     pub(crate) fn entry(&self, i: usize) -> RunEntry {
         RunEntry {
@@ -253,7 +315,21 @@ impl Run {
             let start = b.checked_sub(1).map_or(0, |p| self.sparse_ends[p] as usize);
             &self.sparse_keys[start..self.sparse_ends[b] as usize]
         };
-        let below = partition_point(blocks, |b| sparse_key(b) < key);
+        // Zero-padded big-endian prefixes order as the keys do (a smaller prefix means a
+        // smaller key); only equal prefixes need the keys themselves. A key that leaves
+        // the shared prefix is below or above every block at once.
+        let shared = &self.sparse_keys[..self.prefix_len.min(self.sparse_keys.len())];
+        let below = match key.get(..shared.len()).map(|head| head.cmp(shared)) {
+            Some(std::cmp::Ordering::Equal) => {
+                let probe = prefix_u64(key, self.prefix_len);
+                partition_point(blocks, |b| match self.sparse_prefixes[b].cmp(&probe) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    std::cmp::Ordering::Equal => sparse_key(b) < key,
+                })
+            }
+            _ => partition_point(blocks, |b| sparse_key(b) < key),
+        };
         // Blocks starting exactly at `key` (a key with many versions) follow `below`.
         let mut not_above = below;
         while not_above < blocks && sparse_key(not_above) <= key {
@@ -263,6 +339,15 @@ impl Run {
         let hi = (not_above * SPARSE).min(self.len());
         self.partition(lo, hi, |k, s| (k, Reverse(s)) < (key, Reverse(seq)))
     }
+}
+
+/// The 8 bytes of `key` after its first `skip`, big-endian, zero-padded.
+fn prefix_u64(key: &[u8], skip: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    let tail = key.get(skip..).unwrap_or_default();
+    let n = tail.len().min(8);
+    bytes[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 /// The first index in `0..len` where `pred` turns false.
@@ -283,6 +368,9 @@ fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
 #[derive(Debug)]
 pub(crate) struct Memtable {
     map: RwLock<BTreeMap<IKey, IValue>>,
+    /// Entries held, readable without the lock: a lookup skips an empty memtable (the
+    /// common case after a load or a compaction) without touching its lock.
+    entries: AtomicUsize,
     charge: Charge,
 }
 
@@ -290,6 +378,7 @@ impl Memtable {
     pub(crate) fn new(tracker: &Arc<MemoryTracker>) -> Self {
         Memtable {
             map: RwLock::new(BTreeMap::new()),
+            entries: AtomicUsize::new(0),
             charge: Charge::new(tracker),
         }
     }
@@ -301,13 +390,14 @@ impl Memtable {
 
     /// True when it holds no entry.
     pub(crate) fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.entries.load(Ordering::Acquire) == 0
     }
 
     /// Inserts an entry whose cost the caller has reserved on the tracker.
     pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.insert((key.into(), Reverse(seq)), value.map(Into::into));
+        self.entries.store(map.len(), Ordering::Release);
         self.charge.add_reserved(reserved);
     }
 
@@ -332,10 +422,10 @@ impl Layer<'_> {
                     .then(|| (run.seq(i), run.value(i).map(Into::into)))
             }
             Layer::Mem(mem) => {
-                let map = mem.read();
-                if map.is_empty() {
-                    return None; // the common case after a load or a compaction: no allocation
+                if mem.is_empty() {
+                    return None; // the common case after a load or a compaction: no lock
                 }
+                let map = mem.read();
                 let from: IKey = (key.into(), Reverse(seq));
                 let ((k, Reverse(s)), v) = map.range(from..).next()?;
                 (&**k == key).then(|| (*s, v.clone()))
@@ -405,5 +495,40 @@ mod tests {
         }
         assert_eq!(run.lower(b"a", 0), 0);
         assert_eq!(run.lower(b"z", 0), entries.len());
+    }
+
+    /// The same with a long prefix every key shares and keys whose next 8 bytes tie (the
+    /// `u64` prefixes then compare equal), probed with keys inside, between, shorter than
+    /// the shared prefix, and leaving it either way.
+    #[test]
+    fn sparse_lookup_with_a_shared_prefix_and_tied_prefixes() {
+        let entries: Vec<RunEntry> = (0..600u64)
+            .map(|i| {
+                let suffix = ["", "a", "b"][(i % 3) as usize];
+                RunEntry {
+                    key: format!("shared-prefix/{:012}{suffix}", i / 3).into_bytes().into(),
+                    seq: 1,
+                    value: Some(vec![1].into()),
+                }
+            })
+            .collect();
+        let run = Run::new(&entries, None).unwrap();
+        assert!(run.plain_at(1) && !run.plain_at(0));
+        let mut probes: Vec<Vec<u8>> = Vec::new();
+        for e in &entries {
+            probes.push(e.key.to_vec());
+            probes.push([&e.key[..], b"\0"].concat());
+            probes.push(e.key[..e.key.len() - 1].to_vec());
+        }
+        for p in ["", "a", "shared", "shared-prefix/", "shared-prefix/9", "shared-prefiy", "z"] {
+            probes.push(p.as_bytes().to_vec());
+        }
+        for probe in &probes {
+            let expected = entries
+                .iter()
+                .position(|e| &*e.key >= probe.as_slice())
+                .unwrap_or(entries.len());
+            assert_eq!(run.lower(probe, u64::MAX), expected, "{}", probe.escape_ascii());
+        }
     }
 }

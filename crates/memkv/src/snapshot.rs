@@ -216,6 +216,9 @@ pub struct SnapshotIter {
     hi: usize,
     recent: Run,
     seq: u64,
+    /// No recent entries, and every run entry visible as its key's only one: each step
+    /// is the next entry.
+    plain: bool,
     position: Option<Position>,
 }
 
@@ -232,36 +235,87 @@ impl SnapshotIter {
             recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
         }
         let recent = Run::new(&recent, None)?;
+        let plain = recent.len() == 0 && run.plain_at(seq);
         Ok(SnapshotIter {
             run: Arc::clone(run),
             lo,
             hi,
             recent,
             seq,
+            plain,
             position: None,
+        })
+    }
+
+    /// Positions on run entry `a` alone (the plain case), or nowhere past the bounds.
+    fn plain_at(&mut self, a: usize) {
+        self.position = if self.lo <= a && a < self.hi {
+            Some(Position {
+                a0: a,
+                a1: a + 1,
+                b0: 0,
+                b1: 0,
+                in_run: true,
+                at: a,
+            })
+        } else {
+            None
+        };
+    }
+
+    /// The current entry's key, if the cursor is on one.
+    fn current_key(&self) -> Option<&[u8]> {
+        let p = self.position?;
+        Some(if p.in_run {
+            self.run.key(p.at)
+        } else {
+            self.recent.key(p.at)
         })
     }
 
     /// To the first key in bounds.
     pub fn seek_to_first(&mut self) {
+        if self.plain {
+            return self.plain_at(self.lo);
+        }
         self.forward(self.lo, 0);
     }
 
     /// To the last key in bounds.
     pub fn seek_to_last(&mut self) {
+        if self.plain {
+            return self.plain_at(self.hi.wrapping_sub(1));
+        }
         self.backward(self.hi, self.recent.len());
     }
 
-    /// To the first key `>= key` (and in bounds).
+    /// To the first key `>= key` (and in bounds). A seek ahead of the current key — a
+    /// scan's seek to the next user key — gallops forward from where the cursor is
+    /// instead of searching the whole run.
     pub fn seek(&mut self, key: &[u8]) {
-        let a = self.run.lower(key, u64::MAX).clamp(self.lo, self.hi);
-        let b = self.recent.partition(0, self.recent.len(), |k, _| k < key);
+        let ahead = self.current_key().is_some_and(|current| current < key);
+        let (a, b) = match self.position {
+            Some(p) if ahead => (
+                gallop(&self.run, p.a1, self.hi, key),
+                gallop(&self.recent, p.b1, self.recent.len(), key),
+            ),
+            _ => (
+                self.run.lower(key, u64::MAX).clamp(self.lo, self.hi),
+                self.recent.partition(0, self.recent.len(), |k, _| k < key),
+            ),
+        };
+        if self.plain {
+            return self.plain_at(a);
+        }
         self.forward(a, b);
     }
 
     /// To the last key `<= key` (and in bounds).
     pub fn seek_for_prev(&mut self, key: &[u8]) {
         let a = self.run.partition(self.lo, self.hi, |k, _| k <= key);
+        if self.plain {
+            return self.plain_at(a.wrapping_sub(1));
+        }
         let b = self.recent.partition(0, self.recent.len(), |k, _| k <= key);
         self.backward(a, b);
     }
@@ -269,6 +323,9 @@ impl SnapshotIter {
     /// One key forward.
     pub fn next(&mut self) {
         if let Some(p) = self.position {
+            if self.plain {
+                return self.plain_at(p.a1);
+            }
             self.forward(p.a1, p.b1);
         }
     }
@@ -276,6 +333,9 @@ impl SnapshotIter {
     /// One key back.
     pub fn prev(&mut self) {
         if let Some(p) = self.position {
+            if self.plain {
+                return self.plain_at(p.a0.wrapping_sub(1));
+            }
             self.backward(p.a0, p.b0);
         }
     }
@@ -283,6 +343,9 @@ impl SnapshotIter {
     /// The current entry, if the cursor is on one.
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
         let p = self.position?;
+        if self.plain {
+            return Some(self.run.pair(p.at));
+        }
         let source = if p.in_run { &*self.run } else { &self.recent };
         Some((source.key(p.at), source.value(p.at)?))
     }
@@ -352,6 +415,23 @@ impl SnapshotIter {
             in_run: from_run,
             at,
         })
+    }
+}
+
+/// The first index in `from..hi` whose key is `>= key`, searched from `from` in doubling
+/// steps: a key a few entries ahead costs a few comparisons.
+fn gallop(run: &Run, from: usize, hi: usize, key: &[u8]) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    loop {
+        let probe = lo + step - 1;
+        if probe >= hi {
+            return run.partition(lo, hi, |k, _| k < key);
+        }
+        if run.key(probe) >= key {
+            return run.partition(lo, probe, |k, _| k < key);
+        }
+        lo = probe + 1;
+        step *= 2;
     }
 }
 

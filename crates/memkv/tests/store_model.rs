@@ -211,6 +211,20 @@ proptest! {
                     let at_or_before = expected.iter().rev().find(|(key_, _)| *key_ <= key(k));
                     prop_assert_eq!(iter.entry().map(|(a, _)| a.to_vec()), at_or_before.map(|(a, _)| a.clone()));
                 }
+                // One cursor seeking ahead again and again, stepping on between seeks (a
+                // scan's pattern: each seek gallops from where the cursor is), then back.
+                let mut iter = snapshot.iter(cf, bounds.clone()).unwrap();
+                let probes = (0..30).chain((0..30).step_by(4)).chain([29, 3, 17, 17, 2]);
+                for (n, k) in probes.enumerate() {
+                    iter.seek(&key(k));
+                    let at = expected.iter().position(|(key_, _)| *key_ >= key(k));
+                    let want = |i: Option<usize>| i.and_then(|i| expected.get(i)).map(|(a, _)| a.clone());
+                    prop_assert_eq!(iter.entry().map(|(a, _)| a.to_vec()), want(at), "seek {}", k);
+                    if n % 3 == 0 {
+                        iter.next();
+                        prop_assert_eq!(iter.entry().map(|(a, _)| a.to_vec()), want(at.map(|i| i + 1)), "next after seek {}", k);
+                    }
+                }
             }
         }
     }
