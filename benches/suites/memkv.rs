@@ -215,10 +215,7 @@ fn mvcc_scan_100_versions(c: &mut Criterion) {
     let read_ts = 1_000;
     let seeks = seek_keys(users, read_ts);
     let disk_snapshot = disk.snapshot();
-    assert_eq!(
-        mvcc_scan_rocks(&disk_snapshot, &seeks),
-        users as usize
-    );
+    assert_eq!(mvcc_scan_rocks(&disk_snapshot, &seeks), users as usize);
     let before = kv.snapshot(RangeId(1), 1).unwrap();
     assert_eq!(mvcc_scan(&before, &seeks), users as usize);
     kv.compact(RangeId(1), Some(read_ts)).unwrap();
@@ -227,9 +224,7 @@ fn mvcc_scan_100_versions(c: &mut Criterion) {
     let mut group = c.benchmark_group("memkv/mvcc_scan_100_versions");
     group.throughput(Throughput::Elements(users));
     group.sample_size(10);
-    group.bench_function("before_gc", |b| {
-        b.iter(|| mvcc_scan(&before, &seeks))
-    });
+    group.bench_function("before_gc", |b| b.iter(|| mvcc_scan(&before, &seeks)));
     group.bench_function("after_gc", |b| b.iter(|| mvcc_scan(&after, &seeks)));
     group.bench_function("rocksdb", |b| {
         b.iter(|| mvcc_scan_rocks(&disk_snapshot, &seeks))
@@ -318,7 +313,12 @@ fn time_large_drops(kv: &MemKv, next: &mut u64, iters: u64) -> Duration {
         kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
             .unwrap();
         let entries: Vec<_> = (0..4096u64)
-            .map(|i| ([start.as_slice(), &user_key(i)].concat(), vec![7u8; 64 << 10]))
+            .map(|i| {
+                (
+                    [start.as_slice(), &user_key(i)].concat(),
+                    vec![7u8; 64 << 10],
+                )
+            })
             .collect();
         kv.load(id, Cf::Default, entries, 1).unwrap();
         let began = Instant::now();

@@ -1,7 +1,7 @@
 //! [`HybridWriteBatch`]: one apply round's writes, in segments tagged with the region they
 //! belong to, its epoch and the Raft entries they apply.
 
-use ime_disk::{BatchOp, Cf};
+use ime_disk::{Cf, WriteBatch};
 use ime_region::{RegionEpoch, RegionId};
 
 /// Which region a segment of writes belongs to, and what Raft entries it applies.
@@ -15,13 +15,6 @@ pub struct ApplyHeader {
     pub first_index: u64,
     /// The last one (`first_index` for one entry).
     pub last_index: u64,
-}
-
-/// One region's part of a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Segment {
-    pub(crate) header: ApplyHeader,
-    pub(crate) ops: Vec<BatchOp>,
 }
 
 /// The writes of one apply round, as the apply side hands them to the engine.
@@ -43,7 +36,10 @@ pub(crate) struct Segment {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HybridWriteBatch {
-    pub(crate) segments: Vec<Segment>,
+    /// Each segment's header and how many of `ops` it holds, in order.
+    pub(crate) segments: Vec<(ApplyHeader, usize)>,
+    /// Every segment's operations, in order: the batch the disk writes as it is.
+    pub(crate) ops: WriteBatch,
 }
 
 impl HybridWriteBatch {
@@ -55,29 +51,21 @@ impl HybridWriteBatch {
     /// Starts the segment of one region's applied entries; the operations added next
     /// belong to it.
     pub fn prepare(&mut self, header: ApplyHeader) -> &mut Self {
-        self.segments.push(Segment {
-            header,
-            ops: Vec::new(),
-        });
+        self.segments.push((header, 0));
         self
     }
 
     /// Adds a put to the current segment. (An operation before any `prepare` makes the
     /// batch invalid: the engine refuses it with [`crate::EngineError::InvalidBatch`].)
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.push(BatchOp::Put {
-            cf,
-            key: key.into(),
-            value: value.into(),
-        })
+        self.ops.put(cf, key, value);
+        self.counted()
     }
 
     /// Adds a delete to the current segment.
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) -> &mut Self {
-        self.push(BatchOp::Delete {
-            cf,
-            key: key.into(),
-        })
+        self.ops.delete(cf, key);
+        self.counted()
     }
 
     /// Adds a range delete `[start, end)` to the current segment.
@@ -87,16 +75,13 @@ impl HybridWriteBatch {
         start: impl Into<Vec<u8>>,
         end: impl Into<Vec<u8>>,
     ) -> &mut Self {
-        self.push(BatchOp::DeleteRange {
-            cf,
-            start: start.into(),
-            end: end.into(),
-        })
+        self.ops.delete_range(cf, start, end);
+        self.counted()
     }
 
     /// Operations in all segments.
     pub fn len(&self) -> usize {
-        self.segments.iter().map(|s| s.ops.len()).sum()
+        self.ops.len()
     }
 
     /// True when no segment carries an operation (it may still report applied indexes).
@@ -106,19 +91,17 @@ impl HybridWriteBatch {
 
     /// The segments' headers, in order.
     pub fn headers(&self) -> impl Iterator<Item = &ApplyHeader> {
-        self.segments.iter().map(|s| &s.header)
+        self.segments.iter().map(|(header, _)| header)
     }
 
-    fn push(&mut self, op: BatchOp) -> &mut Self {
+    /// Counts the operation just added in the current segment.
+    fn counted(&mut self) -> &mut Self {
         if self.segments.is_empty() {
             // An operation without a region: kept so that `write` can refuse the batch.
-            self.segments.push(Segment {
-                header: UNTAGGED,
-                ops: Vec::new(),
-            });
+            self.segments.push((UNTAGGED, 0));
         }
-        if let Some(segment) = self.segments.last_mut() {
-            segment.ops.push(op);
+        if let Some((_, ops)) = self.segments.last_mut() {
+            *ops += 1;
         }
         self
     }

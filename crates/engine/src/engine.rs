@@ -108,24 +108,33 @@ impl<D: DiskEngine> Engine<D> {
             ));
         }
         let core = &self.core;
-        let disk_batch = flatten(batch);
+        let disk_batch = &batch.ops;
         if !disk_batch.is_empty() {
             disk_batch.validate()?;
         }
         let _writer = core.write_lock();
         let mut outcome = WriteOutcome::default();
         let mut fx = Effects::default();
-        {
+        let touched: Vec<ime_memkv::RangeId> = {
             let mut meta = core.meta();
             for h in batch.headers() {
                 self.report_applied(&mut meta, h, &mut outcome, &mut fx);
             }
-        }
+            let mut ranges: Vec<ime_memkv::RangeId> = batch
+                .headers()
+                .filter_map(|h| meta.cached.get(&h.region).map(|c| c.range))
+                .collect();
+            ranges.dedup();
+            ranges
+        };
         if !disk_batch.is_empty() {
             // Memory first, at the sequence numbers the disk will assign.
             let first = core.disk.latest_sequence() + 1;
-            match core.mem.write(&to_mem(&disk_batch), first) {
-                Ok(n) => outcome.in_memory = n,
+            match core.mem.write_ops(&to_mem(disk_batch), first) {
+                Ok(n) => {
+                    outcome.in_memory = n;
+                    core.compact_if_grown(&touched, &mut fx);
+                }
                 Err(err) => {
                     let reason = match err {
                         MemError::MemoryLimit { .. } => EvictReason::MemoryLimitReached,
@@ -133,19 +142,19 @@ impl<D: DiskEngine> Engine<D> {
                     };
                     tracing::warn!(%err, "memory write refused: evicting the regions it touches");
                     let mut meta = core.meta();
-                    self.evict_touched(&mut meta, &disk_batch, reason, &mut outcome, &mut fx);
+                    self.evict_touched(&mut meta, disk_batch, reason, &mut outcome, &mut fx);
                 }
             }
         }
         if !disk_batch.is_empty() {
             let expected = core.disk.latest_sequence() + 1;
-            let result = core.disk.write(&disk_batch);
+            let result = core.disk.write(disk_batch);
             let consistent = matches!(&result, Ok(r) if r.first == expected);
             if !consistent {
                 let mut meta = core.meta();
                 self.evict_touched(
                     &mut meta,
-                    &disk_batch,
+                    disk_batch,
                     EvictReason::Manual,
                     &mut outcome,
                     &mut fx,
@@ -351,7 +360,8 @@ impl<D: DiskEngine> Engine<D> {
     }
 
     /// A counter's value: `"snapshots"` by source, `"evictions"` by reason, `"loads"` by
-    /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family.
+    /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family,
+    /// `"compactions"` (of grown memtables) by result (`ok`, `range_gone`, `failed`).
     pub fn counter(&self, name: &str, label: &str) -> u64 {
         self.core.metrics.count(name, label)
     }
@@ -521,6 +531,7 @@ impl<D: DiskEngine> Core<D> {
     pub(crate) fn run_task(&self, task: Task) {
         match task {
             Task::Load(region) => self.load(region),
+            Task::Compact(range) => self.compact(range),
             Task::Delete {
                 region,
                 handle,
@@ -530,34 +541,18 @@ impl<D: DiskEngine> Core<D> {
     }
 }
 
-/// The batch's operations in order, for the disk.
-fn flatten(batch: &HybridWriteBatch) -> WriteBatch {
-    let mut out = WriteBatch::new();
-    for op in batch.segments.iter().flat_map(|s| &s.ops) {
-        match op {
-            BatchOp::Put { cf, key, value } => out.put(*cf, key.clone(), value.clone()),
-            BatchOp::Delete { cf, key } => out.delete(*cf, key.clone()),
-            BatchOp::DeleteRange { cf, start, end } => {
-                out.delete_range(*cf, start.clone(), end.clone())
-            }
-        };
-    }
-    out
-}
-
-/// The same operations for the memory store.
-fn to_mem(batch: &WriteBatch) -> ime_memkv::WriteBatch {
-    let mut out = ime_memkv::WriteBatch::new();
-    for op in batch.ops() {
-        match op {
-            BatchOp::Put { cf, key, value } => out.put(mem_cf(*cf), key.clone(), value.clone()),
-            BatchOp::Delete { cf, key } => out.delete(mem_cf(*cf), key.clone()),
-            BatchOp::DeleteRange { cf, start, end } => {
-                out.delete_range(mem_cf(*cf), start.clone(), end.clone())
-            }
-        };
-    }
-    out
+/// The same operations for the memory store, borrowed from the disk batch.
+fn to_mem(batch: &WriteBatch) -> Vec<ime_memkv::OpRef<'_>> {
+    use ime_memkv::OpRef;
+    batch
+        .ops()
+        .iter()
+        .map(|op| match op {
+            BatchOp::Put { cf, key, value } => OpRef::Put(mem_cf(*cf), key, value),
+            BatchOp::Delete { cf, key } => OpRef::Delete(mem_cf(*cf), key),
+            BatchOp::DeleteRange { cf, start, end } => OpRef::DeleteRange(mem_cf(*cf), start, end),
+        })
+        .collect()
 }
 
 /// The memory store's name for a column family.

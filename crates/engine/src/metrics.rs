@@ -25,6 +25,7 @@ pub(crate) struct Metrics {
     gaps: IntCounterVec,
     events: IntCounterVec,
     differences: IntCounterVec,
+    compactions: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -129,6 +130,12 @@ impl Metrics {
                 "Differences the cross-checker found between memory and disk.",
                 &["cf"],
             ),
+            compactions: counter(
+                &registry,
+                "ime_compactions_total",
+                "Compactions of memtables grown past their threshold, by result.",
+                &["result"],
+            ),
             registry,
         }
     }
@@ -176,6 +183,10 @@ impl Metrics {
     }
 
     /// A counter's value, for reports and tests.
+    pub(crate) fn compacted(&self, result: &str) {
+        self.compactions.with_label_values(&[result]).inc();
+    }
+
     pub(crate) fn count(&self, name: &str, label: &str) -> u64 {
         let vec = match name {
             "snapshots" => &self.reads,
@@ -184,6 +195,7 @@ impl Metrics {
             "gaps" => &self.gaps,
             "events" => &self.events,
             "differences" => &self.differences,
+            "compactions" => &self.compactions,
             _ => return 0,
         };
         vec.get_metric_with_label_values(&[label])

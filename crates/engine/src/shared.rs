@@ -10,7 +10,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemKv, RangeId};
+use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemError, MemKv, RangeId};
 use ime_region::{
     EvictCallback, EvictReason, EvictStep, Eviction, KeyRange, Region, RegionId, RegionMap,
 };
@@ -22,6 +22,8 @@ use crate::{Config, Warmup};
 pub(crate) enum Task {
     /// Load a Pending region.
     Load(RegionId),
+    /// Fold a range's grown memtables into its runs (no GC: that is the GC round's).
+    Compact(RangeId),
     /// An Evicting region: free its memory (drop the handle), then remove it.
     Delete {
         region: RegionId,
@@ -194,6 +196,8 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) started: Instant,
     pub(crate) closed: AtomicBool,
     pub(crate) in_flight: InFlight,
+    /// Ranges with a compaction queued or running (one at a time per range).
+    pub(crate) compacting: Mutex<HashSet<RangeId>>,
     loads: Sender<Task>,
     deletes: Sender<Task>,
     /// When set (tests only), ApplySnapshot does not evict and gaps are not acted on.
@@ -237,6 +241,7 @@ impl<D: DiskEngine> Core<D> {
             started: Instant::now(),
             closed: AtomicBool::new(false),
             in_flight: InFlight::default(),
+            compacting: Mutex::new(HashSet::new()),
             loads,
             deletes,
             broken_for_tests: AtomicBool::new(false),
@@ -414,7 +419,7 @@ impl<D: DiskEngine> Core<D> {
         for task in fx.tasks {
             let sender = match task {
                 Task::Load(_) => &self.loads,
-                Task::Delete { .. } => &self.deletes,
+                Task::Compact(_) | Task::Delete { .. } => &self.deletes,
             };
             self.in_flight.add(1);
             if let Err(unsent) = sender.send(task) {
@@ -443,12 +448,46 @@ impl<D: DiskEngine> Core<D> {
                 drop(meta);
                 self.finish(fx);
             }
+            Task::Compact(range) => self.compact(range),
             Task::Delete {
                 region,
                 handle,
                 since,
             } => self.delete(region, handle, since),
         }
+    }
+
+    /// Queues a compaction of each of `ranges` whose memtables have grown (see
+    /// [`MemKv::wants_compaction`]) and has none queued yet.
+    pub(crate) fn compact_if_grown(&self, ranges: &[RangeId], fx: &mut Effects) {
+        for range in ranges {
+            if self.mem.wants_compaction(*range).unwrap_or(false)
+                && self
+                    .compacting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(*range)
+            {
+                fx.tasks.push(Task::Compact(*range));
+            }
+        }
+    }
+
+    /// The deleter's compaction step: folds the memtables into the runs. A range dropped
+    /// meanwhile is nothing to do.
+    pub(crate) fn compact(&self, range: RangeId) {
+        match self.mem.compact(range, None) {
+            Ok(_) => self.metrics.compacted("ok"),
+            Err(MemError::NoSuchRange(_)) => self.metrics.compacted("range_gone"),
+            Err(err) => {
+                self.metrics.compacted("failed");
+                tracing::warn!(range = range.0, %err, "memtable compaction failed");
+            }
+        }
+        self.compacting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&range);
     }
 
     /// The deleter's step: frees the memory, then removes the region and fires its

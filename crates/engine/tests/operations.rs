@@ -183,3 +183,32 @@ fn close_joins_the_threads_and_keeps_callbacks() {
     let engine = Engine::new(MemDisk::new(), test_config()).unwrap();
     drop(engine);
 }
+
+/// A cached region written to steadily: once its memtables hold more than the threshold
+/// (`ime_memkv::MEMTABLE_COMPACTION_MIN` entries, and a quarter of its runs), the deleter
+/// folds them into the runs — off the write path, without GC — so they never grow without
+/// bound; every read stays equal to disk, before and after, from memory.
+#[test]
+fn grown_memtables_are_compacted_in_the_background() {
+    let mut peer = loaded(1);
+    let writes = ime_memkv::MEMTABLE_COMPACTION_MIN as u64 / 8 + 50;
+    for round in 0..writes {
+        let items: Vec<(String, Option<&str>)> = (0..8)
+            .map(|i| (format!("r1/w{round:05}/{i}"), Some("v")))
+            .collect();
+        let items: Vec<(&str, Option<&str>)> =
+            items.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        peer.commit(1, &items);
+    }
+    peer.idle();
+    assert!(
+        peer.engine.counter("compactions", "ok") >= 1,
+        "{}",
+        peer.engine.metrics_text()
+    );
+    assert_eq!(peer.engine.counter("compactions", "failed"), 0);
+    assert!(peer.check(1), "still served from memory, and equal to disk");
+    peer.commit(1, &[("r1/after", Some("x")), ("r1/000", None)]);
+    assert!(peer.check(1));
+    assert!(peer.engine.cross_check().is_empty());
+}

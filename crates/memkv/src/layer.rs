@@ -127,11 +127,9 @@ impl Run {
         let prefix_len = {
             let mut keys = parts.clone().map(|(k, _, _)| k);
             match (keys.next(), keys.last()) {
-                (Some(first), Some(last)) => first
-                    .iter()
-                    .zip(last)
-                    .take_while(|(a, b)| a == b)
-                    .count(),
+                (Some(first), Some(last)) => {
+                    first.iter().zip(last).take_while(|(a, b)| a == b).count()
+                }
                 _ => 0,
             }
         };
@@ -388,6 +386,11 @@ impl Memtable {
         self.charge.bytes()
     }
 
+    /// Entries it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.load(Ordering::Acquire)
+    }
+
     /// True when it holds no entry.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.load(Ordering::Acquire) == 0
@@ -506,7 +509,9 @@ mod tests {
             .map(|i| {
                 let suffix = ["", "a", "b"][(i % 3) as usize];
                 RunEntry {
-                    key: format!("shared-prefix/{:012}{suffix}", i / 3).into_bytes().into(),
+                    key: format!("shared-prefix/{:012}{suffix}", i / 3)
+                        .into_bytes()
+                        .into(),
                     seq: 1,
                     value: Some(vec![1].into()),
                 }
@@ -520,7 +525,15 @@ mod tests {
             probes.push([&e.key[..], b"\0"].concat());
             probes.push(e.key[..e.key.len() - 1].to_vec());
         }
-        for p in ["", "a", "shared", "shared-prefix/", "shared-prefix/9", "shared-prefiy", "z"] {
+        for p in [
+            "",
+            "a",
+            "shared",
+            "shared-prefix/",
+            "shared-prefix/9",
+            "shared-prefiy",
+            "z",
+        ] {
             probes.push(p.as_bytes().to_vec());
         }
         for probe in &probes {
@@ -528,7 +541,12 @@ mod tests {
                 .iter()
                 .position(|e| &*e.key >= probe.as_slice())
                 .unwrap_or(entries.len());
-            assert_eq!(run.lower(probe, u64::MAX), expected, "{}", probe.escape_ascii());
+            assert_eq!(
+                run.lower(probe, u64::MAX),
+                expected,
+                "{}",
+                probe.escape_ascii()
+            );
         }
     }
 }

@@ -53,5 +53,5 @@ mod types;
 
 pub use gc::GcStats;
 pub use snapshot::{Snapshot, SnapshotIter};
-pub use store::{DroppedRange, MemConfig, MemKv};
-pub use types::{Cf, KeyBounds, MemError, Op, RangeId, WriteBatch};
+pub use store::{DroppedRange, MEMTABLE_COMPACTION_MIN, MemConfig, MemKv};
+pub use types::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};

@@ -1,6 +1,7 @@
 //! [`MemKv`]: ranges of layered column families, written in sequence order, read through
 //! snapshots.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crate::layer::{Memtable, Run, RunEntry, memtable_cost};
 use crate::memory::MemoryTracker;
 use crate::snapshot::{Snapshot, merged_keys};
-use crate::{Cf, KeyBounds, MemError, Op, RangeId, WriteBatch};
+use crate::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};
 
 /// The layers of one column family: a run, memtables frozen (for a compaction in progress,
 /// or inherited from a split parent), oldest first, and the active memtable.
@@ -117,6 +118,9 @@ pub struct MemKv {
     settled_seq: AtomicU64,
 }
 
+/// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
+pub const MEMTABLE_COMPACTION_MIN: usize = 4096;
+
 impl MemKv {
     /// An empty store.
     pub fn new(config: MemConfig) -> Self {
@@ -223,6 +227,24 @@ impl MemKv {
             .sum())
     }
 
+    /// Whether range `id`'s memtables have grown enough that a compaction should fold
+    /// them into its runs: at least [`MEMTABLE_COMPACTION_MIN`] entries and a quarter of
+    /// the runs' (so that compacting costs a bounded amount per write, and a lookup or an
+    /// insert never walks a large ordered map).
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn wants_compaction(&self, id: RangeId) -> Result<bool, MemError> {
+        let range = self.range(id)?;
+        let (mut recent, mut runs) = (0, 0);
+        for cf in Cf::ALL {
+            let layers = range.layers(cf);
+            recent += layers.active.len() + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
+            runs += layers.run.len();
+        }
+        Ok(recent >= MEMTABLE_COMPACTION_MIN.max(runs / 4))
+    }
+
     /// The ranges held, with their bounds.
     pub fn ranges_held(&self) -> Vec<(RangeId, KeyBounds)> {
         self.ranges()
@@ -248,6 +270,16 @@ impl MemKv {
     /// [`MemError::EmptyBatch`], [`MemError::SequenceOutOfOrder`],
     /// [`MemError::InvalidBounds`] (a range delete), [`MemError::MemoryLimit`].
     pub fn write(&self, batch: &WriteBatch, first_seq: u64) -> Result<usize, MemError> {
+        let ops: Vec<OpRef<'_>> = batch.ops.iter().map(Op::as_ref).collect();
+        self.write_ops(&ops, first_seq)
+    }
+
+    /// [`MemKv::write`] of borrowed operations: the keys and values are copied once, into
+    /// the memtables.
+    ///
+    /// # Errors
+    /// As [`MemKv::write`].
+    pub fn write_ops(&self, batch: &[OpRef<'_>], first_seq: u64) -> Result<usize, MemError> {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
@@ -259,10 +291,7 @@ impl MemKv {
             });
         }
         let plan = plan_batch(batch, &self.ranges())?;
-        let needed: u64 = plan
-            .iter()
-            .map(|w| memtable_cost(&w.key, w.value.as_deref()))
-            .sum();
+        let needed: u64 = plan.iter().map(|w| memtable_cost(&w.key, w.value)).sum();
         if !self.tracker.try_reserve(needed) {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
             return Err(MemError::MemoryLimit {
@@ -275,13 +304,10 @@ impl MemKv {
             let layers = w.range.cfs[w.cf.index()]
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let cost = memtable_cost(&w.key, w.value.as_deref());
-            layers.active.insert(
-                &w.key,
-                first_seq + w.op_index as u64,
-                w.value.as_deref(),
-                cost,
-            );
+            let cost = memtable_cost(&w.key, w.value);
+            layers
+                .active
+                .insert(&w.key, first_seq + w.op_index as u64, w.value, cost);
         }
         *last = first_seq + batch.len() as u64 - 1;
         self.settled_seq.store(*last, Ordering::Release);
@@ -522,27 +548,28 @@ fn check_partition(
 }
 
 /// One write resolved to its range: the operation's index in the batch, and the entry.
-struct Planned {
+struct Planned<'a> {
     range: Arc<RangeData>,
     op_index: usize,
     cf: Cf,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
+    /// Borrowed from the batch; owned for the keys a range delete found.
+    key: Cow<'a, [u8]>,
+    value: Option<&'a [u8]>,
 }
 
 /// Resolves each operation of `batch` to the range holding its key; a range delete
 /// becomes a deletion of every key it covers in every range it touches.
-fn plan_batch(batch: &WriteBatch, ranges: &RangeTable) -> Result<Vec<Planned>, MemError> {
+fn plan_batch<'a>(batch: &[OpRef<'a>], ranges: &RangeTable) -> Result<Vec<Planned<'a>>, MemError> {
     let mut plan = Vec::with_capacity(batch.len());
-    for (op_index, op) in batch.ops.iter().enumerate() {
-        match op {
-            Op::Put(cf, key, value) => {
-                plan_point(&mut plan, ranges, op_index, *cf, key, Some(value))
+    for (op_index, op) in batch.iter().enumerate() {
+        match *op {
+            OpRef::Put(cf, key, value) => {
+                plan_point(&mut plan, ranges, op_index, cf, key, Some(value))
             }
-            Op::Delete(cf, key) => plan_point(&mut plan, ranges, op_index, *cf, key, None),
-            Op::DeleteRange(cf, start, end) => {
-                let deleted = KeyBounds::new(start.clone(), Some(end.clone()))?;
-                plan_range_delete(&mut plan, ranges, op_index, *cf, &deleted);
+            OpRef::Delete(cf, key) => plan_point(&mut plan, ranges, op_index, cf, key, None),
+            OpRef::DeleteRange(cf, start, end) => {
+                let deleted = KeyBounds::new(start.to_vec(), Some(end.to_vec()))?;
+                plan_range_delete(&mut plan, ranges, op_index, cf, &deleted);
             }
         }
     }
@@ -550,21 +577,20 @@ fn plan_batch(batch: &WriteBatch, ranges: &RangeTable) -> Result<Vec<Planned>, M
 }
 
 /// A put or delete of `key`, if a range holds it.
-fn plan_point(
-    plan: &mut Vec<Planned>,
+fn plan_point<'a>(
+    plan: &mut Vec<Planned<'a>>,
     ranges: &RangeTable,
     op_index: usize,
     cf: Cf,
-    key: &[u8],
-    value: Option<&Vec<u8>>,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
 ) {
     if let Some(range) = ranges.holder(key) {
-        let (range, key, value) = (Arc::clone(range), key.to_vec(), value.cloned());
         plan.push(Planned {
-            range,
+            range: Arc::clone(range),
             op_index,
             cf,
-            key,
+            key: Cow::Borrowed(key),
             value,
         });
     }
@@ -573,7 +599,7 @@ fn plan_point(
 /// Deletions of every key in `deleted`, in every range it touches: keys already held,
 /// and keys written earlier in the same batch.
 fn plan_range_delete(
-    plan: &mut Vec<Planned>,
+    plan: &mut Vec<Planned<'_>>,
     ranges: &RangeTable,
     op_index: usize,
     cf: Cf,
@@ -588,7 +614,7 @@ fn plan_range_delete(
         let earlier = plan
             .iter()
             .filter(|p| Arc::ptr_eq(&p.range, range) && p.cf == cf && deleted.contains(&p.key));
-        keys.extend(earlier.map(|p| p.key.clone()).collect::<Vec<_>>());
+        keys.extend(earlier.map(|p| p.key.to_vec()).collect::<Vec<_>>());
         keys.sort();
         keys.dedup();
         for key in keys {
@@ -596,7 +622,7 @@ fn plan_range_delete(
                 range: Arc::clone(range),
                 op_index,
                 cf,
-                key,
+                key: Cow::Owned(key),
                 value: None,
             });
         }

@@ -102,6 +102,30 @@ pub enum Op {
     DeleteRange(Cf, Vec<u8>, Vec<u8>),
 }
 
+/// One operation, borrowed: what [`crate::MemKv::write_ops`] takes, so that a caller
+/// holding the bytes elsewhere (the engine's disk batch) writes without copying them into
+/// a [`WriteBatch`] first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpRef<'a> {
+    /// Sets a key.
+    Put(Cf, &'a [u8], &'a [u8]),
+    /// Deletes a key.
+    Delete(Cf, &'a [u8]),
+    /// Deletes `[start, end)` in one column family.
+    DeleteRange(Cf, &'a [u8], &'a [u8]),
+}
+
+impl Op {
+    /// The same operation, borrowed.
+    pub fn as_ref(&self) -> OpRef<'_> {
+        match self {
+            Op::Put(cf, k, v) => OpRef::Put(*cf, k, v),
+            Op::Delete(cf, k) => OpRef::Delete(*cf, k),
+            Op::DeleteRange(cf, s, e) => OpRef::DeleteRange(*cf, s, e),
+        }
+    }
+}
+
 /// Operations applied atomically with consecutive sequence numbers, one per operation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {

@@ -512,3 +512,42 @@ fn gc_keeps_a_value_a_kept_put_still_points_to() {
     let after = kv.snapshot(RangeId(1), 4).unwrap();
     assert_eq!(mvcc_get(&after, &user, 2), Some(b"the value".to_vec()));
 }
+
+/// `wants_compaction`: memtables past the minimum, and past a quarter of the runs, ask
+/// for one; a compaction folds them and the answer goes back to no.
+#[test]
+fn grown_memtables_ask_for_a_compaction() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 30,
+        soft_limit: 1 << 29,
+    });
+    let bounds = KeyBounds::new(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
+    kv.create_range(RangeId(1), bounds).unwrap();
+    let min = ime_memkv::MEMTABLE_COMPACTION_MIN;
+    let mut seq = 0;
+    let mut put = |from: usize, to: usize| {
+        for i in from..to {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Write, format!("k{i:08}").into_bytes(), b"v".to_vec());
+            seq += 1;
+            kv.write(&batch, seq).unwrap();
+        }
+    };
+    put(0, min - 1);
+    assert!(!kv.wants_compaction(RangeId(1)).unwrap());
+    put(min - 1, min);
+    assert!(kv.wants_compaction(RangeId(1)).unwrap());
+    // Four times the minimum in the runs: the next compaction waits for a quarter of
+    // that, which is the minimum again; with eight times, it would wait for twice.
+    put(min, 4 * min);
+    kv.compact(RangeId(1), None).unwrap();
+    assert!(!kv.wants_compaction(RangeId(1)).unwrap());
+    put(4 * min, 5 * min - 1);
+    assert!(
+        !kv.wants_compaction(RangeId(1)).unwrap(),
+        "a quarter of 4x is 1x: not yet"
+    );
+    put(5 * min - 1, 5 * min);
+    assert!(kv.wants_compaction(RangeId(1)).unwrap());
+    assert!(kv.wants_compaction(RangeId(9)).is_err());
+}
