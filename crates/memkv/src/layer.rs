@@ -227,6 +227,7 @@ impl Run {
         self.slots.len()
     }
 
+    #[inline]
     fn starts(&self, i: usize) -> (usize, usize) {
         match i.checked_sub(1).and_then(|p| self.slots.get(p)) {
             Some(prev) => (prev.key_end as usize, prev.value_end as usize),
@@ -235,6 +236,7 @@ impl Run {
     }
 
     /// Entry `i`'s key (`i < len()`).
+    #[inline]
     pub(crate) fn key(&self, i: usize) -> &[u8] {
         let (start, _) = self.starts(i);
         self.slots
@@ -263,6 +265,7 @@ impl Run {
     }
 
     /// Entry `i`'s key and value, for a run known to hold no deletion (`i < len()`).
+    #[inline]
     pub(crate) fn pair(&self, i: usize) -> (&[u8], &[u8]) {
         let (key_start, value_start) = self.starts(i);
         match self.slots.get(i) {

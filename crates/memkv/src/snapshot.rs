@@ -49,6 +49,7 @@ impl Snapshot {
     }
 
     /// The value of `key` in `cf`, if any.
+    #[inline]
     pub fn get(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
         if !self.bounds.contains(key) {
             return None; // after a split, the layers may hold keys of a sibling
@@ -58,6 +59,7 @@ impl Snapshot {
 
     /// The first key in `bounds` (within the range) with a visible value in `cf`, and
     /// that value: a point lookup where a cursor would cost its setup.
+    #[inline]
     pub fn first_in(&self, cf: Cf, bounds: &KeyBounds) -> Option<(Vec<u8>, Vec<u8>)> {
         let layers = &self.cfs[cf.index()];
         let start = bounds.start.as_slice().max(self.bounds.start.as_slice());
@@ -217,10 +219,15 @@ pub struct SnapshotIter {
     recent: Run,
     seq: u64,
     /// No recent entries, and every run entry visible as its key's only one: each step
-    /// is the next entry.
+    /// is the next entry, and the cursor is `cursor` alone (`position` stays `None`).
     plain: bool,
+    /// The plain case's place: a run index in `lo..hi`, or [`NOWHERE`].
+    cursor: usize,
     position: Option<Position>,
 }
+
+/// The plain cursor's "not on an entry".
+const NOWHERE: usize = usize::MAX;
 
 impl SnapshotIter {
     fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Result<Self, MemError> {
@@ -243,28 +250,26 @@ impl SnapshotIter {
             recent,
             seq,
             plain,
+            cursor: NOWHERE,
             position: None,
         })
     }
 
     /// Positions on run entry `a` alone (the plain case), or nowhere past the bounds.
+    #[inline]
     fn plain_at(&mut self, a: usize) {
-        self.position = if self.lo <= a && a < self.hi {
-            Some(Position {
-                a0: a,
-                a1: a + 1,
-                b0: 0,
-                b1: 0,
-                in_run: true,
-                at: a,
-            })
+        self.cursor = if self.lo <= a && a < self.hi {
+            a
         } else {
-            None
+            NOWHERE
         };
     }
 
     /// The current entry's key, if the cursor is on one.
     fn current_key(&self) -> Option<&[u8]> {
+        if self.plain {
+            return (self.cursor != NOWHERE).then(|| self.run.key(self.cursor));
+        }
         let p = self.position?;
         Some(if p.in_run {
             self.run.key(p.at)
@@ -292,8 +297,17 @@ impl SnapshotIter {
     /// To the first key `>= key` (and in bounds). A seek ahead of the current key — a
     /// scan's seek to the next user key — gallops forward from where the cursor is
     /// instead of searching the whole run.
+    #[inline]
     pub fn seek(&mut self, key: &[u8]) {
         let ahead = self.current_key().is_some_and(|current| current < key);
+        if self.plain {
+            let a = if ahead {
+                gallop(&self.run, self.cursor + 1, self.hi, key)
+            } else {
+                self.run.lower(key, u64::MAX).clamp(self.lo, self.hi)
+            };
+            return self.plain_at(a);
+        }
         let (a, b) = match self.position {
             Some(p) if ahead => (
                 gallop(&self.run, p.a1, self.hi, key),
@@ -304,9 +318,6 @@ impl SnapshotIter {
                 self.recent.partition(0, self.recent.len(), |k, _| k < key),
             ),
         };
-        if self.plain {
-            return self.plain_at(a);
-        }
         self.forward(a, b);
     }
 
@@ -321,31 +332,40 @@ impl SnapshotIter {
     }
 
     /// One key forward.
+    #[inline]
     pub fn next(&mut self) {
-        if let Some(p) = self.position {
-            if self.plain {
-                return self.plain_at(p.a1);
+        if self.plain {
+            if self.cursor != NOWHERE {
+                self.plain_at(self.cursor + 1);
             }
+            return;
+        }
+        if let Some(p) = self.position {
             self.forward(p.a1, p.b1);
         }
     }
 
     /// One key back.
+    #[inline]
     pub fn prev(&mut self) {
-        if let Some(p) = self.position {
-            if self.plain {
-                return self.plain_at(p.a0.wrapping_sub(1));
+        if self.plain {
+            if self.cursor != NOWHERE {
+                self.plain_at(self.cursor.wrapping_sub(1));
             }
+            return;
+        }
+        if let Some(p) = self.position {
             self.backward(p.a0, p.b0);
         }
     }
 
     /// The current entry, if the cursor is on one.
+    #[inline]
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
-        let p = self.position?;
         if self.plain {
-            return Some(self.run.pair(p.at));
+            return (self.cursor != NOWHERE).then(|| self.run.pair(self.cursor));
         }
+        let p = self.position?;
         let source = if p.in_run { &*self.run } else { &self.recent };
         Some((source.key(p.at), source.value(p.at)?))
     }
