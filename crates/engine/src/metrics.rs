@@ -182,11 +182,11 @@ impl Metrics {
         self.differences.with_label_values(&[cf]).inc();
     }
 
-    /// A counter's value, for reports and tests.
     pub(crate) fn compacted(&self, result: &str) {
         self.compactions.with_label_values(&[result]).inc();
     }
 
+    /// A counter's value, for reports and tests.
     pub(crate) fn count(&self, name: &str, label: &str) -> u64 {
         let vec = match name {
             "snapshots" => &self.reads,
