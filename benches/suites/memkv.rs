@@ -88,6 +88,42 @@ fn point_get(c: &mut Criterion) {
     group.finish();
 }
 
+/// Snapshot + point get on the same store, the same total work on one thread and split
+/// over two: what the store alone allows of the engine's two-reader goal.
+fn readers(c: &mut Criterion) {
+    let n = keys_from_env();
+    let (kv, snapshot) = loaded(n);
+    drop(snapshot);
+    let probes: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| user_key(i.wrapping_mul(2_654_435_761) % n))
+        .collect();
+    let gets = |count: u64, offset: usize| {
+        for i in 0..count as usize {
+            let snapshot = kv.snapshot(RangeId(1), 1).unwrap();
+            black_box(snapshot.get(Cf::Default, &probes[(i + offset) % probes.len()]));
+        }
+    };
+    let mut group = c.benchmark_group("memkv/readers");
+    group.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            gets(iters, 0);
+            start.elapsed()
+        })
+    });
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| gets(iters / 2, 0));
+                s.spawn(|| gets(iters - iters / 2, 7));
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn scan_one_version(c: &mut Criterion) {
     let n = (keys_from_env() / 10).max(1);
     let (_kv, snapshot) = loaded(n);
@@ -352,7 +388,7 @@ fn drop_256mib(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = ime_benches::criterion();
-    targets = point_get, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range,
+    targets = point_get, readers, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range,
         drop_256mib
 }
 criterion_main!(benches);

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::layer::{IValue, Layer, Memtable, Run, RunEntry};
-use crate::store::{CfLayers, RangeData};
+use crate::store::{CfLayers, RangeData, Version};
 use crate::{Cf, KeyBounds, MemError, RangeId};
 
 /// A consistent view of one range at one sequence number. It holds `Arc`s to the layers
@@ -13,23 +13,17 @@ use crate::{Cf, KeyBounds, MemError, RangeId};
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     id: RangeId,
-    bounds: Arc<KeyBounds>,
     seq: u64,
-    cfs: [CfLayers; 3],
+    /// The range's layers when it was taken, with its bounds.
+    version: Arc<Version>,
 }
 
 impl Snapshot {
-    pub(crate) fn new(range: &Arc<RangeData>, seq: u64) -> Self {
-        let cfs = [
-            range.layers(Cf::Default),
-            range.layers(Cf::Lock),
-            range.layers(Cf::Write),
-        ];
+    pub(crate) fn new(range: &RangeData, seq: u64) -> Self {
         Snapshot {
             id: range.id,
-            bounds: Arc::clone(&range.bounds),
             seq,
-            cfs,
+            version: range.version(),
         }
     }
 
@@ -40,7 +34,7 @@ impl Snapshot {
 
     /// The bounds of the range it reads.
     pub fn bounds(&self) -> &KeyBounds {
-        &self.bounds
+        &self.version.bounds
     }
 
     /// The range it reads.
@@ -51,18 +45,21 @@ impl Snapshot {
     /// The value of `key` in `cf`, if any.
     #[inline]
     pub fn get(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
-        if !self.bounds.contains(key) {
+        if !self.version.bounds.contains(key) {
             return None; // after a split, the layers may hold keys of a sibling
         }
-        visible(&self.cfs[cf.index()], key, self.seq).map(|v| v.into_vec())
+        visible(&self.version.cfs[cf.index()], key, self.seq).map(|v| v.into_vec())
     }
 
     /// The first key in `bounds` (within the range) with a visible value in `cf`, and
     /// that value: a point lookup where a cursor would cost its setup.
     #[inline]
     pub fn first_in(&self, cf: Cf, bounds: &KeyBounds) -> Option<(Vec<u8>, Vec<u8>)> {
-        let layers = &self.cfs[cf.index()];
-        let start = bounds.start.as_slice().max(self.bounds.start.as_slice());
+        let layers = &self.version.cfs[cf.index()];
+        let start = bounds
+            .start
+            .as_slice()
+            .max(self.version.bounds.start.as_slice());
         if layers.active.is_empty() && layers.frozen.iter().all(|m| m.is_empty()) {
             return self.first_in_run(&layers.run, start, bounds);
         }
@@ -70,7 +67,7 @@ impl Snapshot {
             .filter_map(|l| l.next_key(start, true))
             .min()?;
         loop {
-            if !bounds.contains(&next) || !self.bounds.contains(&next) {
+            if !bounds.contains(&next) || !self.version.bounds.contains(&next) {
                 return None;
             }
             if let Some(value) = visible(layers, &next, self.seq) {
@@ -93,7 +90,7 @@ impl Snapshot {
         let mut settled: Option<&[u8]> = None; // the key whose visible entry was a deletion
         while i < run.len() {
             let key = run.key(i);
-            if !bounds.contains(key) || !self.bounds.contains(key) {
+            if !bounds.contains(key) || !self.version.bounds.contains(key) {
                 return None;
             }
             if run.seq(i) <= self.seq && settled != Some(key) {
@@ -113,10 +110,10 @@ impl Snapshot {
     /// # Errors
     /// [`MemError::OutOfRange`].
     pub fn iter(&self, cf: Cf, bounds: KeyBounds) -> Result<SnapshotIter, MemError> {
-        if !self.bounds.contains_bounds(&bounds) {
+        if !self.version.bounds.contains_bounds(&bounds) {
             return Err(MemError::OutOfRange(self.id));
         }
-        SnapshotIter::new(&self.cfs[cf.index()], &bounds, self.seq)
+        SnapshotIter::new(&self.version.cfs[cf.index()], &bounds, self.seq)
     }
 }
 

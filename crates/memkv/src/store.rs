@@ -7,6 +7,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use arc_swap::ArcSwap;
+
 use crate::layer::{Memtable, Run, RunEntry, memtable_cost};
 use crate::memory::MemoryTracker;
 use crate::snapshot::{Snapshot, merged_keys};
@@ -21,22 +23,64 @@ pub(crate) struct CfLayers {
     pub(crate) active: Arc<Memtable>,
 }
 
+/// A range's layers at one moment, in every column family: what a snapshot holds, as
+/// one `Arc` (so taking and dropping a snapshot touches one shared counter, not one per
+/// layer). Replaced whole when the layers change (a load, a freeze, a compaction); the
+/// active memtables inside take writes in place.
+#[derive(Debug)]
+pub(crate) struct Version {
+    pub(crate) bounds: Arc<KeyBounds>,
+    pub(crate) cfs: [CfLayers; 3],
+}
+
 /// One range's data.
 #[derive(Debug)]
 pub(crate) struct RangeData {
     pub(crate) id: RangeId,
     pub(crate) bounds: Arc<KeyBounds>,
-    pub(crate) cfs: [RwLock<CfLayers>; 3],
+    /// Read without a lock (a snapshot costs one reference count); replaced only under
+    /// the store's writer lock, so updates never race one another.
+    version: ArcSwap<Version>,
     /// Snapshots below this sequence are refused: a compaction dropped shadowed versions.
     pub(crate) compacted_seq: AtomicU64,
 }
 
 impl RangeData {
+    fn new(id: RangeId, bounds: KeyBounds, cfs: [CfLayers; 3], compacted_seq: u64) -> Self {
+        let bounds = Arc::new(bounds);
+        let version = Version {
+            bounds: Arc::clone(&bounds),
+            cfs,
+        };
+        RangeData {
+            id,
+            bounds,
+            version: ArcSwap::from_pointee(version),
+            compacted_seq: AtomicU64::new(compacted_seq),
+        }
+    }
+
+    /// The current version.
+    pub(crate) fn version(&self) -> Arc<Version> {
+        self.version.load_full()
+    }
+
+    /// The layers of `cf` now.
     pub(crate) fn layers(&self, cf: Cf) -> CfLayers {
-        self.cfs[cf.index()]
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.version().cfs[cf.index()].clone()
+    }
+
+    /// Replaces the version by `change` applied to a copy of its layers; returns what
+    /// `change` returns. The caller holds the store's writer lock (`_writer`), which
+    /// orders every update.
+    fn update<T>(&self, _writer: &u64, change: impl FnOnce(&mut [CfLayers; 3]) -> T) -> T {
+        let mut cfs = self.version.load().cfs.clone();
+        let out = change(&mut cfs);
+        self.version.store(Arc::new(Version {
+            bounds: Arc::clone(&self.bounds),
+            cfs,
+        }));
+        out
     }
 }
 
@@ -178,19 +222,12 @@ impl MemKv {
                 existing: existing.id,
             });
         }
-        let layers = || {
-            RwLock::new(CfLayers {
-                run: Arc::new(Run::empty(&self.tracker)),
-                frozen: Vec::new(),
-                active: Arc::new(Memtable::new(&self.tracker)),
-            })
+        let layers = || CfLayers {
+            run: Arc::new(Run::empty(&self.tracker)),
+            frozen: Vec::new(),
+            active: Arc::new(Memtable::new(&self.tracker)),
         };
-        let data = RangeData {
-            id,
-            bounds: Arc::new(bounds),
-            cfs: [layers(), layers(), layers()],
-            compacted_seq: AtomicU64::new(0),
-        };
+        let data = RangeData::new(id, bounds, [layers(), layers(), layers()], 0);
         ranges.insert(Arc::new(data));
         Ok(())
     }
@@ -301,13 +338,15 @@ impl MemKv {
             });
         }
         for w in &plan {
-            let layers = w.range.cfs[w.cf.index()]
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            // The writer lock is held: no freeze can swap the active memtable meanwhile.
+            let version = w.range.version.load();
             let cost = memtable_cost(&w.key, w.value);
-            layers
-                .active
-                .insert(&w.key, first_seq + w.op_index as u64, w.value, cost);
+            version.cfs[w.cf.index()].active.insert(
+                &w.key,
+                first_seq + w.op_index as u64,
+                w.value,
+                cost,
+            );
         }
         *last = first_seq + batch.len() as u64 - 1;
         self.settled_seq.store(*last, Ordering::Release);
@@ -323,11 +362,14 @@ impl MemKv {
         // At or below the settled sequence every write the snapshot may see is in place
         // and every later write comes above it: no lock (the common case).
         let mut last = (seq > self.settled_seq.load(Ordering::Acquire)).then(|| self.writer());
-        let range = self.range(id)?;
-        // Layers first, then the compaction mark: a compaction sets the mark before it
-        // swaps layers, so a snapshot that got compacted layers also sees the mark.
-        let snapshot = Snapshot::new(&range, seq);
-        let compacted = range.compacted_seq.load(Ordering::Acquire);
+        let (snapshot, compacted) = {
+            let ranges = self.ranges();
+            let range = ranges.by_id.get(&id).ok_or(MemError::NoSuchRange(id))?;
+            // Layers first, then the compaction mark: a compaction sets the mark before
+            // it swaps layers, so a snapshot that got compacted layers also sees the mark.
+            let snapshot = Snapshot::new(range, seq);
+            (snapshot, range.compacted_seq.load(Ordering::Acquire))
+        };
         if seq < compacted {
             return Err(MemError::SnapshotTooOld {
                 range: id,
@@ -379,26 +421,26 @@ impl MemKv {
         // The load is a write at `seq`: later writes and compactions come after it (and
         // lock-free snapshots at `seq` only once it is in place, below).
         *last = (*last).max(seq);
-        let mut layers = range.cfs[cf.index()]
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if layers.run.len() == 0 {
-            // The usual case: a load into an empty range, straight into the arenas.
-            layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
-            self.settled_seq.store(*last, Ordering::Release);
-            return Ok(());
-        }
-        let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
-        let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
-        merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
-            key: k.into(),
-            seq,
-            value: Some(v.into()),
-        }));
-        merged.sort_by(|a, b| {
-            (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
-        });
-        layers.run = Arc::new(Run::new(&merged, Some(&self.tracker))?);
+        range.update(&last, |cfs| {
+            let layers = &mut cfs[cf.index()];
+            if layers.run.len() == 0 {
+                // The usual case: a load into an empty range, straight into the arenas.
+                layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
+                return Ok(());
+            }
+            let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
+            let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
+            merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
+                key: k.into(),
+                seq,
+                value: Some(v.into()),
+            }));
+            merged.sort_by(|a, b| {
+                (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
+            });
+            layers.run = Arc::new(Run::new(&merged, Some(&self.tracker))?);
+            Ok(())
+        })?;
         self.settled_seq.store(*last, Ordering::Release);
         Ok(())
     }
@@ -407,19 +449,15 @@ impl MemKv {
     /// and returns the layers to compact and the sequence they hold up to.
     pub(crate) fn freeze(&self, range: &RangeData) -> ([CfLayers; 3], u64) {
         let last = self.writer();
-        let freeze = |cf: Cf| {
-            let mut layers = range.cfs[cf.index()]
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let fresh = Arc::new(Memtable::new(&self.tracker));
-            let frozen = std::mem::replace(&mut layers.active, fresh);
-            layers.frozen.push(frozen);
-            layers.clone()
-        };
-        (
-            [freeze(Cf::Default), freeze(Cf::Lock), freeze(Cf::Write)],
-            *last,
-        )
+        let layers = range.update(&last, |cfs| {
+            for layers in cfs.iter_mut() {
+                let fresh = Arc::new(Memtable::new(&self.tracker));
+                let frozen = std::mem::replace(&mut layers.active, fresh);
+                layers.frozen.push(frozen);
+            }
+            cfs.clone()
+        });
+        (layers, *last)
     }
 
     /// Replaces, in each column family of `range`, the run and frozen memtables of
@@ -433,20 +471,19 @@ impl MemKv {
         runs: [Run; 3],
         seq: u64,
     ) {
-        let _writer = self.writer();
+        let writer = self.writer();
         range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
-        for ((cf, old), run) in Cf::ALL.into_iter().zip(compacted).zip(runs) {
-            let mut layers = range.cfs[cf.index()]
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !Arc::ptr_eq(&layers.run, &old.run) {
-                continue;
+        range.update(&writer, |cfs| {
+            for ((layers, old), run) in cfs.iter_mut().zip(compacted).zip(runs) {
+                if !Arc::ptr_eq(&layers.run, &old.run) {
+                    continue;
+                }
+                layers.run = Arc::new(run);
+                layers
+                    .frozen
+                    .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
             }
-            layers.run = Arc::new(run);
-            layers
-                .frozen
-                .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
-        }
+        });
     }
 
     /// Splits range `id` into `children` (ids and bounds that partition its bounds, in
@@ -470,23 +507,26 @@ impl MemKv {
             .ok_or(MemError::NoSuchRange(id))?;
         check_partition(&parent, children, &ranges)?;
         ranges.remove(id);
+        let version = parent.version();
         for (child, bounds) in children {
             let inherit = |cf: Cf| {
-                let layers = parent.layers(cf);
+                let layers = version.cfs[cf.index()].clone();
                 let mut frozen = layers.frozen;
                 frozen.push(layers.active);
-                RwLock::new(CfLayers {
+                CfLayers {
                     run: layers.run,
                     frozen,
                     active: Arc::new(Memtable::new(&self.tracker)),
-                })
+                }
             };
-            ranges.insert(Arc::new(RangeData {
-                id: *child,
-                bounds: Arc::new(bounds.clone()),
-                cfs: [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)],
-                compacted_seq: AtomicU64::new(parent.compacted_seq.load(Ordering::Acquire)),
-            }));
+            let cfs = [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)];
+            let compacted = parent.compacted_seq.load(Ordering::Acquire);
+            ranges.insert(Arc::new(RangeData::new(
+                *child,
+                bounds.clone(),
+                cfs,
+                compacted,
+            )));
         }
         Ok(())
     }
