@@ -74,6 +74,12 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "memkv",
+        name: "memkv snapshot + get: two threads vs one, same work",
+        measured: "memkv/readers/two_threads",
+        baseline: "memkv/readers/one_thread",
+    },
+    Figure {
+        suite: "memkv",
         name: "memkv MVCC scan after GC vs RocksDB (goal 1/20)",
         measured: "memkv/mvcc_scan_100_versions/after_gc",
         baseline: "memkv/mvcc_scan_100_versions/rocksdb",
