@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use criterion::Criterion;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 
 /// The one place warm-up and measurement times are set, so every suite runs alike.
 pub fn criterion() -> Criterion {
@@ -13,6 +14,32 @@ pub fn criterion() -> Criterion {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30)
         .configure_from_args()
+}
+
+/// Benchmarks `one_thread` and `two_threads` in `group`: the same total work on one
+/// thread, and split over two (`work(count, offset)` does `count` operations, starting
+/// at `offset` in whatever it cycles through).
+pub fn one_vs_two_threads(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    work: impl Fn(u64, usize) + Sync,
+) {
+    group.bench_function("one_thread", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            work(iters, 0);
+            start.elapsed()
+        })
+    });
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| work(iters / 2, 0));
+                s.spawn(|| work(iters - iters / 2, 7));
+            });
+            start.elapsed()
+        })
+    });
 }
 
 /// The number of keys a suite loads: `IME_BENCH_KEYS`, default 1,000,000.

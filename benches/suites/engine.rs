@@ -141,23 +141,7 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
             );
         }
     };
-    group.bench_function("one_thread", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            gets(iters, 0);
-            start.elapsed()
-        })
-    });
-    group.bench_function("two_threads", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                s.spawn(|| gets(iters / 2, 0));
-                s.spawn(|| gets(iters - iters / 2, 7));
-            });
-            start.elapsed()
-        })
-    });
+    ime_benches::one_vs_two_threads(&mut group, gets);
     group.finish();
 }
 

@@ -104,23 +104,7 @@ fn readers(c: &mut Criterion) {
         }
     };
     let mut group = c.benchmark_group("memkv/readers");
-    group.bench_function("one_thread", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            gets(iters, 0);
-            start.elapsed()
-        })
-    });
-    group.bench_function("two_threads", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                s.spawn(|| gets(iters / 2, 0));
-                s.spawn(|| gets(iters - iters / 2, 7));
-            });
-            start.elapsed()
-        })
-    });
+    ime_benches::one_vs_two_threads(&mut group, gets);
     group.finish();
 }
 
@@ -295,9 +279,10 @@ fn bulk_load(c: &mut Criterion) {
     group.finish();
 }
 
-/// Creates, loads and drops `iters` ranges of `size` entries next to the big one;
-/// returns the foreground time of `drop_range` (taking the range out of the store).
-fn time_drops(kv: &MemKv, next: &mut u64, size: u64, iters: u64) -> Duration {
+/// Creates, loads and drops `iters` ranges of `size` entries of `value_bytes` each next
+/// to what `kv` holds; returns the foreground time of `drop_range` (taking the range out
+/// of the store).
+fn time_drops(kv: &MemKv, next: &mut u64, size: u64, value_bytes: usize, iters: u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         *next += 1;
@@ -307,7 +292,12 @@ fn time_drops(kv: &MemKv, next: &mut u64, size: u64, iters: u64) -> Duration {
         kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
             .unwrap();
         let entries: Vec<_> = (0..size)
-            .map(|i| ([start.as_slice(), &user_key(i)].concat(), vec![0; 64]))
+            .map(|i| {
+                (
+                    [start.as_slice(), &user_key(i)].concat(),
+                    vec![7; value_bytes],
+                )
+            })
             .collect();
         kv.load(id, Cf::Default, entries, 1).unwrap();
         let began = Instant::now();
@@ -329,40 +319,12 @@ fn drop_range(c: &mut Criterion) {
     let mut next = 10u64;
     let big = (n / 10).max(1);
     group.bench_function("large", |b| {
-        b.iter_custom(|iters| time_drops(&kv, &mut next, big, iters))
+        b.iter_custom(|iters| time_drops(&kv, &mut next, big, 64, iters))
     });
     group.bench_function("tiny", |b| {
-        b.iter_custom(|iters| time_drops(&kv, &mut next, 10, iters))
+        b.iter_custom(|iters| time_drops(&kv, &mut next, 10, 64, iters))
     });
     group.finish();
-}
-
-/// Builds `iters` ranges of 256 MiB (4,096 values of 64 KiB) beside whatever `kv`
-/// holds, and returns the foreground time of dropping them.
-fn time_large_drops(kv: &MemKv, next: &mut u64, iters: u64) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        *next += 1;
-        let id = RangeId(*next);
-        let start = format!("z{next:012}").into_bytes();
-        let end = [start.as_slice(), b"~"].concat();
-        kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
-            .unwrap();
-        let entries: Vec<_> = (0..4096u64)
-            .map(|i| {
-                (
-                    [start.as_slice(), &user_key(i)].concat(),
-                    vec![7u8; 64 << 10],
-                )
-            })
-            .collect();
-        kv.load(id, Cf::Default, entries, 1).unwrap();
-        let began = Instant::now();
-        let handle = kv.drop_range(id).unwrap();
-        total += began.elapsed();
-        drop(handle); // freed off the timed path, as the engine's deleter does
-    }
-    total
 }
 
 /// Dropping a 256 MiB range beside a small store and beside one holding `IME_BENCH_KEYS`
@@ -379,7 +341,8 @@ fn drop_256mib(c: &mut Criterion) {
         let (kv, snapshot) = loaded(others);
         drop(snapshot);
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| time_large_drops(&kv, &mut next, iters))
+            // 256 MiB: 4,096 values of 64 KiB.
+            b.iter_custom(|iters| time_drops(&kv, &mut next, 4096, 64 << 10, iters))
         });
     }
     group.finish();

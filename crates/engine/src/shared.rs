@@ -448,12 +448,8 @@ impl<D: DiskEngine> Core<D> {
                 drop(meta);
                 self.finish(fx);
             }
-            Task::Compact(range) => self.compact(range),
-            Task::Delete {
-                region,
-                handle,
-                since,
-            } => self.delete(region, handle, since),
+            // Compactions and frees are done the same here as on the deleter.
+            other @ (Task::Compact(_) | Task::Delete { .. }) => self.run_task(other),
         }
     }
 
