@@ -652,6 +652,21 @@ impl Store {
         let described = local
             .filter(|p| p.initialized)
             .map_or_else(|| source.clone(), |p| p.region.clone());
+        if !caught_up {
+            // The source's data first, as TiKV has it on disk (the source peer caught up
+            // on its log) before the target applies CommitMerge: the engine may reload a
+            // hot merge result at once. The data bypasses the write path, so the range is
+            // announced as rewritten (DeleteRange evicts what overlaps it) before it is.
+            let rewritten = RaftEvent::DeleteRange {
+                region: described.clone(),
+                range: described.range.clone(),
+            };
+            self.publish(source.id.0, &rewritten)?;
+            let mut batch = WriteBatch::new();
+            delete_range(&mut batch, &described.range);
+            put_all(&mut batch, cfs);
+            self.engine.disk().write(&batch)?;
+        }
         self.publish(
             id,
             &RaftEvent::CommitMerge {
@@ -660,12 +675,6 @@ impl Store {
                 source: described.clone(),
             },
         )?;
-        if !caught_up {
-            let mut batch = WriteBatch::new();
-            delete_range(&mut batch, &described.range);
-            put_all(&mut batch, cfs);
-            self.engine.disk().write(&batch)?;
-        }
         if self.peers.remove(&source.id.0).is_some() {
             let line = format!("store {}: merged into region {}", self.id, id);
             self.history.entry(source.id.0).or_default().push(line);
