@@ -67,7 +67,9 @@ pub enum RaftEvent {
     /// CommitMerge was applied on the merge target: the source's range joined it.
     ///
     /// Cache: **evict** the target and the source (`Merge`), then reload the merged region
-    /// if it was hot (tikv/tikv#18098, #18134).
+    /// if it was hot (tikv/tikv#18098, #18134). The reload may start at once, so the
+    /// source's data must be on this store's disk before the event (in TiKV it is: the
+    /// source peer has caught up on its log before the target applies CommitMerge).
     CommitMerge {
         /// The target as it was.
         before: Region,
