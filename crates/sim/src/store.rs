@@ -569,11 +569,7 @@ impl Store {
             storage.wl().compact(index)?;
         }
         let before = peer.region.clone();
-        let after = Region::new(
-            before.id,
-            before.range.clone(),
-            RegionEpoch::new(before.epoch.version, before.epoch.conf_ver + 1),
-        );
+        let after = bumped(&before, 0, 1);
         peer.region = after.clone();
         self.peer_changes += 1;
         self.publish(
@@ -597,11 +593,7 @@ impl Store {
             return self.refuse(id, index);
         }
         let before = peer.region.clone();
-        let after = Region::new(
-            before.id,
-            before.range.clone(),
-            RegionEpoch::new(before.epoch.version + 1, before.epoch.conf_ver + 1),
-        );
+        let after = bumped(&before, 1, 1);
         peer.region = after.clone();
         peer.merging = Some(target);
         self.publish(
@@ -691,11 +683,7 @@ impl Store {
             return self.refuse(id, index);
         }
         let before = peer.region.clone();
-        let after = Region::new(
-            before.id,
-            before.range.clone(),
-            RegionEpoch::new(before.epoch.version + 1, before.epoch.conf_ver),
-        );
+        let after = bumped(&before, 1, 0);
         peer.region = after.clone();
         peer.merging = None;
         self.rollbacks += 1;
@@ -850,6 +838,16 @@ impl Store {
             .get(&id)
             .is_some_and(|p| p.role == StateRole::Leader)
     }
+}
+
+/// `region` with its epoch moved on by `version` and `conf_ver` (an admin command that
+/// keeps the range).
+fn bumped(region: &Region, version: u64, conf_ver: u64) -> Region {
+    let epoch = RegionEpoch::new(
+        region.epoch.version + version,
+        region.epoch.conf_ver + conf_ver,
+    );
+    Region::new(region.id, region.range.clone(), epoch)
 }
 
 /// The engine counters the report reads (kept across restarts).
