@@ -22,6 +22,11 @@ pub struct GcStats {
     pub values_removed: usize,
     /// Write-CF keys that could not be decoded (kept untouched).
     pub undecodable: usize,
+    /// Whether the rebuilt runs replaced the range's layers. False when the work was lost:
+    /// a concurrent compaction installed first, or the range was split or dropped
+    /// meanwhile. A caller that needs the collection (a GC at a new safe point) must then
+    /// run it again, on the range or on its split children.
+    pub installed: bool,
 }
 
 impl MemKv {
@@ -57,7 +62,7 @@ impl MemKv {
         stats.entries_after = default.len() + lock.len() + write.len();
         let build = |entries: &[RunEntry]| Run::new(entries, Some(self.tracker()));
         let runs = [build(&default)?, build(&lock)?, build(&write)?];
-        self.install(&range, &layers, runs, seq);
+        stats.installed = self.install(&range, &layers, runs, seq);
         Ok(stats)
     }
 }
@@ -181,4 +186,68 @@ fn default_key_of(entry: &RunEntry) -> Option<Vec<u8>> {
         }
         .encode()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cf, KeyBounds, MemConfig, WriteBatch};
+
+    fn store_with_two_writes() -> MemKv {
+        let kv = MemKv::new(MemConfig {
+            hard_limit: 1 << 20,
+            soft_limit: 1 << 19,
+        });
+        kv.create_range(RangeId(1), KeyBounds::new("a", None).unwrap())
+            .unwrap();
+        kv.write(WriteBatch::new().put(Cf::Lock, "b", "1"), 1)
+            .unwrap();
+        kv.write(WriteBatch::new().put(Cf::Lock, "m", "2"), 2)
+            .unwrap();
+        kv
+    }
+
+    /// Empty runs for an install (what is installed does not matter to these tests).
+    fn empty_runs(kv: &MemKv) -> [Run; 3] {
+        [(); 3].map(|()| Run::new(&[], Some(kv.tracker())).unwrap())
+    }
+
+    #[test]
+    fn a_compaction_says_it_installed() {
+        let kv = store_with_two_writes();
+        assert!(kv.compact(RangeId(1), Some(2)).unwrap().installed);
+    }
+
+    /// Another compaction installing between this one's freeze and install: the second
+    /// install keeps nothing and says so (a GC round must then run again).
+    #[test]
+    fn a_compaction_that_loses_to_another_says_so() {
+        let kv = store_with_two_writes();
+        let range = kv.range(RangeId(1)).unwrap();
+        let (layers, seq) = kv.freeze(&range);
+        assert!(kv.compact(RangeId(1), None).unwrap().installed);
+        assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
+    }
+
+    /// A split between a compaction's freeze and its install: the parent is gone, the work
+    /// installs nowhere, and the caller hears of it.
+    #[test]
+    fn a_compaction_that_loses_to_a_split_says_so() {
+        let kv = store_with_two_writes();
+        let range = kv.range(RangeId(1)).unwrap();
+        let (layers, seq) = kv.freeze(&range);
+        kv.split_range(
+            RangeId(1),
+            &[
+                (
+                    RangeId(2),
+                    KeyBounds::new("a", Some(b"k".to_vec())).unwrap(),
+                ),
+                (RangeId(3), KeyBounds::new("k", None).unwrap()),
+            ],
+        )
+        .unwrap();
+        assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
+        assert!(kv.compact(RangeId(2), Some(2)).unwrap().installed);
+    }
 }

@@ -463,19 +463,31 @@ impl MemKv {
     /// Replaces, in each column family of `range`, the run and frozen memtables of
     /// `compacted` by the run built from them; snapshots below `seq` are refused from then
     /// on. A column family whose run changed meanwhile (a concurrent compaction won) is
-    /// left as it is.
+    /// left as it is. Returns whether every column family installed on a range still held
+    /// (a range split or dropped meanwhile keeps nothing of the work).
     pub(crate) fn install(
         &self,
-        range: &RangeData,
+        range: &Arc<RangeData>,
         compacted: &[CfLayers; 3],
         runs: [Run; 3],
         seq: u64,
-    ) {
+    ) -> bool {
         let writer = self.writer();
+        // Held until the layers are replaced, so that no split or drop slips in between.
+        let ranges = self.ranges();
+        let held = ranges
+            .by_id
+            .get(&range.id)
+            .is_some_and(|r| Arc::ptr_eq(r, range));
+        if !held {
+            return false;
+        }
         range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
         range.update(&writer, |cfs| {
+            let mut all = true;
             for ((layers, old), run) in cfs.iter_mut().zip(compacted).zip(runs) {
                 if !Arc::ptr_eq(&layers.run, &old.run) {
+                    all = false;
                     continue;
                 }
                 layers.run = Arc::new(run);
@@ -483,7 +495,8 @@ impl MemKv {
                     .frozen
                     .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
             }
-        });
+            all
+        })
     }
 
     /// Splits range `id` into `children` (ids and bounds that partition its bounds, in

@@ -120,6 +120,9 @@ pub enum InsertRejected {
         /// Its state.
         state: RegionState,
     },
+    /// The region is an uninitialized peer's (epoch `0/0`, no range of its own yet): it
+    /// has no data to cache, and its placeholder range would cover every key.
+    Uninitialized,
 }
 
 impl fmt::Display for InsertRejected {
@@ -130,6 +133,9 @@ impl fmt::Display for InsertRejected {
             }
             InsertRejected::Overlaps { other, state } => {
                 write!(f, "overlaps region {other} ({state})")
+            }
+            InsertRejected::Uninitialized => {
+                write!(f, "an uninitialized peer (epoch 0/0) has nothing to cache")
             }
         }
     }
@@ -217,13 +223,17 @@ impl RegionMap {
     /// Pending region at a lower epoch version) are replaced; they are returned.
     ///
     /// # Errors
-    /// [`InsertRejected`] when the id is cached otherwise, or the range overlaps a region
-    /// that is not a stale Pending one. Nothing is changed then.
+    /// [`InsertRejected`] when the region is an uninitialized peer's, the id is cached
+    /// otherwise, or the range overlaps a region that is not a stale Pending one. Nothing
+    /// is changed then.
     pub fn insert_pending(
         &mut self,
         region: Region,
         applied_index: u64,
     ) -> Result<Vec<RegionId>, InsertRejected> {
+        if !region.is_initialized() {
+            return Err(InsertRejected::Uninitialized);
+        }
         let stale = self.stale_pending_in_the_way(&region)?;
         for id in &stale {
             self.remove_entry(*id);
@@ -458,5 +468,20 @@ mod tests {
             }
         );
         assert_eq!(map.regions(), before);
+    }
+
+    /// An uninitialized peer's region (epoch 0/0, the whole keyspace as a placeholder) is
+    /// never cached: it would stand in the way of every real region (tikv/tikv#17767).
+    #[test]
+    fn an_uninitialized_region_is_never_inserted() {
+        let mut map = RegionMap::new();
+        let placeholder = Region::new(RegionId(8), KeyRange::everything(), RegionEpoch::default());
+        assert!(!placeholder.is_initialized());
+        assert_eq!(
+            map.insert_pending(placeholder, 0),
+            Err(InsertRejected::Uninitialized)
+        );
+        assert!(map.regions().is_empty());
+        map.insert_pending(region(1, "a", "c"), 0).unwrap();
     }
 }

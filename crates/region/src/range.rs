@@ -219,6 +219,13 @@ impl Region {
     pub fn new(id: RegionId, range: KeyRange, epoch: RegionEpoch) -> Self {
         Region { id, range, epoch }
     }
+
+    /// Whether the peer holds the region at all. A peer created by a Raft message, before
+    /// its first snapshot, knows only the region's id: its epoch is `0/0` (every real
+    /// region starts at `1/1`) and its range is a placeholder, so it must never be cached.
+    pub fn is_initialized(&self) -> bool {
+        self.epoch != RegionEpoch::default()
+    }
 }
 
 impl fmt::Display for Region {
