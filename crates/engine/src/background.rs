@@ -12,7 +12,7 @@ use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
 use crate::engine::mem_cf;
-use crate::shared::{Cached, Core, Effects, LoadStage, bounds_of, lifecycle};
+use crate::shared::{Cached, Core, Effects, LoadJob, LoadStage, Task, bounds_of, lifecycle};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -49,20 +49,24 @@ impl fmt::Display for Difference {
 }
 
 impl<D: DiskEngine> Core<D> {
-    /// The loader's step for region `id`: Pending to Loading with a disk snapshot taken
-    /// under the write lock (writes after it land in memory), the region's keys copied
-    /// in key order at the snapshot's sequence, GC, then Active — or evicted if anything
-    /// failed or the region was evicted meanwhile.
-    pub(crate) fn load(&self, id: RegionId) {
+    /// A load's first stage, for region `id`: Pending to Loading with a disk snapshot
+    /// taken under the write lock (writes after it land in memory) — unless a fence over
+    /// its range is under way (the snapshot would copy data about to be replaced: the
+    /// load waits for the fence), or the load is refused (evicted) or no longer wanted.
+    pub(crate) fn start_load(&self, id: RegionId) -> Option<Task> {
         self.load_gate(LoadStage::BeforeStart);
         let started = Instant::now();
         let mut fx = Effects::default();
-        let begun = {
+        let job = {
             let _writer = self.write_lock();
             let mut meta = self.meta();
             let stop = self.config().thresholds().stop_load_threshold;
             let refused =
                 !self.enabled() || meta.flashback.contains(&id) || self.mem.memory_used() >= stop;
+            let fenced = meta
+                .map
+                .region(id)
+                .is_some_and(|r| self.fenced(&meta, &r.range));
             if refused {
                 self.evict(
                     &mut meta,
@@ -72,6 +76,10 @@ impl<D: DiskEngine> Core<D> {
                     &mut fx,
                 );
                 None
+            } else if fenced {
+                lifecycle(id, None, "Pending", "Pending", "fenced");
+                meta.fenced_loads.insert(id);
+                None
             } else if let Ok(ticket) = meta.map.start_loading(id) {
                 let range = meta.new_range_id();
                 let bounds = bounds_of(&ticket.region.range);
@@ -80,8 +88,19 @@ impl<D: DiskEngine> Core<D> {
                         let epoch = Some(ticket.region.epoch);
                         lifecycle(id, epoch, "Pending", "Loading", "load started");
                         let loaded_at = Instant::now();
-                        meta.cached.insert(id, Cached { range, loaded_at });
-                        Some((ticket, range, self.disk.snapshot()))
+                        let cached = Cached {
+                            range,
+                            loaded_at,
+                            collected: 0,
+                        };
+                        meta.cached.insert(id, cached);
+                        Some(LoadJob {
+                            ticket,
+                            range,
+                            snapshot: self.disk.snapshot(),
+                            started,
+                            copied: None,
+                        })
                     }
                     Err(err) => {
                         tracing::error!(region = id.0, %err, "load cannot create its range");
@@ -95,12 +114,43 @@ impl<D: DiskEngine> Core<D> {
                 None // no longer Pending: replaced, split or evicted meanwhile
             }
         };
-        let Some((ticket, range, snapshot)) = begun else {
-            self.finish(fx);
+        self.finish(fx);
+        let job = job?;
+        let id = self.new_job();
+        self.jobs().insert(id, job);
+        Some(Task::LoadCopy(id))
+    }
+
+    fn jobs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, LoadJob<D::Snapshot>>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A load's second stage: the region's keys copied, in key order, at the snapshot's
+    /// sequence (outside every engine lock: writes and reads go on meanwhile).
+    pub(crate) fn copy_load(&self, job: u64) -> Option<Task> {
+        self.load_gate(LoadStage::AfterStart);
+        // Out of the table for the copy, so that no lock is held across it.
+        let mut j = self.jobs().remove(&job)?;
+        let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot);
+        j.copied = Some(copied.map_err(|e| e.to_string()));
+        self.jobs().insert(job, j);
+        Some(Task::LoadFinish(job))
+    }
+
+    /// A load's last stage: GC at the engine's safe point (when there is one), then
+    /// Loading to Active — or the region evicted, if the copy failed or an eviction came
+    /// meanwhile.
+    pub(crate) fn finish_load(&self, job: u64) {
+        let Some(j) = self.jobs().remove(&job) else {
             return;
         };
-        self.load_gate(LoadStage::AfterStart);
-        let copied = self.copy_region(&ticket.region.range, range, &snapshot);
+        let id = j.ticket.region.id;
+        let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
+        let mut collected = 0;
         if copied.is_ok() {
             let safe_point = {
                 let mut meta = self.meta();
@@ -109,18 +159,24 @@ impl<D: DiskEngine> Core<D> {
             };
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
-            if let Some(safe_point) = safe_point.filter(|sp| *sp > 0)
-                && let Err(err) = self.mem.compact(range, Some(safe_point))
-            {
-                tracing::debug!(region = id.0, %err, "post-load GC skipped");
+            if let Some(safe_point) = safe_point.filter(|sp| *sp > 0) {
+                match self.mem.compact(j.range, Some(safe_point)) {
+                    Ok(stats) if stats.installed => collected = safe_point,
+                    Ok(_) => tracing::debug!(region = id.0, "post-load GC lost a race"),
+                    Err(err) => tracing::debug!(region = id.0, %err, "post-load GC skipped"),
+                }
             }
         }
+        let mut fx = Effects::default();
         let mut meta = self.meta();
+        if let Some(cached) = meta.cached.get_mut(&id).filter(|c| c.range == j.range) {
+            cached.collected = collected;
+        }
         let ends = match &copied {
-            Ok(()) => meta.map.finish_loading(&ticket),
+            Ok(()) => meta.map.finish_loading(&j.ticket),
             Err(err) => {
                 tracing::info!(region = id.0, %err, "load stopped");
-                meta.map.fail_loading(&ticket)
+                meta.map.fail_loading(&j.ticket)
             }
         };
         for end in ends {
@@ -128,7 +184,7 @@ impl<D: DiskEngine> Core<D> {
         }
         drop(meta);
         let result = if copied.is_ok() { "ok" } else { "failed" };
-        self.metrics.loaded(result, started.elapsed());
+        self.metrics.loaded(result, j.started.elapsed());
         self.finish(fx);
     }
 
@@ -164,39 +220,83 @@ impl<D: DiskEngine> Core<D> {
     }
 
     /// One GC round: every Active region's safe point moves towards the engine's, and
-    /// regions whose safe point moved are compacted.
+    /// each region not yet collected at its safe point is collected — including one whose
+    /// last collection was lost (a concurrent compaction installed first, or a split
+    /// moved the range: the children inherit the parent's mark and are collected here).
+    /// With threads the collections run on the calling thread; with
+    /// [`crate::Background::Manual`] they are queued as tasks.
     pub(crate) fn run_gc(&self) {
         let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
-        let work: Vec<(RangeId, u64)> = {
+        let work: Vec<Task> = {
             let mut meta = self.meta();
-            let active: Vec<(RegionId, RangeId, u64)> = meta
+            let active: Vec<(RegionId, Cached)> = meta
                 .map
                 .regions()
                 .into_iter()
                 .filter(|r| r.state == RegionState::Active)
-                .filter_map(|r| {
-                    Some((
-                        r.region.id,
-                        meta.cached.get(&r.region.id)?.range,
-                        r.safe_point,
-                    ))
-                })
+                .filter_map(|r| Some((r.region.id, *meta.cached.get(&r.region.id)?)))
                 .collect();
             active
                 .into_iter()
-                .filter_map(|(id, range, before)| {
-                    let after = meta.map.advance_safe_point(id, target).ok()?;
-                    (after > before).then_some((range, after))
+                .filter_map(|(region, cached)| {
+                    let safe_point = meta.map.advance_safe_point(region, target).ok()?;
+                    (cached.collected < safe_point).then_some(Task::Gc {
+                        region,
+                        range: cached.range,
+                        safe_point,
+                    })
                 })
                 .collect()
         };
-        for (range, safe_point) in work {
-            let started = Instant::now();
-            match self.mem.compact(range, Some(safe_point)) {
-                Ok(_) | Err(MemError::NoSuchRange(_)) => {}
-                Err(err) => tracing::warn!(%err, "GC compaction failed"),
+        if self.is_manual() {
+            self.finish(Effects {
+                tasks: work,
+                ..Effects::default()
+            });
+            return;
+        }
+        for task in work {
+            if let Task::Gc {
+                region,
+                range,
+                safe_point,
+            } = task
+            {
+                self.collect(region, range, safe_point);
             }
+        }
+    }
+
+    /// Collects `region`'s `range` at `safe_point` and marks it collected once the work
+    /// has installed. A compaction that loses a race with another is tried again at once
+    /// (twice at most); a range that is gone (split or evicted) is left to the next round,
+    /// which finds the children.
+    pub(crate) fn collect(&self, region: RegionId, range: RangeId, safe_point: u64) {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let result = self.mem.compact(range, Some(safe_point));
             self.metrics.gc_took(started.elapsed());
+            match result {
+                Ok(stats) if stats.installed => {
+                    self.metrics.gc_round("collected");
+                    let mut meta = self.meta();
+                    if let Some(cached) = meta.cached.get_mut(&region).filter(|c| c.range == range)
+                    {
+                        cached.collected = cached.collected.max(safe_point);
+                    }
+                    return;
+                }
+                Ok(_) => self.metrics.gc_round("lost"),
+                Err(MemError::NoSuchRange(_)) => {
+                    self.metrics.gc_round("range_gone");
+                    return;
+                }
+                Err(err) => {
+                    self.metrics.gc_round("failed");
+                    tracing::warn!(region = region.0, %err, "GC compaction failed");
+                    return;
+                }
+            }
         }
     }
 

@@ -8,7 +8,19 @@ use std::time::Duration;
 use ime_eviction::Thresholds;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The largest `capacity` accepted: 1 PiB.
+const MAX_CAPACITY: u64 = 1 << 50;
+/// The longest interval accepted (GC, policy, cross-check): 30 days.
+const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
+/// The longest leader-transfer warm-up accepted: one hour.
+const MAX_WARMUP: Duration = Duration::from_secs(3600);
+/// The largest `mvcc-amplification-threshold` accepted.
+const MAX_AMPLIFICATION: u64 = 1_000_000;
+
 /// The engine's settings.
+///
+/// Every value [`Config::validate`] accepts is safe to run with: sizes and durations have
+/// bounded ranges, so no threshold, deadline or interval derived from them can overflow.
 ///
 /// ```
 /// use ime_engine::Config;
@@ -113,8 +125,12 @@ impl Config {
             })
         };
         let t = self.thresholds();
-        if self.capacity.0 == 0 {
-            return invalid("capacity", "must be above zero", &self.capacity);
+        if !(1..=MAX_CAPACITY).contains(&self.capacity.0) {
+            return invalid(
+                "capacity",
+                "must be above zero and at most 1PiB",
+                &self.capacity,
+            );
         }
         if t.evict_threshold > t.capacity {
             let value = ByteSize(t.evict_threshold);
@@ -128,19 +144,60 @@ impl Config {
                 &value,
             );
         }
-        for (key, value) in [
-            ("gc-run-interval", self.gc_run_interval),
-            ("load-evict-interval", self.load_evict_interval),
-        ] {
-            if value.0.is_zero() {
-                return invalid(key, "must be above zero", &value);
+        for (key, value, rule, range) in self.durations() {
+            if !range.contains(&value.0) {
+                return invalid(key, rule, &value);
             }
         }
-        if self.mvcc_amplification_threshold == 0 {
+        if !(1..=MAX_AMPLIFICATION).contains(&self.mvcc_amplification_threshold) {
             let value = self.mvcc_amplification_threshold;
-            return invalid("mvcc-amplification-threshold", "must be at least 1", &value);
+            return invalid(
+                "mvcc-amplification-threshold",
+                "must be at least 1 and at most 1000000",
+                &value,
+            );
         }
         Ok(())
+    }
+
+    /// Every duration with its key, its rule and the range it must lie in: bounded, so
+    /// that no deadline or interval computed from it can overflow.
+    fn durations(
+        &self,
+    ) -> [(
+        &'static str,
+        ReadableDuration,
+        &'static str,
+        std::ops::RangeInclusive<Duration>,
+    ); 4] {
+        let interval = Duration::from_millis(1)..=MAX_INTERVAL;
+        let rule = "must be at least 1ms and at most 720h";
+        [
+            (
+                "gc-run-interval",
+                self.gc_run_interval,
+                rule,
+                interval.clone(),
+            ),
+            (
+                "load-evict-interval",
+                self.load_evict_interval,
+                rule,
+                interval,
+            ),
+            (
+                "cross-check-interval",
+                self.cross_check_interval,
+                "must be at most 720h (0s turns it off)",
+                Duration::ZERO..=MAX_INTERVAL,
+            ),
+            (
+                "warmup-timeout",
+                self.warmup_timeout,
+                "must be at most 1h",
+                Duration::ZERO..=MAX_WARMUP,
+            ),
+        ]
     }
 
     /// The memory thresholds: the configured ones, or TiKV's derivation from capacity
@@ -311,6 +368,21 @@ mod tests {
                 "mvcc-amplification-threshold = 0",
                 "mvcc-amplification-threshold",
             ),
+            (
+                "mvcc-amplification-threshold = 1000001",
+                "mvcc-amplification-threshold",
+            ),
+            ("capacity = 2251799813685248", "capacity"),
+            ("gc-run-interval = \"721h\"", "gc-run-interval"),
+            (
+                "cross-check-interval = \"99999999h\"",
+                "cross-check-interval",
+            ),
+            (
+                "warmup-timeout = \"18446744073709551615s\"",
+                "warmup-timeout",
+            ),
+            ("warmup-timeout = \"2h\"", "warmup-timeout"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).unwrap_err();

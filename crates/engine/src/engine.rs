@@ -1,8 +1,8 @@
 //! [`Engine`]: construction, the background threads and their clean shutdown, the write
 //! path, and the calls an embedder makes (loads, pins, safe point, configuration).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use ime_region::{
 };
 
 use crate::batch::UNTAGGED;
-use crate::shared::{Core, Effects, Meta, Task};
+use crate::fence::DiskReader;
+use crate::shared::{Background, Core, Effects, Meta, Runner, Task, TaskKind};
 use crate::{Config, EngineError, HybridWriteBatch};
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
@@ -59,25 +60,50 @@ impl<D: DiskEngine> Engine<D> {
         config: Config,
         policy: Box<dyn EvictionPolicy>,
     ) -> Result<Self, EngineError> {
+        Self::with_background(disk, config, policy, Background::Threads)
+    }
+
+    /// An engine over `disk` whose policy ticks use `policy` and whose background work
+    /// runs as `background` says: on its own threads, or — [`Background::Manual`] — only
+    /// when the embedder runs it ([`Engine::run_pending`], [`Engine::run_gc`],
+    /// [`Engine::run_policy`]), as a deterministic simulator does.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] for an invalid configuration, [`EngineError::Spawn`] when a
+    /// thread cannot start.
+    pub fn with_background(
+        disk: D,
+        config: Config,
+        policy: Box<dyn EvictionPolicy>,
+        background: Background,
+    ) -> Result<Self, EngineError> {
         config.validate()?;
-        let (load_tx, load_rx) = unbounded();
-        let (delete_tx, delete_rx) = unbounded();
         let (stop_tx, stop_rx) = bounded::<()>(0);
-        let core = Arc::new(Core::new(disk, config, policy, load_tx, delete_tx));
-        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        let (runner, receivers) = match background {
+            Background::Manual => (Runner::Manual(Mutex::default()), None),
+            Background::Threads => {
+                let (load_tx, load_rx) = unbounded();
+                let (delete_tx, delete_rx) = unbounded();
+                let runner = Runner::Threads {
+                    loads: load_tx,
+                    deletes: delete_tx,
+                };
+                (runner, Some((load_rx, delete_rx)))
+            }
+        };
+        let core = Arc::new(Core::new(disk, config, policy, runner));
+        let spawn = |name: &'static str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(body)
-                .map_err(|e| EngineError::LoadRefused {
-                    region: RegionId(0),
-                    reason: format!("cannot start thread {name}: {e}"),
-                })
+                .map_err(|source| EngineError::Spawn { name, source })
         };
-        let threads = vec![
-            spawn("ime-loader", worker(Arc::clone(&core), load_rx))?,
-            spawn("ime-deleter", worker(Arc::clone(&core), delete_rx))?,
-            spawn("ime-ticker", ticker(Arc::clone(&core), stop_rx))?,
-        ];
+        let mut threads = Vec::new();
+        if let Some((load_rx, delete_rx)) = receivers {
+            threads.push(spawn("ime-loader", worker(Arc::clone(&core), load_rx))?);
+            threads.push(spawn("ime-deleter", worker(Arc::clone(&core), delete_rx))?);
+            threads.push(spawn("ime-ticker", ticker(Arc::clone(&core), stop_rx))?);
+        }
         Ok(Engine {
             core,
             threads,
@@ -85,9 +111,11 @@ impl<D: DiskEngine> Engine<D> {
         })
     }
 
-    /// The disk engine.
-    pub fn disk(&self) -> &D {
-        &self.core.disk
+    /// The disk engine, for reading: snapshots and the latest sequence number. The disk
+    /// changes only through [`Engine::write`] and, outside the write path, through a
+    /// fence ([`Engine::begin_bypass`]), so that no change can slip behind the cache.
+    pub fn disk(&self) -> DiskReader<'_, D> {
+        DiskReader(&self.core.disk)
     }
 
     /// Applies one apply round: every segment's applied indexes are checked against the
@@ -361,7 +389,9 @@ impl<D: DiskEngine> Engine<D> {
 
     /// A counter's value: `"snapshots"` by source, `"evictions"` by reason, `"loads"` by
     /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family,
-    /// `"compactions"` (of grown memtables) by result (`ok`, `range_gone`, `failed`).
+    /// `"compactions"` (of grown memtables) by result (`ok`, `range_gone`, `failed`),
+    /// `"gc_collections"` by result (`collected`, `lost`, `range_gone`, `failed`),
+    /// `"fences"` by result (`begun`, `finished`, `abandoned`).
     pub fn counter(&self, name: &str, label: &str) -> u64 {
         self.core.metrics.count(name, label)
     }
@@ -378,9 +408,28 @@ impl<D: DiskEngine> Engine<D> {
     }
 
     /// Waits until the loader and the deleter have nothing left to do, or `timeout`
-    /// passes; true when idle.
+    /// passes; true when idle. With [`Background::Manual`], runs every waiting task (and
+    /// the tasks they lead to) on the calling thread instead.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
+        if self.core.is_manual() {
+            while self.core.run_pending(0).is_some() {}
+            return true;
+        }
         self.core.in_flight.wait_idle(timeout)
+    }
+
+    /// With [`Background::Manual`]: how many background tasks wait to run (always 0 with
+    /// threads).
+    pub fn pending_tasks(&self) -> usize {
+        self.core.pending()
+    }
+
+    /// With [`Background::Manual`]: runs the waiting task at `index` (modulo their
+    /// number, so a seeded scheduler may pass any number) on the calling thread and says
+    /// what it was; a task it leads to (a load's next stage) joins the end of the queue.
+    /// `None` when nothing waits (or with threads).
+    pub fn run_pending(&self, index: usize) -> Option<TaskKind> {
+        self.core.run_pending(index)
     }
 
     /// For tests of the checkers only: an engine that ignores ApplySnapshot and every gap,
@@ -388,6 +437,14 @@ impl<D: DiskEngine> Engine<D> {
     #[doc(hidden)]
     pub fn break_for_tests(&self) {
         self.core.broken_for_tests.store(true, Ordering::Relaxed);
+    }
+
+    /// For tests of the simulator only: fences stop holding loads back (they still evict),
+    /// the mutation that shows the simulator finds the stale reads fences prevent. Never
+    /// use it otherwise.
+    #[doc(hidden)]
+    pub fn unfence_for_tests(&self) {
+        self.core.unfenced_for_tests.store(true, Ordering::Relaxed);
     }
 
     /// For tests that need a precise interleaving: holds every load at `stage` until
@@ -431,7 +488,10 @@ fn worker<D: DiskEngine>(core: Arc<Core<D>>, tasks: Receiver<Task>) -> Box<dyn F
         loop {
             match tasks.recv_timeout(Duration::from_millis(50)) {
                 Ok(task) => {
-                    core.run_task(task);
+                    let mut next = Some(task);
+                    while let Some(task) = next {
+                        next = core.run_task(task);
+                    }
                     core.in_flight.done();
                 }
                 Err(RecvTimeoutError::Timeout) if core.closed.load(Ordering::Acquire) => return,
@@ -504,8 +564,18 @@ impl<D: DiskEngine> Core<D> {
         match meta.map.insert_pending(region, applied_index) {
             Ok(_) => {
                 crate::shared::lifecycle(id, Some(epoch), "none", "Pending", "load requested");
-                fx.tasks.push(Task::Load(id));
+                if self.fenced(meta, &range) {
+                    // A disk change is under way in the range: the load's snapshot would
+                    // copy the old data. It starts once the fence lifts.
+                    crate::shared::lifecycle(id, Some(epoch), "Pending", "Pending", "fenced");
+                    meta.fenced_loads.insert(id);
+                } else {
+                    fx.tasks.push(Task::Load(id));
+                }
                 Ok(())
+            }
+            Err(InsertRejected::Uninitialized) => {
+                refuse("an uninitialized peer has no data to cache".into())
             }
             Err(InsertRejected::AlreadyCached { state, .. }) if !state.is_evicting() => Ok(()),
             Err(rejected) => {
@@ -528,15 +598,35 @@ impl<D: DiskEngine> Core<D> {
         }
     }
 
-    pub(crate) fn run_task(&self, task: Task) {
+    /// Runs one task; returns its continuation (a load's next stage), if any.
+    pub(crate) fn run_task(&self, task: Task) -> Option<Task> {
         match task {
-            Task::Load(region) => self.load(region),
-            Task::Compact(range) => self.compact(range),
+            Task::Load(region) => self.start_load(region),
+            Task::LoadCopy(job) => self.copy_load(job),
+            Task::LoadFinish(job) => {
+                self.finish_load(job);
+                None
+            }
+            Task::Compact(range) => {
+                self.compact(range);
+                None
+            }
+            Task::Gc {
+                region,
+                range,
+                safe_point,
+            } => {
+                self.collect(region, range, safe_point);
+                None
+            }
             Task::Delete {
                 region,
                 handle,
                 since,
-            } => self.delete(region, handle, since),
+            } => {
+                self.delete(region, handle, since);
+                None
+            }
         }
     }
 }

@@ -43,6 +43,20 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A background thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        /// The thread's name.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A write through a fence touches a key outside the fenced ranges.
+    #[error("a write through a fence touches {key:?}, outside the ranges it fences")]
+    OutsideFence {
+        /// The key (or a range delete's start), escaped.
+        key: String,
+    },
     /// The engine is shut down.
     #[error("the engine is closed")]
     Closed,

@@ -105,8 +105,8 @@ impl<D: DiskEngine> Core<D> {
         result
     }
 
-    /// What each event does to the cache (DESIGN.md section 4's table).
-    fn handle(
+    /// What each event does to the cache (the table in `docs/engine.md`).
+    pub(crate) fn handle(
         &self,
         meta: &mut Meta,
         event: &RaftEvent,
@@ -200,7 +200,12 @@ impl<D: DiskEngine> Core<D> {
                 self.check_epoch(meta, region.id, region.epoch, fx);
                 let fresh = meta.warmups.get(&region.id).is_none_or(|w| w.term != *term);
                 if fresh {
-                    let deadline = Instant::now() + self.config().warmup_timeout.0;
+                    // Validation bounds the timeout; an overflow all the same means no
+                    // wait at all rather than a panic.
+                    let now = Instant::now();
+                    let deadline = now
+                        .checked_add(self.config().warmup_timeout.0)
+                        .unwrap_or(now);
                     meta.warmups.insert(
                         region.id,
                         Warmup {
@@ -355,6 +360,7 @@ impl<D: DiskEngine> Core<D> {
                         Cached {
                             range: rid,
                             loaded_at: parent.loaded_at,
+                            collected: parent.collected,
                         },
                     );
                     parts.push((rid, bounds_of(&range)));

@@ -57,6 +57,7 @@ mod config;
 mod engine;
 mod error;
 mod events;
+mod fence;
 mod metrics;
 mod mvcc;
 mod read;
@@ -75,10 +76,11 @@ pub use config::{ByteSize, Config, ConfigError, ReadableDuration};
 pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
 pub use events::Warmup;
+pub use fence::{BypassFence, DiskReader};
 pub use mvcc::{KvPair, MvccError};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
 pub use reference::reference_scan;
-pub use shared::LoadStage;
+pub use shared::{Background, LoadStage, TaskKind};
 
 impl<D: ime_disk::DiskEngine> Engine<D> {
     /// Compares every Active region's memory with the disk at one sequence number and

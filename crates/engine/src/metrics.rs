@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     events: IntCounterVec,
     differences: IntCounterVec,
     compactions: IntCounterVec,
+    gc_collections: IntCounterVec,
+    fences: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,6 +114,22 @@ impl Metrics {
                 "GC compaction durations.",
                 &["cf"],
             ),
+            gc_collections: counter(
+                &registry,
+                "ime_gc_collections_total",
+                "GC collections by result: collected, lost (a concurrent compaction \
+                 installed first; retried), range_gone (split or evicted; the next round \
+                 collects the children), failed.",
+                &["result"],
+            ),
+            fences: counter(
+                &registry,
+                "ime_fences_total",
+                "Fences over disk changes outside the write path, by how they ended: \
+                 begun, finished, abandoned (dropped without finish: their ranges stay \
+                 evicted).",
+                &["result"],
+            ),
             gaps: counter(
                 &registry,
                 "ime_gaps_total",
@@ -182,6 +200,14 @@ impl Metrics {
         self.differences.with_label_values(&[cf]).inc();
     }
 
+    pub(crate) fn gc_round(&self, result: &str) {
+        self.gc_collections.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn fence(&self, result: &str) {
+        self.fences.with_label_values(&[result]).inc();
+    }
+
     pub(crate) fn compacted(&self, result: &str) {
         self.compactions.with_label_values(&[result]).inc();
     }
@@ -196,6 +222,8 @@ impl Metrics {
             "events" => &self.events,
             "differences" => &self.differences,
             "compactions" => &self.compactions,
+            "gc_collections" => &self.gc_collections,
+            "fences" => &self.fences,
             _ => return 0,
         };
         vec.get_metric_with_label_values(&[label])

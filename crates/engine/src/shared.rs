@@ -2,7 +2,7 @@
 //! and the side effects of lifecycle steps (callbacks, deletions, loads) carried out once
 //! that lock is released.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
@@ -18,12 +18,24 @@ use ime_region::{
 use crate::metrics::Metrics;
 use crate::{Config, Warmup};
 
-/// Work for the background threads.
+/// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
+/// runs the queue). A task may return a continuation: loads run in stages, so that a
+/// scheduler can put writes, events and other work between them.
 pub(crate) enum Task {
-    /// Load a Pending region.
+    /// Start loading a Pending region: Pending to Loading, with a disk snapshot.
     Load(RegionId),
+    /// Copy a started load's keys from its disk snapshot (the job's id).
+    LoadCopy(u64),
+    /// Finish a load: GC at the safe point, then Loading to Active (the job's id).
+    LoadFinish(u64),
     /// Fold a range's grown memtables into its runs (no GC: that is the GC round's).
     Compact(RangeId),
+    /// Collect a region's range at a safe point the GC round raised.
+    Gc {
+        region: RegionId,
+        range: RangeId,
+        safe_point: u64,
+    },
     /// An Evicting region: free its memory (drop the handle), then remove it.
     Delete {
         region: RegionId,
@@ -32,11 +44,78 @@ pub(crate) enum Task {
     },
 }
 
+impl Task {
+    /// What the task is, for logs and a scheduler's journal.
+    pub(crate) fn kind(&self) -> TaskKind {
+        match self {
+            Task::Load(_) => TaskKind::LoadStart,
+            Task::LoadCopy(_) => TaskKind::LoadCopy,
+            Task::LoadFinish(_) => TaskKind::LoadFinish,
+            Task::Compact(_) => TaskKind::Compact,
+            Task::Gc { .. } => TaskKind::Gc,
+            Task::Delete { .. } => TaskKind::Delete,
+        }
+    }
+
+    /// Whether the loader runs it (else the deleter).
+    fn is_load(&self) -> bool {
+        match self.kind() {
+            TaskKind::LoadStart | TaskKind::LoadCopy | TaskKind::LoadFinish => true,
+            TaskKind::Compact | TaskKind::Gc | TaskKind::Delete => false,
+        }
+    }
+}
+
+/// The kinds of background task, as [`crate::Engine::run_pending`] reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    /// A load's first stage: Pending to Loading, with the disk snapshot it copies from.
+    LoadStart,
+    /// A load's second stage: the region's keys copied from that snapshot.
+    LoadCopy,
+    /// A load's last stage: GC at the safe point, then Loading to Active.
+    LoadFinish,
+    /// Grown memtables folded into runs.
+    Compact,
+    /// A region collected at the safe point a GC round raised.
+    Gc,
+    /// An evicted region's memory freed, and the region removed.
+    Delete,
+}
+
+/// How the engine runs its background work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Background {
+    /// A loader, a deleter and a ticker thread (the default).
+    #[default]
+    Threads,
+    /// No thread at all: tasks wait in a queue until the embedder runs them
+    /// ([`crate::Engine::run_pending`]), and GC, policy and cross-check rounds run when it
+    /// calls them. For deterministic simulation: a seeded scheduler then chooses every
+    /// interleaving of background work with writes, reads and events.
+    Manual,
+}
+
+/// Where tasks go.
+pub(crate) enum Runner {
+    /// To the loader and deleter threads.
+    Threads {
+        loads: Sender<Task>,
+        deletes: Sender<Task>,
+    },
+    /// Into a queue the embedder runs.
+    Manual(Mutex<VecDeque<Task>>),
+}
+
 /// A cached region's memory: its range in the store and the sequence it was loaded at.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cached {
     pub(crate) range: RangeId,
     pub(crate) loaded_at: Instant,
+    /// The safe point up to which a collection has installed on this range (or on the
+    /// parent it was split from). Below the region's safe point, a GC round collects it
+    /// (again): a round whose compaction was lost is retried.
+    pub(crate) collected: u64,
 }
 
 /// A range dropped from the store whose region has not reached Evicting yet (snapshots
@@ -100,7 +179,21 @@ pub(crate) struct Meta {
     /// The last applied index reported per region, cached or not (by the apply side, or
     /// by an event such as a snapshot); a load starts from it.
     pub(crate) applied: HashMap<RegionId, u64>,
+    /// Disk changes under way outside the write path, by fence id: no load of a range
+    /// they overlap takes its disk snapshot until they finish.
+    pub(crate) fences: BTreeMap<u64, Fence>,
+    /// Pending regions whose load waits for a fence to lift.
+    pub(crate) fenced_loads: BTreeSet<RegionId>,
     next_range: u64,
+    next_fence: u64,
+}
+
+/// A disk change under way outside the write path.
+#[derive(Clone, Debug)]
+pub(crate) struct Fence {
+    pub(crate) ranges: Vec<KeyRange>,
+    /// Why overlapping regions were evicted (and are again, if the fence is abandoned).
+    pub(crate) reason: EvictReason,
 }
 
 impl Meta {
@@ -115,8 +208,19 @@ impl Meta {
             warmups: HashMap::new(),
             wanted: HashSet::new(),
             applied: HashMap::new(),
+            fences: BTreeMap::new(),
+            fenced_loads: BTreeSet::new(),
             next_range: 1,
+            next_fence: 0,
         }
+    }
+
+    /// Registers a fence over `ranges`; its id lifts it.
+    pub(crate) fn add_fence(&mut self, ranges: Vec<KeyRange>, reason: EvictReason) -> u64 {
+        self.next_fence += 1;
+        self.fences
+            .insert(self.next_fence, Fence { ranges, reason });
+        self.next_fence
     }
 
     pub(crate) fn new_range_id(&mut self) -> RangeId {
@@ -125,7 +229,12 @@ impl Meta {
     }
 
     /// Remembers `region` (the newest description wins) and an applied index it reached.
+    /// An uninitialized peer's region (epoch 0/0) is not remembered: it has no range of
+    /// its own and nothing to cache.
     pub(crate) fn learn(&mut self, region: &Region, applied_index: u64) {
+        if !region.is_initialized() {
+            return;
+        }
         let known = self
             .known
             .entry(region.id)
@@ -198,13 +307,28 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) in_flight: InFlight,
     /// Ranges with a compaction queued or running (one at a time per range).
     pub(crate) compacting: Mutex<HashSet<RangeId>>,
-    loads: Sender<Task>,
-    deletes: Sender<Task>,
+    runner: Runner,
+    /// Loads between their stages, by job id.
+    pub(crate) jobs: Mutex<HashMap<u64, LoadJob<D::Snapshot>>>,
+    next_job: AtomicU64,
     /// When set (tests only), ApplySnapshot does not evict and gaps are not acted on.
     pub(crate) broken_for_tests: AtomicBool,
+    /// When set (tests only), fences do not hold loads back: the mutation that shows the
+    /// simulator finds the stale reads they prevent.
+    pub(crate) unfenced_for_tests: AtomicBool,
     /// Where loads are held (tests only), and the condition they wait on.
     load_gate: Mutex<Option<LoadStage>>,
     gate_opened: Condvar,
+}
+
+/// A load between its stages: what it started from, and how its copy went.
+pub(crate) struct LoadJob<S> {
+    pub(crate) ticket: ime_region::LoadTicket,
+    pub(crate) range: RangeId,
+    pub(crate) snapshot: S,
+    pub(crate) started: Instant,
+    /// The copy's outcome, once it ran.
+    pub(crate) copied: Option<Result<(), String>>,
 }
 
 /// A point in a load where a test can hold it, to reach an interleaving precisely.
@@ -221,8 +345,7 @@ impl<D: DiskEngine> Core<D> {
         disk: D,
         config: Config,
         policy: Box<dyn EvictionPolicy>,
-        loads: Sender<Task>,
-        deletes: Sender<Task>,
+        runner: Runner,
     ) -> Self {
         let t = config.thresholds();
         let mem = MemKv::new(MemConfig {
@@ -242,9 +365,11 @@ impl<D: DiskEngine> Core<D> {
             closed: AtomicBool::new(false),
             in_flight: InFlight::default(),
             compacting: Mutex::new(HashSet::new()),
-            loads,
-            deletes,
+            runner,
+            jobs: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(0),
             broken_for_tests: AtomicBool::new(false),
+            unfenced_for_tests: AtomicBool::new(false),
             load_gate: Mutex::new(None),
             gate_opened: Condvar::new(),
         }
@@ -417,20 +542,81 @@ impl<D: DiskEngine> Core<D> {
     /// Carries out `fx`, outside the metadata lock.
     pub(crate) fn finish(&self, fx: Effects) {
         for task in fx.tasks {
-            let sender = match task {
-                Task::Load(_) => &self.loads,
-                Task::Compact(_) | Task::Delete { .. } => &self.deletes,
-            };
-            self.in_flight.add(1);
-            if let Err(unsent) = sender.send(task) {
-                // The threads are gone (shutdown): do the work here.
-                self.in_flight.done();
-                self.run_inline(unsent.into_inner());
-            }
+            self.submit(task);
         }
         for callback in fx.callbacks {
             callback.fire();
         }
+    }
+
+    /// Hands `task` to the thread that runs its kind, or to the manual queue.
+    pub(crate) fn submit(&self, task: Task) {
+        match &self.runner {
+            Runner::Threads { loads, deletes } => {
+                let sender = if task.is_load() { loads } else { deletes };
+                self.in_flight.add(1);
+                if let Err(unsent) = sender.send(task) {
+                    // The threads are gone (shutdown): do the work here.
+                    self.in_flight.done();
+                    self.run_inline(unsent.into_inner());
+                }
+            }
+            Runner::Manual(queue) => queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(task),
+        }
+    }
+
+    /// Whether background work waits for the embedder to run it.
+    pub(crate) fn is_manual(&self) -> bool {
+        matches!(self.runner, Runner::Manual(_))
+    }
+
+    /// With [`crate::Background::Manual`]: how many tasks wait.
+    pub(crate) fn pending(&self) -> usize {
+        match &self.runner {
+            Runner::Threads { .. } => 0,
+            Runner::Manual(queue) => queue.lock().unwrap_or_else(PoisonError::into_inner).len(),
+        }
+    }
+
+    /// With [`crate::Background::Manual`]: runs the waiting task at `index` (modulo their
+    /// number); its continuation, if any, joins the end of the queue.
+    pub(crate) fn run_pending(&self, index: usize) -> Option<TaskKind> {
+        let Runner::Manual(queue) = &self.runner else {
+            return None;
+        };
+        let task = {
+            let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.is_empty() {
+                return None;
+            }
+            let at = index % queue.len();
+            queue.remove(at)?
+        };
+        let kind = task.kind();
+        if let Some(next) = self.run_task(task) {
+            self.submit(next);
+        }
+        Some(kind)
+    }
+
+    /// A new load job's id.
+    pub(crate) fn new_job(&self) -> u64 {
+        self.next_job
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a fence under way overlaps `range` (never, in the test-only unfenced mode).
+    pub(crate) fn fenced(&self, meta: &Meta, range: &KeyRange) -> bool {
+        !self
+            .unfenced_for_tests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && meta
+                .fences
+                .values()
+                .any(|f| f.ranges.iter().any(|r| r.overlaps(range)))
     }
 
     fn run_inline(&self, task: Task) {
@@ -448,8 +634,16 @@ impl<D: DiskEngine> Core<D> {
                 drop(meta);
                 self.finish(fx);
             }
-            // Compactions and frees are done the same here as on the deleter.
-            other @ (Task::Compact(_) | Task::Delete { .. }) => self.run_task(other),
+            // Later stages, compactions and frees are done the same here as on the threads.
+            mut other @ (Task::LoadCopy(_)
+            | Task::LoadFinish(_)
+            | Task::Compact(_)
+            | Task::Gc { .. }
+            | Task::Delete { .. }) => {
+                while let Some(next) = self.run_task(other) {
+                    other = next;
+                }
+            }
         }
     }
 
@@ -513,7 +707,7 @@ impl<D: DiskEngine> Core<D> {
     }
 
     /// Loads the wanted regions nothing evicting stands in the way of any more.
-    fn retry_wanted(&self, meta: &mut Meta, fx: &mut Effects) {
+    pub(crate) fn retry_wanted(&self, meta: &mut Meta, fx: &mut Effects) {
         let wanted: Vec<RegionId> = meta.wanted.drain().collect();
         for id in wanted {
             let Some(known) = meta.known.get(&id).cloned() else {

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Peer, bypass_put, region};
-use ime_disk::{Cf, DiskEngine, MemDisk, WriteBatch};
+use ime_disk::{Cf, MemDisk, WriteBatch};
+use ime_engine::BypassFence;
 use ime_memkv::codec::encode_bytes;
 use ime_observer::{
     EventBus, EventKind, FaultAction, FaultRule, FaultyObserver, PeerRole, RaftEvent,
@@ -233,6 +234,16 @@ impl World {
         self.faults.clear_rules();
     }
 
+    /// A change outside the write path: the event fences its ranges (a dropped event
+    /// still fences them, unannounced: the disk cannot change otherwise).
+    fn bypass(&mut self, event: RaftEvent, drop: bool) -> BypassFence<MemDisk> {
+        if drop {
+            self.peer.engine.fence_ranges(event.bypass_ranges())
+        } else {
+            self.peer.engine.begin_bypass(&event).unwrap()
+        }
+    }
+
     fn read(&mut self, i: usize, hold: bool) {
         let id = self.models[i].id;
         let snapshot = self.peer.snapshot(id);
@@ -298,7 +309,7 @@ impl World {
             EventOp::Snapshot { bump } => {
                 let next = m.with(u64::from(*bump), 0);
                 let index = self.peer.applied(m.id) + 10;
-                self.publish(
+                let fence = self.bypass(
                     RaftEvent::ApplySnapshot {
                         before: Some(before),
                         after: next.region(),
@@ -308,7 +319,8 @@ impl World {
                 );
                 let ts = self.peer.next_ts();
                 let k = user_key(m.start.max(1));
-                bypass_put(self.peer.engine.disk(), &[(&k, "from a raft snapshot")], ts);
+                bypass_put(&fence, &[(&k, "from a raft snapshot")], ts);
+                fence.finish();
                 self.peer.set(next.region(), index);
                 self.models[i] = next;
             }
@@ -445,7 +457,7 @@ impl World {
                     encode_bytes(format!("{k}~").as_bytes()),
                 )
                 .unwrap();
-                self.publish(
+                let fence = self.bypass(
                     RaftEvent::IngestSst {
                         region: before,
                         ranges: vec![range],
@@ -453,7 +465,8 @@ impl World {
                     false,
                 );
                 let ts = self.peer.next_ts();
-                bypass_put(self.peer.engine.disk(), &[(&k, "ingested")], ts);
+                bypass_put(&fence, &[(&k, "ingested")], ts);
+                fence.finish();
                 self.peer.empty_entry(m.id);
             }
             EventOp::DeleteRange | EventOp::UnsafeDestroy => {
@@ -467,18 +480,19 @@ impl World {
                         range: range.clone(),
                     },
                 };
-                self.publish(event, false);
+                let fence = self.bypass(event, false);
                 let mut batch = WriteBatch::new();
                 let end = range.end().map_or(vec![0xff; 16], <[u8]>::to_vec);
                 for cf in Cf::ALL {
                     batch.delete_range(cf, range.start().to_vec(), end.clone());
                 }
-                self.peer.engine.disk().write(&batch).unwrap();
+                fence.write(&batch).unwrap();
+                fence.finish();
                 self.peer.empty_entry(m.id);
             }
             EventOp::Flashback => {
                 let during = m.with(1, 0);
-                self.publish(
+                let fence = self.bypass(
                     RaftEvent::PrepareFlashback {
                         before,
                         after: during.region(),
@@ -487,11 +501,8 @@ impl World {
                 );
                 self.advance(i, during.clone());
                 let ts = self.peer.next_ts();
-                bypass_put(
-                    self.peer.engine.disk(),
-                    &[(&user_key(m.start.max(1)), "flashed back")],
-                    ts,
-                );
+                bypass_put(&fence, &[(&user_key(m.start.max(1)), "flashed back")], ts);
+                fence.finish();
                 let after = during.with(1, 0);
                 self.publish(
                     RaftEvent::FinishFlashback {

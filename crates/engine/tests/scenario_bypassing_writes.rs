@@ -13,7 +13,7 @@
 mod common;
 
 use common::{Peer, at_version, bypass_put, region};
-use ime_disk::{Cf, DiskEngine, WriteBatch};
+use ime_disk::{Cf, WriteBatch};
 use ime_engine::EngineError;
 use ime_memkv::codec::encode_bytes;
 use ime_observer::RaftEvent;
@@ -41,13 +41,13 @@ fn user_range(start: &str, end: &str) -> KeyRange {
     KeyRange::new(encode_bytes(start.as_bytes()), encode_bytes(end.as_bytes())).unwrap()
 }
 
-/// Deletes every key of `range` in every column family straight on disk.
-fn bypass_delete(disk: &ime_disk::RocksDisk, range: &KeyRange) {
+/// Deletes every key of `range` in every column family on disk, through `fence`.
+fn bypass_delete(fence: &ime_engine::BypassFence<ime_disk::RocksDisk>, range: &KeyRange) {
     let mut batch = WriteBatch::new();
     for cf in Cf::ALL {
         batch.delete_range(cf, range.start().to_vec(), range.end().unwrap().to_vec());
     }
-    disk.write(&batch).unwrap();
+    fence.write(&batch).unwrap();
 }
 
 /// Scenario 5a (tikv/tikv#17182): an SST ingested into region 2 evicts it before the
@@ -58,14 +58,16 @@ fn scenario_05_sst_ingest_evicts_before_it_is_visible() {
     let open = peer.snapshot(2);
     assert!(open.from_memory());
     let region2 = peer.region(2);
-    peer.engine
-        .on_event(&RaftEvent::IngestSst {
+    let fence = peer
+        .engine
+        .begin_bypass(&RaftEvent::IngestSst {
             region: region2.clone(),
             ranges: vec![user_range("n", "o")],
         })
         .unwrap();
     let ts = peer.next_ts();
-    bypass_put(peer.engine.disk(), &[("n", "ingested"), ("nn", "new")], ts);
+    bypass_put(&fence, &[("n", "ingested"), ("nn", "new")], ts);
+    fence.finish();
     assert!(
         !peer.check(2),
         "an ingested region is not served from memory"
@@ -82,13 +84,15 @@ fn scenario_05_delete_range_command_evicts_the_overlapping_regions() {
     let mut peer = loaded();
     let range = user_range("c", "n");
     let region1 = peer.region(1);
-    peer.engine
-        .on_event(&RaftEvent::DeleteRange {
+    let fence = peer
+        .engine
+        .begin_bypass(&RaftEvent::DeleteRange {
             region: region1,
             range: range.clone(),
         })
         .unwrap();
-    bypass_delete(peer.engine.disk(), &range);
+    bypass_delete(&fence, &range);
+    fence.finish();
     assert!(!peer.check(1) && !peer.check(2));
     assert_eq!(peer.engine.counter("evictions", "DeleteRange"), 2);
     peer.idle();
@@ -102,12 +106,14 @@ fn scenario_05_delete_range_command_evicts_the_overlapping_regions() {
 fn scenario_05_unsafe_destroy_range_evicts_without_a_region() {
     let mut peer = loaded();
     let range = user_range("m", "z");
-    peer.engine
-        .on_event(&RaftEvent::UnsafeDestroyRange {
+    let fence = peer
+        .engine
+        .begin_bypass(&RaftEvent::UnsafeDestroyRange {
             range: range.clone(),
         })
         .unwrap();
-    bypass_delete(peer.engine.disk(), &range);
+    bypass_delete(&fence, &range);
+    fence.finish();
     assert!(!peer.check(2));
     assert!(peer.check(1));
     assert_eq!(peer.engine.counter("evictions", "DeleteRange"), 1);
@@ -120,8 +126,9 @@ fn scenario_05_flashback_evicts_and_refuses_loads() {
     let mut peer = loaded();
     let before = peer.region(1);
     let during = at_version(&before, 5);
-    peer.engine
-        .on_event(&RaftEvent::PrepareFlashback {
+    let fence = peer
+        .engine
+        .begin_bypass(&RaftEvent::PrepareFlashback {
             before,
             after: during.clone(),
         })
@@ -133,7 +140,8 @@ fn scenario_05_flashback_evicts_and_refuses_loads() {
         "{refused:?}"
     );
     let ts = peer.next_ts();
-    bypass_put(peer.engine.disk(), &[("b", "flashed back")], ts);
+    bypass_put(&fence, &[("b", "flashed back")], ts);
+    fence.finish();
     assert!(!peer.check(1));
     let after = at_version(&during, 6);
     peer.engine

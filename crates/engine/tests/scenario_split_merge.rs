@@ -255,17 +255,20 @@ fn an_ingest_drops_the_deferred_reload_of_a_merge_result() {
         ime_memkv::codec::encode_bytes(b"q"),
     )
     .unwrap();
-    peer.engine
-        .on_event(&RaftEvent::IngestSst {
+    let fence = peer
+        .engine
+        .begin_bypass(&RaftEvent::IngestSst {
             region: merged,
             ranges: vec![ingested],
         })
         .unwrap();
     drop(held);
     peer.idle();
-    // The ingest reaches the disk after its event, as the event's contract has it.
+    // The ingest reaches the disk after its event, through the fence.
     let ts = peer.next_ts();
-    common::bypass_put(peer.engine.disk(), &[("p", "ingested")], ts);
+    common::bypass_put(&fence, &[("p", "ingested")], ts);
+    fence.finish();
+    peer.idle();
     assert_ne!(peer.state(1), Some(RegionState::Active));
     assert!(!peer.check(1), "served from disk, with the ingested key");
     assert!(peer.scan(1).iter().any(|(k, _)| k == b"p"));

@@ -373,6 +373,50 @@ impl RaftEvent {
     }
 }
 
+impl RaftEvent {
+    /// The key ranges whose data reaches the disk *outside the write path* with this
+    /// event: what an embedder fences (`ime_engine::Engine::begin_bypass`) while it writes
+    /// that data. Empty for events that change no data, or whose data goes through the
+    /// write path.
+    ///
+    /// | event | ranges |
+    /// |---|---|
+    /// | ApplySnapshot | the region before (if any) and after: its data is replaced |
+    /// | CommitMerge | the merged region: a lagging source's catch-up lands in it |
+    /// | IngestSst | the SSTs' ranges and the region's |
+    /// | DeleteRange, UnsafeDestroyRange | the deleted range |
+    /// | DestroyPeer | the destroyed peer's range (its data is cleared) |
+    /// | PrepareFlashback, FinishFlashback | the region (it is rewritten in between) |
+    /// | SwitchWitness | the region (a witness drops its data, a former one receives it) |
+    /// | UnsafeRecovery, ForceLeader | the region |
+    /// | Split, PrepareMerge, RollbackMerge, ChangePeer, RoleChange, TransferLeader, CompactLog | none |
+    pub fn bypass_ranges(&self) -> Vec<KeyRange> {
+        match self {
+            RaftEvent::ApplySnapshot { .. }
+            | RaftEvent::IngestSst { .. }
+            | RaftEvent::DeleteRange { .. }
+            | RaftEvent::UnsafeDestroyRange { .. }
+            | RaftEvent::DestroyPeer { .. } => self.ranges(),
+            RaftEvent::CommitMerge { after, .. } => vec![after.range.clone()],
+            RaftEvent::PrepareFlashback { before, after }
+            | RaftEvent::FinishFlashback { before, after }
+            | RaftEvent::SwitchWitness { before, after, .. } => {
+                vec![before.range.clone(), after.range.clone()]
+            }
+            RaftEvent::UnsafeRecovery { region } | RaftEvent::ForceLeader { region, .. } => {
+                vec![region.range.clone()]
+            }
+            RaftEvent::Split { .. }
+            | RaftEvent::PrepareMerge { .. }
+            | RaftEvent::RollbackMerge { .. }
+            | RaftEvent::ChangePeer { .. }
+            | RaftEvent::RoleChange { .. }
+            | RaftEvent::TransferLeader { .. }
+            | RaftEvent::CompactLog { .. } => Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for RaftEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<String> = self.regions().iter().map(ToString::to_string).collect();

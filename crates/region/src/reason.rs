@@ -70,6 +70,9 @@ evict_reasons! {
     IndexGap,
     /// Unsafe recovery or force-leader ran on the region.
     UnsafeRecovery,
+    /// The embedder fenced a disk change over its range that no Raft event announced: the
+    /// data is about to change outside the write path, so memory cannot serve it.
+    UnannouncedChange,
 }
 
 impl fmt::Display for EvictReason {

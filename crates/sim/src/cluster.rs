@@ -15,13 +15,17 @@ use ime_memkv::codec::{
 use raft::prelude::Message;
 
 use crate::report::{Mismatch, Report};
-use crate::store::{Command, Membership, Op, Store};
+use crate::store::{Command, Membership, Mutations, Op, Store};
 use crate::{Options, Scenario};
 
 /// A small, seeded generator (splitmix64): the same seed, the same run.
 pub(crate) struct Rng(u64);
 
 impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
     pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -80,12 +84,13 @@ impl Cluster {
         let voters: Vec<u64> = (1..=options.stores).collect();
         let mut stores = Vec::new();
         for id in &voters {
-            let mut store = Store::new(*id, config)?;
+            let mutations = Mutations {
+                broken: options.broken_engine,
+                unfenced: options.unfenced_engine,
+            };
+            let mut store = Store::new(*id, config, mutations, options.seed)?;
             let region = Region::new(RegionId(1), KeyRange::everything(), RegionEpoch::new(1, 1));
             store.add_peer(region, voters.clone())?;
-            if options.broken_engine {
-                store.engine.break_for_tests();
-            }
             stores.push(store);
         }
         let mut cluster = Cluster {
@@ -336,7 +341,7 @@ impl Cluster {
             6 => self.ingest()?,
             7 => {
                 let i = self.rng.below(self.options.stores) as usize;
-                self.stores[i].restart(self.options.broken_engine)?;
+                self.stores[i].restart()?;
                 self.report.restarts += 1;
             }
             2 => self.split()?,
@@ -669,7 +674,6 @@ impl Cluster {
     /// at its own applied index) and checks each answer against the same store's disk at
     /// the same snapshot.
     fn read_all(&mut self) -> Result<()> {
-        self.wait_idle();
         let read_ts = self.next_ts();
         for store in &self.stores {
             for (id, peer) in &store.peers {
@@ -707,15 +711,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Lets the engines' background work (loads, frees) finish, so that what is cached —
-    /// and so the whole run — depends on the seed alone: a load asked for while an
-    /// overlapping region is still being freed would be refused or not by timing.
-    fn wait_idle(&self) {
-        for store in &self.stores {
-            store.engine.wait_idle(std::time::Duration::from_secs(30));
-        }
-    }
-
     /// The whole run.
     pub(crate) fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         self.scenario()?;
@@ -741,10 +736,14 @@ impl Cluster {
             self.tick();
             self.settle()?;
             self.destroy_stale_peers()?;
-            self.wait_idle();
+            // Background work (the engines have no threads: their seeded schedulers run
+            // it here and inside every change outside the write path).
+            for store in &mut self.stores {
+                store.interleave();
+            }
             if step % 25 == 0 {
-                // The eviction policy's round on every store (the engines' own ticker is
-                // off so that a seed replays): hot led regions load, cold ones go.
+                // The eviction policy's round on every store besides the scheduler's own
+                // (hot led regions load, cold ones go).
                 for store in &self.stores {
                     store.engine.run_policy();
                 }

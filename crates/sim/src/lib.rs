@@ -39,9 +39,11 @@ pub enum Scenario {
     /// (ApplySnapshot evicts), leads the region, and the region splits again.
     Seed,
     /// The same with the snapshot event dropped on its way to the lagging store's engine:
-    /// the next write or read reveals the gap (EpochGap).
+    /// the snapshot's data still reaches the disk only through a fence, which evicts the
+    /// region unannounced (`UnannouncedChange`) before the data changes.
     SeedUnobserved,
-    /// A snapshot that does not change the epoch, its event dropped: IndexGap.
+    /// A snapshot that does not change the epoch, its event dropped: the fence evicts
+    /// (`UnannouncedChange`).
     SnapshotSameEpochUnobserved,
 }
 
@@ -98,6 +100,9 @@ pub struct Options {
     pub scenario: Scenario,
     /// Test only: engines that ignore ApplySnapshot and gaps, to prove the checker fails.
     pub broken_engine: bool,
+    /// Test only: engines whose fences do not hold loads back, to prove the interleaving
+    /// scheduler finds the stale reads fences prevent.
+    pub unfenced_engine: bool,
 }
 
 impl Default for Options {
@@ -111,6 +116,7 @@ impl Default for Options {
             max_regions: 16,
             scenario: Scenario::Random,
             broken_engine: false,
+            unfenced_engine: false,
         }
     }
 }
@@ -171,6 +177,9 @@ pub struct Journal {
     pub scenario: String,
     /// [`Options::broken_engine`].
     pub broken_engine: bool,
+    /// [`Options::unfenced_engine`].
+    #[serde(default)]
+    pub unfenced_engine: bool,
     /// What the run found.
     pub mismatches: Vec<Mismatch>,
 }
@@ -186,6 +195,7 @@ impl Journal {
             max_regions: options.max_regions,
             scenario: options.scenario.name().to_owned(),
             broken_engine: options.broken_engine,
+            unfenced_engine: options.unfenced_engine,
             mismatches: report.mismatches.clone(),
         }
     }
@@ -204,6 +214,7 @@ impl Journal {
             max_regions: self.max_regions,
             scenario: Scenario::parse(&self.scenario)?,
             broken_engine: self.broken_engine,
+            unfenced_engine: self.unfenced_engine,
         })
     }
 

@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use ime_engine::disk::{Bounds, Cf, DiskEngine, RocksDisk, WriteBatch, collect};
+use ime_engine::disk::{Bounds, Cf, RocksDisk, WriteBatch, collect};
 use ime_engine::observer::{EventKind, PeerRole, RaftEvent};
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
-use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
+use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch};
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
+
+use crate::cluster::Rng;
 
 /// What a Raft entry carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -112,13 +114,44 @@ pub(crate) struct Store {
     /// The directory of its RocksDB, kept across restarts.
     dir: tempfile::TempDir,
     config: Config,
+    mutations: Mutations,
+    /// The seeded scheduler of this store's background work.
+    scheduler: Rng,
+    /// Background tasks, GC rounds and policy rounds the scheduler ran.
+    pub(crate) background_runs: u64,
 }
 
-/// A RocksDB in `dir` (created or reopened), with a fresh engine over it.
-fn open_engine(dir: &std::path::Path, config: &Config) -> Result<Engine<RocksDisk>> {
+/// Test-only mutations of the engines, to show that the checker can fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mutations {
+    /// Engines that ignore ApplySnapshot and gaps.
+    pub(crate) broken: bool,
+    /// Engines whose fences do not hold loads back.
+    pub(crate) unfenced: bool,
+}
+
+/// A RocksDB in `dir` (created or reopened), with a fresh engine over it whose background
+/// work runs only when the simulator's scheduler runs it.
+fn open_engine(
+    dir: &std::path::Path,
+    config: &Config,
+    mutations: Mutations,
+) -> Result<Engine<RocksDisk>> {
     let disk =
         RocksDisk::open(dir, &ime_engine::disk::RocksConfig::default()).context("open RocksDB")?;
-    Ok(Engine::new(disk, config.clone())?)
+    let engine = Engine::with_background(
+        disk,
+        config.clone(),
+        Box::new(ime_engine::eviction::default_policy()),
+        Background::Manual,
+    )?;
+    if mutations.broken {
+        engine.break_for_tests();
+    }
+    if mutations.unfenced {
+        engine.unfence_for_tests();
+    }
+    Ok(engine)
 }
 
 fn raft_config(id: u64) -> raft::Config {
@@ -139,13 +172,13 @@ fn raft_config(id: u64) -> raft::Config {
 }
 
 impl Store {
-    pub(crate) fn new(id: u64, config: &Config) -> Result<Self> {
+    pub(crate) fn new(id: u64, config: &Config, mutations: Mutations, seed: u64) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ime-sim-store-")
             .tempdir()?;
         Ok(Store {
             id,
-            engine: open_engine(dir.path(), config)?,
+            engine: open_engine(dir.path(), config, mutations)?,
             peers: BTreeMap::new(),
             drops_snapshot_events: false,
             drops_epoch_events: false,
@@ -162,7 +195,51 @@ impl Store {
             retired: BTreeMap::new(),
             dir,
             config: config.clone(),
+            mutations,
+            scheduler: Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            background_runs: 0,
         })
+    }
+
+    /// A point where the engine's background work may run: the seeded scheduler picks
+    /// none, one or a few of the waiting tasks (load stages, GC collections, compactions,
+    /// frees), in any order, and now and then a GC or a policy round. The simulator calls
+    /// it between steps and inside every change outside the write path — between the
+    /// event and the disk change, and between the disk change and the fence's end — so
+    /// races are explored and a seed still replays.
+    pub(crate) fn interleave(&mut self) {
+        self.run_background(4, 2);
+    }
+
+    /// [`Store::interleave`] inside a change outside the write path, where a load that
+    /// took its disk snapshot would copy data about to be replaced: the scheduler favours
+    /// policy rounds here (they are what asks for loads), as a scheduler exploring races
+    /// weights the points where they can happen.
+    fn interleave_in_fence(&mut self) {
+        self.run_background(30, 2);
+    }
+
+    /// Runs up to three waiting tasks, a policy round with `policy` percent chance and a
+    /// GC round with `gc` percent chance.
+    fn run_background(&mut self, policy: u64, gc: u64) {
+        if self.scheduler.chance(policy) {
+            self.engine.run_policy();
+            self.background_runs += 1;
+        }
+        if self.scheduler.chance(gc) {
+            self.engine.run_gc();
+            self.background_runs += 1;
+        }
+        for _ in 0..self.scheduler.below(4) {
+            let waiting = self.engine.pending_tasks() as u64;
+            if waiting == 0 {
+                break;
+            }
+            let pick = self.scheduler.below(waiting) as usize;
+            if self.engine.run_pending(pick).is_some() {
+                self.background_runs += 1;
+            }
+        }
     }
 
     /// Creates the local peer of `region` (a fresh Raft group replica of `voters`).
@@ -225,7 +302,7 @@ impl Store {
             return Ok(());
         };
         let region = peer.initialized.then(|| peer.region.clone());
-        self.publish(
+        let fence = self.bypass(
             id,
             &RaftEvent::DestroyPeer {
                 id: RegionId(id),
@@ -236,14 +313,40 @@ impl Store {
         if let Some(region) = region {
             let mut batch = WriteBatch::new();
             delete_range(&mut batch, &region.range);
-            self.engine.disk().write(&batch)?;
+            self.interleave_in_fence();
+            fence.write(&batch)?;
         }
+        self.interleave_in_fence();
+        fence.finish();
         self.destroyed += 1;
         Ok(())
     }
 
+    /// Starts a change outside the write path: the engine handles `event` and fences the
+    /// ranges it touches until the returned fence is finished. A bus fault that drops the
+    /// event still fences them (unannounced): the disk changes only through a fence.
+    pub(crate) fn bypass(
+        &mut self,
+        region: u64,
+        event: &RaftEvent,
+    ) -> Result<BypassFence<RocksDisk>> {
+        if self.record(region, event) {
+            Ok(self.engine.begin_bypass(event)?)
+        } else {
+            Ok(self.engine.fence_ranges(event.bypass_ranges()))
+        }
+    }
+
     /// Publishes `event` to the engine (unless a bus fault drops it) and records it.
     pub(crate) fn publish(&mut self, region: u64, event: &RaftEvent) -> Result<()> {
+        if self.record(region, event) {
+            self.engine.on_event(event)?;
+        }
+        Ok(())
+    }
+
+    /// Records `event` in the region's history; false when a bus fault drops it.
+    fn record(&mut self, region: u64, event: &RaftEvent) -> bool {
         let kind = event.kind();
         let shows_later = matches!(
             kind,
@@ -266,10 +369,7 @@ impl Store {
             event
         );
         self.history.entry(region).or_default().push(line);
-        if !dropped {
-            self.engine.on_event(event)?;
-        }
-        Ok(())
+        !dropped
     }
 
     /// Handles every peer's Ready: persists, applies, and returns the messages to send.
@@ -417,13 +517,16 @@ impl Store {
             after: data.region.clone(),
             applied_index: applied,
         };
-        self.publish(id, &event)?;
+        let fence = self.bypass(id, &event)?;
         let mut batch = WriteBatch::new();
         for region in before.iter().chain([&data.region]) {
             delete_range(&mut batch, &region.range);
         }
         put_all(&mut batch, data.cfs);
-        self.engine.disk().write(&batch)?;
+        self.interleave_in_fence();
+        fence.write(&batch)?;
+        self.interleave_in_fence();
+        fence.finish();
         let peer = self.peers.get_mut(&id).context("peer vanished")?;
         peer.region = data.region;
         peer.applied = applied;
@@ -653,11 +756,14 @@ impl Store {
                 region: described.clone(),
                 range: described.range.clone(),
             };
-            self.publish(source.id.0, &rewritten)?;
+            let fence = self.bypass(source.id.0, &rewritten)?;
             let mut batch = WriteBatch::new();
             delete_range(&mut batch, &described.range);
             put_all(&mut batch, cfs);
-            self.engine.disk().write(&batch)?;
+            self.interleave_in_fence();
+            fence.write(&batch)?;
+            self.interleave_in_fence();
+            fence.finish();
         }
         self.publish(
             id,
@@ -713,8 +819,11 @@ impl Store {
         let mut end = last.0.clone();
         end.push(0);
         let ranges = vec![KeyRange::new(first.0.clone(), end)?];
-        self.publish(id, &RaftEvent::IngestSst { region, ranges })?;
-        self.engine.disk().ingest(Cf::Write, &inside)?;
+        let fence = self.bypass(id, &RaftEvent::IngestSst { region, ranges })?;
+        self.interleave_in_fence();
+        fence.ingest(Cf::Write, &inside)?;
+        self.interleave_in_fence();
+        fence.finish();
         Ok(())
     }
 
@@ -794,21 +903,18 @@ impl Store {
     /// Restarts the store's engine over the same RocksDB: the cache starts empty. (The
     /// Raft peers keep their logs, as a store's Raft engine would.) Regions this store
     /// leads are loaded again, as the policy would.
-    pub(crate) fn restart(&mut self, broken: bool) -> Result<()> {
+    pub(crate) fn restart(&mut self) -> Result<()> {
         let parking = tempfile::Builder::new()
             .prefix("ime-sim-restart-")
             .tempdir()?;
-        let parked = open_engine(parking.path(), &self.config)?;
+        let parked = open_engine(parking.path(), &self.config, Mutations::default())?;
         let old = std::mem::replace(&mut self.engine, parked);
         for (name, label) in reported() {
             *self.retired.entry((name, label)).or_default() += old.counter(name, label);
         }
         old.close(); // closes the real database
-        let fresh = open_engine(self.dir.path(), &self.config)?;
+        let fresh = open_engine(self.dir.path(), &self.config, self.mutations)?;
         drop(std::mem::replace(&mut self.engine, fresh));
-        if broken {
-            self.engine.break_for_tests();
-        }
         for peer in self.peers.values() {
             if peer.role == StateRole::Leader && peer.initialized {
                 let _ = self.engine.load_region(peer.region.clone(), peer.applied);

@@ -258,9 +258,13 @@ pub(crate) fn reference_scan<S: DiskSnapshot>(
     ime_engine::reference_scan(disk, &bounds, read_ts, false).unwrap()
 }
 
-/// Writes `items` straight to the disk, bypassing the engine (what a snapshot apply,
-/// an ingest or a delete range does), as committed puts at `commit_ts`.
-pub(crate) fn bypass_put<D: DiskEngine>(disk: &D, items: &[(&str, &str)], commit_ts: u64) {
+/// Writes `items` to the disk through `fence`, outside the write path (what a snapshot
+/// apply, an ingest or a delete range does), as committed puts at `commit_ts`.
+pub(crate) fn bypass_put<D: DiskEngine>(
+    fence: &ime_engine::BypassFence<D>,
+    items: &[(&str, &str)],
+    commit_ts: u64,
+) {
     let mut entries: Vec<KvPair> = items
         .iter()
         .map(|(k, v)| {
@@ -275,5 +279,5 @@ pub(crate) fn bypass_put<D: DiskEngine>(disk: &D, items: &[(&str, &str)], commit
         })
         .collect();
     entries.sort();
-    disk.ingest(Cf::Write, &entries).unwrap();
+    fence.ingest(Cf::Write, &entries).unwrap();
 }

@@ -1,0 +1,268 @@
+//! Disk changes outside the write path, fenced: [`BypassFence`], and the read-only
+//! [`DiskReader`] that is the embedder's only other handle on the disk.
+//!
+//! Some data reaches the disk without passing [`Engine::write`]: a Raft snapshot's data, an
+//! ingested SST, a delete-range, a merge source's catch-up, a flashback, a destroyed
+//! peer's cleanup. A load whose disk snapshot were taken after the event that announces
+//! such a change but before the change itself would copy the old data and serve it as
+//! current. A fence closes that window by construction:
+//!
+//! 1. [`Engine::begin_bypass`] handles the event (overlapping regions are evicted) and
+//!    fences the ranges the change touches, in one step under the metadata lock;
+//! 2. while the fence stands, loads of overlapping ranges — from any source: a direct
+//!    request, a policy round, a warm-up, a pin, a deferred reload, a split's children —
+//!    stay Pending and take no disk snapshot;
+//! 3. the change goes to the disk through the fence ([`BypassFence::write`],
+//!    [`BypassFence::ingest`]), which refuses keys outside its ranges;
+//! 4. [`BypassFence::finish`] lifts the fence, and the waiting loads start from a disk
+//!    that holds the change.
+//!
+//! A fence dropped without `finish` (an error path) is abandoned: its ranges are evicted
+//! again, the loads waiting on it are dropped rather than started, and the log and the
+//! `ime_fences_total{result="abandoned"}` counter say so.
+
+use std::sync::Arc;
+
+use ime_disk::{BatchOp, Cf, DiskEngine, Entry, SeqRange, WriteBatch};
+use ime_observer::{EventKind, RaftEvent};
+use ime_region::{EvictReason, KeyRange, RegionState};
+
+use crate::shared::{Core, Effects, Meta, Task, lifecycle};
+use crate::{Engine, EngineError};
+
+/// Read access to the engine's disk: snapshots and the latest sequence number, never a
+/// write (those go through [`Engine::write`] or a [`BypassFence`]).
+pub struct DiskReader<'e, D: DiskEngine>(pub(crate) &'e D);
+
+impl<D: DiskEngine> DiskReader<'_, D> {
+    /// A snapshot at the latest sequence number.
+    pub fn snapshot(&self) -> D::Snapshot {
+        self.0.snapshot()
+    }
+
+    /// The sequence number of the last operation written (or ingested).
+    pub fn latest_sequence(&self) -> u64 {
+        self.0.latest_sequence()
+    }
+
+    /// The disk engine's short name ("rocksdb", "memory").
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+/// A disk change outside the write path, under way: loads of the ranges it fences wait
+/// until [`BypassFence::finish`]. See the module docs for the protocol.
+#[must_use = "a fence holds loads back until it is finished; dropping it abandons it"]
+pub struct BypassFence<D: DiskEngine> {
+    core: Arc<Core<D>>,
+    id: u64,
+    ranges: Vec<KeyRange>,
+    finished: bool,
+}
+
+impl<D: DiskEngine> Engine<D> {
+    /// Handles `event` — a change whose data reaches the disk outside the write path —
+    /// and fences the ranges it touches ([`RaftEvent::bypass_ranges`]) until the returned
+    /// fence is finished: every cached region overlapping them is evicted before this
+    /// returns, and no load of them takes its disk snapshot meanwhile. Write the change
+    /// through the fence, then call [`BypassFence::finish`].
+    ///
+    /// An event that changes no data outside the write path (a split, a role change) is
+    /// handled as [`Engine::on_event`] does and gets a fence over nothing.
+    ///
+    /// # Errors
+    /// As [`Engine::on_event`]; nothing is fenced then.
+    pub fn begin_bypass(&self, event: &RaftEvent) -> Result<BypassFence<D>, EngineError> {
+        let mut fx = Effects::default();
+        let fence = {
+            let mut meta = self.core.meta();
+            self.core.metrics.event(event.kind().as_str());
+            let handled = self.core.handle(&mut meta, event, &mut fx);
+            handled.map(|()| {
+                let reason = bypass_reason(event.kind());
+                self.core
+                    .add_fence(&mut meta, event.bypass_ranges(), reason, &mut fx)
+            })
+        };
+        self.core.finish(fx);
+        fence
+    }
+
+    /// Fences `ranges` for a disk change no Raft event announces (an embedder's own
+    /// maintenance, or an event that was lost): overlapping cached regions are evicted
+    /// with [`EvictReason::UnannouncedChange`] and loads of them wait until the fence is
+    /// finished.
+    pub fn fence_ranges(&self, ranges: Vec<KeyRange>) -> BypassFence<D> {
+        let mut fx = Effects::default();
+        let fence = {
+            let mut meta = self.core.meta();
+            self.core
+                .add_fence(&mut meta, ranges, EvictReason::UnannouncedChange, &mut fx)
+        };
+        self.core.finish(fx);
+        fence
+    }
+}
+
+/// The reason overlapping regions are evicted for when a fence of `kind` begins (the
+/// event's own handling has normally evicted them already).
+fn bypass_reason(kind: EventKind) -> EvictReason {
+    match kind {
+        EventKind::ApplySnapshot => EvictReason::ApplySnapshot,
+        EventKind::IngestSst => EvictReason::IngestSst,
+        EventKind::DeleteRange | EventKind::UnsafeDestroyRange => EvictReason::DeleteRange,
+        EventKind::CommitMerge | EventKind::RollbackMerge => EvictReason::Merge,
+        EventKind::PrepareMerge => EvictReason::PrepareMerge,
+        EventKind::PrepareFlashback | EventKind::FinishFlashback => EvictReason::Flashback,
+        EventKind::DestroyPeer | EventKind::SwitchWitness => EvictReason::DestroyPeer,
+        EventKind::UnsafeRecovery | EventKind::ForceLeader => EvictReason::UnsafeRecovery,
+        EventKind::Split
+        | EventKind::ChangePeer
+        | EventKind::RoleChange
+        | EventKind::TransferLeader
+        | EventKind::CompactLog => EvictReason::UnannouncedChange,
+    }
+}
+
+impl<D: DiskEngine> Core<D> {
+    /// Evicts what overlaps `ranges` and registers a fence over them.
+    fn add_fence(
+        self: &Arc<Self>,
+        meta: &mut Meta,
+        ranges: Vec<KeyRange>,
+        reason: EvictReason,
+        fx: &mut Effects,
+    ) -> BypassFence<D> {
+        // The broken engine of the checkers' tests ignores the changes fences announce.
+        if !self
+            .broken_for_tests
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            for range in &ranges {
+                self.evict_overlapping(meta, range, reason, fx);
+            }
+        }
+        let id = meta.add_fence(ranges.clone(), reason);
+        self.metrics.fence("begun");
+        tracing::debug!(fence = id, ?ranges, %reason, "fence begun");
+        BypassFence {
+            core: Arc::clone(self),
+            id,
+            ranges,
+            finished: false,
+        }
+    }
+
+    /// Lifts fence `id`: loads waiting on it start (unless another fence still covers
+    /// them), deferred reloads are retried. An abandoned fence evicts its ranges again and
+    /// drops the loads waiting on it instead.
+    fn lift_fence(&self, id: u64, abandoned: bool) {
+        let mut fx = Effects::default();
+        let mut meta = self.meta();
+        let Some(fence) = meta.fences.remove(&id) else {
+            return;
+        };
+        if abandoned {
+            tracing::warn!(
+                fence = id,
+                ranges = ?fence.ranges,
+                "fence dropped without finish: its ranges stay evicted"
+            );
+            for range in &fence.ranges {
+                self.evict_overlapping(&mut meta, range, fence.reason, &mut fx);
+            }
+        }
+        let waiting: Vec<_> = meta.fenced_loads.iter().copied().collect();
+        for region in waiting {
+            let pending = meta.map.state(region) == Some(RegionState::Pending);
+            let range = meta.map.region(region).map(|r| r.range.clone());
+            match range {
+                Some(range) if pending && self.fenced(&meta, &range) => {}
+                Some(_) if pending => {
+                    meta.fenced_loads.remove(&region);
+                    lifecycle(region, None, "Pending", "Pending", "fence lifted");
+                    fx.tasks.push(Task::Load(region));
+                }
+                Some(_) | None => {
+                    meta.fenced_loads.remove(&region);
+                }
+            }
+        }
+        self.retry_wanted(&mut meta, &mut fx);
+        drop(meta);
+        self.finish(fx);
+        self.metrics
+            .fence(if abandoned { "abandoned" } else { "finished" });
+    }
+}
+
+impl<D: DiskEngine> BypassFence<D> {
+    /// The ranges fenced.
+    pub fn ranges(&self) -> &[KeyRange] {
+        &self.ranges
+    }
+
+    /// Writes `batch` to the disk (serialized with the engine's write path, as a write
+    /// would be). Every key, and every range delete, must lie inside the fenced ranges.
+    ///
+    /// # Errors
+    /// [`EngineError::OutsideFence`] (nothing is written then), [`EngineError::Disk`].
+    pub fn write(&self, batch: &WriteBatch) -> Result<SeqRange, EngineError> {
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => self.check_key(key)?,
+                BatchOp::DeleteRange { start, end, .. } => {
+                    let inside = KeyRange::new(start.clone(), end.clone())
+                        .is_ok_and(|r| self.ranges.iter().any(|f| f.contains(&r)));
+                    if !inside {
+                        return Err(outside(start));
+                    }
+                }
+            }
+        }
+        let _writer = self.core.write_lock();
+        Ok(self.core.disk.write(batch)?)
+    }
+
+    /// Ingests `entries` (sorted by key, no duplicates) into `cf`, as an SST ingest does.
+    /// Every key must lie inside the fenced ranges.
+    ///
+    /// # Errors
+    /// [`EngineError::OutsideFence`] (nothing is ingested then), [`EngineError::Disk`].
+    pub fn ingest(&self, cf: Cf, entries: &[Entry]) -> Result<(), EngineError> {
+        for (key, _) in entries {
+            self.check_key(key)?;
+        }
+        let _writer = self.core.write_lock();
+        Ok(self.core.disk.ingest(cf, entries)?)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), EngineError> {
+        if self.ranges.iter().any(|r| r.contains_key(key)) {
+            Ok(())
+        } else {
+            Err(outside(key))
+        }
+    }
+
+    /// The change is on disk: the fence lifts, and the loads it held back start.
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.core.lift_fence(self.id, false);
+    }
+}
+
+impl<D: DiskEngine> Drop for BypassFence<D> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.core.lift_fence(self.id, true);
+        }
+    }
+}
+
+fn outside(key: &[u8]) -> EngineError {
+    EngineError::OutsideFence {
+        key: key.escape_ascii().to_string(),
+    }
+}
