@@ -113,7 +113,11 @@ fn case(change: Change) -> Case {
     )
     .unwrap();
     let mut peer = Peer::new(engine);
-    let target_end = if change == Change::MergeCatchUp { "m" } else { "z" };
+    let target_end = if change == Change::MergeCatchUp {
+        "m"
+    } else {
+        "z"
+    };
     let r1 = region(1, "a", Some(target_end), 5);
     peer.add(r1.clone());
     peer.commit(1, &[("b", Some("old b")), ("d", Some("old d"))]);
@@ -141,7 +145,11 @@ fn case(change: Change) -> Case {
     let ts = peer.next_ts();
     let whole = r1.range.clone();
     let bumped = |r: &Region, v: u64| {
-        Region::new(r.id, r.range.clone(), RegionEpoch::new(r.epoch.version + v, 1))
+        Region::new(
+            r.id,
+            r.range.clone(),
+            RegionEpoch::new(r.epoch.version + v, 1),
+        )
     };
     let replace = [
         delete_all(&whole),
@@ -163,7 +171,10 @@ fn case(change: Change) -> Case {
                 region: r1.clone(),
                 ranges: vec![user_range("c", "e")],
             };
-            let writes = [puts(&[("c", "ingested c")], ts), puts(&[("d", "ingested d")], ts)];
+            let writes = [
+                puts(&[("c", "ingested c")], ts),
+                puts(&[("d", "ingested d")], ts),
+            ];
             (event, r1.clone(), index, writes)
         }
         Change::DeleteRange | Change::UnsafeDestroy => {
@@ -176,7 +187,10 @@ fn case(change: Change) -> Case {
             } else {
                 RaftEvent::UnsafeDestroyRange { range }
             };
-            let writes = [delete_all(&user_range("a", "c")), delete_all(&user_range("c", "z"))];
+            let writes = [
+                delete_all(&user_range("a", "c")),
+                delete_all(&user_range("c", "z")),
+            ];
             (event, r1.clone(), index, writes)
         }
         Change::MergeCatchUp => {
@@ -199,7 +213,10 @@ fn case(change: Change) -> Case {
                 before: r1.clone(),
                 after: after.clone(),
             };
-            let writes = [puts(&[("b", "flashed b")], ts), puts(&[("d", "flashed d")], ts)];
+            let writes = [
+                puts(&[("b", "flashed b")], ts),
+                puts(&[("d", "flashed d")], ts),
+            ];
             (event, after, index + 1, writes)
         }
     };
@@ -362,7 +379,11 @@ fn a_load_before_the_snapshot_data_reaches_the_disk_waits_for_it() {
     let fence = peer.engine.begin_bypass(&event).unwrap();
     peer.engine.load_region(after.clone(), after_index).unwrap();
     peer.idle();
-    assert_eq!(peer.state(1), Some(RegionState::Pending), "held by the fence");
+    assert_eq!(
+        peer.state(1),
+        Some(RegionState::Pending),
+        "held by the fence"
+    );
     for batch in &writes {
         fence.write(batch).unwrap();
     }

@@ -206,3 +206,79 @@ fn a_load_behind_its_own_eviction_runs_once_the_memory_is_freed() {
     let wider = region(9, "a", None, 1);
     assert!(peer.engine.load_region(wider, 0).is_err());
 }
+
+/// Scenario 15 (tikv/tikv#17767, #18046): an uninitialized peer — a Raft message created
+/// it, no snapshot has reached it, so its region is the whole keyspace at epoch 0/0 — is
+/// transferred leadership, pinned over, made leader and destroyed. It is never loaded, by
+/// any path, and a real region loads beside it. (Before the fix the warm-up cached
+/// `["", +inf)`, and every real region's load was then refused as overlapping it.)
+#[test]
+fn scenario_15_an_uninitialized_peer_is_never_loaded() {
+    let mut peer = Peer::in_memory();
+    let placeholder = ime_region::Region::new(
+        RegionId(9),
+        KeyRange::everything(),
+        ime_region::RegionEpoch::default(),
+    );
+    peer.engine
+        .on_event(&RaftEvent::TransferLeader {
+            region: placeholder.clone(),
+            term: 3,
+        })
+        .unwrap();
+    assert!(peer.engine.transfer_leader_ready(RegionId(9), 3));
+    peer.engine.pin_range(KeyRange::everything());
+    peer.engine
+        .on_event(&RaftEvent::RoleChange {
+            region: placeholder.clone(),
+            role: PeerRole::Leader,
+            term: 3,
+        })
+        .unwrap();
+    let refused = peer.engine.load_region(placeholder, 0);
+    assert!(
+        matches!(&refused, Err(ime_engine::EngineError::LoadRefused { reason, .. }) if reason.contains("uninitialized")),
+        "{refused:?}"
+    );
+    peer.engine.run_policy();
+    peer.idle();
+    assert!(
+        peer.engine.regions().is_empty(),
+        "{}",
+        peer.engine.regions_json()
+    );
+    peer.engine
+        .on_event(&RaftEvent::DestroyPeer {
+            id: RegionId(9),
+            region: None,
+        })
+        .unwrap();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.load(1);
+    assert_eq!(peer.state(1), Some(RegionState::Active));
+    assert!(peer.check(1));
+}
+
+/// The largest warm-up timeout the configuration accepts runs a transfer without a panic;
+/// one past it (the issue's `18446744073709551615s`) is refused when the configuration is
+/// read, so it never reaches the deadline arithmetic.
+#[test]
+fn no_accepted_warm_up_timeout_can_panic_a_transfer() {
+    let text = |timeout: &str| format!("warmup-timeout = \"{timeout}\"");
+    assert!(ime_engine::Config::from_toml(&text("18446744073709551615s")).is_err());
+    let config = ime_engine::Config::from_toml(&text("1h")).unwrap();
+    let engine = ime_engine::Engine::new(ime_disk::MemDisk::new(), config).unwrap();
+    let mut peer = Peer::new(engine);
+    peer.add(region(1, "a", Some("z"), 1));
+    transfer(&peer, 1, 4);
+    transfer(&peer, 1, 4);
+    peer.idle();
+    assert!(peer.engine.transfer_leader_ready(RegionId(1), 4));
+    let mut huge = ime_engine::Config::default();
+    huge.warmup_timeout = ime_engine::ReadableDuration(Duration::MAX);
+    assert!(
+        peer.engine.update_config(huge).is_err(),
+        "refused at run time too"
+    );
+}
