@@ -3,7 +3,9 @@
 //! - every `.rs` file starts with a `//!` module doc;
 //! - every package inherits the workspace lints;
 //! - no crate depends on a crate above it (read from `cargo metadata`);
-//! - `ime-region` stays pure: no threads, clocks or I/O, in its dependencies or its source.
+//! - `ime-region` stays pure: no threads, clocks or I/O, in its dependencies or its source;
+//! - the engine matches its enums exhaustively: its crate root denies clippy's
+//!   `wildcard_enum_match_arm`, and no `_ =>` arm appears in its source.
 
 use std::path::{Path, PathBuf};
 
@@ -221,6 +223,34 @@ mod tests {
                     !text.contains(forbidden),
                     "{} uses {forbidden}",
                     file.display()
+                );
+            }
+        }
+    }
+
+    /// No wildcard arm may stand in for a variant the engine has to handle: a new event,
+    /// read miss, eviction reason, lifecycle state or task kind must not compile until the
+    /// engine says what it does with it. Clippy enforces it (the crate root denies
+    /// `wildcard_enum_match_arm`, and CI runs clippy with warnings denied); this test keeps
+    /// the lint from being dropped and catches a bare `_ =>` arm in a build without clippy.
+    #[test]
+    fn the_engine_matches_its_enums_exhaustively() {
+        let src = workspace_root().join("crates/engine/src");
+        let root = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs readable");
+        assert!(
+            root.contains("#![deny(clippy::wildcard_enum_match_arm)]"),
+            "crates/engine/src/lib.rs must deny clippy::wildcard_enum_match_arm"
+        );
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source readable");
+            for (n, line) in text.lines().enumerate() {
+                assert!(
+                    !line.trim_start().starts_with("_ =>"),
+                    "{}:{}: a wildcard arm: name the variants",
+                    file.display(),
+                    n + 1
                 );
             }
         }

@@ -308,13 +308,15 @@ impl FromStr for ReadableDuration {
 impl fmt::Display for ReadableDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        match ms {
-            0 => write!(f, "0s"),
-            _ if ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
-            _ if ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
-            _ if ms.is_multiple_of(1000) => write!(f, "{}s", ms / 1000),
-            _ => write!(f, "{ms}ms"),
+        if ms == 0 {
+            return write!(f, "0s");
         }
+        for (unit, per) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms.is_multiple_of(per) {
+                return write!(f, "{}{unit}", ms / per);
+            }
+        }
+        write!(f, "{ms}ms")
     }
 }
 

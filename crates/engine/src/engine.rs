@@ -164,9 +164,10 @@ impl<D: DiskEngine> Engine<D> {
                     core.compact_if_grown(&touched, &mut fx);
                 }
                 Err(err) => {
-                    let reason = match err {
-                        MemError::MemoryLimit { .. } => EvictReason::MemoryLimitReached,
-                        _ => EvictReason::Manual,
+                    let reason = if matches!(err, MemError::MemoryLimit { .. }) {
+                        EvictReason::MemoryLimitReached
+                    } else {
+                        EvictReason::Manual
                     };
                     tracing::warn!(%err, "memory write refused: evicting the regions it touches");
                     let mut meta = core.meta();

@@ -50,6 +50,9 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+// A new variant of an enum the engine matches (events, read misses, eviction reasons,
+// lifecycle states, tasks) must not compile until every match says what it does with it.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 mod background;
 mod batch;

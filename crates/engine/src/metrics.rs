@@ -224,7 +224,7 @@ impl Metrics {
             "compactions" => &self.compactions,
             "gc_collections" => &self.gc_collections,
             "fences" => &self.fences,
-            _ => return 0,
+            _unknown => return 0,
         };
         vec.get_metric_with_label_values(&[label])
             .map_or(0, |c| c.get())

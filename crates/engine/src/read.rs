@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
-use ime_region::{GapKind, ReadMiss, ReadRequest, RegionId, RegionState, SnapshotTicket};
+use ime_region::{ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
 use crate::engine::mem_cf;
 use crate::shared::{Core, Effects, ReadCounters};
@@ -19,26 +19,10 @@ use crate::{Engine, EngineError};
 pub enum Fallback {
     /// The engine is disabled.
     Disabled,
-    /// The region is not cached.
-    NotCached,
-    /// The region is cached but not readable in this state (Pending, Loading, evicting).
-    NotReadable(RegionState),
-    /// The reader's epoch version is older than the cached one.
-    EpochNotMatch {
-        /// The cached version.
-        cached: u64,
-        /// The reader's version.
-        requested: u64,
-    },
-    /// read_ts is at or below the region's safe point.
-    TooOldRead {
-        /// The safe point.
-        safe_point: u64,
-        /// The reader's read_ts.
-        read_ts: u64,
-    },
-    /// The request revealed a missed event; the region was evicted.
-    Gap(GapKind),
+    /// The region's metadata refused the read: not cached, not readable in its state, an
+    /// older epoch, a read_ts at or below the safe point, or a gap the request revealed
+    /// (the region was evicted then).
+    Miss(ReadMiss),
     /// The memory store cannot give a snapshot at the disk's sequence (a compaction is
     /// ahead of it).
     MemoryBehind,
@@ -49,33 +33,8 @@ impl Fallback {
     pub fn label(&self) -> &'static str {
         match self {
             Fallback::Disabled => "disabled",
-            Fallback::NotCached => "not_cached",
-            Fallback::NotReadable(_) => "not_readable",
-            Fallback::EpochNotMatch { .. } => "epoch_not_match",
-            Fallback::TooOldRead { .. } => "too_old_read",
-            Fallback::Gap(GapKind::Epoch { .. }) => "epoch_gap",
-            Fallback::Gap(GapKind::Index { .. }) => "index_gap",
+            Fallback::Miss(miss) => miss.label(),
             Fallback::MemoryBehind => "memory_behind",
-        }
-    }
-
-    fn of(miss: &ReadMiss) -> Self {
-        match miss {
-            ReadMiss::NotCached => Fallback::NotCached,
-            ReadMiss::NotReadable(state) => Fallback::NotReadable(*state),
-            ReadMiss::EpochNotMatch { cached, requested } => Fallback::EpochNotMatch {
-                cached: *cached,
-                requested: *requested,
-            },
-            ReadMiss::TooOldRead {
-                safe_point,
-                read_ts,
-            } => Fallback::TooOldRead {
-                safe_point: *safe_point,
-                read_ts: *read_ts,
-            },
-            ReadMiss::Gap(gap) => Fallback::Gap(gap.kind),
-            _ => Fallback::NotCached,
         }
     }
 }
@@ -181,16 +140,13 @@ impl<D: DiskEngine> Engine<D> {
                         }
                     }
                 }
-                Err(miss) => {
-                    let fallback = Fallback::of(&miss);
-                    if let ReadMiss::Gap(gap) = &miss {
+                Err(refused) => {
+                    if let Some(gap) = refused.gap {
                         tracing::warn!(%gap, "gap detected on the read path");
                         core.metrics.gap(gap.kind.reason().as_str());
+                        core.absorb(&mut meta, gap.eviction, &mut fx);
                     }
-                    if let Some(eviction) = miss.eviction() {
-                        core.absorb(&mut meta, eviction, &mut fx);
-                    }
-                    (None, Some(fallback))
+                    (None, Some(Fallback::Miss(refused.miss)))
                 }
             }
         };

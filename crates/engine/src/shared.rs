@@ -495,7 +495,10 @@ impl<D: DiskEngine> Core<D> {
         let from = match step {
             EvictStep::Removed => "Pending",
             EvictStep::LoadCanceled => "Loading",
-            _ => "Active",
+            EvictStep::NotCached
+            | EvictStep::AlreadyEvicting
+            | EvictStep::AwaitingSnapshots
+            | EvictStep::ReadyToDelete => "Active",
         };
         let to = meta.map.state(region).map_or("removed", |s| s.as_str());
         let epoch = meta.map.region(region).map(|r| r.epoch);

@@ -275,8 +275,10 @@ fn no_accepted_warm_up_timeout_can_panic_a_transfer() {
     transfer(&peer, 1, 4);
     peer.idle();
     assert!(peer.engine.transfer_leader_ready(RegionId(1), 4));
-    let mut huge = ime_engine::Config::default();
-    huge.warmup_timeout = ime_engine::ReadableDuration(Duration::MAX);
+    let huge = ime_engine::Config {
+        warmup_timeout: ime_engine::ReadableDuration(Duration::MAX),
+        ..ime_engine::Config::default()
+    };
     assert!(
         peer.engine.update_config(huge).is_err(),
         "refused at run time too"

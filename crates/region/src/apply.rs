@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::{
-    EvictReason, Eviction, ReadMiss, ReadRequest, Region, RegionEpoch, RegionError, RegionId,
-    RegionMap, RegionState, SnapshotTicket,
+    EvictReason, Eviction, ReadMiss, ReadRefused, ReadRequest, Region, RegionEpoch, RegionError,
+    RegionId, RegionMap, RegionState, SnapshotTicket,
 };
 
 /// What the cache missed, as a request or report revealed it.
@@ -175,12 +175,13 @@ impl RegionMap {
     /// Served only when the region is Active, its epoch version equals the reader's, it
     /// holds every entry up to the reader's applied index, and `read_ts` is above its safe
     /// point. A reader ahead of the cache (newer version, or higher applied index) reveals
-    /// a missed event: the region is evicted and the miss is [`ReadMiss::Gap`].
+    /// a missed event: the region is evicted, the miss is [`ReadMiss::Gap`] and the
+    /// refusal carries the gap with its eviction.
     pub fn acquire_snapshot(
         &mut self,
         id: RegionId,
         req: ReadRequest,
-    ) -> Result<SnapshotTicket, ReadMiss> {
+    ) -> Result<SnapshotTicket, ReadRefused> {
         let entry = self.by_id.get_mut(&id).ok_or(ReadMiss::NotCached)?;
         let (cached_version, cached_index) = (entry.region.epoch.version, entry.applied_index);
         let kind = match entry.state {
@@ -203,13 +204,15 @@ impl RegionMap {
                 return Err(ReadMiss::EpochNotMatch {
                     cached: cached_version,
                     requested: req.epoch_version,
-                });
+                }
+                .into());
             }
             RegionState::Active if req.read_ts <= entry.safe_point => {
                 return Err(ReadMiss::TooOldRead {
                     safe_point: entry.safe_point,
                     read_ts: req.read_ts,
-                });
+                }
+                .into());
             }
             RegionState::Active => {
                 entry.snapshots.add(req.read_ts);
@@ -220,9 +223,13 @@ impl RegionMap {
                     read_ts: req.read_ts,
                 });
             }
-            state => return Err(ReadMiss::NotReadable(state)),
+            state => return Err(ReadMiss::NotReadable(state).into()),
         };
-        Err(ReadMiss::Gap(self.evict_for_gap(id, kind)))
+        let gap = self.evict_for_gap(id, kind);
+        Err(ReadRefused {
+            miss: ReadMiss::Gap(gap.kind),
+            gap: Some(gap),
+        })
     }
 
     /// Hands back a snapshot. Returns the region id when this was the last snapshot of a

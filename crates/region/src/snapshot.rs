@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Eviction, Gap, RegionId, RegionState};
+use crate::{Gap, GapKind, RegionId, RegionState};
 
 /// Live snapshots of one region: how many at each read_ts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,8 +91,11 @@ impl SnapshotTicket {
 
 /// Why a read cannot be served from memory. An expected outcome, not an error: the read
 /// falls back to disk and the engine counts the reason.
-#[derive(Debug)]
-#[non_exhaustive]
+///
+/// Deliberately **not** `#[non_exhaustive]`: consumers (the engine's fallback reasons and
+/// their metrics) match it exhaustively, so a new kind of miss does not compile until
+/// each says what it does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMiss {
     /// The region is not cached.
     NotCached,
@@ -114,7 +117,7 @@ pub enum ReadMiss {
     },
     /// The request shows the cache missed an event (a newer epoch, or an applied index
     /// past the cached one); the region has been evicted.
-    Gap(Gap),
+    Gap(GapKind),
 }
 
 impl ReadMiss {
@@ -125,15 +128,8 @@ impl ReadMiss {
             ReadMiss::NotReadable(_) => "not_readable",
             ReadMiss::EpochNotMatch { .. } => "epoch_not_match",
             ReadMiss::TooOldRead { .. } => "too_old_read",
-            ReadMiss::Gap(gap) => gap.eviction.reason.as_str(),
-        }
-    }
-
-    /// The eviction the miss caused, if any.
-    pub fn eviction(self) -> Option<Eviction> {
-        match self {
-            ReadMiss::Gap(gap) => Some(gap.eviction),
-            _ => None,
+            ReadMiss::Gap(GapKind::Epoch { .. }) => "epoch_gap",
+            ReadMiss::Gap(GapKind::Index { .. }) => "index_gap",
         }
     }
 }
@@ -155,8 +151,24 @@ impl fmt::Display for ReadMiss {
                     "TooOldRead(read_ts {read_ts} <= safe point {safe_point})"
                 )
             }
-            ReadMiss::Gap(gap) => write!(f, "Gap({gap})"),
+            ReadMiss::Gap(kind) => write!(f, "Gap({})", kind.reason()),
         }
+    }
+}
+
+/// A snapshot [`crate::RegionMap::acquire_snapshot`] refused: why, and — when the request
+/// revealed a missed event — the gap, whose eviction the caller must carry out.
+#[derive(Debug)]
+pub struct ReadRefused {
+    /// Why memory cannot serve the read.
+    pub miss: ReadMiss,
+    /// The gap the request revealed (with `miss` being [`ReadMiss::Gap`]).
+    pub gap: Option<Gap>,
+}
+
+impl From<ReadMiss> for ReadRefused {
+    fn from(miss: ReadMiss) -> Self {
+        ReadRefused { miss, gap: None }
     }
 }
 

@@ -462,11 +462,15 @@ impl Harness {
                     range: info.region.range,
                 });
             }
-            Err(ReadMiss::Gap(gap)) => {
+            Err(ReadRefused {
+                miss: ReadMiss::Gap(kind),
+                gap: Some(gap),
+            }) => {
                 assert!(version_skew > 0 || index_skew > 0, "a gap without a skew");
+                assert_eq!(kind, gap.kind);
                 self.check_eviction(gap.eviction);
             }
-            Err(_) => {}
+            Err(refused) => assert!(refused.gap.is_none(), "{refused:?}"),
         }
     }
 

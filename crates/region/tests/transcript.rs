@@ -326,8 +326,8 @@ impl Driver {
                 self.snapshots.insert(name.clone(), ticket);
                 format!("snapshot {name}")
             }
-            Err(ReadMiss::Gap(gap)) => format!("miss: {}", show_gap(gap)),
-            Err(miss) => format!("miss: {miss}"),
+            Err(ReadRefused { gap: Some(gap), .. }) => format!("miss: {}", show_gap(gap)),
+            Err(refused) => format!("miss: {}", refused.miss),
         }
     }
 
