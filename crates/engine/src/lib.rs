@@ -17,8 +17,12 @@
 //!   version equals the reader's, it holds every entry up to the reader's applied index
 //!   and read_ts is above its safe point;
 //! - every event that changes data outside the write path (snapshot apply, ingest, delete
-//!   range, flashback, merge) evicts before the call returns; a write, event or read that
-//!   reveals a missed event evicts with `EpochGap` or `IndexGap` — never a panic.
+//!   range, flashback, merge catch-up, peer destroy) evicts before the call returns, and
+//!   its data reaches the disk only through a fence ([`Engine::begin_bypass`]): no load
+//!   of the fenced ranges takes its disk snapshot until the fence is finished, so no load
+//!   can copy data that is about to be replaced;
+//! - a write, event or read that reveals a missed event evicts with `EpochGap` or
+//!   `IndexGap` — never a panic.
 //!
 //! # Example
 //! ```

@@ -28,6 +28,16 @@ pub enum PeerRole {
 /// missed and the region is evicted (`EpochGap`).
 ///
 /// Per variant, the docs say what the cache must do and why.
+///
+/// # Changes outside the write path
+/// Some events announce data that reaches the disk without the cache's write path (a
+/// snapshot's data, an ingested SST, a range delete, a merge source's catch-up, a
+/// flashback's rewrite, a destroyed peer's cleanup): [`RaftEvent::bypass_ranges`] names
+/// the ranges. The contract for the embedder: the event is delivered *before* that data
+/// is written, and no load of those ranges may take its disk snapshot until the data is
+/// on disk. A cache enforces the second half by fencing the ranges from the event until
+/// the write is done (`ime_engine::Engine::begin_bypass` returns the fence the data is
+/// written through); the disk offers no other way in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaftEvent {
     /// The local peer applied a Raft snapshot: the region's data was replaced wholesale
@@ -421,5 +431,66 @@ impl fmt::Display for RaftEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<String> = self.regions().iter().map(ToString::to_string).collect();
         write!(f, "{} [{}]", self.kind(), ids.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ime_region::{RegionEpoch, RegionId};
+
+    fn region(id: u64, start: &str, end: &str, version: u64) -> Region {
+        let range = KeyRange::new(start, end).unwrap();
+        Region::new(RegionId(id), range, RegionEpoch::new(version, 1))
+    }
+
+    #[test]
+    fn bypass_ranges_name_the_data_that_skips_the_write_path() {
+        let (a, b) = (region(1, "a", "m", 2), region(1, "a", "z", 3));
+        let source = region(2, "m", "z", 2);
+        let snapshot = RaftEvent::ApplySnapshot {
+            before: Some(a.clone()),
+            after: b.clone(),
+            applied_index: 9,
+        };
+        assert_eq!(snapshot.bypass_ranges(), [a.range.clone(), b.range.clone()]);
+        let first = RaftEvent::ApplySnapshot {
+            before: None,
+            after: b.clone(),
+            applied_index: 9,
+        };
+        assert_eq!(first.bypass_ranges(), [b.range.clone()]);
+        let merge = RaftEvent::CommitMerge {
+            before: a.clone(),
+            after: b.clone(),
+            source,
+        };
+        assert_eq!(merge.bypass_ranges(), [b.range.clone()]);
+        let ingest = RaftEvent::IngestSst {
+            region: b.clone(),
+            ranges: vec![KeyRange::new("c", "d").unwrap()],
+        };
+        assert!(ingest.bypass_ranges().contains(&b.range));
+        let uninitialized = RaftEvent::DestroyPeer {
+            id: RegionId(5),
+            region: None,
+        };
+        assert!(uninitialized.bypass_ranges().is_empty());
+        for quiet in [
+            RaftEvent::Split {
+                before: a.clone(),
+                children: Vec::new(),
+            },
+            RaftEvent::TransferLeader {
+                region: a.clone(),
+                term: 2,
+            },
+            RaftEvent::CompactLog {
+                region: a,
+                compact_index: 4,
+            },
+        ] {
+            assert!(quiet.bypass_ranges().is_empty(), "{quiet}");
+        }
     }
 }
