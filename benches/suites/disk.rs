@@ -1,4 +1,4 @@
-//! `ime-disk` benchmarks: the RocksDB baselines that DESIGN.md section 10 compares the
+//! `ime-disk` benchmarks: the RocksDB baselines that `docs/goals.md` compares the
 //! cache against (point get on the latest version, MVCC scan at a read_ts with 100
 //! versions per key, write batches of 16 with the WAL on, full-range iteration), each
 //! beside a same-run reference: a `BTreeMap` holding the same data.

@@ -1,5 +1,5 @@
 //! `ime-engine` benchmarks: the hybrid path against the disk-only path in the same run,
-//! over one RocksDB (DESIGN.md section 10).
+//! over one RocksDB (`docs/goals.md`).
 //!
 //! - point get (snapshot + MVCC get, latest version): a cached region vs the same engine
 //!   reading the disk (a reader whose epoch is older than the cache's falls back);

@@ -4,7 +4,7 @@
 //! collecting a `BTreeMap`; dropping a large range vs dropping a tiny one; dropping a
 //! 256 MiB range beside a small store vs beside a large one.
 //!
-//! The figures DESIGN.md section 10 sets against RocksDB are measured here too, on the
+//! The figures `docs/goals.md` sets against RocksDB are measured here too, on the
 //! same data in the same run: point get (goal: at least 3x faster) and the MVCC scan
 //! after GC (goal: at least 20x faster per visible key).
 //!

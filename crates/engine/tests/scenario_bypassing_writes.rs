@@ -1,4 +1,4 @@
-//! Scenario 5 of SCENARIOS.md (tikv/tikv#17182, #17644, #17626): data that reaches the
+//! Scenario 5 of `docs/scenarios.md` (tikv/tikv#17182, #17644, #17626): data that reaches the
 //! disk without the write path — an SST ingest, a DeleteRange command, an
 //! UnsafeDestroyRange, a flashback. Each time the region stops being served from memory
 //! before the change is visible on disk, a load during flashback is refused, and reads

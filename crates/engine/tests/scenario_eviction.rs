@@ -1,4 +1,4 @@
-//! Scenarios 6, 7, 8 and 12 of SCENARIOS.md: eviction racing writes (tikv/tikv#17104,
+//! Scenarios 6, 7, 8 and 12 of `docs/scenarios.md`: eviction racing writes (tikv/tikv#17104,
 //! against RocksDB), eviction waiting for readers, a prepared write that never comes
 //! (tikv/tikv#17700), and eviction callbacks that always fire exactly once.
 #![allow(

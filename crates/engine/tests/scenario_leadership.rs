@@ -1,4 +1,4 @@
-//! Scenarios 10 and 11 of SCENARIOS.md: the leader-transfer warm-up (tikv/tikv#17882,
+//! Scenarios 10 and 11 of `docs/scenarios.md`: the leader-transfer warm-up (tikv/tikv#17882,
 //! #18453, #19776) and pinned ranges (tikv/tikv#16966, #19584).
 #![allow(
     clippy::unwrap_used,

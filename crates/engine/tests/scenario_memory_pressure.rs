@@ -1,4 +1,4 @@
-//! Scenario 9 of SCENARIOS.md (tikv/tikv#17106, #17442, #18093): a write-heavy workload
+//! Scenario 9 of `docs/scenarios.md` (tikv/tikv#17106, #17442, #18093): a write-heavy workload
 //! pushes memory to the evict threshold. Usage never passes capacity, a write that would
 //! pass it evicts its region instead, loading stops at the stop-load threshold, and over
 //! many policy rounds no hot region flips between loaded and evicted more than once.

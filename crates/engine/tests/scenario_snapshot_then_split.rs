@@ -1,4 +1,4 @@
-//! Scenarios 1 and 2 of SCENARIOS.md (tikv/tikv#17405): a Raft snapshot moves a cached
+//! Scenarios 1 and 2 of `docs/scenarios.md` (tikv/tikv#17405): a Raft snapshot moves a cached
 //! region to the next epoch version, then the region splits — with the snapshot event
 //! observed (evict with ApplySnapshot) and lost (the next write, event or read reveals the
 //! gap: EpochGap). Against RocksDB; every read is compared with the disk at the same

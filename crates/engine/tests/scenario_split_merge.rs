@@ -1,4 +1,4 @@
-//! Scenarios 3 and 4 of SCENARIOS.md: a split while a load is queued (tikv/tikv#17403),
+//! Scenarios 3 and 4 of `docs/scenarios.md`: a split while a load is queued (tikv/tikv#17403),
 //! and merges — commit and rollback — with the hot result loaded again (tikv/tikv#18098,
 //! #18134, #18008). Splits of Active regions keep their data in memory.
 #![allow(

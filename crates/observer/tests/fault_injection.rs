@@ -16,7 +16,7 @@ use ime_observer::*;
 
 #[test]
 fn a_dropped_apply_snapshot_never_reaches_the_observer() {
-    // SCENARIOS.md item 2: the apply-snapshot event is lost on its way to the engine.
+    // `docs/scenarios.md` item 2: the apply-snapshot event is lost on its way to the engine.
     let faulty = Arc::new(FaultyObserver::new(
         Recorder::new("engine"),
         vec![FaultRule::times(

@@ -777,7 +777,7 @@ impl Cluster {
         }
     }
 
-    /// SCENARIOS.md item 1 with real Raft. The last store caches region 1 as a follower
+    /// `docs/scenarios.md` item 1 with real Raft. The last store caches region 1 as a follower
     /// (as TiKV's follower and learner caches do), then its link drops log appends: it
     /// hears heartbeats, stays a follower, and falls behind while the others write, split
     /// (the epoch moves on; not in `snapshot-same-epoch-unobserved`) and compact their

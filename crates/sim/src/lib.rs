@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub enum Scenario {
     /// Only the seeded random run.
     Random,
-    /// SCENARIOS.md item 1 with real Raft: a store falls behind, its log is compacted, a
+    /// `docs/scenarios.md` item 1 with real Raft: a store falls behind, its log is compacted, a
     /// split moves the epoch on, the store receives a snapshot carrying the new version
     /// (ApplySnapshot evicts), leads the region, and the region splits again.
     Seed,

@@ -13,7 +13,7 @@ pub(crate) fn region(id: u64, start: &str, end: &str, version: u64, conf_ver: u6
     )
 }
 
-/// The seed sequence of SCENARIOS.md item 1 (tikv/tikv#17405) as Raft events: the region
+/// The seed sequence of `docs/scenarios.md` item 1 (tikv/tikv#17405) as Raft events: the region
 /// is at version 221; a snapshot moves it to 222; then it splits.
 pub(crate) fn seed_sequence() -> Vec<RaftEvent> {
     let v221 = region(34855, "a", "z", 221, 5);
