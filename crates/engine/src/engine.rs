@@ -264,11 +264,15 @@ impl<D: DiskEngine> Engine<D> {
     /// When only regions being evicted stand in the way (the region itself, just evicted —
     /// a leader that stepped down and back up —, or the ranges it overlaps), the load is
     /// deferred: it starts once their memory is freed, unless an eviction of its range
-    /// comes first (a change that bypasses the write path then drops it).
+    /// comes first. When a fence over its range stands (a change outside the write path
+    /// is under way, see [`Engine::begin_bypass`]), the region waits Pending and its load
+    /// starts once the fence is finished: its disk snapshot never copies data about to
+    /// be replaced.
     ///
     /// # Errors
-    /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback,
-    /// memory is at the stop-load threshold, or the region overlaps one still cached.
+    /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback or
+    /// an uninitialized peer's (epoch 0/0), memory is at the stop-load threshold, or the
+    /// region overlaps one still cached.
     pub fn load_region(&self, region: Region, applied_index: u64) -> Result<(), EngineError> {
         let mut fx = Effects::default();
         let result = self
