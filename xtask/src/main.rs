@@ -6,7 +6,7 @@
 //! cargo xtask bench [SUITE..]  criterion suites, then each figure as a ratio against its
 //!                              baseline measured in the same run
 //! cargo xtask sim [ARGS..]     the simulator (a Raft cluster driving IME), release build
-//! cargo xtask soak [--seeds N] [--duration 10m]
+//! cargo xtask soak [--seeds N] [--duration 10m] [--nemesis PERCENT] [--ops N]
 //!                              many simulator seeds in a row, stopping at the first failure
 //! ```
 
@@ -28,10 +28,10 @@ commands:
   sim [ARGS...]       run the simulator: --seed N --stores N --ops N --nemesis PERCENT
                       --duration 60s --scenario NAME --out DIR --replay JOURNAL
                       (scenarios: random, seed, seed-unobserved, snapshot-same-epoch-unobserved)
-  soak [--seeds N] [--duration 10m]
+  soak [--seeds N] [--duration 10m] [--nemesis PERCENT] [--ops N] [--stores N]
                       run the simulator on seeds 1, 2, ... until N seeds (default 20, or no
                       limit with --duration alone) or the duration has passed, stopping at
-                      the first failure";
+                      the first failure; the other options go to every run";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -66,17 +66,20 @@ fn sim(args: &[&str]) -> Result<()> {
     cargo(&all, &[])
 }
 
-/// How long and how many seeds a soak runs.
+/// How long and how many seeds a soak runs, and the simulator options passed on.
 #[derive(Debug, PartialEq, Eq)]
 struct SoakLimits {
     seeds: Option<u64>,
     duration: Option<std::time::Duration>,
+    /// `--nemesis`, `--ops`, `--stores`, passed to every run.
+    sim_args: Vec<String>,
 }
 
 fn soak_limits(args: &[&str]) -> Result<SoakLimits> {
     let mut limits = SoakLimits {
         seeds: None,
         duration: None,
+        sim_args: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -98,7 +101,18 @@ fn soak_limits(args: &[&str]) -> Result<SoakLimits> {
                 };
                 limits.duration = Some(std::time::Duration::from_secs(secs));
             }
-            other => bail!("unknown soak argument {other:?} (known: --seeds N --duration 10m)"),
+            "--nemesis" | "--ops" | "--stores" => {
+                value
+                    .parse::<u64>()
+                    .with_context(|| format!("{flag} takes a number"))?;
+                limits
+                    .sim_args
+                    .extend([flag.to_string(), value.to_string()]);
+            }
+            other => bail!(
+                "unknown soak argument {other:?} \
+                 (known: --seeds N --duration 10m --nemesis PERCENT --ops N --stores N)"
+            ),
         }
     }
     if limits.seeds.is_none() && limits.duration.is_none() {
@@ -118,7 +132,9 @@ fn soak(args: &[&str]) -> Result<()> {
     {
         seed += 1;
         let text = seed.to_string();
-        sim(&["--seed", &text]).with_context(|| format!("seed {seed} failed"))?;
+        let mut args = vec!["--seed", text.as_str()];
+        args.extend(limits.sim_args.iter().map(String::as_str));
+        sim(&args).with_context(|| format!("seed {seed} failed"))?;
     }
     println!(
         "soak: {seed} seeds in {:.0?}, no mismatch",
@@ -180,6 +196,8 @@ mod tests {
         let limits = |args: &[&str]| soak_limits(args).unwrap();
         assert_eq!(limits(&[]).seeds, Some(20));
         assert_eq!(limits(&["--seeds", "5"]).seeds, Some(5));
+        let passed = limits(&["--seeds", "3", "--nemesis", "20", "--ops", "800"]);
+        assert_eq!(passed.sim_args, ["--nemesis", "20", "--ops", "800"]);
         let timed = limits(&["--duration", "2m"]);
         assert_eq!(
             (timed.seeds, timed.duration),
@@ -190,6 +208,7 @@ mod tests {
             &["--seeds", "x"],
             &["--duration", "5d"],
             &["--what", "1"],
+            &["--nemesis", "lots"],
         ] {
             assert!(soak_limits(bad).is_err(), "{bad:?}");
         }

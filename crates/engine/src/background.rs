@@ -78,7 +78,9 @@ impl<D: DiskEngine> Core<D> {
                 None
             } else if fenced {
                 lifecycle(id, None, "Pending", "Pending", "fenced");
-                meta.fenced_loads.insert(id);
+                if meta.fenced_loads.insert(id) {
+                    self.metrics.fence("held_loads");
+                }
                 None
             } else if let Ok(ticket) = meta.map.start_loading(id) {
                 let range = meta.new_range_id();

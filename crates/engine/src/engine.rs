@@ -396,7 +396,8 @@ impl<D: DiskEngine> Engine<D> {
     /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family,
     /// `"compactions"` (of grown memtables) by result (`ok`, `range_gone`, `failed`),
     /// `"gc_collections"` by result (`collected`, `lost`, `range_gone`, `failed`),
-    /// `"fences"` by result (`begun`, `finished`, `abandoned`).
+    /// `"fences"` by result (`begun`, `finished`, `abandoned`, and `held_loads`: loads a
+    /// fence held back).
     pub fn counter(&self, name: &str, label: &str) -> u64 {
         self.core.metrics.count(name, label)
     }
@@ -573,7 +574,9 @@ impl<D: DiskEngine> Core<D> {
                     // A disk change is under way in the range: the load's snapshot would
                     // copy the old data. It starts once the fence lifts.
                     crate::shared::lifecycle(id, Some(epoch), "Pending", "Pending", "fenced");
-                    meta.fenced_loads.insert(id);
+                    if meta.fenced_loads.insert(id) {
+                        self.metrics.fence("held_loads");
+                    }
                 } else {
                     fx.tasks.push(Task::Load(id));
                 }

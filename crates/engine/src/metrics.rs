@@ -125,9 +125,9 @@ impl Metrics {
             fences: counter(
                 &registry,
                 "ime_fences_total",
-                "Fences over disk changes outside the write path, by how they ended: \
-                 begun, finished, abandoned (dropped without finish: their ranges stay \
-                 evicted).",
+                "Fences over disk changes outside the write path: begun, finished, \
+                 abandoned (dropped without finish: their ranges stay evicted), and \
+                 held_loads (loads a fence held back until it lifted).",
                 &["result"],
             ),
             gaps: counter(

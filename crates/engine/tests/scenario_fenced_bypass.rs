@@ -364,9 +364,10 @@ fn scenario_13_flashback() {
     every_source_at_every_point(Change::Flashback);
 }
 
-/// The issue's own transcript: loaded at index 10, ApplySnapshot at the same epoch to
-/// index 50, `load_region(r1, 50)` before the snapshot's data is written. Without the
-/// fence, the reader at 50 was served the old data from memory.
+/// The defect's own transcript: cached, ApplySnapshot at the same epoch to an index 40
+/// ahead, `load_region` at that index before the snapshot's data is written. Before
+/// fences, the loader copied the old data, the region went Active at the new index, and
+/// the reader there was served the old data from memory.
 #[test]
 fn a_load_before_the_snapshot_data_reaches_the_disk_waits_for_it() {
     let Case {

@@ -138,6 +138,10 @@ pub struct Report {
     pub evictions: Vec<(String, u64)>,
     /// Loads completed.
     pub loads: u64,
+    /// Background tasks, GC rounds and policy rounds the stores' seeded schedulers ran.
+    pub background_runs: u64,
+    /// Fences over changes outside the write path: begun, and loads they held back.
+    pub fences: (u64, u64),
     /// Epoch gaps detected.
     pub epoch_gaps: u64,
     /// Applied-index gaps detected.
@@ -185,6 +189,11 @@ impl Report {
             .filter(|(_, n)| *n > 0)
             .collect();
         self.loads = sum_counter(stores, "loads", "ok");
+        self.background_runs = stores.iter().map(|s| s.background_runs).sum();
+        self.fences = (
+            sum_counter(stores, "fences", "begun"),
+            sum_counter(stores, "fences", "held_loads"),
+        );
         self.snapshots = (
             stores.iter().map(|s| s.snapshots_sent).sum(),
             stores.iter().map(|s| s.snapshots_applied).sum(),
@@ -296,6 +305,11 @@ impl fmt::Display for Report {
             }
         )?;
         writeln!(f, "  loads        {}", self.loads)?;
+        writeln!(
+            f,
+            "  background   {} tasks and rounds run by the seeded schedulers; {} fences, {} loads held back by one",
+            self.background_runs, self.fences.0, self.fences.1
+        )?;
         writeln!(
             f,
             "  gaps         {} epoch, {} applied index",

@@ -959,9 +959,15 @@ fn bumped(region: &Region, version: u64, conf_ver: u64) -> Region {
 /// The engine counters the report reads (kept across restarts).
 fn reported() -> impl Iterator<Item = (&'static str, &'static str)> {
     let reasons = ime_engine::region::EvictReason::ALL.iter();
-    [("loads", "ok"), ("gaps", "EpochGap"), ("gaps", "IndexGap")]
-        .into_iter()
-        .chain(reasons.map(|r| ("evictions", r.as_str())))
+    [
+        ("loads", "ok"),
+        ("gaps", "EpochGap"),
+        ("gaps", "IndexGap"),
+        ("fences", "begun"),
+        ("fences", "held_loads"),
+    ]
+    .into_iter()
+    .chain(reasons.map(|r| ("evictions", r.as_str())))
 }
 
 /// Deletes `range` from every column family.
