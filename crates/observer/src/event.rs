@@ -77,9 +77,11 @@ pub enum RaftEvent {
     /// CommitMerge was applied on the merge target: the source's range joined it.
     ///
     /// Cache: **evict** the target and the source (`Merge`), then reload the merged region
-    /// if it was hot (tikv/tikv#18098, #18134). The reload may start at once, so the
-    /// source's data must be on this store's disk before the event (in TiKV it is: the
-    /// source peer has caught up on its log before the target applies CommitMerge).
+    /// if it was hot (tikv/tikv#18098, #18134). The source's data must be on this store's
+    /// disk before any load of the merged range takes its snapshot: in TiKV the source
+    /// peer has caught up on its log before the target applies CommitMerge; a store that
+    /// writes a lagging source's data itself fences it with this event (see
+    /// [`RaftEvent::bypass_ranges`]).
     CommitMerge {
         /// The target as it was.
         before: Region,
@@ -392,7 +394,7 @@ impl RaftEvent {
     /// | event | ranges |
     /// |---|---|
     /// | ApplySnapshot | the region before (if any) and after: its data is replaced |
-    /// | CommitMerge | the merged region: a lagging source's catch-up lands in it |
+    /// | CommitMerge | the merged region and the source as this peer knew it: a lagging source's catch-up |
     /// | IngestSst | the SSTs' ranges and the region's |
     /// | DeleteRange, UnsafeDestroyRange | the deleted range |
     /// | DestroyPeer | the destroyed peer's range (its data is cleared) |
@@ -407,7 +409,9 @@ impl RaftEvent {
             | RaftEvent::DeleteRange { .. }
             | RaftEvent::UnsafeDestroyRange { .. }
             | RaftEvent::DestroyPeer { .. } => self.ranges(),
-            RaftEvent::CommitMerge { after, .. } => vec![after.range.clone()],
+            RaftEvent::CommitMerge { after, source, .. } => {
+                vec![after.range.clone(), source.range.clone()]
+            }
             RaftEvent::PrepareFlashback { before, after }
             | RaftEvent::FinishFlashback { before, after }
             | RaftEvent::SwitchWitness { before, after, .. } => {
@@ -465,7 +469,17 @@ mod tests {
             after: b.clone(),
             source,
         };
-        assert_eq!(merge.bypass_ranges(), [b.range.clone()]);
+        let wide_source = region(2, "m", "zz", 1);
+        assert_eq!(merge.bypass_ranges()[0], b.range);
+        let lagging = RaftEvent::CommitMerge {
+            before: region(1, "a", "m", 2),
+            after: b.clone(),
+            source: wide_source.clone(),
+        };
+        assert_eq!(
+            lagging.bypass_ranges(),
+            [b.range.clone(), wide_source.range]
+        );
         let ingest = RaftEvent::IngestSst {
             region: b.clone(),
             ranges: vec![KeyRange::new("c", "d").unwrap()],

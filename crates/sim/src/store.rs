@@ -747,16 +747,19 @@ impl Store {
         let described = local
             .filter(|p| p.initialized)
             .map_or_else(|| source.clone(), |p| p.region.clone());
-        if !caught_up {
-            // The source's data first, as TiKV has it on disk (the source peer caught up
-            // on its log) before the target applies CommitMerge: the engine may reload a
-            // hot merge result at once. The data bypasses the write path, so the range is
-            // announced as rewritten (DeleteRange evicts what overlaps it) before it is.
-            let rewritten = RaftEvent::DeleteRange {
-                region: described.clone(),
-                range: described.range.clone(),
-            };
-            let fence = self.bypass(source.id.0, &rewritten)?;
+        let event = RaftEvent::CommitMerge {
+            before: target,
+            after: after.clone(),
+            source: described.clone(),
+        };
+        if caught_up {
+            self.publish(id, &event)?;
+        } else {
+            // A source peer that has not caught up gets the source's final data here (TiKV
+            // has it from the source's log). The data bypasses the write path, so the event
+            // begins a fence over the merged range and the source as this peer knew it; a
+            // hot merge result's reload waits for the fence.
+            let fence = self.bypass(id, &event)?;
             let mut batch = WriteBatch::new();
             delete_range(&mut batch, &described.range);
             put_all(&mut batch, cfs);
@@ -765,14 +768,6 @@ impl Store {
             self.interleave_in_fence();
             fence.finish();
         }
-        self.publish(
-            id,
-            &RaftEvent::CommitMerge {
-                before: target,
-                after: after.clone(),
-                source: described.clone(),
-            },
-        )?;
         if self.peers.remove(&source.id.0).is_some() {
             let line = format!("store {}: merged into region {}", self.id, id);
             self.history.entry(source.id.0).or_default().push(line);
