@@ -31,8 +31,15 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
             "--scenario" => options.scenario = Scenario::parse(value()?)?,
             "--duration" => options.duration = Some(duration(value()?)?),
             "--out" => out = PathBuf::from(value()?),
+            // Engines broken on purpose, to see the checker fail: `broken` ignores
+            // ApplySnapshot and gaps, `unfenced` lets loads start inside fences.
+            "--mutation" => match value()?.as_str() {
+                "broken" => options.broken_engine = true,
+                "unfenced" => options.unfenced_engine = true,
+                other => bail!("--mutation {other:?}: broken or unfenced"),
+            },
             other => bail!(
-                "unknown argument {other:?} (known: --seed N --stores N --ops N --nemesis PERCENT --duration 60s --scenario NAME --out DIR --replay JOURNAL)"
+                "unknown argument {other:?} (known: --seed N --stores N --ops N --nemesis PERCENT --duration 60s --scenario NAME --out DIR --replay JOURNAL --mutation broken|unfenced)"
             ),
         }
     }
@@ -114,11 +121,14 @@ mod tests {
             (7, 10, Scenario::Seed)
         );
         assert_eq!(options.duration, Some(Duration::from_secs(120)));
+        let mutated: Vec<String> = ["--mutation", "unfenced"].map(String::from).to_vec();
+        assert!(parse(&mutated).unwrap().0.unfenced_engine);
         for bad in [
             &["--seed"][..],
             &["--duration", "3h"],
             &["--scenario", "nope"],
             &["--what"],
+            &["--mutation", "harmless"],
         ] {
             let bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
             assert!(parse(&bad).is_err(), "{bad:?}");
