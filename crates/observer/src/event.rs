@@ -463,7 +463,7 @@ mod tests {
             after: b.clone(),
             applied_index: 9,
         };
-        assert_eq!(first.bypass_ranges(), [b.range.clone()]);
+        assert_eq!(first.bypass_ranges(), std::slice::from_ref(&b.range));
         let merge = RaftEvent::CommitMerge {
             before: a.clone(),
             after: b.clone(),
