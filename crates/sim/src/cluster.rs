@@ -866,22 +866,12 @@ impl Cluster {
     }
 
     fn finish(&mut self) -> Result<()> {
-        for store in &self.stores {
+        for store in &mut self.stores {
             if !store.engine.wait_idle(std::time::Duration::from_secs(60)) {
                 bail!("store {}: background work did not finish", store.id);
             }
-            for difference in store.engine.cross_check() {
-                let history = store
-                    .history
-                    .get(&difference.region.0)
-                    .cloned()
-                    .unwrap_or_default();
-                self.report.mismatches.push(Mismatch::from_difference(
-                    store.id,
-                    &difference,
-                    history,
-                ));
-            }
+            store.cross_check();
+            self.report.mismatches.append(&mut store.differences);
         }
         self.report.collect(&self.stores);
         Ok(())

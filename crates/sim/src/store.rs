@@ -15,6 +15,7 @@ use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Rng;
+use crate::report::Mismatch;
 
 /// What a Raft entry carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +120,8 @@ pub(crate) struct Store {
     scheduler: Rng,
     /// Background tasks, GC rounds and policy rounds the scheduler ran.
     pub(crate) background_runs: u64,
+    /// What the engine's cross-checker found (run by the scheduler, and at the end).
+    pub(crate) differences: Vec<Mismatch>,
 }
 
 /// Test-only mutations of the engines, to show that the checker can fail.
@@ -198,6 +201,7 @@ impl Store {
             mutations,
             scheduler: Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             background_runs: 0,
+            differences: Vec::new(),
         })
     }
 
@@ -219,8 +223,22 @@ impl Store {
         self.run_background(30, 2);
     }
 
-    /// Runs up to three waiting tasks, a policy round with `policy` percent chance and a
-    /// GC round with `gc` percent chance.
+    /// Compares every cached region with the disk (the ticker's cross-check duty) and
+    /// keeps what differs for the report.
+    pub(crate) fn cross_check(&mut self) {
+        for difference in self.engine.cross_check() {
+            let history = self
+                .history
+                .get(&difference.region.0)
+                .cloned()
+                .unwrap_or_default();
+            let mismatch = Mismatch::from_difference(self.id, &difference, history);
+            self.differences.push(mismatch);
+        }
+    }
+
+    /// Runs a policy round with `policy` percent chance, a GC round with `gc` percent
+    /// chance, a cross-check now and then, and up to three waiting tasks.
     fn run_background(&mut self, policy: u64, gc: u64) {
         if self.scheduler.chance(policy) {
             self.engine.run_policy();
@@ -228,6 +246,10 @@ impl Store {
         }
         if self.scheduler.chance(gc) {
             self.engine.run_gc();
+            self.background_runs += 1;
+        }
+        if self.scheduler.chance(1) {
+            self.cross_check();
             self.background_runs += 1;
         }
         for _ in 0..self.scheduler.below(4) {
