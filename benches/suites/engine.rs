@@ -30,7 +30,7 @@ use ime_benches::{keys_from_env, user_key};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
-use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
@@ -107,7 +107,14 @@ fn point_get(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 at = (at + 1) % probes.len();
-                let snapshot = engine.snapshot(RegionId(1), version, 5, u64::MAX - 1);
+                let snapshot = engine.snapshot(
+                    RegionId(1),
+                    ReadRequest {
+                        epoch_version: version,
+                        applied_index: 5,
+                        read_ts: u64::MAX - 1,
+                    },
+                );
                 assert_eq!(snapshot.from_memory(), name == "hybrid");
                 black_box(snapshot.mvcc_get(&probes[at]).unwrap())
             })
@@ -116,10 +123,28 @@ fn point_get(c: &mut Criterion) {
     group.finish();
     let mut group = c.benchmark_group("engine/snapshot");
     group.bench_function("hybrid", |b| {
-        b.iter(|| black_box(engine.snapshot(RegionId(1), EPOCH.version, 5, u64::MAX - 1)))
+        b.iter(|| {
+            black_box(engine.snapshot(
+                RegionId(1),
+                ReadRequest {
+                    epoch_version: EPOCH.version,
+                    applied_index: 5,
+                    read_ts: u64::MAX - 1,
+                },
+            ))
+        })
     });
     group.bench_function("disk_only", |b| {
-        b.iter(|| black_box(engine.snapshot(RegionId(1), EPOCH.version - 1, 5, u64::MAX - 1)))
+        b.iter(|| {
+            black_box(engine.snapshot(
+                RegionId(1),
+                ReadRequest {
+                    epoch_version: EPOCH.version - 1,
+                    applied_index: 5,
+                    read_ts: u64::MAX - 1,
+                },
+            ))
+        })
     });
     group.bench_function("rocksdb_alone", |b| {
         b.iter(|| black_box(engine.disk().snapshot()))
@@ -133,7 +158,14 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     let mut group = c.benchmark_group("engine/readers");
     let gets = |count: u64, offset: usize| {
         for i in 0..count as usize {
-            let snapshot = engine.snapshot(RegionId(1), EPOCH.version, 5, u64::MAX - 1);
+            let snapshot = engine.snapshot(
+                RegionId(1),
+                ReadRequest {
+                    epoch_version: EPOCH.version,
+                    applied_index: 5,
+                    read_ts: u64::MAX - 1,
+                },
+            );
             black_box(
                 snapshot
                     .mvcc_get(&probes[(i + offset) % probes.len()])
@@ -162,7 +194,14 @@ fn mvcc_scan(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 at = (at + PER_SCAN as u64 * 13) % (keys - PER_SCAN as u64);
-                let snapshot = engine.snapshot(RegionId(1), version, 5, u64::MAX - 1);
+                let snapshot = engine.snapshot(
+                    RegionId(1),
+                    ReadRequest {
+                        epoch_version: version,
+                        applied_index: 5,
+                        read_ts: u64::MAX - 1,
+                    },
+                );
                 assert_eq!(snapshot.from_memory(), name != "disk_only");
                 let found = snapshot
                     .mvcc_scan(&user_key(at), Some(b"u"), PER_SCAN)
@@ -203,7 +242,14 @@ fn write_apply(c: &mut Criterion) {
     });
     assert!(
         engine
-            .snapshot(RegionId(1), EPOCH.version, index, u64::MAX - 1)
+            .snapshot(
+                RegionId(1),
+                ReadRequest {
+                    epoch_version: EPOCH.version,
+                    applied_index: index,
+                    read_ts: u64::MAX - 1
+                },
+            )
             .from_memory()
     );
     group.bench_function("disk_only", |b| {
@@ -334,7 +380,14 @@ fn eviction_impact(c: &mut Criterion) {
             let mut latencies: Vec<Duration> = (0..2000)
                 .map(|i| {
                     let start = Instant::now();
-                    let snapshot = engine.snapshot(RegionId(2), EPOCH.version, 5, u64::MAX - 1);
+                    let snapshot = engine.snapshot(
+                        RegionId(2),
+                        ReadRequest {
+                            epoch_version: EPOCH.version,
+                            applied_index: 5,
+                            read_ts: u64::MAX - 1,
+                        },
+                    );
                     black_box(snapshot.mvcc_get(&keys[(i * 37) % keys.len()]).unwrap());
                     start.elapsed()
                 })

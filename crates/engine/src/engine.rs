@@ -167,7 +167,7 @@ impl<D: DiskEngine> Engine<D> {
                     let reason = if matches!(err, MemError::MemoryLimit { .. }) {
                         EvictReason::MemoryLimitReached
                     } else {
-                        EvictReason::Manual
+                        EvictReason::WriteFailed
                     };
                     tracing::warn!(%err, "memory write refused: evicting the regions it touches");
                     let mut meta = core.meta();
@@ -184,7 +184,7 @@ impl<D: DiskEngine> Engine<D> {
                 self.evict_touched(
                     &mut meta,
                     disk_batch,
-                    EvictReason::Manual,
+                    EvictReason::WriteFailed,
                     &mut outcome,
                     &mut fx,
                 );

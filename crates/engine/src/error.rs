@@ -29,12 +29,6 @@ pub enum EngineError {
     /// A write batch whose segments are malformed.
     #[error("invalid write batch: {0}")]
     InvalidBatch(String),
-    /// Iterator bounds outside the region a snapshot reads.
-    #[error("bounds outside region {region}")]
-    BoundsOutsideRegion {
-        /// The region read.
-        region: RegionId,
-    },
     /// A load was refused.
     #[error("load of region {region} refused: {reason}")]
     LoadRefused {
@@ -57,7 +51,4 @@ pub enum EngineError {
         /// The key (or a range delete's start), escaped.
         key: String,
     },
-    /// The engine is shut down.
-    #[error("the engine is closed")]
-    Closed,
 }

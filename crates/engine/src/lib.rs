@@ -28,7 +28,7 @@
 //! ```
 //! use ime_disk::{Cf, MemDisk};
 //! use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
-//! use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+//! use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 //! use std::time::Duration;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,11 +44,12 @@
 //!     .put(Cf::Default, "k", "v");
 //! engine.write(&batch)?;
 //!
-//! let snapshot = engine.snapshot(RegionId(1), 1, 1, 100);
+//! let read = |applied_index| ReadRequest { epoch_version: 1, applied_index, read_ts: 100 };
+//! let snapshot = engine.snapshot(RegionId(1), read(1));
 //! assert!(snapshot.from_memory());
 //! assert_eq!(snapshot.get(Cf::Default, b"k")?, Some(b"v".to_vec()));
 //! // A reader that applied an entry the cache never saw: evicted, served from disk.
-//! let ahead = engine.snapshot(RegionId(1), 1, 5, 100);
+//! let ahead = engine.snapshot(RegionId(1), read(5));
 //! assert!(!ahead.from_memory());
 //! # Ok(())
 //! # }

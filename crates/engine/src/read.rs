@@ -80,21 +80,15 @@ pub struct HybridSnapshot<D: DiskEngine> {
 }
 
 impl<D: DiskEngine> Engine<D> {
-    /// A snapshot for reading region `region` at `read_ts`, by a peer whose view of the
-    /// region is `epoch_version` and `applied_index`.
+    /// A snapshot for reading region `region` as `request` says: at `read_ts`, by a peer
+    /// whose view of the region is `epoch_version` and `applied_index`.
     ///
     /// Served from memory only when the region is Active, its cached epoch version equals
     /// the caller's, it holds every entry up to the caller's applied index, and `read_ts`
     /// is above its safe point; otherwise from disk, and [`HybridSnapshot::fallback`] says
     /// why. A caller ahead of the cache reveals a missed event: the region is evicted
     /// (`EpochGap` / `IndexGap`).
-    pub fn snapshot(
-        &self,
-        region: RegionId,
-        epoch_version: u64,
-        applied_index: u64,
-        read_ts: u64,
-    ) -> HybridSnapshot<D> {
+    pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
         let core = &self.core;
         let mut fx = Effects::default();
         let mut meta = core.meta();
@@ -103,11 +97,8 @@ impl<D: DiskEngine> Engine<D> {
         if let Some(c) = &counters {
             c.reads.fetch_add(1, Ordering::Relaxed);
         }
-        let mut request = ReadRequest {
-            epoch_version,
-            applied_index,
-            read_ts,
-        };
+        let read_ts = request.read_ts;
+        let mut request = request;
         if core.broken_for_tests.load(Ordering::Relaxed) {
             // The broken engine trusts its cache whatever the reader knows.
             if let Some(cached) = meta.map.region(region) {

@@ -18,7 +18,7 @@ use common::{assert_reads_match, region, test_config};
 use ime_disk::{Cf, MemDisk};
 use ime_engine::{ApplyHeader, Engine, HybridWriteBatch};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
-use ime_region::{EvictReason, RegionId};
+use ime_region::{EvictReason, ReadRequest, RegionId};
 
 const ROUNDS: u64 = 1500;
 
@@ -74,7 +74,14 @@ fn snapshot_evict_gc_and_load_race_on_one_region() {
                 while !done.load(Ordering::SeqCst) {
                     let index = applied.load(Ordering::SeqCst);
                     let read_ts = ts.fetch_add(1, Ordering::SeqCst);
-                    let snapshot = engine.snapshot(r.id, r.epoch.version, index, read_ts);
+                    let snapshot = engine.snapshot(
+                        r.id,
+                        ReadRequest {
+                            epoch_version: r.epoch.version,
+                            applied_index: index,
+                            read_ts,
+                        },
+                    );
                     if snapshot.from_memory() {
                         memory_reads.fetch_add(1, Ordering::Relaxed);
                     }

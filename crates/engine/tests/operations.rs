@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Peer, region, test_config};
 use ime_disk::MemDisk;
 use ime_engine::{ByteSize, Config, Engine, EngineError};
-use ime_region::{RegionId, RegionState};
+use ime_region::{ReadRequest, RegionId, RegionState};
 
 fn loaded(regions: u64) -> Peer<MemDisk> {
     let mut peer = Peer::in_memory();
@@ -87,7 +87,14 @@ fn disabling_at_run_time_evicts_everything_even_under_reads() {
             let mut ts = 10_000;
             while !stop.load(Ordering::SeqCst) {
                 ts += 1;
-                let snapshot = peer.engine.snapshot(r.id, r.epoch.version, index, ts);
+                let snapshot = peer.engine.snapshot(
+                    r.id,
+                    ReadRequest {
+                        epoch_version: r.epoch.version,
+                        applied_index: index,
+                        read_ts: ts,
+                    },
+                );
                 common::assert_reads_match(&snapshot, &r);
             }
         });
@@ -105,7 +112,14 @@ fn disabling_at_run_time_evicts_everything_even_under_reads() {
         peer.engine.regions_json()
     );
     assert_eq!(peer.engine.counter("evictions", "Disabled"), 3);
-    let snapshot = peer.engine.snapshot(r.id, r.epoch.version, index, 20_000);
+    let snapshot = peer.engine.snapshot(
+        r.id,
+        ReadRequest {
+            epoch_version: r.epoch.version,
+            applied_index: index,
+            read_ts: 20_000,
+        },
+    );
     assert_eq!(snapshot.fallback(), Some(ime_engine::Fallback::Disabled));
     assert!(matches!(
         peer.engine.load_region(r, index),
@@ -169,9 +183,14 @@ fn metrics_and_the_region_listing_describe_the_cache() {
 #[test]
 fn close_joins_the_threads_and_keeps_callbacks() {
     let peer = loaded(1);
-    let open = peer
-        .engine
-        .snapshot(RegionId(1), 1, peer.applied(1), 10_000);
+    let open = peer.engine.snapshot(
+        RegionId(1),
+        ReadRequest {
+            epoch_version: 1,
+            applied_index: peer.applied(1),
+            read_ts: 10_000,
+        },
+    );
     peer.engine
         .evict_region(RegionId(1), ime_region::EvictReason::Manual, None);
     let Peer { engine, .. } = peer;
@@ -211,4 +230,84 @@ fn grown_memtables_are_compacted_in_the_background() {
     peer.commit(1, &[("r1/after", Some("x")), ("r1/000", None)]);
     assert!(peer.check(1));
     assert!(peer.engine.cross_check().is_empty());
+}
+
+/// A disk whose writes fail while `failing` is set (everything else is `MemDisk`'s).
+struct FailingDisk {
+    inner: MemDisk,
+    failing: std::sync::Arc<AtomicBool>,
+}
+
+impl ime_disk::DiskEngine for FailingDisk {
+    type Snapshot = <MemDisk as ime_disk::DiskEngine>::Snapshot;
+
+    fn write(
+        &self,
+        batch: &ime_disk::WriteBatch,
+    ) -> Result<ime_disk::SeqRange, ime_disk::DiskError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ime_disk::DiskError::Rocks {
+                operation: "write",
+                detail: "the disk is full".into(),
+            });
+        }
+        self.inner.write(batch)
+    }
+
+    fn snapshot(&self) -> Self::Snapshot {
+        self.inner.snapshot()
+    }
+
+    fn latest_sequence(&self) -> u64 {
+        self.inner.latest_sequence()
+    }
+
+    fn ingest(
+        &self,
+        cf: ime_disk::Cf,
+        entries: &[ime_disk::Entry],
+    ) -> Result<(), ime_disk::DiskError> {
+        self.inner.ingest(cf, entries)
+    }
+
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+}
+
+/// A disk failure on the write path: the error comes back, and the regions the batch
+/// touched (already written in memory) are evicted with `WriteFailed` — their memory
+/// would be ahead of the disk — while the others keep serving.
+#[test]
+fn a_disk_failure_on_the_write_path_evicts_with_a_reason_of_its_own() {
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let disk = FailingDisk {
+        inner: MemDisk::new(),
+        failing: std::sync::Arc::clone(&failing),
+    };
+    let mut peer = Peer::new(Engine::new(disk, test_config()).unwrap());
+    peer.add(region(1, "a", Some("m"), 1));
+    peer.add(region(2, "m", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    peer.commit(2, &[("n", Some("2"))]);
+    peer.load(1);
+    peer.load(2);
+    failing.store(true, Ordering::SeqCst);
+    let r1 = peer.region(1);
+    let mut batch = ime_engine::HybridWriteBatch::new();
+    batch
+        .prepare(ime_engine::ApplyHeader {
+            region: r1.id,
+            epoch: r1.epoch,
+            first_index: peer.applied(1) + 1,
+            last_index: peer.applied(1) + 1,
+        })
+        .put(ime_disk::Cf::Lock, "c", "a lock");
+    let err = peer.engine.write(&batch).unwrap_err();
+    assert!(matches!(err, EngineError::Disk(_)), "{err}");
+    assert_eq!(peer.engine.counter("evictions", "WriteFailed"), 1);
+    assert_eq!(peer.engine.counter("evictions", "Manual"), 0);
+    failing.store(false, Ordering::SeqCst);
+    assert!(!peer.check(1), "evicted: served from disk, and equal to it");
+    assert!(peer.check(2), "the other region keeps serving from memory");
 }

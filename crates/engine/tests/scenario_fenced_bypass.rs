@@ -22,7 +22,7 @@ use ime_disk::{Cf, MemDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Background, BypassFence, Engine, HybridWriteBatch};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
 use ime_observer::{PeerRole, RaftEvent};
-use ime_region::{KeyRange, Region, RegionEpoch, RegionId, RegionState};
+use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId, RegionState};
 
 /// Who asks for the load.
 #[derive(Clone, Copy, Debug)]
@@ -251,9 +251,14 @@ fn request(peer: &Peer<MemDisk>, source: Source, region: &Region, index: u64) {
 /// Reads as the peer before the change and as the peer after it: both equal the disk.
 fn reads_match_disk(peer: &Peer<MemDisk>, views: &[(Region, u64)]) {
     for (region, index) in views {
-        let snapshot = peer
-            .engine
-            .snapshot(RegionId(1), region.epoch.version, *index, 1_000_000);
+        let snapshot = peer.engine.snapshot(
+            RegionId(1),
+            ReadRequest {
+                epoch_version: region.epoch.version,
+                applied_index: *index,
+                read_ts: 1_000_000,
+            },
+        );
         assert_reads_match(&snapshot, region);
     }
 }

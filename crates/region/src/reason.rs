@@ -73,6 +73,10 @@ evict_reasons! {
     /// The embedder fenced a disk change over its range that no Raft event announced: the
     /// data is about to change outside the write path, so memory cannot serve it.
     UnannouncedChange,
+    /// The write path could not keep memory and disk in step for a batch touching it (the
+    /// memory store refused the batch for a reason other than its limit, the disk write
+    /// failed, or the disk took other sequence numbers than the ones memory used).
+    WriteFailed,
 }
 
 impl fmt::Display for EvictReason {

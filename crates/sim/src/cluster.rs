@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Bounds, RocksDisk};
 use ime_engine::observer::RaftEvent;
-use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId};
+use ime_engine::region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 use ime_engine::{Config, HybridSnapshot, KvPair};
 use ime_memkv::codec::{
     LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,
@@ -682,9 +682,11 @@ impl Cluster {
                 }
                 let snapshot = store.engine.snapshot(
                     RegionId(*id),
-                    peer.region.epoch.version,
-                    peer.applied,
-                    read_ts,
+                    ReadRequest {
+                        epoch_version: peer.region.epoch.version,
+                        applied_index: peer.applied,
+                        read_ts,
+                    },
                 );
                 let found = read(&snapshot, &peer.region.range, true);
                 let expected = reference(&snapshot, &peer.region.range, true)?;

@@ -17,7 +17,7 @@ use ime_engine::{
     ApplyHeader, Config, Engine, HybridSnapshot, HybridWriteBatch, KvPair, WriteOutcome,
 };
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
-use ime_region::{KeyRange, Region, RegionEpoch, RegionId, RegionState};
+use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId, RegionState};
 
 /// A region over user keys `[start, end)` (encoded, as TiKV's region boundaries are).
 pub(crate) fn region(id: u64, start: &str, end: Option<&str>, version: u64) -> Region {
@@ -184,8 +184,14 @@ impl<D: DiskEngine> Peer<D> {
     pub(crate) fn snapshot(&mut self, id: u64) -> HybridSnapshot<D> {
         let read_ts = self.next_ts();
         let (region, index) = self.regions[&RegionId(id)].clone();
-        self.engine
-            .snapshot(region.id, region.epoch.version, index, read_ts)
+        self.engine.snapshot(
+            region.id,
+            ReadRequest {
+                epoch_version: region.epoch.version,
+                applied_index: index,
+                read_ts,
+            },
+        )
     }
 
     /// Reads region `id` (a full MVCC scan and a get of every key) and checks every answer
