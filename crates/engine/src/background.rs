@@ -12,7 +12,8 @@ use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
 use crate::engine::mem_cf;
-use crate::shared::{Cached, Core, Effects, LoadJob, LoadStage, Task, bounds_of, lifecycle};
+use crate::shared::{Cached, Core, Effects, LoadJob, Task, bounds_of, lifecycle};
+use crate::stats::{CollectResult, FenceEvent, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -54,7 +55,9 @@ impl<D: DiskEngine> Core<D> {
     /// its range is under way (the snapshot would copy data about to be replaced: the
     /// load waits for the fence), or the load is refused (evicted) or no longer wanted.
     pub(crate) fn start_load(&self, id: RegionId) -> Option<Task> {
-        self.load_gate(LoadStage::BeforeStart);
+        #[cfg(feature = "testing")]
+        self.switches
+            .wait_at(crate::LoadStage::BeforeStart, &self.closed);
         let started = Instant::now();
         let mut fx = Effects::default();
         let job = {
@@ -79,7 +82,7 @@ impl<D: DiskEngine> Core<D> {
             } else if fenced {
                 lifecycle(id, None, "Pending", "Pending", "fenced");
                 if meta.fenced_loads.insert(id) {
-                    self.metrics.fence("held_loads");
+                    self.metrics.fence(FenceEvent::HeldLoad);
                 }
                 None
             } else if let Ok(ticket) = meta.map.start_loading(id) {
@@ -134,7 +137,9 @@ impl<D: DiskEngine> Core<D> {
     /// A load's second stage: the region's keys copied, in key order, at the snapshot's
     /// sequence (outside every engine lock: writes and reads go on meanwhile).
     pub(crate) fn copy_load(&self, job: u64) -> Option<Task> {
-        self.load_gate(LoadStage::AfterStart);
+        #[cfg(feature = "testing")]
+        self.switches
+            .wait_at(crate::LoadStage::AfterStart, &self.closed);
         // Out of the table for the copy, so that no lock is held across it.
         let mut j = self.jobs().remove(&job)?;
         let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot);
@@ -185,7 +190,11 @@ impl<D: DiskEngine> Core<D> {
             self.absorb_load_end(&mut meta, end, &mut fx);
         }
         drop(meta);
-        let result = if copied.is_ok() { "ok" } else { "failed" };
+        let result = if copied.is_ok() {
+            LoadResult::Ok
+        } else {
+            LoadResult::Failed
+        };
         self.metrics.loaded(result, j.started.elapsed());
         self.finish(fx);
     }
@@ -280,7 +289,7 @@ impl<D: DiskEngine> Core<D> {
             self.metrics.gc_took(started.elapsed());
             match result {
                 Ok(stats) if stats.installed => {
-                    self.metrics.gc_round("collected");
+                    self.metrics.gc_round(CollectResult::Collected);
                     let mut meta = self.meta();
                     if let Some(cached) = meta.cached.get_mut(&region).filter(|c| c.range == range)
                     {
@@ -288,13 +297,13 @@ impl<D: DiskEngine> Core<D> {
                     }
                     return;
                 }
-                Ok(_) => self.metrics.gc_round("lost"),
+                Ok(_) => self.metrics.gc_round(CollectResult::Lost),
                 Err(MemError::NoSuchRange(_)) => {
-                    self.metrics.gc_round("range_gone");
+                    self.metrics.gc_round(CollectResult::RangeGone);
                     return;
                 }
                 Err(err) => {
-                    self.metrics.gc_round("failed");
+                    self.metrics.gc_round(CollectResult::Failed);
                     tracing::warn!(region = region.0, %err, "GC compaction failed");
                     return;
                 }

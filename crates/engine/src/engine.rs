@@ -18,7 +18,8 @@ use ime_region::{
 use crate::batch::UNTAGGED;
 use crate::fence::DiskReader;
 use crate::shared::{Background, Core, Effects, Meta, Runner, Task, TaskKind};
-use crate::{Config, EngineError, HybridWriteBatch};
+use crate::stats::{FenceEvent, GapSource};
+use crate::{Config, EngineError, HybridWriteBatch, Stats};
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
 /// regions that serves consistent reads.
@@ -210,7 +211,7 @@ impl<D: DiskEngine> Engine<D> {
     ) {
         let applied = meta.applied.entry(h.region).or_default();
         *applied = (*applied).max(h.last_index);
-        if self.core.broken_for_tests.load(Ordering::Relaxed) {
+        if self.core.broken() {
             return;
         }
         match meta
@@ -219,7 +220,7 @@ impl<D: DiskEngine> Engine<D> {
         {
             ApplyOutcome::Gap(gap) => {
                 tracing::warn!(%gap, "gap detected on the write path");
-                self.core.metrics.gap(gap.kind.reason().as_str());
+                self.core.metrics.gap(GapSource::of(gap.kind));
                 outcome.evicted.push((h.region, gap.kind.reason()));
                 self.core.absorb(meta, gap.eviction, fx);
             }
@@ -392,14 +393,11 @@ impl<D: DiskEngine> Engine<D> {
         self.core.metrics.render(&counts, self.memory_used())
     }
 
-    /// A counter's value: `"snapshots"` by source, `"evictions"` by reason, `"loads"` by
-    /// result, `"gaps"` by kind, `"events"` by kind, `"differences"` by column family,
-    /// `"compactions"` (of grown memtables) by result (`ok`, `range_gone`, `failed`),
-    /// `"gc_collections"` by result (`collected`, `lost`, `range_gone`, `failed`),
-    /// `"fences"` by result (`begun`, `finished`, `abandoned`, and `held_loads`: loads a
-    /// fence held back).
-    pub fn counter(&self, name: &str, label: &str) -> u64 {
-        self.core.metrics.count(name, label)
+    /// The engine's counters, typed: snapshots by source, evictions by reason, loads,
+    /// gaps, events by kind, cross-check differences, compactions, GC collections and
+    /// fences (the same counters `metrics_text` exposes).
+    pub fn stats(&self) -> Stats {
+        self.core.metrics.stats()
     }
 
     /// Runs one GC round now (the ticker runs them every `gc-run-interval`).
@@ -436,34 +434,6 @@ impl<D: DiskEngine> Engine<D> {
     /// `None` when nothing waits (or with threads).
     pub fn run_pending(&self, index: usize) -> Option<TaskKind> {
         self.core.run_pending(index)
-    }
-
-    /// For tests of the checkers only: an engine that ignores ApplySnapshot and every gap,
-    /// as TiKV's did before tikv/tikv#17430. Never use it otherwise.
-    #[doc(hidden)]
-    pub fn break_for_tests(&self) {
-        self.core.broken_for_tests.store(true, Ordering::Relaxed);
-    }
-
-    /// For tests of the simulator only: fences stop holding loads back (they still evict),
-    /// the mutation that shows the simulator finds the stale reads fences prevent. Never
-    /// use it otherwise.
-    #[doc(hidden)]
-    pub fn unfence_for_tests(&self) {
-        self.core.unfenced_for_tests.store(true, Ordering::Relaxed);
-    }
-
-    /// For tests that need a precise interleaving: holds every load at `stage` until
-    /// [`Engine::release_loads`] (or shutdown).
-    #[doc(hidden)]
-    pub fn hold_loads(&self, stage: crate::LoadStage) {
-        self.core.hold_loads(Some(stage));
-    }
-
-    /// Releases loads held by [`Engine::hold_loads`].
-    #[doc(hidden)]
-    pub fn release_loads(&self) {
-        self.core.hold_loads(None);
     }
 
     /// Stops the background threads and waits for them. Work still queued is done first.
@@ -575,7 +545,7 @@ impl<D: DiskEngine> Core<D> {
                     // copy the old data. It starts once the fence lifts.
                     crate::shared::lifecycle(id, Some(epoch), "Pending", "Pending", "fenced");
                     if meta.fenced_loads.insert(id) {
-                        self.metrics.fence("held_loads");
+                        self.metrics.fence(FenceEvent::HeldLoad);
                     }
                 } else {
                     fx.tasks.push(Task::Load(id));

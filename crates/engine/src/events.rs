@@ -12,6 +12,7 @@ use ime_region::{
 };
 
 use crate::shared::{Cached, Core, Effects, Meta, bounds_of};
+use crate::stats::GapSource;
 use crate::{Engine, EngineError};
 
 /// A leader transfer to this store waiting for its region to load.
@@ -78,7 +79,7 @@ impl<D: DiskEngine> RaftObserver for EngineObserver<D> {
         let mut fx = Effects::default();
         let mut meta = self.core.meta();
         tracing::warn!(%gap, "events lost: evicting the regions they concerned");
-        self.core.metrics.gap("delivery");
+        self.core.metrics.gap(GapSource::Delivery);
         for id in &gap.regions {
             self.core
                 .evict(&mut meta, *id, EvictReason::EpochGap, None, &mut fx);
@@ -98,7 +99,7 @@ impl<D: DiskEngine> Core<D> {
         let mut fx = Effects::default();
         let result = {
             let mut meta = self.meta();
-            self.metrics.event(event.kind().as_str());
+            self.metrics.event(event.kind());
             self.handle(&mut meta, event, &mut fx)
         };
         self.finish(fx);
@@ -120,10 +121,7 @@ impl<D: DiskEngine> Core<D> {
                 applied_index,
             } => {
                 meta.learn(after, *applied_index);
-                if self
-                    .broken_for_tests
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                {
+                if self.broken() {
                     return Ok(());
                 }
                 for region in before.iter().chain([after]) {
@@ -283,10 +281,7 @@ impl<D: DiskEngine> Core<D> {
 
     /// An event naming the region at `epoch`: a cached epoch other than it is a gap.
     fn check_epoch(&self, meta: &mut Meta, id: RegionId, epoch: RegionEpoch, fx: &mut Effects) {
-        if self
-            .broken_for_tests
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.broken() {
             return;
         }
         if let Some(gap) = meta.map.check_epoch(id, epoch) {
@@ -297,7 +292,7 @@ impl<D: DiskEngine> Core<D> {
 
     fn gap_found(&self, gap: &ime_region::Gap) {
         tracing::warn!(%gap, "gap detected on an event");
-        self.metrics.gap(gap.kind.reason().as_str());
+        self.metrics.gap(GapSource::of(gap.kind));
     }
 
     fn was_hot(&self, meta: &Meta, id: RegionId) -> bool {

@@ -28,6 +28,7 @@ use ime_observer::{EventKind, RaftEvent};
 use ime_region::{EvictReason, KeyRange, RegionState};
 
 use crate::shared::{Core, Effects, Meta, Task, lifecycle};
+use crate::stats::FenceEvent;
 use crate::{Engine, EngineError};
 
 /// Read access to the engine's disk: snapshots and the latest sequence number, never a
@@ -77,7 +78,7 @@ impl<D: DiskEngine> Engine<D> {
         let mut fx = Effects::default();
         let fence = {
             let mut meta = self.core.meta();
-            self.core.metrics.event(event.kind().as_str());
+            self.core.metrics.event(event.kind());
             let handled = self.core.handle(&mut meta, event, &mut fx);
             handled.map(|()| {
                 let reason = bypass_reason(event.kind());
@@ -135,16 +136,13 @@ impl<D: DiskEngine> Core<D> {
         fx: &mut Effects,
     ) -> BypassFence<D> {
         // The broken engine of the checkers' tests ignores the changes fences announce.
-        if !self
-            .broken_for_tests
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if !self.broken() {
             for range in &ranges {
                 self.evict_overlapping(meta, range, reason, fx);
             }
         }
         let id = meta.add_fence(ranges.clone(), reason);
-        self.metrics.fence("begun");
+        self.metrics.fence(FenceEvent::Begun);
         tracing::debug!(fence = id, ?ranges, %reason, "fence begun");
         BypassFence {
             core: Arc::clone(self),
@@ -192,8 +190,11 @@ impl<D: DiskEngine> Core<D> {
         self.retry_wanted(&mut meta, &mut fx);
         drop(meta);
         self.finish(fx);
-        self.metrics
-            .fence(if abandoned { "abandoned" } else { "finished" });
+        self.metrics.fence(if abandoned {
+            FenceEvent::Abandoned
+        } else {
+            FenceEvent::Finished
+        });
     }
 }
 

@@ -71,6 +71,9 @@ mod mvcc;
 mod read;
 mod reference;
 mod shared;
+mod stats;
+#[cfg(feature = "testing")]
+mod testing;
 
 /// The layers below, re-exported so that an embedder (the simulator) needs only this crate.
 pub use ime_disk as disk;
@@ -88,7 +91,10 @@ pub use fence::{BypassFence, DiskReader};
 pub use mvcc::{KvPair, MvccError};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
 pub use reference::reference_scan;
-pub use shared::{Background, LoadStage, TaskKind};
+pub use shared::{Background, TaskKind};
+pub use stats::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
+#[cfg(feature = "testing")]
+pub use testing::LoadStage;
 
 impl<D: ime_disk::DiskEngine> Engine<D> {
     /// Compares every Active region's memory with the disk at one sequence number and

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
+use ime_observer::EventKind;
 use ime_region::EvictReason;
+
+use crate::stats::{
+    CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats,
+};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -15,8 +20,9 @@ pub(crate) struct Metrics {
     regions: IntGaugeVec,
     memory: IntGauge,
     reads: IntCounterVec,
-    /// `reads` for source "memory", resolved once: the hot path takes no label lookup.
-    memory_reads: prometheus::IntCounter,
+    /// `reads` for each source, in `Source::ALL` order, resolved once: the read path
+    /// takes no label lookup.
+    sources: Vec<prometheus::IntCounter>,
     evictions: IntCounterVec,
     eviction_seconds: HistogramVec,
     loads: IntCounterVec,
@@ -82,7 +88,10 @@ impl Metrics {
         Metrics {
             regions,
             memory,
-            memory_reads: reads.with_label_values(&["memory"]),
+            sources: Source::ALL
+                .iter()
+                .map(|s| reads.with_label_values(&[s.label()]))
+                .collect(),
             reads,
             evictions: counter(
                 &registry,
@@ -158,11 +167,10 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn served(&self, source: &str) {
-        if source == "memory" {
-            return self.memory_reads.inc();
+    pub(crate) fn served(&self, source: Source) {
+        if let Some(counter) = self.sources.get(source as usize) {
+            counter.inc();
         }
-        self.reads.with_label_values(&[source]).inc();
     }
 
     pub(crate) fn evicted(&self, reason: EvictReason) {
@@ -175,10 +183,10 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn loaded(&self, result: &str, took: Duration) {
-        self.loads.with_label_values(&[result]).inc();
+    pub(crate) fn loaded(&self, result: LoadResult, took: Duration) {
+        self.loads.with_label_values(&[result.label()]).inc();
         self.load_seconds
-            .with_label_values(&[result])
+            .with_label_values(&[result.label()])
             .observe(took.as_secs_f64());
     }
 
@@ -188,46 +196,72 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn gap(&self, kind: &str) {
-        self.gaps.with_label_values(&[kind]).inc();
+    pub(crate) fn gap(&self, source: GapSource) {
+        self.gaps.with_label_values(&[source.label()]).inc();
     }
 
-    pub(crate) fn event(&self, kind: &str) {
-        self.events.with_label_values(&[kind]).inc();
+    pub(crate) fn event(&self, kind: EventKind) {
+        self.events.with_label_values(&[kind.as_str()]).inc();
     }
 
     pub(crate) fn difference(&self, cf: &str) {
         self.differences.with_label_values(&[cf]).inc();
     }
 
-    pub(crate) fn gc_round(&self, result: &str) {
-        self.gc_collections.with_label_values(&[result]).inc();
+    pub(crate) fn gc_round(&self, result: CollectResult) {
+        self.gc_collections
+            .with_label_values(&[result.label()])
+            .inc();
     }
 
-    pub(crate) fn fence(&self, result: &str) {
-        self.fences.with_label_values(&[result]).inc();
+    pub(crate) fn fence(&self, event: FenceEvent) {
+        self.fences.with_label_values(&[event.label()]).inc();
     }
 
-    pub(crate) fn compacted(&self, result: &str) {
-        self.compactions.with_label_values(&[result]).inc();
+    pub(crate) fn compacted(&self, result: CompactResult) {
+        self.compactions.with_label_values(&[result.label()]).inc();
     }
 
-    /// A counter's value, for reports and tests.
-    pub(crate) fn count(&self, name: &str, label: &str) -> u64 {
-        let vec = match name {
-            "snapshots" => &self.reads,
-            "evictions" => &self.evictions,
-            "loads" => &self.loads,
-            "gaps" => &self.gaps,
-            "events" => &self.events,
-            "differences" => &self.differences,
-            "compactions" => &self.compactions,
-            "gc_collections" => &self.gc_collections,
-            "fences" => &self.fences,
-            _unknown => return 0,
+    /// Every counter, typed.
+    pub(crate) fn stats(&self) -> Stats {
+        let get = |vec: &IntCounterVec, label: &str| {
+            vec.get_metric_with_label_values(&[label])
+                .map_or(0, |c| c.get())
         };
-        vec.get_metric_with_label_values(&[label])
-            .map_or(0, |c| c.get())
+        let mut stats = Stats {
+            evictions: EvictReason::ALL
+                .iter()
+                .map(|r| (*r, get(&self.evictions, r.as_str())))
+                .collect(),
+            events: EventKind::ALL
+                .iter()
+                .map(|k| (*k, get(&self.events, k.as_str())))
+                .collect(),
+            differences: ime_disk::Cf::ALL
+                .iter()
+                .map(|cf| get(&self.differences, cf.name()))
+                .sum(),
+            ..Stats::default()
+        };
+        for source in Source::ALL {
+            *stats.snapshots.slot(*source) = get(&self.reads, source.label());
+        }
+        for result in LoadResult::ALL {
+            *stats.loads.slot(*result) = get(&self.loads, result.label());
+        }
+        for source in GapSource::ALL {
+            *stats.gaps.slot(*source) = get(&self.gaps, source.label());
+        }
+        for result in CompactResult::ALL {
+            *stats.compactions.slot(*result) = get(&self.compactions, result.label());
+        }
+        for result in CollectResult::ALL {
+            *stats.collections.slot(*result) = get(&self.gc_collections, result.label());
+        }
+        for event in FenceEvent::ALL {
+            *stats.fences.slot(*event) = get(&self.fences, event.label());
+        }
+        stats
     }
 
     /// The text exposition, with gauges set from `states` and `memory`.

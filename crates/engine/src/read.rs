@@ -10,6 +10,7 @@ use ime_region::{ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
 use crate::engine::mem_cf;
 use crate::shared::{Core, Effects, ReadCounters};
+use crate::stats::{GapSource, Source};
 use crate::{Engine, EngineError};
 
 /// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
@@ -29,13 +30,9 @@ pub enum Fallback {
 }
 
 impl Fallback {
-    /// A short label for metrics.
+    /// A short label for metrics (`ime_snapshots_total{source}`).
     pub fn label(&self) -> &'static str {
-        match self {
-            Fallback::Disabled => "disabled",
-            Fallback::Miss(miss) => miss.label(),
-            Fallback::MemoryBehind => "memory_behind",
-        }
+        Source::of(Some(self)).label()
     }
 }
 
@@ -99,7 +96,7 @@ impl<D: DiskEngine> Engine<D> {
         }
         let read_ts = request.read_ts;
         let mut request = request;
-        if core.broken_for_tests.load(Ordering::Relaxed) {
+        if core.broken() {
             // The broken engine trusts its cache whatever the reader knows.
             if let Some(cached) = meta.map.region(region) {
                 request.epoch_version = cached.epoch.version;
@@ -134,7 +131,7 @@ impl<D: DiskEngine> Engine<D> {
                 Err(refused) => {
                     if let Some(gap) = refused.gap {
                         tracing::warn!(%gap, "gap detected on the read path");
-                        core.metrics.gap(gap.kind.reason().as_str());
+                        core.metrics.gap(GapSource::of(gap.kind));
                         core.absorb(&mut meta, gap.eviction, &mut fx);
                     }
                     (None, Some(Fallback::Miss(refused.miss)))
@@ -143,8 +140,7 @@ impl<D: DiskEngine> Engine<D> {
         };
         drop(meta);
         core.finish(fx);
-        core.metrics
-            .served(fallback.as_ref().map_or("memory", Fallback::label));
+        core.metrics.served(Source::of(fallback.as_ref()));
         HybridSnapshot {
             region,
             read_ts,

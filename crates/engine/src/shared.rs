@@ -16,6 +16,7 @@ use ime_region::{
 };
 
 use crate::metrics::Metrics;
+use crate::stats::CompactResult;
 use crate::{Config, Warmup};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
@@ -311,14 +312,9 @@ pub(crate) struct Core<D: DiskEngine> {
     /// Loads between their stages, by job id.
     pub(crate) jobs: Mutex<HashMap<u64, LoadJob<D::Snapshot>>>,
     next_job: AtomicU64,
-    /// When set (tests only), ApplySnapshot does not evict and gaps are not acted on.
-    pub(crate) broken_for_tests: AtomicBool,
-    /// When set (tests only), fences do not hold loads back: the mutation that shows the
-    /// simulator finds the stale reads they prevent.
-    pub(crate) unfenced_for_tests: AtomicBool,
-    /// Where loads are held (tests only), and the condition they wait on.
-    load_gate: Mutex<Option<LoadStage>>,
-    gate_opened: Condvar,
+    /// Test-only switches (the `testing` feature).
+    #[cfg(feature = "testing")]
+    pub(crate) switches: crate::testing::Switches,
 }
 
 /// A load between its stages: what it started from, and how its copy went.
@@ -329,15 +325,6 @@ pub(crate) struct LoadJob<S> {
     pub(crate) started: Instant,
     /// The copy's outcome, once it ran.
     pub(crate) copied: Option<Result<(), String>>,
-}
-
-/// A point in a load where a test can hold it, to reach an interleaving precisely.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoadStage {
-    /// Before the region leaves Pending.
-    BeforeStart,
-    /// Loading, with its disk snapshot taken, before any key is copied.
-    AfterStart,
 }
 
 impl<D: DiskEngine> Core<D> {
@@ -368,35 +355,21 @@ impl<D: DiskEngine> Core<D> {
             runner,
             jobs: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(0),
-            broken_for_tests: AtomicBool::new(false),
-            unfenced_for_tests: AtomicBool::new(false),
-            load_gate: Mutex::new(None),
-            gate_opened: Condvar::new(),
+            #[cfg(feature = "testing")]
+            switches: crate::testing::Switches::default(),
         }
     }
 
-    /// Holds loads at `stage` (`None` releases them).
-    pub(crate) fn hold_loads(&self, stage: Option<LoadStage>) {
-        *self
-            .load_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = stage;
-        self.gate_opened.notify_all();
-    }
-
-    /// Waits while loads are held at `stage` (never past shutdown).
-    pub(crate) fn load_gate(&self, stage: LoadStage) {
-        let mut gate = self
-            .load_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while *gate == Some(stage) && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            gate = self
-                .gate_opened
-                .wait_timeout(gate, std::time::Duration::from_millis(20))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+    /// Whether the engine was broken on purpose (tests of the checkers only): it then
+    /// ignores ApplySnapshot and every gap. Always false without the `testing` feature.
+    pub(crate) fn broken(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self
+            .switches
+            .broken
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(feature = "testing"))]
+        false
     }
 
     pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
@@ -613,13 +586,17 @@ impl<D: DiskEngine> Core<D> {
 
     /// Whether a fence under way overlaps `range` (never, in the test-only unfenced mode).
     pub(crate) fn fenced(&self, meta: &Meta, range: &KeyRange) -> bool {
-        !self
-            .unfenced_for_tests
+        #[cfg(feature = "testing")]
+        if self
+            .switches
+            .unfenced
             .load(std::sync::atomic::Ordering::Relaxed)
-            && meta
-                .fences
-                .values()
-                .any(|f| f.ranges.iter().any(|r| r.overlaps(range)))
+        {
+            return false;
+        }
+        meta.fences
+            .values()
+            .any(|f| f.ranges.iter().any(|r| r.overlaps(range)))
     }
 
     fn run_inline(&self, task: Task) {
@@ -670,10 +647,10 @@ impl<D: DiskEngine> Core<D> {
     /// meanwhile is nothing to do.
     pub(crate) fn compact(&self, range: RangeId) {
         match self.mem.compact(range, None) {
-            Ok(_) => self.metrics.compacted("ok"),
-            Err(MemError::NoSuchRange(_)) => self.metrics.compacted("range_gone"),
+            Ok(_) => self.metrics.compacted(CompactResult::Ok),
+            Err(MemError::NoSuchRange(_)) => self.metrics.compacted(CompactResult::RangeGone),
             Err(err) => {
-                self.metrics.compacted("failed");
+                self.metrics.compacted(CompactResult::Failed);
                 tracing::warn!(range = range.0, %err, "memtable compaction failed");
             }
         }

@@ -32,9 +32,16 @@ fn snapshot_evict_gc_and_load_race_on_one_region() {
     let memory_reads = AtomicU64::new(0);
     engine.load_region(r.clone(), 5).unwrap();
     std::thread::scope(|s| {
-        // The writer: one Raft entry per round, MVCC puts and deletes over 50 keys.
+        // The writer: one Raft entry per round, MVCC puts and deletes over 50 keys; at
+        // least ROUNDS rounds, and on until a read was served from memory (a loaded
+        // machine can starve the loader for a while), within a generous bound.
         s.spawn(|| {
-            for round in 0..ROUNDS {
+            let started = Instant::now();
+            for round in 0.. {
+                let served = memory_reads.load(Ordering::Relaxed) > 0;
+                if round >= ROUNDS && (served || started.elapsed() > Duration::from_secs(60)) {
+                    break;
+                }
                 let start_ts = ts.fetch_add(2, Ordering::SeqCst);
                 let index = applied.load(Ordering::SeqCst) + 1;
                 let mut batch = HybridWriteBatch::new();

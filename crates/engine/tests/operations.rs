@@ -61,7 +61,12 @@ fn lowering_capacity_at_run_time_evicts_down_to_it() {
         peer.engine.memory_used(),
         used / 2
     );
-    assert!(peer.engine.counter("evictions", "MemoryLimitReached") > 0);
+    assert!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::MemoryLimitReached)
+            > 0
+    );
     for id in 1..=4 {
         peer.check(id);
     }
@@ -111,7 +116,12 @@ fn disabling_at_run_time_evicts_everything_even_under_reads() {
         "{}",
         peer.engine.regions_json()
     );
-    assert_eq!(peer.engine.counter("evictions", "Disabled"), 3);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::Disabled),
+        3
+    );
     let snapshot = peer.engine.snapshot(
         r.id,
         ReadRequest {
@@ -151,7 +161,7 @@ fn the_ticker_runs_gc_and_the_cross_checker_at_their_intervals() {
         "GC never ran"
     );
     assert!(peer.check(1));
-    assert_eq!(peer.engine.counter("differences", "write"), 0);
+    assert_eq!(peer.engine.stats().differences, 0);
 }
 
 #[test]
@@ -221,11 +231,11 @@ fn grown_memtables_are_compacted_in_the_background() {
     }
     peer.idle();
     assert!(
-        peer.engine.counter("compactions", "ok") >= 1,
+        peer.engine.stats().compactions.ok >= 1,
         "{}",
         peer.engine.metrics_text()
     );
-    assert_eq!(peer.engine.counter("compactions", "failed"), 0);
+    assert_eq!(peer.engine.stats().compactions.failed, 0);
     assert!(peer.check(1), "still served from memory, and equal to disk");
     peer.commit(1, &[("r1/after", Some("x")), ("r1/000", None)]);
     assert!(peer.check(1));
@@ -305,8 +315,16 @@ fn a_disk_failure_on_the_write_path_evicts_with_a_reason_of_its_own() {
         .put(ime_disk::Cf::Lock, "c", "a lock");
     let err = peer.engine.write(&batch).unwrap_err();
     assert!(matches!(err, EngineError::Disk(_)), "{err}");
-    assert_eq!(peer.engine.counter("evictions", "WriteFailed"), 1);
-    assert_eq!(peer.engine.counter("evictions", "Manual"), 0);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::WriteFailed),
+        1
+    );
+    assert_eq!(
+        peer.engine.stats().evicted(ime_region::EvictReason::Manual),
+        0
+    );
     failing.store(false, Ordering::SeqCst);
     assert!(!peer.check(1), "evicted: served from disk, and equal to it");
     assert!(peer.check(2), "the other region keeps serving from memory");

@@ -75,7 +75,12 @@ fn scenario_05_sst_ingest_evicts_before_it_is_visible() {
     assert!(peer.check(1), "other regions are untouched");
     // The snapshot opened before the ingest still reads its own point in time.
     common::assert_reads_match(&open, &region2);
-    assert_eq!(peer.engine.counter("evictions", "IngestSst"), 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::IngestSst),
+        1
+    );
 }
 
 /// Scenario 5b (tikv/tikv#17644): a DeleteRange command evicts every overlapping region.
@@ -94,7 +99,12 @@ fn scenario_05_delete_range_command_evicts_the_overlapping_regions() {
     bypass_delete(&fence, &range);
     fence.finish();
     assert!(!peer.check(1) && !peer.check(2));
-    assert_eq!(peer.engine.counter("evictions", "DeleteRange"), 2);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::DeleteRange),
+        2
+    );
     peer.idle();
     peer.load(1);
     assert!(peer.check(1));
@@ -116,7 +126,12 @@ fn scenario_05_unsafe_destroy_range_evicts_without_a_region() {
     fence.finish();
     assert!(!peer.check(2));
     assert!(peer.check(1));
-    assert_eq!(peer.engine.counter("evictions", "DeleteRange"), 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::DeleteRange),
+        1
+    );
 }
 
 /// Scenario 5d: PrepareFlashback evicts and refuses loads until FinishFlashback; what the

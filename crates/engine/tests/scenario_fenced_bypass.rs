@@ -397,7 +397,7 @@ fn a_load_before_the_snapshot_data_reaches_the_disk_waits_for_it() {
     peer.idle();
     peer.set(after, after_index);
     assert!(peer.check(1), "loaded after the data, served from memory");
-    assert_eq!(peer.engine.counter("fences", "finished"), 1);
+    assert_eq!(peer.engine.stats().fences.finished, 1);
 }
 
 /// A fence dropped without `finish` keeps its ranges out of the cache: the load that
@@ -419,7 +419,7 @@ fn an_abandoned_fence_keeps_its_ranges_evicted() {
     }
     peer.idle();
     assert_eq!(peer.state(1), None);
-    assert_eq!(peer.engine.counter("fences", "abandoned"), 1);
+    assert_eq!(peer.engine.stats().fences.abandoned, 1);
     peer.set(after, after_index);
     assert!(!peer.check(1));
     peer.load(1);

@@ -84,7 +84,7 @@ fn scenario_14_a_collection_lost_to_a_split_is_done_on_the_children() {
     assert_eq!(peer.engine.pending_tasks(), 1, "one collection queued");
     split_at_the_middle(&mut peer);
     assert_eq!(peer.engine.run_pending(0), Some(TaskKind::Gc));
-    assert_eq!(peer.engine.counter("gc_collections", "range_gone"), 1);
+    assert_eq!(peer.engine.stats().collections.range_gone, 1);
     assert!(
         peer.engine.memory_used() * 10 > full * 9,
         "nothing was collected yet"
@@ -93,7 +93,7 @@ fn scenario_14_a_collection_lost_to_a_split_is_done_on_the_children() {
     // The next round: the safe point did not move, but neither child is collected.
     peer.engine.run_gc();
     peer.idle();
-    assert_eq!(peer.engine.counter("gc_collections", "collected"), 2);
+    assert_eq!(peer.engine.stats().collections.collected, 2);
     let after = peer.engine.memory_used();
     assert!(
         after * 4 < full,
@@ -126,6 +126,6 @@ fn a_collected_range_is_not_collected_again() {
     peer.engine.set_safe_point(safe_point);
     peer.engine.run_gc();
     peer.engine.run_gc();
-    assert_eq!(peer.engine.counter("gc_collections", "collected"), 1);
+    assert_eq!(peer.engine.stats().collections.collected, 1);
     assert!(peer.check(1));
 }

@@ -99,11 +99,7 @@ fn scenario_09_memory_pressure_never_passes_capacity() {
             );
         }
     }
-    assert!(
-        peer.engine
-            .counter("evictions", EvictReason::MemoryLimitReached.as_str())
-            > 0
-    );
+    assert!(peer.engine.stats().evicted(EvictReason::MemoryLimitReached) > 0);
     for id in 1..=REGIONS {
         peer.check(id);
     }

@@ -91,7 +91,12 @@ fn scenario_01_snapshot_to_v222_then_split_evicts_and_never_panics() {
             applied_index: index,
         })
         .unwrap();
-    assert_eq!(peer.engine.counter("evictions", "ApplySnapshot"), 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::ApplySnapshot),
+        1
+    );
     // The event returned: from here on no read of the region comes from memory.
     apply_snapshot_data(&mut peer, fence, 222);
     assert!(
@@ -147,12 +152,19 @@ fn publish_lost_snapshot(peer: &mut Peer<ime_disk::RocksDisk>, bus: &EventBus, v
     };
     let _report = bus.publish(event.clone());
     assert_eq!(
-        peer.engine.counter("evictions", "ApplySnapshot"),
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::ApplySnapshot),
         0,
         "the event was dropped"
     );
     let fence = peer.engine.fence_ranges(event.bypass_ranges());
-    assert_eq!(peer.engine.counter("evictions", "UnannouncedChange"), 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::UnannouncedChange),
+        1
+    );
     apply_snapshot_data(peer, fence, version);
     peer.idle();
     peer.engine.load_region(before, old_index).unwrap();
@@ -172,7 +184,7 @@ fn scenario_02_lost_snapshot_event_is_caught_by_the_next_write() {
         outcome.evicted,
         vec![(RegionId(34855), EvictReason::EpochGap)]
     );
-    assert_eq!(peer.engine.counter("gaps", "EpochGap"), 1);
+    assert_eq!(peer.engine.stats().gaps.epoch, 1);
     assert!(!peer.check(34855));
     split(&mut peer).unwrap();
     assert!(!peer.check(34855) && !peer.check(40000));
@@ -187,7 +199,12 @@ fn scenario_02_lost_snapshot_event_is_caught_by_the_split() {
     let bus = lossy_bus(&peer);
     publish_lost_snapshot(&mut peer, &bus, 222);
     split(&mut peer).unwrap();
-    assert_eq!(peer.engine.counter("evictions", "EpochGap"), 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::EpochGap),
+        1
+    );
     assert!(!peer.check(34855) && !peer.check(40000));
     peer.idle();
     assert!(peer.engine.regions().is_empty());
@@ -201,8 +218,13 @@ fn scenario_02_lost_snapshot_event_is_caught_by_a_read() {
     let bus = lossy_bus(&peer);
     publish_lost_snapshot(&mut peer, &bus, 222);
     assert!(!peer.check(34855), "the read falls back");
-    assert_eq!(peer.engine.counter("snapshots", "epoch_gap"), 1);
-    assert_eq!(peer.engine.counter("evictions", "EpochGap"), 1);
+    assert_eq!(peer.engine.stats().snapshots.epoch_gap, 1);
+    assert_eq!(
+        peer.engine
+            .stats()
+            .evicted(ime_region::EvictReason::EpochGap),
+        1
+    );
     bus.close();
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Bounds, RocksDisk};
 use ime_engine::observer::RaftEvent;
 use ime_engine::region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
-use ime_engine::{Config, HybridSnapshot, KvPair};
+use ime_engine::{Config, HybridSnapshot, KvPair, Stats};
 use ime_memkv::codec::{
     LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,
 };
@@ -922,6 +922,6 @@ fn reference(
 }
 
 /// Engine counters summed over stores.
-pub(crate) fn sum_counter(stores: &[Store], name: &str, label: &str) -> u64 {
-    stores.iter().map(|s| s.counter(name, label)).sum()
+pub(crate) fn sum_stat(stores: &[Store], count: impl Fn(&Stats) -> u64 + Copy) -> u64 {
+    stores.iter().map(|s| s.stat(count)).sum()
 }

@@ -8,7 +8,7 @@ use ime_engine::region::EvictReason;
 use serde::{Deserialize, Serialize};
 
 use crate::Options;
-use crate::cluster::{ReadResult, sum_counter};
+use crate::cluster::{ReadResult, sum_stat};
 use crate::store::Store;
 
 /// A read from memory (or a cross-check) that differed from the disk.
@@ -180,19 +180,14 @@ impl Report {
     pub(crate) fn collect(&mut self, stores: &[Store]) {
         self.evictions = EvictReason::ALL
             .iter()
-            .map(|r| {
-                (
-                    r.as_str().to_owned(),
-                    sum_counter(stores, "evictions", r.as_str()),
-                )
-            })
+            .map(|r| (r.as_str().to_owned(), sum_stat(stores, |s| s.evicted(*r))))
             .filter(|(_, n)| *n > 0)
             .collect();
-        self.loads = sum_counter(stores, "loads", "ok");
+        self.loads = sum_stat(stores, |s| s.loads.ok);
         self.background_runs = stores.iter().map(|s| s.background_runs).sum();
         self.fences = (
-            sum_counter(stores, "fences", "begun"),
-            sum_counter(stores, "fences", "held_loads"),
+            sum_stat(stores, |s| s.fences.begun),
+            sum_stat(stores, |s| s.fences.held_loads),
         );
         self.snapshots = (
             stores.iter().map(|s| s.snapshots_sent).sum(),
@@ -206,8 +201,8 @@ impl Report {
         self.peers_destroyed = stores.iter().map(|s| s.destroyed).sum();
         self.refused = stores.iter().map(|s| s.refused).sum();
         self.events_dropped = stores.iter().map(|s| s.dropped_events).sum();
-        self.epoch_gaps = sum_counter(stores, "gaps", "EpochGap");
-        self.index_gaps = sum_counter(stores, "gaps", "IndexGap");
+        self.epoch_gaps = sum_stat(stores, |s| s.gaps.epoch);
+        self.index_gaps = sum_stat(stores, |s| s.gaps.index);
         self.capacity = stores.first().map_or(0, |s| s.engine.config().capacity.0);
         if let Some(store) = stores.first() {
             let t = store.engine.config().thresholds();

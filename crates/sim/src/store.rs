@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ime_engine::disk::{Bounds, Cf, RocksDisk, WriteBatch, collect};
 use ime_engine::observer::{EventKind, PeerRole, RaftEvent};
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
-use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch};
+use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch, Stats};
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
@@ -111,7 +111,7 @@ pub(crate) struct Store {
     pub(crate) peer_changes: u64,
     pub(crate) destroyed: u64,
     /// The report's counters of engines closed by restarts.
-    retired: BTreeMap<(&'static str, &'static str), u64>,
+    retired: Vec<Stats>,
     /// The directory of its RocksDB, kept across restarts.
     dir: tempfile::TempDir,
     config: Config,
@@ -195,7 +195,7 @@ impl Store {
             rollbacks: 0,
             peer_changes: 0,
             destroyed: 0,
-            retired: BTreeMap::new(),
+            retired: Vec::new(),
             dir,
             config: config.clone(),
             mutations,
@@ -926,9 +926,7 @@ impl Store {
             .tempdir()?;
         let parked = open_engine(parking.path(), &self.config, Mutations::default())?;
         let old = std::mem::replace(&mut self.engine, parked);
-        for (name, label) in reported() {
-            *self.retired.entry((name, label)).or_default() += old.counter(name, label);
-        }
+        self.retired.push(old.stats());
         old.close(); // closes the real database
         let fresh = open_engine(self.dir.path(), &self.config, self.mutations)?;
         drop(std::mem::replace(&mut self.engine, fresh));
@@ -944,15 +942,10 @@ impl Store {
         Ok(())
     }
 
-    /// A counter of the report, over every engine this store has run.
-    pub(crate) fn counter(&self, name: &str, label: &str) -> u64 {
-        let retired = self
-            .retired
-            .iter()
-            .filter(|((n, l), _)| *n == name && *l == label)
-            .map(|(_, v)| *v)
-            .sum::<u64>();
-        retired + self.engine.counter(name, label)
+    /// A count of the report, over every engine this store has run.
+    pub(crate) fn stat(&self, count: impl Fn(&Stats) -> u64) -> u64 {
+        let retired: u64 = self.retired.iter().map(&count).sum();
+        retired + count(&self.engine.stats())
     }
 
     /// The leader peer of region `id` on this store, if this store leads it.
@@ -971,20 +964,6 @@ fn bumped(region: &Region, version: u64, conf_ver: u64) -> Region {
         region.epoch.conf_ver + conf_ver,
     );
     Region::new(region.id, region.range.clone(), epoch)
-}
-
-/// The engine counters the report reads (kept across restarts).
-fn reported() -> impl Iterator<Item = (&'static str, &'static str)> {
-    let reasons = ime_engine::region::EvictReason::ALL.iter();
-    [
-        ("loads", "ok"),
-        ("gaps", "EpochGap"),
-        ("gaps", "IndexGap"),
-        ("fences", "begun"),
-        ("fences", "held_loads"),
-    ]
-    .into_iter()
-    .chain(reasons.map(|r| ("evictions", r.as_str())))
 }
 
 /// Deletes `range` from every column family.
