@@ -144,7 +144,10 @@ fn soak(args: &[&str]) -> Result<()> {
 }
 
 /// Runs every check CI runs, in order of increasing cost, stopping at the first failure.
+/// Last, checks that those commands ran RocksDB's build script (and so its C++ build) at
+/// most once between them: they must agree on its hash.
 fn ci(fast: bool) -> Result<()> {
+    let started = std::time::SystemTime::now();
     cargo(&["fmt", "--all", "--check"], &[])?;
     if !fast {
         cargo(
@@ -167,8 +170,55 @@ fn ci(fast: bool) -> Result<()> {
             &[("RUSTDOCFLAGS", "-D warnings")],
         )?;
     }
+    rocksdb_built_once(&target_dir(), started)?;
     println!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// The target directory cargo uses here.
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tidy::workspace_root().join("target"))
+}
+
+/// Fails when RocksDB's build script ran more than once (in the debug profile) since
+/// `since`: two commands then disagreed on its hash, and RocksDB's C++ was compiled twice.
+fn rocksdb_built_once(target: &std::path::Path, since: std::time::SystemTime) -> Result<()> {
+    let runs = rocksdb_build_runs(&target.join("debug").join("build"), since);
+    if runs.len() > 1 {
+        bail!(
+            "RocksDB was built {} times by one `cargo xtask ci` ({}): the commands disagree \
+             on librocksdb-sys's build hash (host features or profile settings differ)",
+            runs.len(),
+            runs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The librocksdb-sys build-script runs under `build_dir` whose output was written since
+/// `since`, by directory name.
+fn rocksdb_build_runs(build_dir: &std::path::Path, since: std::time::SystemTime) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(build_dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("librocksdb-sys-")
+        })
+        .filter(|e| {
+            std::fs::metadata(e.path().join("output"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    runs
 }
 
 /// Runs `cargo <args>` from the workspace root with extra environment variables.
@@ -190,6 +240,44 @@ pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check counts build-script runs written since the CI run began, and only those.
+    #[test]
+    fn rocksdb_build_runs_count_only_fresh_outputs() {
+        let target = tempfile_dir();
+        let dir = target.join("debug").join("build");
+        let run = |name: &str, with_output: bool| {
+            let path = dir.join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            if with_output {
+                std::fs::write(path.join("output"), "cargo:rustc-link-lib=rocksdb").unwrap();
+            }
+        };
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        run("librocksdb-sys-aaaa", true);
+        run("librocksdb-sys-bbbb", false); // a compiled build script, not a run
+        run("zstd-sys-cccc", true);
+        assert_eq!(rocksdb_build_runs(&dir, before), ["librocksdb-sys-aaaa"]);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(rocksdb_build_runs(&dir, later).is_empty());
+        assert!(rocksdb_built_once(&target, before).is_ok());
+        run("librocksdb-sys-dddd", true);
+        assert_eq!(rocksdb_build_runs(&dir, before).len(), 2);
+        assert!(rocksdb_built_once(&target, before).is_err());
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    /// A fresh directory under the system's temporary one.
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-rocksdb-runs-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn soak_limits_parse() {
