@@ -7,7 +7,7 @@ use std::time::Instant;
 use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, collect};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
-use ime_memkv::{MemError, RangeId};
+use ime_memkv::{MemError, RangeId, Retention};
 use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
@@ -513,34 +513,15 @@ fn diff(region: RegionId, cf: Cf, memory: &[KvPair], disk: &[KvPair], out: &mut 
     }
 }
 
-/// The write-CF entries MVCC reads above `safe_point` can reach: every version above it,
-/// and per user key the newest put at or below it (what GC keeps).
+/// The write-CF entries MVCC reads above `safe_point` can reach: what GC's retention rule
+/// keeps ([`Retention`], the same rule the memory store's GC applies).
 fn mvcc_view(entries: &[KvPair], safe_point: u64) -> Vec<KvPair> {
-    let mut out = Vec::new();
-    let mut settled: Option<Vec<u8>> = None;
-    for (key, value) in entries {
-        let Ok(mvcc) = MvccKey::decode(key) else {
-            out.push((key.clone(), value.clone()));
-            continue;
-        };
-        if mvcc.ts > safe_point {
-            out.push((key.clone(), value.clone()));
-            continue;
-        }
-        if settled.as_deref() == Some(mvcc.user_key.as_slice()) {
-            continue;
-        }
-        match WriteRecord::decode(value).map(|r| r.kind()) {
-            Ok(WriteType::Put) => {
-                out.push((key.clone(), value.clone()));
-                settled = Some(mvcc.user_key);
-            }
-            Ok(WriteType::Delete) => settled = Some(mvcc.user_key),
-            Ok(WriteType::Lock | WriteType::Rollback) => {}
-            Err(_) => out.push((key.clone(), value.clone())),
-        }
-    }
-    out
+    let mut rule = Retention::new(safe_point);
+    entries
+        .iter()
+        .filter(|(key, value)| rule.keeps(key, value))
+        .cloned()
+        .collect()
 }
 
 /// For a put without a short value: the user key and start_ts of its default-CF value.

@@ -113,8 +113,101 @@ fn newest_entries(
         .collect()
 }
 
-/// MVCC GC of the write column family at `safe_point`; returns the kept entries and the
-/// default-CF keys of the puts dropped.
+/// TiKV's MVCC retention rule below a safe point, written once: GC applies it, and so does
+/// anyone checking what GC may have removed (the engine's cross-checker). Feed it the
+/// write column family in key order (user key ascending, commit_ts descending).
+///
+/// Per user key: every version above the safe point stays; at or below it, the newest
+/// Put stays and everything older goes, a Delete goes with everything under it, Lock and
+/// Rollback records go. A record that cannot be decoded stays, and so does everything
+/// older than it (what it hides is unknown); an MVCC key that cannot be decoded stays.
+///
+/// ```
+/// use ime_memkv::Retention;
+/// use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
+///
+/// let key = |ts| MvccKey { user_key: b"k".to_vec(), ts }.encode();
+/// let put = |start| WriteRecord::new(WriteType::Put, start, Some(b"v".to_vec())).encode().unwrap();
+/// let mut rule = Retention::new(20);
+/// assert!(rule.keeps(&key(30), &put(29))); // above the safe point
+/// assert!(rule.keeps(&key(15), &put(14))); // the newest put at or below it
+/// assert!(!rule.keeps(&key(10), &put(9))); // shadowed
+/// ```
+#[derive(Debug)]
+pub struct Retention {
+    safe_point: u64,
+    /// The user key being walked.
+    current: Option<Vec<u8>>,
+    /// Whether the newest version at or below the safe point was decided for it.
+    settled: bool,
+}
+
+/// What [`Retention`] says of one write-CF entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retained {
+    /// It stays.
+    Keep,
+    /// It stays because it cannot be decoded (its key or its record).
+    KeepUnreadable,
+    /// It goes; for a Put with its value in the default CF, that value's key goes too
+    /// (unless a kept Put points to it as well).
+    Drop {
+        /// The default-CF key of the dropped Put's value.
+        value_key: Option<Vec<u8>>,
+    },
+}
+
+impl Retention {
+    /// The rule at `safe_point`.
+    pub fn new(safe_point: u64) -> Self {
+        Retention {
+            safe_point,
+            current: None,
+            settled: false,
+        }
+    }
+
+    /// Whether the next entry stays (see [`Retention::judge`]).
+    pub fn keeps(&mut self, key: &[u8], value: &[u8]) -> bool {
+        !matches!(self.judge(key, value), Retained::Drop { .. })
+    }
+
+    /// The verdict on the next entry, `key` and `value` of the write column family.
+    pub fn judge(&mut self, key: &[u8], value: &[u8]) -> Retained {
+        let Ok(key) = MvccKey::decode(key) else {
+            return Retained::KeepUnreadable;
+        };
+        if self.current.as_deref() != Some(key.user_key.as_slice()) {
+            self.current = Some(key.user_key.clone());
+            self.settled = false;
+        }
+        if key.ts > self.safe_point {
+            return Retained::Keep;
+        }
+        let Ok(record) = WriteRecord::decode(value) else {
+            return Retained::KeepUnreadable;
+        };
+        let kind = record.kind();
+        let keep = !self.settled && kind == WriteType::Put;
+        if matches!(kind, WriteType::Put | WriteType::Delete) {
+            self.settled = true;
+        }
+        if keep {
+            return Retained::Keep;
+        }
+        let value_key = (kind == WriteType::Put && record.short_value.is_none()).then(|| {
+            MvccKey {
+                user_key: key.user_key,
+                ts: record.start_ts,
+            }
+            .encode()
+        });
+        Retained::Drop { value_key }
+    }
+}
+
+/// MVCC GC of the write column family at `safe_point` ([`Retention`]); returns the kept
+/// entries and the default-CF keys of the puts dropped.
 fn gc_write_cf(
     entries: Vec<RunEntry>,
     safe_point: u64,
@@ -122,45 +215,22 @@ fn gc_write_cf(
 ) -> (Vec<RunEntry>, HashSet<Vec<u8>>) {
     let mut kept = Vec::with_capacity(entries.len());
     let mut dropped_values = HashSet::new();
-    // State for the user key being walked (versions arrive newest first).
-    let mut current: Option<Vec<u8>> = None;
-    let mut settled = false; // the newest version at or below the safe point was decided
+    let mut rule = Retention::new(safe_point);
     for entry in entries {
-        let Ok(key) = MvccKey::decode(&entry.key) else {
-            stats.undecodable += 1;
-            kept.push(entry);
-            continue;
+        let verdict = match entry.value.as_deref() {
+            Some(value) => rule.judge(&entry.key, value),
+            None => Retained::KeepUnreadable,
         };
-        if current.as_deref() != Some(key.user_key.as_slice()) {
-            current = Some(key.user_key.clone());
-            settled = false;
-        }
-        if key.ts > safe_point {
-            kept.push(entry);
-            continue;
-        }
-        let record = entry.value.as_deref().map(WriteRecord::decode);
-        let Some(Ok(record)) = record else {
-            stats.undecodable += 1;
-            kept.push(entry);
-            settled = true; // keep everything older than what cannot be read
-            continue;
-        };
-        let keep = !settled && record.kind() == WriteType::Put;
-        if !settled && matches!(record.kind(), WriteType::Put | WriteType::Delete) {
-            settled = true;
-        }
-        if keep {
-            kept.push(entry);
-            continue;
-        }
-        stats.versions_removed += 1;
-        if record.kind() == WriteType::Put && record.short_value.is_none() {
-            let value_key = MvccKey {
-                user_key: key.user_key,
-                ts: record.start_ts,
-            };
-            dropped_values.insert(value_key.encode());
+        match verdict {
+            Retained::Keep => kept.push(entry),
+            Retained::KeepUnreadable => {
+                stats.undecodable += 1;
+                kept.push(entry);
+            }
+            Retained::Drop { value_key } => {
+                stats.versions_removed += 1;
+                dropped_values.extend(value_key);
+            }
         }
     }
     // A value a kept put still points to stays, even if a dropped put pointed to it too
@@ -249,5 +319,59 @@ mod tests {
         .unwrap();
         assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
         assert!(kv.compact(RangeId(2), Some(2)).unwrap().installed);
+    }
+
+    /// The retention rule, verdict by verdict: a record that cannot be decoded stays and
+    /// keeps everything older (what it hides is unknown); a Delete takes what is under it;
+    /// a dropped Put without a short value names its default-CF value.
+    #[test]
+    fn the_retention_rule_verdicts() {
+        use crate::codec::{MvccKey, WriteRecord, WriteType};
+        let key = |user: &[u8], ts| {
+            MvccKey {
+                user_key: user.to_vec(),
+                ts,
+            }
+            .encode()
+        };
+        let record = |kind, start, short: Option<&[u8]>| {
+            WriteRecord::new(kind, start, short.map(<[u8]>::to_vec))
+                .encode()
+                .unwrap()
+        };
+        let mut rule = Retention::new(50);
+        assert_eq!(
+            rule.judge(&key(b"a", 60), &record(WriteType::Delete, 59, None)),
+            Retained::Keep
+        );
+        assert_eq!(
+            rule.judge(&key(b"a", 40), b"not a record"),
+            Retained::KeepUnreadable
+        );
+        assert_eq!(
+            rule.judge(&key(b"a", 30), &record(WriteType::Put, 29, Some(b"v"))),
+            Retained::Keep,
+            "below an unreadable record, the newest put still stays"
+        );
+        assert_eq!(
+            rule.judge(&key(b"a", 20), &record(WriteType::Put, 19, None)),
+            Retained::Drop {
+                value_key: Some(key(b"a", 19))
+            }
+        );
+        assert_eq!(
+            rule.judge(&key(b"b", 45), &record(WriteType::Delete, 44, None)),
+            Retained::Drop { value_key: None }
+        );
+        assert_eq!(
+            rule.judge(&key(b"b", 10), &record(WriteType::Put, 9, Some(b"v"))),
+            Retained::Drop { value_key: None },
+            "under a delete at or below the safe point"
+        );
+        assert_eq!(
+            rule.judge(&key(b"c", 5), &record(WriteType::Rollback, 5, None)),
+            Retained::Drop { value_key: None }
+        );
+        assert_eq!(rule.judge(b"\xff", b""), Retained::KeepUnreadable);
     }
 }

@@ -51,7 +51,7 @@ mod snapshot;
 mod store;
 mod types;
 
-pub use gc::GcStats;
+pub use gc::{GcStats, Retained, Retention};
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use store::{DroppedRange, MEMTABLE_COMPACTION_MIN, MemConfig, MemKv};
 pub use types::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, bail};
-use ime_engine::disk::{Bounds, RocksDisk};
+use ime_engine::disk::{Bounds, Cf, RocksDisk};
 use ime_engine::observer::RaftEvent;
 use ime_engine::region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 use ime_engine::{Config, HybridSnapshot, KvPair, Stats};
@@ -247,7 +247,7 @@ impl Cluster {
             let commit_ts = self.next_ts();
             let lock_key = encode_bytes(&txn.key);
             let mut ops = vec![Op {
-                cf: 1,
+                cf: Cf::Lock,
                 key: lock_key,
                 value: None,
             }];
@@ -265,7 +265,7 @@ impl Cluster {
                 }
                 .encode();
                 ops.push(Op {
-                    cf: 0,
+                    cf: Cf::Default,
                     key,
                     value: Some(txn.value.clone()),
                 });
@@ -277,7 +277,7 @@ impl Cluster {
             }
             .encode();
             ops.push(Op {
-                cf: 2,
+                cf: Cf::Write,
                 key: write_key,
                 value: Some(record.encode()?),
             });
@@ -306,7 +306,7 @@ impl Cluster {
         };
         let lock = LockRecord::new(kind, key.clone(), start_ts, 3000).encode()?;
         let op = Op {
-            cf: 1,
+            cf: Cf::Lock,
             key: encode_bytes(&key),
             value: Some(lock),
         };

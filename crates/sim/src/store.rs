@@ -57,7 +57,7 @@ pub(crate) struct Membership {
 /// One write of a command.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Op {
-    pub(crate) cf: usize,
+    pub(crate) cf: Cf,
     pub(crate) key: Vec<u8>,
     /// `None`: a delete.
     pub(crate) value: Option<Vec<u8>>,
@@ -603,10 +603,9 @@ impl Store {
                 if self.accepts(id, version, ops.iter().map(|op| op.key.as_slice())) =>
             {
                 for op in ops {
-                    let cf = Cf::ALL[op.cf % 3];
                     match op.value {
-                        Some(value) => batch.put(cf, op.key, value),
-                        None => batch.delete(cf, op.key),
+                        Some(value) => batch.put(op.cf, op.key, value),
+                        None => batch.delete(op.cf, op.key),
                     };
                 }
             }
