@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use ime_region::RegionId;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,11 @@ pub struct BusConfig {
     pub queue_capacity: usize,
     /// Number of per-region lock stripes (regions hash onto them).
     pub stripes: usize,
+    /// No dispatcher thread: queued events wait until [`EventBus::dispatch_queued`]
+    /// delivers them on the caller's thread (or a sync event for any region, or the bus's
+    /// close, delivers every one before it). For deterministic simulation.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 impl Default for BusConfig {
@@ -29,6 +34,7 @@ impl Default for BusConfig {
         BusConfig {
             queue_capacity: 1024,
             stripes: 64,
+            manual: false,
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct EventBus {
     shared: Arc<Shared>,
     sender: Option<Sender<RaftEvent>>,
     dispatcher: Option<JoinHandle<()>>,
+    /// With [`BusConfig::manual`]: the queue, delivered by [`EventBus::dispatch_queued`].
+    manual: Option<Receiver<RaftEvent>>,
 }
 
 impl EventBus {
@@ -132,6 +140,14 @@ impl EventBus {
             lost: AtomicU64::new(0),
         });
         let (sender, receiver) = bounded::<RaftEvent>(config.queue_capacity.max(1));
+        if config.manual {
+            return Ok(EventBus {
+                shared,
+                sender: Some(sender),
+                dispatcher: None,
+                manual: Some(receiver),
+            });
+        }
         let worker = Arc::clone(&shared);
         let dispatcher = std::thread::Builder::new()
             .name("ime-event-bus".to_owned())
@@ -145,7 +161,38 @@ impl EventBus {
             shared,
             sender: Some(sender),
             dispatcher: Some(dispatcher),
+            manual: None,
         })
+    }
+
+    /// With [`BusConfig::manual`]: delivers up to `max` queued events, oldest first, on
+    /// this thread, and returns how many. Always 0 with a dispatcher thread.
+    pub fn dispatch_queued(&self, max: usize) -> usize {
+        let Some(receiver) = &self.manual else {
+            return 0;
+        };
+        let mut delivered = 0;
+        while delivered < max {
+            let Ok(event) = receiver.try_recv() else {
+                break;
+            };
+            let _ = self.shared.deliver(&event);
+            self.shared.mark_delivered(&event);
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Events waiting in the queue (those a dispatcher thread has not taken yet).
+    pub fn queued(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Waits until the queued events for `regions` are delivered; with a manual bus,
+    /// delivers every queued event first (they are in order, so that is enough).
+    fn wait_for_regions(&self, regions: &[RegionId]) {
+        self.dispatch_queued(usize::MAX);
+        self.shared.wait_for_pending(regions);
     }
 
     /// Registers `observer` at `priority` (higher is called first).
@@ -199,7 +246,7 @@ impl EventBus {
     /// Delivers `event` on this thread, whatever its kind: returns once every observer
     /// has returned. Queued events published earlier for the same regions go first.
     pub fn publish_sync(&self, event: &RaftEvent) -> PublishReport {
-        self.shared.wait_for_pending(&event.regions());
+        self.wait_for_regions(&event.regions());
         let failures = self.shared.deliver(event);
         PublishReport {
             delivery: Delivery::Sync,
@@ -233,7 +280,7 @@ impl EventBus {
     /// the same regions (the publisher waits for those), never during one.
     fn lose(&self, event: RaftEvent, report: PublishReport) -> PublishReport {
         self.shared.mark_delivered(&event);
-        self.shared.wait_for_pending(&event.regions());
+        self.wait_for_regions(&event.regions());
         self.shared.lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(kind = %event.kind(), regions = ?event.regions(), "event queue full: reporting a gap");
         let gap = DeliveryGap::of(&event, GapCause::QueueFull);
@@ -278,6 +325,7 @@ impl EventBus {
     }
 
     fn shutdown(&mut self) {
+        self.dispatch_queued(usize::MAX);
         drop(self.sender.take());
         if let Some(handle) = self.dispatcher.take()
             && handle.join().is_err()

@@ -83,6 +83,7 @@ fn per_region_order_holds_under_concurrent_producers() {
         EventBus::with_config(&BusConfig {
             queue_capacity: 100_000,
             stripes: 8,
+            ..BusConfig::default()
         })
         .unwrap(),
     );
@@ -202,6 +203,7 @@ fn a_full_queue_is_reported_as_a_gap_to_every_observer() {
     let bus = EventBus::with_config(&BusConfig {
         queue_capacity: 1,
         stripes: 64,
+        ..BusConfig::default()
     })
     .unwrap();
     // Three regions on three different stripes, so the blocked one cannot hold the others.
@@ -356,4 +358,33 @@ fn close_delivers_every_queued_event_first() {
     }
     bus.close();
     assert_eq!(recorder.events().len(), 500);
+}
+
+/// A manual bus has no dispatcher thread: queued events wait for `dispatch_queued`, in
+/// order; a sync event delivers the queued ones before itself; close delivers the rest.
+#[test]
+fn a_manual_bus_delivers_queued_events_when_told() {
+    let bus = EventBus::with_config(&BusConfig {
+        manual: true,
+        ..BusConfig::default()
+    })
+    .unwrap();
+    let recorder = Arc::new(Recorder::new("recorder"));
+    bus.register(recorder.clone(), 0);
+    for seq in 1..=3 {
+        let _ = bus.publish(queued_event(1, seq));
+    }
+    assert!(recorder.events().is_empty(), "nothing before dispatch");
+    assert_eq!(bus.queued(), 3);
+    assert_eq!(bus.dispatch_queued(1), 1);
+    assert_eq!(
+        recorder.events().iter().map(seq_of).collect::<Vec<_>>(),
+        [(RegionId(1), 1)]
+    );
+    let _ = bus.publish(sync_event(1, 4));
+    let order: Vec<_> = recorder.events().iter().map(seq_of).collect();
+    assert_eq!(order, (1..=4).map(|s| (RegionId(1), s)).collect::<Vec<_>>());
+    let _ = bus.publish(queued_event(2, 5));
+    bus.close();
+    assert_eq!(recorder.events().len(), 5, "close delivers what was queued");
 }

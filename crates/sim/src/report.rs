@@ -142,6 +142,9 @@ pub struct Report {
     pub background_runs: u64,
     /// Fences over changes outside the write path: begun, and loads they held back.
     pub fences: (u64, u64),
+    /// Events the stores' buses delivered to their engines, and the delivery gaps the buses
+    /// reported to them.
+    pub bus: (u64, u64),
     /// Epoch gaps detected.
     pub epoch_gaps: u64,
     /// Applied-index gaps detected.
@@ -185,6 +188,10 @@ impl Report {
             .collect();
         self.loads = sum_stat(stores, |s| s.loads.ok);
         self.background_runs = stores.iter().map(|s| s.background_runs).sum();
+        self.bus = stores.iter().fold((0, 0), |(d, g), s| {
+            let counts = s.bus_counts();
+            (d + counts.delivered, g + counts.gaps)
+        });
         self.fences = (
             sum_stat(stores, |s| s.fences.begun),
             sum_stat(stores, |s| s.fences.held_loads),
@@ -304,6 +311,11 @@ impl fmt::Display for Report {
             f,
             "  background   {} tasks and rounds run by the seeded schedulers; {} fences, {} loads held back by one",
             self.background_runs, self.fences.0, self.fences.1
+        )?;
+        writeln!(
+            f,
+            "  bus          {} events delivered through the stores' buses, {} delivery gaps reported",
+            self.bus.0, self.bus.1
         )?;
         writeln!(
             f,

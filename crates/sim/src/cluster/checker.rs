@@ -49,6 +49,7 @@ impl Cluster {
 
     pub(super) fn finish(&mut self) -> Result<()> {
         for store in &mut self.stores {
+            store.dispatch_events(usize::MAX);
             if !store.engine.wait_idle(std::time::Duration::from_secs(60)) {
                 bail!("store {}: background work did not finish", store.id);
             }

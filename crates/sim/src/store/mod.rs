@@ -3,10 +3,14 @@
 //! engine's write path; admin commands and snapshots become the engine's `RaftEvent`s.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Bounds, Cf, RocksDisk, WriteBatch, collect};
-use ime_engine::observer::{EventKind, PeerRole, RaftEvent};
+use ime_engine::observer::{
+    BusConfig, EventBus, EventKind, FaultAction, FaultRule, FaultyObserver, PeerRole, RaftEvent,
+    RaftObserver,
+};
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
 use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch, Stats};
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
@@ -93,6 +97,9 @@ pub(crate) struct Peer {
 pub(crate) struct Store {
     pub(crate) id: u64,
     pub(crate) engine: Engine<RocksDisk>,
+    /// The bus events reach the engine through (manual: the scheduler dispatches queued
+    /// events), with the engine behind a fault injector.
+    bus: Bus,
     pub(crate) peers: BTreeMap<u64, Peer>,
     /// A bus fault: ApplySnapshot events are dropped before they reach the engine.
     pub(crate) drops_snapshot_events: bool,
@@ -116,6 +123,8 @@ pub(crate) struct Store {
     pub(crate) destroyed: u64,
     /// The report's counters of engines closed by restarts.
     retired: Vec<Stats>,
+    /// Events the buses of engines closed by restarts delivered, and gaps they reported.
+    retired_bus: BusCounts,
     /// The directory of its RocksDB, kept across restarts.
     dir: tempfile::TempDir,
     config: Config,
@@ -126,6 +135,41 @@ pub(crate) struct Store {
     pub(crate) background_runs: u64,
     /// What the engine's cross-checker found (run by the scheduler, and at the end).
     pub(crate) differences: Vec<Mismatch>,
+}
+
+/// An engine's event bus: manual (no dispatcher thread, so a seed replays), with the
+/// engine registered behind a [`FaultyObserver`] that drops what a bus fault drops.
+struct Bus {
+    bus: EventBus,
+    faults: Arc<FaultyObserver<Arc<dyn RaftObserver>>>,
+}
+
+impl Bus {
+    fn new(engine: &Engine<RocksDisk>) -> Result<Self> {
+        let bus = EventBus::with_config(&BusConfig {
+            manual: true,
+            ..BusConfig::default()
+        })?;
+        let faults = Arc::new(FaultyObserver::new(engine.observer(), Vec::new()));
+        bus.register(faults.clone(), 0);
+        Ok(Bus { bus, faults })
+    }
+
+    /// What the bus delivered to the engine and the gaps it reported.
+    fn counts(&self) -> BusCounts {
+        let stats = self.bus.stats();
+        BusCounts {
+            delivered: stats.iter().map(|s| s.delivered).sum(),
+            gaps: stats.iter().map(|s| s.gaps).sum(),
+        }
+    }
+}
+
+/// Events a bus delivered to the engine, and the gaps it reported to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BusCounts {
+    pub(crate) delivered: u64,
+    pub(crate) gaps: u64,
 }
 
 /// Test-only mutations of the engines, to show that the checker can fail.
@@ -183,9 +227,11 @@ impl Store {
         let dir = tempfile::Builder::new()
             .prefix("ime-sim-store-")
             .tempdir()?;
+        let engine = open_engine(dir.path(), config, mutations)?;
         Ok(Store {
             id,
-            engine: open_engine(dir.path(), config, mutations)?,
+            bus: Bus::new(&engine)?,
+            engine,
             peers: BTreeMap::new(),
             drops_snapshot_events: false,
             drops_epoch_events: false,
@@ -200,6 +246,7 @@ impl Store {
             peer_changes: 0,
             destroyed: 0,
             retired: Vec::new(),
+            retired_bus: BusCounts::default(),
             dir,
             config: config.clone(),
             mutations,
@@ -304,12 +351,39 @@ impl Store {
         }
     }
 
-    /// Publishes `event` to the engine (unless a bus fault drops it) and records it.
+    /// Records `event` and publishes it to the engine through the store's bus (a sync event
+    /// returns once the engine handled it; a queued one waits for the scheduler). A bus
+    /// fault drops it in the fault injector in front of the engine.
     pub(crate) fn publish(&mut self, region: u64, event: &RaftEvent) -> Result<()> {
-        if self.record(region, event) {
-            self.engine.on_event(event)?;
+        if !self.record(region, event) {
+            let drop_once = FaultRule::times(event.kind(), FaultAction::Drop, 1);
+            self.bus.faults.add_rule(drop_once);
+        }
+        let report = self.bus.bus.publish(event.clone());
+        if let Some(failure) = report.failures.first() {
+            bail!(
+                "store {}: the engine failed on {} for {:?}: {}",
+                self.id,
+                failure.kind,
+                failure.regions,
+                failure.detail
+            );
         }
         Ok(())
+    }
+
+    /// Delivers up to `max` queued events of the bus (the scheduler's call).
+    pub(crate) fn dispatch_events(&self, max: usize) -> usize {
+        self.bus.bus.dispatch_queued(max)
+    }
+
+    /// Events the buses delivered to this store's engines, and the gaps they reported.
+    pub(crate) fn bus_counts(&self) -> BusCounts {
+        let now = self.bus.counts();
+        BusCounts {
+            delivered: self.retired_bus.delivered + now.delivered,
+            gaps: self.retired_bus.gaps + now.gaps,
+        }
     }
 
     /// Records `event` in the region's history; false when a bus fault drops it.
@@ -346,11 +420,19 @@ impl Store {
         let parking = tempfile::Builder::new()
             .prefix("ime-sim-restart-")
             .tempdir()?;
+        // The old engine hears what its bus still holds; the bus, which holds the engine's
+        // observer, goes before the engine so that the database closes.
+        self.bus.bus.dispatch_queued(usize::MAX);
+        let counts = self.bus.counts();
+        self.retired_bus.delivered += counts.delivered;
+        self.retired_bus.gaps += counts.gaps;
         let parked = open_engine(parking.path(), &self.config, Mutations::default())?;
+        self.bus = Bus::new(&parked)?;
         let old = std::mem::replace(&mut self.engine, parked);
         self.retired.push(old.stats());
         old.close(); // closes the real database
         let fresh = open_engine(self.dir.path(), &self.config, self.mutations)?;
+        self.bus = Bus::new(&fresh)?;
         drop(std::mem::replace(&mut self.engine, fresh));
         for peer in self.peers.values() {
             if peer.role == StateRole::Leader && peer.initialized {

@@ -39,6 +39,9 @@ impl Store {
     /// Runs a policy round with `policy` percent chance, a GC round with `gc` percent
     /// chance, a cross-check now and then, and up to three waiting tasks.
     pub(super) fn run_background(&mut self, policy: u64, gc: u64) {
+        // Queued events (load hints, statistics) reach the engine when the scheduler says.
+        let events = self.scheduler.below(3) as usize;
+        self.background_runs += self.dispatch_events(events) as u64;
         if self.scheduler.chance(policy) {
             self.engine.run_policy();
             self.background_runs += 1;
