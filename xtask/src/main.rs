@@ -122,7 +122,7 @@ fn soak_limits(args: &[&str]) -> Result<SoakLimits> {
 }
 
 /// Runs the simulator on seeds 1, 2, ... within the limits, stopping at the first that
-/// fails (its journal, in `target/sim`, replays it).
+/// fails (its run record, in `target/sim`, replays it).
 fn soak(args: &[&str]) -> Result<()> {
     let limits = soak_limits(args)?;
     let started = std::time::Instant::now();

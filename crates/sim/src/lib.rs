@@ -9,7 +9,7 @@
 //! ingests, store restarts, log compaction that forces Raft snapshots onto lagging
 //! followers, dropped bus events, GC); and a checker that compares every read with the
 //! same store's disk at the same snapshot, then cross-checks every cache at the end. A
-//! [`Journal`] replays a run.
+//! [`RunRecord`] replays a run.
 //!
 //! ```no_run
 //! let options = ime_sim::Options { ops: 200, ..ime_sim::Options::default() };
@@ -159,10 +159,11 @@ pub fn run_with_progress(options: &Options, progress: &mut dyn FnMut(u64, u64)) 
 /// What replays a run: every option that steers it, with the number of steps it really
 /// ran (a run cut short by `--duration` replays exactly as far), and the mismatches it
 /// found, each with its store, region, key and event history. The same seed and options
-/// replay the same Raft history; the checker waits for the engines' background work
-/// before each read, so what is cached at each read replays too.
+/// replay the same Raft history and the same interleaving of the engines' background work
+/// (the stores' schedulers are seeded), so what is cached at each read replays too. (Not
+/// to be confused with `ime-observer`'s event journal, a file of Raft events.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
+pub struct RunRecord {
     /// [`Options::seed`].
     pub seed: u64,
     /// [`Options::stores`].
@@ -184,10 +185,10 @@ pub struct Journal {
     pub mismatches: Vec<Mismatch>,
 }
 
-impl Journal {
-    /// The journal of a run made with `options` that produced `report`.
+impl RunRecord {
+    /// The record of a run made with `options` that produced `report`.
     pub fn new(options: &Options, report: &Report) -> Self {
-        Journal {
+        RunRecord {
             seed: options.seed,
             stores: options.stores,
             ops: report.ops,
@@ -218,13 +219,13 @@ impl Journal {
         })
     }
 
-    /// Reads a journal file.
+    /// Reads a run record file.
     ///
     /// # Errors
-    /// The file cannot be read or is not a journal.
+    /// The file cannot be read or is not a run record.
     pub fn read(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not a journal", path.display()))
+            .with_context(|| format!("{} is not a run record", path.display()))
     }
 }

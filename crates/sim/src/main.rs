@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ime_sim::{Journal, Options, Scenario};
+use ime_sim::{Options, RunRecord, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
@@ -17,7 +17,7 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
         match flag.as_str() {
             "--replay" => {
                 let path = PathBuf::from(value()?);
-                options = Journal::read(&path)?.options()?;
+                options = RunRecord::read(&path)?.options()?;
             }
             "--seed" => options.seed = value()?.parse().context("--seed")?,
             "--stores" => options.stores = value()?.parse().context("--stores")?,
@@ -80,16 +80,16 @@ fn main() -> Result<()> {
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     let chart = out.join(format!("{name}.svg"));
     std::fs::write(&chart, ime_sim::memory_svg(&report)?)?;
-    let journal = out.join(format!("{name}.journal.json"));
-    let replay = Journal::new(&options, &report);
-    std::fs::write(&journal, serde_json::to_vec_pretty(&replay)?)?;
+    let record = out.join(format!("{name}.run.json"));
+    let replay = RunRecord::new(&options, &report);
+    std::fs::write(&record, serde_json::to_vec_pretty(&replay)?)?;
     println!("  summary      {}", path.display());
     println!("  chart        {}", chart.display());
-    println!("  journal      {}", journal.display());
+    println!("  run record   {}", record.display());
     if !report.mismatches.is_empty() {
         println!(
             "  replay with: cargo xtask sim --replay {}",
-            journal.display()
+            record.display()
         );
         bail!("{} mismatches", report.mismatches.len());
     }

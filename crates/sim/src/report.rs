@@ -346,7 +346,7 @@ impl fmt::Display for Report {
             }
             writeln!(
                 f,
-                "  replay with: cargo xtask sim --seed {} --scenario {} --ops {} (or --replay with the journal below)",
+                "  replay with: cargo xtask sim --seed {} --scenario {} --ops {} (or --replay with the run record below)",
                 self.seed, self.scenario, self.ops
             )
         }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use ime_engine::region::EvictReason;
-use ime_sim::{Journal, Options, Report, Scenario, run};
+use ime_sim::{Options, Report, RunRecord, Scenario, run};
 
 fn options(seed: u64, scenario: Scenario) -> Options {
     Options {
@@ -148,23 +148,23 @@ fn outline(report: &Report) -> Vec<u64> {
 }
 
 #[test]
-fn a_journal_replays_its_run() {
+fn a_run_record_replays_its_run() {
     let options = Options {
         nemesis_percent: 30,
         ops: 200,
         ..options(5, Scenario::Random)
     };
     let first = run(&options).unwrap();
-    let journal = Journal::new(&options, &first);
-    let text = serde_json::to_string(&journal).unwrap();
-    let read: Journal = serde_json::from_str(&text).unwrap();
-    assert_eq!(read, journal);
+    let record = RunRecord::new(&options, &first);
+    let text = serde_json::to_string(&record).unwrap();
+    let read: RunRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, record);
     let again = run(&read.options().unwrap()).unwrap();
     assert_eq!(outline(&again), outline(&first), "{first}\n{again}");
 }
 
 #[test]
-fn a_journal_replays_the_mismatches_of_a_broken_engine() {
+fn a_run_record_replays_the_mismatches_of_a_broken_engine() {
     let broken = Options {
         broken_engine: true,
         ..options(3, Scenario::SnapshotSameEpochUnobserved)
@@ -172,9 +172,9 @@ fn a_journal_replays_the_mismatches_of_a_broken_engine() {
     let first = run(&broken).unwrap();
     assert!(!first.mismatches.is_empty());
     assert!(first.mismatches.iter().all(|m| m.key.is_some()), "{first}");
-    let journal = Journal::new(&broken, &first);
-    let again = run(&journal.options().unwrap()).unwrap();
-    assert_eq!(again.mismatches, journal.mismatches);
+    let record = RunRecord::new(&broken, &first);
+    let again = run(&record.options().unwrap()).unwrap();
+    assert_eq!(again.mismatches, record.mismatches);
 }
 
 #[test]
@@ -186,8 +186,8 @@ fn a_run_cut_short_by_its_duration_replays_as_far_as_it_went() {
     };
     let first = run(&options).unwrap();
     assert!(first.ops > 0 && first.ops < 1_000_000, "{first}");
-    let journal = Journal::new(&options, &first);
-    let replay = journal.options().unwrap();
+    let record = RunRecord::new(&options, &first);
+    let replay = record.options().unwrap();
     assert_eq!((replay.ops, replay.duration), (first.ops, None));
     assert_eq!(outline(&run(&replay).unwrap()), outline(&first));
 }
