@@ -34,6 +34,16 @@ use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
+/// A read at the latest timestamp by a peer at `epoch_version` that applied index 5 (what
+/// the cached regions of these benches hold).
+fn latest(epoch_version: u64) -> ReadRequest {
+    ReadRequest {
+        epoch_version,
+        applied_index: 5,
+        read_ts: u64::MAX - 1,
+    }
+}
+
 fn config() -> Config {
     Config::from_toml(
         r#"
@@ -107,14 +117,7 @@ fn point_get(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 at = (at + 1) % probes.len();
-                let snapshot = engine.snapshot(
-                    RegionId(1),
-                    ReadRequest {
-                        epoch_version: version,
-                        applied_index: 5,
-                        read_ts: u64::MAX - 1,
-                    },
-                );
+                let snapshot = engine.snapshot(RegionId(1), latest(version));
                 assert_eq!(snapshot.from_memory(), name == "hybrid");
                 black_box(snapshot.mvcc_get(&probes[at]).unwrap())
             })
@@ -123,28 +126,10 @@ fn point_get(c: &mut Criterion) {
     group.finish();
     let mut group = c.benchmark_group("engine/snapshot");
     group.bench_function("hybrid", |b| {
-        b.iter(|| {
-            black_box(engine.snapshot(
-                RegionId(1),
-                ReadRequest {
-                    epoch_version: EPOCH.version,
-                    applied_index: 5,
-                    read_ts: u64::MAX - 1,
-                },
-            ))
-        })
+        b.iter(|| black_box(engine.snapshot(RegionId(1), latest(EPOCH.version))))
     });
     group.bench_function("disk_only", |b| {
-        b.iter(|| {
-            black_box(engine.snapshot(
-                RegionId(1),
-                ReadRequest {
-                    epoch_version: EPOCH.version - 1,
-                    applied_index: 5,
-                    read_ts: u64::MAX - 1,
-                },
-            ))
-        })
+        b.iter(|| black_box(engine.snapshot(RegionId(1), latest(EPOCH.version - 1))))
     });
     group.bench_function("rocksdb_alone", |b| {
         b.iter(|| black_box(engine.disk().snapshot()))
@@ -158,14 +143,7 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     let mut group = c.benchmark_group("engine/readers");
     let gets = |count: u64, offset: usize| {
         for i in 0..count as usize {
-            let snapshot = engine.snapshot(
-                RegionId(1),
-                ReadRequest {
-                    epoch_version: EPOCH.version,
-                    applied_index: 5,
-                    read_ts: u64::MAX - 1,
-                },
-            );
+            let snapshot = engine.snapshot(RegionId(1), latest(EPOCH.version));
             black_box(
                 snapshot
                     .mvcc_get(&probes[(i + offset) % probes.len()])
@@ -194,14 +172,7 @@ fn mvcc_scan(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 at = (at + PER_SCAN as u64 * 13) % (keys - PER_SCAN as u64);
-                let snapshot = engine.snapshot(
-                    RegionId(1),
-                    ReadRequest {
-                        epoch_version: version,
-                        applied_index: 5,
-                        read_ts: u64::MAX - 1,
-                    },
-                );
+                let snapshot = engine.snapshot(RegionId(1), latest(version));
                 assert_eq!(snapshot.from_memory(), name != "disk_only");
                 let found = snapshot
                     .mvcc_scan(&user_key(at), Some(b"u"), PER_SCAN)
@@ -380,14 +351,7 @@ fn eviction_impact(c: &mut Criterion) {
             let mut latencies: Vec<Duration> = (0..2000)
                 .map(|i| {
                     let start = Instant::now();
-                    let snapshot = engine.snapshot(
-                        RegionId(2),
-                        ReadRequest {
-                            epoch_version: EPOCH.version,
-                            applied_index: 5,
-                            read_ts: u64::MAX - 1,
-                        },
-                    );
+                    let snapshot = engine.snapshot(RegionId(2), latest(EPOCH.version));
                     black_box(snapshot.mvcc_get(&keys[(i * 37) % keys.len()]).unwrap());
                     start.elapsed()
                 })
