@@ -557,10 +557,7 @@ impl<D: DiskEngine> Core<D> {
             }
             Err(InsertRejected::AlreadyCached { state, .. }) if !state.is_evicting() => Ok(()),
             Err(rejected) => {
-                let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
-                let only_evicting = meta.map.state(id).is_none_or(|s| s.is_evicting())
-                    && meta.map.overlapping(&range).into_iter().all(evicting);
-                if !only_evicting {
+                if !meta.map.only_evictions_in_the_way(id, &range) {
                     return refuse(rejected.to_string());
                 }
                 crate::shared::lifecycle(

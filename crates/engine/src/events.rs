@@ -308,13 +308,7 @@ impl<D: DiskEngine> Core<D> {
         }
         // The evicted regions in the way go first: the deleter loads it after them.
         meta.wanted.insert(region.id);
-        let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
-        let blocked = meta
-            .map
-            .overlapping(&region.range)
-            .into_iter()
-            .any(evicting);
-        if !blocked {
+        if !meta.map.eviction_in_the_way(region.id, &region.range) {
             meta.wanted.remove(&region.id);
             if let Err(err) = self.schedule_load(meta, region.clone(), 0, fx) {
                 tracing::info!(region = region.id.0, %err, "reload after merge refused");

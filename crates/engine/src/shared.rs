@@ -693,14 +693,7 @@ impl<D: DiskEngine> Core<D> {
             let Some(known) = meta.known.get(&id).cloned() else {
                 continue; // destroyed meanwhile
             };
-            let evicting = |id: RegionId| meta.map.state(id).is_some_and(|s| s.is_evicting());
-            let blocked = evicting(id)
-                || meta
-                    .map
-                    .overlapping(&known.region.range)
-                    .into_iter()
-                    .any(evicting);
-            if blocked {
+            if meta.map.eviction_in_the_way(id, &known.region.range) {
                 meta.wanted.insert(id);
                 continue;
             }

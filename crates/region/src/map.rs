@@ -209,6 +209,22 @@ impl RegionMap {
             .collect()
     }
 
+    /// Whether region `id`, or a region overlapping `range`, is being evicted: a load over
+    /// them must wait until their memory is freed.
+    pub fn eviction_in_the_way(&self, id: RegionId, range: &KeyRange) -> bool {
+        let evicting = |id: RegionId| self.state(id).is_some_and(RegionState::is_evicting);
+        evicting(id) || self.overlapping(range).into_iter().any(evicting)
+    }
+
+    /// Whether nothing but evictions stands in the way of loading region `id` over
+    /// `range`: the id is not cached or is being evicted, and so is every region
+    /// overlapping the range. Such a load is deferred, not refused.
+    pub fn only_evictions_in_the_way(&self, id: RegionId, range: &KeyRange) -> bool {
+        let evicting = |id: RegionId| self.state(id).is_some_and(RegionState::is_evicting);
+        self.state(id).is_none_or(RegionState::is_evicting)
+            && self.overlapping(range).into_iter().all(evicting)
+    }
+
     /// The cached region holding `key`.
     pub fn region_at(&self, key: &[u8]) -> Option<RegionId> {
         let from = Bound::Excluded(EndKey::Bounded(key.to_vec()));
@@ -483,5 +499,27 @@ mod tests {
         );
         assert!(map.regions().is_empty());
         map.insert_pending(region(1, "a", "c"), 0).unwrap();
+    }
+
+    /// What stands in the way of a load: a region being evicted (wait for its memory) or
+    /// one still cached (refuse).
+    #[test]
+    fn evictions_in_the_way_of_a_load() {
+        let mut map = map_of(&[region(1, "a", "c"), region(2, "c", "e")]);
+        let wide = KeyRange::new("a", "e").unwrap();
+        assert!(!map.eviction_in_the_way(RegionId(9), &wide));
+        assert!(!map.only_evictions_in_the_way(RegionId(9), &wide));
+        // Region 1 is Pending: evicting removes it; make 2 Loading, then evict it.
+        let _ticket = map.start_loading(RegionId(2)).unwrap();
+        let _ = map.evict(RegionId(2), crate::EvictReason::Manual, None);
+        assert_eq!(map.state(RegionId(2)), Some(RegionState::LoadingCanceled));
+        assert!(map.eviction_in_the_way(RegionId(9), &wide));
+        assert!(
+            !map.only_evictions_in_the_way(RegionId(9), &wide),
+            "1 is cached"
+        );
+        let right = KeyRange::new("c", "e").unwrap();
+        assert!(map.only_evictions_in_the_way(RegionId(9), &right));
+        assert!(map.eviction_in_the_way(RegionId(2), &KeyRange::new("x", "z").unwrap()));
     }
 }
