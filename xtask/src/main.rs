@@ -26,7 +26,8 @@ commands:
                       observer, policy) and print
                       each figure as a ratio against its same-run baseline
   sim [ARGS...]       run the simulator: --seed N --stores N --ops N --nemesis PERCENT
-                      --duration 60s --scenario NAME --out DIR --replay JOURNAL
+                      --duration 60s --scenario NAME --out DIR --replay RUN_RECORD
+                      --event-journal DIR --mutation broken|unfenced
                       (scenarios: random, seed, seed-unobserved, snapshot-same-epoch-unobserved)
   soak [--seeds N] [--duration 10m] [--nemesis PERCENT] [--ops N] [--stores N]
                       run the simulator on seeds 1, 2, ... until N seeds (default 20, or no

@@ -103,6 +103,9 @@ pub struct Options {
     /// Test only: engines whose fences do not hold loads back, to prove the interleaving
     /// scheduler finds the stale reads fences prevent.
     pub unfenced_engine: bool,
+    /// A directory to journal each store's Raft events into (`store-N.events`, the
+    /// observer's journal format, readable with `ime_observer::read_journal`).
+    pub event_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -117,6 +120,7 @@ impl Default for Options {
             scenario: Scenario::Random,
             broken_engine: false,
             unfenced_engine: false,
+            event_journal: None,
         }
     }
 }
@@ -216,6 +220,7 @@ impl RunRecord {
             scenario: Scenario::parse(&self.scenario)?,
             broken_engine: self.broken_engine,
             unfenced_engine: self.unfenced_engine,
+            event_journal: None,
         })
     }
 

@@ -31,6 +31,7 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
             "--scenario" => options.scenario = Scenario::parse(value()?)?,
             "--duration" => options.duration = Some(duration(value()?)?),
             "--out" => out = PathBuf::from(value()?),
+            "--event-journal" => options.event_journal = Some(PathBuf::from(value()?)),
             // Engines broken on purpose, to see the checker fail: `broken` ignores
             // ApplySnapshot and gaps, `unfenced` lets loads start inside fences.
             "--mutation" => match value()?.as_str() {
@@ -39,7 +40,7 @@ fn parse(args: &[String]) -> Result<(Options, PathBuf)> {
                 other => bail!("--mutation {other:?}: broken or unfenced"),
             },
             other => bail!(
-                "unknown argument {other:?} (known: --seed N --stores N --ops N --nemesis PERCENT --duration 60s --scenario NAME --out DIR --replay JOURNAL --mutation broken|unfenced)"
+                "unknown argument {other:?} (known: --seed N --stores N --ops N --nemesis PERCENT --duration 60s --scenario NAME --out DIR --replay RUN_RECORD --event-journal DIR --mutation broken|unfenced)"
             ),
         }
     }

@@ -223,3 +223,32 @@ fn without_fences_the_interleaving_finds_stale_reads() {
     }
     panic!("twelve seeds never caught the unfenced engine: the scheduler does not interleave");
 }
+
+/// Asked for, each store journals every event it publishes (through the bus, or with a
+/// fence) in the observer's journal format, across restarts.
+#[test]
+fn the_stores_events_can_be_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(&Options {
+        nemesis_percent: 30,
+        ops: 200,
+        event_journal: Some(dir.path().to_path_buf()),
+        ..options(5, Scenario::Random)
+    })
+    .unwrap();
+    assert!(report.mismatches.is_empty(), "{report}");
+    let mut kinds = std::collections::BTreeSet::new();
+    for store in 1..=3 {
+        let path = dir.path().join(format!("store-{store}.events"));
+        let contents = ime_engine::observer::read_journal(&path).unwrap();
+        assert!(!contents.entries.is_empty(), "{}", path.display());
+        for entry in contents.entries {
+            if let ime_engine::observer::JournalEntry::Event(event) = entry {
+                kinds.insert(event.kind().as_str());
+            }
+        }
+    }
+    for kind in ["Split", "RoleChange", "IngestSst"] {
+        assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
+    }
+}

@@ -90,13 +90,21 @@ fn user_key(n: u64) -> Vec<u8> {
 impl Cluster {
     pub(crate) fn new(options: Options, config: &Config) -> Result<Self> {
         let voters: Vec<u64> = (1..=options.stores).collect();
+        if let Some(dir) = &options.event_journal {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("create the event journal directory {}", dir.display()))?;
+        }
         let mut stores = Vec::new();
         for id in &voters {
             let mutations = Mutations {
                 broken: options.broken_engine,
                 unfenced: options.unfenced_engine,
             };
-            let mut store = Store::new(*id, config, mutations, options.seed)?;
+            let journal = options
+                .event_journal
+                .as_ref()
+                .map(|dir| dir.join(format!("store-{id}.events")));
+            let mut store = Store::new(*id, config, mutations, options.seed, journal)?;
             let region = Region::new(RegionId(1), KeyRange::everything(), RegionEpoch::new(1, 1));
             store.add_peer(region, voters.clone())?;
             stores.push(store);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Bounds, Cf, RocksDisk, WriteBatch, collect};
 use ime_engine::observer::{
-    BusConfig, EventBus, EventKind, FaultAction, FaultRule, FaultyObserver, PeerRole, RaftEvent,
-    RaftObserver,
+    BusConfig, EventBus, EventKind, FaultAction, FaultRule, FaultyObserver, JournalEntry,
+    JournalObserver, JournalWriter, PeerRole, RaftEvent, RaftObserver,
 };
 use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
 use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch, Stats};
@@ -129,6 +129,8 @@ pub(crate) struct Store {
     dir: tempfile::TempDir,
     config: Config,
     mutations: Mutations,
+    /// Where this store's events are journaled, when asked.
+    journal: Option<std::path::PathBuf>,
     /// The seeded scheduler of this store's background work.
     scheduler: Rng,
     /// Background tasks, GC rounds and policy rounds the scheduler ran.
@@ -142,28 +144,53 @@ pub(crate) struct Store {
 struct Bus {
     bus: EventBus,
     faults: Arc<FaultyObserver<Arc<dyn RaftObserver>>>,
+    /// When asked (`--event-journal`): every event, in the observer's journal format, ahead
+    /// of the engine on the bus (changes with fences are appended by hand).
+    journal: Option<Arc<JournalObserver>>,
 }
 
 impl Bus {
-    fn new(engine: &Engine<RocksDisk>) -> Result<Self> {
+    /// A bus to `engine`, journaling to `journal` (appended to if it exists) when given.
+    fn new(engine: &Engine<RocksDisk>, journal: Option<&std::path::Path>) -> Result<Self> {
         let bus = EventBus::with_config(&BusConfig {
             manual: true,
             ..BusConfig::default()
         })?;
+        let journal = match journal {
+            None => None,
+            Some(path) if path.exists() => Some(JournalWriter::open(path)?.0),
+            Some(path) => Some(JournalWriter::create(path)?),
+        }
+        .map(|writer| Arc::new(JournalObserver::new(writer)));
+        if let Some(journal) = &journal {
+            bus.register(journal.clone(), 10);
+        }
         let faults = Arc::new(FaultyObserver::new(engine.observer(), Vec::new()));
         bus.register(faults.clone(), 0);
-        Ok(Bus { bus, faults })
+        Ok(Bus {
+            bus,
+            faults,
+            journal,
+        })
     }
 
     /// What the bus delivered to the engine and the gaps it reported.
     fn counts(&self) -> BusCounts {
-        let stats = self.bus.stats();
+        let stats: Vec<_> = self
+            .bus
+            .stats()
+            .into_iter()
+            .filter(|s| s.name == ENGINE_OBSERVER)
+            .collect();
         BusCounts {
             delivered: stats.iter().map(|s| s.delivered).sum(),
             gaps: stats.iter().map(|s| s.gaps).sum(),
         }
     }
 }
+
+/// The engine's name on a bus.
+const ENGINE_OBSERVER: &str = "ime-engine";
 
 /// Events a bus delivered to the engine, and the gaps it reported to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -223,14 +250,21 @@ fn raft_config(id: u64) -> raft::Config {
 }
 
 impl Store {
-    pub(crate) fn new(id: u64, config: &Config, mutations: Mutations, seed: u64) -> Result<Self> {
+    pub(crate) fn new(
+        id: u64,
+        config: &Config,
+        mutations: Mutations,
+        seed: u64,
+        journal: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("ime-sim-store-")
             .tempdir()?;
         let engine = open_engine(dir.path(), config, mutations)?;
         Ok(Store {
             id,
-            bus: Bus::new(&engine)?,
+            bus: Bus::new(&engine, journal.as_deref())?,
+            journal,
             engine,
             peers: BTreeMap::new(),
             drops_snapshot_events: false,
@@ -345,6 +379,9 @@ impl Store {
         event: &RaftEvent,
     ) -> Result<BypassFence<RocksDisk>> {
         if self.record(region, event) {
+            if let Some(journal) = &self.bus.journal {
+                journal.append(&JournalEntry::Event(event.clone()))?;
+            }
             Ok(self.engine.begin_bypass(event)?)
         } else {
             Ok(self.engine.fence_ranges(event.bypass_ranges()))
@@ -427,12 +464,12 @@ impl Store {
         self.retired_bus.delivered += counts.delivered;
         self.retired_bus.gaps += counts.gaps;
         let parked = open_engine(parking.path(), &self.config, Mutations::default())?;
-        self.bus = Bus::new(&parked)?;
+        self.bus = Bus::new(&parked, None)?;
         let old = std::mem::replace(&mut self.engine, parked);
         self.retired.push(old.stats());
         old.close(); // closes the real database
         let fresh = open_engine(self.dir.path(), &self.config, self.mutations)?;
-        self.bus = Bus::new(&fresh)?;
+        self.bus = Bus::new(&fresh, self.journal.as_deref())?;
         drop(std::mem::replace(&mut self.engine, fresh));
         for peer in self.peers.values() {
             if peer.role == StateRole::Leader && peer.initialized {
