@@ -157,7 +157,6 @@ impl<D: DiskEngine> Core<D> {
         };
         let id = j.ticket.region.id;
         let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
-        let mut collected = 0;
         if copied.is_ok() {
             let safe_point = {
                 let mut meta = self.meta();
@@ -167,18 +166,11 @@ impl<D: DiskEngine> Core<D> {
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
             if let Some(safe_point) = safe_point.filter(|sp| *sp > 0) {
-                match self.mem.compact(j.range, Some(safe_point)) {
-                    Ok(stats) if stats.installed => collected = safe_point,
-                    Ok(_) => tracing::debug!(region = id.0, "post-load GC lost a race"),
-                    Err(err) => tracing::debug!(region = id.0, %err, "post-load GC skipped"),
-                }
+                self.collect(id, j.range, safe_point);
             }
         }
         let mut fx = Effects::default();
         let mut meta = self.meta();
-        if let Some(cached) = meta.cached.get_mut(&id).filter(|c| c.range == j.range) {
-            cached.collected = collected;
-        }
         let ends = match &copied {
             Ok(()) => meta.map.finish_loading(&j.ticket),
             Err(err) => {
@@ -267,14 +259,7 @@ impl<D: DiskEngine> Core<D> {
             return;
         }
         for task in work {
-            if let Task::Gc {
-                region,
-                range,
-                safe_point,
-            } = task
-            {
-                self.collect(region, range, safe_point);
-            }
+            let _none = self.run_task(task);
         }
     }
 
