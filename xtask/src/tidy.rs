@@ -21,9 +21,10 @@ pub(crate) fn workspace_root() -> PathBuf {
 /// decided once, on purpose.
 #[cfg(test)]
 const LAYERS: &[(&str, Option<&[&str]>)] = &[
-    ("ime-region", Some(&[])),
-    ("ime-memkv", Some(&[])),
-    ("ime-disk", Some(&[])),
+    ("ime-types", Some(&[])),
+    ("ime-region", Some(&["ime-types"])),
+    ("ime-memkv", Some(&["ime-types"])),
+    ("ime-disk", Some(&["ime-types"])),
     ("ime-observer", Some(&["ime-region"])),
     ("ime-eviction", Some(&["ime-region"])),
     (
@@ -34,9 +35,10 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
             "ime-observer",
             "ime-eviction",
             "ime-disk",
+            "ime-types",
         ]),
     ),
-    ("ime-sim", Some(&["ime-engine", "ime-memkv"])),
+    ("ime-sim", Some(&["ime-engine", "ime-memkv", "ime-types"])),
     ("ime-benches", None),
     ("xtask", None),
 ];

@@ -1,49 +1,7 @@
 //! The vocabulary of the disk trait: column families, write batches, sequence ranges,
 //! iterator bounds and errors.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-/// TiKV's three column families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Cf {
-    /// `default`: large values, keyed by user key and start_ts.
-    Default,
-    /// `lock`: transaction locks, keyed by user key.
-    Lock,
-    /// `write`: commit records, keyed by user key and commit_ts.
-    Write,
-}
-
-impl Cf {
-    /// The three, in a fixed order.
-    pub const ALL: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
-
-    /// The column family's name in RocksDB.
-    pub fn name(self) -> &'static str {
-        match self {
-            Cf::Default => "default",
-            Cf::Lock => "lock",
-            Cf::Write => "write",
-        }
-    }
-
-    /// Its position in [`Cf::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            Cf::Default => 0,
-            Cf::Lock => 1,
-            Cf::Write => 2,
-        }
-    }
-}
-
-impl fmt::Display for Cf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use ime_types::Cf;
 
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,6 @@ use ime_memkv::{MemError, RangeId, Retention};
 use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
 
 use crate::KvPair;
-use crate::engine::mem_cf;
 use crate::shared::{Cached, Core, Effects, LoadJob, Task, bounds_of, lifecycle};
 use crate::stats::{CollectResult, FenceEvent, LoadResult};
 
@@ -216,8 +215,7 @@ impl<D: DiskEngine> Core<D> {
             if entries.is_empty() {
                 continue;
             }
-            self.mem
-                .load(range, mem_cf(cf), entries, snapshot.sequence())?;
+            self.mem.load(range, cf, entries, snapshot.sequence())?;
         }
         Ok(())
     }
@@ -423,7 +421,7 @@ impl<D: DiskEngine> Core<D> {
             let region = info.region.id;
             let bounds = bounds_of(&info.region.range);
             let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
-                let mut it = memory.iter(mem_cf(cf), bounds.clone()).ok()?;
+                let mut it = memory.iter(cf, bounds.clone()).ok()?;
                 let mut mem_entries = Vec::new();
                 it.seek_to_first();
                 while let Some((k, v)) = it.entry() {

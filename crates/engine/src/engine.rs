@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use ime_disk::{BatchOp, Cf, DiskEngine, WriteBatch};
+use ime_disk::{BatchOp, DiskEngine, WriteBatch};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::MemError;
 use ime_region::{
@@ -613,18 +613,9 @@ fn to_mem(batch: &WriteBatch) -> Vec<ime_memkv::OpRef<'_>> {
         .ops()
         .iter()
         .map(|op| match op {
-            BatchOp::Put { cf, key, value } => OpRef::Put(mem_cf(*cf), key, value),
-            BatchOp::Delete { cf, key } => OpRef::Delete(mem_cf(*cf), key),
-            BatchOp::DeleteRange { cf, start, end } => OpRef::DeleteRange(mem_cf(*cf), start, end),
+            BatchOp::Put { cf, key, value } => OpRef::Put(*cf, key, value),
+            BatchOp::Delete { cf, key } => OpRef::Delete(*cf, key),
+            BatchOp::DeleteRange { cf, start, end } => OpRef::DeleteRange(*cf, start, end),
         })
         .collect()
-}
-
-/// The memory store's name for a column family.
-pub(crate) fn mem_cf(cf: Cf) -> ime_memkv::Cf {
-    match cf {
-        Cf::Default => ime_memkv::Cf::Default,
-        Cf::Lock => ime_memkv::Cf::Lock,
-        Cf::Write => ime_memkv::Cf::Write,
-    }
 }

@@ -8,7 +8,6 @@ use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
 use ime_region::{ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
-use crate::engine::mem_cf;
 use crate::shared::{Core, Effects, ReadCounters};
 use crate::stats::{GapSource, Source};
 use crate::{Engine, EngineError};
@@ -189,7 +188,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// [`EngineError::Disk`] when the disk read fails.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         match self.memory_for_key(key) {
-            Some(snapshot) => Ok(snapshot.get(mem_cf(cf), key)),
+            Some(snapshot) => Ok(snapshot.get(cf, key)),
             None => Ok(self.disk.get(cf, key)?),
         }
     }
@@ -208,7 +207,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
                 start: bounds.lower().to_vec(),
                 end: bounds.upper().map(<[u8]>::to_vec),
             };
-            return Ok(HybridIter::Memory(snapshot.iter(mem_cf(cf), wanted)?));
+            return Ok(HybridIter::Memory(snapshot.iter(cf, wanted)?));
         }
         Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?))
     }

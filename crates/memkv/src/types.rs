@@ -1,42 +1,8 @@
 //! The store's vocabulary: column families, ranges, write batches and errors.
 
-use std::fmt;
+pub use ime_types::{Cf, RangeId};
 
-/// TiKV's three column families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Cf {
-    /// `default`: large values.
-    Default,
-    /// `lock`: transaction locks.
-    Lock,
-    /// `write`: commit records.
-    Write,
-}
-
-impl Cf {
-    /// The three, in a fixed order.
-    pub const ALL: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Cf::Default => 0,
-            Cf::Lock => 1,
-            Cf::Write => 2,
-        }
-    }
-}
-
-/// A range of keys the store holds, named by the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RangeId(pub u64);
-
-impl fmt::Display for RangeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "range {}", self.0)
-    }
-}
-
-/// Keys `[start, end)`; `end == None` is unbounded.
+/// A half-open range of keys `[start, end)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KeyBounds {
     /// Inclusive start.
