@@ -28,8 +28,13 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-observer", Some(&["ime-region"])),
     ("ime-eviction", Some(&["ime-region"])),
     (
+        "ime-controller",
+        Some(&["ime-region", "ime-observer", "ime-eviction", "ime-types"]),
+    ),
+    (
         "ime-engine",
         Some(&[
+            "ime-controller",
             "ime-region",
             "ime-memkv",
             "ime-observer",
@@ -48,9 +53,50 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
 #[cfg(test)]
 const ROCKSDB_USERS: &[&str] = &["ime-disk", "ime-engine", "ime-sim", "ime-benches"];
 
-/// External crates the pure `ime-region` may depend on (normal dependencies).
+/// The pure crates — no threads, clocks, locks or I/O — with the external crates each may
+/// depend on (normal dependencies) and the paths its source may not use.
 #[cfg(test)]
-const REGION_ALLOWED_DEPS: &[&str] = &["serde", "thiserror"];
+const PURE: &[(&str, &str, &[&str], &[&str])] = &[
+    (
+        "ime-region",
+        "crates/region/src",
+        &["serde", "thiserror", "ime-types"],
+        REGION_FORBIDDEN_PATHS,
+    ),
+    (
+        "ime-controller",
+        "crates/controller/src",
+        &[
+            "serde",
+            "thiserror",
+            "toml",
+            "ime-region",
+            "ime-observer",
+            "ime-eviction",
+            "ime-types",
+        ],
+        CONTROLLER_FORBIDDEN_PATHS,
+    ),
+];
+
+/// Paths whose use in `ime-controller`'s source would bring threads, clocks, locks or
+/// I/O. `Duration` is allowed: time comes in as a value, never read from a clock.
+#[cfg(test)]
+const CONTROLLER_FORBIDDEN_PATHS: &[&str] = &[
+    "std::thread",
+    "Instant",
+    "SystemTime",
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::io",
+    "std::env",
+    "Mutex",
+    "RwLock",
+    "Condvar",
+    "atomic",
+    "tracing",
+];
 
 /// Paths whose use in `ime-region`'s source would bring threads, clocks or I/O.
 #[cfg(test)]
@@ -203,58 +249,59 @@ mod tests {
     }
 
     #[test]
-    fn ime_region_has_no_threads_clocks_or_io() {
+    fn the_pure_crates_have_no_threads_clocks_locks_or_io() {
         let meta = metadata();
-        let region = packages(&meta)
-            .iter()
-            .find(|p| p["name"] == "ime-region")
-            .expect("ime-region is a workspace member");
-        for dep in region["dependencies"].as_array().expect("dependencies") {
-            let is_normal = dep["kind"].is_null();
-            let dep_name = dep["name"].as_str().expect("dependency name");
-            assert!(
-                !is_normal || REGION_ALLOWED_DEPS.contains(&dep_name),
-                "ime-region must stay pure, but depends on {dep_name}"
-            );
-        }
-        let mut files = Vec::new();
-        rust_files(&workspace_root().join("crates/region/src"), &mut files);
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("source readable");
-            for forbidden in REGION_FORBIDDEN_PATHS {
+        for (name, src, allowed, forbidden) in PURE {
+            let package = packages(&meta)
+                .iter()
+                .find(|p| p["name"] == *name)
+                .unwrap_or_else(|| panic!("{name} is a workspace member"));
+            for dep in package["dependencies"].as_array().expect("dependencies") {
+                let is_normal = dep["kind"].is_null();
+                let dep_name = dep["name"].as_str().expect("dependency name");
                 assert!(
-                    !text.contains(forbidden),
-                    "{} uses {forbidden}",
-                    file.display()
+                    !is_normal || allowed.contains(&dep_name),
+                    "{name} must stay pure, but depends on {dep_name}"
                 );
+            }
+            let mut files = Vec::new();
+            rust_files(&workspace_root().join(src), &mut files);
+            assert!(!files.is_empty(), "no sources under {src}");
+            for file in files {
+                let text = std::fs::read_to_string(&file).expect("source readable");
+                for path in *forbidden {
+                    assert!(!text.contains(path), "{} uses {path}", file.display());
+                }
             }
         }
     }
 
-    /// No wildcard arm may stand in for a variant the engine has to handle: a new event,
+    /// No wildcard arm may stand in for a variant the engine or the controller has to handle: a new event,
     /// read miss, eviction reason, lifecycle state or task kind must not compile until the
     /// engine says what it does with it. Clippy enforces it (the crate root denies
     /// `wildcard_enum_match_arm`, and CI runs clippy with warnings denied); this test keeps
     /// the lint from being dropped and catches a bare `_ =>` arm in a build without clippy.
     #[test]
-    fn the_engine_matches_its_enums_exhaustively() {
-        let src = workspace_root().join("crates/engine/src");
-        let root = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs readable");
-        assert!(
-            root.contains("#![deny(clippy::wildcard_enum_match_arm)]"),
-            "crates/engine/src/lib.rs must deny clippy::wildcard_enum_match_arm"
-        );
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("source readable");
-            for (n, line) in text.lines().enumerate() {
-                assert!(
-                    !line.trim_start().starts_with("_ =>"),
-                    "{}:{}: a wildcard arm: name the variants",
-                    file.display(),
-                    n + 1
-                );
+    fn the_engine_and_the_controller_match_their_enums_exhaustively() {
+        for crate_src in ["crates/engine/src", "crates/controller/src"] {
+            let src = workspace_root().join(crate_src);
+            let root = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs readable");
+            assert!(
+                root.contains("#![deny(clippy::wildcard_enum_match_arm)]"),
+                "{crate_src}/lib.rs must deny clippy::wildcard_enum_match_arm"
+            );
+            let mut files = Vec::new();
+            rust_files(&src, &mut files);
+            for file in files {
+                let text = std::fs::read_to_string(&file).expect("source readable");
+                for (n, line) in text.lines().enumerate() {
+                    assert!(
+                        !line.trim_start().starts_with("_ =>"),
+                        "{}:{}: a wildcard arm: name the variants",
+                        file.display(),
+                        n + 1
+                    );
+                }
             }
         }
     }

@@ -4,15 +4,16 @@
 use std::fmt;
 use std::time::Instant;
 
+use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, collect};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
 use ime_memkv::{MemError, RangeId, Retention};
-use ime_region::{EvictReason, LoadEnd, RegionId, RegionState};
+use ime_region::{RegionId, RegionState};
 
 use crate::KvPair;
-use crate::shared::{Cached, Core, Effects, LoadJob, Task, bounds_of, lifecycle};
-use crate::stats::{CollectResult, FenceEvent, LoadResult};
+use crate::shared::{Core, Effects, LoadJob, Task, bounds_of};
+use crate::stats::{CollectResult, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -58,65 +59,36 @@ impl<D: DiskEngine> Core<D> {
         self.switches
             .wait_at(crate::LoadStage::BeforeStart, &self.closed);
         let started = Instant::now();
+        let env = self.env();
         let mut fx = Effects::default();
         let job = {
             let _writer = self.write_lock();
             let mut meta = self.meta();
-            let stop = self.config().thresholds().stop_load_threshold;
-            let refused =
-                !self.enabled() || meta.flashback.contains(&id) || self.mem.memory_used() >= stop;
-            let fenced = meta
-                .map
-                .region(id)
-                .is_some_and(|r| self.fenced(&meta, &r.range));
-            if refused {
-                self.evict(
-                    &mut meta,
-                    id,
-                    EvictReason::LoadFailedWithoutStart,
-                    None,
-                    &mut fx,
-                );
-                None
-            } else if fenced {
-                lifecycle(id, None, "Pending", "Pending", "fenced");
-                if meta.fenced_loads.insert(id) {
-                    self.metrics.fence(FenceEvent::HeldLoad);
-                }
-                None
-            } else if let Ok(ticket) = meta.map.start_loading(id) {
-                let range = meta.new_range_id();
-                let bounds = bounds_of(&ticket.region.range);
-                match self.mem.create_range(range, bounds) {
-                    Ok(()) => {
-                        let epoch = Some(ticket.region.epoch);
-                        lifecycle(id, epoch, "Pending", "Loading", "load started");
-                        let loaded_at = Instant::now();
-                        let cached = Cached {
-                            range,
-                            loaded_at,
-                            collected: 0,
-                        };
-                        meta.cached.insert(id, cached);
-                        Some(LoadJob {
+            let mut decisions = Decisions::new();
+            let job = match meta.ctl.start_load(id, env, &mut decisions) {
+                LoadStart::Start { ticket, range } => {
+                    match self
+                        .mem
+                        .create_range(range, bounds_of(&ticket.region.range))
+                    {
+                        Ok(()) => Some(LoadJob {
                             ticket,
                             range,
                             snapshot: self.disk.snapshot(),
                             started,
                             copied: None,
-                        })
-                    }
-                    Err(err) => {
-                        tracing::error!(region = id.0, %err, "load cannot create its range");
-                        for end in meta.map.fail_loading(&ticket) {
-                            self.absorb_load_end(&mut meta, end, &mut fx);
+                        }),
+                        Err(err) => {
+                            tracing::error!(region = id.0, %err, "load cannot create its range");
+                            meta.ctl.load_not_started(&ticket, &mut decisions);
+                            None
                         }
-                        None
                     }
                 }
-            } else {
-                None // no longer Pending: replaced, split or evicted meanwhile
-            }
+                LoadStart::Fenced | LoadStart::Refused | LoadStart::Gone => None,
+            };
+            self.carry_out(&mut meta, decisions, &mut fx);
+            job
         };
         self.finish(fx);
         let job = job?;
@@ -157,49 +129,25 @@ impl<D: DiskEngine> Core<D> {
         let id = j.ticket.region.id;
         let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
         if copied.is_ok() {
-            let safe_point = {
-                let mut meta = self.meta();
-                let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
-                meta.map.advance_safe_point(id, target).ok()
-            };
+            let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+            let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
             if let Some(safe_point) = safe_point.filter(|sp| *sp > 0) {
                 self.collect(id, j.range, safe_point);
             }
         }
-        let mut fx = Effects::default();
-        let mut meta = self.meta();
-        let ends = match &copied {
-            Ok(()) => meta.map.finish_loading(&j.ticket),
-            Err(err) => {
-                tracing::info!(region = id.0, %err, "load stopped");
-                meta.map.fail_loading(&j.ticket)
-            }
-        };
-        for end in ends {
-            self.absorb_load_end(&mut meta, end, &mut fx);
+        if let Err(err) = &copied {
+            tracing::info!(region = id.0, %err, "load stopped");
         }
-        drop(meta);
+        let ok = copied.is_ok();
+        self.decide(|ctl, _, out| ctl.finish_load(&j.ticket, ok, out));
         let result = if copied.is_ok() {
             LoadResult::Ok
         } else {
             LoadResult::Failed
         };
         self.metrics.loaded(result, j.started.elapsed());
-        self.finish(fx);
-    }
-
-    fn absorb_load_end(&self, meta: &mut crate::shared::Meta, end: LoadEnd, fx: &mut Effects) {
-        match end {
-            LoadEnd::Activated(id) => {
-                let epoch = meta.map.region(id).map(|r| r.epoch);
-                lifecycle(id, epoch, "Loading", "Active", "loaded");
-            }
-            LoadEnd::Evicted(eviction) => {
-                self.absorb(meta, eviction, fx);
-            }
-        }
     }
 
     /// Copies the region's keys in every column family from `snapshot` into `range`.
@@ -228,27 +176,17 @@ impl<D: DiskEngine> Core<D> {
     /// [`crate::Background::Manual`] they are queued as tasks.
     pub(crate) fn run_gc(&self) {
         let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
-        let work: Vec<Task> = {
-            let mut meta = self.meta();
-            let active: Vec<(RegionId, Cached)> = meta
-                .map
-                .regions()
-                .into_iter()
-                .filter(|r| r.state == RegionState::Active)
-                .filter_map(|r| Some((r.region.id, *meta.cached.get(&r.region.id)?)))
-                .collect();
-            active
-                .into_iter()
-                .filter_map(|(region, cached)| {
-                    let safe_point = meta.map.advance_safe_point(region, target).ok()?;
-                    (cached.collected < safe_point).then_some(Task::Gc {
-                        region,
-                        range: cached.range,
-                        safe_point,
-                    })
-                })
-                .collect()
-        };
+        let work: Vec<Task> = self
+            .meta()
+            .ctl
+            .gc_targets(target)
+            .into_iter()
+            .map(|t| Task::Gc {
+                region: t.region,
+                range: t.range,
+                safe_point: t.safe_point,
+            })
+            .collect();
         if self.is_manual() {
             self.finish(Effects {
                 tasks: work,
@@ -273,11 +211,7 @@ impl<D: DiskEngine> Core<D> {
             match result {
                 Ok(stats) if stats.installed => {
                     self.metrics.gc_round(CollectResult::Collected);
-                    let mut meta = self.meta();
-                    if let Some(cached) = meta.cached.get_mut(&region).filter(|c| c.range == range)
-                    {
-                        cached.collected = cached.collected.max(safe_point);
-                    }
+                    self.meta().ctl.mark_collected(region, range, safe_point);
                     return;
                 }
                 Ok(_) => self.metrics.gc_round(CollectResult::Lost),
@@ -296,76 +230,63 @@ impl<D: DiskEngine> Core<D> {
 
     /// One policy round: statistics of every known region in, evictions and loads out.
     pub(crate) fn run_policy(&self) {
-        if !self.enabled() {
-            return;
-        }
         // Sizes of regions never cached, from their bytes on disk: scanned without the
         // metadata lock, so reads and writes go on meanwhile.
-        let unsized_regions: Vec<(RegionId, ime_region::KeyRange)> = {
+        let unsized_regions = {
             let meta = self.meta();
-            meta.known
-                .iter()
-                .filter(|(id, k)| k.size == 0 && !meta.cached.contains_key(id))
-                .map(|(id, k)| (*id, k.region.range.clone()))
-                .collect()
+            if !meta.ctl.config().enable {
+                return;
+            }
+            meta.ctl.unsized_regions()
         };
         let sizes: Vec<(RegionId, u64)> = unsized_regions
             .into_iter()
             .map(|(id, range)| (id, self.estimate_size(&range)))
             .collect();
+        let env = self.env();
         let mut fx = Effects::default();
         let mut meta = self.meta();
         for (id, size) in sizes {
-            if let Some(known) = meta.known.get_mut(&id) {
-                known.size = known.size.max(size);
-            }
+            meta.ctl.note_estimate(id, size);
         }
-        let now = self.started.elapsed().as_secs();
-        let mut stats = Vec::new();
-        for (id, known) in &meta.known {
-            let (reads, scanned_versions, returned_keys) = known.counters.take();
-            let cached = meta.cached.get(id);
-            let size = cached
-                .and_then(|c| self.mem.range_memory(c.range).ok())
-                .unwrap_or(known.size);
-            stats.push(RegionStats {
-                id: *id,
-                size,
-                reads,
-                scanned_versions,
-                returned_keys,
-                is_leader: known.is_leader,
-                pinned: meta.is_pinned(&known.region.range),
-                cached: matches!(
-                    meta.map.state(*id),
-                    Some(RegionState::Loading | RegionState::Active)
-                ),
-                loaded_at: cached.map(|c| now.saturating_sub(c.loaded_at.elapsed().as_secs())),
-            });
-        }
-        stats.sort_by_key(|s| s.id);
+        let view = meta.ctl.policy_view();
+        let state = &mut *meta;
+        state.counters.retain(|id, _| state.ctl.peer(*id).is_some());
+        let stats: Vec<RegionStats> = view
+            .into_iter()
+            .map(|p| {
+                let (reads, scanned_versions, returned_keys) =
+                    meta.counters.get(&p.id).map_or((0, 0, 0), |c| c.take());
+                RegionStats {
+                    id: p.id,
+                    size: p
+                        .range
+                        .and_then(|r| self.mem.range_memory(r).ok())
+                        .unwrap_or(p.size),
+                    reads,
+                    scanned_versions,
+                    returned_keys,
+                    is_leader: p.is_leader,
+                    pinned: p.pinned,
+                    cached: p.cached,
+                    loaded_at: p.loaded_at.map(|d| d.as_secs()),
+                }
+            })
+            .collect();
         let round = Round {
-            now,
-            memory_used: self.mem.memory_used(),
+            now: env.now.as_secs(),
+            memory_used: env.memory_used,
             regions: &stats,
-            thresholds: self.config().thresholds(),
+            thresholds: meta.ctl.config().thresholds(),
         };
         let decision = self
             .policy
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .decide(&round);
-        for (id, reason) in decision.evict {
-            self.evict(&mut meta, id, reason, None, &mut fx);
-        }
-        for id in decision.load {
-            let Some(known) = meta.known.get(&id).cloned() else {
-                continue;
-            };
-            if let Err(err) = self.schedule_load(&mut meta, known.region, 0, &mut fx) {
-                tracing::debug!(region = id.0, %err, "policy load refused");
-            }
-        }
+        let mut decisions = Decisions::new();
+        meta.ctl.apply_policy(decision, env, &mut decisions);
+        self.carry_out(&mut meta, decisions, &mut fx);
         drop(meta);
         self.finish(fx);
     }
@@ -401,11 +322,11 @@ impl<D: DiskEngine> Core<D> {
             let _writer = self.write_lock();
             let meta = self.meta();
             let mut pairs = Vec::new();
-            for info in meta.map.regions() {
+            for info in meta.ctl.map().regions() {
                 if info.state != RegionState::Active {
                     continue;
                 }
-                let Some(cached) = meta.cached.get(&info.region.id) else {
+                let Some(cached) = meta.ctl.cached(info.region.id) else {
                     continue;
                 };
                 let disk = self.disk.snapshot();

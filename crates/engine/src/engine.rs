@@ -7,18 +7,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use ime_controller::{Admission, Decisions};
 use ime_disk::{BatchOp, DiskEngine, WriteBatch};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::MemError;
-use ime_region::{
-    ApplyOutcome, EvictCallback, EvictReason, InsertRejected, KeyRange, Region, RegionId,
-    RegionInfo,
-};
+use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::batch::UNTAGGED;
 use crate::fence::DiskReader;
-use crate::shared::{Background, Core, Effects, Meta, Runner, Task, TaskKind};
-use crate::stats::{FenceEvent, GapSource};
+use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
 use crate::{Config, EngineError, HybridWriteBatch, Stats};
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
@@ -146,12 +143,23 @@ impl<D: DiskEngine> Engine<D> {
         let mut fx = Effects::default();
         let touched: Vec<ime_memkv::RangeId> = {
             let mut meta = core.meta();
+            let mut decisions = Decisions::new();
             for h in batch.headers() {
-                self.report_applied(&mut meta, h, &mut outcome, &mut fx);
+                let gap = meta.ctl.on_applied(
+                    h.region,
+                    h.epoch,
+                    h.first_index,
+                    h.last_index,
+                    &mut decisions,
+                );
+                if let Some(reason) = gap {
+                    outcome.evicted.push((h.region, reason));
+                }
             }
+            core.carry_out(&mut meta, decisions, &mut fx);
             let mut ranges: Vec<ime_memkv::RangeId> = batch
                 .headers()
-                .filter_map(|h| meta.cached.get(&h.region).map(|c| c.range))
+                .filter_map(|h| meta.ctl.cached(h.region).map(|c| c.range))
                 .collect();
             ranges.dedup();
             ranges
@@ -171,8 +179,7 @@ impl<D: DiskEngine> Engine<D> {
                         EvictReason::WriteFailed
                     };
                     tracing::warn!(%err, "memory write refused: evicting the regions it touches");
-                    let mut meta = core.meta();
-                    self.evict_touched(&mut meta, disk_batch, reason, &mut outcome, &mut fx);
+                    self.evict_touched(disk_batch, reason, &mut outcome, &mut fx);
                 }
             }
         }
@@ -181,14 +188,7 @@ impl<D: DiskEngine> Engine<D> {
             let result = core.disk.write(disk_batch);
             let consistent = matches!(&result, Ok(r) if r.first == expected);
             if !consistent {
-                let mut meta = core.meta();
-                self.evict_touched(
-                    &mut meta,
-                    disk_batch,
-                    EvictReason::WriteFailed,
-                    &mut outcome,
-                    &mut fx,
-                );
+                self.evict_touched(disk_batch, EvictReason::WriteFailed, &mut outcome, &mut fx);
             }
             match result {
                 Ok(range) => outcome.sequence = Some((range.first, range.last)),
@@ -202,61 +202,33 @@ impl<D: DiskEngine> Engine<D> {
         Ok(outcome)
     }
 
-    fn report_applied(
-        &self,
-        meta: &mut Meta,
-        h: &crate::ApplyHeader,
-        outcome: &mut WriteOutcome,
-        fx: &mut Effects,
-    ) {
-        let applied = meta.applied.entry(h.region).or_default();
-        *applied = (*applied).max(h.last_index);
-        if self.core.broken() {
-            return;
-        }
-        match meta
-            .map
-            .report_applied(h.region, h.epoch, h.first_index, h.last_index)
-        {
-            ApplyOutcome::Gap(gap) => {
-                tracing::warn!(%gap, "gap detected on the write path");
-                self.core.metrics.gap(GapSource::of(gap.kind));
-                outcome.evicted.push((h.region, gap.kind.reason()));
-                self.core.absorb(meta, gap.eviction, fx);
-            }
-            ApplyOutcome::NotCached
-            | ApplyOutcome::Advanced
-            | ApplyOutcome::Unchanged
-            | ApplyOutcome::Ignored => {}
-        }
-    }
-
     /// Evicts every cached region holding a key `batch` touches.
     fn evict_touched(
         &self,
-        meta: &mut Meta,
         batch: &WriteBatch,
         reason: EvictReason,
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
+        let mut meta = self.core.meta();
+        let mut decisions = Decisions::new();
         for op in batch.ops() {
-            let range = match op {
-                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => meta
-                    .map
-                    .region_at(key)
-                    .and_then(|id| meta.map.region(id))
-                    .map(|r| r.range.clone()),
+            let evicted = match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
+                    meta.ctl.evict_at_key(key, reason, &mut decisions)
+                }
                 BatchOp::DeleteRange { start, end, .. } => {
-                    KeyRange::new(start.clone(), end.clone()).ok()
+                    match KeyRange::new(start.clone(), end.clone()) {
+                        Ok(range) => meta.ctl.evict_overlapping(&range, reason, &mut decisions),
+                        Err(_) => Vec::new(),
+                    }
                 }
             };
-            let Some(range) = range else { continue };
-            for id in meta.map.overlapping(&range) {
-                outcome.evicted.push((id, reason));
-                self.core.evict(meta, id, reason, None, fx);
-            }
+            outcome
+                .evicted
+                .extend(evicted.into_iter().map(|id| (id, reason)));
         }
+        self.core.carry_out(&mut meta, decisions, fx);
     }
 
     /// Asks for `region` to be cached: it becomes Pending and the loader loads it from a
@@ -274,55 +246,34 @@ impl<D: DiskEngine> Engine<D> {
     /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback or
     /// an uninitialized peer's (epoch 0/0), memory is at the stop-load threshold, or the
     /// region overlaps one still cached.
-    pub fn load_region(&self, region: Region, applied_index: u64) -> Result<(), EngineError> {
-        let mut fx = Effects::default();
-        let result = self
-            .core
-            .schedule_load(&mut self.core.meta(), region, applied_index, &mut fx);
-        self.core.finish(fx);
-        result
+    pub fn load_region(
+        &self,
+        region: Region,
+        applied_index: u64,
+    ) -> Result<Admission, EngineError> {
+        let id = region.id;
+        self.core
+            .decide(|ctl, env, out| ctl.request_load(region, applied_index, env, out))
+            .map_err(|reason| EngineError::LoadRefused { region: id, reason })
     }
 
     /// Evicts region `id` by hand (`Manual`); `callback` fires once the eviction ends,
     /// whatever path it takes.
     pub fn evict_region(&self, id: RegionId, reason: EvictReason, callback: Option<EvictCallback>) {
-        let mut fx = Effects::default();
-        let mut meta = self.core.meta();
-        self.core.evict(&mut meta, id, reason, callback, &mut fx);
-        drop(meta);
-        self.core.finish(fx);
+        self.core
+            .decide(|ctl, _, out| ctl.evict(id, reason, callback, out));
     }
 
     /// Pins `range`: regions inside it are loaded wherever this store leads them, and never
     /// evicted by the policy.
     pub fn pin_range(&self, range: KeyRange) {
-        let mut fx = Effects::default();
-        let mut meta = self.core.meta();
-        let leaders: Vec<Region> = meta
-            .known
-            .values()
-            .filter(|k| k.is_leader && range.contains(&k.region.range))
-            .map(|k| k.region.clone())
-            .collect();
-        meta.pins.push(range);
-        for region in leaders {
-            // The load starts from the last applied index the apply side reported.
-            let _ = self.core.schedule_load(&mut meta, region, 0, &mut fx);
-        }
-        drop(meta);
-        self.core.finish(fx);
+        self.core.decide(|ctl, env, out| ctl.pin(range, env, out));
     }
 
     /// Removes a pin: its regions are evicted (`Manual`) and removed for good, and can be
     /// loaded again later.
     pub fn unpin_range(&self, range: &KeyRange) {
-        let mut fx = Effects::default();
-        let mut meta = self.core.meta();
-        meta.pins.retain(|p| p != range);
-        self.core
-            .evict_overlapping(&mut meta, range, EvictReason::Manual, &mut fx);
-        drop(meta);
-        self.core.finish(fx);
+        self.core.decide(|ctl, _, out| ctl.unpin(range, out));
     }
 
     /// Sets the GC safe point (TiKV's, from PD); the GC tick moves each region's towards it.
@@ -332,7 +283,7 @@ impl<D: DiskEngine> Engine<D> {
 
     /// Every cached region: id, range, epoch, state, safe point, snapshots.
     pub fn regions(&self) -> Vec<RegionInfo> {
-        self.core.meta().map.regions()
+        self.core.meta().ctl.map().regions()
     }
 
     /// The listing as JSON.
@@ -361,18 +312,7 @@ impl<D: DiskEngine> Engine<D> {
         config.validate()?;
         let enable = config.enable;
         self.core.set_config(config);
-        if !enable {
-            let mut fx = Effects::default();
-            let mut meta = self.core.meta();
-            self.core.evict_overlapping(
-                &mut meta,
-                &KeyRange::everything(),
-                EvictReason::Disabled,
-                &mut fx,
-            );
-            drop(meta);
-            self.core.finish(fx);
-        } else {
+        if enable {
             self.core.run_policy();
         }
         Ok(())
@@ -487,6 +427,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
+            core.decide(|ctl, env, _| ctl.on_tick(env));
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {
                 core.run_gc();
@@ -509,70 +450,6 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
 }
 
 impl<D: DiskEngine> Core<D> {
-    /// Inserts `region` as Pending and queues its load, or says why not.
-    pub(crate) fn schedule_load(
-        &self,
-        meta: &mut Meta,
-        region: Region,
-        applied_index: u64,
-        fx: &mut Effects,
-    ) -> Result<(), EngineError> {
-        let id = region.id;
-        let refuse = |reason: String| Err(EngineError::LoadRefused { region: id, reason });
-        meta.learn(&region, applied_index);
-        if !self.enabled() {
-            return refuse("the engine is disabled".into());
-        }
-        if meta.flashback.contains(&id) {
-            return refuse("the region is in flashback".into());
-        }
-        let stop = self.config().thresholds().stop_load_threshold;
-        if self.mem.memory_used() >= stop {
-            return refuse(format!(
-                "memory {} is at the stop-load threshold {stop}",
-                self.mem.memory_used()
-            ));
-        }
-        // Every entry reported so far is on disk, so the load's snapshot holds it.
-        let applied_index = applied_index.max(meta.applied.get(&id).copied().unwrap_or(0));
-        let epoch = region.epoch;
-        let range = region.range.clone();
-        match meta.map.insert_pending(region, applied_index) {
-            Ok(_) => {
-                crate::shared::lifecycle(id, Some(epoch), "none", "Pending", "load requested");
-                if self.fenced(meta, &range) {
-                    // A disk change is under way in the range: the load's snapshot would
-                    // copy the old data. It starts once the fence lifts.
-                    crate::shared::lifecycle(id, Some(epoch), "Pending", "Pending", "fenced");
-                    if meta.fenced_loads.insert(id) {
-                        self.metrics.fence(FenceEvent::HeldLoad);
-                    }
-                } else {
-                    fx.tasks.push(Task::Load(id));
-                }
-                Ok(())
-            }
-            Err(InsertRejected::Uninitialized) => {
-                refuse("an uninitialized peer has no data to cache".into())
-            }
-            Err(InsertRejected::AlreadyCached { state, .. }) if !state.is_evicting() => Ok(()),
-            Err(rejected) => {
-                if !meta.map.only_evictions_in_the_way(id, &range) {
-                    return refuse(rejected.to_string());
-                }
-                crate::shared::lifecycle(
-                    id,
-                    Some(epoch),
-                    "none",
-                    "deferred",
-                    &rejected.to_string(),
-                );
-                meta.wanted.insert(id);
-                Ok(())
-            }
-        }
-    }
-
     /// Runs one task; returns its continuation (a load's next stage), if any.
     pub(crate) fn run_task(&self, task: Task) -> Option<Task> {
         match task {

@@ -4,6 +4,8 @@ use ime_disk::DiskError;
 use ime_memkv::MemError;
 use ime_region::{RegionError, RegionId};
 
+use ime_controller::Refusal;
+
 use crate::ConfigError;
 
 /// Errors of the engine. An expected cache miss is not one: a read that memory cannot
@@ -35,7 +37,7 @@ pub enum EngineError {
         /// The region.
         region: RegionId,
         /// Why.
-        reason: String,
+        reason: Refusal,
     },
     /// A background thread could not be started.
     #[error("cannot start thread {name}: {source}")]

@@ -23,11 +23,12 @@
 
 use std::sync::Arc;
 
+use ime_controller::FenceId;
 use ime_disk::{BatchOp, Cf, DiskEngine, Entry, SeqRange, WriteBatch};
-use ime_observer::{EventKind, RaftEvent};
-use ime_region::{EvictReason, KeyRange, RegionState};
+use ime_observer::RaftEvent;
+use ime_region::{EvictReason, KeyRange};
 
-use crate::shared::{Core, Effects, Meta, Task, lifecycle};
+use crate::shared::Core;
 use crate::stats::FenceEvent;
 use crate::{Engine, EngineError};
 
@@ -57,7 +58,7 @@ impl<D: DiskEngine> DiskReader<'_, D> {
 #[must_use = "a fence holds loads back until it is finished; dropping it abandons it"]
 pub struct BypassFence<D: DiskEngine> {
     core: Arc<Core<D>>,
-    id: u64,
+    id: FenceId,
     ranges: Vec<KeyRange>,
     finished: bool,
 }
@@ -75,19 +76,11 @@ impl<D: DiskEngine> Engine<D> {
     /// # Errors
     /// As [`Engine::on_event`]; nothing is fenced then.
     pub fn begin_bypass(&self, event: &RaftEvent) -> Result<BypassFence<D>, EngineError> {
-        let mut fx = Effects::default();
-        let fence = {
-            let mut meta = self.core.meta();
-            self.core.metrics.event(event.kind());
-            let handled = self.core.handle(&mut meta, event, &mut fx);
-            handled.map(|()| {
-                let reason = bypass_reason(event.kind());
-                self.core
-                    .add_fence(&mut meta, event.bypass_ranges(), reason, &mut fx)
-            })
-        };
-        self.core.finish(fx);
-        fence
+        self.core.metrics.event(event.kind());
+        let id = self
+            .core
+            .decide(|ctl, env, out| ctl.begin_bypass(event, env, out))?;
+        Ok(self.fence(id, event.bypass_ranges()))
     }
 
     /// Fences `ranges` for a disk change no Raft event announces (an embedder's own
@@ -95,101 +88,38 @@ impl<D: DiskEngine> Engine<D> {
     /// with [`EvictReason::UnannouncedChange`] and loads of them wait until the fence is
     /// finished.
     pub fn fence_ranges(&self, ranges: Vec<KeyRange>) -> BypassFence<D> {
-        let mut fx = Effects::default();
-        let fence = {
-            let mut meta = self.core.meta();
-            self.core
-                .add_fence(&mut meta, ranges, EvictReason::UnannouncedChange, &mut fx)
-        };
-        self.core.finish(fx);
-        fence
+        let fenced = ranges.clone();
+        let id = self
+            .core
+            .decide(|ctl, _, out| ctl.begin_fence(fenced, EvictReason::UnannouncedChange, out));
+        self.fence(id, ranges)
     }
-}
 
-/// The reason overlapping regions are evicted for when a fence of `kind` begins (the
-/// event's own handling has normally evicted them already).
-fn bypass_reason(kind: EventKind) -> EvictReason {
-    match kind {
-        EventKind::ApplySnapshot => EvictReason::ApplySnapshot,
-        EventKind::IngestSst => EvictReason::IngestSst,
-        EventKind::DeleteRange | EventKind::UnsafeDestroyRange => EvictReason::DeleteRange,
-        EventKind::CommitMerge | EventKind::RollbackMerge => EvictReason::Merge,
-        EventKind::PrepareMerge => EvictReason::PrepareMerge,
-        EventKind::PrepareFlashback | EventKind::FinishFlashback => EvictReason::Flashback,
-        EventKind::DestroyPeer | EventKind::SwitchWitness => EvictReason::DestroyPeer,
-        EventKind::UnsafeRecovery | EventKind::ForceLeader => EvictReason::UnsafeRecovery,
-        EventKind::Split
-        | EventKind::ChangePeer
-        | EventKind::RoleChange
-        | EventKind::TransferLeader
-        | EventKind::CompactLog => EvictReason::UnannouncedChange,
-    }
-}
-
-impl<D: DiskEngine> Core<D> {
-    /// Evicts what overlaps `ranges` and registers a fence over them.
-    fn add_fence(
-        self: &Arc<Self>,
-        meta: &mut Meta,
-        ranges: Vec<KeyRange>,
-        reason: EvictReason,
-        fx: &mut Effects,
-    ) -> BypassFence<D> {
-        // The broken engine of the checkers' tests ignores the changes fences announce.
-        if !self.broken() {
-            for range in &ranges {
-                self.evict_overlapping(meta, range, reason, fx);
-            }
-        }
-        let id = meta.add_fence(ranges.clone(), reason);
-        self.metrics.fence(FenceEvent::Begun);
-        tracing::debug!(fence = id, ?ranges, %reason, "fence begun");
+    fn fence(&self, id: FenceId, ranges: Vec<KeyRange>) -> BypassFence<D> {
+        self.core.metrics.fence(FenceEvent::Begun);
+        tracing::debug!(fence = id.0, ?ranges, "fence begun");
         BypassFence {
-            core: Arc::clone(self),
+            core: Arc::clone(&self.core),
             id,
             ranges,
             finished: false,
         }
     }
+}
 
+impl<D: DiskEngine> Core<D> {
     /// Lifts fence `id`: loads waiting on it start (unless another fence still covers
     /// them), deferred reloads are retried. An abandoned fence evicts its ranges again and
     /// drops the loads waiting on it instead.
-    fn lift_fence(&self, id: u64, abandoned: bool) {
-        let mut fx = Effects::default();
-        let mut meta = self.meta();
-        let Some(fence) = meta.fences.remove(&id) else {
-            return;
-        };
+    fn lift_fence(&self, id: FenceId, abandoned: bool) {
+        let ranges = self.decide(|ctl, env, out| ctl.lift_fence(id, abandoned, env, out));
         if abandoned {
             tracing::warn!(
-                fence = id,
-                ranges = ?fence.ranges,
+                fence = id.0,
+                ?ranges,
                 "fence dropped without finish: its ranges stay evicted"
             );
-            for range in &fence.ranges {
-                self.evict_overlapping(&mut meta, range, fence.reason, &mut fx);
-            }
         }
-        let waiting: Vec<_> = meta.fenced_loads.iter().copied().collect();
-        for region in waiting {
-            let pending = meta.map.state(region) == Some(RegionState::Pending);
-            let range = meta.map.region(region).map(|r| r.range.clone());
-            match range {
-                Some(range) if pending && self.fenced(&meta, &range) => {}
-                Some(_) if pending => {
-                    meta.fenced_loads.remove(&region);
-                    lifecycle(region, None, "Pending", "Pending", "fence lifted");
-                    fx.tasks.push(Task::Load(region));
-                }
-                Some(_) | None => {
-                    meta.fenced_loads.remove(&region);
-                }
-            }
-        }
-        self.retry_wanted(&mut meta, &mut fx);
-        drop(meta);
-        self.finish(fx);
         self.metrics.fence(if abandoned {
             FenceEvent::Abandoned
         } else {

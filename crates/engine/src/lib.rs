@@ -61,7 +61,6 @@
 
 mod background;
 mod batch;
-mod config;
 mod engine;
 mod error;
 mod events;
@@ -75,6 +74,7 @@ mod stats;
 #[cfg(feature = "testing")]
 mod testing;
 
+pub use ime_controller as controller;
 /// The layers below, re-exported so that an embedder (the simulator) needs only this crate.
 pub use ime_disk as disk;
 pub use ime_eviction as eviction;
@@ -83,11 +83,12 @@ pub use ime_region as region;
 
 pub use background::Difference;
 pub use batch::{ApplyHeader, HybridWriteBatch};
-pub use config::{ByteSize, Config, ConfigError, ReadableDuration};
 pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
-pub use events::Warmup;
 pub use fence::{BypassFence, DiskReader};
+pub use ime_controller::{
+    Admission, ByteSize, Config, ConfigError, ReadableDuration, Refusal, Warmup,
+};
 pub use mvcc::{KvPair, MvccError};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
 pub use reference::reference_scan;

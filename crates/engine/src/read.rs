@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ime_controller::Decisions;
 use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
 use ime_region::{ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
 use crate::shared::{Core, Effects, ReadCounters};
-use crate::stats::{GapSource, Source};
+use crate::stats::Source;
 use crate::{Engine, EngineError};
 
 /// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
@@ -51,15 +52,12 @@ impl<D: DiskEngine> Drop for MemoryView<D> {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let mut fx = Effects::default();
-        let mut meta = self.core.meta();
-        match meta.map.release_snapshot(ticket) {
-            Ok(Some(region)) => self.core.schedule_delete(&mut meta, region, &mut fx),
-            Ok(None) => {}
-            Err(err) => tracing::error!(%err, "snapshot release refused"),
+        if let Err(err) = self
+            .core
+            .decide(|ctl, _, out| ctl.release_snapshot(ticket, out))
+        {
+            tracing::error!(%err, "snapshot release refused");
         }
-        drop(meta);
-        self.core.finish(fx);
     }
 }
 
@@ -89,54 +87,36 @@ impl<D: DiskEngine> Engine<D> {
         let mut fx = Effects::default();
         let mut meta = core.meta();
         let disk = core.disk.snapshot();
-        let counters = meta.known.get(&region).map(|k| Arc::clone(&k.counters));
+        let counters = meta.counters(region);
         if let Some(c) = &counters {
             c.reads.fetch_add(1, Ordering::Relaxed);
         }
         let read_ts = request.read_ts;
-        let mut request = request;
-        if core.broken() {
-            // The broken engine trusts its cache whatever the reader knows.
-            if let Some(cached) = meta.map.region(region) {
-                request.epoch_version = cached.epoch.version;
-            }
-            request.applied_index = 0;
-        }
-        let (memory, fallback) = if !core.enabled() {
+        let mut decisions = Decisions::new();
+        let (memory, fallback) = if !meta.ctl.config().enable {
             (None, Some(Fallback::Disabled))
         } else {
-            match meta.map.acquire_snapshot(region, request) {
-                Ok(ticket) => {
-                    let cached = meta.cached.get(&region).copied();
-                    let snapshot =
-                        cached.and_then(|c| core.mem.snapshot(c.range, disk.sequence()).ok());
-                    match snapshot {
-                        Some(snapshot) => (
-                            Some(MemoryView {
-                                snapshot: Some(snapshot),
-                                ticket: Some(ticket),
-                                core: Arc::clone(core),
-                            }),
-                            None,
-                        ),
-                        None => {
-                            if let Ok(Some(id)) = meta.map.release_snapshot(ticket) {
-                                core.schedule_delete(&mut meta, id, &mut fx);
-                            }
-                            (None, Some(Fallback::MemoryBehind))
+            match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
+                Ok((ticket, range)) => match core.mem.snapshot(range, disk.sequence()) {
+                    Ok(snapshot) => (
+                        Some(MemoryView {
+                            snapshot: Some(snapshot),
+                            ticket: Some(ticket),
+                            core: Arc::clone(core),
+                        }),
+                        None,
+                    ),
+                    Err(_) => {
+                        if let Err(err) = meta.ctl.release_snapshot(ticket, &mut decisions) {
+                            tracing::error!(%err, "snapshot release refused");
                         }
+                        (None, Some(Fallback::MemoryBehind))
                     }
-                }
-                Err(refused) => {
-                    if let Some(gap) = refused.gap {
-                        tracing::warn!(%gap, "gap detected on the read path");
-                        core.metrics.gap(GapSource::of(gap.kind));
-                        core.absorb(&mut meta, gap.eviction, &mut fx);
-                    }
-                    (None, Some(Fallback::Miss(refused.miss)))
-                }
+                },
+                Err(miss) => (None, Some(Fallback::Miss(miss))),
             }
         };
+        core.carry_out(&mut meta, decisions, &mut fx);
         drop(meta);
         core.finish(fx);
         core.metrics.served(Source::of(fallback.as_ref()));

@@ -2,22 +2,21 @@
 //! and the side effects of lifecycle steps (callbacks, deletions, loads) carried out once
 //! that lock is released.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
+use ime_controller::{Action, Controller, Decisions, Env};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemError, MemKv, RangeId};
-use ime_region::{
-    EvictCallback, EvictReason, EvictStep, Eviction, KeyRange, Region, RegionId, RegionMap,
-};
+use ime_region::{EvictCallback, EvictReason, KeyRange, RegionId};
 
+use crate::Config;
 use crate::metrics::Metrics;
-use crate::stats::CompactResult;
-use crate::{Config, Warmup};
+use crate::stats::{CompactResult, FenceEvent, GapSource};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
 /// runs the queue). A task may return a continuation: loads run in stages, so that a
@@ -108,45 +107,12 @@ pub(crate) enum Runner {
     Manual(Mutex<VecDeque<Task>>),
 }
 
-/// A cached region's memory: its range in the store and the sequence it was loaded at.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Cached {
-    pub(crate) range: RangeId,
-    pub(crate) loaded_at: Instant,
-    /// The safe point up to which a collection has installed on this range (or on the
-    /// parent it was split from). Below the region's safe point, a GC round collects it
-    /// (again): a round whose compaction was lost is retried.
-    pub(crate) collected: u64,
-}
-
 /// A range dropped from the store whose region has not reached Evicting yet (snapshots
 /// still read it, or its load is still stopping).
 pub(crate) struct Dropped {
     pub(crate) handle: DroppedRange,
     pub(crate) since: Instant,
     pub(crate) reason: EvictReason,
-}
-
-/// What the engine knows of a region it has heard of, cached or not.
-#[derive(Clone, Debug)]
-pub(crate) struct Known {
-    pub(crate) region: Region,
-    pub(crate) is_leader: bool,
-    /// Read statistics since the last policy round; snapshots add to them without a lock.
-    pub(crate) counters: Arc<ReadCounters>,
-    /// Bytes it held when last cached.
-    pub(crate) size: u64,
-}
-
-impl Known {
-    pub(crate) fn new(region: Region) -> Self {
-        Known {
-            region,
-            is_leader: false,
-            counters: Arc::default(),
-            size: 0,
-        }
-    }
 }
 
 /// A region's read statistics: reads, MVCC versions scanned, keys returned.
@@ -165,90 +131,23 @@ impl ReadCounters {
     }
 }
 
-/// Region metadata and everything keyed by region, under the engine's one metadata lock.
+/// What the engine's one metadata lock guards: the controller's decisions, and the
+/// memory handles and read counters they refer to.
 pub(crate) struct Meta {
-    pub(crate) map: RegionMap,
-    pub(crate) cached: HashMap<RegionId, Cached>,
+    pub(crate) ctl: Controller,
+    /// Ranges dropped from the store whose region is not Evicting yet (snapshots still
+    /// read them, or their load is still stopping).
     pub(crate) dropped: HashMap<RegionId, Dropped>,
-    pub(crate) known: HashMap<RegionId, Known>,
-    pub(crate) flashback: HashSet<RegionId>,
-    pub(crate) pins: Vec<KeyRange>,
-    pub(crate) warmups: HashMap<RegionId, Warmup>,
-    /// Regions to load once the evicted regions in their way are gone (a hot merge
-    /// result waits for its sources' memory).
-    pub(crate) wanted: HashSet<RegionId>,
-    /// The last applied index reported per region, cached or not (by the apply side, or
-    /// by an event such as a snapshot); a load starts from it.
-    pub(crate) applied: HashMap<RegionId, u64>,
-    /// Disk changes under way outside the write path, by fence id: no load of a range
-    /// they overlap takes its disk snapshot until they finish.
-    pub(crate) fences: BTreeMap<u64, Fence>,
-    /// Pending regions whose load waits for a fence to lift.
-    pub(crate) fenced_loads: BTreeSet<RegionId>,
-    next_range: u64,
-    next_fence: u64,
-}
-
-/// A disk change under way outside the write path.
-#[derive(Clone, Debug)]
-pub(crate) struct Fence {
-    pub(crate) ranges: Vec<KeyRange>,
-    /// Why overlapping regions were evicted (and are again, if the fence is abandoned).
-    pub(crate) reason: EvictReason,
+    /// Read statistics per region since the last policy round; snapshots add to them
+    /// without a lock.
+    pub(crate) counters: HashMap<RegionId, Arc<ReadCounters>>,
 }
 
 impl Meta {
-    fn new() -> Self {
-        Meta {
-            map: RegionMap::new(),
-            cached: HashMap::new(),
-            dropped: HashMap::new(),
-            known: HashMap::new(),
-            flashback: HashSet::new(),
-            pins: Vec::new(),
-            warmups: HashMap::new(),
-            wanted: HashSet::new(),
-            applied: HashMap::new(),
-            fences: BTreeMap::new(),
-            fenced_loads: BTreeSet::new(),
-            next_range: 1,
-            next_fence: 0,
-        }
-    }
-
-    /// Registers a fence over `ranges`; its id lifts it.
-    pub(crate) fn add_fence(&mut self, ranges: Vec<KeyRange>, reason: EvictReason) -> u64 {
-        self.next_fence += 1;
-        self.fences
-            .insert(self.next_fence, Fence { ranges, reason });
-        self.next_fence
-    }
-
-    pub(crate) fn new_range_id(&mut self) -> RangeId {
-        self.next_range += 1;
-        RangeId(self.next_range)
-    }
-
-    /// Remembers `region` (the newest description wins) and an applied index it reached.
-    /// An uninitialized peer's region (epoch 0/0) is not remembered: it has no range of
-    /// its own and nothing to cache.
-    pub(crate) fn learn(&mut self, region: &Region, applied_index: u64) {
-        if !region.is_initialized() {
-            return;
-        }
-        let known = self
-            .known
-            .entry(region.id)
-            .or_insert_with(|| Known::new(region.clone()));
-        if !region.epoch.is_stale_than(&known.region.epoch) {
-            known.region = region.clone();
-        }
-        let applied = self.applied.entry(region.id).or_default();
-        *applied = (*applied).max(applied_index);
-    }
-
-    pub(crate) fn is_pinned(&self, range: &KeyRange) -> bool {
-        self.pins.iter().any(|p| p.contains(range))
+    /// The read counters of region `id`, if the controller knows the region.
+    pub(crate) fn counters(&mut self, id: RegionId) -> Option<Arc<ReadCounters>> {
+        self.ctl.peer(id)?;
+        Some(Arc::clone(self.counters.entry(id).or_default()))
     }
 }
 
@@ -299,7 +198,6 @@ pub(crate) struct Core<D: DiskEngine> {
     meta: Mutex<Meta>,
     /// Orders writes, ingests and the disk snapshots loads start from.
     write_lock: Mutex<()>,
-    config: RwLock<Config>,
     pub(crate) metrics: Metrics,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
@@ -334,17 +232,16 @@ impl<D: DiskEngine> Core<D> {
         policy: Box<dyn EvictionPolicy>,
         runner: Runner,
     ) -> Self {
-        let t = config.thresholds();
-        let mem = MemKv::new(MemConfig {
-            hard_limit: t.capacity,
-            soft_limit: t.evict_threshold,
-        });
+        let mem = MemKv::new(mem_limits(&config));
         Core {
             disk,
             mem,
-            meta: Mutex::new(Meta::new()),
+            meta: Mutex::new(Meta {
+                ctl: Controller::new(config),
+                dropped: HashMap::new(),
+                counters: HashMap::new(),
+            }),
             write_lock: Mutex::new(()),
-            config: RwLock::new(config),
             metrics: Metrics::new(),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
@@ -360,18 +257,6 @@ impl<D: DiskEngine> Core<D> {
         }
     }
 
-    /// Whether the engine was broken on purpose (tests of the checkers only): it then
-    /// ignores ApplySnapshot and every gap. Always false without the `testing` feature.
-    pub(crate) fn broken(&self) -> bool {
-        #[cfg(feature = "testing")]
-        return self
-            .switches
-            .broken
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(feature = "testing"))]
-        false
-    }
-
     pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -383,136 +268,124 @@ impl<D: DiskEngine> Core<D> {
     }
 
     pub(crate) fn config(&self) -> Config {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.meta().ctl.config().clone()
     }
 
+    /// Replaces the configuration: the memory store's limits at once, and whatever the
+    /// controller decides (`enable = false` evicts everything).
     pub(crate) fn set_config(&self, config: Config) {
-        let t = config.thresholds();
-        self.mem.set_limits(MemConfig {
-            hard_limit: t.capacity,
-            soft_limit: t.evict_threshold,
-        });
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+        self.mem.set_limits(mem_limits(&config));
+        self.decide(|ctl, _, out| ctl.set_config(config, out));
     }
 
-    pub(crate) fn enabled(&self) -> bool {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .enable
-    }
-
-    /// Evicts region `id` for `reason` and records what must follow in `fx`.
-    pub(crate) fn evict(
-        &self,
-        meta: &mut Meta,
-        id: RegionId,
-        reason: EvictReason,
-        callback: Option<EvictCallback>,
-        fx: &mut Effects,
-    ) -> EvictStep {
-        meta.wanted.remove(&id);
-        let eviction = meta.map.evict(id, reason, callback);
-        self.absorb(meta, eviction, fx)
-    }
-
-    /// Evicts every region overlapping `range`.
-    pub(crate) fn evict_overlapping(
-        &self,
-        meta: &mut Meta,
-        range: &KeyRange,
-        reason: EvictReason,
-        fx: &mut Effects,
-    ) {
-        // A deferred reload in the range goes too: it would take its disk snapshot at
-        // some later time, possibly before the change that evicted the range (an SST
-        // ingest, a snapshot's data) reaches the disk.
-        let known = &meta.known;
-        meta.wanted.retain(|id| {
-            known
-                .get(id)
-                .is_some_and(|k| !k.region.range.overlaps(range))
-        });
-        for eviction in meta.map.evict_overlapping(range, reason) {
-            self.absorb(meta, eviction, fx);
+    /// What the controller is told of the world now.
+    pub(crate) fn env(&self) -> Env {
+        Env {
+            now: self.started.elapsed(),
+            memory_used: self.mem.memory_used(),
         }
     }
 
-    /// Carries out what an eviction step requires: the region's memory leaves the store
-    /// at once (snapshots keep their layers), and once it is Evicting the deleter frees it
-    /// and removes the region.
-    pub(crate) fn absorb(
+    /// Runs one controller call under the metadata lock, carries out its decisions —
+    /// memory steps under the lock, tasks and callbacks after it — and returns its answer.
+    pub(crate) fn decide<R>(
         &self,
-        meta: &mut Meta,
-        eviction: Eviction,
-        fx: &mut Effects,
-    ) -> EvictStep {
-        let Eviction {
-            region,
-            reason,
-            step,
-            callbacks,
-        } = eviction;
-        fx.callbacks.extend(callbacks);
-        match step {
-            EvictStep::NotCached | EvictStep::AlreadyEvicting => return step,
-            EvictStep::Removed => {}
-            EvictStep::LoadCanceled | EvictStep::AwaitingSnapshots | EvictStep::ReadyToDelete => {
-                self.drop_memory(meta, region, reason);
+        call: impl FnOnce(&mut Controller, Env, &mut Decisions) -> R,
+    ) -> R {
+        let env = self.env();
+        let mut fx = Effects::default();
+        let answer = {
+            let mut meta = self.meta();
+            let mut decisions = Decisions::new();
+            let answer = call(&mut meta.ctl, env, &mut decisions);
+            self.carry_out(&mut meta, decisions, &mut fx);
+            answer
+        };
+        self.finish(fx);
+        answer
+    }
+
+    /// Carries out the controller's decisions in order: memory leaves or splits in the
+    /// store at once (the caller holds the metadata lock, so no snapshot sees a region
+    /// without its memory), tasks and callbacks go into `fx` for after the lock.
+    pub(crate) fn carry_out(&self, meta: &mut Meta, decisions: Decisions, fx: &mut Effects) {
+        for action in decisions {
+            match action {
+                Action::DropMemory {
+                    region,
+                    range,
+                    reason,
+                } => {
+                    if let Ok(bytes) = self.mem.range_memory(range) {
+                        meta.ctl.note_size(region, bytes);
+                    }
+                    if let Ok(handle) = self.mem.drop_range(range) {
+                        let since = Instant::now();
+                        let dropped = Dropped {
+                            handle,
+                            since,
+                            reason,
+                        };
+                        meta.dropped.insert(region, dropped);
+                    }
+                }
+                Action::SplitMemory { parent, parts } => {
+                    let ranges: Vec<_> = parts
+                        .iter()
+                        .map(|p| (p.range, bounds_of(&p.keys)))
+                        .collect();
+                    if let Err(err) = self.mem.split_range(parent, &ranges) {
+                        tracing::error!(%err, "memory split refused: evicting the children");
+                        let mut more = Decisions::new();
+                        meta.ctl
+                            .memory_split_failed(parts.iter().map(|p| p.region), &mut more);
+                        self.carry_out(meta, more, fx);
+                    }
+                }
+                Action::Load(region) => fx.tasks.push(Task::Load(region)),
+                Action::Delete(region) => {
+                    let dropped = meta.dropped.remove(&region);
+                    let since = dropped.as_ref().map(|d| (d.since, d.reason));
+                    fx.tasks.push(Task::Delete {
+                        region,
+                        handle: dropped.map(|d| d.handle),
+                        since,
+                    });
+                }
+                Action::Fire(callback) => fx.callbacks.push(callback),
+                Action::Gap { region, kind } => {
+                    tracing::warn!(
+                        region = region.0,
+                        ?kind,
+                        "gap detected: evicting the region"
+                    );
+                    self.metrics.gap(GapSource::of(kind));
+                }
+                Action::Evicted {
+                    region,
+                    epoch,
+                    reason,
+                    from,
+                    to,
+                } => {
+                    self.metrics.evicted(reason);
+                    lifecycle(region, epoch, from, to, reason.as_str());
+                }
+                Action::Step {
+                    region,
+                    epoch,
+                    from,
+                    to,
+                    why,
+                } => lifecycle(region, epoch, from, to, &why),
+                Action::Refused {
+                    region,
+                    source,
+                    refusal,
+                } => tracing::debug!(region = region.0, ?source, %refusal, "load refused"),
+                Action::HeldByFence(_) => self.metrics.fence(FenceEvent::HeldLoad),
             }
         }
-        self.metrics.evicted(reason);
-        let from = match step {
-            EvictStep::Removed => "Pending",
-            EvictStep::LoadCanceled => "Loading",
-            EvictStep::NotCached
-            | EvictStep::AlreadyEvicting
-            | EvictStep::AwaitingSnapshots
-            | EvictStep::ReadyToDelete => "Active",
-        };
-        let to = meta.map.state(region).map_or("removed", |s| s.as_str());
-        let epoch = meta.map.region(region).map(|r| r.epoch);
-        lifecycle(region, epoch, from, to, reason.as_str());
-        if step == EvictStep::ReadyToDelete {
-            self.schedule_delete(meta, region, fx);
-        }
-        step
-    }
-
-    /// Takes a region's range out of the memory store (O(1)); the handle waits in `meta`
-    /// until the region is Evicting.
-    fn drop_memory(&self, meta: &mut Meta, region: RegionId, reason: EvictReason) {
-        let Some(cached) = meta.cached.remove(&region) else {
-            return;
-        };
-        if let Some(known) = meta.known.get_mut(&region) {
-            known.size = self.mem.range_memory(cached.range).unwrap_or(known.size);
-        }
-        if let Ok(handle) = self.mem.drop_range(cached.range) {
-            let since = Instant::now();
-            meta.dropped.insert(
-                region,
-                Dropped {
-                    handle,
-                    since,
-                    reason,
-                },
-            );
-        }
-    }
-
-    /// Region `region` is Evicting: hand its memory to the deleter.
-    pub(crate) fn schedule_delete(&self, meta: &mut Meta, region: RegionId, fx: &mut Effects) {
-        let dropped = meta.dropped.remove(&region);
-        let since = dropped.as_ref().map(|d| (d.since, d.reason));
-        fx.tasks.push(Task::Delete {
-            region,
-            handle: dropped.map(|d| d.handle),
-            since,
-        });
     }
 
     /// Carries out `fx`, outside the metadata lock.
@@ -584,35 +457,12 @@ impl<D: DiskEngine> Core<D> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether a fence under way overlaps `range` (never, in the test-only unfenced mode).
-    pub(crate) fn fenced(&self, meta: &Meta, range: &KeyRange) -> bool {
-        #[cfg(feature = "testing")]
-        if self
-            .switches
-            .unfenced
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return false;
-        }
-        meta.fences
-            .values()
-            .any(|f| f.ranges.iter().any(|r| r.overlaps(range)))
-    }
-
     fn run_inline(&self, task: Task) {
         match task {
             Task::Load(region) => {
-                let mut fx = Effects::default();
-                let mut meta = self.meta();
-                self.evict(
-                    &mut meta,
-                    region,
-                    EvictReason::LoadFailedWithoutStart,
-                    None,
-                    &mut fx,
-                );
-                drop(meta);
-                self.finish(fx);
+                self.decide(|ctl, _, out| {
+                    ctl.evict(region, EvictReason::LoadFailedWithoutStart, None, out)
+                });
             }
             // Later stages, compactions and frees are done the same here as on the threads.
             mut other @ (Task::LoadCopy(_)
@@ -669,37 +519,14 @@ impl<D: DiskEngine> Core<D> {
         since: Option<(Instant, EvictReason)>,
     ) {
         drop(handle);
-        let mut fx = Effects::default();
-        let mut meta = self.meta();
-        match meta.map.finish_eviction(region) {
-            Ok(callbacks) => {
+        let finished = self.decide(|ctl, env, out| ctl.finish_eviction(region, env, out));
+        match finished {
+            Ok(()) => {
                 if let Some((since, reason)) = since {
                     self.metrics.eviction_took(reason, since.elapsed());
                 }
-                lifecycle(region, None, "Evicting", "removed", "memory freed");
-                fx.callbacks.extend(callbacks);
             }
             Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
-        }
-        self.retry_wanted(&mut meta, &mut fx);
-        drop(meta);
-        self.finish(fx);
-    }
-
-    /// Loads the wanted regions nothing evicting stands in the way of any more.
-    pub(crate) fn retry_wanted(&self, meta: &mut Meta, fx: &mut Effects) {
-        let wanted: Vec<RegionId> = meta.wanted.drain().collect();
-        for id in wanted {
-            let Some(known) = meta.known.get(&id).cloned() else {
-                continue; // destroyed meanwhile
-            };
-            if meta.map.eviction_in_the_way(id, &known.region.range) {
-                meta.wanted.insert(id);
-                continue;
-            }
-            if let Err(err) = self.schedule_load(meta, known.region, 0, fx) {
-                tracing::info!(region = id.0, %err, "deferred reload refused");
-            }
         }
     }
 }
@@ -721,5 +548,14 @@ pub(crate) fn bounds_of(range: &KeyRange) -> KeyBounds {
     KeyBounds {
         start: range.start().to_vec(),
         end: range.end().map(<[u8]>::to_vec),
+    }
+}
+
+/// The memory store's limits under `config`.
+fn mem_limits(config: &Config) -> MemConfig {
+    let t = config.thresholds();
+    MemConfig {
+        hard_limit: t.capacity,
+        soft_limit: t.evict_threshold,
     }
 }

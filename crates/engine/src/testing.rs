@@ -23,10 +23,6 @@ pub enum LoadStage {
 /// The switches' state, in the engine's core.
 #[derive(Default)]
 pub(crate) struct Switches {
-    /// ApplySnapshot does not evict and gaps are not acted on.
-    pub(crate) broken: AtomicBool,
-    /// Fences do not hold loads back.
-    pub(crate) unfenced: AtomicBool,
     /// Where loads are held, and the condition they wait on.
     gate: Mutex<Option<LoadStage>>,
     gate_opened: Condvar,
@@ -56,13 +52,13 @@ impl<D: DiskEngine> Engine<D> {
     /// An engine that ignores ApplySnapshot and every gap, as TiKV's did before
     /// tikv/tikv#17430: for tests that must see the checkers fail.
     pub fn break_for_tests(&self) {
-        self.core.switches.broken.store(true, Ordering::Relaxed);
+        self.core.meta().ctl.break_for_tests();
     }
 
     /// Fences stop holding loads back (they still evict): the mutation that shows the
     /// simulator finds the stale reads fences prevent.
     pub fn unfence_for_tests(&self) {
-        self.core.switches.unfenced.store(true, Ordering::Relaxed);
+        self.core.meta().ctl.unfence_for_tests();
     }
 
     /// Holds every load at `stage` until [`Engine::release_loads`] (or shutdown).

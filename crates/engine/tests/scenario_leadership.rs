@@ -237,7 +237,15 @@ fn scenario_15_an_uninitialized_peer_is_never_loaded() {
         .unwrap();
     let refused = peer.engine.load_region(placeholder, 0);
     assert!(
-        matches!(&refused, Err(ime_engine::EngineError::LoadRefused { reason, .. }) if reason.contains("uninitialized")),
+        matches!(
+            &refused,
+            Err(ime_engine::EngineError::LoadRefused {
+                reason: ime_engine::Refusal::Conflict(
+                    ime_engine::region::InsertRejected::Uninitialized
+                ),
+                ..
+            })
+        ),
         "{refused:?}"
     );
     peer.engine.run_policy();

@@ -77,7 +77,7 @@ fn scenario_09_memory_pressure_never_passes_capacity() {
     let mut refused = 0;
     for id in 1..=REGIONS {
         match peer.engine.load_region(peer.region(id), peer.applied(id)) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(EngineError::LoadRefused { .. }) => refused += 1,
             Err(err) => panic!("{err}"),
         }

@@ -23,7 +23,7 @@ const MAX_AMPLIFICATION: u64 = 1_000_000;
 /// bounded ranges, so no threshold, deadline or interval derived from them can overflow.
 ///
 /// ```
-/// use ime_engine::Config;
+/// use ime_controller::Config;
 ///
 /// let config = Config::from_toml(r#"
 ///     capacity = "2GiB"
