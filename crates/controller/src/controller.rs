@@ -151,9 +151,9 @@ impl Controller {
         self.applied.get(&id).copied().unwrap_or(0)
     }
 
-    /// The warm-up pending for region `id`, if any.
-    pub fn warmup(&self, id: RegionId) -> Option<Warmup> {
-        self.warmups.get(&id).copied()
+    /// The warm-ups pending, by region.
+    pub fn warmups(&self) -> impl Iterator<Item = (RegionId, Warmup)> + '_ {
+        self.warmups.iter().map(|(id, w)| (*id, *w))
     }
 
     /// Regions whose load is deferred until evictions in their way are done.
@@ -292,18 +292,22 @@ impl Controller {
         let Eviction {
             region,
             reason,
+            from,
             step,
             callbacks,
         } = eviction;
         for callback in callbacks {
             out.push(Action::Fire(callback));
         }
-        let from = match step {
+        match step {
             EvictStep::NotCached | EvictStep::AlreadyEvicting => return step,
-            EvictStep::Removed => "Pending",
-            EvictStep::LoadCanceled => "Loading",
-            EvictStep::AwaitingSnapshots | EvictStep::ReadyToDelete => "Active",
-        };
+            EvictStep::Removed
+            | EvictStep::LoadCanceled
+            | EvictStep::AwaitingSnapshots
+            | EvictStep::ReadyToDelete => {}
+        }
+        let from = from.map_or("none", |s| s.as_str());
+        self.fenced_loads.remove(&region);
         if let Some(cached) = self.cached.remove(&region) {
             out.push(Action::DropMemory {
                 region,

@@ -127,7 +127,15 @@ impl fmt::Display for Action {
             Action::Load(region) => write!(f, "load region {region}"),
             Action::Delete(region) => write!(f, "delete region {region}"),
             Action::Fire(callback) => write!(f, "fire callback ({:?})", callback.end()),
-            Action::Gap { region, kind } => write!(f, "gap on region {region}: {kind:?}"),
+            Action::Gap { region, kind } => match kind {
+                GapKind::Epoch { cached, seen } => {
+                    write!(f, "epoch gap on region {region}: cached {cached}, seen {seen}")
+                }
+                GapKind::Index { cached, seen } => write!(
+                    f,
+                    "index gap on region {region}: cached applied index {cached}, seen {seen}"
+                ),
+            },
             Action::Evicted {
                 region,
                 reason,

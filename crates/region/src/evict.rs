@@ -35,6 +35,8 @@ pub struct Eviction {
     pub region: RegionId,
     /// The reason given.
     pub reason: EvictReason,
+    /// The state the region was in when the eviction was asked for (`None`: not cached).
+    pub from: Option<RegionState>,
     /// Where the eviction stands.
     pub step: EvictStep,
     /// Callbacks whose eviction has ended: fire them (outside any lock); dropping them
@@ -83,6 +85,7 @@ impl RegionMap {
         let mut eviction = Eviction {
             region: id,
             reason,
+            from: self.state(id),
             step: EvictStep::NotCached,
             callbacks: Vec::new(),
         };
@@ -171,7 +174,8 @@ impl RegionMap {
             let Some(entry) = self.by_id.get_mut(&id) else {
                 continue;
             };
-            let reason = match (entry.state, failure) {
+            let from = entry.state;
+            let reason = match (from, failure) {
                 (RegionState::Loading, None) => {
                     entry.state = RegionState::Active;
                     ends.push(LoadEnd::Activated(id));
@@ -188,6 +192,7 @@ impl RegionMap {
             ends.push(LoadEnd::Evicted(Eviction {
                 region: id,
                 reason,
+                from: Some(from),
                 step,
                 callbacks: Vec::new(),
             }));
