@@ -129,7 +129,10 @@ impl fmt::Display for Action {
             Action::Fire(callback) => write!(f, "fire callback ({:?})", callback.end()),
             Action::Gap { region, kind } => match kind {
                 GapKind::Epoch { cached, seen } => {
-                    write!(f, "epoch gap on region {region}: cached {cached}, seen {seen}")
+                    write!(
+                        f,
+                        "epoch gap on region {region}: cached {cached}, seen {seen}"
+                    )
                 }
                 GapKind::Index { cached, seen } => write!(
                     f,

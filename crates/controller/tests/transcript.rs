@@ -289,15 +289,15 @@ impl Driver {
             },
             "evict" => {
                 let callback = words.get(3).map(|w| self.callback(w));
-                let step = self.ctl.evict(id(), words[2].parse().unwrap(), callback, out);
+                let step = self
+                    .ctl
+                    .evict(id(), words[2].parse().unwrap(), callback, out);
                 format!("{step:?}")
             }
             "evict-range" => {
-                let evicted = self.ctl.evict_overlapping(
-                    &range(words[1]),
-                    words[2].parse().unwrap(),
-                    out,
-                );
+                let evicted =
+                    self.ctl
+                        .evict_overlapping(&range(words[1]), words[2].parse().unwrap(), out);
                 format!("evicted {evicted:?}")
             }
             "apply" => {
@@ -382,7 +382,10 @@ impl Driver {
                 };
                 for word in &words[1..] {
                     if let Some(ids) = word.strip_prefix("regions=") {
-                        gap.regions = ids.split(',').map(|i| RegionId(i.parse().unwrap())).collect();
+                        gap.regions = ids
+                            .split(',')
+                            .map(|i| RegionId(i.parse().unwrap()))
+                            .collect();
                     } else if let Some(ranges) = word.strip_prefix("ranges=") {
                         gap.ranges = ranges.split(',').map(range).collect();
                     }
@@ -403,7 +406,8 @@ impl Driver {
                 .collect(),
             "collected" => {
                 let range = RangeId(words[2].parse().unwrap());
-                self.ctl.mark_collected(id(), range, words[3].parse().unwrap());
+                self.ctl
+                    .mark_collected(id(), range, words[3].parse().unwrap());
                 String::new()
             }
             "policy" => {
@@ -416,7 +420,10 @@ impl Driver {
                             decision.evict.push((id, reason.parse().unwrap()));
                         }
                     } else if let Some(list) = word.strip_prefix("load=") {
-                        decision.load = list.split(',').map(|i| RegionId(i.parse().unwrap())).collect();
+                        decision.load = list
+                            .split(',')
+                            .map(|i| RegionId(i.parse().unwrap()))
+                            .collect();
                     }
                 }
                 self.ctl.apply_policy(decision, env, out);
@@ -488,7 +495,12 @@ impl Driver {
             writeln!(out, "deferred {deferred:?}").unwrap();
         }
         for (id, w) in self.ctl.warmups() {
-            writeln!(out, "warm-up of {id} in term {} until {:?}", w.term, w.deadline).unwrap();
+            writeln!(
+                out,
+                "warm-up of {id} in term {} until {:?}",
+                w.term, w.deadline
+            )
+            .unwrap();
         }
         let fenced: Vec<_> = self.ctl.fenced_loads().collect();
         if !fenced.is_empty() {
@@ -641,7 +653,11 @@ fn event(words: &[&str]) -> RaftEvent {
 /// `ID:RANGE:vVER:cCONF`.
 fn region(word: &str) -> Region {
     let parts: Vec<&str> = word.split(':').collect();
-    assert_eq!(parts.len(), 4, "a region is ID:RANGE:vVER:cCONF, not `{word}`");
+    assert_eq!(
+        parts.len(),
+        4,
+        "a region is ID:RANGE:vVER:cCONF, not `{word}`"
+    );
     Region::new(
         RegionId(parts[0].parse().unwrap()),
         range(parts[1]),
