@@ -28,6 +28,10 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-observer", Some(&["ime-region"])),
     ("ime-eviction", Some(&["ime-region"])),
     (
+        "ime-metrics",
+        Some(&["ime-region", "ime-observer", "ime-types"]),
+    ),
+    (
         "ime-controller",
         Some(&["ime-region", "ime-observer", "ime-eviction", "ime-types"]),
     ),
@@ -35,6 +39,7 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
         "ime-engine",
         Some(&[
             "ime-controller",
+            "ime-metrics",
             "ime-region",
             "ime-memkv",
             "ime-observer",

@@ -200,16 +200,17 @@ fn step(ctl: &mut Controller, h: &mut Harness, op: &Op, env: Env, out: &mut Deci
             let _ = ctl.request_load(region(slot, version), 0, env, out);
         }
         Op::Start { pick: p } => {
-            if let Some(id) = pick(&mut h.queued_loads, p) {
-                if let LoadStart::Start { ticket, .. } = ctl.start_load(id, env, out) {
-                    let range = &ticket.region.range;
-                    assert!(
-                        !h.fences.iter().any(|(_, f)| f.overlaps(range)),
-                        "load of {} started inside a fence",
-                        ticket.region
-                    );
-                    h.loads.push(ticket);
-                }
+            let Some(id) = pick(&mut h.queued_loads, p) else {
+                return;
+            };
+            if let LoadStart::Start { ticket, .. } = ctl.start_load(id, env, out) {
+                let range = &ticket.region.range;
+                assert!(
+                    !h.fences.iter().any(|(_, f)| f.overlaps(range)),
+                    "load of {} started inside a fence",
+                    ticket.region
+                );
+                h.loads.push(ticket);
             }
         }
         Op::Finish { pick: p, ok } => {

@@ -7,13 +7,12 @@ use std::time::Instant;
 use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, collect};
 use ime_eviction::{RegionStats, Round};
-use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
-use ime_memkv::{MemError, RangeId, Retention};
+use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
+use ime_memkv::{MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
-use crate::KvPair;
 use crate::shared::{Core, Effects, LoadJob, Task, bounds_of};
-use crate::stats::{CollectResult, LoadResult};
+use ime_metrics::{CollectResult, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -360,20 +359,12 @@ impl<D: DiskEngine> Core<D> {
                 continue;
             };
             let (mem_view, disk_view) = (
-                mvcc_view(&mem_writes, info.safe_point),
-                mvcc_view(&disk_writes, info.safe_point),
+                visible_above(&mem_writes, info.safe_point),
+                visible_above(&disk_writes, info.safe_point),
             );
             diff(region, Cf::Write, &mem_view, &disk_view, &mut differences);
-            for (key, record) in &disk_view {
-                let Some(start_ts) = needs_default(key, record) else {
-                    continue;
-                };
-                let default_key = MvccKey {
-                    user_key: start_ts.0,
-                    ts: start_ts.1,
-                }
-                .encode();
-                let m = memory.get(ime_memkv::Cf::Default, &default_key);
+            for default_key in value_keys(&disk_view) {
+                let m = memory.get(Cf::Default, &default_key);
                 let d = disk.get(Cf::Default, &default_key).ok().flatten();
                 if m != d {
                     differences.push(Difference {
@@ -393,45 +384,17 @@ impl<D: DiskEngine> Core<D> {
     }
 }
 
-/// Entries that differ between two sorted lists.
+/// The differences between `memory` and `disk` in `cf`, as the cross-checker reports them.
 fn diff(region: RegionId, cf: Cf, memory: &[KvPair], disk: &[KvPair], out: &mut Vec<Difference>) {
-    let mut all: Vec<&Vec<u8>> = memory.iter().chain(disk).map(|(k, _)| k).collect();
-    all.sort();
-    all.dedup();
-    let find = |list: &[KvPair], key: &[u8]| {
-        list.binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .ok()
-            .map(|i| list[i].1.clone())
-    };
-    for key in all {
-        let (m, d) = (find(memory, key), find(disk, key));
-        if m != d {
-            out.push(Difference {
+    out.extend(
+        differences(memory, disk)
+            .into_iter()
+            .map(|(key, memory, disk)| Difference {
                 region,
                 cf,
-                key: key.clone(),
-                memory: m,
-                disk: d,
-            });
-        }
-    }
-}
-
-/// The write-CF entries MVCC reads above `safe_point` can reach: what GC's retention rule
-/// keeps ([`Retention`], the same rule the memory store's GC applies).
-fn mvcc_view(entries: &[KvPair], safe_point: u64) -> Vec<KvPair> {
-    let mut rule = Retention::new(safe_point);
-    entries
-        .iter()
-        .filter(|(key, value)| rule.keeps(key, value))
-        .cloned()
-        .collect()
-}
-
-/// For a put without a short value: the user key and start_ts of its default-CF value.
-fn needs_default(key: &[u8], record: &[u8]) -> Option<(Vec<u8>, u64)> {
-    let key = MvccKey::decode(key).ok()?;
-    let record = WriteRecord::decode(record).ok()?;
-    (record.kind() == WriteType::Put && record.short_value.is_none())
-        .then_some((key.user_key, record.start_ts))
+                key,
+                memory,
+                disk,
+            }),
+    );
 }

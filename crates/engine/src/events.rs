@@ -9,8 +9,8 @@ use ime_observer::{DeliveryGap, ObserverResult, RaftEvent, RaftObserver};
 use ime_region::RegionId;
 
 use crate::shared::Core;
-use crate::stats::GapSource;
 use crate::{Engine, EngineError};
+use ime_metrics::GapSource;
 
 impl<D: DiskEngine> Engine<D> {
     /// Handles one Raft event (what the bus calls; callable directly). Returns once the

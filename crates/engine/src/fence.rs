@@ -29,8 +29,8 @@ use ime_observer::RaftEvent;
 use ime_region::{EvictReason, KeyRange};
 
 use crate::shared::Core;
-use crate::stats::FenceEvent;
 use crate::{Engine, EngineError};
+use ime_metrics::FenceEvent;
 
 /// Read access to the engine's disk: snapshots and the latest sequence number, never a
 /// write (those go through [`Engine::write`] or a [`BypassFence`]).

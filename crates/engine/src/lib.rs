@@ -65,12 +65,11 @@ mod engine;
 mod error;
 mod events;
 mod fence;
-mod metrics;
 mod mvcc;
 mod read;
+#[cfg(feature = "testing")]
 mod reference;
 mod shared;
-mod stats;
 #[cfg(feature = "testing")]
 mod testing;
 
@@ -89,11 +88,12 @@ pub use fence::{BypassFence, DiskReader};
 pub use ime_controller::{
     Admission, ByteSize, Config, ConfigError, ReadableDuration, Refusal, Warmup,
 };
-pub use mvcc::{KvPair, MvccError};
+pub use ime_memkv::mvcc::{KvPair, MvccError};
+pub use ime_metrics::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
 pub use read::{Fallback, HybridIter, HybridSnapshot};
+#[cfg(feature = "testing")]
 pub use reference::reference_scan;
 pub use shared::{Background, TaskKind};
-pub use stats::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
 #[cfg(feature = "testing")]
 pub use testing::LoadStage;
 

@@ -3,39 +3,10 @@
 //! amplification the eviction policy weighs).
 
 use ime_disk::{Bounds, Cf, DiskEngine, DiskIterator};
-use ime_memkv::codec::{
-    CodecError, LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,
-};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_memkv::mvcc::{KvPair, MvccError, lock_blocks};
 
 use crate::{EngineError, HybridSnapshot};
-
-/// A key and its value.
-pub type KvPair = (Vec<u8>, Vec<u8>);
-
-/// Why an MVCC read failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MvccError {
-    /// A transaction's lock at or below read_ts covers the key: the reader must resolve it.
-    #[error("key {} is locked by the transaction at {lock_ts}", .key.escape_ascii())]
-    KeyIsLocked {
-        /// The user key.
-        key: Vec<u8>,
-        /// The lock's start_ts.
-        lock_ts: u64,
-    },
-    /// A committed put whose value is missing from the default column family.
-    #[error("default-CF value of {} at {start_ts} is missing", .key.escape_ascii())]
-    DefaultNotFound {
-        /// The user key.
-        key: Vec<u8>,
-        /// The put's start_ts.
-        start_ts: u64,
-    },
-    /// A stored key or record that does not decode.
-    #[error("corrupt MVCC data: {0}")]
-    Corrupt(#[from] CodecError),
-}
 
 impl<D: DiskEngine> HybridSnapshot<D> {
     /// The value of `user_key` at the snapshot's read_ts: the newest committed put at or
@@ -119,7 +90,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
             let mut locks = self.iter(Cf::Lock, bounds.clone())?;
             locks.seek_to_first();
             while let Some((key, value)) = locks.entry() {
-                if let Some(err) = blocking(key, value, read_ts)? {
+                if let Some(err) = lock_blocks(key, value, read_ts)? {
                     return Err(err.into());
                 }
                 locks.next();
@@ -193,7 +164,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     fn check_lock(&self, user_key: &[u8]) -> Result<(), EngineError> {
         let key = encode_bytes(user_key);
         match self.get(Cf::Lock, &key)? {
-            Some(value) => match blocking(&key, &value, self.read_ts())? {
+            Some(value) => match lock_blocks(&key, &value, self.read_ts())? {
                 Some(err) => Err(err.into()),
                 None => Ok(()),
             },
@@ -216,19 +187,4 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         };
         Ok(self.get(Cf::Default, &key)?.ok_or_else(missing)?)
     }
-}
-
-/// The error a lock record makes for a reader at `read_ts`, if it blocks it.
-fn blocking(key: &[u8], value: &[u8], read_ts: u64) -> Result<Option<MvccError>, MvccError> {
-    let lock = LockRecord::decode(value)?;
-    let blocks =
-        lock.start_ts <= read_ts && matches!(lock.lock_type, LockType::Put | LockType::Delete);
-    if !blocks {
-        return Ok(None);
-    }
-    let (user_key, _) = decode_bytes(key)?;
-    Ok(Some(MvccError::KeyIsLocked {
-        key: user_key,
-        lock_ts: lock.start_ts,
-    }))
 }

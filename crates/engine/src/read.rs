@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use ime_controller::Decisions;
 use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
 use ime_memkv::{KeyBounds, SnapshotIter};
-use ime_region::{ReadMiss, ReadRequest, RegionId, SnapshotTicket};
+use ime_region::{GapKind, ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
 use crate::shared::{Core, Effects, ReadCounters};
-use crate::stats::Source;
 use crate::{Engine, EngineError};
+use ime_metrics::Source;
 
 /// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
 /// reason, never an error.
@@ -32,7 +32,24 @@ pub enum Fallback {
 impl Fallback {
     /// A short label for metrics (`ime_snapshots_total{source}`).
     pub fn label(&self) -> &'static str {
-        Source::of(Some(self)).label()
+        source_of(Some(self)).label()
+    }
+}
+
+/// Where a snapshot with `fallback` (none: memory) was served from, for the counters.
+fn source_of(fallback: Option<&Fallback>) -> Source {
+    match fallback {
+        None => Source::Memory,
+        Some(Fallback::Disabled) => Source::Disabled,
+        Some(Fallback::MemoryBehind) => Source::MemoryBehind,
+        Some(Fallback::Miss(miss)) => match miss {
+            ReadMiss::NotCached => Source::NotCached,
+            ReadMiss::NotReadable(_) => Source::NotReadable,
+            ReadMiss::EpochNotMatch { .. } => Source::EpochNotMatch,
+            ReadMiss::TooOldRead { .. } => Source::TooOldRead,
+            ReadMiss::Gap(GapKind::Epoch { .. }) => Source::EpochGap,
+            ReadMiss::Gap(GapKind::Index { .. }) => Source::IndexGap,
+        },
     }
 }
 
@@ -119,7 +136,7 @@ impl<D: DiskEngine> Engine<D> {
         core.carry_out(&mut meta, decisions, &mut fx);
         drop(meta);
         core.finish(fx);
-        core.metrics.served(Source::of(fallback.as_ref()));
+        core.metrics.served(source_of(fallback.as_ref()));
         HybridSnapshot {
             region,
             read_ts,

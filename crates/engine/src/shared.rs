@@ -15,8 +15,8 @@ use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemError, MemKv, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, RegionId};
 
 use crate::Config;
-use crate::metrics::Metrics;
-use crate::stats::{CompactResult, FenceEvent, GapSource};
+use ime_metrics::Metrics;
+use ime_metrics::{CompactResult, FenceEvent, GapSource};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
 /// runs the queue). A task may return a continuation: loads run in stages, so that a

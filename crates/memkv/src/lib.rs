@@ -47,11 +47,13 @@ pub mod codec;
 mod gc;
 mod layer;
 mod memory;
+pub mod mvcc;
 mod snapshot;
 mod store;
 mod types;
 
 pub use gc::{GcStats, Retained, Retention};
+pub use mvcc::{KvPair, MvccError};
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use store::{DroppedRange, MEMTABLE_COMPACTION_MIN, MemConfig, MemKv};
 pub use types::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};

@@ -1,15 +1,13 @@
 //! [`Stats`]: the engine's counters as one typed snapshot, read from the same Prometheus
-//! counters `metrics_text` exposes. A field that does not exist does not compile, where a
+//! counters [`crate::Metrics::render`] exposes. A field that does not exist does not compile, where a
 //! counter looked up by name would silently read 0.
 //!
 //! Each group of outcomes is declared once (`counted!`): the public struct of counts, the
-//! internal kind the engine increments, its Prometheus label, and the mapping between
+//! kind the engine increments, its Prometheus label, and the mapping between
 //! the two — so the struct and the labels cannot drift apart.
 
 use ime_observer::EventKind;
-use ime_region::{EvictReason, GapKind, ReadMiss};
-
-use crate::Fallback;
+use ime_region::{EvictReason, GapKind};
 
 macro_rules! counted {
     (
@@ -27,16 +25,16 @@ macro_rules! counted {
 
         $(#[doc = $kdoc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub(crate) enum $kind {
-            $($variant,)+
+        pub enum $kind {
+            $($(#[doc = $doc])* $variant,)+
         }
 
         impl $kind {
             /// Every kind, for reading the counters back.
-            pub(crate) const ALL: &'static [$kind] = &[$($kind::$variant,)+];
+            pub const ALL: &'static [$kind] = &[$($kind::$variant,)+];
 
             /// The Prometheus label.
-            pub(crate) fn label(self) -> &'static str {
+            pub fn label(self) -> &'static str {
                 match self {
                     $($kind::$variant => $label,)+
                 }
@@ -44,6 +42,13 @@ macro_rules! counted {
         }
 
         impl $counts {
+            /// The count of `kind`.
+            pub fn get(&self, kind: $kind) -> u64 {
+                match kind {
+                    $($kind::$variant => self.$field,)+
+                }
+            }
+
             pub(crate) fn slot(&mut self, kind: $kind) -> &mut u64 {
                 match kind {
                     $($kind::$variant => &mut self.$field,)+
@@ -79,25 +84,6 @@ counted! {
     }
 }
 
-impl Source {
-    /// Where a snapshot with `fallback` (none: memory) was served from.
-    pub(crate) fn of(fallback: Option<&Fallback>) -> Self {
-        match fallback {
-            None => Source::Memory,
-            Some(Fallback::Disabled) => Source::Disabled,
-            Some(Fallback::MemoryBehind) => Source::MemoryBehind,
-            Some(Fallback::Miss(miss)) => match miss {
-                ReadMiss::NotCached => Source::NotCached,
-                ReadMiss::NotReadable(_) => Source::NotReadable,
-                ReadMiss::EpochNotMatch { .. } => Source::EpochNotMatch,
-                ReadMiss::TooOldRead { .. } => Source::TooOldRead,
-                ReadMiss::Gap(GapKind::Epoch { .. }) => Source::EpochGap,
-                ReadMiss::Gap(GapKind::Index { .. }) => Source::IndexGap,
-            },
-        }
-    }
-}
-
 counted! {
     /// Loads by result.
     Loads,
@@ -125,7 +111,8 @@ counted! {
 }
 
 impl GapSource {
-    pub(crate) fn of(kind: GapKind) -> Self {
+    /// The source of a gap of `kind`.
+    pub fn of(kind: GapKind) -> Self {
         match kind {
             GapKind::Epoch { .. } => GapSource::Epoch,
             GapKind::Index { .. } => GapSource::Index,
@@ -179,7 +166,7 @@ counted! {
     }
 }
 
-/// The engine's counters at one moment ([`crate::Engine::stats`]).
+/// The engine's counters at one moment (`ime_engine::Engine::stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -6,17 +6,15 @@ use std::time::Duration;
 use ime_observer::EventKind;
 use ime_region::EvictReason;
 
-use crate::stats::{
-    CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats,
-};
+use crate::{CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
 /// The engine's metrics, in their own registry (an embedder can gather it with its own).
-pub(crate) struct Metrics {
-    pub(crate) registry: Registry,
+pub struct Metrics {
+    registry: Registry,
     regions: IntGaugeVec,
     memory: IntGauge,
     reads: IntCounterVec,
@@ -67,8 +65,15 @@ fn unreachable_metric(name: &str) -> ! {
     panic!("invalid metric definition {name}")
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// Every metric, registered in a new registry.
+    pub fn new() -> Self {
         let registry = Registry::new();
         let regions = IntGaugeVec::new(
             Opts::new("ime_regions", "Cached regions by state."),
@@ -167,63 +172,79 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn served(&self, source: Source) {
+    /// A snapshot served from `source`.
+    pub fn served(&self, source: Source) {
         if let Some(counter) = self.sources.get(source as usize) {
             counter.inc();
         }
     }
 
-    pub(crate) fn evicted(&self, reason: EvictReason) {
+    /// A region evicted for `reason`.
+    pub fn evicted(&self, reason: EvictReason) {
         self.evictions.with_label_values(&[reason.as_str()]).inc();
     }
 
-    pub(crate) fn eviction_took(&self, reason: EvictReason, took: Duration) {
+    /// An eviction for `reason` ended (its memory freed) `took` after it began.
+    pub fn eviction_took(&self, reason: EvictReason, took: Duration) {
         self.eviction_seconds
             .with_label_values(&[reason.as_str()])
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn loaded(&self, result: LoadResult, took: Duration) {
+    /// A load ended with `result` after `took`.
+    pub fn loaded(&self, result: LoadResult, took: Duration) {
         self.loads.with_label_values(&[result.label()]).inc();
         self.load_seconds
             .with_label_values(&[result.label()])
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn gc_took(&self, took: Duration) {
+    /// A GC compaction took `took`.
+    pub fn gc_took(&self, took: Duration) {
         self.gc_seconds
             .with_label_values(&["all"])
             .observe(took.as_secs_f64());
     }
 
-    pub(crate) fn gap(&self, source: GapSource) {
+    /// A gap was detected.
+    pub fn gap(&self, source: GapSource) {
         self.gaps.with_label_values(&[source.label()]).inc();
     }
 
-    pub(crate) fn event(&self, kind: EventKind) {
+    /// A Raft event of `kind` was handled.
+    pub fn event(&self, kind: EventKind) {
         self.events.with_label_values(&[kind.as_str()]).inc();
     }
 
-    pub(crate) fn difference(&self, cf: &str) {
+    /// The cross-checker found a difference in column family `cf`.
+    pub fn difference(&self, cf: &str) {
         self.differences.with_label_values(&[cf]).inc();
     }
 
-    pub(crate) fn gc_round(&self, result: CollectResult) {
+    /// A GC collection ended with `result`.
+    pub fn gc_round(&self, result: CollectResult) {
         self.gc_collections
             .with_label_values(&[result.label()])
             .inc();
     }
 
-    pub(crate) fn fence(&self, event: FenceEvent) {
+    /// Something happened to a fence.
+    pub fn fence(&self, event: FenceEvent) {
         self.fences.with_label_values(&[event.label()]).inc();
     }
 
-    pub(crate) fn compacted(&self, result: CompactResult) {
+    /// A memtable compaction ended with `result`.
+    pub fn compacted(&self, result: CompactResult) {
         self.compactions.with_label_values(&[result.label()]).inc();
     }
 
+    /// The registry every metric is registered in (gather it beside an embedder's own).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Every counter, typed.
-    pub(crate) fn stats(&self) -> Stats {
+    pub fn stats(&self) -> Stats {
         let get = |vec: &IntCounterVec, label: &str| {
             vec.get_metric_with_label_values(&[label])
                 .map_or(0, |c| c.get())
@@ -237,7 +258,7 @@ impl Metrics {
                 .iter()
                 .map(|k| (*k, get(&self.events, k.as_str())))
                 .collect(),
-            differences: ime_disk::Cf::ALL
+            differences: ime_types::Cf::ALL
                 .iter()
                 .map(|cf| get(&self.differences, cf.name()))
                 .sum(),
@@ -265,7 +286,7 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges set from `states` and `memory`.
-    pub(crate) fn render(&self, states: &[(&str, i64)], memory: u64) -> String {
+    pub fn render(&self, states: &[(&str, i64)], memory: u64) -> String {
         for (state, count) in states {
             self.regions.with_label_values(&[state]).set(*count);
         }

@@ -1,0 +1,190 @@
+//! TiKV's MVCC reading rules over raw entries, written once for every reader: whether a
+//! lock blocks a reader, where a put's value lives, what MVCC reads above a safe point can
+//! reach, and how two sorted listings of a column family differ. The engine's reads, its
+//! cross-checker and the tests' reference reader all use them.
+
+use crate::Retention;
+use crate::codec::{
+    CodecError, LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes,
+};
+
+/// A key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// Why an MVCC read failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MvccError {
+    /// A transaction's lock at or below read_ts covers the key: the reader must resolve it.
+    #[error("key {} is locked by the transaction at {lock_ts}", .key.escape_ascii())]
+    KeyIsLocked {
+        /// The user key.
+        key: Vec<u8>,
+        /// The lock's start_ts.
+        lock_ts: u64,
+    },
+    /// A committed put whose value is missing from the default column family.
+    #[error("default-CF value of {} at {start_ts} is missing", .key.escape_ascii())]
+    DefaultNotFound {
+        /// The user key.
+        key: Vec<u8>,
+        /// The put's start_ts.
+        start_ts: u64,
+    },
+    /// A stored key or record that does not decode.
+    #[error("corrupt MVCC data: {0}")]
+    Corrupt(#[from] CodecError),
+}
+
+/// The error a lock-CF entry (`key`, `value`) makes for a reader at `read_ts`, if it blocks
+/// it: a Put or Delete lock whose start_ts is at or below read_ts.
+///
+/// # Errors
+/// [`MvccError::Corrupt`] when the entry does not decode.
+pub fn lock_blocks(key: &[u8], value: &[u8], read_ts: u64) -> Result<Option<MvccError>, MvccError> {
+    let lock = LockRecord::decode(value)?;
+    let blocks =
+        lock.start_ts <= read_ts && matches!(lock.lock_type, LockType::Put | LockType::Delete);
+    if !blocks {
+        return Ok(None);
+    }
+    let (user_key, _) = decode_bytes(key)?;
+    Ok(Some(MvccError::KeyIsLocked {
+        key: user_key,
+        lock_ts: lock.start_ts,
+    }))
+}
+
+/// The default-CF key holding the value of a put of `user_key` (`None`: a short value, or
+/// not a put).
+pub fn value_key(user_key: &[u8], record: &WriteRecord) -> Option<Vec<u8>> {
+    (record.kind() == WriteType::Put && record.short_value.is_none()).then(|| {
+        MvccKey {
+            user_key: user_key.to_vec(),
+            ts: record.start_ts,
+        }
+        .encode()
+    })
+}
+
+/// The write-CF entries (in key order) MVCC reads above `safe_point` can reach: what GC's
+/// retention rule ([`Retention`]) keeps.
+pub fn visible_above(entries: &[KvPair], safe_point: u64) -> Vec<KvPair> {
+    let mut rule = Retention::new(safe_point);
+    entries
+        .iter()
+        .filter(|(key, value)| rule.keeps(key, value))
+        .cloned()
+        .collect()
+}
+
+/// The default-CF keys the puts among write-CF `entries` point to.
+pub fn value_keys(entries: &[KvPair]) -> Vec<Vec<u8>> {
+    entries
+        .iter()
+        .filter_map(|(key, value)| {
+            let key = MvccKey::decode(key).ok()?;
+            value_key(&key.user_key, &WriteRecord::decode(value).ok()?)
+        })
+        .collect()
+}
+
+/// A key whose value differs between two listings: the key, then its value on each side.
+pub type Difference = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Each key whose value differs between two sorted listings.
+pub fn differences(left: &[KvPair], right: &[KvPair]) -> Vec<Difference> {
+    let mut keys: Vec<&Vec<u8>> = left.iter().chain(right).map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    let find = |list: &[KvPair], key: &[u8]| {
+        list.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()
+            .map(|i| list[i].1.clone())
+    };
+    keys.into_iter()
+        .filter_map(|key| {
+            let (l, r) = (find(left, key), find(right, key));
+            (l != r).then(|| (key.clone(), l, r))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_bytes;
+
+    fn write(user_key: &[u8], ts: u64, record: &WriteRecord) -> KvPair {
+        let key = MvccKey {
+            user_key: user_key.to_vec(),
+            ts,
+        };
+        (key.encode(), record.encode().expect("encodes"))
+    }
+
+    #[test]
+    fn a_put_or_delete_lock_at_or_below_read_ts_blocks() {
+        let key = encode_bytes(b"k");
+        let put = LockRecord::new(LockType::Put, b"k".to_vec(), 10, 0)
+            .encode()
+            .expect("encodes");
+        let lock = LockRecord::new(LockType::Lock, b"k".to_vec(), 10, 0)
+            .encode()
+            .expect("encodes");
+        let blocked = lock_blocks(&key, &put, 10).expect("decodes");
+        assert_eq!(
+            blocked,
+            Some(MvccError::KeyIsLocked {
+                key: b"k".to_vec(),
+                lock_ts: 10
+            })
+        );
+        assert_eq!(lock_blocks(&key, &put, 9), Ok(None));
+        assert_eq!(lock_blocks(&key, &lock, 20), Ok(None));
+        assert!(lock_blocks(&key, b"garbage", 20).is_err());
+    }
+
+    #[test]
+    fn only_puts_without_a_short_value_point_to_the_default_cf() {
+        let long = WriteRecord::new(WriteType::Put, 5, None);
+        let short = WriteRecord::new(WriteType::Put, 5, Some(b"v".to_vec()));
+        let delete = WriteRecord::new(WriteType::Delete, 5, None);
+        let expected = MvccKey {
+            user_key: b"k".to_vec(),
+            ts: 5,
+        }
+        .encode();
+        assert_eq!(value_key(b"k", &long), Some(expected.clone()));
+        assert_eq!(value_key(b"k", &short), None);
+        assert_eq!(value_key(b"k", &delete), None);
+        let entries = [write(b"k", 7, &long), write(b"j", 3, &short)];
+        assert_eq!(value_keys(&entries), vec![expected]);
+    }
+
+    #[test]
+    fn reads_above_the_safe_point_reach_the_newest_version_below_it_and_newer() {
+        let put = |start| WriteRecord::new(WriteType::Put, start, Some(b"v".to_vec()));
+        let entries = vec![
+            write(b"k", 30, &put(29)),
+            write(b"k", 15, &put(14)),
+            write(b"k", 10, &put(9)),
+        ];
+        let visible = visible_above(&entries, 20);
+        assert_eq!(visible, entries[..2].to_vec());
+    }
+
+    #[test]
+    fn differences_list_each_key_that_differs_once() {
+        let pair = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let left = vec![pair("a", "1"), pair("b", "2"), pair("c", "3")];
+        let right = vec![pair("b", "2"), pair("c", "4"), pair("d", "5")];
+        let found = differences(&left, &right);
+        let keys: Vec<&[u8]> = found.iter().map(|(k, _, _)| k.as_slice()).collect();
+        assert_eq!(keys, [b"a".as_slice(), b"c", b"d"]);
+        assert_eq!(
+            found[1],
+            (b"c".to_vec(), Some(b"3".to_vec()), Some(b"4".to_vec()))
+        );
+    }
+}
