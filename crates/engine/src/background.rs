@@ -11,7 +11,7 @@ use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
 use ime_memkv::{MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
-use crate::shared::{Core, Effects, LoadJob, Task, bounds_of};
+use crate::shared::{Core, Effects, LoadJob, Meta, Task, bounds_of};
 use ime_metrics::{CollectResult, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
@@ -248,30 +248,7 @@ impl<D: DiskEngine> Core<D> {
         for (id, size) in sizes {
             meta.ctl.note_estimate(id, size);
         }
-        let view = meta.ctl.policy_view();
-        let state = &mut *meta;
-        state.counters.retain(|id, _| state.ctl.peer(*id).is_some());
-        let stats: Vec<RegionStats> = view
-            .into_iter()
-            .map(|p| {
-                let (reads, scanned_versions, returned_keys) =
-                    meta.counters.get(&p.id).map_or((0, 0, 0), |c| c.take());
-                RegionStats {
-                    id: p.id,
-                    size: p
-                        .range
-                        .and_then(|r| self.mem.range_memory(r).ok())
-                        .unwrap_or(p.size),
-                    reads,
-                    scanned_versions,
-                    returned_keys,
-                    is_leader: p.is_leader,
-                    pinned: p.pinned,
-                    cached: p.cached,
-                    loaded_at: p.loaded_at.map(|d| d.as_secs()),
-                }
-            })
-            .collect();
+        let stats = self.policy_stats(&mut meta);
         let round = Round {
             now: env.now.as_secs(),
             memory_used: env.memory_used,
@@ -288,6 +265,31 @@ impl<D: DiskEngine> Core<D> {
         self.carry_out(&mut meta, decisions, &mut fx);
         drop(meta);
         self.finish(fx);
+    }
+
+    /// The policy's view of every known region: the controller's, with the read counters
+    /// (taken, so they start again from zero) and memory sizes the engine keeps.
+    fn policy_stats(&self, meta: &mut Meta) -> Vec<RegionStats> {
+        let view = meta.ctl.policy_view();
+        meta.counters.retain(|id, _| meta.ctl.peer(*id).is_some());
+        view.into_iter()
+            .map(|p| {
+                let (reads, scanned_versions, returned_keys) =
+                    meta.counters.get(&p.id).map_or((0, 0, 0), |c| c.take());
+                let size = p.range.and_then(|r| self.mem.range_memory(r).ok());
+                RegionStats {
+                    id: p.id,
+                    size: size.unwrap_or(p.size),
+                    reads,
+                    scanned_versions,
+                    returned_keys,
+                    is_leader: p.is_leader,
+                    pinned: p.pinned,
+                    cached: p.cached,
+                    loaded_at: p.loaded_at.map(|d| d.as_secs()),
+                }
+            })
+            .collect()
     }
 
     /// What a region not cached yet would take in memory, from its bytes on disk (the
@@ -336,52 +338,60 @@ impl<D: DiskEngine> Core<D> {
             }
             pairs
         };
-        let mut differences = Vec::new();
-        for (info, memory, disk) in pairs {
-            let region = info.region.id;
-            let bounds = bounds_of(&info.region.range);
-            let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
-                let mut it = memory.iter(cf, bounds.clone()).ok()?;
-                let mut mem_entries = Vec::new();
-                it.seek_to_first();
-                while let Some((k, v)) = it.entry() {
-                    mem_entries.push((k.to_vec(), v.to_vec()));
-                    it.next();
-                }
-                let disk_bounds = Bounds::new(bounds.start.clone(), bounds.end.clone()).ok()?;
-                Some((mem_entries, collect(&disk, cf, disk_bounds).ok()?))
-            };
-            let Some((mem_locks, disk_locks)) = read(Cf::Lock) else {
-                continue;
-            };
-            diff(region, Cf::Lock, &mem_locks, &disk_locks, &mut differences);
-            let Some((mem_writes, disk_writes)) = read(Cf::Write) else {
-                continue;
-            };
-            let (mem_view, disk_view) = (
-                visible_above(&mem_writes, info.safe_point),
-                visible_above(&disk_writes, info.safe_point),
-            );
-            diff(region, Cf::Write, &mem_view, &disk_view, &mut differences);
-            for default_key in value_keys(&disk_view) {
-                let m = memory.get(Cf::Default, &default_key);
-                let d = disk.get(Cf::Default, &default_key).ok().flatten();
-                if m != d {
-                    differences.push(Difference {
-                        region,
-                        cf: Cf::Default,
-                        key: default_key,
-                        memory: m,
-                        disk: d,
-                    });
-                }
-            }
-        }
+        let differences: Vec<Difference> = pairs
+            .into_iter()
+            .flat_map(|(info, memory, disk)| check_region(&info, &memory, &disk))
+            .collect();
         for d in &differences {
             self.metrics.difference(d.cf.name());
         }
         differences
     }
+}
+
+/// One region's differences: its lock CF entry by entry, its write CF as MVCC reads above
+/// its safe point see it, and the default-CF values those reads return.
+fn check_region<S: DiskSnapshot>(
+    info: &ime_region::RegionInfo,
+    memory: &ime_memkv::Snapshot,
+    disk: &S,
+) -> Vec<Difference> {
+    let region = info.region.id;
+    let bounds = bounds_of(&info.region.range);
+    let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
+        let mut it = memory.iter(cf, bounds.clone()).ok()?;
+        let mut mem_entries = Vec::new();
+        it.seek_to_first();
+        while let Some((k, v)) = it.entry() {
+            mem_entries.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        let disk_bounds = Bounds::new(bounds.start.clone(), bounds.end.clone()).ok()?;
+        Some((mem_entries, collect(disk, cf, disk_bounds).ok()?))
+    };
+    let mut out = Vec::new();
+    let Some((mem_locks, disk_locks)) = read(Cf::Lock) else {
+        return out;
+    };
+    diff(region, Cf::Lock, &mem_locks, &disk_locks, &mut out);
+    let Some((mem_writes, disk_writes)) = read(Cf::Write) else {
+        return out;
+    };
+    let mem_view = visible_above(&mem_writes, info.safe_point);
+    let disk_view = visible_above(&disk_writes, info.safe_point);
+    diff(region, Cf::Write, &mem_view, &disk_view, &mut out);
+    let mut keys = value_keys(&disk_view);
+    keys.sort();
+    keys.dedup();
+    let values = |get: &dyn Fn(&[u8]) -> Option<Vec<u8>>| -> Vec<KvPair> {
+        keys.iter()
+            .filter_map(|k| Some((k.clone(), get(k)?)))
+            .collect()
+    };
+    let mem_values = values(&|k| memory.get(Cf::Default, k));
+    let disk_values = values(&|k| disk.get(Cf::Default, k).ok().flatten());
+    diff(region, Cf::Default, &mem_values, &disk_values, &mut out);
+    out
 }
 
 /// The differences between `memory` and `disk` in `cf`, as the cross-checker reports them.

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions};
 use ime_disk::{BatchOp, DiskEngine, WriteBatch};
 use ime_eviction::EvictionPolicy;
-use ime_memkv::MemError;
+use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::batch::UNTAGGED;
@@ -141,65 +141,88 @@ impl<D: DiskEngine> Engine<D> {
         let _writer = core.write_lock();
         let mut outcome = WriteOutcome::default();
         let mut fx = Effects::default();
-        let touched: Vec<ime_memkv::RangeId> = {
-            let mut meta = core.meta();
-            let mut decisions = Decisions::new();
-            for h in batch.headers() {
-                let gap = meta.ctl.on_applied(
-                    h.region,
-                    h.epoch,
-                    h.first_index,
-                    h.last_index,
-                    &mut decisions,
-                );
-                if let Some(reason) = gap {
-                    outcome.evicted.push((h.region, reason));
-                }
-            }
-            core.carry_out(&mut meta, decisions, &mut fx);
-            let mut ranges: Vec<ime_memkv::RangeId> = batch
-                .headers()
-                .filter_map(|h| meta.ctl.cached(h.region).map(|c| c.range))
-                .collect();
-            ranges.dedup();
-            ranges
+        let touched = self.report_applied(batch, &mut outcome, &mut fx);
+        let result = if disk_batch.is_empty() {
+            Ok(())
+        } else {
+            self.write_memory(disk_batch, &touched, &mut outcome, &mut fx);
+            self.write_disk(disk_batch, &mut outcome, &mut fx)
         };
-        if !disk_batch.is_empty() {
-            // Memory first, at the sequence numbers the disk will assign.
-            let first = core.disk.latest_sequence() + 1;
-            match core.mem.write_ops(&to_mem(disk_batch), first) {
-                Ok(n) => {
-                    outcome.in_memory = n;
-                    core.compact_if_grown(&touched, &mut fx);
-                }
-                Err(err) => {
-                    let reason = if matches!(err, MemError::MemoryLimit { .. }) {
-                        EvictReason::MemoryLimitReached
-                    } else {
-                        EvictReason::WriteFailed
-                    };
-                    tracing::warn!(%err, "memory write refused: evicting the regions it touches");
-                    self.evict_touched(disk_batch, reason, &mut outcome, &mut fx);
-                }
-            }
-        }
-        if !disk_batch.is_empty() {
-            let expected = core.disk.latest_sequence() + 1;
-            let result = core.disk.write(disk_batch);
-            let consistent = matches!(&result, Ok(r) if r.first == expected);
-            if !consistent {
-                self.evict_touched(disk_batch, EvictReason::WriteFailed, &mut outcome, &mut fx);
-            }
-            match result {
-                Ok(range) => outcome.sequence = Some((range.first, range.last)),
-                Err(err) => {
-                    core.finish(fx);
-                    return Err(err.into());
-                }
-            }
-        }
         core.finish(fx);
-        Ok(outcome)
+        result.map(|()| outcome)
+    }
+
+    /// Every segment's applied indexes go to the controller (a gap evicts the region);
+    /// returns the memory ranges of the regions the batch writes to.
+    fn report_applied(
+        &self,
+        batch: &HybridWriteBatch,
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) -> Vec<RangeId> {
+        let mut meta = self.core.meta();
+        let mut decisions = Decisions::new();
+        for h in batch.headers() {
+            let (first, last) = (h.first_index, h.last_index);
+            let gap = meta
+                .ctl
+                .on_applied(h.region, h.epoch, first, last, &mut decisions);
+            if let Some(reason) = gap {
+                outcome.evicted.push((h.region, reason));
+            }
+        }
+        self.core.carry_out(&mut meta, decisions, fx);
+        let mut ranges: Vec<RangeId> = batch
+            .headers()
+            .filter_map(|h| meta.ctl.cached(h.region).map(|c| c.range))
+            .collect();
+        ranges.dedup();
+        ranges
+    }
+
+    /// The batch to memory, at the sequence numbers the disk will assign; a refusal
+    /// evicts the regions it touches.
+    fn write_memory(
+        &self,
+        batch: &WriteBatch,
+        touched: &[RangeId],
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) {
+        let first = self.core.disk.latest_sequence() + 1;
+        match self.core.mem.write_ops(&to_mem(batch), first) {
+            Ok(n) => {
+                outcome.in_memory = n;
+                self.core.compact_if_grown(touched, fx);
+            }
+            Err(err) => {
+                let reason = if matches!(err, MemError::MemoryLimit { .. }) {
+                    EvictReason::MemoryLimitReached
+                } else {
+                    EvictReason::WriteFailed
+                };
+                tracing::warn!(%err, "memory write refused: evicting the regions it touches");
+                self.evict_touched(batch, reason, outcome, fx);
+            }
+        }
+    }
+
+    /// The batch to disk; a failure, or sequence numbers other than memory was given,
+    /// evicts the regions it touches (`WriteFailed`).
+    fn write_disk(
+        &self,
+        batch: &WriteBatch,
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) -> Result<(), EngineError> {
+        let expected = self.core.disk.latest_sequence() + 1;
+        let result = self.core.disk.write(batch);
+        if !matches!(&result, Ok(r) if r.first == expected) {
+            self.evict_touched(batch, EvictReason::WriteFailed, outcome, fx);
+        }
+        let range = result?;
+        outcome.sequence = Some((range.first, range.last));
+        Ok(())
     }
 
     /// Evicts every cached region holding a key `batch` touches.
@@ -231,21 +254,13 @@ impl<D: DiskEngine> Engine<D> {
         self.core.carry_out(&mut meta, decisions, fx);
     }
 
-    /// Asks for `region` to be cached: it becomes Pending and the loader loads it from a
-    /// disk snapshot. `applied_index` is the peer's applied index now.
-    ///
-    /// When only regions being evicted stand in the way (the region itself, just evicted —
-    /// a leader that stepped down and back up —, or the ranges it overlaps), the load is
-    /// deferred: it starts once their memory is freed, unless an eviction of its range
-    /// comes first. When a fence over its range stands (a change outside the write path
-    /// is under way, see [`Engine::begin_bypass`]), the region waits Pending and its load
-    /// starts once the fence is finished: its disk snapshot never copies data about to
-    /// be replaced.
+    /// Asks for `region` to be cached (`applied_index`: the peer's applied index now), as
+    /// the controller admits it ([`ime_controller::Controller::request_load`]): queued for
+    /// the loader, held while a fence over its range stands ([`Engine::begin_bypass`]),
+    /// deferred until the evicted regions in its way are freed, or already cached.
     ///
     /// # Errors
-    /// [`EngineError::LoadRefused`]: the engine is disabled, the region is in flashback or
-    /// an uninitialized peer's (epoch 0/0), memory is at the stop-load threshold, or the
-    /// region overlaps one still cached.
+    /// [`EngineError::LoadRefused`], with the typed [`crate::Refusal`].
     pub fn load_region(
         &self,
         region: Region,

@@ -315,20 +315,7 @@ impl<D: DiskEngine> Core<D> {
                     region,
                     range,
                     reason,
-                } => {
-                    if let Ok(bytes) = self.mem.range_memory(range) {
-                        meta.ctl.note_size(region, bytes);
-                    }
-                    if let Ok(handle) = self.mem.drop_range(range) {
-                        let since = Instant::now();
-                        let dropped = Dropped {
-                            handle,
-                            since,
-                            reason,
-                        };
-                        meta.dropped.insert(region, dropped);
-                    }
-                }
+                } => self.drop_memory(meta, region, range, reason),
                 Action::SplitMemory { parent, parts } => {
                     let ranges: Vec<_> = parts
                         .iter()
@@ -337,8 +324,8 @@ impl<D: DiskEngine> Core<D> {
                     if let Err(err) = self.mem.split_range(parent, &ranges) {
                         tracing::error!(%err, "memory split refused: evicting the children");
                         let mut more = Decisions::new();
-                        meta.ctl
-                            .memory_split_failed(parts.iter().map(|p| p.region), &mut more);
+                        let children = parts.iter().map(|p| p.region);
+                        meta.ctl.memory_split_failed(children, &mut more);
                         self.carry_out(meta, more, fx);
                     }
                 }
@@ -346,45 +333,71 @@ impl<D: DiskEngine> Core<D> {
                 Action::Delete(region) => {
                     let dropped = meta.dropped.remove(&region);
                     let since = dropped.as_ref().map(|d| (d.since, d.reason));
+                    let handle = dropped.map(|d| d.handle);
                     fx.tasks.push(Task::Delete {
                         region,
-                        handle: dropped.map(|d| d.handle),
+                        handle,
                         since,
                     });
                 }
                 Action::Fire(callback) => fx.callbacks.push(callback),
-                Action::Gap { region, kind } => {
-                    tracing::warn!(
-                        region = region.0,
-                        ?kind,
-                        "gap detected: evicting the region"
-                    );
-                    self.metrics.gap(GapSource::of(kind));
-                }
-                Action::Evicted {
-                    region,
-                    epoch,
-                    reason,
-                    from,
-                    to,
-                } => {
-                    self.metrics.evicted(reason);
-                    lifecycle(region, epoch, from, to, reason.as_str());
-                }
-                Action::Step {
-                    region,
-                    epoch,
-                    from,
-                    to,
-                    why,
-                } => lifecycle(region, epoch, from, to, &why),
-                Action::Refused {
-                    region,
-                    source,
-                    refusal,
-                } => tracing::debug!(region = region.0, ?source, %refusal, "load refused"),
-                Action::HeldByFence(_) => self.metrics.fence(FenceEvent::HeldLoad),
+                note @ (Action::Gap { .. }
+                | Action::Evicted { .. }
+                | Action::Step { .. }
+                | Action::Refused { .. }
+                | Action::HeldByFence(_)) => self.record(&note),
             }
+        }
+    }
+
+    /// Takes a region's range out of the memory store (O(1)); the handle waits in `meta`
+    /// until the region is Evicting. The bytes it held go to the controller first.
+    fn drop_memory(&self, meta: &mut Meta, region: RegionId, range: RangeId, reason: EvictReason) {
+        if let Ok(bytes) = self.mem.range_memory(range) {
+            meta.ctl.note_size(region, bytes);
+        }
+        if let Ok(handle) = self.mem.drop_range(range) {
+            let since = Instant::now();
+            let dropped = Dropped {
+                handle,
+                since,
+                reason,
+            };
+            meta.dropped.insert(region, dropped);
+        }
+    }
+
+    /// Counts and logs a decision that asks for no work.
+    fn record(&self, action: &Action) {
+        match action {
+            Action::Gap { kind, .. } => {
+                tracing::warn!(%action, "gap detected: the region is evicted");
+                self.metrics.gap(GapSource::of(*kind));
+            }
+            Action::Evicted {
+                region,
+                epoch,
+                reason,
+                from,
+                to,
+            } => {
+                self.metrics.evicted(*reason);
+                lifecycle(*region, *epoch, from, to, reason.as_str());
+            }
+            Action::Step {
+                region,
+                epoch,
+                from,
+                to,
+                why,
+            } => lifecycle(*region, *epoch, from, to, why),
+            Action::Refused { .. } => tracing::debug!(%action, "load refused"),
+            Action::HeldByFence(_) => self.metrics.fence(FenceEvent::HeldLoad),
+            Action::DropMemory { .. }
+            | Action::SplitMemory { .. }
+            | Action::Load(_)
+            | Action::Delete(_)
+            | Action::Fire(_) => {}
         }
     }
 
