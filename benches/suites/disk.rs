@@ -18,7 +18,7 @@ use std::ops::Bound;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{keys_from_env, rocks_with, user_key};
-use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, RocksConfig, RocksDisk, WriteBatch};
+use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, RocksConfig, RocksDisk, WriteBatch};
 
 /// A TiKV-style MVCC key: the user key, then the timestamp inverted and big-endian, so a
 /// newer version sorts first.
@@ -63,7 +63,7 @@ fn point_get(c: &mut Criterion) {
 /// write CF, as TiKV's forward scanner does: skip newer versions by seeking, take one,
 /// then seek past the key's older versions. Returns the number of visible keys.
 fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, read_ts: u64) -> usize {
-    let mut iter = snapshot.iter(Cf::Write, Bounds::all()).unwrap();
+    let mut iter = snapshot.iter(Cf::Write, KeyRange::everything()).unwrap();
     iter.seek_to_first();
     let mut visible = 0;
     while let Some((key, _)) = iter.entry() {
@@ -112,7 +112,7 @@ fn mvcc_scan(c: &mut Criterion) {
     });
     group.bench_function("rocksdb_full_iteration", |b| {
         b.iter(|| {
-            let mut iter = snapshot.iter(Cf::Write, Bounds::all()).unwrap();
+            let mut iter = snapshot.iter(Cf::Write, KeyRange::everything()).unwrap();
             iter.seek_to_first();
             let mut n = 0usize;
             while let Some(entry) = iter.entry() {

@@ -261,7 +261,7 @@ fn load_region(c: &mut Criterion) {
         let region = whole();
         b.iter(|| {
             let snapshot = engine.disk().snapshot();
-            let bounds = ime_disk::Bounds::new(
+            let bounds = ime_disk::KeyRange::with_end(
                 region.range.start().to_vec(),
                 region.range.end().map(<[u8]>::to_vec),
             )

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{keys_from_env, rocks_with, user_key};
-use ime_disk::{Bounds, DiskEngine, DiskSnapshot};
+use ime_disk::{DiskEngine, DiskSnapshot, KeyRange};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType};
-use ime_memkv::{Cf, KeyBounds, MemConfig, MemKv, RangeId, Snapshot};
+use ime_memkv::{Cf, MemConfig, MemKv, RangeId, Snapshot};
 
 fn store() -> MemKv {
     MemKv::new(MemConfig {
@@ -34,8 +34,8 @@ fn store() -> MemKv {
 }
 
 /// Every key the benches write to range 1 (`t_...`, raw or memcomparable-encoded).
-fn everything() -> KeyBounds {
-    KeyBounds::new(b"t".to_vec(), Some(b"u".to_vec())).unwrap()
+fn everything() -> KeyRange {
+    KeyRange::with_end(b"t".to_vec(), Some(b"u".to_vec())).unwrap()
 }
 
 fn loaded(n: u64) -> (MemKv, Snapshot) {
@@ -207,7 +207,9 @@ fn mvcc_scan(snapshot: &Snapshot, seeks: &[(Vec<u8>, Vec<u8>)]) -> usize {
 
 fn mvcc_scan_rocks(snapshot: &impl DiskSnapshot, seeks: &[(Vec<u8>, Vec<u8>)]) -> usize {
     mvcc_scan_with(
-        snapshot.iter(ime_disk::Cf::Write, Bounds::all()).unwrap(),
+        snapshot
+            .iter(ime_disk::Cf::Write, KeyRange::everything())
+            .unwrap(),
         seeks,
     )
 }
@@ -289,7 +291,7 @@ fn time_drops(kv: &MemKv, next: &mut u64, size: u64, value_bytes: usize, iters: 
         let id = RangeId(*next);
         let start = format!("z{next:012}").into_bytes();
         let end = [start.as_slice(), b"~"].concat();
-        kv.create_range(id, KeyBounds::new(start.clone(), Some(end)).unwrap())
+        kv.create_range(id, KeyRange::with_end(start.clone(), Some(end)).unwrap())
             .unwrap();
         let entries: Vec<_> = (0..size)
             .map(|i| {

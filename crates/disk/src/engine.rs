@@ -1,6 +1,6 @@
 //! The narrow disk-engine trait: what the cache needs of the source of truth, and no more.
 
-use crate::{Bounds, Cf, DiskError, SeqRange, WriteBatch};
+use crate::{Cf, DiskError, KeyRange, SeqRange, WriteBatch};
 
 /// The disk engine the cache loads from and falls back to.
 ///
@@ -55,7 +55,7 @@ pub trait DiskSnapshot: Send + Sync {
     ///
     /// # Errors
     /// The engine's failure.
-    fn iter(&self, cf: Cf, bounds: Bounds) -> Result<Box<dyn DiskIterator + '_>, DiskError>;
+    fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<Box<dyn DiskIterator + '_>, DiskError>;
 }
 
 /// A positioned cursor over one column family of a snapshot, within bounds.
@@ -94,7 +94,7 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub fn collect<S: DiskSnapshot + ?Sized>(
     snapshot: &S,
     cf: Cf,
-    bounds: Bounds,
+    bounds: KeyRange,
 ) -> Result<Vec<Entry>, DiskError> {
     let mut iter = snapshot.iter(cf, bounds)?;
     iter.seek_to_first();

@@ -25,7 +25,7 @@
 //! disk.write(WriteBatch::new().delete_range(Cf::Write, "k1", "k3"))?;
 //! assert_eq!(before.get(Cf::Write, b"k1")?, Some(b"v1".to_vec()));
 //! assert_eq!(disk.snapshot().get(Cf::Write, b"k1")?, None);
-//! assert_eq!(collect(&before, Cf::Write, Bounds::all())?.len(), 2);
+//! assert_eq!(collect(&before, Cf::Write, KeyRange::everything())?.len(), 2);
 //! # Ok(())
 //! # }
 //! ```
@@ -42,4 +42,4 @@ pub use engine::{DiskEngine, DiskIterator, DiskSnapshot, Entry, collect};
 pub use memory::{MemDisk, MemSnapshot};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksDisk, RocksSnapshot};
-pub use types::{BatchOp, Bounds, Cf, DiskError, SeqRange, WriteBatch};
+pub use types::{BatchOp, Cf, DiskError, KeyRange, SeqRange, WriteBatch};

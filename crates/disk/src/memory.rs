@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::types::check_sorted;
 use crate::{
-    BatchOp, Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, SeqRange, WriteBatch,
+    BatchOp, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange, SeqRange, WriteBatch,
 };
 
 /// Versions of one key, ascending by sequence number; `None` is a deletion.
@@ -143,12 +143,12 @@ impl DiskSnapshot for MemSnapshot {
             .cloned())
     }
 
-    fn iter(&self, cf: Cf, bounds: Bounds) -> Result<Box<dyn DiskIterator + '_>, DiskError> {
+    fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<Box<dyn DiskIterator + '_>, DiskError> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let upper = bounds
-            .upper()
+            .end()
             .map_or(Bound::Unbounded, |u| Bound::Excluded(u.to_vec()));
-        let range = (Bound::Included(bounds.lower().to_vec()), upper);
+        let range = (Bound::Included(bounds.start().to_vec()), upper);
         let entries = state.cfs[cf.index()]
             .range(range)
             .filter_map(|(key, versions)| {

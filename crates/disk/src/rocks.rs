@@ -12,7 +12,7 @@ use rocksdb::{
 
 use crate::types::check_sorted;
 use crate::{
-    BatchOp, Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, SeqRange, WriteBatch,
+    BatchOp, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange, SeqRange, WriteBatch,
 };
 
 /// RocksDB settings that matter for a cache benchmark.
@@ -225,11 +225,11 @@ impl DiskSnapshot for RocksSnapshot {
             .map_err(rocks("get"))
     }
 
-    fn iter(&self, cf: Cf, bounds: Bounds) -> Result<Box<dyn DiskIterator + '_>, DiskError> {
+    fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<Box<dyn DiskIterator + '_>, DiskError> {
         let handle = cf_handle(self.inner.borrow_owner(), cf)?;
         let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(bounds.lower().to_vec());
-        if let Some(upper) = bounds.upper() {
+        options.set_iterate_lower_bound(bounds.start().to_vec());
+        if let Some(upper) = bounds.end() {
             options.set_iterate_upper_bound(upper.to_vec());
         }
         let raw = self
@@ -243,7 +243,7 @@ impl DiskSnapshot for RocksSnapshot {
 /// A RocksDB raw iterator, clamped to its bounds.
 struct RocksIter<'a> {
     raw: DBRawIteratorWithThreadMode<'a, DB>,
-    bounds: Bounds,
+    bounds: KeyRange,
 }
 
 impl DiskIterator for RocksIter<'_> {
@@ -256,7 +256,7 @@ impl DiskIterator for RocksIter<'_> {
     }
 
     fn seek(&mut self, key: &[u8]) {
-        if key < self.bounds.lower() {
+        if key < self.bounds.start() {
             self.raw.seek_to_first();
         } else {
             self.raw.seek(key);
@@ -264,7 +264,7 @@ impl DiskIterator for RocksIter<'_> {
     }
 
     fn seek_for_prev(&mut self, key: &[u8]) {
-        if self.bounds.upper().is_some_and(|upper| key >= upper) {
+        if self.bounds.end().is_some_and(|upper| key >= upper) {
             self.raw.seek_to_last();
         } else {
             self.raw.seek_for_prev(key);
@@ -284,7 +284,9 @@ impl DiskIterator for RocksIter<'_> {
     }
 
     fn entry(&self) -> Option<(&[u8], &[u8])> {
-        self.raw.item().filter(|(key, _)| self.bounds.contains(key))
+        self.raw
+            .item()
+            .filter(|(key, _)| self.bounds.contains_key(key))
     }
 
     fn status(&self) -> Result<(), DiskError> {

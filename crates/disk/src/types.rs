@@ -1,7 +1,7 @@
 //! The vocabulary of the disk trait: column families, write batches, sequence ranges,
 //! iterator bounds and errors.
 
-pub use ime_types::Cf;
+pub use ime_types::{Cf, KeyRange};
 
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,13 +104,8 @@ impl WriteBatch {
             return Err(DiskError::EmptyBatch);
         }
         for op in &self.ops {
-            if let BatchOp::DeleteRange { start, end, .. } = op
-                && start >= end
-            {
-                return Err(DiskError::InvalidRange {
-                    start: start.clone(),
-                    end: Some(end.clone()),
-                });
+            if let BatchOp::DeleteRange { start, end, .. } = op {
+                KeyRange::with_end(start.clone(), Some(end.clone()))?;
             }
         }
         Ok(())
@@ -126,53 +121,6 @@ pub struct SeqRange {
     pub last: u64,
 }
 
-/// Iterator bounds: `lower` inclusive, `upper` exclusive (`None`: unbounded).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Bounds {
-    lower: Vec<u8>,
-    upper: Option<Vec<u8>>,
-}
-
-impl Bounds {
-    /// `[lower, upper)`.
-    ///
-    /// # Errors
-    /// [`DiskError::InvalidRange`] unless `lower < upper`.
-    pub fn new(lower: impl Into<Vec<u8>>, upper: Option<Vec<u8>>) -> Result<Self, DiskError> {
-        let lower = lower.into();
-        if upper.as_ref().is_some_and(|u| *u <= lower) {
-            return Err(DiskError::InvalidRange {
-                start: lower,
-                end: upper,
-            });
-        }
-        Ok(Bounds { lower, upper })
-    }
-
-    /// Every key.
-    pub fn all() -> Self {
-        Bounds {
-            lower: Vec::new(),
-            upper: None,
-        }
-    }
-
-    /// The inclusive lower bound.
-    pub fn lower(&self) -> &[u8] {
-        &self.lower
-    }
-
-    /// The exclusive upper bound.
-    pub fn upper(&self) -> Option<&[u8]> {
-        self.upper.as_deref()
-    }
-
-    /// True when `key` lies within the bounds.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        key >= self.lower.as_slice() && self.upper().is_none_or(|u| key < u)
-    }
-}
-
 /// Errors of the disk layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -181,13 +129,8 @@ pub enum DiskError {
     #[error("empty write batch")]
     EmptyBatch,
     /// A range whose end is not above its start.
-    #[error("invalid range: start {} is not below end {}", .start.escape_ascii(), .end.as_deref().unwrap_or_default().escape_ascii())]
-    InvalidRange {
-        /// The start.
-        start: Vec<u8>,
-        /// The end.
-        end: Option<Vec<u8>>,
-    },
+    #[error(transparent)]
+    InvalidRange(#[from] ime_types::InvalidRange),
     /// Ingested entries must be sorted by key without duplicates (as an SST is).
     #[error("ingest: keys are not strictly increasing at position {position}")]
     UnsortedIngest {

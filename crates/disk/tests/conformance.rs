@@ -20,7 +20,7 @@ fn put(disk: &impl DiskEngine, cf: Cf, pairs: &[(&str, &str)]) -> SeqRange {
     disk.write(&batch).unwrap()
 }
 
-fn keys(snapshot: &impl DiskSnapshot, cf: Cf, bounds: Bounds) -> Vec<String> {
+fn keys(snapshot: &impl DiskSnapshot, cf: Cf, bounds: KeyRange) -> Vec<String> {
     let entries = collect(snapshot, cf, bounds).unwrap();
     entries
         .into_iter()
@@ -28,8 +28,8 @@ fn keys(snapshot: &impl DiskSnapshot, cf: Cf, bounds: Bounds) -> Vec<String> {
         .collect()
 }
 
-fn bounds(lower: &str, upper: &str) -> Bounds {
-    Bounds::new(
+fn bounds(lower: &str, upper: &str) -> KeyRange {
+    KeyRange::with_end(
         lower,
         (!upper.is_empty()).then(|| upper.as_bytes().to_vec()),
     )
@@ -37,7 +37,7 @@ fn bounds(lower: &str, upper: &str) -> Bounds {
 }
 
 /// Walks an iterator backwards from its last entry.
-fn keys_backward(snapshot: &impl DiskSnapshot, cf: Cf, b: Bounds) -> Vec<String> {
+fn keys_backward(snapshot: &impl DiskSnapshot, cf: Cf, b: KeyRange) -> Vec<String> {
     let mut iter = snapshot.iter(cf, b).unwrap();
     iter.seek_to_last();
     let mut out = Vec::new();
@@ -99,10 +99,13 @@ fn snapshots_are_isolated_from_later_writes_and_range_deletes(disk: impl DiskEng
         .unwrap();
     let new = disk.snapshot();
     assert_eq!(old.get(Cf::Write, b"k1").unwrap(), Some(b"v1".to_vec()));
-    assert_eq!(keys(&old, Cf::Write, Bounds::all()), ["k1", "k2", "k3"]);
+    assert_eq!(
+        keys(&old, Cf::Write, KeyRange::everything()),
+        ["k1", "k2", "k3"]
+    );
     assert_eq!(new.get(Cf::Write, b"k1").unwrap(), Some(b"v1b".to_vec()));
     assert_eq!(new.get(Cf::Write, b"k2").unwrap(), None);
-    assert_eq!(keys(&new, Cf::Write, Bounds::all()), ["k1", "k4"]);
+    assert_eq!(keys(&new, Cf::Write, KeyRange::everything()), ["k1", "k4"]);
     assert!(old.sequence() < new.sequence());
     // A put after a range delete in the same batch survives it; one before does not.
     let mut batch = WriteBatch::new();
@@ -111,7 +114,10 @@ fn snapshots_are_isolated_from_later_writes_and_range_deletes(disk: impl DiskEng
         .delete_range(Cf::Lock, "x", "y")
         .put(Cf::Lock, "x2", "kept");
     disk.write(&batch).unwrap();
-    assert_eq!(keys(&disk.snapshot(), Cf::Lock, Bounds::all()), ["x2"]);
+    assert_eq!(
+        keys(&disk.snapshot(), Cf::Lock, KeyRange::everything()),
+        ["x2"]
+    );
 }
 
 fn column_families_are_separate(disk: impl DiskEngine) {
@@ -165,7 +171,7 @@ fn iterators_honour_bounds_both_ways(disk: impl DiskEngine) {
     iter.next();
     assert_eq!(iter.entry(), None);
     iter.status().unwrap();
-    assert!(Bounds::new("b", Some(b"b".to_vec())).is_err());
+    assert!(KeyRange::with_end("b", Some(b"b".to_vec())).is_err());
 }
 
 fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
@@ -177,10 +183,13 @@ fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
         .collect();
     disk.ingest(Cf::Write, &entries).unwrap();
     let after = disk.snapshot();
-    assert_eq!(keys(&before, Cf::Write, Bounds::all()), ["k1", "k5"]);
+    assert_eq!(
+        keys(&before, Cf::Write, KeyRange::everything()),
+        ["k1", "k5"]
+    );
     assert_eq!(before.get(Cf::Write, b"k1").unwrap(), Some(b"old".to_vec()));
     assert_eq!(
-        keys(&after, Cf::Write, Bounds::all()),
+        keys(&after, Cf::Write, KeyRange::everything()),
         ["k1", "k2", "k3", "k5"]
     );
     assert_eq!(
@@ -314,7 +323,7 @@ proptest! {
         snapshots.push((mem.snapshot(), rocks.snapshot()));
         for (m, r) in &snapshots {
             for cf in Cf::ALL {
-                prop_assert_eq!(collect(m, cf, Bounds::all()).unwrap(), collect(r, cf, Bounds::all()).unwrap());
+                prop_assert_eq!(collect(m, cf, KeyRange::everything()).unwrap(), collect(r, cf, KeyRange::everything()).unwrap());
                 let b = bounds("key03", "key08");
                 prop_assert_eq!(keys_backward(m, cf, b.clone()), keys_backward(r, cf, b));
                 for k in 0..12 {

@@ -5,13 +5,13 @@ use std::fmt;
 use std::time::Instant;
 
 use ime_controller::{Decisions, LoadStart};
-use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, collect};
+use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
 use ime_memkv::{MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
-use crate::shared::{Core, Effects, LoadJob, Meta, Task, bounds_of};
+use crate::shared::{Core, Effects, LoadJob, Meta, Task};
 use ime_metrics::{CollectResult, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
@@ -66,10 +66,7 @@ impl<D: DiskEngine> Core<D> {
             let mut decisions = Decisions::new();
             let job = match meta.ctl.start_load(id, env, &mut decisions) {
                 LoadStart::Start { ticket, range } => {
-                    match self
-                        .mem
-                        .create_range(range, bounds_of(&ticket.region.range))
-                    {
+                    match self.mem.create_range(range, ticket.region.range.clone()) {
                         Ok(()) => Some(LoadJob {
                             ticket,
                             range,
@@ -152,13 +149,12 @@ impl<D: DiskEngine> Core<D> {
     /// Copies the region's keys in every column family from `snapshot` into `range`.
     fn copy_region(
         &self,
-        region: &ime_region::KeyRange,
+        region: &KeyRange,
         range: RangeId,
         snapshot: &D::Snapshot,
     ) -> Result<(), crate::EngineError> {
-        let bounds = Bounds::new(region.start().to_vec(), region.end().map(<[u8]>::to_vec))?;
         for cf in Cf::ALL {
-            let entries = collect(snapshot, cf, bounds.clone())?;
+            let entries = collect(snapshot, cf, region.clone())?;
             if entries.is_empty() {
                 continue;
             }
@@ -294,15 +290,11 @@ impl<D: DiskEngine> Core<D> {
 
     /// What a region not cached yet would take in memory, from its bytes on disk (the
     /// store's overhead per entry included), so that the policy's projections hold.
-    fn estimate_size(&self, range: &ime_region::KeyRange) -> u64 {
-        let Ok(bounds) = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec))
-        else {
-            return 0;
-        };
+    fn estimate_size(&self, range: &KeyRange) -> u64 {
         let snapshot = self.disk.snapshot();
         let mut bytes = 0u64;
         for cf in Cf::ALL {
-            let Ok(mut it) = snapshot.iter(cf, bounds.clone()) else {
+            let Ok(mut it) = snapshot.iter(cf, range.clone()) else {
                 continue;
             };
             it.seek_to_first();
@@ -357,7 +349,7 @@ fn check_region<S: DiskSnapshot>(
     disk: &S,
 ) -> Vec<Difference> {
     let region = info.region.id;
-    let bounds = bounds_of(&info.region.range);
+    let bounds = &info.region.range;
     let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
         let mut it = memory.iter(cf, bounds.clone()).ok()?;
         let mut mem_entries = Vec::new();
@@ -366,8 +358,7 @@ fn check_region<S: DiskSnapshot>(
             mem_entries.push((k.to_vec(), v.to_vec()));
             it.next();
         }
-        let disk_bounds = Bounds::new(bounds.start.clone(), bounds.end.clone()).ok()?;
-        Some((mem_entries, collect(disk, cf, disk_bounds).ok()?))
+        Some((mem_entries, collect(disk, cf, bounds.clone()).ok()?))
     };
     let mut out = Vec::new();
     let Some((mem_locks, disk_locks)) = read(Cf::Lock) else {

@@ -54,3 +54,9 @@ pub enum EngineError {
         key: String,
     },
 }
+
+impl From<ime_types::InvalidRange> for EngineError {
+    fn from(err: ime_types::InvalidRange) -> Self {
+        EngineError::Region(err.into())
+    }
+}

@@ -2,7 +2,7 @@
 //! at the snapshot's read_ts, with lock checks, counting the versions they scan (the MVCC
 //! amplification the eviction policy weighs).
 
-use ime_disk::{Bounds, Cf, DiskEngine, DiskIterator};
+use ime_disk::{Cf, DiskEngine, DiskIterator, KeyRange};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
 use ime_memkv::mvcc::{KvPair, MvccError, lock_blocks};
 
@@ -29,10 +29,11 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
         .encode();
         upper.push(0);
-        if let Some(snapshot) = self.memory_for_bounds(&lower, &upper) {
-            return self.mvcc_get_in_memory(snapshot, user_key, lower, upper);
+        let versions = KeyRange::new(lower, upper)?;
+        if let Some(snapshot) = self.memory_for(&versions) {
+            return self.mvcc_get_in_memory(snapshot, user_key, versions);
         }
-        let mut it = self.iter(Cf::Write, Bounds::new(lower, Some(upper))?)?;
+        let mut it = self.iter(Cf::Write, versions)?;
         it.seek_to_first();
         let mut scanned = 0;
         let mut found = None;
@@ -84,7 +85,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         limit: usize,
         check_locks: bool,
     ) -> Result<Vec<KvPair>, EngineError> {
-        let bounds = Bounds::new(encode_bytes(start), end.map(encode_bytes))?;
+        let bounds = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
         let read_ts = self.read_ts();
         if check_locks {
             let mut locks = self.iter(Cf::Lock, bounds.clone())?;
@@ -133,16 +134,12 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         &self,
         snapshot: &ime_memkv::Snapshot,
         user_key: &[u8],
-        lower: Vec<u8>,
-        upper: Vec<u8>,
+        versions: KeyRange,
     ) -> Result<Option<Vec<u8>>, EngineError> {
-        let mut bounds = ime_memkv::KeyBounds {
-            start: lower,
-            end: Some(upper),
-        };
+        let mut bounds = versions;
         let mut scanned = 0;
         let mut found = None;
-        while let Some((key, value)) = snapshot.first_in(ime_memkv::Cf::Write, &bounds) {
+        while let Some((mut key, value)) = snapshot.first_in(Cf::Write, &bounds) {
             scanned += 1;
             let record = WriteRecord::decode(&value).map_err(MvccError::from)?;
             match record.kind() {
@@ -152,8 +149,11 @@ impl<D: DiskEngine> HybridSnapshot<D> {
                 }
                 WriteType::Delete => break,
                 WriteType::Lock | WriteType::Rollback => {
-                    bounds.start = key;
-                    bounds.start.push(0); // the next key after this version
+                    key.push(0); // the next key after this version
+                    match KeyRange::with_end(key, bounds.end().map(<[u8]>::to_vec)) {
+                        Ok(rest) => bounds = rest,
+                        Err(_) => break, // no version left in the bounds
+                    }
                 }
             }
         }

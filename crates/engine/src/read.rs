@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ime_controller::Decisions;
-use ime_disk::{Bounds, Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot};
-use ime_memkv::{KeyBounds, SnapshotIter};
+use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
+use ime_memkv::SnapshotIter;
 use ime_region::{GapKind, ReadMiss, ReadRequest, RegionId, SnapshotTicket};
 
 use crate::shared::{Core, Effects, ReadCounters};
@@ -195,18 +195,11 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     ///
     /// # Errors
     /// [`EngineError::Disk`] or [`EngineError::Mem`].
-    pub fn iter(&self, cf: Cf, bounds: Bounds) -> Result<HybridIter<'_>, EngineError> {
-        if let Some(view) = &self.memory
-            && let Some(snapshot) = &view.snapshot
-            && inside(snapshot.bounds(), &bounds)
-        {
-            let wanted = KeyBounds {
-                start: bounds.lower().to_vec(),
-                end: bounds.upper().map(<[u8]>::to_vec),
-            };
-            return Ok(HybridIter::Memory(snapshot.iter(cf, wanted)?));
+    pub fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<HybridIter<'_>, EngineError> {
+        match self.memory_for(&bounds) {
+            Some(snapshot) => Ok(HybridIter::Memory(snapshot.iter(cf, bounds)?)),
+            None => Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?)),
         }
-        Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?))
     }
 
     /// Adds MVCC work to the region's statistics (for the eviction policy).
@@ -217,34 +210,16 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
     }
 
-    /// The memory snapshot, when it serves `[lower, upper)` (inside the region).
-    pub(crate) fn memory_for_bounds(
-        &self,
-        lower: &[u8],
-        upper: &[u8],
-    ) -> Option<&ime_memkv::Snapshot> {
+    /// The memory snapshot, when it serves `bounds` (inside the region).
+    pub(crate) fn memory_for(&self, bounds: &KeyRange) -> Option<&ime_memkv::Snapshot> {
         let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
-        let range = snapshot.bounds();
-        let inside =
-            lower >= range.start.as_slice() && range.end.as_deref().is_none_or(|e| upper <= e);
-        inside.then_some(snapshot)
+        snapshot.bounds().contains(bounds).then_some(snapshot)
     }
 
     fn memory_for_key(&self, key: &[u8]) -> Option<&ime_memkv::Snapshot> {
         let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
-        snapshot.bounds().contains(key).then_some(snapshot)
+        snapshot.bounds().contains_key(key).then_some(snapshot)
     }
-}
-
-/// True when `bounds` lie inside `range`.
-fn inside(range: &KeyBounds, bounds: &Bounds) -> bool {
-    let lower_ok = bounds.lower() >= range.start.as_slice();
-    let upper_ok = match (range.end.as_deref(), bounds.upper()) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(end), Some(upper)) => upper <= end,
-    };
-    lower_ok && upper_ok
 }
 
 /// A cursor over a [`HybridSnapshot`]: the memory store's or the disk's, with one

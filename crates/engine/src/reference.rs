@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ime_disk::{Bounds, Cf, DiskSnapshot, collect};
+use ime_disk::{Cf, DiskSnapshot, KeyRange, collect};
 use ime_memkv::codec::{LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes};
 
 use crate::{EngineError, KvPair, MvccError};
@@ -20,7 +20,7 @@ use crate::{EngineError, KvPair, MvccError};
 /// (as [`EngineError::Mvcc`]), or a disk failure.
 pub fn reference_scan<S: DiskSnapshot + ?Sized>(
     disk: &S,
-    bounds: &Bounds,
+    bounds: &KeyRange,
     read_ts: u64,
     check_locks: bool,
 ) -> Result<Vec<KvPair>, EngineError> {

@@ -11,8 +11,8 @@ use crossbeam_channel::Sender;
 use ime_controller::{Action, Controller, Decisions, Env};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{DroppedRange, KeyBounds, MemConfig, MemError, MemKv, RangeId};
-use ime_region::{EvictCallback, EvictReason, KeyRange, RegionId};
+use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
+use ime_region::{EvictCallback, EvictReason, RegionId};
 
 use crate::Config;
 use ime_metrics::Metrics;
@@ -317,10 +317,7 @@ impl<D: DiskEngine> Core<D> {
                     reason,
                 } => self.drop_memory(meta, region, range, reason),
                 Action::SplitMemory { parent, parts } => {
-                    let ranges: Vec<_> = parts
-                        .iter()
-                        .map(|p| (p.range, bounds_of(&p.keys)))
-                        .collect();
+                    let ranges: Vec<_> = parts.iter().map(|p| (p.range, p.keys.clone())).collect();
                     if let Err(err) = self.mem.split_range(parent, &ranges) {
                         tracing::error!(%err, "memory split refused: evicting the children");
                         let mut more = Decisions::new();
@@ -554,14 +551,6 @@ pub(crate) fn lifecycle(
 ) {
     let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
     tracing::info!(region = region.0, %epoch, from, to, reason, "region lifecycle");
-}
-
-/// The memory store's bounds for a region's range.
-pub(crate) fn bounds_of(range: &KeyRange) -> KeyBounds {
-    KeyBounds {
-        start: range.start().to_vec(),
-        end: range.end().map(<[u8]>::to_vec),
-    }
 }
 
 /// The memory store's limits under `config`.

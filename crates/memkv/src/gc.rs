@@ -7,7 +7,7 @@ use crate::codec::{MvccKey, WriteRecord, WriteType};
 use crate::layer::{IValue, Run, RunEntry};
 use crate::snapshot::{memtable_span, run_span};
 use crate::store::CfLayers;
-use crate::{KeyBounds, MemError, MemKv, RangeId};
+use crate::{KeyRange, MemError, MemKv, RangeId};
 
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl MemKv {
 /// key order.
 fn newest_entries(
     cf: &CfLayers,
-    bounds: &KeyBounds,
+    bounds: &KeyRange,
     seq: u64,
     stats: &mut GcStats,
 ) -> Vec<RunEntry> {
@@ -261,14 +261,14 @@ fn default_key_of(entry: &RunEntry) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cf, KeyBounds, MemConfig, WriteBatch};
+    use crate::{Cf, KeyRange, MemConfig, WriteBatch};
 
     fn store_with_two_writes() -> MemKv {
         let kv = MemKv::new(MemConfig {
             hard_limit: 1 << 20,
             soft_limit: 1 << 19,
         });
-        kv.create_range(RangeId(1), KeyBounds::new("a", None).unwrap())
+        kv.create_range(RangeId(1), KeyRange::with_end("a", None).unwrap())
             .unwrap();
         kv.write(WriteBatch::new().put(Cf::Lock, "b", "1"), 1)
             .unwrap();
@@ -311,9 +311,9 @@ mod tests {
             &[
                 (
                     RangeId(2),
-                    KeyBounds::new("a", Some(b"k".to_vec())).unwrap(),
+                    KeyRange::with_end("a", Some(b"k".to_vec())).unwrap(),
                 ),
-                (RangeId(3), KeyBounds::new("k", None).unwrap()),
+                (RangeId(3), KeyRange::with_end("k", None).unwrap()),
             ],
         )
         .unwrap();

@@ -17,7 +17,7 @@
 //!
 //! # fn main() -> Result<(), MemError> {
 //! let kv = MemKv::new(MemConfig { hard_limit: 1 << 20, soft_limit: 1 << 19 });
-//! kv.create_range(RangeId(1), KeyBounds::new("a", Some(b"m".to_vec()))?)?;
+//! kv.create_range(RangeId(1), KeyRange::with_end("a", Some(b"m".to_vec()))?)?;
 //! kv.write(WriteBatch::new().put(Cf::Default, "b", "1").put(Cf::Default, "z", "ignored"), 1)?;
 //! let before = kv.snapshot(RangeId(1), 2)?;
 //! kv.write(WriteBatch::new().delete(Cf::Default, "b"), 3)?;
@@ -56,4 +56,4 @@ pub use gc::{GcStats, Retained, Retention};
 pub use mvcc::{KvPair, MvccError};
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use store::{DroppedRange, MEMTABLE_COMPACTION_MIN, MemConfig, MemKv};
-pub use types::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};
+pub use types::{Cf, InvalidRange, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::layer::{IValue, Layer, Memtable, Run, RunEntry};
 use crate::store::{CfLayers, RangeData, Version};
-use crate::{Cf, KeyBounds, MemError, RangeId};
+use crate::{Cf, KeyRange, MemError, RangeId};
 
 /// A consistent view of one range at one sequence number. It holds `Arc`s to the layers
 /// it reads: no lock and no epoch guard for its lifetime, and writers are never blocked.
@@ -33,7 +33,7 @@ impl Snapshot {
     }
 
     /// The bounds of the range it reads.
-    pub fn bounds(&self) -> &KeyBounds {
+    pub fn bounds(&self) -> &KeyRange {
         &self.version.bounds
     }
 
@@ -45,7 +45,7 @@ impl Snapshot {
     /// The value of `key` in `cf`, if any.
     #[inline]
     pub fn get(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
-        if !self.version.bounds.contains(key) {
+        if !self.version.bounds.contains_key(key) {
             return None; // after a split, the layers may hold keys of a sibling
         }
         visible(&self.version.cfs[cf.index()], key, self.seq).map(|v| v.into_vec())
@@ -54,12 +54,9 @@ impl Snapshot {
     /// The first key in `bounds` (within the range) with a visible value in `cf`, and
     /// that value: a point lookup where a cursor would cost its setup.
     #[inline]
-    pub fn first_in(&self, cf: Cf, bounds: &KeyBounds) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub fn first_in(&self, cf: Cf, bounds: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
         let layers = &self.version.cfs[cf.index()];
-        let start = bounds
-            .start
-            .as_slice()
-            .max(self.version.bounds.start.as_slice());
+        let start = bounds.start().max(self.version.bounds.start());
         if layers.active.is_empty() && layers.frozen.iter().all(|m| m.is_empty()) {
             return self.first_in_run(&layers.run, start, bounds);
         }
@@ -67,7 +64,7 @@ impl Snapshot {
             .filter_map(|l| l.next_key(start, true))
             .min()?;
         loop {
-            if !bounds.contains(&next) || !self.version.bounds.contains(&next) {
+            if !bounds.contains_key(&next) || !self.version.bounds.contains_key(&next) {
                 return None;
             }
             if let Some(value) = visible(layers, &next, self.seq) {
@@ -84,13 +81,13 @@ impl Snapshot {
         &self,
         run: &Run,
         start: &[u8],
-        bounds: &KeyBounds,
+        bounds: &KeyRange,
     ) -> Option<(Vec<u8>, Vec<u8>)> {
         let mut i = run.lower(start, u64::MAX);
         let mut settled: Option<&[u8]> = None; // the key whose visible entry was a deletion
         while i < run.len() {
             let key = run.key(i);
-            if !bounds.contains(key) || !self.version.bounds.contains(key) {
+            if !bounds.contains_key(key) || !self.version.bounds.contains_key(key) {
                 return None;
             }
             if run.seq(i) <= self.seq && settled != Some(key) {
@@ -109,8 +106,8 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`MemError::OutOfRange`].
-    pub fn iter(&self, cf: Cf, bounds: KeyBounds) -> Result<SnapshotIter, MemError> {
-        if !self.version.bounds.contains_bounds(&bounds) {
+    pub fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<SnapshotIter, MemError> {
+        if !self.version.bounds.contains(&bounds) {
             return Err(MemError::OutOfRange(self.id));
         }
         SnapshotIter::new(&self.version.cfs[cf.index()], &bounds, self.seq)
@@ -134,19 +131,19 @@ fn visible(cf: &CfLayers, key: &[u8], seq: u64) -> Option<Box<[u8]>> {
 }
 
 /// Every user key with any entry (visible or not) within `bounds`, in order.
-pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
+pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyRange) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut at: Option<Box<[u8]>> = None;
     loop {
         let (from, inclusive) = match &at {
-            None => (bounds.start.as_slice(), true),
+            None => (bounds.start(), true),
             Some(key) => (&**key, false),
         };
         let next = layers_of(cf)
             .filter_map(|l| l.next_key(from, inclusive))
             .min();
         match next {
-            Some(key) if bounds.contains(&key) => {
+            Some(key) if bounds.contains_key(&key) => {
                 out.push(key.to_vec());
                 at = Some(key);
             }
@@ -156,9 +153,9 @@ pub(crate) fn merged_keys(cf: &CfLayers, bounds: &KeyBounds) -> Vec<Vec<u8>> {
 }
 
 /// The entries of `run` within `bounds`: `lo..hi`.
-pub(crate) fn run_span(run: &Run, bounds: &KeyBounds) -> (usize, usize) {
-    let lo = run.lower(&bounds.start, u64::MAX);
-    let hi = match &bounds.end {
+pub(crate) fn run_span(run: &Run, bounds: &KeyRange) -> (usize, usize) {
+    let lo = run.lower(bounds.start(), u64::MAX);
+    let hi = match bounds.end() {
         Some(end) => run.lower(end, u64::MAX).max(lo),
         None => run.len(),
     };
@@ -166,17 +163,16 @@ pub(crate) fn run_span(run: &Run, bounds: &KeyBounds) -> (usize, usize) {
 }
 
 /// The entries of `mem` within `bounds` with sequence `<= seq`, in order.
-pub(crate) fn memtable_span(mem: &Memtable, bounds: &KeyBounds, seq: u64) -> Vec<RunEntry> {
+pub(crate) fn memtable_span(mem: &Memtable, bounds: &KeyRange, seq: u64) -> Vec<RunEntry> {
     let map = mem.read();
     if map.is_empty() {
         return Vec::new(); // the common case after a load or a compaction: no allocation
     }
     let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
     let upper = bounds
-        .end
-        .as_deref()
+        .end()
         .map_or(Bound::Unbounded, |e| Bound::Excluded(bound(e)));
-    let lower = Bound::Included(bound(&bounds.start));
+    let lower = Bound::Included(bound(bounds.start()));
     map.range((lower, upper))
         .filter(|((_, s), _)| s.0 <= seq)
         .map(|((k, s), v)| RunEntry {
@@ -227,7 +223,7 @@ pub struct SnapshotIter {
 const NOWHERE: usize = usize::MAX;
 
 impl SnapshotIter {
-    fn new(layers: &CfLayers, bounds: &KeyBounds, seq: u64) -> Result<Self, MemError> {
+    fn new(layers: &CfLayers, bounds: &KeyRange, seq: u64) -> Result<Self, MemError> {
         let run = &layers.run;
         let (lo, hi) = run_span(run, bounds);
         let mut recent: Vec<RunEntry> = Vec::new();

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::layer::{Memtable, Run, RunEntry, memtable_cost};
 use crate::memory::MemoryTracker;
 use crate::snapshot::{Snapshot, merged_keys};
-use crate::{Cf, KeyBounds, MemError, Op, OpRef, RangeId, WriteBatch};
+use crate::{Cf, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};
 
 /// The layers of one column family: a run, memtables frozen (for a compaction in progress,
 /// or inherited from a split parent), oldest first, and the active memtable.
@@ -29,7 +29,7 @@ pub(crate) struct CfLayers {
 /// active memtables inside take writes in place.
 #[derive(Debug)]
 pub(crate) struct Version {
-    pub(crate) bounds: Arc<KeyBounds>,
+    pub(crate) bounds: Arc<KeyRange>,
     pub(crate) cfs: [CfLayers; 3],
 }
 
@@ -37,7 +37,7 @@ pub(crate) struct Version {
 #[derive(Debug)]
 pub(crate) struct RangeData {
     pub(crate) id: RangeId,
-    pub(crate) bounds: Arc<KeyBounds>,
+    pub(crate) bounds: Arc<KeyRange>,
     /// Read without a lock (a snapshot costs one reference count); replaced only under
     /// the store's writer lock, so updates never race one another.
     version: ArcSwap<Version>,
@@ -46,7 +46,7 @@ pub(crate) struct RangeData {
 }
 
 impl RangeData {
-    fn new(id: RangeId, bounds: KeyBounds, cfs: [CfLayers; 3], compacted_seq: u64) -> Self {
+    fn new(id: RangeId, bounds: KeyRange, cfs: [CfLayers; 3], compacted_seq: u64) -> Self {
         let bounds = Arc::new(bounds);
         let version = Version {
             bounds: Arc::clone(&bounds),
@@ -95,13 +95,13 @@ struct RangeTable {
 impl RangeTable {
     fn insert(&mut self, range: Arc<RangeData>) {
         self.by_start
-            .insert(range.bounds.start.clone(), Arc::clone(&range));
+            .insert(range.bounds.start().to_vec(), Arc::clone(&range));
         self.by_id.insert(range.id, range);
     }
 
     fn remove(&mut self, id: RangeId) -> Option<Arc<RangeData>> {
         let range = self.by_id.remove(&id)?;
-        self.by_start.remove(&range.bounds.start);
+        self.by_start.remove(range.bounds.start());
         Some(range)
     }
 
@@ -111,26 +111,21 @@ impl RangeTable {
             .by_start
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
-        range.bounds.contains(key).then_some(range)
+        range.bounds.contains_key(key).then_some(range)
     }
 
     /// The ranges overlapping `bounds`, in key order.
     fn overlapping<'a>(
         &'a self,
-        bounds: &'a KeyBounds,
+        bounds: &'a KeyRange,
     ) -> impl Iterator<Item = &'a Arc<RangeData>> + 'a {
         let first = self
-            .holder(&bounds.start)
-            .map_or(bounds.start.as_slice(), |r| r.bounds.start.as_slice());
+            .holder(bounds.start())
+            .map_or(bounds.start(), |r| r.bounds.start());
         self.by_start
             .range::<[u8], _>((Bound::Included(first), Bound::Unbounded))
             .map(|(_, range)| range)
-            .take_while(|range| {
-                bounds
-                    .end
-                    .as_deref()
-                    .is_none_or(|end| range.bounds.start.as_slice() < end)
-            })
+            .take_while(|range| bounds.end().is_none_or(|end| range.bounds.start() < end))
             .filter(|range| range.bounds.overlaps(bounds))
     }
 }
@@ -211,7 +206,7 @@ impl MemKv {
     ///
     /// # Errors
     /// [`MemError::RangeExists`], [`MemError::RangeOverlaps`].
-    pub fn create_range(&self, id: RangeId, bounds: KeyBounds) -> Result<(), MemError> {
+    pub fn create_range(&self, id: RangeId, bounds: KeyRange) -> Result<(), MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
         if ranges.by_id.contains_key(&id) {
             return Err(MemError::RangeExists(id));
@@ -283,11 +278,11 @@ impl MemKv {
     }
 
     /// The ranges held, with their bounds.
-    pub fn ranges_held(&self) -> Vec<(RangeId, KeyBounds)> {
+    pub fn ranges_held(&self) -> Vec<(RangeId, KeyRange)> {
         self.ranges()
             .by_id
             .values()
-            .map(|r| (r.id, KeyBounds::clone(&r.bounds)))
+            .map(|r| (r.id, KeyRange::clone(&r.bounds)))
             .collect()
     }
 
@@ -402,7 +397,7 @@ impl MemKv {
         if let Some(i) = entries.windows(2).position(|p| p[0].0 >= p[1].0) {
             return Err(MemError::UnsortedLoad(i + 1));
         }
-        if entries.iter().any(|(k, _)| !range.bounds.contains(k)) {
+        if entries.iter().any(|(k, _)| !range.bounds.contains_key(k)) {
             return Err(MemError::OutOfRange(id));
         }
         let needed: u64 = entries
@@ -426,7 +421,7 @@ impl MemKv {
             if layers.run.len() == 0 {
                 // The usual case: a load into an empty range, straight into the arenas.
                 layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
-                return Ok(());
+                return Ok::<(), MemError>(());
             }
             let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
             let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
@@ -509,7 +504,7 @@ impl MemKv {
     pub fn split_range(
         &self,
         id: RangeId,
-        children: &[(RangeId, KeyBounds)],
+        children: &[(RangeId, KeyRange)],
     ) -> Result<(), MemError> {
         let _writer = self.writer();
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
@@ -566,7 +561,7 @@ impl DroppedRange {
 /// another range.
 fn check_partition(
     parent: &RangeData,
-    children: &[(RangeId, KeyBounds)],
+    children: &[(RangeId, KeyRange)],
     ranges: &RangeTable,
 ) -> Result<(), MemError> {
     let invalid = |reason| MemError::InvalidSplit {
@@ -576,12 +571,12 @@ fn check_partition(
     let (Some(first), Some(last)) = (children.first(), children.last()) else {
         return Err(invalid("no children"));
     };
-    if first.1.start != parent.bounds.start || last.1.end.as_ref() != parent.bounds.end.as_ref() {
+    if first.1.start() != parent.bounds.start() || last.1.end() != parent.bounds.end() {
         return Err(invalid("the children do not cover the range"));
     }
     if children
         .windows(2)
-        .any(|w| w[0].1.end.as_ref() != Some(&w[1].1.start))
+        .any(|w| w[0].1.end() != Some(w[1].1.start()))
     {
         return Err(invalid("the children are not adjacent in key order"));
     }
@@ -621,7 +616,7 @@ fn plan_batch<'a>(batch: &[OpRef<'a>], ranges: &RangeTable) -> Result<Vec<Planne
             }
             OpRef::Delete(cf, key) => plan_point(&mut plan, ranges, op_index, cf, key, None),
             OpRef::DeleteRange(cf, start, end) => {
-                let deleted = KeyBounds::new(start.to_vec(), Some(end.to_vec()))?;
+                let deleted = KeyRange::with_end(start.to_vec(), Some(end.to_vec()))?;
                 plan_range_delete(&mut plan, ranges, op_index, cf, &deleted);
             }
         }
@@ -656,7 +651,7 @@ fn plan_range_delete(
     ranges: &RangeTable,
     op_index: usize,
     cf: Cf,
-    deleted: &KeyBounds,
+    deleted: &KeyRange,
 ) {
     for range in ranges.overlapping(deleted) {
         let Some(deleted) = range.bounds.intersect(deleted) else {
@@ -666,7 +661,7 @@ fn plan_range_delete(
         let mut keys = merged_keys(&range.layers(cf), deleted);
         let earlier = plan
             .iter()
-            .filter(|p| Arc::ptr_eq(&p.range, range) && p.cf == cf && deleted.contains(&p.key));
+            .filter(|p| Arc::ptr_eq(&p.range, range) && p.cf == cf && deleted.contains_key(&p.key));
         keys.extend(earlier.map(|p| p.key.to_vec()).collect::<Vec<_>>());
         keys.sort();
         keys.dedup();

@@ -1,61 +1,6 @@
 //! The store's vocabulary: column families, ranges, write batches and errors.
 
-pub use ime_types::{Cf, RangeId};
-
-/// A half-open range of keys `[start, end)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KeyBounds {
-    /// Inclusive start.
-    pub start: Vec<u8>,
-    /// Exclusive end, `None` for unbounded.
-    pub end: Option<Vec<u8>>,
-}
-
-impl KeyBounds {
-    /// `[start, end)`.
-    ///
-    /// # Errors
-    /// [`MemError::InvalidBounds`] unless `start < end`.
-    pub fn new(start: impl Into<Vec<u8>>, end: Option<Vec<u8>>) -> Result<Self, MemError> {
-        let start = start.into();
-        if end.as_ref().is_some_and(|e| *e <= start) {
-            return Err(MemError::InvalidBounds { start, end });
-        }
-        Ok(KeyBounds { start, end })
-    }
-
-    /// True when `key` is inside.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
-    }
-
-    /// True when `other` lies entirely inside.
-    pub fn contains_bounds(&self, other: &KeyBounds) -> bool {
-        other.start >= self.start
-            && match (&self.end, &other.end) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(mine), Some(theirs)) => theirs <= mine,
-            }
-    }
-
-    /// The keys inside both, `None` when they do not overlap.
-    pub fn intersect(&self, other: &KeyBounds) -> Option<KeyBounds> {
-        let start = (&self.start).max(&other.start).clone();
-        let end = match (&self.end, &other.end) {
-            (None, end) | (end, None) => end.clone(),
-            (Some(a), Some(b)) => Some(a.min(b).clone()),
-        };
-        KeyBounds::new(start, end).ok()
-    }
-
-    pub(crate) fn overlaps(&self, other: &KeyBounds) -> bool {
-        let before = |a: &KeyBounds, b: &KeyBounds| {
-            a.end.as_deref().is_some_and(|e| e <= b.start.as_slice())
-        };
-        !before(self, other) && !before(other, self)
-    }
-}
+pub use ime_types::{Cf, InvalidRange, KeyRange, RangeId};
 
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,13 +93,8 @@ impl WriteBatch {
 #[non_exhaustive]
 pub enum MemError {
     /// Bounds whose end is not above their start.
-    #[error("invalid bounds: start {} is not below end {}", .start.escape_ascii(), .end.as_deref().unwrap_or_default().escape_ascii())]
-    InvalidBounds {
-        /// The start.
-        start: Vec<u8>,
-        /// The end.
-        end: Option<Vec<u8>>,
-    },
+    #[error(transparent)]
+    InvalidBounds(#[from] ime_types::InvalidRange),
     /// A range with this id exists already.
     #[error("{0} exists already")]
     RangeExists(RangeId),

@@ -86,7 +86,7 @@ fn the_count_matches_the_allocator_within_ten_percent() {
     let _serial = SERIAL.lock().unwrap();
     let base = live();
     let kv = MemKv::new(config());
-    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let empty = live() - base;
     let mut seq = 0;
@@ -99,7 +99,7 @@ fn the_count_matches_the_allocator_within_ten_percent() {
         "after compaction into a run",
     );
     let entries: Vec<_> = (20_000..40_000).map(|i| (key(i), vec![b'w'; 24])).collect();
-    kv.create_range(RangeId(2), KeyBounds::new(b"u".to_vec(), None).unwrap())
+    kv.create_range(RangeId(2), KeyRange::with_end(b"u".to_vec(), None).unwrap())
         .unwrap_err();
     drop(entries);
     drop(kv);
@@ -116,7 +116,7 @@ fn a_write_past_the_hard_limit_is_refused_whole() {
         hard_limit: 20_000,
         soft_limit: 10_000,
     });
-    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let mut seq = 0;
     fill(&kv, 0, 64, &mut seq);
@@ -143,7 +143,7 @@ fn a_write_past_the_hard_limit_is_refused_whole() {
 fn repeated_scans_do_not_grow_memory() {
     let _serial = SERIAL.lock().unwrap();
     let kv = MemKv::new(config());
-    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let mut seq = 0;
     fill(&kv, 0, 5_000, &mut seq);
@@ -152,7 +152,7 @@ fn repeated_scans_do_not_grow_memory() {
     let snapshot = kv.snapshot(RangeId(1), seq).unwrap();
     let scan = || {
         let mut iter = snapshot
-            .iter(Cf::Write, KeyBounds::new(Vec::new(), None).unwrap())
+            .iter(Cf::Write, KeyRange::with_end(Vec::new(), None).unwrap())
             .unwrap();
         iter.seek_to_first();
         let mut n = 0;
@@ -181,10 +181,10 @@ fn a_dropped_range_frees_its_memory_when_its_last_snapshot_drops() {
     let kv = MemKv::new(config());
     kv.create_range(
         RangeId(1),
-        KeyBounds::new(b"a".to_vec(), Some(b"u".to_vec())).unwrap(),
+        KeyRange::with_end(b"a".to_vec(), Some(b"u".to_vec())).unwrap(),
     )
     .unwrap();
-    kv.create_range(RangeId(2), KeyBounds::new(b"u".to_vec(), None).unwrap())
+    kv.create_range(RangeId(2), KeyRange::with_end(b"u".to_vec(), None).unwrap())
         .unwrap();
     let mut seq = 0;
     fill(&kv, 0, 3_000, &mut seq);
@@ -223,20 +223,20 @@ fn a_dropped_range_frees_its_memory_when_its_last_snapshot_drops() {
 fn bad_input_is_a_typed_error() {
     let _serial = SERIAL.lock().unwrap();
     let kv = MemKv::new(config());
-    let bounds = KeyBounds::new(b"b".to_vec(), Some(b"m".to_vec())).unwrap();
+    let bounds = KeyRange::with_end(b"b".to_vec(), Some(b"m".to_vec())).unwrap();
     kv.create_range(RangeId(1), bounds.clone()).unwrap();
     assert!(matches!(
         kv.create_range(RangeId(1), bounds.clone()),
         Err(MemError::RangeExists(_))
     ));
-    let overlapping = KeyBounds::new(b"c".to_vec(), None).unwrap();
+    let overlapping = KeyRange::with_end(b"c".to_vec(), None).unwrap();
     assert!(matches!(
         kv.create_range(RangeId(2), overlapping),
         Err(MemError::RangeOverlaps { .. })
     ));
     assert!(matches!(
-        KeyBounds::new(b"z".to_vec(), Some(b"a".to_vec())),
-        Err(MemError::InvalidBounds { .. })
+        KeyRange::with_end(b"z".to_vec(), Some(b"a".to_vec())),
+        Err(ime_memkv::InvalidRange { .. })
     ));
     kv.write(WriteBatch::new().put(Cf::Lock, "c", "1"), 5)
         .unwrap();
@@ -256,7 +256,7 @@ fn bad_input_is_a_typed_error() {
         kv.write(WriteBatch::new().put(Cf::Lock, "c", "3"), 15),
         Err(MemError::SequenceOutOfOrder { .. })
     ));
-    let outside = KeyBounds::new(b"a".to_vec(), Some(b"d".to_vec())).unwrap();
+    let outside = KeyRange::with_end(b"a".to_vec(), Some(b"d".to_vec())).unwrap();
     assert!(matches!(
         snap.iter(Cf::Lock, outside),
         Err(MemError::OutOfRange(_))
@@ -282,7 +282,7 @@ fn bad_input_is_a_typed_error() {
 fn a_load_in_key_order_is_read_like_writes() {
     let _serial = SERIAL.lock().unwrap();
     let kv = MemKv::new(config());
-    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let entries: Vec<_> = (0..100).map(|i| (key(i), vec![b'l'])).collect();
     kv.load(RangeId(1), Cf::Write, entries, 10).unwrap();
@@ -299,7 +299,7 @@ fn a_load_in_key_order_is_read_like_writes() {
     assert_eq!(snap.get(Cf::Write, &key(120)), Some(b"m".to_vec()));
     assert_eq!(snap.get(Cf::Write, &key(3)), Some(b"new".to_vec()));
     let mut iter = snap
-        .iter(Cf::Write, KeyBounds::new(Vec::new(), None).unwrap())
+        .iter(Cf::Write, KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     iter.seek_to_first();
     let mut n = 0;

@@ -25,21 +25,21 @@ struct Model {
 }
 
 impl Model {
-    fn apply(&mut self, batch: &WriteBatch, first_seq: u64, bounds: &KeyBounds) {
+    fn apply(&mut self, batch: &WriteBatch, first_seq: u64, bounds: &KeyRange) {
         for (i, op) in batch.ops().iter().enumerate() {
             let seq = first_seq + i as u64;
             match op {
-                Op::Put(cf, k, v) if bounds.contains(k) => self
+                Op::Put(cf, k, v) if bounds.contains_key(k) => self
                     .cf(*cf)
                     .entry(k.clone())
                     .or_default()
                     .push((seq, Some(v.clone()))),
-                Op::Delete(cf, k) if bounds.contains(k) => {
+                Op::Delete(cf, k) if bounds.contains_key(k) => {
                     self.cf(*cf).entry(k.clone()).or_default().push((seq, None))
                 }
                 Op::DeleteRange(cf, s, e) => {
                     for (k, versions) in self.cf(*cf).range_mut(s.clone()..e.clone()) {
-                        if bounds.contains(k) {
+                        if bounds.contains_key(k) {
                             versions.push((seq, None));
                         }
                     }
@@ -68,7 +68,7 @@ fn cf_index(cf: Cf) -> usize {
     Cf::ALL.iter().position(|c| *c == cf).unwrap()
 }
 
-fn scan_forward(snapshot: &Snapshot, cf: Cf, bounds: KeyBounds) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn scan_forward(snapshot: &Snapshot, cf: Cf, bounds: KeyRange) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut iter = snapshot.iter(cf, bounds).unwrap();
     iter.seek_to_first();
     let mut out = Vec::new();
@@ -79,7 +79,7 @@ fn scan_forward(snapshot: &Snapshot, cf: Cf, bounds: KeyBounds) -> Vec<(Vec<u8>,
     out
 }
 
-fn scan_backward(snapshot: &Snapshot, cf: Cf, bounds: KeyBounds) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn scan_backward(snapshot: &Snapshot, cf: Cf, bounds: KeyRange) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut iter = snapshot.iter(cf, bounds).unwrap();
     iter.seek_to_last();
     let mut out = Vec::new();
@@ -114,21 +114,21 @@ fn key(k: u8) -> Vec<u8> {
 }
 
 /// Splits the range of `ranges` holding `at` there, if `at` is not its start.
-fn split(kv: &MemKv, ranges: &mut Vec<(RangeId, KeyBounds)>, next_id: &mut u64, at: &[u8]) {
+fn split(kv: &MemKv, ranges: &mut Vec<(RangeId, KeyRange)>, next_id: &mut u64, at: &[u8]) {
     let Some(i) = ranges
         .iter()
-        .position(|(_, b)| b.contains(at) && b.start != at)
+        .position(|(_, b)| b.contains_key(at) && b.start() != at)
     else {
         return;
     };
     let (id, bounds) = ranges.remove(i);
     let left = (
         RangeId(*next_id),
-        KeyBounds::new(bounds.start.clone(), Some(at.to_vec())).unwrap(),
+        KeyRange::with_end(bounds.start().to_vec(), Some(at.to_vec())).unwrap(),
     );
     let right = (
         RangeId(*next_id + 1),
-        KeyBounds::new(at.to_vec(), bounds.end.clone()).unwrap(),
+        KeyRange::with_end(at.to_vec(), bounds.end().map(<[u8]>::to_vec)).unwrap(),
     );
     *next_id += 2;
     kv.split_range(id, &[left.clone(), right.clone()]).unwrap();
@@ -144,14 +144,14 @@ proptest! {
     #[test]
     fn every_read_equals_the_model(steps in prop::collection::vec(step(), 1..40)) {
         // The store holds k05..k25; keys outside are skipped.
-        let bounds = KeyBounds::new(key(5), Some(key(25))).unwrap();
+        let bounds = KeyRange::with_end(key(5), Some(key(25))).unwrap();
         let kv = MemKv::new(MemConfig { hard_limit: 1 << 30, soft_limit: 1 << 29 });
         kv.create_range(RangeId(1), bounds.clone()).unwrap();
         let mut ranges = vec![(RangeId(1), bounds.clone())];
         let mut next_id = 2;
         let mut model = Model::default();
         let mut seq = 0u64;
-        let mut snapshots: Vec<(Snapshot, KeyBounds, u64)> = Vec::new();
+        let mut snapshots: Vec<(Snapshot, KeyRange, u64)> = Vec::new();
         for step in &steps {
             match step {
                 Step::Batch(items) => {
@@ -184,14 +184,14 @@ proptest! {
         for (id, b) in &ranges {
             snapshots.push((kv.snapshot(*id, seq).unwrap(), b.clone(), seq));
         }
-        let inner = KeyBounds::new(key(8), Some(key(17))).unwrap();
+        let inner = KeyRange::with_end(key(8), Some(key(17))).unwrap();
         for (snapshot, bounds, at) in &snapshots {
             for cf in Cf::ALL {
-                let expected: Vec<_> = model.visible(cf, *at).into_iter().filter(|(k, _)| bounds.contains(k)).collect();
+                let expected: Vec<_> = model.visible(cf, *at).into_iter().filter(|(k, _)| bounds.contains_key(k)).collect();
                 prop_assert_eq!(&scan_forward(snapshot, cf, bounds.clone()), &expected);
                 prop_assert_eq!(&scan_backward(snapshot, cf, bounds.clone()), &expected);
                 if let Some(inner) = inner.intersect(bounds) {
-                    let expected_inner: Vec<_> = expected.iter().filter(|(k, _)| inner.contains(k)).cloned().collect();
+                    let expected_inner: Vec<_> = expected.iter().filter(|(k, _)| inner.contains_key(k)).cloned().collect();
                     prop_assert_eq!(scan_forward(snapshot, cf, inner.clone()), expected_inner.clone());
                     prop_assert_eq!(scan_backward(snapshot, cf, inner.clone()), expected_inner);
                 }
@@ -202,7 +202,7 @@ proptest! {
                     let mut iter = snapshot.iter(cf, bounds.clone()).unwrap();
                     iter.seek(&key(k));
                     let at_or_after = expected.iter().find(|(key_, _)| *key_ >= key(k));
-                    let from_k = KeyBounds::new(key(k), bounds.end.clone()).ok();
+                    let from_k = KeyRange::with_end(key(k), bounds.end().map(<[u8]>::to_vec)).ok();
                     if let Some(from_k) = from_k {
                         prop_assert_eq!(snapshot.first_in(cf, &from_k), at_or_after.cloned(), "first_in");
                     }
@@ -238,7 +238,7 @@ fn an_invalid_split_is_refused() {
         soft_limit: 1 << 19,
     });
     let b = |s: &str, e: &str| {
-        KeyBounds::new(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
+        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
     };
     kv.create_range(RangeId(1), b("b", "f")).unwrap();
     kv.create_range(RangeId(2), b("f", "h")).unwrap();
@@ -281,7 +281,7 @@ fn mvcc_get(snapshot: &Snapshot, user_key: &[u8], read_ts: u64) -> Option<Vec<u8
     let mut end = MvccKey::encode_user_key(user_key);
     end.extend_from_slice(&[0xff; 9]);
     let mut iter = snapshot
-        .iter(Cf::Write, KeyBounds::new(start, Some(end)).unwrap())
+        .iter(Cf::Write, KeyRange::with_end(start, Some(end)).unwrap())
         .unwrap();
     iter.seek_to_first();
     while let Some((_, value)) = iter.entry() {
@@ -341,7 +341,7 @@ proptest! {
         safe_point in 0..70u64,
     ) {
         let kv = MemKv::new(MemConfig { hard_limit: 1 << 30, soft_limit: 1 << 29 });
-        kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap()).unwrap();
+        kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap()).unwrap();
         let mut seq = 0;
         for v in &versions {
             let user = vec![b'u', v.user];
@@ -373,7 +373,7 @@ proptest! {
                     "user {} read_ts {} safe point {} ({:?})", user, read_ts, safe_point, stats);
             }
             // At most one version at or below the safe point survives, and it is a put.
-            let all = KeyBounds::new(MvccKey::encode_user_key(&user_key), None).unwrap();
+            let all = KeyRange::with_end(MvccKey::encode_user_key(&user_key), None).unwrap();
             let mut iter = after.iter(Cf::Write, all).unwrap();
             iter.seek_to_first();
             let mut old = 0;
@@ -402,7 +402,7 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
         soft_limit: 1 << 29,
     });
     let bounds = |s: &str, e: Option<&str>| {
-        KeyBounds::new(s.as_bytes().to_vec(), e.map(|e| e.as_bytes().to_vec())).unwrap()
+        KeyRange::with_end(s.as_bytes().to_vec(), e.map(|e| e.as_bytes().to_vec())).unwrap()
     };
     kv.create_range(RangeId(1), bounds("b", Some("d"))).unwrap();
     kv.create_range(RangeId(2), bounds("f", Some("h"))).unwrap();
@@ -456,7 +456,7 @@ fn a_load_ahead_of_the_writes_survives_compaction() {
         hard_limit: 1 << 20,
         soft_limit: 1 << 19,
     });
-    kv.create_range(RangeId(1), KeyBounds::new("a", None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end("a", None).unwrap())
         .unwrap();
     kv.load(
         RangeId(1),
@@ -484,7 +484,7 @@ fn gc_keeps_a_value_a_kept_put_still_points_to() {
         hard_limit: 1 << 20,
         soft_limit: 1 << 19,
     });
-    kv.create_range(RangeId(1), KeyBounds::new(Vec::new(), None).unwrap())
+    kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let user = b"u2".to_vec();
     let value_key = MvccKey {
@@ -521,7 +521,7 @@ fn grown_memtables_ask_for_a_compaction() {
         hard_limit: 1 << 30,
         soft_limit: 1 << 29,
     });
-    let bounds = KeyBounds::new(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
+    let bounds = KeyRange::with_end(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
     kv.create_range(RangeId(1), bounds).unwrap();
     let min = ime_memkv::MEMTABLE_COMPACTION_MIN;
     let mut seq = 0;

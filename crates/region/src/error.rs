@@ -62,6 +62,15 @@ pub enum RegionError {
     UnknownReason(String),
 }
 
+impl From<ime_types::InvalidRange> for RegionError {
+    fn from(err: ime_types::InvalidRange) -> Self {
+        RegionError::InvalidRange {
+            start: err.start,
+            end: err.end,
+        }
+    }
+}
+
 impl RegionError {
     /// The region the error concerns, when there is one: the one to evict.
     pub fn region(&self) -> Option<RegionId> {

@@ -82,7 +82,6 @@ mod apply;
 mod callback;
 mod error;
 mod evict;
-mod hex_bytes;
 mod map;
 mod range;
 mod reason;

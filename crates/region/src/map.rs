@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use crate::range::EndKey;
+use crate::range::{EndKey, end_key};
 use crate::snapshot::SnapshotList;
 use crate::{EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionId, RegionState};
 
@@ -295,14 +295,14 @@ impl RegionMap {
         entry.generation = self.next_generation;
         self.next_generation += 1;
         self.by_end
-            .insert(entry.region.range.end_key(), entry.region.id);
+            .insert(end_key(&entry.region.range), entry.region.id);
         self.by_id.insert(entry.region.id, entry);
     }
 
     /// Removes an entry from both indexes, whatever its state.
     pub(crate) fn remove_entry(&mut self, id: RegionId) -> Option<Entry> {
         let entry = self.by_id.remove(&id)?;
-        self.by_end.remove(&entry.region.range.end_key());
+        self.by_end.remove(&end_key(&entry.region.range));
         Some(entry)
     }
 
@@ -359,7 +359,7 @@ impl RegionMap {
                 .by_id
                 .get(id)
                 .ok_or(format!("range index names unknown {id}"))?;
-            if entry.region.range.end_key() != *end || entry.region.id != *id {
+            if end_key(&entry.region.range) != *end || entry.region.id != *id {
                 return Err(format!(
                     "range index entry {end:?} -> {id} disagrees with {}",
                     entry.region

@@ -1,11 +1,10 @@
-//! Region identity and shape: [`RegionId`], [`KeyRange`], [`RegionEpoch`] and [`Region`].
+//! Region identity and shape: [`RegionId`], [`RegionEpoch`] and [`Region`] (its keys a
+//! [`KeyRange`], shared with every layer).
 
 use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
-use crate::RegionError;
 
 /// A region's id, as Raft (and PD) assign it. Stable across splits for the region that
 /// keeps it; a split creates new ids for the other children.
@@ -19,96 +18,14 @@ impl fmt::Display for RegionId {
     }
 }
 
-/// A key range `[start, end)`. An empty `end` means unbounded (up to and past every key);
-/// an empty `start` is the smallest key.
-///
-/// The fields are private so that a range is always well formed: `start < end` when the
-/// end is bounded. Keys are raw bytes; in JSON they appear as hex strings.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "RawRange", into = "RawRange")]
-pub struct KeyRange {
-    start: Vec<u8>,
-    end: Vec<u8>,
-}
+pub use ime_types::KeyRange;
 
-impl KeyRange {
-    /// Builds `[start, end)`; an empty `end` is unbounded.
-    ///
-    /// # Errors
-    /// [`RegionError::InvalidRange`] when the end is bounded and not above the start.
-    pub fn new(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Result<Self, RegionError> {
-        let (start, end) = (start.into(), end.into());
-        if !end.is_empty() && start >= end {
-            return Err(RegionError::InvalidRange { start, end });
-        }
-        Ok(KeyRange { start, end })
-    }
-
-    /// The range of every key: `[, +inf)`.
-    pub fn everything() -> Self {
-        KeyRange {
-            start: Vec::new(),
-            end: Vec::new(),
-        }
-    }
-
-    /// The inclusive start key.
-    pub fn start(&self) -> &[u8] {
-        &self.start
-    }
-
-    /// The exclusive end key, `None` when unbounded.
-    pub fn end(&self) -> Option<&[u8]> {
-        (!self.end.is_empty()).then_some(self.end.as_slice())
-    }
-
-    /// The end as the range index orders it: unbounded sorts after every bounded end.
-    pub(crate) fn end_key(&self) -> EndKey {
-        match self.end() {
-            Some(end) => EndKey::Bounded(end.to_vec()),
-            None => EndKey::Unbounded,
-        }
-    }
-
-    /// True when `key` lies in `[start, end)`.
-    pub fn contains_key(&self, key: &[u8]) -> bool {
-        key >= self.start() && self.ends_after(key)
-    }
-
-    /// True when every key of `other` lies in `self`.
-    pub fn contains(&self, other: &KeyRange) -> bool {
-        other.start() >= self.start()
-            && match (self.end(), other.end()) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(mine), Some(theirs)) => theirs <= mine,
-            }
-    }
-
-    /// True when the two ranges share at least one key.
-    pub fn overlaps(&self, other: &KeyRange) -> bool {
-        self.ends_after(other.start()) && other.ends_after(self.start())
-    }
-
-    /// True when `key` is below the end (always, for an unbounded end).
-    fn ends_after(&self, key: &[u8]) -> bool {
-        self.end().is_none_or(|end| key < end)
-    }
-}
-
-impl fmt::Display for KeyRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, ", self.start.escape_ascii())?;
-        match self.end() {
-            Some(end) => write!(f, "{})", end.escape_ascii()),
-            None => write!(f, "+inf)"),
-        }
-    }
-}
-
-impl fmt::Debug for KeyRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+/// The end of `range` as the map's index orders it: unbounded sorts after every bounded
+/// end.
+pub(crate) fn end_key(range: &KeyRange) -> EndKey {
+    match range.end() {
+        Some(end) => EndKey::Bounded(end.to_vec()),
+        None => EndKey::Unbounded,
     }
 }
 
@@ -117,33 +34,6 @@ impl fmt::Debug for KeyRange {
 pub(crate) enum EndKey {
     Bounded(Vec<u8>),
     Unbounded,
-}
-
-/// The serialized form of [`KeyRange`]: hex strings in human-readable formats (JSON),
-/// raw bytes otherwise (bincode).
-#[derive(Serialize, Deserialize)]
-struct RawRange {
-    #[serde(with = "crate::hex_bytes")]
-    start: Vec<u8>,
-    #[serde(with = "crate::hex_bytes")]
-    end: Vec<u8>,
-}
-
-impl TryFrom<RawRange> for KeyRange {
-    type Error = RegionError;
-
-    fn try_from(raw: RawRange) -> Result<Self, RegionError> {
-        KeyRange::new(raw.start, raw.end)
-    }
-}
-
-impl From<KeyRange> for RawRange {
-    fn from(range: KeyRange) -> Self {
-        RawRange {
-            start: range.start,
-            end: range.end,
-        }
-    }
 }
 
 /// A region's epoch: `version` grows on split and merge, `conf_ver` on membership change.
@@ -246,11 +136,11 @@ mod tests {
     fn a_bounded_range_must_not_be_empty() {
         assert!(matches!(
             KeyRange::new("b", "b"),
-            Err(RegionError::InvalidRange { .. })
+            Err(ime_types::InvalidRange { .. })
         ));
         assert!(matches!(
             KeyRange::new("c", "b"),
-            Err(RegionError::InvalidRange { .. })
+            Err(ime_types::InvalidRange { .. })
         ));
         assert!(KeyRange::new("c", "").is_ok());
         assert!(KeyRange::new("", "").is_ok());

@@ -2,6 +2,8 @@
 //!
 //! - [`Cf`]: TiKV's three column families, as the disk, the memory store, the engine and
 //!   the simulator all name them;
+//! - [`KeyRange`]: a half-open range of keys `[start, end)`, possibly unbounded above — a
+//!   region's keys, a memory range's, an iterator's bounds, a range delete's;
 //! - [`RangeId`]: a range of keys the memory store holds, named by its owner (the
 //!   controller allocates them, the engine hands them to the store).
 //!
@@ -10,12 +12,24 @@
 //!
 //! assert_eq!(Cf::ALL.map(Cf::name), ["default", "lock", "write"]);
 //! assert_eq!(Cf::Write.index(), 2);
+//!
+//! use ime_types::KeyRange;
+//!
+//! let region = KeyRange::new("b", "m").unwrap();
+//! assert!(region.contains_key(b"c") && !region.contains_key(b"m"));
+//! assert!(KeyRange::everything().contains(&region));
+//! assert!(KeyRange::new("m", "b").is_err());
 //! ```
 #![forbid(unsafe_code)]
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+mod hex_bytes;
+mod range;
+
+pub use range::{InvalidRange, KeyRange};
 
 /// TiKV's three column families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ime_disk::{Bounds, Cf, DiskEngine, DiskSnapshot, MemDisk};
+use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, MemDisk};
 use ime_engine::{
     ApplyHeader, Config, Engine, HybridSnapshot, HybridWriteBatch, KvPair, WriteOutcome,
 };
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
-use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId, RegionState};
+use ime_region::{ReadRequest, Region, RegionEpoch, RegionId, RegionState};
 
 /// A region over user keys `[start, end)` (encoded, as TiKV's region boundaries are).
 pub(crate) fn region(id: u64, start: &str, end: Option<&str>, version: u64) -> Region {
@@ -260,7 +260,8 @@ pub(crate) fn reference_scan<S: DiskSnapshot>(
     range: &KeyRange,
     read_ts: u64,
 ) -> Vec<KvPair> {
-    let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec)).unwrap();
+    let bounds =
+        KeyRange::with_end(range.start().to_vec(), range.end().map(<[u8]>::to_vec)).unwrap();
     ime_engine::reference_scan(disk, &bounds, read_ts, false).unwrap()
 }
 

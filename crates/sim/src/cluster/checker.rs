@@ -89,7 +89,7 @@ fn reference(
     check_locks: bool,
 ) -> Result<ReadResult> {
     let (start, end) = user_bounds(range);
-    let bounds = Bounds::new(encode_bytes(&start), end.as_deref().map(encode_bytes))?;
+    let bounds = KeyRange::with_end(encode_bytes(&start), end.as_deref().map(encode_bytes))?;
     let read_ts = snapshot.read_ts();
     Ok(
         match ime_engine::reference_scan(snapshot.disk(), &bounds, read_ts, check_locks) {

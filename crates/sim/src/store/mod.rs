@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use ime_engine::disk::{Bounds, Cf, RocksDisk, WriteBatch, collect};
+use ime_engine::disk::{Cf, KeyRange, RocksDisk, WriteBatch, collect};
 use ime_engine::observer::{
     BusConfig, EventBus, EventKind, FaultAction, FaultRule, FaultyObserver, JournalEntry,
     JournalObserver, JournalWriter, PeerRole, RaftEvent, RaftObserver,
 };
-use ime_engine::region::{KeyRange, Region, RegionEpoch, RegionId, SplitChild};
+use ime_engine::region::{Region, RegionEpoch, RegionId, SplitChild};
 use ime_engine::{ApplyHeader, Background, BypassFence, Config, Engine, HybridWriteBatch, Stats};
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;

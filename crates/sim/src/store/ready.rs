@@ -113,7 +113,7 @@ impl Store {
     /// Every entry of `range` on this store's disk, per column family.
     pub(crate) fn data_of(&self, range: &KeyRange) -> Result<Vec<CfData>> {
         let snapshot = self.engine.disk().snapshot();
-        let bounds = Bounds::new(range.start().to_vec(), range.end().map(<[u8]>::to_vec))?;
+        let bounds = KeyRange::with_end(range.start().to_vec(), range.end().map(<[u8]>::to_vec))?;
         let mut cfs = Vec::new();
         for cf in Cf::ALL {
             cfs.push(collect(&snapshot, cf, bounds.clone())?);
