@@ -3,9 +3,13 @@
 //! - every `.rs` file starts with a `//!` module doc;
 //! - every package inherits the workspace lints;
 //! - no crate depends on a crate above it (read from `cargo metadata`);
-//! - `ime-region` stays pure: no threads, clocks or I/O, in its dependencies or its source;
-//! - the engine matches its enums exhaustively: its crate root denies clippy's
-//!   `wildcard_enum_match_arm`, and no `_ =>` arm appears in its source.
+//! - `ime-region` and `ime-controller` stay pure: no threads, clocks, locks or I/O, in
+//!   their dependencies or their source;
+//! - the engine and the controller match their enums exhaustively: their crate roots deny
+//!   clippy's `wildcard_enum_match_arm`, and no `_ =>` arm appears in their source;
+//! - the engine stays a thin facade: under [`ENGINE_MAX_LINES`] lines of product code
+//!   (test modules and the modules only the `testing` feature compiles left out), no
+//!   function over [`ENGINE_MAX_FN_LINES`] lines.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +61,15 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
 /// build and test in seconds.
 #[cfg(test)]
 const ROCKSDB_USERS: &[&str] = &["ime-disk", "ime-engine", "ime-sim", "ime-benches"];
+
+/// The most lines of product code `crates/engine/src` may hold: its decisions live in
+/// `ime-controller`, its counters in `ime-metrics`, its MVCC rules in `ime-memkv`.
+#[cfg(test)]
+const ENGINE_MAX_LINES: usize = 2_500;
+
+/// The longest function `crates/engine/src` may hold, in lines.
+#[cfg(test)]
+const ENGINE_MAX_FN_LINES: usize = 60;
 
 /// The pure crates — no threads, clocks, locks or I/O — with the external crates each may
 /// depend on (normal dependencies) and the paths its source may not use.
@@ -309,5 +322,117 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The lines of `file` that are product code: everything before its `#[cfg(test)]`
+    /// module (by convention the last item of a file).
+    fn product_lines(file: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(file).expect("source readable");
+        text.lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The engine's modules the crate root compiles only with the `testing` feature.
+    fn testing_modules(src: &Path) -> Vec<PathBuf> {
+        let root = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs readable");
+        let lines: Vec<&str> = root.lines().collect();
+        lines
+            .windows(2)
+            .filter(|w| w[0].trim() == "#[cfg(feature = \"testing\")]")
+            .filter_map(|w| w[1].trim().strip_prefix("mod ")?.strip_suffix(';'))
+            .map(|name| src.join(format!("{name}.rs")))
+            .collect()
+    }
+
+    /// Each function in `lines` with its name and length: from its `fn` line to the
+    /// closing brace at its indentation.
+    fn functions(lines: &[String]) -> Vec<(String, usize)> {
+        let mut found = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let after_vis = trimmed
+                .strip_prefix("pub(crate) ")
+                .or_else(|| trimmed.strip_prefix("pub "))
+                .unwrap_or(trimmed);
+            let Some(rest) = after_vis.strip_prefix("fn ") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let opens = lines[i..]
+                .iter()
+                .position(|l| l.trim_end().ends_with('{') || l.trim_end().ends_with(';'));
+            let Some(opens) = opens.map(|o| i + o) else {
+                continue;
+            };
+            if lines[opens].trim_end().ends_with(';') {
+                continue; // a declaration without a body
+            }
+            let closing = format!("{indent}}}");
+            if let Some(end) = lines[opens..].iter().position(|l| *l == closing) {
+                found.push((name, opens + end - i + 1));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_engine_stays_a_thin_facade() {
+        let src = workspace_root().join("crates/engine/src");
+        let testing = testing_modules(&src);
+        assert!(
+            !testing.is_empty(),
+            "the engine's testing modules were not found in lib.rs"
+        );
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut total = 0;
+        let mut long = Vec::new();
+        for file in files.iter().filter(|f| !testing.contains(f)) {
+            let lines = product_lines(file);
+            total += lines.len();
+            for (name, length) in functions(&lines) {
+                if length > ENGINE_MAX_FN_LINES {
+                    long.push(format!("{}: {name} ({length} lines)", file.display()));
+                }
+            }
+        }
+        assert!(
+            total < ENGINE_MAX_LINES,
+            "crates/engine/src holds {total} lines of product code (at most {ENGINE_MAX_LINES}): \
+             move decisions into ime-controller rather than growing the facade"
+        );
+        assert!(
+            long.is_empty(),
+            "engine functions over {ENGINE_MAX_FN_LINES} lines: {long:#?}"
+        );
+    }
+
+    #[test]
+    fn function_lengths_are_measured_from_fn_to_its_closing_brace() {
+        let code: Vec<String> = [
+            "impl X {",
+            "    pub(crate) fn short(&self) -> u8 {",
+            "        1",
+            "    }",
+            "    fn declared(&self);",
+            "}",
+            "fn free(",
+            "    a: u8,",
+            ") -> u8 {",
+            "    a",
+            "}",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            functions(&code),
+            [("short".to_owned(), 3), ("free".to_owned(), 5)]
+        );
     }
 }

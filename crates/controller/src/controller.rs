@@ -268,24 +268,6 @@ impl Controller {
         self.evict_overlapping(&region.range, reason, out);
     }
 
-    /// Evicts whatever cached region holds `key` (and every region overlapping it): a
-    /// write that memory or the disk refused. Returns the regions evicted.
-    pub fn evict_at_key(
-        &mut self,
-        key: &[u8],
-        reason: EvictReason,
-        out: &mut Decisions,
-    ) -> Vec<RegionId> {
-        let range = self
-            .map
-            .region_at(key)
-            .and_then(|id| self.map.region(id))
-            .map(|r| r.range.clone());
-        range.map_or_else(Vec::new, |range| {
-            self.evict_overlapping(&range, reason, out)
-        })
-    }
-
     /// Carries an eviction step into decisions: the region's memory leaves the store at
     /// once (snapshots keep their layers), and once it is Evicting it is deleted.
     pub(crate) fn absorb(&mut self, eviction: Eviction, out: &mut Decisions) -> EvictStep {

@@ -106,3 +106,26 @@ pub fn collect<S: DiskSnapshot + ?Sized>(
     iter.status()?;
     Ok(out)
 }
+
+/// The entries, and the bytes of their keys and values, in `range` across every column
+/// family: what a copy of the range would hold.
+///
+/// # Errors
+/// The engine's failure.
+pub fn range_size<S: DiskSnapshot + ?Sized>(
+    snapshot: &S,
+    range: &KeyRange,
+) -> Result<(u64, u64), DiskError> {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for cf in Cf::ALL {
+        let mut iter = snapshot.iter(cf, range.clone())?;
+        iter.seek_to_first();
+        while let Some((key, value)) = iter.entry() {
+            entries += 1;
+            bytes += (key.len() + value.len()) as u64;
+            iter.next();
+        }
+        iter.status()?;
+    }
+    Ok((entries, bytes))
+}

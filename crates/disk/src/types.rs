@@ -95,6 +95,21 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    /// The keys each operation touches, as ranges: a put's or a delete's one key, a range
+    /// delete's range (an empty one touches nothing).
+    pub fn touched(&self) -> impl Iterator<Item = KeyRange> + '_ {
+        self.ops.iter().filter_map(|op| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
+                let mut after = key.clone();
+                after.push(0); // the smallest key above `key`
+                KeyRange::new(key.clone(), after).ok()
+            }
+            BatchOp::DeleteRange { start, end, .. } => {
+                KeyRange::new(start.clone(), end.clone()).ok()
+            }
+        })
+    }
+
     /// Checks what every engine refuses: an empty batch, an empty range.
     ///
     /// # Errors
@@ -160,5 +175,25 @@ pub(crate) fn check_sorted(entries: &[crate::Entry]) -> Result<(), DiskError> {
     match entries.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
         Some(i) => Err(DiskError::UnsortedIngest { position: i + 1 }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_touches_each_key_and_each_non_empty_range() {
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Cf::Default, "k", "v")
+            .delete(Cf::Lock, "a")
+            .delete_range(Cf::Write, "c", "f")
+            .delete_range(Cf::Write, "f", "c");
+        let touched: Vec<KeyRange> = batch.touched().collect();
+        assert_eq!(touched.len(), 3, "{touched:?}");
+        assert!(touched[0].contains_key(b"k") && !touched[0].contains_key(b"k\0"));
+        assert!(touched[1].contains_key(b"a") && !touched[1].contains_key(b"b"));
+        assert_eq!(touched[2], KeyRange::new("c", "f").expect("a range"));
     }
 }

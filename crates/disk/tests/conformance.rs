@@ -130,6 +130,11 @@ fn column_families_are_separate(disk: impl DiskEngine) {
     );
     assert_eq!(snap.get(Cf::Lock, b"k").unwrap(), Some(b"lock".to_vec()));
     assert_eq!(snap.get(Cf::Write, b"k").unwrap(), None);
+    // Sizes count every column family, within the range only.
+    put(&disk, Cf::Write, &[("m", "xy")]);
+    let snap = disk.snapshot();
+    assert_eq!(range_size(&snap, &KeyRange::everything()).unwrap(), (3, 16));
+    assert_eq!(range_size(&snap, &bounds("a", "l")).unwrap(), (2, 13));
 }
 
 fn iterators_honour_bounds_both_ways(disk: impl DiskEngine) {

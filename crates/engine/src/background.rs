@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Instant;
 
 use ime_controller::{Decisions, LoadStart};
-use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect};
+use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, range_size};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
 use ime_memkv::{MemError, RangeId};
@@ -291,19 +291,8 @@ impl<D: DiskEngine> Core<D> {
     /// What a region not cached yet would take in memory, from its bytes on disk (the
     /// store's overhead per entry included), so that the policy's projections hold.
     fn estimate_size(&self, range: &KeyRange) -> u64 {
-        let snapshot = self.disk.snapshot();
-        let mut bytes = 0u64;
-        for cf in Cf::ALL {
-            let Ok(mut it) = snapshot.iter(cf, range.clone()) else {
-                continue;
-            };
-            it.seek_to_first();
-            while let Some((k, v)) = it.entry() {
-                bytes += (k.len() + v.len()) as u64 + ENTRY_OVERHEAD;
-                it.next();
-            }
-        }
-        bytes
+        range_size(&self.disk.snapshot(), range)
+            .map_or(0, |(entries, bytes)| bytes + entries * ENTRY_OVERHEAD)
     }
 
     /// Compares every Active region's memory with the disk at one sequence number: the

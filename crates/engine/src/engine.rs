@@ -235,18 +235,8 @@ impl<D: DiskEngine> Engine<D> {
     ) {
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
-        for op in batch.ops() {
-            let evicted = match op {
-                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
-                    meta.ctl.evict_at_key(key, reason, &mut decisions)
-                }
-                BatchOp::DeleteRange { start, end, .. } => {
-                    match KeyRange::new(start.clone(), end.clone()) {
-                        Ok(range) => meta.ctl.evict_overlapping(&range, reason, &mut decisions),
-                        Err(_) => Vec::new(),
-                    }
-                }
-            };
+        for touched in batch.touched() {
+            let evicted = meta.ctl.evict_overlapping(&touched, reason, &mut decisions);
             outcome
                 .evicted
                 .extend(evicted.into_iter().map(|id| (id, reason)));

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use ime_controller::FenceId;
-use ime_disk::{BatchOp, Cf, DiskEngine, Entry, SeqRange, WriteBatch};
+use ime_disk::{Cf, DiskEngine, Entry, SeqRange, WriteBatch};
 use ime_observer::RaftEvent;
 use ime_region::{EvictReason, KeyRange};
 
@@ -140,16 +140,9 @@ impl<D: DiskEngine> BypassFence<D> {
     /// # Errors
     /// [`EngineError::OutsideFence`] (nothing is written then), [`EngineError::Disk`].
     pub fn write(&self, batch: &WriteBatch) -> Result<SeqRange, EngineError> {
-        for op in batch.ops() {
-            match op {
-                BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => self.check_key(key)?,
-                BatchOp::DeleteRange { start, end, .. } => {
-                    let inside = KeyRange::new(start.clone(), end.clone())
-                        .is_ok_and(|r| self.ranges.iter().any(|f| f.contains(&r)));
-                    if !inside {
-                        return Err(outside(start));
-                    }
-                }
+        for touched in batch.touched() {
+            if !self.ranges.iter().any(|f| f.contains(&touched)) {
+                return Err(outside(touched.start()));
             }
         }
         let _writer = self.core.write_lock();
