@@ -420,12 +420,6 @@ impl Controller {
         self.switches.broken = true;
     }
 
-    /// Test-only: whether [`Controller::break_for_tests`] was called.
-    #[cfg(feature = "testing")]
-    pub fn is_broken_for_tests(&self) -> bool {
-        self.switches.broken
-    }
-
     /// Test-only: fences stop holding loads back (they still evict).
     #[cfg(feature = "testing")]
     pub fn unfence_for_tests(&mut self) {
