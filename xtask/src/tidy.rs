@@ -33,7 +33,7 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-eviction", Some(&["ime-region"])),
     (
         "ime-metrics",
-        Some(&["ime-region", "ime-observer", "ime-types"]),
+        Some(&["ime-controller", "ime-region", "ime-observer", "ime-types"]),
     ),
     (
         "ime-controller",

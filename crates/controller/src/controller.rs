@@ -11,7 +11,7 @@ use ime_region::{
 };
 use ime_types::RangeId;
 
-use crate::{Action, Config, Decisions, Env};
+use crate::{Action, Config, Decisions, Env, Fallback};
 
 /// What the controller knows of a region it has heard of, cached or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,13 +379,17 @@ impl Controller {
     /// read, or why memory cannot serve it (a gap it revealed evicts the region).
     ///
     /// # Errors
-    /// The [`ReadMiss`]: the read goes to disk.
+    /// The [`Fallback`]: the engine is disabled, or the region map's [`ReadMiss`]; the
+    /// read goes to disk.
     pub fn acquire_snapshot(
         &mut self,
         id: RegionId,
         request: ReadRequest,
         out: &mut Decisions,
-    ) -> Result<(SnapshotTicket, RangeId), ReadMiss> {
+    ) -> Result<(SnapshotTicket, RangeId), Fallback> {
+        if !self.config.enable {
+            return Err(Fallback::Disabled);
+        }
         let mut request = request;
         if self.broken() {
             // The broken engine trusts its cache whatever the reader knows.
@@ -400,14 +404,14 @@ impl Controller {
                 None => {
                     // Readable without memory cannot happen; refuse rather than trust it.
                     let _ = self.release_snapshot(ticket, out);
-                    Err(ReadMiss::NotCached)
+                    Err(Fallback::Miss(ReadMiss::NotCached))
                 }
             },
             Err(refused) => {
                 if let Some(gap) = refused.gap {
                     self.gap_found(gap, out);
                 }
-                Err(refused.miss)
+                Err(Fallback::Miss(refused.miss))
             }
         }
     }

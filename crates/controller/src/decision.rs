@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use ime_region::{
-    EvictCallback, EvictReason, GapKind, InsertRejected, KeyRange, LoadTicket, RegionEpoch,
-    RegionId,
+    EvictCallback, EvictReason, GapKind, InsertRejected, KeyRange, LoadTicket, ReadMiss,
+    RegionEpoch, RegionId,
 };
 use ime_types::RangeId;
 
@@ -258,6 +258,32 @@ pub enum Refusal {
     Conflict(InsertRejected),
 }
 
+/// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
+/// reason, never an error. Deliberately exhaustive: a consumer that counts or reports
+/// fallbacks must say what it does with a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// The engine is disabled.
+    Disabled,
+    /// The region's metadata refused the read: not cached, not readable in its state, an
+    /// older epoch, a read_ts at or below the safe point, or a gap the request revealed
+    /// (the region was evicted then).
+    Miss(ReadMiss),
+    /// The memory store cannot give a snapshot at the disk's sequence (a compaction is
+    /// ahead of it).
+    MemoryBehind,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fallback::Disabled => f.write_str("the engine is disabled"),
+            Fallback::Miss(miss) => miss.fmt(f),
+            Fallback::MemoryBehind => f.write_str("memory is behind the disk snapshot"),
+        }
+    }
+}
+
 /// What a load's first stage should do.
 #[derive(Debug)]
 pub enum LoadStart {
@@ -287,23 +313,4 @@ pub struct GcTarget {
     pub range: RangeId,
     /// The safe point to collect at.
     pub safe_point: u64,
-}
-
-/// What the policy needs to know of one region the controller knows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyRegion {
-    /// The region.
-    pub id: RegionId,
-    /// Whether this store leads it.
-    pub is_leader: bool,
-    /// Whether a pin covers it.
-    pub pinned: bool,
-    /// Whether it is Loading or Active.
-    pub cached: bool,
-    /// Its memory range, while it has one (ask the store for its size).
-    pub range: Option<RangeId>,
-    /// When its load started, since the engine started.
-    pub loaded_at: Option<Duration>,
-    /// Bytes it held when last cached, or its estimate from disk.
-    pub size: u64,
 }

@@ -56,6 +56,6 @@ mod loads;
 pub use config::{ByteSize, Config, ConfigError, ReadableDuration};
 pub use controller::{Cached, Controller, FenceId, Peer, Warmup};
 pub use decision::{
-    Action, Admission, Decisions, Env, GcTarget, LoadSource, LoadStart, PolicyRegion, Refusal,
+    Action, Admission, Decisions, Env, Fallback, GcTarget, LoadSource, LoadStart, Refusal,
     SplitPart,
 };

@@ -1,7 +1,7 @@
 //! Admission and loads: may this region load now (one answer, whoever asks), a load's
 //! stages, deferred loads, pins, warm-up expiry, fences, GC targets and policy rounds.
 
-use ime_eviction::Decision;
+use ime_eviction::{Decision, RegionStats};
 use ime_observer::RaftEvent;
 use ime_region::{
     EvictReason, InsertRejected, KeyRange, LoadEnd, LoadTicket, Region, RegionError, RegionId,
@@ -12,7 +12,7 @@ use ime_types::RangeId;
 use crate::controller::{Cached, Fence};
 use crate::{
     Action, Admission, Controller, Decisions, Env, FenceId, GcTarget, LoadSource, LoadStart,
-    PolicyRegion, Refusal,
+    Refusal,
 };
 
 impl Controller {
@@ -357,23 +357,32 @@ impl Controller {
         }
     }
 
-    /// What the policy needs of every known region, in id order.
-    pub fn policy_view(&self) -> Vec<PolicyRegion> {
+    /// The policy's view of every known region, in id order: what the controller knows,
+    /// with the memory each range holds (`memory_of`, for regions with memory) and the
+    /// reads since the last round (`reads_of`: reads, versions scanned, keys returned).
+    pub fn policy_stats(
+        &self,
+        memory_of: impl Fn(RangeId) -> Option<u64>,
+        mut reads_of: impl FnMut(RegionId) -> (u64, u64, u64),
+    ) -> Vec<RegionStats> {
         self.peers
             .iter()
             .map(|(id, peer)| {
                 let cached = self.cached.get(id);
-                PolicyRegion {
+                let (reads, scanned_versions, returned_keys) = reads_of(*id);
+                RegionStats {
                     id: *id,
+                    size: cached.and_then(|c| memory_of(c.range)).unwrap_or(peer.size),
+                    reads,
+                    scanned_versions,
+                    returned_keys,
                     is_leader: peer.is_leader,
                     pinned: self.is_pinned(&peer.region.range),
                     cached: matches!(
                         self.map.state(*id),
                         Some(RegionState::Loading | RegionState::Active)
                     ),
-                    range: cached.map(|c| c.range),
-                    loaded_at: cached.map(|c| c.loaded_at),
-                    size: peer.size,
+                    loaded_at: cached.map(|c| c.loaded_at.as_secs()),
                 }
             })
             .collect()

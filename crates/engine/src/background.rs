@@ -266,26 +266,12 @@ impl<D: DiskEngine> Core<D> {
     /// The policy's view of every known region: the controller's, with the read counters
     /// (taken, so they start again from zero) and memory sizes the engine keeps.
     fn policy_stats(&self, meta: &mut Meta) -> Vec<RegionStats> {
-        let view = meta.ctl.policy_view();
         meta.counters.retain(|id, _| meta.ctl.peer(*id).is_some());
-        view.into_iter()
-            .map(|p| {
-                let (reads, scanned_versions, returned_keys) =
-                    meta.counters.get(&p.id).map_or((0, 0, 0), |c| c.take());
-                let size = p.range.and_then(|r| self.mem.range_memory(r).ok());
-                RegionStats {
-                    id: p.id,
-                    size: size.unwrap_or(p.size),
-                    reads,
-                    scanned_versions,
-                    returned_keys,
-                    is_leader: p.is_leader,
-                    pinned: p.pinned,
-                    cached: p.cached,
-                    loaded_at: p.loaded_at.map(|d| d.as_secs()),
-                }
-            })
-            .collect()
+        let counters = &meta.counters;
+        meta.ctl.policy_stats(
+            |range| self.mem.range_memory(range).ok(),
+            |id| counters.get(&id).map_or((0, 0, 0), |c| c.take()),
+        )
     }
 
     /// What a region not cached yet would take in memory, from its bytes on disk (the

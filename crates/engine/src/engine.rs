@@ -121,8 +121,10 @@ impl<D: DiskEngine> Engine<D> {
     /// under one lock, memory first, with the sequence numbers the disk will assign — so
     /// that no snapshot sees a batch in one and not the other.
     ///
-    /// A write that would pass the memory capacity evicts the regions it touches instead
-    /// (`MemoryLimitReached`); a disk failure evicts them too and is returned.
+    /// A write that takes memory past the evict threshold queues a policy round, which
+    /// evicts (`MemoryPressure`) down to the stop-load threshold off the write path; a
+    /// write that would pass the capacity all the same evicts the regions it touches
+    /// instead (`MemoryLimitReached`); a disk failure evicts them too and is returned.
     ///
     /// # Errors
     /// [`EngineError::InvalidBatch`] (operations before any `prepare`),
@@ -194,6 +196,9 @@ impl<D: DiskEngine> Engine<D> {
             Ok(n) => {
                 outcome.in_memory = n;
                 self.core.compact_if_grown(touched, fx);
+                if self.core.mem.over_soft_limit() {
+                    self.core.relieve_pressure(fx);
+                }
             }
             Err(err) => {
                 let reason = if matches!(err, MemError::MemoryLimit { .. }) {
@@ -474,6 +479,12 @@ impl<D: DiskEngine> Core<D> {
                 safe_point,
             } => {
                 self.collect(region, range, safe_point);
+                None
+            }
+            Task::PolicyRound => {
+                // Cleared first: a write during the round may ask for another.
+                self.pressure_round.store(false, Ordering::Release);
+                self.run_policy();
                 None
             }
             Task::Delete {

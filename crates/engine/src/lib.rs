@@ -86,11 +86,11 @@ pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
 pub use fence::{BypassFence, DiskReader};
 pub use ime_controller::{
-    Admission, ByteSize, Config, ConfigError, ReadableDuration, Refusal, Warmup,
+    Admission, ByteSize, Config, ConfigError, Fallback, ReadableDuration, Refusal, Warmup,
 };
 pub use ime_memkv::mvcc::{KvPair, MvccError};
 pub use ime_metrics::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
-pub use read::{Fallback, HybridIter, HybridSnapshot};
+pub use read::{HybridIter, HybridSnapshot};
 #[cfg(feature = "testing")]
 pub use reference::reference_scan;
 pub use shared::{Background, TaskKind};

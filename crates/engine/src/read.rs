@@ -4,54 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ime_controller::Decisions;
+use ime_controller::{Decisions, Fallback};
 use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
 use ime_memkv::SnapshotIter;
-use ime_region::{GapKind, ReadMiss, ReadRequest, RegionId, SnapshotTicket};
+use ime_region::{ReadRequest, RegionId, SnapshotTicket};
 
 use crate::shared::{Core, Effects, ReadCounters};
 use crate::{Engine, EngineError};
 use ime_metrics::Source;
-
-/// Why a snapshot is served from disk rather than memory. An expected outcome, counted by
-/// reason, never an error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fallback {
-    /// The engine is disabled.
-    Disabled,
-    /// The region's metadata refused the read: not cached, not readable in its state, an
-    /// older epoch, a read_ts at or below the safe point, or a gap the request revealed
-    /// (the region was evicted then).
-    Miss(ReadMiss),
-    /// The memory store cannot give a snapshot at the disk's sequence (a compaction is
-    /// ahead of it).
-    MemoryBehind,
-}
-
-impl Fallback {
-    /// A short label for metrics (`ime_snapshots_total{source}`).
-    pub fn label(&self) -> &'static str {
-        source_of(Some(self)).label()
-    }
-}
-
-/// Where a snapshot with `fallback` (none: memory) was served from, for the counters.
-fn source_of(fallback: Option<&Fallback>) -> Source {
-    match fallback {
-        None => Source::Memory,
-        Some(Fallback::Disabled) => Source::Disabled,
-        Some(Fallback::MemoryBehind) => Source::MemoryBehind,
-        Some(Fallback::Miss(miss)) => match miss {
-            ReadMiss::NotCached => Source::NotCached,
-            ReadMiss::NotReadable(_) => Source::NotReadable,
-            ReadMiss::EpochNotMatch { .. } => Source::EpochNotMatch,
-            ReadMiss::TooOldRead { .. } => Source::TooOldRead,
-            ReadMiss::Gap(GapKind::Epoch { .. }) => Source::EpochGap,
-            ReadMiss::Gap(GapKind::Index { .. }) => Source::IndexGap,
-        },
-    }
-}
 
 /// The memory side of a snapshot: the store's snapshot, the region's range, and the
 /// registration that holds back GC and deletion until it drops.
@@ -110,33 +70,29 @@ impl<D: DiskEngine> Engine<D> {
         }
         let read_ts = request.read_ts;
         let mut decisions = Decisions::new();
-        let (memory, fallback) = if !meta.ctl.config().enable {
-            (None, Some(Fallback::Disabled))
-        } else {
-            match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
-                Ok((ticket, range)) => match core.mem.snapshot(range, disk.sequence()) {
-                    Ok(snapshot) => (
-                        Some(MemoryView {
-                            snapshot: Some(snapshot),
-                            ticket: Some(ticket),
-                            core: Arc::clone(core),
-                        }),
-                        None,
-                    ),
-                    Err(_) => {
-                        if let Err(err) = meta.ctl.release_snapshot(ticket, &mut decisions) {
-                            tracing::error!(%err, "snapshot release refused");
-                        }
-                        (None, Some(Fallback::MemoryBehind))
+        let (memory, fallback) = match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
+            Ok((ticket, range)) => match core.mem.snapshot(range, disk.sequence()) {
+                Ok(snapshot) => (
+                    Some(MemoryView {
+                        snapshot: Some(snapshot),
+                        ticket: Some(ticket),
+                        core: Arc::clone(core),
+                    }),
+                    None,
+                ),
+                Err(_) => {
+                    if let Err(err) = meta.ctl.release_snapshot(ticket, &mut decisions) {
+                        tracing::error!(%err, "snapshot release refused");
                     }
-                },
-                Err(miss) => (None, Some(Fallback::Miss(miss))),
-            }
+                    (None, Some(Fallback::MemoryBehind))
+                }
+            },
+            Err(fallback) => (None, Some(fallback)),
         };
         core.carry_out(&mut meta, decisions, &mut fx);
         drop(meta);
         core.finish(fx);
-        core.metrics.served(source_of(fallback.as_ref()));
+        core.metrics.served(Source::of(fallback.as_ref()));
         HybridSnapshot {
             region,
             read_ts,

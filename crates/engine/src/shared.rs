@@ -36,6 +36,8 @@ pub(crate) enum Task {
         range: RangeId,
         safe_point: u64,
     },
+    /// A policy round a write asked for: memory passed the evict threshold.
+    PolicyRound,
     /// An Evicting region: free its memory (drop the handle), then remove it.
     Delete {
         region: RegionId,
@@ -53,6 +55,7 @@ impl Task {
             Task::LoadFinish(_) => TaskKind::LoadFinish,
             Task::Compact(_) => TaskKind::Compact,
             Task::Gc { .. } => TaskKind::Gc,
+            Task::PolicyRound => TaskKind::PolicyRound,
             Task::Delete { .. } => TaskKind::Delete,
         }
     }
@@ -61,7 +64,7 @@ impl Task {
     fn is_load(&self) -> bool {
         match self.kind() {
             TaskKind::LoadStart | TaskKind::LoadCopy | TaskKind::LoadFinish => true,
-            TaskKind::Compact | TaskKind::Gc | TaskKind::Delete => false,
+            TaskKind::Compact | TaskKind::Gc | TaskKind::PolicyRound | TaskKind::Delete => false,
         }
     }
 }
@@ -79,6 +82,10 @@ pub enum TaskKind {
     Compact,
     /// A region collected at the safe point a GC round raised.
     Gc,
+    /// A policy round a write asked for, memory having passed the evict threshold: it
+    /// evicts (`MemoryPressure`) down to the stop-load threshold before a write reaches
+    /// capacity.
+    PolicyRound,
     /// An evicted region's memory freed, and the region removed.
     Delete,
 }
@@ -204,6 +211,8 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) started: Instant,
     pub(crate) closed: AtomicBool,
     pub(crate) in_flight: InFlight,
+    /// A pressure round is queued and has not started yet (one at a time).
+    pub(crate) pressure_round: AtomicBool,
     /// Ranges with a compaction queued or running (one at a time per range).
     pub(crate) compacting: Mutex<HashSet<RangeId>>,
     runner: Runner,
@@ -248,6 +257,7 @@ impl<D: DiskEngine> Core<D> {
             started: Instant::now(),
             closed: AtomicBool::new(false),
             in_flight: InFlight::default(),
+            pressure_round: AtomicBool::new(false),
             compacting: Mutex::new(HashSet::new()),
             runner,
             jobs: Mutex::new(HashMap::new()),
@@ -479,11 +489,23 @@ impl<D: DiskEngine> Core<D> {
             | Task::LoadFinish(_)
             | Task::Compact(_)
             | Task::Gc { .. }
+            | Task::PolicyRound
             | Task::Delete { .. }) => {
                 while let Some(next) = self.run_task(other) {
                     other = next;
                 }
             }
+        }
+    }
+
+    /// Memory passed the evict threshold: a policy round is queued (one at a time), so that
+    /// regions are evicted calmly, off the write path, before a write reaches capacity.
+    pub(crate) fn relieve_pressure(&self, fx: &mut Effects) {
+        let queued = self
+            .pressure_round
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        if !queued {
+            fx.tasks.push(Task::PolicyRound);
         }
     }
 

@@ -64,7 +64,7 @@ fn lowering_capacity_at_run_time_evicts_down_to_it() {
     assert!(
         peer.engine
             .stats()
-            .evicted(ime_region::EvictReason::MemoryLimitReached)
+            .evicted(ime_region::EvictReason::MemoryPressure)
             > 0
     );
     for id in 1..=4 {

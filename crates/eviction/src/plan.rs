@@ -48,7 +48,7 @@ pub(crate) fn plan<S: Scorer>(scorer: &mut S, round: &Round<'_>, min_residence: 
             gone.insert(victim.id);
             decision
                 .evict
-                .push((victim.id, EvictReason::MemoryLimitReached));
+                .push((victim.id, EvictReason::MemoryPressure));
             scorer.evicted(victim);
         }
     }

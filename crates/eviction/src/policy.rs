@@ -143,7 +143,7 @@ pub struct Decision {
 ///   that is cached, or that the local peer does not lead (unless pinned).
 /// - Its loads never take projected memory (used, minus evicted sizes, plus loaded sizes)
 ///   above the stop-load threshold.
-/// - When memory is above the evict threshold, it evicts (`MemoryLimitReached`) until the
+/// - When memory is above the evict threshold, it evicts (`MemoryPressure`) until the
 ///   projection is at or below the stop-load threshold, or nothing unpinned is left.
 /// - Otherwise it evicts (`AutoEvict`) only regions resident for at least its minimum
 ///   residence, and at most a tenth of the cached regions (at least one) per round, so

@@ -147,7 +147,7 @@ fn memory_pressure_evicts_until_under_stop_load_and_spares_pins() {
             decision
                 .evict
                 .iter()
-                .all(|(id, why)| *why == EvictReason::MemoryLimitReached && *id != RegionId(1))
+                .all(|(id, why)| *why == EvictReason::MemoryPressure && *id != RegionId(1))
         );
         assert!(decision.load.is_empty());
     }

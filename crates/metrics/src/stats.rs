@@ -6,8 +6,9 @@
 //! kind the engine increments, its Prometheus label, and the mapping between
 //! the two — so the struct and the labels cannot drift apart.
 
+use ime_controller::Fallback;
 use ime_observer::EventKind;
-use ime_region::{EvictReason, GapKind};
+use ime_region::{EvictReason, GapKind, ReadMiss};
 
 macro_rules! counted {
     (
@@ -81,6 +82,25 @@ counted! {
         IndexGap / index_gap => "index_gap",
         /// The memory store could not give a snapshot at the disk's sequence.
         MemoryBehind / memory_behind => "memory_behind",
+    }
+}
+
+impl Source {
+    /// Where a snapshot with `fallback` (none: memory) was served from.
+    pub fn of(fallback: Option<&Fallback>) -> Self {
+        match fallback {
+            None => Source::Memory,
+            Some(Fallback::Disabled) => Source::Disabled,
+            Some(Fallback::MemoryBehind) => Source::MemoryBehind,
+            Some(Fallback::Miss(miss)) => match miss {
+                ReadMiss::NotCached => Source::NotCached,
+                ReadMiss::NotReadable(_) => Source::NotReadable,
+                ReadMiss::EpochNotMatch { .. } => Source::EpochNotMatch,
+                ReadMiss::TooOldRead { .. } => Source::TooOldRead,
+                ReadMiss::Gap(GapKind::Epoch { .. }) => Source::EpochGap,
+                ReadMiss::Gap(GapKind::Index { .. }) => Source::IndexGap,
+            },
+        }
     }
 }
 

@@ -40,6 +40,9 @@ evict_reasons! {
     LoadFailedWithoutStart,
     /// Memory reached its limit: a write would have passed capacity.
     MemoryLimitReached,
+    /// Memory passed the evict threshold: the policy freed memory early, before any write
+    /// would reach capacity.
+    MemoryPressure,
     /// The local peer stopped leading.
     BecomeFollower,
     /// The eviction policy chose it.
@@ -116,6 +119,7 @@ mod tests {
             "LoadFailed",
             "LoadFailedWithoutStart",
             "MemoryLimitReached",
+            "MemoryPressure",
             "BecomeFollower",
             "AutoEvict",
             "DeleteRange",
