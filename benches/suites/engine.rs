@@ -8,6 +8,11 @@
 //!   RocksDB write of the same batch (WAL on, no sync);
 //! - loading a region vs a bare RocksDB iteration over the same keys;
 //! - two reader threads vs one, on cached point gets;
+//! - two apply threads writing batches of 16 to two different cached regions vs two
+//!   threads writing the same batches to a bare RocksDB (`rocksdb::DB`, nothing of IME's
+//!   in front, WAL on, no sync), and the p99 of cached snapshot + get on one region while
+//!   another thread writes to another region vs the same gets with no writer (there, an
+//!   "iteration" is the p99 latency of a run of 2,000 gets);
 //! - evicting a large region (`IME_BENCH_EVICT_MB`, default 256 MiB): the foreground call
 //!   vs evicting a tiny one, and the p99 of gets on another region while it is evicted
 //!   and its memory freed vs with nothing running (there, a reported "iteration" is the
@@ -23,6 +28,7 @@
 )]
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -388,9 +394,168 @@ fn eviction_impact(c: &mut Criterion) {
     group.finish();
 }
 
+/// Regions 1 and 2, splitting the keys of `engine_with` at key 500.
+fn two_regions() -> [Region; 2] {
+    let mid = encode_bytes(&user_key(500));
+    [
+        Region::new(
+            RegionId(1),
+            KeyRange::new(encode_bytes(b"t"), mid.clone()).unwrap(),
+            EPOCH,
+        ),
+        Region::new(
+            RegionId(2),
+            KeyRange::new(mid, encode_bytes(b"u")).unwrap(),
+            EPOCH,
+        ),
+    ]
+}
+
+/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds.
+fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..16)
+        .map(|k| {
+            let key = user_key(half * 500 + (n * 16 + k) % 500);
+            (
+                write_key(&key, 2_000_000 + n),
+                put_record(1_999_999 + n, b"value"),
+            )
+        })
+        .collect()
+}
+
+/// An apply thread of region `half + 1`: `count` batches, its applied index in `index`.
+fn apply_batches(engine: &Engine<RocksDisk>, half: u64, count: u64, index: &AtomicU64) {
+    for _ in 0..count {
+        let at = index.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+        let mut batch = HybridWriteBatch::new();
+        batch.prepare(ApplyHeader {
+            region: RegionId(half + 1),
+            epoch: EPOCH,
+            first_index: at,
+            last_index: at,
+        });
+        for (key, value) in batch_16(half, at) {
+            batch.put(Cf::Write, key, value);
+        }
+        black_box(engine.write(&batch).unwrap());
+    }
+}
+
+/// Writers and readers together, on two regions of one engine.
+fn concurrency(c: &mut Criterion) {
+    let engine = engine_with(1000, 1);
+    for region in two_regions() {
+        engine.load_region(region, 5).unwrap();
+    }
+    assert!(engine.wait_idle(Duration::from_secs(3600)));
+    let indexes = [AtomicU64::new(5), AtomicU64::new(5)];
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_rocksdb(dir.path());
+    let bare_rounds = AtomicU64::new(0);
+    let mut group = c.benchmark_group("engine/two_writers");
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("hybrid", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for half in 0..2 {
+                    let (engine, index) = (&engine, &indexes[half as usize]);
+                    s.spawn(move || apply_batches(engine, half, iters, index));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.bench_function("rocksdb", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for half in 0..2 {
+                    let (bare, rounds) = (&bare, &bare_rounds);
+                    s.spawn(move || {
+                        let cf = bare.cf_handle("write").unwrap();
+                        for _ in 0..iters {
+                            let n = rounds.fetch_add(1, AtomicOrdering::Relaxed);
+                            let mut batch = rocksdb::WriteBatch::default();
+                            for (key, value) in batch_16(half, n) {
+                                batch.put_cf(&cf, key, value);
+                            }
+                            bare.write(batch).unwrap();
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+    for region in [RegionId(1), RegionId(2)] {
+        let index = indexes[(region.0 - 1) as usize].load(AtomicOrdering::Relaxed);
+        let read = ReadRequest {
+            epoch_version: EPOCH.version,
+            applied_index: index,
+            read_ts: u64::MAX - 1,
+        };
+        assert!(
+            engine.snapshot(region, read).from_memory(),
+            "{region} still cached"
+        );
+    }
+    reads_beside_a_writer(c, &engine, &indexes[1]);
+}
+
+/// The p99 of cached snapshot + get on region 1, with and without a thread writing to
+/// region 2 meanwhile.
+fn reads_beside_a_writer(c: &mut Criterion, engine: &Engine<RocksDisk>, index: &AtomicU64) {
+    let probes: Vec<Vec<u8>> = (0..500).map(user_key).collect();
+    let p99_of_gets = || -> Duration {
+        let mut latencies: Vec<Duration> = (0..2000)
+            .map(|i| {
+                let start = Instant::now();
+                let snapshot = engine.snapshot(RegionId(1), latest(EPOCH.version));
+                assert!(snapshot.from_memory());
+                black_box(snapshot.mvcc_get(&probes[(i * 37) % probes.len()]).unwrap());
+                start.elapsed()
+            })
+            .collect();
+        latencies.sort();
+        latencies[latencies.len() * 99 / 100]
+    };
+    let mut group = c.benchmark_group("engine/get_p99_beside_a_writer");
+    group.sample_size(10);
+    group.bench_function("quiet", |b| {
+        b.iter_custom(|runs| (0..runs).map(|_| p99_of_gets()).sum())
+    });
+    group.bench_function("writing", |b| {
+        b.iter_custom(|runs| {
+            let done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !done.load(AtomicOrdering::Acquire) {
+                        apply_batches(engine, 1, 1, index);
+                    }
+                });
+                let total = (0..runs).map(|_| p99_of_gets()).sum();
+                done.store(true, AtomicOrdering::Release);
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
+/// A bare RocksDB in `path` with TiKV's three column families: the writers' baseline.
+fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    rocksdb::DB::open_cf(&options, path, ["default", "lock", "write"]).unwrap()
+}
+
 criterion_group! {
     name = benches;
     config = ime_benches::criterion();
-    targets = point_get, mvcc_scan, write_apply, load_region, eviction_impact
+    targets = point_get, mvcc_scan, write_apply, load_region, eviction_impact, concurrency
 }
 criterion_main!(benches);

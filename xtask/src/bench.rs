@@ -61,6 +61,18 @@ const FIGURES: &[Figure] = &[
         baseline: "engine/readers/one_thread",
     },
     Figure {
+        suite: "engine",
+        name: "two apply threads, different regions, vs two on bare RocksDB (goal 1.11)",
+        measured: "engine/two_writers/hybrid",
+        baseline: "engine/two_writers/rocksdb",
+    },
+    Figure {
+        suite: "engine",
+        name: "cached get p99 beside a writer on another region vs quiet (goal 1.2)",
+        measured: "engine/get_p99_beside_a_writer/writing",
+        baseline: "engine/get_p99_beside_a_writer/quiet",
+    },
+    Figure {
         suite: "memkv",
         name: "memkv point get (1M keys) vs a BTreeMap",
         measured: "memkv/point_get/memkv",
