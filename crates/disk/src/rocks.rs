@@ -36,11 +36,14 @@ impl Default for RocksConfig {
     }
 }
 
+/// How many times a snapshot tries to read its sequence number without the write lock.
+const SNAPSHOT_TRIES: usize = 4;
+
 /// RocksDB with the column families `default`, `lock` and `write`.
 pub struct RocksDisk {
     db: Arc<DB>,
-    /// Serializes writes so that a batch's sequence numbers can be read off around it,
-    /// and snapshots so that their sequence number is exact.
+    /// Serializes writes so that a batch's sequence numbers can be read off around it (and
+    /// a snapshot that could not read its sequence number otherwise).
     write_lock: Mutex<()>,
     write_options: WriteOptions,
     path: PathBuf,
@@ -156,6 +159,20 @@ impl DiskEngine for RocksDisk {
     }
 
     fn snapshot(&self) -> RocksSnapshot {
+        // The snapshot's sequence number, read on both sides of it: the same before and
+        // after, it is the snapshot's (sequence numbers only grow). A write published in
+        // between makes the two differ; after a few tries, the write lock holds writers
+        // off. Readers therefore do not wait for a write in flight, but in the rare case.
+        for _ in 0..SNAPSHOT_TRIES {
+            let before = self.db.latest_sequence_number();
+            let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.snapshot());
+            if self.db.latest_sequence_number() == before {
+                return RocksSnapshot {
+                    inner,
+                    sequence: before,
+                };
+            }
+        }
         let _guard = self.lock();
         let sequence = self.db.latest_sequence_number();
         let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.snapshot());

@@ -214,6 +214,36 @@ fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
     ));
 }
 
+/// A snapshot's sequence number is exactly what it sees, while another thread writes:
+/// every write puts one new key, so a snapshot at `S` holds `S - base` keys.
+fn snapshot_sequences_are_exact_beside_a_writer(disk: impl DiskEngine + Sync) {
+    let base = disk.latest_sequence();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..10_000u32 {
+                let mut batch = WriteBatch::new();
+                batch.put(Cf::Default, format!("k{i:06}"), "v");
+                disk.write(&batch).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut checked = 0;
+        while !done.load(std::sync::atomic::Ordering::Acquire) || checked == 0 {
+            let snapshot = disk.snapshot();
+            let seen = collect(&snapshot, Cf::Default, KeyRange::everything()).unwrap();
+            assert_eq!(
+                seen.len() as u64,
+                snapshot.sequence() - base,
+                "a snapshot at {} sees {} writes",
+                snapshot.sequence(),
+                seen.len()
+            );
+            checked += 1;
+        }
+    });
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -242,6 +272,11 @@ macro_rules! conformance {
             #[test]
             fn ingest_visibility() {
                 ingest_is_invisible_to_older_snapshots($make);
+            }
+
+            #[test]
+            fn exact_snapshot_sequences() {
+                snapshot_sequences_are_exact_beside_a_writer($make);
             }
         }
     };
