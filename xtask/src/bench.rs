@@ -50,7 +50,7 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
-        name: "get p99 on another region during evictions vs quiet (goal 1.2)",
+        name: "get p99 on another region during evictions vs quiet, after a load (goal 1.2)",
         measured: "engine/get_p99_other_region/during_evictions",
         baseline: "engine/get_p99_other_region/quiet",
     },

@@ -24,6 +24,17 @@ pub trait DiskEngine: Send + Sync + 'static {
     /// [`DiskError::EmptyBatch`], [`DiskError::InvalidRange`], or the engine's failure.
     fn write(&self, batch: &WriteBatch) -> Result<SeqRange, DiskError>;
 
+    /// Applies `batch` atomically without reporting its sequence numbers, so that writers
+    /// on several threads need not be serialized (RocksDB then commits them together).
+    /// While one runs, the numbers a concurrent [`DiskEngine::write`] reports may include
+    /// its operations.
+    ///
+    /// # Errors
+    /// As [`DiskEngine::write`].
+    fn apply(&self, batch: &WriteBatch) -> Result<(), DiskError> {
+        self.write(batch).map(|_| ())
+    }
+
     /// A snapshot at the latest sequence number.
     fn snapshot(&self) -> Self::Snapshot;
 

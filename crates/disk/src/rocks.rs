@@ -107,6 +107,29 @@ impl RocksDisk {
         &self.path
     }
 
+    /// `batch` as RocksDB's, each column family looked up once.
+    fn rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, DiskError> {
+        batch.validate()?;
+        let handles = [
+            cf_handle(&self.db, Cf::Default)?,
+            cf_handle(&self.db, Cf::Lock)?,
+            cf_handle(&self.db, Cf::Write)?,
+        ];
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { cf, key, value } => {
+                    rocks_batch.put_cf(handles[cf.index()], key, value)
+                }
+                BatchOp::Delete { cf, key } => rocks_batch.delete_cf(handles[cf.index()], key),
+                BatchOp::DeleteRange { cf, start, end } => {
+                    rocks_batch.delete_range_cf(handles[cf.index()], start, end);
+                }
+            }
+        }
+        Ok(rocks_batch)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -132,21 +155,7 @@ impl DiskEngine for RocksDisk {
     type Snapshot = RocksSnapshot;
 
     fn write(&self, batch: &WriteBatch) -> Result<SeqRange, DiskError> {
-        batch.validate()?;
-        let mut rocks_batch = rocksdb::WriteBatch::default();
-        for op in batch.ops() {
-            match op {
-                BatchOp::Put { cf, key, value } => {
-                    rocks_batch.put_cf(cf_handle(&self.db, *cf)?, key, value)
-                }
-                BatchOp::Delete { cf, key } => {
-                    rocks_batch.delete_cf(cf_handle(&self.db, *cf)?, key)
-                }
-                BatchOp::DeleteRange { cf, start, end } => {
-                    rocks_batch.delete_range_cf(cf_handle(&self.db, *cf)?, start, end);
-                }
-            }
-        }
+        let rocks_batch = self.rocks_batch(batch)?;
         let _guard = self.lock();
         let first = self.db.latest_sequence_number() + 1;
         self.db
@@ -156,6 +165,13 @@ impl DiskEngine for RocksDisk {
             first,
             last: self.db.latest_sequence_number(),
         })
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<(), DiskError> {
+        let rocks_batch = self.rocks_batch(batch)?;
+        self.db
+            .write_opt(rocks_batch, &self.write_options)
+            .map_err(rocks("write"))
     }
 
     fn snapshot(&self) -> RocksSnapshot {

@@ -216,7 +216,7 @@ fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
 
 /// A snapshot's sequence number is exactly what it sees, while another thread writes:
 /// every write puts one new key, so a snapshot at `S` holds `S - base` keys.
-fn snapshot_sequences_are_exact_beside_a_writer(disk: impl DiskEngine + Sync) {
+fn snapshot_sequences_are_exact_beside_a_writer(disk: impl DiskEngine) {
     let base = disk.latest_sequence();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -242,6 +242,29 @@ fn snapshot_sequences_are_exact_beside_a_writer(disk: impl DiskEngine + Sync) {
             checked += 1;
         }
     });
+}
+
+/// Writes applied from two threads at once all land, each atomically.
+fn concurrent_applies_all_land(disk: impl DiskEngine) {
+    let base = disk.latest_sequence();
+    std::thread::scope(|s| {
+        for thread in 0..2u32 {
+            let disk = &disk;
+            s.spawn(move || {
+                for i in 0..500u32 {
+                    let mut batch = WriteBatch::new();
+                    batch
+                        .put(Cf::Default, format!("{thread}/{i:04}/a"), "v")
+                        .put(Cf::Default, format!("{thread}/{i:04}/b"), "v");
+                    disk.apply(&batch).unwrap();
+                }
+            });
+        }
+    });
+    let snapshot = disk.snapshot();
+    assert_eq!(snapshot.sequence() - base, 2000, "one number per operation");
+    let keys = collect(&snapshot, Cf::Default, KeyRange::everything()).unwrap();
+    assert_eq!(keys.len(), 2000);
 }
 
 macro_rules! conformance {
@@ -272,6 +295,11 @@ macro_rules! conformance {
             #[test]
             fn ingest_visibility() {
                 ingest_is_invisible_to_older_snapshots($make);
+            }
+
+            #[test]
+            fn concurrent_applies() {
+                concurrent_applies_all_land($make);
             }
 
             #[test]

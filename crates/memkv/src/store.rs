@@ -322,6 +322,40 @@ impl MemKv {
                 last: *last,
             });
         }
+        self.apply(&mut last, batch, first_seq)
+    }
+
+    /// Applies `batch` at the store's own next sequence numbers (operation `i` takes the
+    /// last one plus `1 + i`), for an owner that does not follow another engine's
+    /// numbering. Returns the count of operations applied and the batch's last sequence
+    /// number; a snapshot at or above it sees the batch.
+    ///
+    /// # Errors
+    /// [`MemError::EmptyBatch`], [`MemError::InvalidBounds`] (a range delete),
+    /// [`MemError::MemoryLimit`].
+    pub fn write_next(&self, batch: &[OpRef<'_>]) -> Result<(usize, u64), MemError> {
+        if batch.is_empty() {
+            return Err(MemError::EmptyBatch);
+        }
+        let mut last = self.writer();
+        let first = *last + 1;
+        let applied = self.apply(&mut last, batch, first)?;
+        Ok((applied, *last))
+    }
+
+    /// The last sequence number whose writes are all in place: a snapshot at it sees
+    /// every write that has returned, and takes no lock.
+    pub fn settled_sequence(&self) -> u64 {
+        self.settled_seq.load(Ordering::Acquire)
+    }
+
+    /// The writes of `batch` from `first_seq`, under the writer lock (`last`).
+    fn apply(
+        &self,
+        last: &mut u64,
+        batch: &[OpRef<'_>],
+        first_seq: u64,
+    ) -> Result<usize, MemError> {
         let plan = plan_batch(batch, &self.ranges())?;
         let needed: u64 = plan.iter().map(|w| memtable_cost(&w.key, w.value)).sum();
         if !self.tracker.try_reserve(needed) {

@@ -551,3 +551,37 @@ fn grown_memtables_ask_for_a_compaction() {
     assert!(kv.wants_compaction(RangeId(1)).unwrap());
     assert!(kv.wants_compaction(RangeId(9)).is_err());
 }
+
+/// The store's own clock: `write_next` numbers each batch after the last, snapshots at the
+/// settled sequence see every write that returned, and older snapshots do not.
+#[test]
+fn write_next_numbers_batches_on_the_stores_own_clock() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 20,
+        soft_limit: 1 << 19,
+    });
+    kv.create_range(RangeId(1), KeyRange::new("a", "z").unwrap())
+        .unwrap();
+    let put =
+        |k: &'static str, v: &'static str| [OpRef::Put(Cf::Default, k.as_bytes(), v.as_bytes())];
+    let (applied, first) = kv.write_next(&put("b", "1")).unwrap();
+    assert_eq!((applied, first), (1, 1));
+    let before = kv.snapshot(RangeId(1), kv.settled_sequence()).unwrap();
+    let (_, second) = kv
+        .write_next(&[
+            OpRef::Put(Cf::Default, b"b", b"2"),
+            OpRef::Delete(Cf::Default, b"c"),
+        ])
+        .unwrap();
+    assert_eq!(second, 3, "one sequence number per operation");
+    assert_eq!(kv.settled_sequence(), 3);
+    let after = kv.snapshot(RangeId(1), kv.settled_sequence()).unwrap();
+    assert_eq!(before.get(Cf::Default, b"b"), Some(b"1".to_vec()));
+    assert_eq!(after.get(Cf::Default, b"b"), Some(b"2".to_vec()));
+    assert!(matches!(kv.write_next(&[]), Err(MemError::EmptyBatch)));
+    // A caller-numbered write must still come after the clock.
+    assert!(matches!(
+        kv.write(WriteBatch::new().put(Cf::Default, "d", "x"), 2),
+        Err(MemError::SequenceOutOfOrder { .. })
+    ));
+}
