@@ -26,6 +26,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 #[cfg(test)]
 const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-types", Some(&[])),
+    ("ime-stripes", Some(&[])),
     ("ime-region", Some(&["ime-types"])),
     ("ime-memkv", Some(&["ime-types"])),
     ("ime-disk", Some(&["ime-types"])),
@@ -46,6 +47,7 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
             "ime-metrics",
             "ime-region",
             "ime-memkv",
+            "ime-stripes",
             "ime-observer",
             "ime-eviction",
             "ime-disk",

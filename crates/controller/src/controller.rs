@@ -257,6 +257,27 @@ impl Controller {
         evicted
     }
 
+    /// A write the engine could not keep in step reached `ranges`: every region overlapping
+    /// them is evicted, but those in `except`. Returns the regions evicted, per range.
+    pub fn evict_written(
+        &mut self,
+        ranges: impl Iterator<Item = KeyRange>,
+        except: &[RegionId],
+        reason: EvictReason,
+        out: &mut Decisions,
+    ) -> Vec<RegionId> {
+        let mut evicted = Vec::new();
+        for range in ranges {
+            for id in self.map.overlapping(&range) {
+                if !except.contains(&id) {
+                    self.evict(id, reason, None, out);
+                    evicted.push(id);
+                }
+            }
+        }
+        evicted
+    }
+
     /// Evicts `region` by id and whatever else overlaps its range.
     pub(crate) fn evict_region_and_range(
         &mut self,

@@ -95,6 +95,33 @@ pub trait DiskIterator {
     fn status(&self) -> Result<(), DiskError>;
 }
 
+/// Read access to a disk engine: snapshots and the latest sequence number, never a write
+/// (an owner that must see every change — IME's engine — hands this out instead of the
+/// engine itself).
+pub struct DiskReader<'e, D: DiskEngine>(&'e D);
+
+impl<'e, D: DiskEngine> DiskReader<'e, D> {
+    /// Read access to `disk`.
+    pub fn new(disk: &'e D) -> Self {
+        DiskReader(disk)
+    }
+
+    /// A snapshot at the latest sequence number.
+    pub fn snapshot(&self) -> D::Snapshot {
+        self.0.snapshot()
+    }
+
+    /// The sequence number of the last operation written (or ingested).
+    pub fn latest_sequence(&self) -> u64 {
+        self.0.latest_sequence()
+    }
+
+    /// The disk engine's short name ("rocksdb", "memory").
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 

@@ -38,7 +38,7 @@ mod memory;
 mod rocks;
 mod types;
 
-pub use engine::{DiskEngine, DiskIterator, DiskSnapshot, Entry, collect, range_size};
+pub use engine::{DiskEngine, DiskIterator, DiskReader, DiskSnapshot, Entry, collect, range_size};
 pub use memory::{MemDisk, MemSnapshot};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksDisk, RocksSnapshot};

@@ -61,7 +61,7 @@ impl<D: DiskEngine> Core<D> {
         let env = self.env();
         let mut fx = Effects::default();
         let job = {
-            let _writer = self.write_lock();
+            let _no_writes = self.no_writes();
             let mut meta = self.meta();
             let mut decisions = Decisions::new();
             let job = match meta.ctl.start_load(id, env, &mut decisions) {
@@ -71,6 +71,7 @@ impl<D: DiskEngine> Core<D> {
                             ticket,
                             range,
                             snapshot: self.disk.snapshot(),
+                            memory_seq: self.mem.settled_sequence(),
                             started,
                             copied: None,
                         }),
@@ -109,7 +110,7 @@ impl<D: DiskEngine> Core<D> {
             .wait_at(crate::LoadStage::AfterStart, &self.closed);
         // Out of the table for the copy, so that no lock is held across it.
         let mut j = self.jobs().remove(&job)?;
-        let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot);
+        let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot, j.memory_seq);
         j.copied = Some(copied.map_err(|e| e.to_string()));
         self.jobs().insert(job, j);
         Some(Task::LoadFinish(job))
@@ -152,13 +153,14 @@ impl<D: DiskEngine> Core<D> {
         region: &KeyRange,
         range: RangeId,
         snapshot: &D::Snapshot,
+        memory_seq: u64,
     ) -> Result<(), crate::EngineError> {
         for cf in Cf::ALL {
             let entries = collect(snapshot, cf, region.clone())?;
             if entries.is_empty() {
                 continue;
             }
-            self.mem.load(range, cf, entries, snapshot.sequence())?;
+            self.mem.load(range, cf, entries, memory_seq)?;
         }
         Ok(())
     }
@@ -287,7 +289,7 @@ impl<D: DiskEngine> Core<D> {
     /// only), and the default-CF values those reads return.
     pub(crate) fn cross_check(&self) -> Vec<Difference> {
         let pairs = {
-            let _writer = self.write_lock();
+            let _no_writes = self.no_writes();
             let meta = self.meta();
             let mut pairs = Vec::new();
             for info in meta.ctl.map().regions() {
@@ -298,7 +300,8 @@ impl<D: DiskEngine> Core<D> {
                     continue;
                 };
                 let disk = self.disk.snapshot();
-                let Ok(memory) = self.mem.snapshot(cached.range, disk.sequence()) else {
+                let settled = self.mem.settled_sequence();
+                let Ok(memory) = self.mem.snapshot(cached.range, settled) else {
                     continue;
                 };
                 pairs.push((info, memory, disk));

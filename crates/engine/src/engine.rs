@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions};
-use ime_disk::{BatchOp, DiskEngine, WriteBatch};
+use ime_disk::{BatchOp, DiskEngine, DiskReader, WriteBatch};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::batch::UNTAGGED;
-use crate::fence::DiskReader;
 use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
 use crate::{Config, EngineError, HybridWriteBatch, Stats};
+use ime_stripes::View;
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
 /// regions that serves consistent reads.
@@ -32,8 +32,6 @@ pub struct Engine<D: DiskEngine> {
 /// What [`Engine::write`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
-    /// The disk sequence numbers the batch took (`None` for a batch without operations).
-    pub sequence: Option<(u64, u64)>,
     /// Operations that also went to memory.
     pub in_memory: usize,
     /// Regions evicted because of this write (a gap, the memory limit, a disk failure).
@@ -113,13 +111,15 @@ impl<D: DiskEngine> Engine<D> {
     /// changes only through [`Engine::write`] and, outside the write path, through a
     /// fence ([`Engine::begin_bypass`]), so that no change can slip behind the cache.
     pub fn disk(&self) -> DiskReader<'_, D> {
-        DiskReader(&self.core.disk)
+        DiskReader::new(&self.core.disk)
     }
 
     /// Applies one apply round: every segment's applied indexes are checked against the
-    /// cache (a gap evicts the region), then the operations go to memory and to disk
-    /// under one lock, memory first, with the sequence numbers the disk will assign — so
-    /// that no snapshot sees a batch in one and not the other.
+    /// cache (a gap evicts the region), then the operations go to disk and to the memory
+    /// of the batch's cached regions. Writes of different regions run in parallel; while
+    /// one is between its two sides, readers of its regions read the state just before it
+    /// (`docs/engine.md`), so that no snapshot sees a batch on one side only. Memory the
+    /// batch would reach in a region its segments do not name is evicted (`WriteFailed`).
     ///
     /// A write that takes memory past the evict threshold queues a policy round, which
     /// evicts (`MemoryPressure`) down to the stop-load threshold off the write path; a
@@ -140,18 +140,56 @@ impl<D: DiskEngine> Engine<D> {
         if !disk_batch.is_empty() {
             disk_batch.validate()?;
         }
-        let _writer = core.write_lock();
+        let writes = core.writes();
         let mut outcome = WriteOutcome::default();
         let mut fx = Effects::default();
         let touched = self.report_applied(batch, &mut outcome, &mut fx);
         let result = if disk_batch.is_empty() {
             Ok(())
         } else {
-            self.write_memory(disk_batch, &touched, &mut outcome, &mut fx);
-            self.write_disk(disk_batch, &mut outcome, &mut fx)
+            self.write_both(batch, &touched, &mut outcome, &mut fx)
         };
+        drop(writes); // callbacks and tasks after every lock
         core.finish(fx);
         result.map(|()| outcome)
+    }
+
+    /// The operations to disk, then to the memory of the cached regions among the
+    /// batch's (`touched`). Memory the batch would reach in a region it does not name is
+    /// evicted first; while the write is between its two sides, readers of its regions
+    /// read the state parked just before it.
+    fn write_both(
+        &self,
+        batch: &HybridWriteBatch,
+        touched: &[RangeId],
+        outcome: &mut WriteOutcome,
+        fx: &mut Effects,
+    ) -> Result<(), EngineError> {
+        let core = &self.core;
+        let ops = to_mem(&batch.ops);
+        let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
+        if core
+            .mem
+            .ranges_touched(&ops)?
+            .iter()
+            .any(|r| !touched.contains(r))
+        {
+            self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
+        }
+        let mut write = core.stripes.begin_write(regions.iter().map(|id| id.0));
+        if !touched.is_empty() {
+            let disk = Arc::new(core.disk.snapshot());
+            let memory = core.mem.settled_sequence();
+            write.publish(View { disk, memory });
+        }
+        if let Err(err) = core.disk.apply(&batch.ops) {
+            self.evict_touched(&batch.ops, EvictReason::WriteFailed, &[], outcome, fx);
+            return Err(err.into());
+        }
+        if !touched.is_empty() {
+            self.write_memory(&ops, &batch.ops, touched, outcome, fx);
+        }
+        Ok(())
     }
 
     /// Every segment's applied indexes go to the controller (a gap evicts the region);
@@ -182,18 +220,18 @@ impl<D: DiskEngine> Engine<D> {
         ranges
     }
 
-    /// The batch to memory, at the sequence numbers the disk will assign; a refusal
-    /// evicts the regions it touches.
+    /// The operations to memory, at the store's next sequence numbers; a refusal evicts
+    /// the regions `batch` touches.
     fn write_memory(
         &self,
+        ops: &[ime_memkv::OpRef<'_>],
         batch: &WriteBatch,
         touched: &[RangeId],
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
-        let first = self.core.disk.latest_sequence() + 1;
-        match self.core.mem.write_ops(&to_mem(batch), first) {
-            Ok(n) => {
+        match self.core.mem.write_next(ops) {
+            Ok((n, _)) => {
                 outcome.in_memory = n;
                 self.core.compact_if_grown(touched, fx);
                 if self.core.mem.over_soft_limit() {
@@ -207,46 +245,29 @@ impl<D: DiskEngine> Engine<D> {
                     EvictReason::WriteFailed
                 };
                 tracing::warn!(%err, "memory write refused: evicting the regions it touches");
-                self.evict_touched(batch, reason, outcome, fx);
+                self.evict_touched(batch, reason, &[], outcome, fx);
             }
         }
     }
 
-    /// The batch to disk; a failure, or sequence numbers other than memory was given,
-    /// evicts the regions it touches (`WriteFailed`).
-    fn write_disk(
-        &self,
-        batch: &WriteBatch,
-        outcome: &mut WriteOutcome,
-        fx: &mut Effects,
-    ) -> Result<(), EngineError> {
-        let expected = self.core.disk.latest_sequence() + 1;
-        let result = self.core.disk.write(batch);
-        if !matches!(&result, Ok(r) if r.first == expected) {
-            self.evict_touched(batch, EvictReason::WriteFailed, outcome, fx);
-        }
-        let range = result?;
-        outcome.sequence = Some((range.first, range.last));
-        Ok(())
-    }
-
-    /// Evicts every cached region holding a key `batch` touches.
+    /// Evicts every cached region holding a key `batch` touches, but those in `except`.
     fn evict_touched(
         &self,
         batch: &WriteBatch,
         reason: EvictReason,
+        except: &[RegionId],
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
-        for touched in batch.touched() {
-            let evicted = meta.ctl.evict_overlapping(&touched, reason, &mut decisions);
-            outcome
-                .evicted
-                .extend(evicted.into_iter().map(|id| (id, reason)));
-        }
+        let evicted = meta
+            .ctl
+            .evict_written(batch.touched(), except, reason, &mut decisions);
         self.core.carry_out(&mut meta, decisions, fx);
+        outcome
+            .evicted
+            .extend(evicted.into_iter().map(|id| (id, reason)));
     }
 
     /// Asks for `region` to be cached (`applied_index`: the peer's applied index now), as

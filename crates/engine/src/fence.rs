@@ -1,5 +1,5 @@
-//! Disk changes outside the write path, fenced: [`BypassFence`], and the read-only
-//! [`DiskReader`] that is the embedder's only other handle on the disk.
+//! Disk changes outside the write path, fenced: [`BypassFence`] (the embedder's only other
+//! handle on the disk is read-only, `ime_disk::DiskReader`).
 //!
 //! Some data reaches the disk without passing [`Engine::write`]: a Raft snapshot's data, an
 //! ingested SST, a delete-range, a merge source's catch-up, a flashback, a destroyed
@@ -24,34 +24,13 @@
 use std::sync::Arc;
 
 use ime_controller::FenceId;
-use ime_disk::{Cf, DiskEngine, Entry, SeqRange, WriteBatch};
+use ime_disk::{Cf, DiskEngine, Entry, WriteBatch};
 use ime_observer::RaftEvent;
 use ime_region::{EvictReason, KeyRange};
 
 use crate::shared::Core;
 use crate::{Engine, EngineError};
 use ime_metrics::FenceEvent;
-
-/// Read access to the engine's disk: snapshots and the latest sequence number, never a
-/// write (those go through [`Engine::write`] or a [`BypassFence`]).
-pub struct DiskReader<'e, D: DiskEngine>(pub(crate) &'e D);
-
-impl<D: DiskEngine> DiskReader<'_, D> {
-    /// A snapshot at the latest sequence number.
-    pub fn snapshot(&self) -> D::Snapshot {
-        self.0.snapshot()
-    }
-
-    /// The sequence number of the last operation written (or ingested).
-    pub fn latest_sequence(&self) -> u64 {
-        self.0.latest_sequence()
-    }
-
-    /// The disk engine's short name ("rocksdb", "memory").
-    pub fn name(&self) -> &'static str {
-        self.0.name()
-    }
-}
 
 /// A disk change outside the write path, under way: loads of the ranges it fences wait
 /// until [`BypassFence::finish`]. See the module docs for the protocol.
@@ -134,19 +113,19 @@ impl<D: DiskEngine> BypassFence<D> {
         &self.ranges
     }
 
-    /// Writes `batch` to the disk (serialized with the engine's write path, as a write
-    /// would be). Every key, and every range delete, must lie inside the fenced ranges.
+    /// Writes `batch` to the disk (no load starts meanwhile, as for a write). Every key,
+    /// and every range delete, must lie inside the fenced ranges.
     ///
     /// # Errors
     /// [`EngineError::OutsideFence`] (nothing is written then), [`EngineError::Disk`].
-    pub fn write(&self, batch: &WriteBatch) -> Result<SeqRange, EngineError> {
+    pub fn write(&self, batch: &WriteBatch) -> Result<(), EngineError> {
         for touched in batch.touched() {
             if !self.ranges.iter().any(|f| f.contains(&touched)) {
                 return Err(outside(touched.start()));
             }
         }
-        let _writer = self.core.write_lock();
-        Ok(self.core.disk.write(batch)?)
+        let _writes = self.core.writes();
+        Ok(self.core.disk.apply(batch)?)
     }
 
     /// Ingests `entries` (sorted by key, no duplicates) into `cf`, as an SST ingest does.
@@ -158,7 +137,7 @@ impl<D: DiskEngine> BypassFence<D> {
         for (key, _) in entries {
             self.check_key(key)?;
         }
-        let _writer = self.core.write_lock();
+        let _writes = self.core.writes();
         Ok(self.core.disk.ingest(cf, entries)?)
     }
 

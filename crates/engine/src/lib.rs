@@ -1,18 +1,15 @@
 //! `ime-engine`: the hybrid engine — a disk engine (the source of truth) and an in-memory
 //! cache of hot regions that serves consistent MVCC reads, whatever Raft does.
 //!
-//! The facade wires the layers below into one [`Engine`]:
-//! - `ime-region`'s `RegionMap` decides every lifecycle step and detects gaps;
-//! - `ime-memkv`'s `MemKv` holds the cached data;
-//! - `ime-observer`'s `RaftEvent` arrives through [`Engine::on_event`] (or the bus, via
-//!   [`Engine::observer`]) and is handled by one exhaustive `match`;
-//! - `ime-eviction`'s policy decides loads and evictions on the ticker thread;
-//! - `ime-disk`'s `DiskEngine` is written through and read on fallback.
+//! The facade carries out what `ime-controller` decides — for each `RaftEvent` (through
+//! [`Engine::on_event`], or a bus via [`Engine::observer`]), load, eviction and fence —
+//! with threads, locks, the memory store (`ime-memkv`) and the disk (`ime-disk`).
 //!
 //! # The promise
 //! A read served from memory returns exactly what the disk returns at the same snapshot:
-//! - writes go to memory first, then to disk, under one lock, with the sequence numbers
-//!   the disk assigns, so a snapshot at `S` sees a batch on both sides or on neither;
+//! - a write goes to disk, then to memory; while it is between the two, readers of its
+//!   regions read the state just before it, so a snapshot sees a batch on both sides or
+//!   on neither;
 //! - a snapshot is served from memory only when the region is Active, its cached epoch
 //!   version equals the reader's, it holds every entry up to the reader's applied index
 //!   and read_ts is above its safe point;
@@ -84,10 +81,11 @@ pub use background::Difference;
 pub use batch::{ApplyHeader, HybridWriteBatch};
 pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
-pub use fence::{BypassFence, DiskReader};
+pub use fence::BypassFence;
 pub use ime_controller::{
     Admission, ByteSize, Config, ConfigError, Fallback, ReadableDuration, Refusal, Warmup,
 };
+pub use ime_disk::DiskReader;
 pub use ime_memkv::mvcc::{KvPair, MvccError};
 pub use ime_metrics::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
 pub use read::{HybridIter, HybridSnapshot};

@@ -46,7 +46,7 @@ pub struct HybridSnapshot<D: DiskEngine> {
     // Field order: the memory view (and its registration) drops before the disk snapshot.
     memory: Option<MemoryView<D>>,
     fallback: Option<Fallback>,
-    disk: D::Snapshot,
+    disk: Arc<D::Snapshot>,
     counters: Option<Arc<ReadCounters>>,
 }
 
@@ -63,7 +63,7 @@ impl<D: DiskEngine> Engine<D> {
         let core = &self.core;
         let mut fx = Effects::default();
         let mut meta = core.meta();
-        let disk = core.disk.snapshot();
+        let view = core.view(region);
         let counters = meta.counters(region);
         if let Some(c) = &counters {
             c.reads.fetch_add(1, Ordering::Relaxed);
@@ -71,7 +71,7 @@ impl<D: DiskEngine> Engine<D> {
         let read_ts = request.read_ts;
         let mut decisions = Decisions::new();
         let (memory, fallback) = match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
-            Ok((ticket, range)) => match core.mem.snapshot(range, disk.sequence()) {
+            Ok((ticket, range)) => match core.mem.snapshot(range, view.memory) {
                 Ok(snapshot) => (
                     Some(MemoryView {
                         snapshot: Some(snapshot),
@@ -98,7 +98,7 @@ impl<D: DiskEngine> Engine<D> {
             read_ts,
             memory,
             fallback,
-            disk,
+            disk: view.disk,
             counters,
         }
     }

@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -13,6 +15,7 @@ use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
 use ime_region::{EvictCallback, EvictReason, RegionId};
+use ime_stripes::{Stripes, View};
 
 use crate::Config;
 use ime_metrics::Metrics;
@@ -203,8 +206,12 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) disk: D,
     pub(crate) mem: MemKv,
     meta: Mutex<Meta>,
-    /// Orders writes, ingests and the disk snapshots loads start from.
-    write_lock: Mutex<()>,
+    /// Writes and fenced disk changes hold it shared; a load's start and the cross-checker
+    /// hold it alone, so that no write is between its two sides meanwhile.
+    load_gate: RwLock<()>,
+    /// Per-region write stripes: what lets a reader take a disk snapshot and a memory
+    /// sequence that agree, without waiting for a writer.
+    pub(crate) stripes: Stripes<D::Snapshot>,
     pub(crate) metrics: Metrics,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
@@ -229,6 +236,8 @@ pub(crate) struct LoadJob<S> {
     pub(crate) ticket: ime_region::LoadTicket,
     pub(crate) range: RangeId,
     pub(crate) snapshot: S,
+    /// The memory sequence the copy goes in at: below every write after the start.
+    pub(crate) memory_seq: u64,
     pub(crate) started: Instant,
     /// The copy's outcome, once it ran.
     pub(crate) copied: Option<Result<(), String>>,
@@ -250,7 +259,8 @@ impl<D: DiskEngine> Core<D> {
                 dropped: HashMap::new(),
                 counters: HashMap::new(),
             }),
-            write_lock: Mutex::new(()),
+            load_gate: RwLock::new(()),
+            stripes: Stripes::new(),
             metrics: Metrics::new(),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
@@ -271,10 +281,25 @@ impl<D: DiskEngine> Core<D> {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.write_lock
-            .lock()
+    /// Held by writes (shared): no load starts meanwhile.
+    pub(crate) fn writes(&self) -> RwLockReadGuard<'_, ()> {
+        self.load_gate
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held alone: no write is in flight meanwhile.
+    pub(crate) fn no_writes(&self) -> RwLockWriteGuard<'_, ()> {
+        self.load_gate
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A disk snapshot and a memory sequence that agree for `region`'s stripe.
+    pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
+        self.stripes.view(region.0, || {
+            (self.disk.snapshot(), self.mem.settled_sequence())
+        })
     }
 
     pub(crate) fn config(&self) -> Config {

@@ -343,6 +343,21 @@ impl MemKv {
         Ok((applied, *last))
     }
 
+    /// The ranges `batch` would write to, each once, in id order: a
+    /// caller can tell which of its ranges a batch reaches before writing it.
+    ///
+    /// # Errors
+    /// [`MemError::InvalidBounds`] (a range delete).
+    pub fn ranges_touched(&self, batch: &[OpRef<'_>]) -> Result<Vec<RangeId>, MemError> {
+        let mut ids: Vec<RangeId> = plan_batch(batch, &self.ranges())?
+            .iter()
+            .map(|w| w.range.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// The last sequence number whose writes are all in place: a snapshot at it sees
     /// every write that has returned, and takes no lock.
     pub fn settled_sequence(&self) -> u64 {

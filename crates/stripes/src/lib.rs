@@ -1,0 +1,258 @@
+//! `ime-stripes`: write stripes — writers of different keys run in parallel, and a reader
+//! never waits for a writer.
+//!
+//! A writer changes two stores that readers must see in step (IME's disk and memory). Each
+//! key (a region id) maps to one of [`STRIPES`] stripes. A write holds the mutexes of its
+//! keys' stripes, so writes of one key are ordered; when readers may look at what it
+//! changes, it first parks in each stripe the state just before it ([`View`]: what a
+//! reader reads both stores at) and makes the stripe's version odd until both stores hold
+//! the write. A reader reads the version around taking a fresh state: unchanged and even,
+//! no write of the stripe overlapped it, so both stores agree for every key of the stripe;
+//! otherwise it takes the parked state, which holds every write of the stripe that had
+//! finished when that write began, and nothing of the write in flight.
+//!
+//! ```
+//! use ime_stripes::{Stripes, View};
+//! use std::sync::Arc;
+//!
+//! // The "stores": a number each side; a write adds one to both.
+//! let stripes: Stripes<u64> = Stripes::new();
+//! let mut write = stripes.begin_write([7].into_iter());
+//! write.publish(View { disk: Arc::new(0), memory: 0 });
+//! // Mid-write (disk already 1, memory still 0), a reader gets the parked state.
+//! let view = stripes.view(7, || (1, 0));
+//! assert_eq!((*view.disk, view.memory), (0, 0));
+//! drop(write);
+//! let view = stripes.view(7, || (1, 1));
+//! assert_eq!((*view.disk, view.memory), (1, 1));
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwapOption;
+
+/// The number of stripes: keys share one when they are equal modulo it.
+pub const STRIPES: usize = 64;
+
+/// A state both stores agree on for a stripe's keys: the first store's snapshot and the
+/// second's sequence number.
+#[derive(Debug)]
+pub struct View<S> {
+    /// The first store's snapshot (IME: the disk's).
+    pub disk: Arc<S>,
+    /// The second store's sequence number (IME: the memory store's).
+    pub memory: u64,
+}
+
+struct Stripe<S> {
+    writer: Mutex<()>,
+    /// Odd while a write that touches cached memory is between its two sides.
+    version: AtomicU64,
+    /// The state just before the write in flight began (none between writes).
+    before: ArcSwapOption<View<S>>,
+}
+
+/// The stripes of one pair of stores.
+pub struct Stripes<S> {
+    stripes: Vec<Stripe<S>>,
+}
+
+/// A write holding its stripes; dropping it ends the write.
+#[must_use = "dropping the guard ends the write"]
+pub struct WriteGuard<'a, S> {
+    held: Vec<(&'a Stripe<S>, MutexGuard<'a, ()>)>,
+    published: bool,
+}
+
+impl<S> Default for Stripes<S> {
+    fn default() -> Self {
+        Stripes::new()
+    }
+}
+
+impl<S> Stripes<S> {
+    /// Stripes with no write in flight.
+    pub fn new() -> Self {
+        Stripes {
+            stripes: (0..STRIPES)
+                .map(|_| Stripe {
+                    writer: Mutex::new(()),
+                    version: AtomicU64::new(0),
+                    before: ArcSwapOption::empty(),
+                })
+                .collect(),
+        }
+    }
+
+    fn index(key: u64) -> usize {
+        (key % STRIPES as u64) as usize
+    }
+
+    /// Holds `key`'s stripe against writes.
+    pub fn hold(&self, key: u64) -> MutexGuard<'_, ()> {
+        self.stripes[Self::index(key)]
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A write of `keys` begins: their stripes are held, in index order (so two writes
+    /// never wait for each other in a cycle).
+    pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S> {
+        let mut indexes: Vec<usize> = keys.map(Self::index).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let held = indexes
+            .into_iter()
+            .map(|i| {
+                let stripe = &self.stripes[i];
+                let guard = stripe.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                (stripe, guard)
+            })
+            .collect();
+        WriteGuard {
+            held,
+            published: false,
+        }
+    }
+
+    /// A state both stores agree on for `key`: `fresh()` (the first store's snapshot and
+    /// the second's latest sequence) when no write of its stripe overlapped taking it,
+    /// else the state the write in flight parked. Waits only if that write ended in the
+    /// meantime (it lets its parked state go), for a fresh state.
+    pub fn view(&self, key: u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
+        let stripe = &self.stripes[Self::index(key)];
+        let before = stripe.version.load(Ordering::SeqCst);
+        if before.is_multiple_of(2) {
+            let (disk, memory) = fresh();
+            if stripe.version.load(Ordering::SeqCst) == before {
+                return View {
+                    disk: Arc::new(disk),
+                    memory,
+                };
+            }
+        }
+        // A write began since: it parked its state before making the version odd.
+        if let Some(parked) = stripe.before.load_full() {
+            return View {
+                disk: Arc::clone(&parked.disk),
+                memory: parked.memory,
+            };
+        }
+        // The write ended meanwhile and let its state go: rare, and waiting is correct.
+        let _writer = stripe.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (disk, memory) = fresh();
+        View {
+            disk: Arc::new(disk),
+            memory,
+        }
+    }
+}
+
+impl<S> WriteGuard<'_, S> {
+    /// Readers may look at what the write changes: `before` (the state just before it)
+    /// is parked in its stripes, and their versions turn odd until the write ends.
+    pub fn publish(&mut self, before: View<S>) {
+        let before = Arc::new(before);
+        for (stripe, _) in &self.held {
+            stripe.before.store(Some(Arc::clone(&before)));
+            stripe.version.fetch_add(1, Ordering::SeqCst);
+        }
+        self.published = true;
+    }
+}
+
+impl<S> Drop for WriteGuard<'_, S> {
+    fn drop(&mut self) {
+        if self.published {
+            for (stripe, _) in &self.held {
+                stripe.version.fetch_add(1, Ordering::SeqCst);
+                // The parked snapshot is not kept past the write (it would pin old versions).
+                stripe.before.store(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::AtomicBool;
+
+    /// Two counters that a writer moves together (first one, then the other) and a reader
+    /// must always see equal for its key.
+    struct Stores {
+        disk: [AtomicU64; 2],
+        memory: [AtomicU64; 2],
+    }
+
+    #[test]
+    fn readers_always_see_both_stores_in_step() {
+        let stores = Stores {
+            disk: [AtomicU64::new(0), AtomicU64::new(0)],
+            memory: [AtomicU64::new(0), AtomicU64::new(0)],
+        };
+        // The "snapshot" of the disk: its two counters; the memory's "sequence": the
+        // counter of the key read (a reader reads one key).
+        let stripes: Stripes<[u64; 2]> = Stripes::new();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for key in 0..2u64 {
+                let (stores, stripes) = (&stores, &stripes);
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        let k = key as usize;
+                        let mut write = stripes.begin_write([key].into_iter());
+                        let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
+                        let memory = stores.memory[k].load(Ordering::SeqCst);
+                        write.publish(View {
+                            disk: Arc::new(disk),
+                            memory,
+                        });
+                        stores.disk[k].fetch_add(1, Ordering::SeqCst);
+                        std::hint::spin_loop();
+                        stores.memory[k].fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) || reads < 1000 {
+                    let key = reads % 2;
+                    let k = key as usize;
+                    let view = stripes.view(key, || {
+                        let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
+                        (disk, stores.memory[k].load(Ordering::SeqCst))
+                    });
+                    assert_eq!(view.disk[k], view.memory, "key {key} out of step");
+                    reads += 1;
+                }
+            });
+            // The writers end on their own; then the reader.
+            while stores
+                .memory
+                .iter()
+                .any(|m| m.load(Ordering::SeqCst) < 20_000)
+            {
+                std::thread::yield_now();
+            }
+            done.store(true, Ordering::Release);
+        });
+    }
+
+    #[test]
+    fn writes_of_different_stripes_do_not_wait_for_each_other() {
+        let stripes: Stripes<()> = Stripes::new();
+        let first = stripes.begin_write([1, 65].into_iter());
+        // Key 2 is in another stripe: this does not block.
+        let second = stripes.begin_write([2].into_iter());
+        drop((first, second));
+        // Keys 1 and 65 share a stripe: held once, not twice.
+        let again = stripes.begin_write([65, 1, 1].into_iter());
+        assert_eq!(again.held.len(), 1);
+    }
+}
