@@ -22,6 +22,42 @@ use ime_region::{EvictReason, ReadRequest, RegionId};
 
 const ROUNDS: u64 = 1500;
 
+/// One Raft entry of region `r` at `index`: three MVCC writes committed at
+/// `start_ts + 1` over `keys` keys named `prefix..`, one in nine a delete.
+fn round_batch(
+    r: &ime_region::Region,
+    index: u64,
+    round: u64,
+    start_ts: u64,
+    prefix: &str,
+    keys: u64,
+) -> HybridWriteBatch {
+    let mut batch = HybridWriteBatch::new();
+    batch.prepare(ApplyHeader {
+        region: r.id,
+        epoch: r.epoch,
+        first_index: index,
+        last_index: index,
+    });
+    for k in 0..3 {
+        let user_key = format!("{prefix}{:02}", (round * 7 + k * 13) % keys).into_bytes();
+        let key = MvccKey {
+            user_key,
+            ts: start_ts + 1,
+        }
+        .encode();
+        let kind = if (round + k) % 9 == 0 {
+            WriteType::Delete
+        } else {
+            WriteType::Put
+        };
+        let value = (kind == WriteType::Put).then(|| round.to_le_bytes().to_vec());
+        let record = WriteRecord::new(kind, start_ts, value).encode().unwrap();
+        batch.put(Cf::Write, key, record);
+    }
+    batch
+}
+
 #[test]
 fn snapshot_evict_gc_and_load_race_on_one_region() {
     let engine = Engine::new(MemDisk::new(), test_config()).unwrap();
@@ -44,32 +80,7 @@ fn snapshot_evict_gc_and_load_race_on_one_region() {
                 }
                 let start_ts = ts.fetch_add(2, Ordering::SeqCst);
                 let index = applied.load(Ordering::SeqCst) + 1;
-                let mut batch = HybridWriteBatch::new();
-                batch.prepare(ApplyHeader {
-                    region: r.id,
-                    epoch: r.epoch,
-                    first_index: index,
-                    last_index: index,
-                });
-                for k in 0..3 {
-                    let user_key = format!("k{:02}", (round * 7 + k * 13) % 50).into_bytes();
-                    let key = MvccKey {
-                        user_key,
-                        ts: start_ts + 1,
-                    }
-                    .encode();
-                    let kind = if (round + k) % 9 == 0 {
-                        WriteType::Delete
-                    } else {
-                        WriteType::Put
-                    };
-                    let value = (kind == WriteType::Put).then(|| round.to_le_bytes().to_vec());
-                    batch.put(
-                        Cf::Write,
-                        key,
-                        WriteRecord::new(kind, start_ts, value).encode().unwrap(),
-                    );
-                }
+                let batch = round_batch(&r, index, round, start_ts, "k", 50);
                 engine.write(&batch).unwrap();
                 applied.store(index, Ordering::SeqCst);
             }
@@ -156,24 +167,7 @@ fn parallel_writers_on_two_regions_keep_every_read_consistent() {
                 for round in 0..ROUNDS {
                     let start_ts = ts.fetch_add(2, Ordering::SeqCst);
                     let index = applied.load(Ordering::SeqCst) + 1;
-                    let mut batch = HybridWriteBatch::new();
-                    batch.prepare(ApplyHeader {
-                        region: r.id,
-                        epoch: r.epoch,
-                        first_index: index,
-                        last_index: index,
-                    });
-                    for k in 0..3 {
-                        let user_key = format!("{prefix}{:02}", (round * 7 + k * 13) % 40);
-                        let key = MvccKey {
-                            user_key: user_key.into_bytes(),
-                            ts: start_ts + 1,
-                        }
-                        .encode();
-                        let value = round.to_le_bytes().to_vec();
-                        let record = WriteRecord::new(WriteType::Put, start_ts, Some(value));
-                        batch.put(Cf::Write, key, record.encode().unwrap());
-                    }
+                    let batch = round_batch(r, index, round, start_ts, prefix, 40);
                     engine.write(&batch).unwrap();
                     applied.store(index, Ordering::SeqCst);
                 }
