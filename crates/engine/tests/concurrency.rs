@@ -46,7 +46,7 @@ fn round_batch(
             ts: start_ts + 1,
         }
         .encode();
-        let kind = if (round + k) % 9 == 0 {
+        let kind = if (round + k).is_multiple_of(9) {
             WriteType::Delete
         } else {
             WriteType::Put
