@@ -27,7 +27,8 @@ pub(crate) fn workspace_root() -> PathBuf {
 const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-types", Some(&[])),
     ("ime-stripes", Some(&[])),
-    ("ime-region", Some(&["ime-types"])),
+    ("ime-testkit", Some(&[])),
+    ("ime-region", Some(&["ime-types", "ime-testkit"])),
     ("ime-memkv", Some(&["ime-types"])),
     ("ime-disk", Some(&["ime-types"])),
     ("ime-observer", Some(&["ime-region"])),
@@ -38,7 +39,13 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ),
     (
         "ime-controller",
-        Some(&["ime-region", "ime-observer", "ime-eviction", "ime-types"]),
+        Some(&[
+            "ime-region",
+            "ime-observer",
+            "ime-eviction",
+            "ime-types",
+            "ime-testkit",
+        ]),
     ),
     (
         "ime-engine",

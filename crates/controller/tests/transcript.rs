@@ -53,35 +53,10 @@ use ime_types::RangeId;
 #[test]
 fn transcripts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|f| f.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no transcripts in {}", dir.display());
-    let update = std::env::var_os("UPDATE_TRANSCRIPTS").is_some();
-    let mut failures = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
-        let actual = run_transcript(&text);
-        if actual != text {
-            if update {
-                std::fs::write(file, &actual).unwrap();
-            } else {
-                failures.push(format!(
-                    "{}:\n{}",
-                    file.display(),
-                    first_difference(&text, &actual)
-                ));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "transcripts differ (UPDATE_TRANSCRIPTS=1 rewrites):\n{}",
-        failures.join("\n")
-    );
+    ime_testkit::check_transcripts(&dir, || {
+        let mut driver = Driver::new();
+        move |command: &str| driver.run(command)
+    });
 }
 
 /// Every event kind and every admission outcome appears in some transcript.
@@ -140,46 +115,6 @@ fn event_word(kind: EventKind) -> &'static str {
         EventKind::UnsafeRecovery => "unsafe-recovery",
         EventKind::ForceLeader => "force-leader",
     }
-}
-
-fn first_difference(expected: &str, actual: &str) -> String {
-    let pairs = expected.lines().zip(actual.lines()).enumerate();
-    match pairs.clone().find(|(_, (e, a))| e != a) {
-        Some((n, (e, a))) => format!("line {}: expected `{e}`\n      got `{a}`", n + 1),
-        None => format!(
-            "lengths differ: {} vs {} lines",
-            expected.lines().count(),
-            actual.lines().count()
-        ),
-    }
-}
-
-/// Runs every block of a transcript and returns the transcript with actual outputs.
-fn run_transcript(text: &str) -> String {
-    let mut driver = Driver::new();
-    let mut out = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        out.push_str(line);
-        out.push('\n');
-        let command = line.trim();
-        if command.is_empty() || command.starts_with('#') {
-            continue;
-        }
-        assert_eq!(
-            lines.next().map(str::trim),
-            Some("----"),
-            "`----` expected after `{command}`"
-        );
-        while lines.next_if(|l| !l.trim().is_empty()).is_some() {}
-        out.push_str("----\n");
-        out.push_str(&driver.run(command));
-        if lines.peek().is_some() {
-            out.push('\n');
-            lines.next();
-        }
-    }
-    out
 }
 
 struct Driver {
