@@ -121,33 +121,32 @@ impl<S> Stripes<S> {
 
     /// A state both stores agree on for `key`: `fresh()` (the first store's snapshot and
     /// the second's latest sequence) when no write of its stripe overlapped taking it,
-    /// else the state the write in flight parked. Waits only if that write ended in the
-    /// meantime (it lets its parked state go), for a fresh state.
+    /// else the state the write in flight parked. Takes no lock: a reader may hold locks
+    /// a writer needs.
     pub fn view(&self, key: u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
-        let before = stripe.version.load(Ordering::SeqCst);
-        if before.is_multiple_of(2) {
-            let (disk, memory) = fresh();
-            if stripe.version.load(Ordering::SeqCst) == before {
+        loop {
+            let version = stripe.version.load(Ordering::SeqCst);
+            if version.is_multiple_of(2) {
+                let (disk, memory) = fresh();
+                if stripe.version.load(Ordering::SeqCst) == version {
+                    return View {
+                        disk: Arc::new(disk),
+                        memory,
+                    };
+                }
+            }
+            // A write is in flight, or began since: it parked its state before making the
+            // version odd, and lets it go only after making it even again.
+            if let Some(parked) = stripe.before.load_full() {
                 return View {
-                    disk: Arc::new(disk),
-                    memory,
+                    disk: Arc::clone(&parked.disk),
+                    memory: parked.memory,
                 };
             }
-        }
-        // A write began since: it parked its state before making the version odd.
-        if let Some(parked) = stripe.before.load_full() {
-            return View {
-                disk: Arc::clone(&parked.disk),
-                memory: parked.memory,
-            };
-        }
-        // The write ended meanwhile and let its state go: rare, and waiting is correct.
-        let _writer = stripe.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let (disk, memory) = fresh();
-        View {
-            disk: Arc::new(disk),
-            memory,
+            // That write ended meanwhile: look again (never waiting on a writer's lock,
+            // which may be waiting on the caller's).
+            std::hint::spin_loop();
         }
     }
 }
