@@ -1,5 +1,5 @@
-//! The read path: [`HybridSnapshot`] — a disk snapshot at sequence `S` plus, when memory
-//! may serve the region, a memory snapshot at the same `S` — and its iterators.
+//! The read path: [`HybridSnapshot`] — a disk snapshot plus, when memory may serve the
+//! region, a memory snapshot holding the same writes of it — and its iterators.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -115,7 +115,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         self.read_ts
     }
 
-    /// The disk sequence number both sides read at.
+    /// The disk snapshot's sequence number.
     pub fn sequence(&self) -> u64 {
         self.disk.sequence()
     }
@@ -130,7 +130,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         self.fallback
     }
 
-    /// The disk snapshot underneath, at the same sequence (for cross-checks).
+    /// The disk snapshot underneath, as memory for the region (for cross-checks).
     pub fn disk(&self) -> &D::Snapshot {
         &self.disk
     }
@@ -147,7 +147,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 
     /// A raw iterator over `cf` within `bounds`, not positioned yet. Bounds outside the
-    /// region are read from disk (at the same sequence).
+    /// region are read from the disk snapshot.
     ///
     /// # Errors
     /// [`EngineError::Disk`] or [`EngineError::Mem`].
