@@ -76,9 +76,11 @@ evict_reasons! {
     /// The embedder fenced a disk change over its range that no Raft event announced: the
     /// data is about to change outside the write path, so memory cannot serve it.
     UnannouncedChange,
-    /// The write path could not keep memory and disk in step for a batch touching it (the
+    /// The write path could not keep memory and disk in step for a batch touching it: the
     /// memory store refused the batch for a reason other than its limit, the disk write
-    /// failed, or the disk took other sequence numbers than the ones memory used).
+    /// failed, or the batch reached the region's memory without naming the region in a
+    /// segment (its keys belong to a region the cache does not know of as such: a split
+    /// or merge was missed).
     WriteFailed,
 }
 
