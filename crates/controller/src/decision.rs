@@ -204,11 +204,6 @@ impl Decisions {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
-
-    /// Takes the actions out, leaving none.
-    pub fn take(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
-    }
 }
 
 impl IntoIterator for Decisions {

@@ -154,10 +154,8 @@ impl<D: DiskEngine> Engine<D> {
         result.map(|()| outcome)
     }
 
-    /// The operations to disk, then to the memory of the cached regions among the
-    /// batch's (`touched`). Memory the batch would reach in a region it does not name is
-    /// evicted first; while the write is between its two sides, readers of its regions
-    /// read the state parked just before it.
+    /// The operations to disk, then to the memory of the batch's cached regions
+    /// (`touched`), memory it would reach in a region it does not name evicted first.
     fn write_both(
         &self,
         batch: &HybridWriteBatch,
@@ -176,12 +174,13 @@ impl<D: DiskEngine> Engine<D> {
         {
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
         }
-        let mut write = core.stripes.begin_write(regions.iter().map(|id| id.0));
-        if !touched.is_empty() {
-            let disk = Arc::new(core.disk.snapshot());
-            let memory = core.mem.settled_sequence();
+        // Only a write reaching memory parks a state for readers, and holds stripes.
+        let _write = (!touched.is_empty()).then(|| {
+            let mut write = core.stripes.begin_write(regions.iter().map(|id| id.0));
+            let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.settled_sequence());
             write.publish(View { disk, memory });
-        }
+            write
+        });
         if let Err(err) = core.disk.apply(&batch.ops) {
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &[], outcome, fx);
             return Err(err.into());

@@ -238,11 +238,6 @@ impl Metrics {
         self.compactions.with_label_values(&[result.label()]).inc();
     }
 
-    /// The registry every metric is registered in (gather it beside an embedder's own).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Every counter, typed.
     pub fn stats(&self) -> Stats {
         let get = |vec: &IntCounterVec, label: &str| {

@@ -43,13 +43,6 @@ macro_rules! counted {
         }
 
         impl $counts {
-            /// The count of `kind`.
-            pub fn get(&self, kind: $kind) -> u64 {
-                match kind {
-                    $($kind::$variant => self.$field,)+
-                }
-            }
-
             pub(crate) fn slot(&mut self, kind: $kind) -> &mut u64 {
                 match kind {
                     $($kind::$variant => &mut self.$field,)+

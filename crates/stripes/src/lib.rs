@@ -91,14 +91,6 @@ impl<S> Stripes<S> {
         (key % STRIPES as u64) as usize
     }
 
-    /// Holds `key`'s stripe against writes.
-    pub fn hold(&self, key: u64) -> MutexGuard<'_, ()> {
-        self.stripes[Self::index(key)]
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A write of `keys` begins: their stripes are held, in index order (so two writes
     /// never wait for each other in a cycle).
     pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S> {
