@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::codec::{MvccKey, WriteRecord, WriteType};
 use crate::layer::{IValue, Run, RunEntry};
-use crate::snapshot::{memtable_span, run_span};
+use crate::snapshot::run_span;
 use crate::store::CfLayers;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
@@ -97,7 +97,7 @@ fn newest_entries(
         );
     }
     for frozen in &cf.frozen {
-        for entry in memtable_span(frozen, bounds, u64::MAX) {
+        for entry in frozen.span(bounds, u64::MAX) {
             consider(&entry.key, entry.seq, &entry.value);
         }
     }

@@ -1,31 +1,16 @@
 //! The layers of one column family of one range: a compact immutable sorted run, and
-//! small ordered maps of recent writes in front of it. Reads merge them.
+//! memtables of recent writes in front of it (see the `memtable` module). Reads merge
+//! them.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use crate::MemError;
 use crate::memory::{Charge, MemoryTracker};
-
-/// Internal key order: user key ascending, then sequence number descending.
-pub(crate) type IKey = (Box<[u8]>, Reverse<u64>);
+use crate::memtable::Memtable;
 
 /// An internal entry's value: `None` is a deletion.
 pub(crate) type IValue = Option<Box<[u8]>>;
-
-/// Bytes a memtable entry costs beyond its key and value bytes: its share of a B-tree
-/// node (a 32-byte key slot and a 16-byte value slot in nodes of 11, about two thirds
-/// full, plus node headers and child pointers). Checked against the allocator in
-/// `tests/memory_accounting.rs`.
-pub(crate) const MEMTABLE_ENTRY_OVERHEAD: u64 = 80;
-
-/// What one entry costs in a memtable.
-pub(crate) fn memtable_cost(key: &[u8], value: Option<&[u8]>) -> u64 {
-    MEMTABLE_ENTRY_OVERHEAD + key.len() as u64 + value.map_or(0, |v| v.len() as u64)
-}
 
 /// One entry, owned: what runs are built from and taken apart into.
 #[derive(Debug, Clone)]
@@ -365,53 +350,6 @@ fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
-/// A small ordered map of recent writes; shared by snapshots, locked only per lookup.
-#[derive(Debug)]
-pub(crate) struct Memtable {
-    map: RwLock<BTreeMap<IKey, IValue>>,
-    /// Entries held, readable without the lock: a lookup skips an empty memtable (the
-    /// common case after a load or a compaction) without touching its lock.
-    entries: AtomicUsize,
-    charge: Charge,
-}
-
-impl Memtable {
-    pub(crate) fn new(tracker: &Arc<MemoryTracker>) -> Self {
-        Memtable {
-            map: RwLock::new(BTreeMap::new()),
-            entries: AtomicUsize::new(0),
-            charge: Charge::new(tracker),
-        }
-    }
-
-    /// Bytes charged for it.
-    pub(crate) fn charged(&self) -> u64 {
-        self.charge.bytes()
-    }
-
-    /// Entries it holds.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.load(Ordering::Acquire)
-    }
-
-    /// True when it holds no entry.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.load(Ordering::Acquire) == 0
-    }
-
-    /// Inserts an entry whose cost the caller has reserved on the tracker.
-    pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        map.insert((key.into(), Reverse(seq)), value.map(Into::into));
-        self.entries.store(map.len(), Ordering::Release);
-        self.charge.add_reserved(reserved);
-    }
-
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<IKey, IValue>> {
-        self.map.read().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// A source a read can search: a run or a memtable.
 pub(crate) enum Layer<'a> {
     Run(&'a Run),
@@ -427,15 +365,7 @@ impl Layer<'_> {
                 (i < run.len() && run.key(i) == key)
                     .then(|| (run.seq(i), run.value(i).map(Into::into)))
             }
-            Layer::Mem(mem) => {
-                if mem.is_empty() {
-                    return None; // the common case after a load or a compaction: no lock
-                }
-                let map = mem.read();
-                let from: IKey = (key.into(), Reverse(seq));
-                let ((k, Reverse(s)), v) = map.range(from..).next()?;
-                (&**k == key).then(|| (*s, v.clone()))
-            }
+            Layer::Mem(mem) => mem.get(key, seq),
         }
     }
 
@@ -453,18 +383,7 @@ impl Layer<'_> {
                 }
                 (at < run.len()).then(|| run.key(at).into())
             }
-            Layer::Mem(mem) => {
-                let map = mem.read();
-                let bound: IKey = (key.into(), Reverse(seq));
-                let lower = if inclusive {
-                    Bound::Included(bound)
-                } else {
-                    Bound::Excluded(bound)
-                };
-                map.range((lower, Bound::Unbounded))
-                    .next()
-                    .map(|((k, _), _)| k.clone())
-            }
+            Layer::Mem(mem) => mem.next_key(key, inclusive),
         }
     }
 }

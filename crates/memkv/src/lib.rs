@@ -6,7 +6,8 @@
 //! - [`codec`]: TiKV's byte formats (memcomparable keys, MVCC keys with a descending
 //!   timestamp, write and lock records), so data can be exchanged with a TiKV-format store.
 //! - [`MemKv`]: ranges of keys in three column families, each a compact sorted run built
-//!   in key order plus small ordered maps of recent writes; writes with the caller's
+//!   in key order plus memtables of recent writes (skiplists in arenas: no allocation
+//!   per entry, readers never wait for the writer); writes with the caller's
 //!   sequence numbers; [`Snapshot`]s that hold `Arc`s to their layers (no lock, no epoch
 //!   guard, writers never blocked) with point gets and bounded iterators both ways;
 //!   [`MemKv::compact`] with TiKV's MVCC GC rules; O(1) range drops; memory accounting
@@ -47,6 +48,7 @@ pub mod codec;
 mod gc;
 mod layer;
 mod memory;
+mod memtable;
 pub mod mvcc;
 mod snapshot;
 mod store;

@@ -65,6 +65,28 @@ impl MemoryTracker {
         }
     }
 
+    /// Reserves as many bytes as the hard limit allows, at most `max` and at least `min`;
+    /// `None` (nothing reserved) when not even `min` fit.
+    pub(crate) fn try_reserve_up_to(&self, min: u64, max: u64) -> Option<u64> {
+        let mut current = self.used();
+        loop {
+            let room = self.hard_limit().saturating_sub(current);
+            let bytes = max.min(room);
+            if bytes < min {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(bytes),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
     /// Adds `bytes` whatever the limit (structures rebuilt from data already counted).
     pub(crate) fn force_reserve(&self, bytes: u64) {
         self.used.fetch_add(bytes, Ordering::AcqRel);
@@ -97,6 +119,11 @@ impl Charge {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The tracker it charges.
+    pub(crate) fn tracker(&self) -> &Arc<MemoryTracker> {
+        &self.tracker
     }
 }
 

@@ -1,10 +1,9 @@
 //! [`Snapshot`]: a range at one sequence number, and its bounded iterators.
 
 use std::cmp::Reverse;
-use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::layer::{IValue, Layer, Memtable, Run, RunEntry};
+use crate::layer::{IValue, Layer, Run, RunEntry};
 use crate::store::{CfLayers, RangeData, Version};
 use crate::{Cf, KeyRange, MemError, RangeId};
 
@@ -162,27 +161,6 @@ pub(crate) fn run_span(run: &Run, bounds: &KeyRange) -> (usize, usize) {
     (lo, hi)
 }
 
-/// The entries of `mem` within `bounds` with sequence `<= seq`, in order.
-pub(crate) fn memtable_span(mem: &Memtable, bounds: &KeyRange, seq: u64) -> Vec<RunEntry> {
-    let map = mem.read();
-    if map.is_empty() {
-        return Vec::new(); // the common case after a load or a compaction: no allocation
-    }
-    let bound = |key: &[u8]| (key.to_vec().into_boxed_slice(), Reverse(u64::MAX));
-    let upper = bounds
-        .end()
-        .map_or(Bound::Unbounded, |e| Bound::Excluded(bound(e)));
-    let lower = Bound::Included(bound(bounds.start()));
-    map.range((lower, upper))
-        .filter(|((_, s), _)| s.0 <= seq)
-        .map(|((k, s), v)| RunEntry {
-            key: k.clone(),
-            seq: s.0,
-            value: v.clone(),
-        })
-        .collect()
-}
-
 /// Where the cursor is: the group of the current user key in each source, and which
 /// entry is the visible one.
 #[derive(Clone, Copy, Debug)]
@@ -228,7 +206,7 @@ impl SnapshotIter {
         let (lo, hi) = run_span(run, bounds);
         let mut recent: Vec<RunEntry> = Vec::new();
         for mem in layers.frozen.iter().chain([&layers.active]) {
-            let visible = memtable_span(mem, bounds, seq);
+            let visible = mem.span(bounds, seq);
             recent.extend(visible);
         }
         if !layers.frozen.is_empty() {

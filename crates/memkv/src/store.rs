@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 
-use crate::layer::{Memtable, Run, RunEntry, memtable_cost};
+use crate::layer::{Run, RunEntry};
 use crate::memory::MemoryTracker;
+use crate::memtable::{MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_estimate};
 use crate::snapshot::{Snapshot, merged_keys};
 use crate::{Cf, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};
 
@@ -140,7 +141,7 @@ pub struct MemConfig {
 }
 
 /// The in-memory MVCC store: ranges of keys in three column families, each a compact
-/// sorted run plus small ordered maps of recent writes.
+/// sorted run plus memtables of recent writes (skiplists in arenas).
 ///
 /// Writes carry their sequence numbers (the disk engine's, so that a memory snapshot at
 /// `S` matches a disk snapshot at `S`); they must increase. Snapshots hold `Arc`s to the
@@ -262,7 +263,7 @@ impl MemKv {
     /// Whether range `id`'s memtables have grown enough that a compaction should fold
     /// them into its runs: at least [`MEMTABLE_COMPACTION_MIN`] entries and a quarter of
     /// the runs' (so that compacting costs a bounded amount per write, and a lookup or an
-    /// insert never walks a large ordered map).
+    /// insert never walks a large memtable).
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`].
@@ -372,7 +373,8 @@ impl MemKv {
         first_seq: u64,
     ) -> Result<usize, MemError> {
         let plan = plan_batch(batch, &self.ranges())?;
-        let needed: u64 = plan.iter().map(|w| memtable_cost(&w.key, w.value)).sum();
+        let costs = check_plan(&plan)?;
+        let needed = costs.iter().sum();
         if !self.tracker.try_reserve(needed) {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
             return Err(MemError::MemoryLimit {
@@ -381,16 +383,17 @@ impl MemKv {
                 limit,
             });
         }
-        for w in &plan {
+        for (w, cost) in plan.iter().zip(costs) {
             // The writer lock is held: no freeze can swap the active memtable meanwhile.
             let version = w.range.version.load();
-            let cost = memtable_cost(&w.key, w.value);
-            version.cfs[w.cf.index()].active.insert(
+            // Checked by `check_plan`: the entry fits a node and the memtable has room.
+            let inserted = version.cfs[w.cf.index()].active.insert(
                 &w.key,
                 first_seq + w.op_index as u64,
                 w.value,
                 cost,
             );
+            debug_assert!(inserted, "checked before the batch");
         }
         *last = first_seq + batch.len() as u64 - 1;
         self.settled_seq.store(*last, Ordering::Release);
@@ -652,6 +655,38 @@ struct Planned<'a> {
     /// Borrowed from the batch; owned for the keys a range delete found.
     key: Cow<'a, [u8]>,
     value: Option<&'a [u8]>,
+}
+
+/// Checks that every entry of `plan` fits a memtable node and every memtable it reaches
+/// has room for all of it; returns the bytes to reserve for each entry (its node at the
+/// tallest height, and for the first entry of a memtable not written yet, its arena's
+/// directory of chunks).
+fn check_plan(plan: &[Planned<'_>]) -> Result<Vec<u64>, MemError> {
+    let mut costs = Vec::with_capacity(plan.len());
+    for w in plan {
+        let value = w.value.map_or(0, <[u8]>::len);
+        if w.key.len() > MAX_KEY_LEN || value >= MAX_VALUE_LEN {
+            return Err(MemError::EntryTooLarge {
+                key: w.key.len(),
+                value,
+            });
+        }
+        costs.push(entry_estimate(&w.key, w.value));
+    }
+    let entries: u64 = costs.iter().sum();
+    let mut reached: Vec<Arc<Memtable>> = Vec::new();
+    for (w, cost) in plan.iter().zip(costs.iter_mut()) {
+        let active = &w.range.version.load().cfs[w.cf.index()].active;
+        if !reached.iter().any(|m| Arc::ptr_eq(m, active)) {
+            // A bound: the whole batch, in each memtable it reaches.
+            if active.room() < entries {
+                return Err(MemError::MemtableFull(w.range.id));
+            }
+            *cost += active.first_insert_cost();
+            reached.push(Arc::clone(active));
+        }
+    }
+    Ok(costs)
 }
 
 /// Resolves each operation of `batch` to the range holding its key; a range delete

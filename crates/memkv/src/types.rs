@@ -162,4 +162,17 @@ pub enum MemError {
     /// Loaded entries must be strictly increasing.
     #[error("load: keys not strictly increasing at position {0}")]
     UnsortedLoad(usize),
+    /// A key of 256 MiB or more, or a value of 4 GiB or more: a memtable entry cannot
+    /// hold it. Nothing of the batch was applied.
+    #[error("an entry with a {key}-byte key and a {value}-byte value is too large for memory")]
+    EntryTooLarge {
+        /// The key's length.
+        key: usize,
+        /// The value's length.
+        value: usize,
+    },
+    /// A memtable of the range has no room left for the batch (about 64 GiB of recent
+    /// writes not yet compacted); nothing of the batch was applied.
+    #[error("{0}'s memtable is full")]
+    MemtableFull(RangeId),
 }

@@ -1,0 +1,676 @@
+//! The memtable: recent writes of one column family of one range, in a skiplist laid out
+//! in an arena of atomic 64-bit words.
+//!
+//! - **No allocation per entry.** Nodes are carved out of chunks that grow with the
+//!   memtable (from 1 KiB, doubling every eight chunks); a node is its sequence
+//!   number, one word of lengths and height, its forward links, and its key and value
+//!   bytes packed together. A 40-byte entry takes about 64-72 bytes.
+//! - **One writer, readers that never wait.** Inserts take a small mutex that only other
+//!   inserts take; a node is written in full, then linked bottom-up with release stores,
+//!   and readers follow links with acquire loads: a reader sees a node whole or not at
+//!   all, and never takes a lock.
+//! - **Freed whole.** The arena is freed when the memtable drops: after a compaction
+//!   folded it into a run and the last snapshot reading it is gone.
+//! - **No `unsafe`.** Every word is an `AtomicU64` (plain loads and stores on x86-64 and
+//!   AArch64 at the orderings used), so a reader racing the writer reads words, never
+//!   torn or freed memory.
+//!
+//! Order: user key ascending, then sequence number descending (newest first), as runs.
+
+use std::cmp::Ordering as Cmp;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use crate::KeyRange;
+use crate::layer::{IValue, RunEntry};
+use crate::memory::{Charge, MemoryTracker};
+
+/// The tallest a node gets. With a branching factor of 4, twelve levels index 16M entries
+/// at full speed; memtables are compacted long before.
+const MAX_HEIGHT: usize = 12;
+
+/// Chunks an arena can have (see [`chunk_words`]: about 16 GiB in all, beyond any
+/// memory limit this store is run with; [`Memtable::room`] tells a writer what is left).
+const CHUNKS: usize = 128;
+
+/// Words before a node's links: its sequence number and its header.
+const FIXED_WORDS: usize = 2;
+
+/// A header's value length that marks a deletion.
+const TOMBSTONE: u64 = 0xFFFF_FFFF;
+
+/// Keys longer than this (256 MiB) do not fit a header; the store refuses them first.
+pub(crate) const MAX_KEY_LEN: usize = (1 << 28) - 1;
+
+/// Values this long or longer (4 GiB) do not fit a header; the store refuses them first.
+pub(crate) const MAX_VALUE_LEN: usize = TOMBSTONE as usize;
+
+/// Words of chunk `i`: eight chunks of 1 KiB, then the size doubles every eight chunks,
+/// so that a new chunk is at most about an eighth of what the memtable holds: the tail
+/// not filled yet (allocated, charged, unused) stays under that, and so does what one new
+/// chunk charges at once. The last eight chunks double each (to 8 GiB), so that a
+/// memtable can outgrow any memory limit before it runs out of chunks.
+const fn chunk_words(i: usize) -> usize {
+    let doublings = if i < CHUNKS - 8 {
+        i / 8
+    } else {
+        i + 24 - CHUNKS
+    };
+    128 << doublings
+}
+
+/// Bytes all chunks together can hold.
+const ARENA_CAPACITY: u64 = {
+    let mut words = 0u64;
+    let mut i = 0;
+    while i < CHUNKS {
+        words += chunk_words(i) as u64;
+        i += 1;
+    }
+    words * 8
+};
+/// Words a node of this height and these lengths takes.
+fn node_words(height: usize, key_len: usize, value_len: usize) -> usize {
+    FIXED_WORDS + height + (key_len + value_len).div_ceil(8)
+}
+
+/// Bytes a node of this key and value takes at the tallest height: what a write reserves
+/// per entry for its limit check before the arena charges its chunks, so that the node
+/// always fits under the hard limit.
+pub(crate) fn entry_estimate(key: &[u8], value: Option<&[u8]>) -> u64 {
+    (node_words(MAX_HEIGHT, key.len(), value.map_or(0, <[u8]>::len)) * 8) as u64
+}
+
+/// A node's place: chunk index plus one in the high half (zero is no node), word offset in
+/// the low half.
+type NodeRef = u64;
+
+const NIL: NodeRef = 0;
+
+fn node_ref(chunk: usize, offset: usize) -> NodeRef {
+    ((chunk as u64 + 1) << 32) | offset as u64
+}
+
+/// The chunks, and the head's links.
+#[derive(Debug)]
+struct Arena {
+    chunks: [OnceLock<Box<[AtomicU64]>>; CHUNKS],
+    head: [AtomicU64; MAX_HEIGHT],
+    /// Levels in use: a search starts there instead of at the tallest level.
+    height: AtomicUsize,
+}
+
+/// Where the writer allocates next, and its height generator.
+#[derive(Debug)]
+struct Writer {
+    /// The chunk being filled (`None` before the first insert) and words used in it.
+    chunk: Option<usize>,
+    used: usize,
+    /// Current height of the list.
+    height: usize,
+    /// xorshift64 state: deterministic heights, so that runs repeat exactly.
+    rng: u64,
+}
+
+/// An ordered map of recent writes: a skiplist in an arena (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Memtable {
+    /// Allocated at the first insert: an empty memtable (most of them, after a load or a
+    /// compaction) costs a few words.
+    arena: OnceLock<Box<Arena>>,
+    writer: Mutex<Writer>,
+    entries: AtomicUsize,
+    charge: Charge,
+}
+
+/// One node, read: its words from the header on.
+struct Node<'a> {
+    words: &'a [AtomicU64],
+    seq: u64,
+    height: usize,
+    key_len: usize,
+    /// `None` for a deletion.
+    value_len: Option<usize>,
+}
+
+impl<'a> Node<'a> {
+    fn data_start(&self) -> usize {
+        FIXED_WORDS + self.height
+    }
+
+    /// Byte `i` of the packed key and value.
+    #[inline]
+    fn word(&self, i: usize) -> [u8; 8] {
+        self.words
+            .get(self.data_start() + i)
+            .map_or([0; 8], |w| w.load(Ordering::Relaxed).to_le_bytes())
+    }
+
+    /// The key compared with `probe`, eight bytes at a time (as big-endian integers).
+    #[inline]
+    fn cmp_key(&self, probe: &[u8]) -> Cmp {
+        let common = self.key_len.min(probe.len());
+        let mut at = 0;
+        while at + 8 <= common {
+            let mine = u64::from_be_bytes(self.word(at / 8));
+            let mut theirs = [0u8; 8];
+            theirs.copy_from_slice(&probe[at..at + 8]);
+            let theirs = u64::from_be_bytes(theirs);
+            if mine != theirs {
+                return mine.cmp(&theirs);
+            }
+            at += 8;
+        }
+        if at < common {
+            let word = self.word(at / 8);
+            match word[..common - at].cmp(&probe[at..common]) {
+                Cmp::Equal => {}
+                other => return other,
+            }
+        }
+        self.key_len.cmp(&probe.len())
+    }
+
+    /// `len` bytes of the packed data from byte `from`, copied out.
+    fn bytes(&self, from: usize, len: usize) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(len);
+        let mut at = from;
+        while at < from + len {
+            let word = self.word(at / 8);
+            let skip = at % 8;
+            let n = (8 - skip).min(from + len - at);
+            out.extend_from_slice(&word[skip..skip + n]);
+            at += n;
+        }
+        out.into_boxed_slice()
+    }
+
+    fn key(&self) -> Box<[u8]> {
+        self.bytes(0, self.key_len)
+    }
+
+    fn value(&self) -> IValue {
+        self.value_len.map(|len| self.bytes(self.key_len, len))
+    }
+
+    fn next(&self, level: usize) -> NodeRef {
+        self.words
+            .get(FIXED_WORDS + level)
+            .map_or(NIL, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Where it stands against `(key, seq)` in internal order.
+    #[inline]
+    fn cmp(&self, key: &[u8], seq: u64) -> Cmp {
+        self.cmp_key(key).then_with(|| seq.cmp(&self.seq))
+    }
+}
+
+impl Arena {
+    fn new() -> Self {
+        Arena {
+            chunks: std::array::from_fn(|_| OnceLock::new()),
+            head: std::array::from_fn(|_| AtomicU64::new(NIL)),
+            height: AtomicUsize::new(1),
+        }
+    }
+
+    /// The node at `at` (`None` for [`NIL`], or a reference that leads nowhere).
+    #[inline]
+    fn node(&self, at: NodeRef) -> Option<Node<'_>> {
+        let chunk = usize::try_from(at >> 32).ok()?.checked_sub(1)?;
+        let offset = (at & 0xFFFF_FFFF) as usize;
+        let words = self.chunks.get(chunk)?.get()?.get(offset..)?;
+        let seq = words.first()?.load(Ordering::Relaxed);
+        let header = words.get(1)?.load(Ordering::Relaxed);
+        let value_len = header & TOMBSTONE;
+        Some(Node {
+            words,
+            seq,
+            height: (header >> 60) as usize,
+            key_len: ((header >> 32) & MAX_KEY_LEN as u64) as usize,
+            value_len: (value_len != TOMBSTONE).then_some(value_len as usize),
+        })
+    }
+
+    /// The link at `level` out of `at` (the head for [`NIL`]).
+    #[inline]
+    fn next(&self, at: NodeRef, level: usize) -> NodeRef {
+        if at == NIL {
+            self.head
+                .get(level)
+                .map_or(NIL, |w| w.load(Ordering::Acquire))
+        } else {
+            self.node(at).map_or(NIL, |n| n.next(level))
+        }
+    }
+
+    fn link_word(&self, at: NodeRef, level: usize) -> Option<&AtomicU64> {
+        if at == NIL {
+            return self.head.get(level);
+        }
+        let chunk = usize::try_from(at >> 32).ok()?.checked_sub(1)?;
+        let offset = (at & 0xFFFF_FFFF) as usize;
+        self.chunks
+            .get(chunk)?
+            .get()?
+            .get(offset + FIXED_WORDS + level)
+    }
+
+    /// For each level below `height`, the last node before `(key, seq)` ([`NIL`] for the
+    /// head), searching from level `height - 1` down.
+    fn predecessors(&self, key: &[u8], seq: u64, height: usize) -> [NodeRef; MAX_HEIGHT] {
+        let mut preds = [NIL; MAX_HEIGHT];
+        let mut at = NIL;
+        for level in (0..height).rev() {
+            loop {
+                let next = self.next(at, level);
+                match self.node(next) {
+                    Some(node) if node.cmp(key, seq) == Cmp::Less => at = next,
+                    _ => break,
+                }
+            }
+            preds[level] = at;
+        }
+        preds
+    }
+
+    /// The first node at or after `(key, seq)`.
+    #[inline]
+    fn lower_bound(&self, key: &[u8], seq: u64) -> NodeRef {
+        let height = self.height.load(Ordering::Acquire).min(MAX_HEIGHT);
+        let preds = self.predecessors(key, seq, height);
+        self.next(preds[0], 0)
+    }
+}
+
+impl Memtable {
+    pub(crate) fn new(tracker: &Arc<MemoryTracker>) -> Self {
+        Memtable {
+            arena: OnceLock::new(),
+            writer: Mutex::new(Writer {
+                chunk: None,
+                used: 0,
+                height: 1,
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+            entries: AtomicUsize::new(0),
+            charge: Charge::new(tracker),
+        }
+    }
+
+    /// Bytes charged for it: its arena's chunks.
+    pub(crate) fn charged(&self) -> u64 {
+        self.charge.bytes()
+    }
+
+    /// Entries it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    /// True when it holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes its first insert charges before any entry: the arena's directory of chunks.
+    pub(crate) fn first_insert_cost(&self) -> u64 {
+        match self.arena.get() {
+            Some(_) => 0,
+            None => std::mem::size_of::<Arena>() as u64,
+        }
+    }
+
+    /// Bytes of entries it can still take: the free tail of its chunk and the chunks it
+    /// has not allocated yet (see [`CHUNKS`]).
+    pub(crate) fn room(&self) -> u64 {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(current) = writer.chunk else {
+            return ARENA_CAPACITY;
+        };
+        let size = self
+            .arena
+            .get()
+            .and_then(|a| a.chunks.get(current)?.get())
+            .map_or(0, |c| c.len());
+        let later: usize = (current + 1..CHUNKS).map(chunk_words).sum();
+        ((size.saturating_sub(writer.used) + later) * 8) as u64
+    }
+
+    /// Inserts an entry; false (nothing inserted) when the key or value is too long for a
+    /// header ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or the arena has no room left: the
+    /// store checks both before it writes anything, so that a batch is all or nothing.
+    /// `reserved` bytes (an [`entry_estimate`]) were reserved on the tracker by the
+    /// caller; they are given back, and what the arena allocates is charged instead: a
+    /// new chunk takes what the hard limit allows, and at least the node (which the
+    /// reservation just given back covers).
+    pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) -> bool {
+        self.charge.tracker().release(reserved);
+        if key.len() > MAX_KEY_LEN || value.is_some_and(|v| v.len() >= MAX_VALUE_LEN) {
+            return false;
+        }
+        let arena = self.arena.get_or_init(|| {
+            // Covered by `reserved` (see `first_insert_cost`), given back above.
+            let bytes = std::mem::size_of::<Arena>() as u64;
+            self.charge.tracker().force_reserve(bytes);
+            self.charge.add_reserved(bytes);
+            Box::new(Arena::new())
+        });
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let height = writer.random_height();
+        let value_len = value.map_or(0, <[u8]>::len);
+        let words = node_words(height, key.len(), value_len);
+        let Some((chunk, offset)) = self.allocate(arena, &mut writer, words) else {
+            return false;
+        };
+        let Some(slot) = arena
+            .chunks
+            .get(chunk)
+            .and_then(OnceLock::get)
+            .and_then(|c| c.get(offset..offset + words))
+        else {
+            return false;
+        };
+        // The node, written whole before it is linked.
+        slot[0].store(seq, Ordering::Relaxed);
+        let header = ((height as u64) << 60)
+            | ((key.len() as u64) << 32)
+            | value.map_or(TOMBSTONE, |v| v.len() as u64);
+        slot[1].store(header, Ordering::Relaxed);
+        let data = &slot[FIXED_WORDS + height..];
+        let bytes = key.iter().chain(value.unwrap_or_default());
+        let mut word = [0u8; 8];
+        for (i, byte) in bytes.enumerate() {
+            word[i % 8] = *byte;
+            if i % 8 == 7 {
+                data[i / 8].store(u64::from_le_bytes(word), Ordering::Relaxed);
+                word = [0; 8];
+            }
+        }
+        let total = key.len() + value_len;
+        if !total.is_multiple_of(8) {
+            data[total / 8].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        // Linked bottom-up: a reader that finds it at any level finds it at level 0.
+        let list_height = writer.height.max(height);
+        let preds = arena.predecessors(key, seq, list_height);
+        let me = node_ref(chunk, offset);
+        for (level, pred) in preds.iter().enumerate().take(height) {
+            let next = arena.next(*pred, level);
+            slot[FIXED_WORDS + level].store(next, Ordering::Relaxed);
+            if let Some(link) = arena.link_word(*pred, level) {
+                link.store(me, Ordering::Release);
+            }
+        }
+        writer.height = list_height;
+        arena.height.store(list_height, Ordering::Release);
+        self.entries.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Room for `words` words: in the current chunk, or in a new one (charged whole; the
+    /// tail left unused in the old one stays charged, as it stays allocated).
+    fn allocate(&self, arena: &Arena, writer: &mut Writer, words: usize) -> Option<(usize, usize)> {
+        if let Some(chunk) = writer.chunk {
+            let size = arena.chunks.get(chunk)?.get()?.len();
+            if writer.used + words <= size {
+                let offset = writer.used;
+                writer.used += words;
+                return Some((chunk, offset));
+            }
+        }
+        let next = writer.chunk.map_or(0, |c| c + 1);
+        if next >= CHUNKS {
+            return None;
+        }
+        // A full chunk if the hard limit allows it, else what it allows, else the node
+        // alone: the write that brings it reserved room for it.
+        let tracker = self.charge.tracker();
+        let (least, most) = (
+            (words * 8) as u64,
+            (chunk_words(next).max(words) * 8) as u64,
+        );
+        let bytes = tracker.try_reserve_up_to(least, most).unwrap_or_else(|| {
+            tracker.force_reserve(least);
+            least
+        });
+        tracker.release(bytes % 8);
+        let bytes = bytes - bytes % 8;
+        let size = (bytes / 8) as usize;
+        let chunk: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
+            .take(size)
+            .collect();
+        self.charge.add_reserved(bytes);
+        arena.chunks.get(next)?.set(chunk).ok()?;
+        writer.chunk = Some(next);
+        writer.used = words;
+        Some((next, 0))
+    }
+
+    /// The newest entry of `key` with sequence `<= seq`: `(seq, value)`.
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Option<(u64, IValue)> {
+        let arena = self.arena.get()?;
+        let node = arena.node(arena.lower_bound(key, seq))?;
+        (node.cmp_key(key) == Cmp::Equal).then(|| (node.seq, node.value()))
+    }
+
+    /// The smallest user key after `key` (or at it, when `inclusive`) with any entry.
+    pub(crate) fn next_key(&self, key: &[u8], inclusive: bool) -> Option<Box<[u8]>> {
+        let arena = self.arena.get()?;
+        // Entries of `key` itself run from (key, MAX) down to (key, 0).
+        let mut at = arena.lower_bound(key, if inclusive { u64::MAX } else { 0 });
+        loop {
+            let node = arena.node(at)?;
+            if inclusive || node.cmp_key(key) != Cmp::Equal {
+                return Some(node.key());
+            }
+            at = node.next(0);
+        }
+    }
+
+    /// The entries within `bounds` with sequence `<= seq`, in order.
+    pub(crate) fn span(&self, bounds: &KeyRange, seq: u64) -> Vec<RunEntry> {
+        let Some(arena) = self.arena.get() else {
+            return Vec::new();
+        };
+        let mut out: Vec<RunEntry> = Vec::new();
+        let mut at = arena.lower_bound(bounds.start(), u64::MAX);
+        while let Some(node) = arena.node(at) {
+            if bounds
+                .end()
+                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
+            {
+                break;
+            }
+            let repeat = out
+                .last()
+                .is_some_and(|last| last.seq == node.seq && node.cmp_key(&last.key) == Cmp::Equal);
+            if node.seq <= seq && !repeat {
+                out.push(RunEntry {
+                    key: node.key(),
+                    seq: node.seq,
+                    value: node.value(),
+                });
+            }
+            at = node.next(0);
+        }
+        out
+    }
+}
+
+impl Writer {
+    /// A height with probability 1/4 of each level above the first.
+    fn random_height(&mut self) -> usize {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        let mut height = 1;
+        let mut bits = x;
+        while height < MAX_HEIGHT && bits & 3 == 0 {
+            height += 1;
+            bits >>= 2;
+        }
+        height
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn tracker() -> Arc<MemoryTracker> {
+        MemoryTracker::new(u64::MAX, u64::MAX)
+    }
+
+    fn insert(mem: &Memtable, key: &[u8], seq: u64, value: Option<&[u8]>) {
+        let reserved = entry_estimate(key, value) + mem.first_insert_cost();
+        mem.charge.tracker().force_reserve(reserved);
+        assert!(mem.insert(key, seq, value, reserved));
+    }
+
+    type Model = BTreeMap<(Vec<u8>, std::cmp::Reverse<u64>), Option<Vec<u8>>>;
+
+    fn model_get(model: &Model, key: &[u8], seq: u64) -> Option<(u64, Option<Vec<u8>>)> {
+        model
+            .range((key.to_vec(), std::cmp::Reverse(seq))..)
+            .next()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, s), v)| (s.0, v.clone()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Gets, key walks and spans agree with an ordered map, for keys of every length
+        /// around the word size (prefixes of one another included) and deletions.
+        #[test]
+        fn agrees_with_an_ordered_map(
+            ops in prop::collection::vec(
+                (prop::collection::vec(0u8..4, 0..20), prop::option::of(prop::collection::vec(any::<u8>(), 0..20))),
+                1..200,
+            ),
+            probes in prop::collection::vec((prop::collection::vec(0u8..4, 0..20), 0u64..250), 1..50),
+        ) {
+            let tracker = tracker();
+            let mem = Memtable::new(&tracker);
+            let mut model = Model::new();
+            for (i, (key, value)) in ops.iter().enumerate() {
+                let seq = i as u64 + 1;
+                insert(&mem, key, seq, value.as_deref());
+                model.insert((key.clone(), std::cmp::Reverse(seq)), value.clone());
+            }
+            prop_assert_eq!(mem.len(), model.len());
+            for (key, seq) in &probes {
+                let got = mem.get(key, *seq).map(|(s, v)| (s, v.map(|v| v.to_vec())));
+                prop_assert_eq!(got, model_get(&model, key, *seq));
+                for inclusive in [true, false] {
+                    let expected = model
+                        .keys()
+                        .map(|(k, _)| k)
+                        .find(|k| if inclusive { k.as_slice() >= key.as_slice() } else { k.as_slice() > key.as_slice() })
+                        .cloned();
+                    prop_assert_eq!(mem.next_key(key, inclusive).map(|k| k.to_vec()), expected);
+                }
+                let end = [key.as_slice(), &[2]].concat();
+                let bounds = KeyRange::with_end(key.clone(), Some(end.clone())).unwrap();
+                let span: Vec<_> = mem.span(&bounds, *seq).into_iter().map(|e| (e.key.to_vec(), e.seq, e.value.map(|v| v.to_vec()))).collect();
+                let expected: Vec<_> = model
+                    .iter()
+                    .filter(|((k, s), _)| k.as_slice() >= key.as_slice() && k.as_slice() < end.as_slice() && s.0 <= *seq)
+                    .map(|((k, s), v)| (k.clone(), s.0, v.clone()))
+                    .collect();
+                prop_assert_eq!(span, expected);
+            }
+        }
+    }
+
+    /// The arena charges what it allocates: chunks, and the arena itself; all of it
+    /// returns when the memtable drops. An empty memtable charges nothing.
+    #[test]
+    fn charges_its_chunks_and_gives_them_back() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        assert_eq!(tracker.used(), 0);
+        for i in 0..10_000u64 {
+            insert(
+                &mem,
+                format!("key{i:08}").as_bytes(),
+                i + 1,
+                Some(b"0123456789abcdef"),
+            );
+        }
+        let chunks: u64 = (0..CHUNKS)
+            .filter_map(|c| mem.arena.get()?.chunks[c].get().map(|c| c.len() as u64 * 8))
+            .sum();
+        assert_eq!(tracker.used(), chunks + std::mem::size_of::<Arena>() as u64);
+        assert_eq!(mem.charged(), tracker.used());
+        // 27 bytes of key and value: four words of data, two fixed, about 1.3 of links.
+        let per_entry = chunks as f64 / 10_000.0;
+        eprintln!("{per_entry} bytes per entry");
+        assert!(
+            (56.0..80.0).contains(&per_entry),
+            "{per_entry} bytes per entry"
+        );
+        drop(mem);
+        assert_eq!(tracker.used(), 0);
+    }
+
+    /// A key or value larger than a chunk gets a chunk of its own size.
+    #[test]
+    fn an_entry_larger_than_a_chunk_fits() {
+        let mem = Memtable::new(&tracker());
+        let big = vec![7u8; 3 << 20];
+        insert(&mem, b"a", 1, Some(&big));
+        insert(&mem, &big, 2, None);
+        insert(&mem, b"b", 3, Some(b"small"));
+        assert_eq!(mem.get(b"a", 9).unwrap().1.unwrap().len(), big.len());
+        assert_eq!(mem.get(&big, 9), Some((2, None)));
+        assert_eq!(mem.get(b"b", 9), Some((3, Some(b"small".to_vec().into()))));
+    }
+
+    /// A reader running beside the writer sees, for every key, a prefix of its versions:
+    /// never a half-written node, never a version without the ones before it.
+    #[test]
+    fn readers_beside_the_writer_see_whole_nodes() {
+        let mem = Arc::new(Memtable::new(&tracker()));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (mem, done) = (Arc::clone(&mem), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                while !done.load(Ordering::Acquire) || checks == 0 {
+                    for k in 0..64u64 {
+                        let key = format!("k{k:03}");
+                        if let Some((seq, value)) = mem.get(key.as_bytes(), u64::MAX) {
+                            let expected = format!("{key}@{seq}").repeat(3);
+                            assert_eq!(value.as_deref(), Some(expected.as_bytes()));
+                            checks += 1;
+                        }
+                    }
+                }
+                checks
+            })
+        };
+        let mut seq = 0;
+        for round in 0..200u64 {
+            for k in 0..64u64 {
+                seq += 1;
+                let key = format!("k{:03}", (k * 37 + round) % 64);
+                let value = format!("{key}@{seq}").repeat(3);
+                insert(&mem, key.as_bytes(), seq, Some(value.as_bytes()));
+            }
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(mem.len(), 200 * 64);
+    }
+}
