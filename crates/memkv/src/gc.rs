@@ -1,12 +1,11 @@
 //! Compaction and MVCC garbage collection: a range's layers rebuilt into one compact run
 //! per column family, dropping shadowed entries and, below a safe point, dead versions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use crate::codec::{MvccKey, WriteRecord, WriteType};
-use crate::layer::{IValue, Run, RunEntry};
+use crate::layer::{Run, RunEntry};
 use crate::snapshot::run_span;
-use crate::store::CfLayers;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
 /// What a compaction did.
@@ -47,70 +46,110 @@ impl MemKv {
         let range = self.range(id)?;
         let (layers, seq) = self.freeze(&range);
         let mut stats = GcStats::default();
-        let [default, lock, write] = layers
-            .each_ref()
-            .map(|cf| newest_entries(cf, &range.bounds, seq, &mut stats));
-        let (write, dropped_values) = match safe_point {
-            Some(sp) => gc_write_cf(write, sp, &mut stats),
-            None => (write, HashSet::new()),
+        let spans = layers.each_ref().map(|cf| {
+            cf.frozen
+                .iter()
+                .map(|m| m.span(&range.bounds, u64::MAX))
+                .collect::<Vec<_>>()
+        });
+        let [default, lock, write] = [0, 1, 2]
+            .map(|i| newest_entries(&layers[i].run, &spans[i], &range.bounds, seq, &mut stats));
+        let tracker = Some(self.tracker());
+        let runs = match safe_point {
+            // A compaction alone: the runs are built from the sources, copied once.
+            None => {
+                stats.entries_after = default.len() + lock.len() + write.len();
+                [
+                    Run::from_parts(&default, tracker)?,
+                    Run::from_parts(&lock, tracker)?,
+                    Run::from_parts(&write, tracker)?,
+                ]
+            }
+            Some(sp) => {
+                let owned = write
+                    .iter()
+                    .map(|(key, seq, value)| RunEntry {
+                        key: (*key).into(),
+                        seq: *seq,
+                        value: value.map(Into::into),
+                    })
+                    .collect();
+                let (write, dropped_values) = gc_write_cf(owned, sp, &mut stats);
+                let default: Vec<Part<'_>> = default
+                    .into_iter()
+                    .filter(|(key, _, _)| !dropped_values.contains(*key))
+                    .collect();
+                stats.values_removed = dropped_values.len();
+                stats.entries_after = default.len() + lock.len() + write.len();
+                [
+                    Run::from_parts(&default, tracker)?,
+                    Run::from_parts(&lock, tracker)?,
+                    Run::new(&write, tracker)?,
+                ]
+            }
         };
-        let default: Vec<RunEntry> = default
-            .into_iter()
-            .filter(|e| !dropped_values.contains(&*e.key))
-            .collect();
-        stats.values_removed = dropped_values.len();
-        stats.entries_after = default.len() + lock.len() + write.len();
-        let build = |entries: &[RunEntry]| Run::new(entries, Some(self.tracker()));
-        let runs = [build(&default)?, build(&lock)?, build(&write)?];
         stats.installed = self.install(&range, &layers, runs, seq);
         Ok(stats)
     }
 }
 
-/// The newest live entry of every key within `bounds` in the run and frozen memtables, in
-/// key order.
-fn newest_entries(
-    cf: &CfLayers,
+/// One entry of a compaction's sources, borrowed: key, sequence number, value (`None`
+/// for a deletion).
+pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
+
+/// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
+/// the frozen memtables' entries (`spans`, each in internal order), in key order: one
+/// linear merge, borrowing every key and value.
+fn newest_entries<'a>(
+    run: &'a Run,
+    spans: &'a [Vec<RunEntry>],
     bounds: &KeyRange,
     seq: u64,
     stats: &mut GcStats,
-) -> Vec<RunEntry> {
-    let mut newest: BTreeMap<Box<[u8]>, (u64, IValue)> = BTreeMap::new();
-    let mut consider = |key: &[u8], s: u64, value: &Option<Box<[u8]>>| {
-        stats.entries_before += 1;
-        if s > seq {
-            return;
-        }
-        match newest.get(key) {
-            Some((existing, _)) if *existing >= s => {}
-            _ => {
-                newest.insert(key.into(), (s, value.clone()));
-            }
+) -> Vec<Part<'a>> {
+    let (lo, hi) = run_span(run, bounds);
+    let mut at_run = lo;
+    let mut at_span = vec![0usize; spans.len()];
+    let head = |source: Option<usize>, at_run: usize, at_span: &[usize]| -> Option<Part<'a>> {
+        match source {
+            None => (at_run < hi).then(|| (run.key(at_run), run.seq(at_run), run.value(at_run))),
+            Some(m) => spans[m]
+                .get(at_span[m])
+                .map(|e| (&*e.key, e.seq, e.value.as_deref())),
         }
     };
-    let (lo, hi) = run_span(&cf.run, bounds);
-    for i in lo..hi {
-        consider(
-            cf.run.key(i),
-            cf.run.seq(i),
-            &cf.run.value(i).map(Into::into),
-        );
-    }
-    for frozen in &cf.frozen {
-        for entry in frozen.span(bounds, u64::MAX) {
-            consider(&entry.key, entry.seq, &entry.value);
+    let mut out: Vec<Part<'a>> = Vec::with_capacity(hi - lo);
+    let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
+    loop {
+        // The smallest head in internal order (key ascending, sequence descending).
+        let mut best: Option<(Option<usize>, Part<'a>)> = None;
+        for source in std::iter::once(None).chain((0..spans.len()).map(Some)) {
+            if let Some(part) = head(source, at_run, &at_span) {
+                let better = best.as_ref().is_none_or(|(_, b)| {
+                    (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
+                });
+                if better {
+                    best = Some((source, part));
+                }
+            }
+        }
+        let Some((source, part)) = best else {
+            return out;
+        };
+        match source {
+            None => at_run += 1,
+            Some(m) => at_span[m] += 1,
+        }
+        stats.entries_before += 1;
+        let (key, s, value) = part;
+        if s > seq || current == Some(key) {
+            continue; // above the compaction, or shadowed by a newer entry of the key
+        }
+        current = Some(key);
+        if value.is_some() {
+            out.push(part);
         }
     }
-    newest
-        .into_iter()
-        .filter_map(|(key, (seq, value))| {
-            Some(RunEntry {
-                key,
-                seq,
-                value: Some(value?),
-            })
-        })
-        .collect()
 }
 
 /// TiKV's MVCC retention rule below a safe point, written once: GC applies it, and so does

@@ -76,6 +76,18 @@ impl Run {
         Run::build(parts, entries.len(), tracker)
     }
 
+    /// A run of borrowed entries in internal key order (a compaction's merge); charged to
+    /// `tracker` if given.
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`].
+    pub(crate) fn from_parts(
+        parts: &[crate::gc::Part<'_>],
+        tracker: Option<&Arc<MemoryTracker>>,
+    ) -> Result<Self, MemError> {
+        Run::build(parts.iter().copied(), parts.len(), tracker)
+    }
+
     /// A run of `(key, value)` pairs in strictly increasing key order, all at `seq`
     /// (a load), built straight into the arenas.
     ///
