@@ -71,7 +71,7 @@ impl<D: DiskEngine> Core<D> {
                             ticket,
                             range,
                             snapshot: self.disk.snapshot(),
-                            memory_seq: self.mem.settled_sequence(),
+                            memory_seq: self.mem.last_sequence(),
                             started,
                             copied: None,
                         }),
@@ -300,8 +300,8 @@ impl<D: DiskEngine> Core<D> {
                     continue;
                 };
                 let disk = self.disk.snapshot();
-                let settled = self.mem.settled_sequence();
-                let Ok(memory) = self.mem.snapshot(cached.range, settled) else {
+                let last = self.mem.last_sequence();
+                let Ok(memory) = self.mem.snapshot(cached.range, last) else {
                     continue;
                 };
                 pairs.push((info, memory, disk));

@@ -177,7 +177,7 @@ impl<D: DiskEngine> Engine<D> {
         // Only a write reaching memory parks a state for readers, and holds stripes.
         let _write = (!touched.is_empty()).then(|| {
             let mut write = core.stripes.begin_write(regions.iter().map(|id| id.0));
-            let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.settled_sequence());
+            let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.last_sequence());
             write.publish(View { disk, memory });
             write
         });

@@ -298,7 +298,7 @@ impl<D: DiskEngine> Core<D> {
     /// A disk snapshot and a memory sequence that agree for `region`'s stripe.
     pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
         self.stripes.view(region.0, || {
-            (self.disk.snapshot(), self.mem.settled_sequence())
+            (self.disk.snapshot(), self.mem.last_sequence())
         })
     }
 

@@ -40,11 +40,22 @@ pub(crate) struct RangeData {
     pub(crate) id: RangeId,
     pub(crate) bounds: Arc<KeyRange>,
     /// Read without a lock (a snapshot costs one reference count); replaced only under
-    /// the store's writer lock, so updates never race one another.
+    /// `writer`, so updates never race one another.
     version: ArcSwap<Version>,
     /// Snapshots below this sequence are refused: a compaction dropped shadowed versions.
     pub(crate) compacted_seq: AtomicU64,
+    /// Held by a write to the range for its inserts, and by whatever changes its layers
+    /// (a load, a freeze, an install, a split): writes to different ranges do not wait
+    /// for one another.
+    writer: Mutex<()>,
+    /// While a write to the range is in flight, a sequence number at or below its first
+    /// one (taken before it takes its numbers); [`IDLE`] otherwise. A snapshot below it
+    /// needs no lock: the write in flight is above it.
+    writing: AtomicU64,
 }
+
+/// [`RangeData::writing`] when no write to the range is in flight.
+const IDLE: u64 = u64::MAX;
 
 impl RangeData {
     fn new(id: RangeId, bounds: KeyRange, cfs: [CfLayers; 3], compacted_seq: u64) -> Self {
@@ -58,7 +69,14 @@ impl RangeData {
             bounds,
             version: ArcSwap::from_pointee(version),
             compacted_seq: AtomicU64::new(compacted_seq),
+            writer: Mutex::new(()),
+            writing: AtomicU64::new(IDLE),
         }
+    }
+
+    /// Its writer lock.
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current version.
@@ -72,9 +90,13 @@ impl RangeData {
     }
 
     /// Replaces the version by `change` applied to a copy of its layers; returns what
-    /// `change` returns. The caller holds the store's writer lock (`_writer`), which
+    /// `change` returns. The caller holds the range's writer lock (`_writer`), which
     /// orders every update.
-    fn update<T>(&self, _writer: &u64, change: impl FnOnce(&mut [CfLayers; 3]) -> T) -> T {
+    fn update<T>(
+        &self,
+        _writer: &MutexGuard<'_, ()>,
+        change: impl FnOnce(&mut [CfLayers; 3]) -> T,
+    ) -> T {
         let mut cfs = self.version.load().cfs.clone();
         let out = change(&mut cfs);
         self.version.store(Arc::new(Version {
@@ -144,18 +166,19 @@ pub struct MemConfig {
 /// sorted run plus memtables of recent writes (skiplists in arenas).
 ///
 /// Writes carry their sequence numbers (the disk engine's, so that a memory snapshot at
-/// `S` matches a disk snapshot at `S`); they must increase. Snapshots hold `Arc`s to the
-/// layers they read, take no lock for their lifetime and never block writers. Dropping a
+/// `S` matches a disk snapshot at `S`; they must increase), or take the store's own next
+/// ones ([`MemKv::write_next`]). Writes to different ranges run in parallel: each locks
+/// only the ranges it reaches. Snapshots hold `Arc`s to the layers they read, take no
+/// lock for their lifetime and never block writers; taking one waits only for a write
+/// to its range still in flight at or below its sequence. Dropping a
 /// range is O(1); its memory returns when its last snapshot drops.
 #[derive(Debug)]
 pub struct MemKv {
     tracker: Arc<MemoryTracker>,
     ranges: RwLock<RangeTable>,
-    /// The last sequence applied or snapshotted; the write lock.
-    last_seq: Mutex<u64>,
-    /// A copy of `last_seq`, stored once the writes up to it are in place: a snapshot at
-    /// or below it needs no lock.
-    settled_seq: AtomicU64,
+    /// The last sequence number taken by a write, a load or a snapshot: later writes come
+    /// above it.
+    last_seq: AtomicU64,
 }
 
 /// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
@@ -167,8 +190,7 @@ impl MemKv {
         MemKv {
             tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
             ranges: RwLock::new(RangeTable::default()),
-            last_seq: Mutex::new(0),
-            settled_seq: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
         }
     }
 
@@ -190,13 +212,11 @@ impl MemKv {
         self.tracker.over_soft_limit()
     }
 
-    /// The last sequence number applied (or snapshotted at).
+    /// The last sequence number taken (by a write, a load, or a snapshot above the
+    /// writes): a snapshot at it sees every write that has returned, and only waits for a
+    /// write to the same range still in flight at or below it.
     pub fn last_sequence(&self) -> u64 {
-        *self.writer()
-    }
-
-    fn writer(&self) -> MutexGuard<'_, u64> {
-        self.last_seq.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_seq.load(Ordering::SeqCst)
     }
 
     fn ranges(&self) -> std::sync::RwLockReadGuard<'_, RangeTable> {
@@ -316,14 +336,8 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        let mut last = self.writer();
-        if first_seq <= *last {
-            return Err(MemError::SequenceOutOfOrder {
-                first: first_seq,
-                last: *last,
-            });
-        }
-        self.apply(&mut last, batch, first_seq)
+        self.apply(batch, Some(first_seq))
+            .map(|(applied, _)| applied)
     }
 
     /// Applies `batch` at the store's own next sequence numbers (operation `i` takes the
@@ -338,10 +352,7 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        let mut last = self.writer();
-        let first = *last + 1;
-        let applied = self.apply(&mut last, batch, first)?;
-        Ok((applied, *last))
+        self.apply(batch, None)
     }
 
     /// The ranges `batch` would write to, each once, in id order: a
@@ -359,21 +370,53 @@ impl MemKv {
         Ok(ids)
     }
 
-    /// The last sequence number whose writes are all in place: a snapshot at it sees
-    /// every write that has returned, and takes no lock.
-    pub fn settled_sequence(&self) -> u64 {
-        self.settled_seq.load(Ordering::Acquire)
+    /// The writes of `batch`, from `first_seq` (checked to be above every sequence taken)
+    /// or from the next sequence number; returns the count applied and the batch's last
+    /// sequence number.
+    ///
+    /// The ranges it reaches are locked in id order (each range's writer lock, so writes
+    /// to other ranges go on), checked to be still held (a split or drop between planning
+    /// and locking plans again), and marked as written (`writing`) before the batch takes
+    /// its numbers, so that a snapshot at or above them waits for the inserts.
+    fn apply(&self, batch: &[OpRef<'_>], first_seq: Option<u64>) -> Result<(usize, u64), MemError> {
+        let ranged = batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..)));
+        loop {
+            let plan = plan_batch(batch, &self.ranges())?;
+            let mut ranges: Vec<Arc<RangeData>> =
+                plan.iter().map(|w| Arc::clone(&w.range)).collect();
+            ranges.sort_by_key(|r| r.id);
+            ranges.dedup_by_key(|r| r.id);
+            let guards: Vec<MutexGuard<'_, ()>> = ranges.iter().map(|r| r.lock()).collect();
+            let table = self.ranges();
+            let held = ranges
+                .iter()
+                .all(|r| table.by_id.get(&r.id).is_some_and(|t| Arc::ptr_eq(t, r)));
+            if !held {
+                continue;
+            }
+            // A range delete lists the keys it deletes: again, now that no write to its
+            // ranges can add one.
+            let plan = if ranged {
+                plan_batch(batch, &table)?
+            } else {
+                plan
+            };
+            drop(table);
+            let out = self.apply_planned(&plan, &ranges, batch.len() as u64, first_seq);
+            drop(guards);
+            return out;
+        }
     }
 
-    /// The writes of `batch` from `first_seq`, under the writer lock (`last`).
-    fn apply(
+    /// [`MemKv::apply`] once its ranges are locked and still held.
+    fn apply_planned(
         &self,
-        last: &mut u64,
-        batch: &[OpRef<'_>],
-        first_seq: u64,
-    ) -> Result<usize, MemError> {
-        let plan = plan_batch(batch, &self.ranges())?;
-        let costs = check_plan(&plan)?;
+        plan: &[Planned<'_>],
+        ranges: &[Arc<RangeData>],
+        len: u64,
+        first_seq: Option<u64>,
+    ) -> Result<(usize, u64), MemError> {
+        let costs = check_plan(plan)?;
         let needed = costs.iter().sum();
         if !self.tracker.try_reserve(needed) {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
@@ -383,21 +426,44 @@ impl MemKv {
                 limit,
             });
         }
+        let floor = self.last_seq.load(Ordering::SeqCst) + 1;
+        for range in ranges {
+            range.writing.store(floor, Ordering::SeqCst);
+        }
+        let first = match first_seq {
+            None => self.last_seq.fetch_add(len, Ordering::SeqCst) + 1,
+            Some(first) => {
+                let taken =
+                    self.last_seq
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                            (first > last).then_some(first + len - 1)
+                        });
+                if let Err(last) = taken {
+                    for range in ranges {
+                        range.writing.store(IDLE, Ordering::SeqCst);
+                    }
+                    self.tracker.release(needed);
+                    return Err(MemError::SequenceOutOfOrder { first, last });
+                }
+                first
+            }
+        };
         for (w, cost) in plan.iter().zip(costs) {
-            // The writer lock is held: no freeze can swap the active memtable meanwhile.
+            // The range's writer lock is held: no freeze can swap the active memtable.
             let version = w.range.version.load();
             // Checked by `check_plan`: the entry fits a node and the memtable has room.
             let inserted = version.cfs[w.cf.index()].active.insert(
                 &w.key,
-                first_seq + w.op_index as u64,
+                first + w.op_index as u64,
                 w.value,
                 cost,
             );
             debug_assert!(inserted, "checked before the batch");
         }
-        *last = first_seq + batch.len() as u64 - 1;
-        self.settled_seq.store(*last, Ordering::Release);
-        Ok(plan.len())
+        for range in ranges {
+            range.writing.store(IDLE, Ordering::SeqCst);
+        }
+        Ok((plan.len(), first + len - 1))
     }
 
     /// A snapshot of range `id` at sequence `seq`. A sequence above the last applied one
@@ -406,27 +472,32 @@ impl MemKv {
     /// # Errors
     /// [`MemError::NoSuchRange`], [`MemError::SnapshotTooOld`].
     pub fn snapshot(&self, id: RangeId, seq: u64) -> Result<Snapshot, MemError> {
-        // At or below the settled sequence every write the snapshot may see is in place
-        // and every later write comes above it: no lock (the common case).
-        let mut last = (seq > self.settled_seq.load(Ordering::Acquire)).then(|| self.writer());
-        let (snapshot, compacted) = {
-            let ranges = self.ranges();
-            let range = ranges.by_id.get(&id).ok_or(MemError::NoSuchRange(id))?;
-            // Layers first, then the compaction mark: a compaction sets the mark before
-            // it swaps layers, so a snapshot that got compacted layers also sees the mark.
-            let snapshot = Snapshot::new(range, seq);
-            (snapshot, range.compacted_seq.load(Ordering::Acquire))
-        };
+        let range = self.range(id)?;
+        // Later writes come above `seq`; earlier ones to the range are in place, unless
+        // one is in flight at or below it: then wait for it (the only lock a snapshot may
+        // take, and never for a write to another range).
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        let _wait = (range.writing.load(Ordering::SeqCst) <= seq).then(|| range.lock());
+        // Layers first, then the compaction mark: a compaction sets the mark before it
+        // swaps layers, so a snapshot that got compacted layers also sees the mark.
+        let snapshot = Snapshot::new(&range, seq);
+        let compacted = range.compacted_seq.load(Ordering::Acquire);
+        // Still the range the store holds: a split or a drop finished before it was
+        // taken would leave it blind to writes after them.
+        if !self
+            .ranges()
+            .by_id
+            .get(&id)
+            .is_some_and(|r| Arc::ptr_eq(r, &range))
+        {
+            return Err(MemError::NoSuchRange(id));
+        }
         if seq < compacted {
             return Err(MemError::SnapshotTooOld {
                 range: id,
                 requested: seq,
                 compacted,
             });
-        }
-        if let Some(last) = last.as_deref_mut() {
-            *last = (*last).max(seq);
-            self.settled_seq.store(*last, Ordering::Release);
         }
         Ok(snapshot)
     }
@@ -456,7 +527,7 @@ impl MemKv {
             .iter()
             .map(|(k, v)| crate::layer::RUN_ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
             .sum();
-        let mut last = self.writer();
+        let writer = range.lock();
         if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
             return Err(MemError::MemoryLimit {
@@ -465,10 +536,11 @@ impl MemKv {
                 limit,
             });
         }
-        // The load is a write at `seq`: later writes and compactions come after it (and
-        // lock-free snapshots at `seq` only once it is in place, below).
-        *last = (*last).max(seq);
-        range.update(&last, |cfs| {
+        // The load is a write at `seq`: later writes and compactions come after it, and
+        // snapshots at or above it wait until it is in place.
+        range.writing.store(seq, Ordering::SeqCst);
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        let loaded = range.update(&writer, |cfs| {
             let layers = &mut cfs[cf.index()];
             if layers.run.len() == 0 {
                 // The usual case: a load into an empty range, straight into the arenas.
@@ -487,16 +559,16 @@ impl MemKv {
             });
             layers.run = Arc::new(Run::new(&merged, Some(&self.tracker))?);
             Ok(())
-        })?;
-        self.settled_seq.store(*last, Ordering::Release);
-        Ok(())
+        });
+        range.writing.store(IDLE, Ordering::SeqCst);
+        loaded
     }
 
     /// Freezes every column family's active memtable of range `id` (for a compaction)
     /// and returns the layers to compact and the sequence they hold up to.
     pub(crate) fn freeze(&self, range: &RangeData) -> ([CfLayers; 3], u64) {
-        let last = self.writer();
-        let layers = range.update(&last, |cfs| {
+        let writer = range.lock();
+        let layers = range.update(&writer, |cfs| {
             for layers in cfs.iter_mut() {
                 let fresh = Arc::new(Memtable::new(&self.tracker));
                 let frozen = std::mem::replace(&mut layers.active, fresh);
@@ -504,7 +576,8 @@ impl MemKv {
             }
             cfs.clone()
         });
-        (layers, *last)
+        // Every write to the range up to here is in place; later ones come above.
+        (layers, self.last_sequence())
     }
 
     /// Replaces, in each column family of `range`, the run and frozen memtables of
@@ -519,7 +592,7 @@ impl MemKv {
         runs: [Run; 3],
         seq: u64,
     ) -> bool {
-        let writer = self.writer();
+        let writer = range.lock();
         // Held until the layers are replaced, so that no split or drop slips in between.
         let ranges = self.ranges();
         let held = ranges
@@ -558,13 +631,18 @@ impl MemKv {
         id: RangeId,
         children: &[(RangeId, KeyRange)],
     ) -> Result<(), MemError> {
-        let _writer = self.writer();
+        let parent = self.range(id)?;
+        // No write to the parent is in flight from here on: writes that planned on it
+        // find it gone once they hold its lock, and plan again on the children.
+        let _writer = parent.lock();
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
-        let parent = ranges
+        if !ranges
             .by_id
             .get(&id)
-            .cloned()
-            .ok_or(MemError::NoSuchRange(id))?;
+            .is_some_and(|r| Arc::ptr_eq(r, &parent))
+        {
+            return Err(MemError::NoSuchRange(id));
+        }
         check_partition(&parent, children, &ranges)?;
         ranges.remove(id);
         let version = parent.version();
