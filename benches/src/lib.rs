@@ -42,6 +42,17 @@ pub fn one_vs_two_threads(
     });
 }
 
+/// Criterion's output directory (`<target>/criterion`), found from the running bench
+/// binary's place (`<target>/<profile>/deps/`), where `cargo xtask bench` reads it.
+pub fn criterion_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or(std::path::Path::new("target"));
+    target.join("criterion")
+}
+
 /// The number of keys a suite loads: `IME_BENCH_KEYS`, default 1,000,000.
 pub fn keys_from_env() -> u64 {
     std::env::var("IME_BENCH_KEYS")

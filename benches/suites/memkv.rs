@@ -2,7 +2,10 @@
 //! `BTreeMap`; a scan with one version per key vs iterating a `Vec`; an MVCC scan at a
 //! read_ts with 100 versions per key, before and after GC; a bulk load in key order vs
 //! collecting a `BTreeMap`; dropping a large range vs dropping a tiny one; dropping a
-//! 256 MiB range beside a small store vs beside a large one.
+//! 256 MiB range beside a small store vs beside a large one; writes of 16-entry batches
+//! into a memtable vs inserting them into a `BTreeMap` keyed as the old memtable was; and
+//! memtable memory per entry against the entries' key and value bytes (a figure in
+//! bytes, written beside criterion's results for `cargo xtask bench`).
 //!
 //! The figures `docs/goals.md` sets against RocksDB are measured here too, on the
 //! same data in the same run: point get (goal: at least 3x faster) and the MVCC scan
@@ -350,10 +353,119 @@ fn drop_256mib(c: &mut Criterion) {
     group.finish();
 }
 
+/// Entries per memtable before the write benches start a fresh store (as a compaction
+/// would fold them into a run).
+const MEMTABLE_ENTRIES: u64 = 100_000;
+
+/// Key `i` of the memtable benches: 24 bytes, like a short MVCC write-CF key.
+fn memtable_key(i: u64) -> Vec<u8> {
+    format!(
+        "t_{:012}_r_row_key",
+        i.wrapping_mul(2_654_435_761) % 1_000_000_007
+    )
+    .into_bytes()
+}
+
+/// The value of every memtable bench entry: 16 bytes (a write record with a short value).
+const MEMTABLE_VALUE: &[u8] = b"P\x05v\x0c0123456789ab";
+
+fn memtable_write(c: &mut Criterion) {
+    let mut group = c.benchmark_group("memkv/memtable_write_16");
+    group.throughput(Throughput::Elements(16));
+    let keys: Vec<Vec<u8>> = (0..MEMTABLE_ENTRIES).map(memtable_key).collect();
+    group.bench_function("memkv", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut kv = fresh_memtable_store();
+            let mut at = 0usize;
+            for _ in 0..iters {
+                if at + 16 > keys.len() {
+                    kv = fresh_memtable_store();
+                    at = 0;
+                }
+                let ops: Vec<ime_memkv::OpRef<'_>> = keys[at..at + 16]
+                    .iter()
+                    .map(|k| ime_memkv::OpRef::Put(Cf::Write, k, MEMTABLE_VALUE))
+                    .collect();
+                at += 16;
+                let start = Instant::now();
+                black_box(kv.write_next(&ops).unwrap());
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    // What the memtable was before: an ordered map keyed by (key, descending sequence),
+    // two allocations per entry.
+    group.bench_function("btreemap", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            type Old = BTreeMap<(Box<[u8]>, std::cmp::Reverse<u64>), Option<Box<[u8]>>>;
+            let mut map = Old::new();
+            let (mut at, mut seq) = (0usize, 0u64);
+            for _ in 0..iters {
+                if at + 16 > keys.len() {
+                    map = Old::new();
+                    at = 0;
+                }
+                let start = Instant::now();
+                for k in &keys[at..at + 16] {
+                    seq += 1;
+                    map.insert(
+                        (k.as_slice().into(), std::cmp::Reverse(seq)),
+                        Some(MEMTABLE_VALUE.into()),
+                    );
+                }
+                black_box(&map);
+                total += start.elapsed();
+                at += 16;
+            }
+            total
+        })
+    });
+    group.finish();
+    write_memtable_memory_figure(&keys);
+}
+
+fn fresh_memtable_store() -> MemKv {
+    let kv = store();
+    kv.create_range(RangeId(1), everything()).unwrap();
+    kv
+}
+
+/// Bytes per memtable entry (the store's count, which `ime-memkv`'s tests hold to the
+/// allocator's within a few parts in a thousand for arenas) against the entry's key and
+/// value bytes, for `MEMTABLE_ENTRIES` entries written in batches of 16; written as
+/// `memkv_memtable_memory/{memtable,encoded}/bytes.json` under criterion's directory.
+fn write_memtable_memory_figure(keys: &[Vec<u8>]) {
+    let kv = fresh_memtable_store();
+    let empty = kv.memory_used();
+    for batch in keys.chunks(16) {
+        let ops: Vec<ime_memkv::OpRef<'_>> = batch
+            .iter()
+            .map(|k| ime_memkv::OpRef::Put(Cf::Write, k, MEMTABLE_VALUE))
+            .collect();
+        kv.write_next(&ops).unwrap();
+    }
+    let per_entry = (kv.memory_used() - empty) as f64 / keys.len() as f64;
+    let encoded = (keys[0].len() + MEMTABLE_VALUE.len()) as f64;
+    println!(
+        "memkv/memtable_memory: {per_entry:.1} bytes per entry, {encoded} bytes of key and \
+         value ({:.2}x)",
+        per_entry / encoded
+    );
+    let dir = ime_benches::criterion_dir().join("memkv_memtable_memory");
+    for (name, value) in [("memtable", per_entry), ("encoded", encoded)] {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("bytes.json"), format!("{{\"bytes\": {value}}}\n")).unwrap();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = ime_benches::criterion();
     targets = point_get, readers, scan_one_version, mvcc_scan_100_versions, bulk_load, drop_range,
-        drop_256mib
+        drop_256mib, memtable_write
 }
 criterion_main!(benches);

@@ -9,13 +9,17 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// One reported figure: `measured` against `baseline`, both criterion benchmark ids
-/// (`group/function`).
+/// (`group/function`): times, or (for ids under [`BYTES_GROUP_PREFIX`]) byte counts a
+/// suite writes beside criterion's results.
 struct Figure {
     suite: &'static str,
     name: &'static str,
     measured: &'static str,
     baseline: &'static str,
 }
+
+/// Figures whose group starts so are byte counts, not times.
+const BYTES_GROUP_PREFIX: &str = "memkv/memtable_memory";
 
 const FIGURES: &[Figure] = &[
     Figure {
@@ -127,6 +131,18 @@ const FIGURES: &[Figure] = &[
         baseline: "memkv/drop_256mib/beside_small",
     },
     Figure {
+        suite: "memkv",
+        name: "memtable write, batches of 16 vs BTreeMap inserts (the old memtable)",
+        measured: "memkv/memtable_write_16/memkv",
+        baseline: "memkv/memtable_write_16/btreemap",
+    },
+    Figure {
+        suite: "memkv",
+        name: "memtable memory per entry vs its key + value bytes (goal 2)",
+        measured: "memkv/memtable_memory/memtable",
+        baseline: "memkv/memtable_memory/encoded",
+    },
+    Figure {
         suite: "disk",
         name: "RocksDB point get (1M keys, warm) vs a BTreeMap",
         measured: "disk/point_get/rocksdb",
@@ -219,17 +235,34 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
         "figure", "measured", "baseline", "ratio"
     );
     for figure in FIGURES.iter().filter(|f| suites.contains(&f.suite)) {
-        let measured = mean_ns(&criterion_dir, figure.measured)?;
-        let baseline = mean_ns(&criterion_dir, figure.baseline)?;
+        let (measured, baseline, format): (f64, f64, fn(f64) -> String) =
+            if figure.measured.starts_with(BYTES_GROUP_PREFIX) {
+                let measured = bytes(&criterion_dir, figure.measured)?;
+                (
+                    measured,
+                    bytes(&criterion_dir, figure.baseline)?,
+                    format_bytes,
+                )
+            } else {
+                let measured = mean_ns(&criterion_dir, figure.measured)?;
+                (
+                    measured,
+                    mean_ns(&criterion_dir, figure.baseline)?,
+                    format_ns,
+                )
+            };
         println!(
             "{:<58} {:>12} {:>12} {:>7.2}x",
             figure.name,
-            format_ns(measured),
-            format_ns(baseline),
+            format(measured),
+            format(baseline),
             measured / baseline,
         );
     }
-    println!("\nratio = measured time / baseline time, both from this run (lower is faster).");
+    println!(
+        "\nratio = measured / baseline, both from this run (times: lower is faster; bytes: \
+         lower is leaner)."
+    );
     Ok(())
 }
 
@@ -240,6 +273,26 @@ fn format_ns(ns: f64) -> String {
         ns if ns >= 1e3 => format!("{:.2} us", ns / 1e3),
         ns => format!("{ns:.1} ns"),
     }
+}
+
+fn format_bytes(bytes: f64) -> String {
+    format!("{bytes:.1} B")
+}
+
+/// The byte count a suite wrote for `id` (`<group>/<function>/bytes.json`).
+fn bytes(criterion_dir: &Path, id: &str) -> Result<f64> {
+    let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
+    let path = criterion_dir
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join("bytes.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no result for {id} at {}", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    json["bytes"]
+        .as_f64()
+        .with_context(|| format!("{} has no byte count", path.display()))
 }
 
 /// Criterion's mean estimate for benchmark `id`, in nanoseconds per iteration.

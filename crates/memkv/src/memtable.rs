@@ -525,9 +525,11 @@ impl Memtable {
 
 impl Writer {
     /// The predecessors of `(key, seq)` below `height` from the hint, when the key comes
-    /// after the last one inserted and lies a few nodes past the hint at every one of
-    /// those levels (a batch in key order, older versions of the keys between included);
-    /// `None` sends the insert to a search from the top.
+    /// after the last one inserted and lies a few nodes past the hint at each of those
+    /// levels (a batch in key order, older versions of the keys between included);
+    /// `None` sends the insert to a search from the top. Level 1 is looked at first, even
+    /// for a node of height one: a key far from the last one (inserts in no order) fails
+    /// there after a step or two, so the hint costs a random insert little.
     fn hinted(
         &self,
         arena: &Arena,
@@ -535,29 +537,33 @@ impl Writer {
         seq: u64,
         height: usize,
     ) -> Option<[NodeRef; MAX_HEIGHT]> {
-        /// Steps a level may walk from its hint before a search from the top is cheaper.
-        const STEPS: usize = 8;
         let (last, mut preds) = self.hint?;
         if arena.node(last)?.cmp(key, seq) != Cmp::Less {
             return None;
         }
         // Every hint node is at or before `last`, so before the key: walking forward from
         // it at its level reaches the predecessor there.
-        for (level, pred) in preds.iter_mut().enumerate().take(height) {
-            let mut steps = 0;
+        let top = height.clamp(2, MAX_HEIGHT);
+        for level in (0..top).rev() {
+            // Level 0 steps over the versions of the keys between; above, the hint must be
+            // close already.
+            let steps = if level == 0 { 8 } else { 2 };
+            let mut pred = preds[level];
+            let mut walked = 0;
             loop {
-                let next = arena.next(*pred, level);
+                let next = arena.next(pred, level);
                 match arena.node(next) {
                     Some(node) if node.cmp(key, seq) == Cmp::Less => {
-                        steps += 1;
-                        if steps > STEPS {
+                        walked += 1;
+                        if walked > steps {
                             return None;
                         }
-                        *pred = next;
+                        pred = next;
                     }
                     _ => break,
                 }
             }
+            preds[level] = pred;
         }
         Some(preds)
     }
