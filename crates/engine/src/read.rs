@@ -2,14 +2,15 @@
 //! region, a memory snapshot holding the same writes of it — and its iterators.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use ime_controller::{Decisions, Fallback};
 use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
 use ime_memkv::SnapshotIter;
 use ime_region::{ReadRequest, RegionId, SnapshotTicket};
 
-use crate::shared::{Core, Effects, ReadCounters};
+use ime_metrics::ReadCounters;
+
+use crate::shared::{Core, Effects};
 use crate::{Engine, EngineError};
 use ime_metrics::Source;
 
@@ -62,16 +63,21 @@ impl<D: DiskEngine> Engine<D> {
     pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
         let core = &self.core;
         let mut fx = Effects::default();
+        // The view outside the lock (its disk snapshot is the slow part); a load that ended
+        // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
+        let mut view = core.view(region);
         let mut meta = core.meta();
-        let view = core.view(region);
         let counters = meta.counters(region);
         if let Some(c) = &counters {
-            c.reads.fetch_add(1, Ordering::Relaxed);
+            c.read();
         }
         let read_ts = request.read_ts;
         let mut decisions = Decisions::new();
         let (memory, fallback) = match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
-            Ok((ticket, range)) => match core.mem.snapshot(range, view.memory) {
+            Ok((ticket, range)) => match core.mem.snapshot(range, view.memory).or_else(|_| {
+                view = core.view(region);
+                core.mem.snapshot(range, view.memory)
+            }) {
                 Ok(snapshot) => (
                     Some(MemoryView {
                         snapshot: Some(snapshot),
@@ -161,8 +167,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// Adds MVCC work to the region's statistics (for the eviction policy).
     pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
         if let Some(c) = &self.counters {
-            c.scanned.fetch_add(scanned, Ordering::Relaxed);
-            c.returned.fetch_add(returned, Ordering::Relaxed);
+            c.scanned(scanned, returned);
         }
     }
 

@@ -19,7 +19,7 @@ use ime_stripes::{Stripes, View};
 
 use crate::Config;
 use ime_metrics::Metrics;
-use ime_metrics::{CompactResult, FenceEvent, GapSource};
+use ime_metrics::{CompactResult, FenceEvent, GapSource, ReadCounters};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
 /// runs the queue). A task may return a continuation: loads run in stages, so that a
@@ -123,22 +123,6 @@ pub(crate) struct Dropped {
     pub(crate) handle: DroppedRange,
     pub(crate) since: Instant,
     pub(crate) reason: EvictReason,
-}
-
-/// A region's read statistics: reads, MVCC versions scanned, keys returned.
-#[derive(Debug, Default)]
-pub(crate) struct ReadCounters {
-    pub(crate) reads: AtomicU64,
-    pub(crate) scanned: AtomicU64,
-    pub(crate) returned: AtomicU64,
-}
-
-impl ReadCounters {
-    /// The counts so far, reset to zero.
-    pub(crate) fn take(&self) -> (u64, u64, u64) {
-        let take = |c: &AtomicU64| c.swap(0, std::sync::atomic::Ordering::Relaxed);
-        (take(&self.reads), take(&self.scanned), take(&self.returned))
-    }
 }
 
 /// What the engine's one metadata lock guards: the controller's decisions, and the

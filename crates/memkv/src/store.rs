@@ -42,7 +42,8 @@ pub(crate) struct RangeData {
     /// Read without a lock (a snapshot costs one reference count); replaced only under
     /// `writer`, so updates never race one another.
     version: ArcSwap<Version>,
-    /// Snapshots below this sequence are refused: a compaction dropped shadowed versions.
+    /// Snapshots below this sequence are refused: a compaction dropped shadowed versions,
+    /// or a load put entries at it.
     pub(crate) compacted_seq: AtomicU64,
     /// Held by a write to the range for its inserts, and by whatever changes its layers
     /// (a load, a freeze, an install, a split): writes to different ranges do not wait
@@ -472,26 +473,35 @@ impl MemKv {
     /// # Errors
     /// [`MemError::NoSuchRange`], [`MemError::SnapshotTooOld`].
     pub fn snapshot(&self, id: RangeId, seq: u64) -> Result<Snapshot, MemError> {
-        let range = self.range(id)?;
-        // Later writes come above `seq`; earlier ones to the range are in place, unless
-        // one is in flight at or below it: then wait for it (the only lock a snapshot may
-        // take, and never for a write to another range).
-        self.last_seq.fetch_max(seq, Ordering::SeqCst);
-        let _wait = (range.writing.load(Ordering::SeqCst) <= seq).then(|| range.lock());
-        // Layers first, then the compaction mark: a compaction sets the mark before it
-        // swaps layers, so a snapshot that got compacted layers also sees the mark.
-        let snapshot = Snapshot::new(&range, seq);
-        let compacted = range.compacted_seq.load(Ordering::Acquire);
-        // Still the range the store holds: a split or a drop finished before it was
-        // taken would leave it blind to writes after them.
-        if !self
-            .ranges()
-            .by_id
-            .get(&id)
-            .is_some_and(|r| Arc::ptr_eq(r, &range))
-        {
-            return Err(MemError::NoSuchRange(id));
+        // Later writes come above `seq` (a shared line written only when `seq` is new).
+        if seq > self.last_seq.load(Ordering::SeqCst) {
+            self.last_seq.fetch_max(seq, Ordering::SeqCst);
         }
+        let (snapshot, compacted) = {
+            let ranges = self.ranges();
+            let range = ranges.by_id.get(&id).ok_or(MemError::NoSuchRange(id))?;
+            if range.writing.load(Ordering::SeqCst) > seq {
+                // Every write to the range at or below `seq` is in place, and none is in
+                // flight there: no lock (the common case).
+                Self::snapshot_of(range, seq)
+            } else {
+                // A write at or below `seq` is in flight: wait for it (the only lock a
+                // snapshot may take, and never for a write to another range), outside
+                // the table's lock, then make sure the range is still the one held.
+                let range = Arc::clone(range);
+                drop(ranges);
+                let _wait = range.lock();
+                let held = self
+                    .ranges()
+                    .by_id
+                    .get(&id)
+                    .is_some_and(|r| Arc::ptr_eq(r, &range));
+                if !held {
+                    return Err(MemError::NoSuchRange(id));
+                }
+                Self::snapshot_of(&range, seq)
+            }
+        };
         if seq < compacted {
             return Err(MemError::SnapshotTooOld {
                 range: id,
@@ -502,9 +512,19 @@ impl MemKv {
         Ok(snapshot)
     }
 
+    /// A snapshot of `range` at `seq`, and its compaction mark: layers first, then the
+    /// mark (a compaction sets the mark before it swaps layers, so a snapshot that got
+    /// compacted layers also sees the mark).
+    fn snapshot_of(range: &RangeData, seq: u64) -> (Snapshot, u64) {
+        let snapshot = Snapshot::new(range, seq);
+        (snapshot, range.compacted_seq.load(Ordering::Acquire))
+    }
+
     /// Bulk-loads `entries` (strictly increasing keys, inside the range) into `cf` of
     /// range `id` at sequence `seq`, as a compact run built in key order. Meant for the
     /// load from a disk snapshot at `seq`, before any write above `seq` touches the keys.
+    /// Snapshots of the range below `seq` are refused from then on
+    /// ([`MemError::SnapshotTooOld`]): they would not see the loaded entries.
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`], [`MemError::UnsortedLoad`], [`MemError::OutOfRange`],
@@ -540,6 +560,8 @@ impl MemKv {
         // snapshots at or above it wait until it is in place.
         range.writing.store(seq, Ordering::SeqCst);
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        // A snapshot below `seq` would see the range without the entries loaded at it.
+        range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
         let loaded = range.update(&writer, |cfs| {
             let layers = &mut cfs[cf.index()];
             if layers.run.len() == 0 {

@@ -133,14 +133,17 @@ pub enum MemError {
         /// The hard limit.
         limit: u64,
     },
-    /// A snapshot below the range's last compaction: older versions may be gone.
-    #[error("snapshot at {requested} is older than {range}'s compaction at {compacted}")]
+    /// A snapshot below the range's last compaction (older versions may be gone) or its
+    /// last load (the loaded entries are above it): it could not read the range right.
+    #[error(
+        "snapshot at {requested} is older than {range}'s last compaction or load at {compacted}"
+    )]
     SnapshotTooOld {
         /// The range.
         range: RangeId,
         /// The sequence asked for.
         requested: u64,
-        /// The compaction's sequence.
+        /// The last compaction's or load's sequence.
         compacted: u64,
     },
     /// A run whose keys or values would pass 4 GiB (a range that large is split first).

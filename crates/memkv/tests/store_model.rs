@@ -666,3 +666,32 @@ fn parallel_writers_on_two_ranges_keep_batches_whole() {
         );
     }
 }
+
+/// A snapshot below a range's load would see the range without the loaded entries: it is
+/// refused, and one at the load's sequence sees them.
+#[test]
+fn a_snapshot_below_a_load_is_refused() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 20,
+        soft_limit: 1 << 19,
+    });
+    kv.create_range(RangeId(1), KeyRange::new("a", "z").unwrap())
+        .unwrap();
+    kv.load(
+        RangeId(1),
+        Cf::Default,
+        vec![(b"k".to_vec(), b"v".to_vec())],
+        10,
+    )
+    .unwrap();
+    assert!(matches!(
+        kv.snapshot(RangeId(1), 9),
+        Err(MemError::SnapshotTooOld {
+            requested: 9,
+            compacted: 10,
+            ..
+        })
+    ));
+    let at_load = kv.snapshot(RangeId(1), 10).unwrap();
+    assert_eq!(at_load.get(Cf::Default, b"k"), Some(b"v".to_vec()));
+}

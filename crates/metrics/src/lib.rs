@@ -21,9 +21,11 @@
 #![forbid(unsafe_code)]
 
 mod metrics;
+mod reads;
 mod stats;
 
 pub use metrics::Metrics;
+pub use reads::ReadCounters;
 pub use stats::{
     CollectResult, Collections, CompactResult, Compactions, FenceEvent, Fences, GapSource, Gaps,
     LoadResult, Loads, Snapshots, Source, Stats,
