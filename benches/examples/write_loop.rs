@@ -1,0 +1,94 @@
+//! A write loop to profile (`perf record`), outside criterion's harness: batches of 16
+//! MVCC puts to a cached region through the engine (`hybrid`), or the same batches to a
+//! bare RocksDB (`bare`); prints the mean time per batch.
+//!
+//! ```sh
+//! cargo run --release -p ime-benches --example write_loop -- hybrid 400000
+//! cargo run --release -p ime-benches --example write_loop -- bare 400000
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a profiling harness: a failed setup should stop it"
+)]
+
+use std::time::{Duration, Instant};
+
+use ime_benches::user_key;
+use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
+use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+
+const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
+
+fn write_key(user: &[u8], commit_ts: u64) -> Vec<u8> {
+    MvccKey {
+        user_key: user.to_vec(),
+        ts: commit_ts,
+    }
+    .encode()
+}
+
+fn put_record(start_ts: u64, value: &[u8]) -> Vec<u8> {
+    WriteRecord::new(WriteType::Put, start_ts, Some(value.to_vec()))
+        .encode()
+        .unwrap()
+}
+
+/// The 16 operations of batch `round`: consecutive keys, a new commit timestamp.
+fn ops(round: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    (0..16).map(move |k| {
+        let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+        (key, put_record(1_999_999 + round, b"value"))
+    })
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let hybrid = args.next().as_deref() != Some("bare");
+    let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..1000 {
+        batch.put(
+            Cf::Write,
+            write_key(&user_key(i), 10),
+            put_record(9, &[b'v'; 32]),
+        );
+    }
+    disk.write(&batch).unwrap();
+    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
+    let engine = Engine::new(disk, Config::from_toml(config).unwrap()).unwrap();
+    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
+    engine
+        .load_region(Region::new(RegionId(1), range, EPOCH), 5)
+        .unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(60)));
+    let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let start = Instant::now();
+    for round in 1..=batches {
+        if hybrid {
+            let mut batch = HybridWriteBatch::new();
+            batch.prepare(ApplyHeader {
+                region: RegionId(1),
+                epoch: EPOCH,
+                first_index: 5 + round,
+                last_index: 5 + round,
+            });
+            for (key, value) in ops(round) {
+                batch.put(Cf::Write, key, value);
+            }
+            engine.write(&batch).unwrap();
+        } else {
+            let mut batch = WriteBatch::new();
+            for (key, value) in ops(round) {
+                batch.put(Cf::Write, key, value);
+            }
+            bare.write(&batch).unwrap();
+        }
+    }
+    let per_batch = start.elapsed() / u32::try_from(batches).unwrap_or(u32::MAX);
+    let side = if hybrid { "hybrid" } else { "bare" };
+    println!("{side}: {per_batch:?} per batch of 16 ({batches} batches)");
+}
