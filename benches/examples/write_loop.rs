@@ -14,27 +14,13 @@
 
 use std::time::{Duration, Instant};
 
-use ime_benches::user_key;
+use ime_benches::{put_record, user_key, write_key};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
-use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_memkv::codec::encode_bytes;
 use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
-
-fn write_key(user: &[u8], commit_ts: u64) -> Vec<u8> {
-    MvccKey {
-        user_key: user.to_vec(),
-        ts: commit_ts,
-    }
-    .encode()
-}
-
-fn put_record(start_ts: u64, value: &[u8]) -> Vec<u8> {
-    WriteRecord::new(WriteType::Put, start_ts, Some(value.to_vec()))
-        .encode()
-        .unwrap()
-}
 
 /// The 16 operations of batch `round`: consecutive keys, a new commit timestamp.
 fn ops(round: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {

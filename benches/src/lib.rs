@@ -53,6 +53,30 @@ pub fn criterion_dir() -> std::path::PathBuf {
     target.join("criterion")
 }
 
+/// The write-CF key of `user`'s version committed at `commit_ts` (TiKV's format).
+pub fn write_key(user: &[u8], commit_ts: u64) -> Vec<u8> {
+    ime_memkv::codec::MvccKey {
+        user_key: user.to_vec(),
+        ts: commit_ts,
+    }
+    .encode()
+}
+
+/// A put's write record started at `start_ts`, with `value` inline.
+///
+/// # Panics
+/// When `value` is too long to go inline (a benchmark setup error).
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a wrong record should stop the run"
+)]
+pub fn put_record(start_ts: u64, value: &[u8]) -> Vec<u8> {
+    use ime_memkv::codec::{WriteRecord, WriteType};
+    WriteRecord::new(WriteType::Put, start_ts, Some(value.to_vec()))
+        .encode()
+        .expect("a short value goes inline")
+}
+
 /// The number of keys a suite loads: `IME_BENCH_KEYS`, default 1,000,000.
 pub fn keys_from_env() -> u64 {
     std::env::var("IME_BENCH_KEYS")

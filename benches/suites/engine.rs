@@ -32,10 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ime_benches::{keys_from_env, user_key};
+use ime_benches::{keys_from_env, put_record, user_key, write_key};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
-use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_memkv::codec::{WriteRecord, WriteType, encode_bytes};
 use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
@@ -64,20 +64,6 @@ fn config() -> Config {
 fn whole() -> Region {
     let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
     Region::new(RegionId(1), range, EPOCH)
-}
-
-fn write_key(user: &[u8], commit_ts: u64) -> Vec<u8> {
-    MvccKey {
-        user_key: user.to_vec(),
-        ts: commit_ts,
-    }
-    .encode()
-}
-
-fn put_record(start_ts: u64, value: &[u8]) -> Vec<u8> {
-    WriteRecord::new(WriteType::Put, start_ts, Some(value.to_vec()))
-        .encode()
-        .unwrap()
 }
 
 /// An engine over a fresh RocksDB holding `versions` versions of `keys` keys (short

@@ -281,35 +281,36 @@ fn format_bytes(bytes: f64) -> String {
 
 /// The byte count a suite wrote for `id` (`<group>/<function>/bytes.json`).
 fn bytes(criterion_dir: &Path, id: &str) -> Result<f64> {
-    let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
-    let path = criterion_dir
-        .join(group.replace('/', "_"))
-        .join(function)
-        .join("bytes.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("no result for {id} at {}", path.display()))?;
-    let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    json["bytes"]
-        .as_f64()
-        .with_context(|| format!("{} has no byte count", path.display()))
+    result(criterion_dir, id, "bytes.json", &["bytes"])
 }
 
 /// Criterion's mean estimate for benchmark `id`, in nanoseconds per iteration.
 fn mean_ns(criterion_dir: &Path, id: &str) -> Result<f64> {
-    // Criterion files a benchmark under its group's name with `/` made `_`.
+    result(
+        criterion_dir,
+        id,
+        "new/estimates.json",
+        &["mean", "point_estimate"],
+    )
+}
+
+/// The number at `field` (a path of object keys) in benchmark `id`'s `file`. Criterion
+/// files a benchmark under its group's name with `/` made `_`.
+fn result(criterion_dir: &Path, id: &str, file: &str, field: &[&str]) -> Result<f64> {
     let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
     let path = criterion_dir
         .join(group.replace('/', "_"))
         .join(function)
-        .join("new/estimates.json");
+        .join(file);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no result for {id} at {}", path.display()))?;
     let json: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    json["mean"]["point_estimate"]
+    field
+        .iter()
+        .fold(&json, |value, key| &value[*key])
         .as_f64()
-        .with_context(|| format!("{} has no mean", path.display()))
+        .with_context(|| format!("{} has no {}", path.display(), field.join(".")))
 }
 
 fn target_dir(root: &Path) -> Result<PathBuf> {
@@ -329,6 +330,31 @@ fn target_dir(root: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Times come from criterion's estimates, byte counts from the suites' own files, each
+    /// under the group's name with `/` made `_`; a missing file or field is an error.
+    #[test]
+    fn results_are_read_where_criterion_and_the_suites_file_them() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-results-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let time = dir.join("memkv_readers/one_thread/new");
+        let size = dir.join("memkv_memtable_memory/memtable");
+        std::fs::create_dir_all(&time).unwrap();
+        std::fs::create_dir_all(&size).unwrap();
+        std::fs::write(
+            time.join("estimates.json"),
+            r#"{"mean": {"point_estimate": 12.5}}"#,
+        )
+        .unwrap();
+        std::fs::write(size.join("bytes.json"), r#"{"bytes": 68.1}"#).unwrap();
+        assert_eq!(mean_ns(&dir, "memkv/readers/one_thread").unwrap(), 12.5);
+        assert_eq!(bytes(&dir, "memkv/memtable_memory/memtable").unwrap(), 68.1);
+        assert!(bytes(&dir, "memkv/memtable_memory/encoded").is_err());
+        std::fs::write(size.join("bytes.json"), r#"{"size": 1}"#).unwrap();
+        let err = bytes(&dir, "memkv/memtable_memory/memtable").unwrap_err();
+        assert!(err.to_string().contains("has no bytes"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn every_figure_names_a_known_suite_and_distinct_ids() {
