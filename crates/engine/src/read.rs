@@ -8,11 +8,9 @@ use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
 use ime_memkv::SnapshotIter;
 use ime_region::{ReadRequest, RegionId, SnapshotTicket};
 
-use ime_metrics::ReadCounters;
-
 use crate::shared::{Core, Effects};
 use crate::{Engine, EngineError};
-use ime_metrics::Source;
+use ime_metrics::{ReadCounters, Source};
 
 /// The memory side of a snapshot: the store's snapshot, the region's range, and the
 /// registration that holds back GC and deletion until it drops.
