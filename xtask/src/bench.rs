@@ -42,7 +42,7 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
-        name: "load a region vs a bare RocksDB iteration over it (goal 1.5)",
+        name: "load a region vs a bare RocksDB iteration, no copies (goal 1.5)",
         measured: "engine/load/load_region",
         baseline: "engine/load/rocksdb_iteration",
     },

@@ -125,7 +125,7 @@ impl<'e, D: DiskEngine> DiskReader<'e, D> {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// Reads every entry in bounds, in key order (for tests, loads and cross-checks).
+/// Reads every entry in bounds, in key order (for tests and cross-checks).
 ///
 /// # Errors
 /// The engine's failure.
@@ -134,15 +134,34 @@ pub fn collect<S: DiskSnapshot + ?Sized>(
     cf: Cf,
     bounds: KeyRange,
 ) -> Result<Vec<Entry>, DiskError> {
+    let mut out = Vec::new();
+    for_each(snapshot, cf, bounds, |key, value| {
+        out.push((key.to_vec(), value.to_vec()));
+        Ok::<(), DiskError>(())
+    })?;
+    Ok(out)
+}
+
+/// Hands `f` every entry in bounds, in key order, borrowed from the iterator (a load
+/// copies each straight into memory, with no copy of its own); stops at `f`'s first
+/// error.
+///
+/// # Errors
+/// The engine's failure, or `f`'s.
+pub fn for_each<S: DiskSnapshot + ?Sized, E: From<DiskError>>(
+    snapshot: &S,
+    cf: Cf,
+    bounds: KeyRange,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut iter = snapshot.iter(cf, bounds)?;
     iter.seek_to_first();
-    let mut out = Vec::new();
     while let Some((key, value)) = iter.entry() {
-        out.push((key.to_vec(), value.to_vec()));
+        f(key, value)?;
         iter.next();
     }
     iter.status()?;
-    Ok(out)
+    Ok(())
 }
 
 /// The entries, and the bytes of their keys and values, in `range` across every column

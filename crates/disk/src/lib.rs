@@ -38,7 +38,9 @@ mod memory;
 mod rocks;
 mod types;
 
-pub use engine::{DiskEngine, DiskIterator, DiskReader, DiskSnapshot, Entry, collect, range_size};
+pub use engine::{
+    DiskEngine, DiskIterator, DiskReader, DiskSnapshot, Entry, collect, for_each, range_size,
+};
 pub use memory::{MemDisk, MemSnapshot};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksDisk, RocksSnapshot};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Instant;
 
 use ime_controller::{Decisions, LoadStart};
-use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, range_size};
+use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
 use ime_memkv::{MemError, RangeId};
@@ -156,11 +156,12 @@ impl<D: DiskEngine> Core<D> {
         memory_seq: u64,
     ) -> Result<(), crate::EngineError> {
         for cf in Cf::ALL {
-            let entries = collect(snapshot, cf, region.clone())?;
-            if entries.is_empty() {
-                continue;
-            }
-            self.mem.load(range, cf, entries, memory_seq)?;
+            // Streamed: each entry goes from the iterator straight into the run.
+            let mut loader = self.mem.loader(range, cf, memory_seq)?;
+            for_each(snapshot, cf, region.clone(), |key, value| {
+                loader.push(key, value).map_err(crate::EngineError::from)
+            })?;
+            loader.finish()?;
         }
         Ok(())
     }

@@ -28,10 +28,6 @@ struct Slot {
     seq: u64,
 }
 
-/// Bytes a run entry costs beyond its key and value bytes: its slot, and a bit of the
-/// deletion bitmap.
-pub(crate) const RUN_ENTRY_OVERHEAD: u64 = std::mem::size_of::<Slot>() as u64;
-
 /// An immutable sorted run, built in key order (by a load or a compaction): every key in
 /// one arena, every value in another, and a slot per entry with the two end offsets and
 /// the sequence number (16 bytes), plus a deletion bitmap. One allocation each, however
@@ -88,22 +84,6 @@ impl Run {
         Run::build(parts.iter().copied(), parts.len(), tracker)
     }
 
-    /// A run of `(key, value)` pairs in strictly increasing key order, all at `seq`
-    /// (a load), built straight into the arenas.
-    ///
-    /// # Errors
-    /// [`MemError::RunTooLarge`].
-    pub(crate) fn from_sorted(
-        pairs: &[(Vec<u8>, Vec<u8>)],
-        seq: u64,
-        tracker: &Arc<MemoryTracker>,
-    ) -> Result<Self, MemError> {
-        let parts = pairs
-            .iter()
-            .map(|(k, v)| (k.as_slice(), seq, Some(v.as_slice())));
-        Run::build(parts, pairs.len(), Some(tracker))
-    }
-
     fn build<'a>(
         parts: impl Iterator<Item = (&'a [u8], u64, Option<&'a [u8]>)> + Clone,
         len: usize,
@@ -114,80 +94,32 @@ impl Run {
             .clone()
             .map(|(_, _, v)| v.map_or(0, <[u8]>::len))
             .sum();
-        if u32::try_from(key_bytes).is_err() || u32::try_from(value_bytes).is_err() {
-            return Err(MemError::RunTooLarge {
-                keys: key_bytes as u64,
-                values: value_bytes as u64,
-            });
+        let mut builder = RunBuilder::with_capacity(len, key_bytes, value_bytes);
+        for (key, seq, value) in parts {
+            builder.push(key, seq, value)?;
         }
-        // Keys are in order, so the prefix all of them share is the first's and the last's.
-        let prefix_len = {
-            let mut keys = parts.clone().map(|(k, _, _)| k);
-            match (keys.next(), keys.last()) {
-                (Some(first), Some(last)) => {
-                    first.iter().zip(last).take_while(|(a, b)| a == b).count()
-                }
-                _ => 0,
-            }
-        };
-        let mut run = Run {
-            keys: Vec::with_capacity(key_bytes),
-            values: Vec::with_capacity(value_bytes),
-            slots: Vec::with_capacity(len),
-            deleted: vec![0; len.div_ceil(64)],
-            sparse_keys: Vec::new(),
-            sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
-            sparse_prefixes: Vec::with_capacity(len.div_ceil(SPARSE)),
-            prefix_len,
-            unique: true,
-            max_seq: 0,
-            any_deleted: false,
-            charge: None,
-        };
-        let mut previous: Option<&[u8]> = None;
-        for (i, (key, seq, value)) in parts.enumerate() {
-            if i % SPARSE == 0 {
-                run.sparse_keys.extend_from_slice(key);
-                run.sparse_ends
-                    .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
-                run.sparse_prefixes.push(prefix_u64(key, prefix_len));
-            }
-            if previous == Some(key) {
-                run.unique = false;
-            }
-            previous = Some(key);
-            run.max_seq = run.max_seq.max(seq);
-            run.keys.extend_from_slice(key);
-            match value {
-                Some(v) => run.values.extend_from_slice(v),
-                None => {
-                    run.deleted[i / 64] |= 1 << (i % 64);
-                    run.any_deleted = true;
-                }
-            }
-            // Both fit in u32: checked above.
-            let key_end = u32::try_from(run.keys.len()).unwrap_or(u32::MAX);
-            let value_end = u32::try_from(run.values.len()).unwrap_or(u32::MAX);
-            run.slots.push(Slot {
-                key_end,
-                value_end,
-                seq,
-            });
-        }
-        if let Some(tracker) = tracker {
-            let bytes = (run.keys.capacity()
-                + run.values.capacity()
-                + run.slots.capacity() * std::mem::size_of::<Slot>()
-                + run.deleted.capacity() * 8
-                + run.sparse_keys.capacity()
-                + run.sparse_ends.capacity() * 4
-                + run.sparse_prefixes.capacity() * 8) as u64;
-            let charge = Charge::new(tracker);
-            tracker.force_reserve(bytes);
-            charge.add_reserved(bytes);
-            run.charge = Some(charge);
-        }
-        Ok(run)
+        Ok(builder.finish(tracker))
+    }
+
+    /// Bytes its arrays hold (what it charges).
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        (self.keys.capacity()
+            + self.values.capacity()
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.deleted.capacity() * 8
+            + self.sparse_keys.capacity()
+            + self.sparse_ends.capacity() * 4
+            + self.sparse_prefixes.capacity() * 8) as u64
+    }
+
+    /// The run, charged to `tracker` from now until it drops.
+    pub(crate) fn charged_to(mut self, tracker: &Arc<MemoryTracker>) -> Run {
+        let bytes = self.heap_bytes();
+        let charge = Charge::new(tracker);
+        tracker.force_reserve(bytes);
+        charge.add_reserved(bytes);
+        self.charge = Some(charge);
+        self
     }
 
     /// An empty run, charged (nothing) to `tracker`.
@@ -336,6 +268,136 @@ impl Run {
         let lo = below.saturating_sub(1) * SPARSE;
         let hi = (not_above * SPARSE).min(self.len());
         self.partition(lo, hi, |k, s| (k, Reverse(s)) < (key, Reverse(seq)))
+    }
+}
+
+/// A run built one entry at a time, in internal key order: a load streams a disk
+/// iterator straight into the arenas, a compaction its merge.
+#[derive(Debug)]
+pub(crate) struct RunBuilder {
+    run: Run,
+}
+
+impl RunBuilder {
+    /// A builder with room for `len` entries of `key_bytes` and `value_bytes` in all
+    /// (more may come: the arenas grow).
+    pub(crate) fn with_capacity(len: usize, key_bytes: usize, value_bytes: usize) -> Self {
+        RunBuilder {
+            run: Run {
+                keys: Vec::with_capacity(key_bytes),
+                values: Vec::with_capacity(value_bytes),
+                slots: Vec::with_capacity(len),
+                deleted: Vec::with_capacity(len.div_ceil(64)),
+                sparse_keys: Vec::new(),
+                sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
+                sparse_prefixes: Vec::new(),
+                prefix_len: 0,
+                unique: true,
+                max_seq: 0,
+                any_deleted: false,
+                charge: None,
+            },
+        }
+    }
+
+    /// Entries pushed.
+    pub(crate) fn len(&self) -> usize {
+        self.run.slots.len()
+    }
+
+    /// Bytes it holds so far (what the run will charge, about).
+    pub(crate) fn bytes(&self) -> u64 {
+        let run = &self.run;
+        (run.keys.len() + run.values.len() + run.slots.len() * std::mem::size_of::<Slot>()) as u64
+    }
+
+    /// The last key pushed.
+    pub(crate) fn last_key(&self) -> Option<&[u8]> {
+        self.len().checked_sub(1).map(|i| self.run.key(i))
+    }
+
+    /// Appends an entry, which must come after every one before it in internal order.
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`] when its keys or values pass 4 GiB.
+    pub(crate) fn push(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        value: Option<&[u8]>,
+    ) -> Result<(), MemError> {
+        let run = &mut self.run;
+        let key_end = run.keys.len() + key.len();
+        let value_end = run.values.len() + value.map_or(0, <[u8]>::len);
+        let (Ok(key_end), Ok(value_end)) = (u32::try_from(key_end), u32::try_from(value_end))
+        else {
+            return Err(MemError::RunTooLarge {
+                keys: key_end as u64,
+                values: value_end as u64,
+            });
+        };
+        let i = run.slots.len();
+        if i.is_multiple_of(SPARSE) {
+            run.sparse_keys.extend_from_slice(key);
+            run.sparse_ends
+                .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
+        }
+        if i > 0 && run.key(i - 1) == key {
+            run.unique = false;
+        }
+        run.max_seq = run.max_seq.max(seq);
+        run.keys.extend_from_slice(key);
+        if i.is_multiple_of(64) {
+            run.deleted.push(0);
+        }
+        match value {
+            Some(v) => run.values.extend_from_slice(v),
+            None => {
+                if let Some(word) = run.deleted.last_mut() {
+                    *word |= 1 << (i % 64);
+                }
+                run.any_deleted = true;
+            }
+        }
+        run.slots.push(Slot {
+            key_end,
+            value_end,
+            seq,
+        });
+        Ok(())
+    }
+
+    /// The run, its unused room given back, charged to `tracker` if given (a transient
+    /// copy is not).
+    pub(crate) fn finish(self, tracker: Option<&Arc<MemoryTracker>>) -> Run {
+        let mut run = self.run;
+        // Keys are in order, so the prefix all of them share is the first's and the last's.
+        run.prefix_len = match (run.len().checked_sub(1), run.len()) {
+            (Some(last), _) => {
+                let (first, last) = (run.key(0), run.key(last));
+                first.iter().zip(last).take_while(|(a, b)| a == b).count()
+            }
+            _ => 0,
+        };
+        run.sparse_prefixes = (0..run.sparse_ends.len())
+            .map(|b| {
+                let start = b.checked_sub(1).map_or(0, |p| run.sparse_ends[p] as usize);
+                prefix_u64(
+                    &run.sparse_keys[start..run.sparse_ends[b] as usize],
+                    run.prefix_len,
+                )
+            })
+            .collect();
+        run.keys.shrink_to_fit();
+        run.values.shrink_to_fit();
+        run.slots.shrink_to_fit();
+        run.deleted.shrink_to_fit();
+        run.sparse_keys.shrink_to_fit();
+        run.sparse_ends.shrink_to_fit();
+        match tracker {
+            Some(tracker) => run.charged_to(tracker),
+            None => run,
+        }
     }
 }
 

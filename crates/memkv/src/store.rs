@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 
-use crate::layer::{Run, RunEntry};
+use crate::layer::{Run, RunBuilder, RunEntry};
 use crate::memory::MemoryTracker;
 use crate::memtable::{MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_estimate};
 use crate::snapshot::{Snapshot, merged_keys};
@@ -536,18 +536,43 @@ impl MemKv {
         entries: Vec<(Vec<u8>, Vec<u8>)>,
         seq: u64,
     ) -> Result<(), MemError> {
+        let mut loader = self.loader(id, cf, seq)?;
+        for (key, value) in &entries {
+            loader.push(key, value)?;
+        }
+        drop(entries);
+        loader.finish()
+    }
+
+    /// [`MemKv::load`], streamed: entries are pushed one at a time (straight from a disk
+    /// iterator, say) into the run being built, and [`Loader::finish`] installs it.
+    /// Nothing is installed if a push fails or the loader is dropped.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn loader(&self, id: RangeId, cf: Cf, seq: u64) -> Result<Loader<'_>, MemError> {
         let range = self.range(id)?;
-        if let Some(i) = entries.windows(2).position(|p| p[0].0 >= p[1].0) {
-            return Err(MemError::UnsortedLoad(i + 1));
-        }
-        if entries.iter().any(|(k, _)| !range.bounds.contains_key(k)) {
-            return Err(MemError::OutOfRange(id));
-        }
-        let needed: u64 = entries
-            .iter()
-            .map(|(k, v)| crate::layer::RUN_ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
-            .sum();
+        Ok(Loader {
+            kv: self,
+            range,
+            cf,
+            seq,
+            run: RunBuilder::with_capacity(0, 0, 0),
+        })
+    }
+
+    /// Installs `run`, loaded at `seq`, as `cf`'s run of `range` (merged with the run it
+    /// has, if any).
+    fn install_load(
+        &self,
+        range: &RangeData,
+        cf: Cf,
+        run: RunBuilder,
+        seq: u64,
+    ) -> Result<(), MemError> {
+        let run = run.finish(None);
         let writer = range.lock();
+        let needed = run.heap_bytes();
         if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
             return Err(MemError::MemoryLimit {
@@ -565,17 +590,13 @@ impl MemKv {
         let loaded = range.update(&writer, |cfs| {
             let layers = &mut cfs[cf.index()];
             if layers.run.len() == 0 {
-                // The usual case: a load into an empty range, straight into the arenas.
-                layers.run = Arc::new(Run::from_sorted(&entries, seq, &self.tracker)?);
+                // The usual case: a load into an empty range, its run as built.
+                layers.run = Arc::new(run.charged_to(&self.tracker));
                 return Ok::<(), MemError>(());
             }
             let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
             let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
-            merged.extend(entries.into_iter().map(|(k, v)| RunEntry {
-                key: k.into(),
-                seq,
-                value: Some(v.into()),
-            }));
+            merged.extend((0..run.len()).map(|i| run.entry(i)));
             merged.sort_by(|a, b| {
                 (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
             });
@@ -706,6 +727,61 @@ impl DroppedRange {
     /// The range's id.
     pub fn id(&self) -> RangeId {
         self.0.id
+    }
+}
+
+/// A load of one column family of a range in progress ([`MemKv::loader`]): entries in
+/// strictly increasing key order go straight into the run being built.
+#[derive(Debug)]
+#[must_use = "a loader installs nothing until `finish`"]
+pub struct Loader<'a> {
+    kv: &'a MemKv,
+    range: Arc<RangeData>,
+    cf: Cf,
+    seq: u64,
+    run: RunBuilder,
+}
+
+impl Loader<'_> {
+    /// Adds the next entry: its key must be above the last one's and inside the range.
+    ///
+    /// # Errors
+    /// [`MemError::UnsortedLoad`] (with the entry's position), [`MemError::OutOfRange`],
+    /// [`MemError::RunTooLarge`], [`MemError::MemoryLimit`] (checked every 1,024 entries,
+    /// and at the end).
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), MemError> {
+        let position = self.run.len();
+        if self.run.last_key().is_some_and(|last| last >= key) {
+            return Err(MemError::UnsortedLoad(position));
+        }
+        if !self.range.bounds.contains_key(key) {
+            return Err(MemError::OutOfRange(self.range.id));
+        }
+        if position % 1024 == 1023 {
+            let (used, limit) = (self.kv.tracker.used(), self.kv.tracker.hard_limit());
+            let needed = self.run.bytes();
+            if used.saturating_add(needed) > limit {
+                return Err(MemError::MemoryLimit {
+                    needed,
+                    used,
+                    limit,
+                });
+            }
+        }
+        self.run.push(key, self.seq, Some(value))
+    }
+
+    /// Installs what was pushed (nothing, when nothing was).
+    ///
+    /// # Errors
+    /// [`MemError::MemoryLimit`], [`MemError::RunTooLarge`] (merging with a run the
+    /// range already had).
+    pub fn finish(self) -> Result<(), MemError> {
+        if self.run.len() == 0 {
+            return Ok(());
+        }
+        self.kv
+            .install_load(&self.range, self.cf, self.run, self.seq)
     }
 }
 
