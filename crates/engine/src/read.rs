@@ -25,14 +25,9 @@ impl<D: DiskEngine> Drop for MemoryView<D> {
         // The store's snapshot first: if this was the last reader of an evicted region,
         // the deleter (not this reader) frees the memory.
         drop(self.snapshot.take());
-        let Some(ticket) = self.ticket.take() else {
-            return;
-        };
-        if let Err(err) = self
-            .core
-            .decide(|ctl, _, out| ctl.release_snapshot(ticket, out))
-        {
-            tracing::error!(%err, "snapshot release refused");
+        if let Some(ticket) = self.ticket.take() {
+            // Released by the next holder of the metadata lock (see `Core::released`).
+            let _ = self.core.released.0.send(ticket);
         }
     }
 }
@@ -71,6 +66,7 @@ impl<D: DiskEngine> Engine<D> {
         }
         let read_ts = request.read_ts;
         let mut decisions = Decisions::new();
+        core.release_dropped(&mut meta, &mut decisions);
         let (memory, fallback) = match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
             Ok((ticket, range)) => match core.mem.snapshot(range, view.memory).or_else(|_| {
                 view = core.view(region);

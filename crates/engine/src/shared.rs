@@ -9,12 +9,12 @@ use std::sync::{
 };
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use ime_controller::{Action, Controller, Decisions, Env};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
-use ime_region::{EvictCallback, EvictReason, RegionId};
+use ime_region::{EvictCallback, EvictReason, RegionId, SnapshotTicket};
 use ime_stripes::{Stripes, View};
 
 use crate::Config;
@@ -196,6 +196,8 @@ pub(crate) struct Core<D: DiskEngine> {
     /// Per-region write stripes: what lets a reader take a disk snapshot and a memory
     /// sequence that agree, without waiting for a writer.
     pub(crate) stripes: Stripes<D::Snapshot>,
+    /// Tickets of dropped memory snapshots: the next holder of the metadata lock releases them.
+    pub(crate) released: (Sender<SnapshotTicket>, Receiver<SnapshotTicket>),
     pub(crate) metrics: Metrics,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
@@ -245,6 +247,7 @@ impl<D: DiskEngine> Core<D> {
             }),
             load_gate: RwLock::new(()),
             stripes: Stripes::new(),
+            released: crossbeam_channel::unbounded(),
             metrics: Metrics::new(),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
@@ -316,12 +319,22 @@ impl<D: DiskEngine> Core<D> {
         let answer = {
             let mut meta = self.meta();
             let mut decisions = Decisions::new();
+            self.release_dropped(&mut meta, &mut decisions);
             let answer = call(&mut meta.ctl, env, &mut decisions);
             self.carry_out(&mut meta, decisions, &mut fx);
             answer
         };
         self.finish(fx);
         answer
+    }
+
+    /// Releases the tickets of memory snapshots dropped since the last decision.
+    pub(crate) fn release_dropped(&self, meta: &mut Meta, out: &mut Decisions) {
+        for ticket in self.released.1.try_iter() {
+            if let Err(err) = meta.ctl.release_snapshot(ticket, out) {
+                tracing::error!(%err, "snapshot release refused");
+            }
+        }
     }
 
     /// Carries out the controller's decisions in order: memory leaves or splits in the
