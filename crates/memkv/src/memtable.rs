@@ -59,15 +59,16 @@ const fn chunk_words(i: usize) -> usize {
     128 << doublings
 }
 
-/// Bytes all chunks together can hold.
-const ARENA_CAPACITY: u64 = {
-    let mut words = 0u64;
-    let mut i = 0;
-    while i < CHUNKS {
-        words += chunk_words(i) as u64;
-        i += 1;
+/// Bytes the chunks from `i` on hold together (`ROOM_FROM[CHUNKS]` is zero): what an
+/// arena can still take once chunk `i - 1` is full.
+const ROOM_FROM: [u64; CHUNKS + 1] = {
+    let mut room = [0u64; CHUNKS + 1];
+    let mut i = CHUNKS;
+    while i > 0 {
+        i -= 1;
+        room[i] = room[i + 1] + chunk_words(i) as u64 * 8;
     }
-    words * 8
+    room
 };
 /// Words a node of this height and these lengths takes.
 fn node_words(height: usize, key_len: usize, value_len: usize) -> usize {
@@ -106,8 +107,6 @@ struct Writer {
     /// The chunk being filled (`None` before the first insert) and words used in it.
     chunk: Option<usize>,
     used: usize,
-    /// Current height of the list.
-    height: usize,
     /// xorshift64 state: deterministic heights, so that runs repeat exactly.
     rng: u64,
     /// The last node inserted, and per level a node at that level before it (the node
@@ -306,7 +305,6 @@ impl Memtable {
             writer: Mutex::new(Writer {
                 chunk: None,
                 used: 0,
-                height: 1,
                 rng: 0x9E37_79B9_7F4A_7C15,
                 hint: None,
             }),
@@ -343,15 +341,15 @@ impl Memtable {
     pub(crate) fn room(&self) -> u64 {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(current) = writer.chunk else {
-            return ARENA_CAPACITY;
+            return ROOM_FROM[0];
         };
         let size = self
             .arena
             .get()
             .and_then(|a| a.chunks.get(current)?.get())
             .map_or(0, |c| c.len());
-        let later: usize = (current + 1..CHUNKS).map(chunk_words).sum();
-        ((size.saturating_sub(writer.used) + later) * 8) as u64
+        let later = ROOM_FROM.get(current + 1).copied().unwrap_or(0);
+        (size.saturating_sub(writer.used) * 8) as u64 + later
     }
 
     /// Inserts an entry; false (nothing inserted) when the key or value is too long for a
@@ -409,7 +407,8 @@ impl Memtable {
             data[total / 8].store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
         // Linked bottom-up: a reader that finds it at any level finds it at level 0.
-        let list_height = writer.height.max(height);
+        // Only inserts store the list's height, and they hold the writer lock.
+        let list_height = arena.height.load(Ordering::Relaxed).max(height);
         // From the hint, the predecessors below `height` (above it, nodes before the key
         // at their levels: what the next hint needs); else all of them, from the top.
         let preds = writer
@@ -426,7 +425,6 @@ impl Memtable {
         let mut hint = preds;
         hint[..height].fill(me);
         writer.hint = Some((me, hint));
-        writer.height = list_height;
         arena.height.store(list_height, Ordering::Release);
         self.entries.fetch_add(1, Ordering::Release);
         true
