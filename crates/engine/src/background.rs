@@ -71,7 +71,9 @@ impl<D: DiskEngine> Core<D> {
                             ticket,
                             range,
                             snapshot: self.disk.snapshot(),
-                            memory_seq: self.mem.last_sequence(),
+                            // Above every view taken before: writes while the region
+                            // was not cached moved the disk, not the memory clock.
+                            memory_seq: self.mem.next_sequence(),
                             started,
                             copied: None,
                         }),

@@ -224,6 +224,13 @@ impl MemKv {
         self.ranges.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes a sequence number of its own, above every one taken before: a load at it is
+    /// refused to every snapshot taken earlier (see [`MemKv::load`]), even if nothing was
+    /// written to memory in between.
+    pub fn next_sequence(&self) -> u64 {
+        self.last_seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// Starts holding the keys in `bounds` as range `id` (empty).
     ///
     /// # Errors
