@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ime_region::{
-    ApplyOutcome, EvictCallback, EvictReason, EvictStep, Eviction, Gap, KeyRange, ReadMiss,
-    ReadRequest, Region, RegionError, RegionId, RegionMap, SnapshotTicket,
+    ApplyOutcome, Drained, EvictCallback, EvictReason, EvictStep, Eviction, Gap, KeyRange,
+    ReadMiss, ReadRequest, Region, RegionError, RegionId, RegionMap, SnapshotTicket,
 };
 use ime_types::RangeId;
 
@@ -408,31 +408,60 @@ impl Controller {
         request: ReadRequest,
         out: &mut Decisions,
     ) -> Result<(SnapshotTicket, RangeId), Fallback> {
-        if !self.config.enable {
-            return Err(Fallback::Disabled);
+        match self.try_acquire_snapshot(id, request) {
+            Some(answer) => answer,
+            None => {
+                let refused = match self.map.acquire_snapshot(id, self.trusted(id, request)) {
+                    Ok(ticket) => return self.with_range(ticket),
+                    Err(refused) => refused,
+                };
+                if let Some(gap) = refused.gap {
+                    self.gap_found(gap, out);
+                }
+                Err(Fallback::Miss(refused.miss))
+            }
         }
-        let mut request = request;
+    }
+
+    /// [`Controller::acquire_snapshot`] through a shared reference, for many readers at
+    /// once (the snapshot registers on the region's own record,
+    /// [`RegionMap::try_acquire_snapshot`]); `None` when the request revealed a gap,
+    /// whose eviction needs [`Controller::acquire_snapshot`].
+    pub fn try_acquire_snapshot(
+        &self,
+        id: RegionId,
+        request: ReadRequest,
+    ) -> Option<Result<(SnapshotTicket, RangeId), Fallback>> {
+        if !self.config.enable {
+            return Some(Err(Fallback::Disabled));
+        }
+        match self.map.try_acquire_snapshot(id, self.trusted(id, request)) {
+            Ok(ticket) => Some(self.with_range(ticket)),
+            Err(ReadMiss::Gap(_)) => None,
+            Err(miss) => Some(Err(Fallback::Miss(miss))),
+        }
+    }
+
+    /// The request as this controller trusts it: the broken engine trusts its cache
+    /// whatever the reader knows.
+    fn trusted(&self, id: RegionId, mut request: ReadRequest) -> ReadRequest {
         if self.broken() {
-            // The broken engine trusts its cache whatever the reader knows.
             if let Some(cached) = self.map.region(id) {
                 request.epoch_version = cached.epoch.version;
             }
             request.applied_index = 0;
         }
-        match self.map.acquire_snapshot(id, request) {
-            Ok(ticket) => match self.cached.get(&id) {
-                Some(cached) => Ok((ticket, cached.range)),
-                None => {
-                    // Readable without memory cannot happen; refuse rather than trust it.
-                    let _ = self.release_snapshot(ticket, out);
-                    Err(Fallback::Miss(ReadMiss::NotCached))
-                }
-            },
-            Err(refused) => {
-                if let Some(gap) = refused.gap {
-                    self.gap_found(gap, out);
-                }
-                Err(Fallback::Miss(refused.miss))
+        request
+    }
+
+    fn with_range(&self, ticket: SnapshotTicket) -> Result<(SnapshotTicket, RangeId), Fallback> {
+        match self.cached.get(&ticket.region()) {
+            Some(cached) => Ok((ticket, cached.range)),
+            None => {
+                // Readable without memory cannot happen; refuse rather than trust it (the
+                // region is Active, so this release drains nothing).
+                let _ = ticket.release();
+                Err(Fallback::Miss(ReadMiss::NotCached))
             }
         }
     }
@@ -450,5 +479,13 @@ impl Controller {
             out.push(Action::Delete(region));
         }
         Ok(())
+    }
+
+    /// A ticket released on its own ([`SnapshotTicket::release`]) drained a record the
+    /// map waits on: an evicted region whose last snapshot that was is deleted.
+    pub fn drained(&mut self, drained: Drained, out: &mut Decisions) {
+        if let Some(region) = self.map.drained(drained) {
+            out.push(Action::Delete(region));
+        }
     }
 }

@@ -243,29 +243,24 @@ impl<D: DiskEngine> Core<D> {
             .into_iter()
             .map(|(id, range)| (id, self.estimate_size(&range)))
             .collect();
-        let env = self.env();
-        let mut fx = Effects::default();
-        let mut meta = self.meta();
-        for (id, size) in sizes {
-            meta.ctl.note_estimate(id, size);
-        }
-        let stats = self.policy_stats(&mut meta);
-        let round = Round {
-            now: env.now.as_secs(),
-            memory_used: env.memory_used,
-            regions: &stats,
-            thresholds: meta.ctl.config().thresholds(),
-        };
-        let decision = self
-            .policy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .decide(&round);
-        let mut decisions = Decisions::new();
-        meta.ctl.apply_policy(decision, env, &mut decisions);
-        self.carry_out(&mut meta, decisions, &mut fx);
-        drop(meta);
-        self.finish(fx);
+        self.decide_with(|meta, env, out| {
+            for (id, size) in sizes {
+                meta.ctl.note_estimate(id, size);
+            }
+            let stats = self.policy_stats(meta);
+            let round = Round {
+                now: env.now.as_secs(),
+                memory_used: env.memory_used,
+                regions: &stats,
+                thresholds: meta.ctl.config().thresholds(),
+            };
+            let decision = self
+                .policy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .decide(&round);
+            meta.ctl.apply_policy(decision, env, out);
+        });
     }
 
     /// The policy's view of every known region: the controller's, with the read counters

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use ime_controller::{Decisions, Fallback};
+use ime_controller::Fallback;
 use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
-use ime_memkv::SnapshotIter;
+use ime_memkv::{RangeId, SnapshotIter};
 use ime_region::{ReadRequest, RegionId, SnapshotTicket};
+use ime_stripes::View;
 
-use crate::shared::{Core, Effects};
+use crate::shared::Core;
 use crate::{Engine, EngineError};
 use ime_metrics::{ReadCounters, Source};
 
@@ -25,9 +26,11 @@ impl<D: DiskEngine> Drop for MemoryView<D> {
         // The store's snapshot first: if this was the last reader of an evicted region,
         // the deleter (not this reader) frees the memory.
         drop(self.snapshot.take());
-        if let Some(ticket) = self.ticket.take() {
-            // Released by the next holder of the metadata lock (see `Core::released`).
-            let _ = self.core.released.0.send(ticket);
+        // No metadata lock: the ticket goes back to its region's own record.
+        match self.ticket.take().map(SnapshotTicket::release) {
+            Some(Ok(Some(drained))) => self.core.hand_back(drained),
+            Some(Err(err)) => tracing::error!(%err, "snapshot release refused"),
+            Some(Ok(None)) | None => {}
         }
     }
 }
@@ -55,51 +58,76 @@ impl<D: DiskEngine> Engine<D> {
     /// (`EpochGap` / `IndexGap`).
     pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
         let core = &self.core;
-        let mut fx = Effects::default();
         // The view outside the lock (its disk snapshot is the slow part); a load that ended
         // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
         let mut view = core.view(region);
-        let mut meta = core.meta();
-        let counters = meta.counters(region);
+        // Shared: the snapshot registers on its region's own record. A region without
+        // read counters yet, or a request that reveals a gap, takes the lock alone.
+        let shared = {
+            let meta = core.meta_shared();
+            let counters = meta.counters.get(&region).cloned();
+            (counters.is_some() || meta.ctl.peer(region).is_none())
+                .then(|| meta.ctl.try_acquire_snapshot(region, request))
+                .flatten()
+                .map(|answer| (counters, self.memory_view(answer, region, &mut view)))
+        };
+        let (counters, (memory, fallback)) = shared.unwrap_or_else(|| {
+            core.decide_with(|meta, _, out| {
+                let answer = meta.ctl.acquire_snapshot(region, request, out);
+                (
+                    meta.counters(region),
+                    self.memory_view(answer, region, &mut view),
+                )
+            })
+        });
         if let Some(c) = &counters {
             c.read();
         }
-        let read_ts = request.read_ts;
-        let mut decisions = Decisions::new();
-        core.release_dropped(&mut meta, &mut decisions);
-        let (memory, fallback) = match meta.ctl.acquire_snapshot(region, request, &mut decisions) {
-            Ok((ticket, range)) => match core.mem.snapshot(range, view.memory).or_else(|_| {
-                view = core.view(region);
-                core.mem.snapshot(range, view.memory)
-            }) {
-                Ok(snapshot) => (
-                    Some(MemoryView {
-                        snapshot: Some(snapshot),
-                        ticket: Some(ticket),
-                        core: Arc::clone(core),
-                    }),
-                    None,
-                ),
-                Err(_) => {
-                    if let Err(err) = meta.ctl.release_snapshot(ticket, &mut decisions) {
-                        tracing::error!(%err, "snapshot release refused");
-                    }
-                    (None, Some(Fallback::MemoryBehind))
-                }
-            },
-            Err(fallback) => (None, Some(fallback)),
-        };
-        core.carry_out(&mut meta, decisions, &mut fx);
-        drop(meta);
-        core.finish(fx);
         core.metrics.served(Source::of(fallback.as_ref()));
         HybridSnapshot {
             region,
-            read_ts,
+            read_ts: request.read_ts,
             memory,
             fallback,
             disk: view.disk,
             counters,
+        }
+    }
+
+    /// The memory side of a snapshot the controller granted (the caller holds the
+    /// metadata lock, shared or alone, so the range cannot go meanwhile); the ticket goes
+    /// back when the memory store refuses even a fresh view.
+    fn memory_view(
+        &self,
+        answer: Result<(SnapshotTicket, RangeId), Fallback>,
+        region: RegionId,
+        view: &mut View<D::Snapshot>,
+    ) -> (Option<MemoryView<D>>, Option<Fallback>) {
+        let core = &self.core;
+        let (ticket, range) = match answer {
+            Ok(granted) => granted,
+            Err(fallback) => return (None, Some(fallback)),
+        };
+        let snapshot = core.mem.snapshot(range, view.memory).or_else(|_| {
+            *view = core.view(region);
+            core.mem.snapshot(range, view.memory)
+        });
+        match snapshot {
+            Ok(snapshot) => {
+                let memory = MemoryView {
+                    snapshot: Some(snapshot),
+                    ticket: Some(ticket),
+                    core: Arc::clone(core),
+                };
+                (Some(memory), None)
+            }
+            Err(_) => {
+                // The region is Active (the lock is held): this release drains nothing.
+                if let Err(err) = ticket.release() {
+                    tracing::error!(%err, "snapshot release refused");
+                }
+                (None, Some(Fallback::MemoryBehind))
+            }
         }
     }
 }

@@ -4,9 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -14,12 +12,12 @@ use ime_controller::{Action, Controller, Decisions, Env};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
-use ime_region::{EvictCallback, EvictReason, RegionId, SnapshotTicket};
+use ime_region::{Drained, EvictCallback, EvictReason, RegionId};
 use ime_stripes::{Stripes, View};
 
 use crate::Config;
 use ime_metrics::Metrics;
-use ime_metrics::{CompactResult, FenceEvent, GapSource, ReadCounters};
+use ime_metrics::{CompactResult, ReadCounters};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
 /// runs the queue). A task may return a continuation: loads run in stages, so that a
@@ -189,15 +187,18 @@ impl InFlight {
 pub(crate) struct Core<D: DiskEngine> {
     pub(crate) disk: D,
     pub(crate) mem: MemKv,
-    meta: Mutex<Meta>,
+    /// Held shared by reads (a snapshot registers on its region's own record), alone by
+    /// everything else that reads or changes region metadata.
+    meta: RwLock<Meta>,
     /// Writes and fenced disk changes hold it shared; a load's start and the cross-checker
     /// hold it alone, so that no write is between its two sides meanwhile.
     load_gate: RwLock<()>,
     /// Per-region write stripes: what lets a reader take a disk snapshot and a memory
     /// sequence that agree, without waiting for a writer.
     pub(crate) stripes: Stripes<D::Snapshot>,
-    /// Tickets of dropped memory snapshots: the next holder of the metadata lock releases them.
-    pub(crate) released: (Sender<SnapshotTicket>, Receiver<SnapshotTicket>),
+    /// Records emptied by dropped snapshots that the region map waits on (an evicted
+    /// region's, a split parent's): the next holder of the metadata lock hands them back.
+    pub(crate) drained: (Sender<Drained>, Receiver<Drained>),
     pub(crate) metrics: Metrics,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
@@ -240,14 +241,14 @@ impl<D: DiskEngine> Core<D> {
         Core {
             disk,
             mem,
-            meta: Mutex::new(Meta {
+            meta: RwLock::new(Meta {
                 ctl: Controller::new(config),
                 dropped: HashMap::new(),
                 counters: HashMap::new(),
             }),
             load_gate: RwLock::new(()),
             stripes: Stripes::new(),
-            released: crossbeam_channel::unbounded(),
+            drained: crossbeam_channel::unbounded(),
             metrics: Metrics::new(),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
@@ -264,8 +265,24 @@ impl<D: DiskEngine> Core<D> {
         }
     }
 
-    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
-        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The metadata lock, alone.
+    pub(crate) fn meta(&self) -> RwLockWriteGuard<'_, Meta> {
+        self.meta.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The metadata lock, shared with other readers.
+    pub(crate) fn meta_shared(&self) -> RwLockReadGuard<'_, Meta> {
+        self.meta.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A dropped snapshot emptied a record the map waits on: handed back now when the
+    /// metadata lock is free, else by its next holder.
+    pub(crate) fn hand_back(&self, drained: Drained) {
+        let _ = self.drained.0.send(drained);
+        // Free now means this thread holds no guard either: waiting for it cannot deadlock.
+        if self.meta.try_write().is_ok() {
+            self.decide(|_, _, _| ());
+        }
     }
 
     /// Held by writes (shared): no load starts meanwhile.
@@ -314,13 +331,21 @@ impl<D: DiskEngine> Core<D> {
         &self,
         call: impl FnOnce(&mut Controller, Env, &mut Decisions) -> R,
     ) -> R {
+        self.decide_with(|meta, env, out| call(&mut meta.ctl, env, out))
+    }
+
+    /// [`Core::decide`] with the whole of the metadata.
+    pub(crate) fn decide_with<R>(
+        &self,
+        call: impl FnOnce(&mut Meta, Env, &mut Decisions) -> R,
+    ) -> R {
         let env = self.env();
         let mut fx = Effects::default();
         let answer = {
             let mut meta = self.meta();
             let mut decisions = Decisions::new();
             self.release_dropped(&mut meta, &mut decisions);
-            let answer = call(&mut meta.ctl, env, &mut decisions);
+            let answer = call(&mut meta, env, &mut decisions);
             self.carry_out(&mut meta, decisions, &mut fx);
             answer
         };
@@ -328,12 +353,10 @@ impl<D: DiskEngine> Core<D> {
         answer
     }
 
-    /// Releases the tickets of memory snapshots dropped since the last decision.
+    /// Hands back the records dropped snapshots drained since the last decision.
     pub(crate) fn release_dropped(&self, meta: &mut Meta, out: &mut Decisions) {
-        for ticket in self.released.1.try_iter() {
-            if let Err(err) = meta.ctl.release_snapshot(ticket, out) {
-                tracing::error!(%err, "snapshot release refused");
-            }
+        for drained in self.drained.1.try_iter() {
+            meta.ctl.drained(drained, out);
         }
     }
 
@@ -374,7 +397,7 @@ impl<D: DiskEngine> Core<D> {
                 | Action::Evicted { .. }
                 | Action::Step { .. }
                 | Action::Refused { .. }
-                | Action::HeldByFence(_)) => self.record(&note),
+                | Action::HeldByFence(_)) => self.metrics.record(&note),
             }
         }
     }
@@ -393,40 +416,6 @@ impl<D: DiskEngine> Core<D> {
                 reason,
             };
             meta.dropped.insert(region, dropped);
-        }
-    }
-
-    /// Counts and logs a decision that asks for no work.
-    fn record(&self, action: &Action) {
-        match action {
-            Action::Gap { kind, .. } => {
-                tracing::warn!(%action, "gap detected: the region is evicted");
-                self.metrics.gap(GapSource::of(*kind));
-            }
-            Action::Evicted {
-                region,
-                epoch,
-                reason,
-                from,
-                to,
-            } => {
-                self.metrics.evicted(*reason);
-                lifecycle(*region, *epoch, from, to, reason.as_str());
-            }
-            Action::Step {
-                region,
-                epoch,
-                from,
-                to,
-                why,
-            } => lifecycle(*region, *epoch, from, to, why),
-            Action::Refused { .. } => tracing::debug!(%action, "load refused"),
-            Action::HeldByFence(_) => self.metrics.fence(FenceEvent::HeldLoad),
-            Action::DropMemory { .. }
-            | Action::SplitMemory { .. }
-            | Action::Load(_)
-            | Action::Delete(_)
-            | Action::Fire(_) => {}
         }
     }
 
@@ -583,18 +572,6 @@ impl<D: DiskEngine> Core<D> {
             Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
         }
     }
-}
-
-/// The one tracing line of a lifecycle step: region id, epoch, old and new state, reason.
-pub(crate) fn lifecycle(
-    region: RegionId,
-    epoch: Option<ime_region::RegionEpoch>,
-    from: &str,
-    to: &str,
-    reason: &str,
-) {
-    let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
-    tracing::info!(region = region.0, %epoch, from, to, reason, "region lifecycle");
 }
 
 /// The memory store's limits under `config`.

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use ime_controller::Action;
 use ime_observer::EventKind;
-use ime_region::EvictReason;
+use ime_region::{EvictReason, RegionEpoch, RegionId};
 
 use crate::{CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats};
 use prometheus::{
@@ -292,4 +293,46 @@ impl Metrics {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+
+    /// Counts and logs a controller decision that asks for no work (gaps, evictions,
+    /// lifecycle steps, refused and held loads); the others are counted where they are
+    /// carried out.
+    pub fn record(&self, action: &Action) {
+        match action {
+            Action::Gap { kind, .. } => {
+                tracing::warn!(%action, "gap detected: the region is evicted");
+                self.gap(GapSource::of(*kind));
+            }
+            Action::Evicted {
+                region,
+                epoch,
+                reason,
+                from,
+                to,
+            } => {
+                self.evicted(*reason);
+                lifecycle(*region, *epoch, from, to, reason.as_str());
+            }
+            Action::Step {
+                region,
+                epoch,
+                from,
+                to,
+                why,
+            } => lifecycle(*region, *epoch, from, to, why),
+            Action::Refused { .. } => tracing::debug!(%action, "load refused"),
+            Action::HeldByFence(_) => self.fence(FenceEvent::HeldLoad),
+            Action::DropMemory { .. }
+            | Action::SplitMemory { .. }
+            | Action::Load(_)
+            | Action::Delete(_)
+            | Action::Fire(_) => {}
+        }
+    }
+}
+
+/// The one tracing line of a lifecycle step: region id, epoch, old and new state, reason.
+fn lifecycle(region: RegionId, epoch: Option<RegionEpoch>, from: &str, to: &str, reason: &str) {
+    let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
+    tracing::info!(region = region.0, %epoch, from, to, reason, "region lifecycle");
 }

@@ -2,10 +2,12 @@
 //! applied index, the epoch, snapshots and the safe point.
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::snapshot::Registry;
 use crate::{
-    EvictReason, Eviction, ReadMiss, ReadRefused, ReadRequest, Region, RegionEpoch, RegionError,
-    RegionId, RegionMap, RegionState, SnapshotTicket,
+    Drained, EvictReason, EvictStep, Eviction, ReadMiss, ReadRefused, ReadRequest, Region,
+    RegionEpoch, RegionError, RegionId, RegionMap, RegionState, SnapshotTicket,
 };
 
 /// What the cache missed, as a request or report revealed it.
@@ -182,95 +184,108 @@ impl RegionMap {
         id: RegionId,
         req: ReadRequest,
     ) -> Result<SnapshotTicket, ReadRefused> {
-        let entry = self.by_id.get_mut(&id).ok_or(ReadMiss::NotCached)?;
+        match self.try_acquire_snapshot(id, req) {
+            Ok(ticket) => Ok(ticket),
+            Err(ReadMiss::Gap(kind)) => {
+                let gap = self.evict_for_gap(id, kind);
+                Err(ReadRefused {
+                    miss: ReadMiss::Gap(gap.kind),
+                    gap: Some(gap),
+                })
+            }
+            Err(miss) => Err(miss.into()),
+        }
+    }
+
+    /// [`RegionMap::acquire_snapshot`] through a shared reference, for many readers at
+    /// once: a snapshot registers on the region's own record only. It changes nothing
+    /// else, so a request that reveals a gap is refused with [`ReadMiss::Gap`] and
+    /// nothing evicted: call [`RegionMap::acquire_snapshot`] (exclusive) to evict.
+    ///
+    /// # Errors
+    /// Why memory cannot serve the read.
+    pub fn try_acquire_snapshot(
+        &self,
+        id: RegionId,
+        req: ReadRequest,
+    ) -> Result<SnapshotTicket, ReadMiss> {
+        let entry = self.by_id.get(&id).ok_or(ReadMiss::NotCached)?;
         let (cached_version, cached_index) = (entry.region.epoch.version, entry.applied_index);
-        let kind = match entry.state {
+        match entry.state {
             RegionState::Active | RegionState::Loading if req.epoch_version > cached_version => {
-                GapKind::Epoch {
+                Err(ReadMiss::Gap(GapKind::Epoch {
                     cached: entry.region.epoch,
                     seen: RegionEpoch {
                         version: req.epoch_version,
                         ..entry.region.epoch
                     },
-                }
+                }))
             }
             RegionState::Active | RegionState::Loading if req.applied_index > cached_index => {
-                GapKind::Index {
+                Err(ReadMiss::Gap(GapKind::Index {
                     cached: cached_index,
                     seen: req.applied_index,
-                }
+                }))
             }
             RegionState::Active if req.epoch_version < cached_version => {
-                return Err(ReadMiss::EpochNotMatch {
+                Err(ReadMiss::EpochNotMatch {
                     cached: cached_version,
                     requested: req.epoch_version,
-                }
-                .into());
+                })
             }
-            RegionState::Active if req.read_ts <= entry.safe_point => {
-                return Err(ReadMiss::TooOldRead {
-                    safe_point: entry.safe_point,
-                    read_ts: req.read_ts,
-                }
-                .into());
-            }
+            RegionState::Active if req.read_ts <= entry.safe_point => Err(ReadMiss::TooOldRead {
+                safe_point: entry.safe_point,
+                read_ts: req.read_ts,
+            }),
             RegionState::Active => {
                 entry.snapshots.add(req.read_ts);
-                return Ok(SnapshotTicket {
+                Ok(SnapshotTicket {
                     region: id,
                     version: cached_version,
                     generation: entry.generation,
                     read_ts: req.read_ts,
-                });
+                    registry: Arc::clone(&entry.snapshots),
+                })
             }
-            state => return Err(ReadMiss::NotReadable(state).into()),
-        };
-        let gap = self.evict_for_gap(id, kind);
-        Err(ReadRefused {
-            miss: ReadMiss::Gap(gap.kind),
-            gap: Some(gap),
-        })
+            state => Err(ReadMiss::NotReadable(state)),
+        }
     }
 
     /// Hands back a snapshot. Returns the region id when this was the last snapshot of a
     /// PendingEvict region: it is now Evicting, and its data can be deleted.
     ///
     /// # Errors
-    /// [`RegionError::UnknownSnapshot`] when no live or historical record holds the ticket.
+    /// [`RegionError::UnknownSnapshot`] when its record does not hold the ticket.
     pub fn release_snapshot(
         &mut self,
         ticket: SnapshotTicket,
     ) -> Result<Option<RegionId>, RegionError> {
-        let SnapshotTicket {
+        Ok(ticket.release()?.and_then(|drained| self.drained(drained)))
+    }
+
+    /// The last snapshot of a record the map waits on was released on its own
+    /// ([`SnapshotTicket::release`]): a PendingEvict region goes on to Evicting (its id is
+    /// returned: its data can be deleted), a split parent's record goes. Anything else —
+    /// the record is gone or has changed since — is nothing to do.
+    pub fn drained(&mut self, drained: Drained) -> Option<RegionId> {
+        let Drained {
             region,
-            version,
             generation,
-            read_ts,
-        } = ticket;
-        let unknown = || RegionError::UnknownSnapshot {
-            region,
-            version,
-            read_ts,
-        };
-        if let Some(entry) = self
-            .by_id
-            .get_mut(&region)
-            .filter(|e| e.generation == generation)
+            registry,
+        } = drained;
+        let is_ours = |r: &Arc<Registry>| Arc::ptr_eq(r, &registry) && r.is_empty();
+        if let Some(entry) = self.by_id.get(&region).filter(|e| is_ours(&e.snapshots)) {
+            let pending = entry.state == RegionState::PendingEvict;
+            return (pending && self.settle(region) == EvictStep::ReadyToDelete).then_some(region);
+        }
+        if self
+            .historical
+            .get(&generation)
+            .is_some_and(|h| is_ours(&h.snapshots))
         {
-            if !entry.snapshots.remove(read_ts) {
-                return Err(unknown());
-            }
-            let drained = entry.state == RegionState::PendingEvict && entry.snapshots.is_empty();
-            return Ok(drained.then(|| self.settle(region)).map(|_| region));
-        }
-        let record = self.historical.get_mut(&generation).ok_or_else(unknown)?;
-        if !record.snapshots.remove(read_ts) {
-            return Err(unknown());
-        }
-        if record.snapshots.is_empty() {
             self.historical.remove(&generation);
         }
-        Ok(None)
+        None
     }
 
     /// Raises region `id`'s GC safe point towards `target` and returns the one now in

@@ -1,6 +1,7 @@
 //! Eviction callbacks that fire exactly once, whatever path the eviction takes.
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,10 @@ type CallbackFn = Box<dyn FnOnce(EvictionEnd) + Send + 'static>;
 ///
 /// The function must not panic: it may run from a destructor.
 pub struct EvictCallback {
-    func: Option<CallbackFn>,
+    /// Only ever taken through `&mut self` (no locking): the mutex makes the callback
+    /// `Sync` without asking the function to be, so a map holding callbacks can be
+    /// shared with readers.
+    func: Mutex<Option<CallbackFn>>,
     end: EvictionEnd,
 }
 
@@ -36,7 +40,7 @@ impl EvictCallback {
     /// Wraps `func`, to be called with how the eviction ended.
     pub fn new(func: impl FnOnce(EvictionEnd) + Send + 'static) -> Self {
         EvictCallback {
-            func: Some(Box::new(func)),
+            func: Mutex::new(Some(Box::new(func))),
             end: EvictionEnd::Abandoned,
         }
     }
@@ -61,7 +65,8 @@ impl EvictCallback {
 
 impl Drop for EvictCallback {
     fn drop(&mut self) {
-        if let Some(func) = self.func.take() {
+        let func = self.func.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(func) = func.take() {
             func(self.end);
         }
     }
@@ -91,6 +96,15 @@ mod tests {
                 seen.fetch_add(1, Ordering::SeqCst);
             }),
         )
+    }
+
+    #[test]
+    fn is_send_and_sync_for_any_send_function() {
+        fn shared<T: Send + Sync>(_: &T) {}
+        let not_sync = std::cell::Cell::new(1);
+        let callback = EvictCallback::new(move |_| not_sync.set(2));
+        shared(&callback);
+        callback.fire();
     }
 
     #[test]

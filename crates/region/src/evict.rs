@@ -222,7 +222,7 @@ impl RegionMap {
         let Some(entry) = self.by_id.get(&id) else {
             return EvictStep::NotCached;
         };
-        let next = if entry.snapshots.is_empty() {
+        let next = if entry.snapshots.empty_or_watch() {
             RegionState::Evicting
         } else {
             RegionState::PendingEvict

@@ -96,7 +96,7 @@ pub use evict::{EvictStep, Eviction, LoadEnd, LoadTicket};
 pub use map::{HistoricalInfo, InsertRejected, RegionInfo, RegionMap};
 pub use range::{EpochOrder, KeyRange, Region, RegionEpoch, RegionId};
 pub use reason::EvictReason;
-pub use snapshot::{ReadMiss, ReadRefused, ReadRequest, SnapshotTicket};
+pub use snapshot::{Drained, ReadMiss, ReadRefused, ReadRequest, SnapshotTicket};
 pub use split::{SplitChild, SplitOutcome};
 pub use state::{RegionState, TRANSITIONS, Target};
 

@@ -8,7 +8,9 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::range::{EndKey, end_key};
-use crate::snapshot::SnapshotList;
+use std::sync::Arc;
+
+use crate::snapshot::Registry;
 use crate::{EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionId, RegionState};
 
 /// One cached region's metadata.
@@ -21,7 +23,8 @@ pub(crate) struct Entry {
     pub(crate) state: RegionState,
     pub(crate) safe_point: u64,
     pub(crate) applied_index: u64,
-    pub(crate) snapshots: SnapshotList,
+    /// Shared with the tickets taken on it.
+    pub(crate) snapshots: Arc<Registry>,
     /// Callbacks waiting for the eviction to finish; empty unless evicting.
     pub(crate) callbacks: Vec<EvictCallback>,
     /// Set exactly when the state is one of the evicting ones.
@@ -36,7 +39,7 @@ impl Entry {
             state,
             safe_point,
             applied_index: applied,
-            snapshots: SnapshotList::default(),
+            snapshots: Arc::default(),
             callbacks: Vec::new(),
             evict_reason: None,
         }
@@ -50,7 +53,7 @@ pub(crate) struct Historical {
     pub(crate) region: RegionId,
     pub(crate) version: u64,
     pub(crate) range: KeyRange,
-    pub(crate) snapshots: SnapshotList,
+    pub(crate) snapshots: Arc<Registry>,
 }
 
 /// Every cached region's metadata: by id, by range (an index on the end key), and the
@@ -340,8 +343,10 @@ impl RegionMap {
     ///
     /// For tests and `strict` builds: no two regions overlap; the two indexes agree; the
     /// safe point is never above a live snapshot over the region; snapshots live only on
-    /// Active and PendingEvict regions (and a PendingEvict region has some); a region has
-    /// an eviction reason and callbacks only while evicting.
+    /// Active and PendingEvict regions (and a PendingEvict region, or a split parent's
+    /// record, has some); a region has an eviction reason and callbacks only while
+    /// evicting. Tickets released on their own ([`crate::SnapshotTicket::release`]) count
+    /// once their [`crate::Drained`] is handed back: call it with none in flight.
     ///
     /// # Errors
     /// A description of the broken invariant.

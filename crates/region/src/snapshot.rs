@@ -2,45 +2,71 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Gap, GapKind, RegionId, RegionState};
+use crate::{Gap, GapKind, RegionError, RegionId, RegionState};
 
-/// Live snapshots of one region: how many at each read_ts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SnapshotList {
-    by_ts: BTreeMap<u64, usize>,
+/// Live snapshots of one record — a region, or a split parent kept for its snapshots —
+/// shared with the tickets taken on it, so that a ticket goes back without the map.
+///
+/// Its own small lock is the only one a release takes: readers of different regions
+/// never meet on it, and the map (whose owner serializes every other change) only
+/// looks at it to bound a safe point or to settle an eviction.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Counts>,
 }
 
-impl SnapshotList {
-    pub(crate) fn add(&mut self, read_ts: u64) {
-        *self.by_ts.entry(read_ts).or_default() += 1;
+#[derive(Debug, Default)]
+struct Counts {
+    by_ts: BTreeMap<u64, usize>,
+    /// The map waits for the record to empty (an eviction, or a split parent): the
+    /// release that empties it says so.
+    watched: bool,
+}
+
+impl Registry {
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Removes one snapshot at `read_ts`; false when there was none.
-    pub(crate) fn remove(&mut self, read_ts: u64) -> bool {
-        let Some(count) = self.by_ts.get_mut(&read_ts) else {
-            return false;
-        };
+    pub(crate) fn add(&self, read_ts: u64) {
+        *self.counts().by_ts.entry(read_ts).or_default() += 1;
+    }
+
+    /// Removes one snapshot at `read_ts`: `None` when there was none, else whether this
+    /// release emptied a watched record.
+    fn remove(&self, read_ts: u64) -> Option<bool> {
+        let mut counts = self.counts();
+        let count = counts.by_ts.get_mut(&read_ts)?;
         *count -= 1;
         if *count == 0 {
-            self.by_ts.remove(&read_ts);
+            counts.by_ts.remove(&read_ts);
         }
-        true
+        Some(counts.watched && counts.by_ts.is_empty())
+    }
+
+    /// True when empty; else the record is watched from now on, and the release that
+    /// empties it reports it (one lock: no release can slip between the two).
+    pub(crate) fn empty_or_watch(&self) -> bool {
+        let mut counts = self.counts();
+        counts.watched = !counts.by_ts.is_empty();
+        !counts.watched
     }
 
     /// The smallest live read_ts.
     pub(crate) fn oldest(&self) -> Option<u64> {
-        self.by_ts.keys().next().copied()
+        self.counts().by_ts.keys().next().copied()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_ts.values().sum()
+        self.counts().by_ts.values().sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_ts.is_empty()
+        self.counts().by_ts.is_empty()
     }
 }
 
@@ -56,13 +82,14 @@ pub struct ReadRequest {
     pub read_ts: u64,
 }
 
-/// Proof that a snapshot was registered on a region; hand it back to
-/// [`RegionMap::release_snapshot`](crate::RegionMap::release_snapshot) exactly once.
+/// Proof that a snapshot was registered on a region; hand it back exactly once, with
+/// [`SnapshotTicket::release`] (no map needed) or
+/// [`RegionMap::release_snapshot`](crate::RegionMap::release_snapshot).
 ///
-/// It is neither `Clone` nor `Copy`, so it cannot be released twice. It remembers the epoch
-/// version it was taken at: after the region splits, the release goes to the historical
-/// record of the parent, which keeps holding back the children's safe points.
-#[derive(Debug, PartialEq, Eq)]
+/// It is neither `Clone` nor `Copy`, so it cannot be released twice. It holds the record
+/// it was registered on: after the region splits, that is the parent's historical record,
+/// which keeps holding back the children's safe points until its last ticket returns.
+#[derive(Debug)]
 #[must_use = "a ticket that is never released holds back GC forever"]
 pub struct SnapshotTicket {
     pub(crate) region: RegionId,
@@ -70,7 +97,18 @@ pub struct SnapshotTicket {
     /// The generation of the map record it was registered on.
     pub(crate) generation: u64,
     pub(crate) read_ts: u64,
+    pub(crate) registry: Arc<Registry>,
 }
+
+impl PartialEq for SnapshotTicket {
+    fn eq(&self, other: &Self) -> bool {
+        (self.region, self.version, self.generation, self.read_ts)
+            == (other.region, other.version, other.generation, other.read_ts)
+            && Arc::ptr_eq(&self.registry, &other.registry)
+    }
+}
+
+impl Eq for SnapshotTicket {}
 
 impl SnapshotTicket {
     /// The region the snapshot reads.
@@ -86,6 +124,50 @@ impl SnapshotTicket {
     /// Its read_ts.
     pub fn read_ts(&self) -> u64 {
         self.read_ts
+    }
+
+    /// Hands the snapshot back, taking only its record's own lock: readers release
+    /// without the map, and so without whatever lock guards it.
+    ///
+    /// Returns a [`Drained`] when this was the last snapshot of a record the map waits
+    /// on (a PendingEvict region, a split parent): give it to
+    /// [`RegionMap::drained`](crate::RegionMap::drained) so that the eviction goes on or
+    /// the record goes.
+    ///
+    /// # Errors
+    /// [`RegionError::UnknownSnapshot`] when the record does not hold the ticket (it
+    /// cannot happen with tickets the map handed out).
+    pub fn release(self) -> Result<Option<Drained>, RegionError> {
+        match self.registry.remove(self.read_ts) {
+            Some(false) => Ok(None),
+            Some(true) => Ok(Some(Drained {
+                region: self.region,
+                generation: self.generation,
+                registry: self.registry,
+            })),
+            None => Err(RegionError::UnknownSnapshot {
+                region: self.region,
+                version: self.version,
+                read_ts: self.read_ts,
+            }),
+        }
+    }
+}
+
+/// The last snapshot of a record the map waits on has been released: hand it to
+/// [`RegionMap::drained`](crate::RegionMap::drained).
+#[derive(Debug)]
+#[must_use = "the map waits for it: an eviction or a split parent's record is held until then"]
+pub struct Drained {
+    pub(crate) region: RegionId,
+    pub(crate) generation: u64,
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Drained {
+    /// The region the snapshots were taken on.
+    pub fn region(&self) -> RegionId {
+        self.region
     }
 }
 
@@ -178,15 +260,29 @@ mod tests {
 
     #[test]
     fn counts_by_read_ts() {
-        let mut list = SnapshotList::default();
+        let list = Registry::default();
         list.add(10);
         list.add(10);
         list.add(7);
         assert_eq!((list.len(), list.oldest()), (3, Some(7)));
-        assert!(list.remove(7));
-        assert!(!list.remove(7));
+        assert_eq!(list.remove(7), Some(false));
+        assert_eq!(list.remove(7), None);
         assert_eq!(list.oldest(), Some(10));
-        assert!(list.remove(10) && list.remove(10));
+        assert_eq!(
+            (list.remove(10), list.remove(10)),
+            (Some(false), Some(false))
+        );
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn only_the_release_that_empties_a_watched_record_reports_it() {
+        let list = Registry::default();
+        assert!(list.empty_or_watch(), "an empty record needs no watching");
+        list.add(3);
+        list.add(4);
+        assert!(!list.empty_or_watch());
+        assert_eq!(list.remove(3), Some(false));
+        assert_eq!(list.remove(4), Some(true));
     }
 }

@@ -87,7 +87,7 @@ impl RegionMap {
         let Some(parent) = self.remove_entry(id) else {
             return SplitOutcome::NotCached;
         };
-        if !parent.snapshots.is_empty() {
+        if !parent.snapshots.empty_or_watch() {
             let record = Historical {
                 region: id,
                 version: parent.region.epoch.version,
