@@ -125,7 +125,8 @@ const CONTROLLER_FORBIDDEN_PATHS: &[&str] = &[
     "tracing",
 ];
 
-/// Paths whose use in `ime-region`'s source would bring threads, clocks or I/O.
+/// Paths whose use in `ime-region`'s source would bring threads, clocks, locks or I/O
+/// (a lock only where [`REGION_LOCKS_ALLOWED`] says).
 #[cfg(test)]
 const REGION_FORBIDDEN_PATHS: &[&str] = &[
     "std::thread",
@@ -134,9 +135,19 @@ const REGION_FORBIDDEN_PATHS: &[&str] = &[
     "std::net",
     "std::process",
     "std::io",
-    "std::sync::Mutex",
-    "std::sync::RwLock",
+    "Mutex",
+    "RwLock",
+    "Condvar",
+    "atomic",
 ];
+
+/// The two places `ime-region` holds a mutex, and why; nowhere else. `snapshot.rs`: a
+/// region's live snapshots, shared with its tickets, so that readers register and release
+/// while the map is shared (its owner serializes every other change). `callback.rs`: an
+/// eviction callback's function, only ever taken through `&mut` (never locked), which
+/// makes the callback `Sync` without asking the function to be.
+#[cfg(test)]
+const REGION_LOCKS_ALLOWED: &[(&str, &str)] = &[("snapshot.rs", "Mutex"), ("callback.rs", "Mutex")];
 
 #[cfg(test)]
 mod tests {
@@ -295,9 +306,20 @@ mod tests {
             rust_files(&workspace_root().join(src), &mut files);
             assert!(!files.is_empty(), "no sources under {src}");
             for file in files {
-                let text = std::fs::read_to_string(&file).expect("source readable");
+                // Product code: a test module may count with atomics.
+                let text = product_lines(&file).join("\n");
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
                 for path in *forbidden {
-                    assert!(!text.contains(path), "{} uses {path}", file.display());
+                    let allowed = *src == "crates/region/src"
+                        && REGION_LOCKS_ALLOWED.contains(&(name, *path));
+                    assert!(
+                        allowed || !text.contains(path),
+                        "{} uses {path}",
+                        file.display()
+                    );
                 }
             }
         }
