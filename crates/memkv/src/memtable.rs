@@ -19,7 +19,7 @@
 
 use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::KeyRange;
 use crate::layer::{IValue, RunEntry};
@@ -352,82 +352,27 @@ impl Memtable {
         (size.saturating_sub(writer.used) * 8) as u64 + later
     }
 
-    /// Inserts an entry; false (nothing inserted) when the key or value is too long for a
-    /// header ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or the arena has no room left: the
-    /// store checks both before it writes anything, so that a batch is all or nothing.
-    /// `reserved` bytes (an [`entry_estimate`]) were reserved on the tracker by the
-    /// caller; they are given back, and what the arena allocates is charged instead: a
-    /// new chunk takes what the hard limit allows, and at least the node (which the
-    /// reservation just given back covers).
+    /// One [`Inserter::insert`] under a lock of its own.
+    #[cfg(test)]
     pub(crate) fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>, reserved: u64) -> bool {
-        self.charge.tracker().release(reserved);
-        if key.len() > MAX_KEY_LEN || value.is_some_and(|v| v.len() >= MAX_VALUE_LEN) {
-            return false;
-        }
+        self.inserter().insert(key, seq, value, reserved)
+    }
+
+    /// The memtable's writer, held for several inserts (a batch's, one lock for all):
+    /// [`Inserter::insert`] is [`Memtable::insert`] without taking the lock again.
+    pub(crate) fn inserter(&self) -> Inserter<'_> {
         let arena = self.arena.get_or_init(|| {
-            // Covered by `reserved` (see `first_insert_cost`), given back above.
+            // Covered by the first insert's `reserved` (see `first_insert_cost`).
             let bytes = std::mem::size_of::<Arena>() as u64;
             self.charge.tracker().force_reserve(bytes);
             self.charge.add_reserved(bytes);
             Box::new(Arena::new())
         });
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let height = writer.random_height();
-        let value_len = value.map_or(0, <[u8]>::len);
-        let words = node_words(height, key.len(), value_len);
-        let Some((chunk, offset)) = self.allocate(arena, &mut writer, words) else {
-            return false;
-        };
-        let Some(slot) = arena
-            .chunks
-            .get(chunk)
-            .and_then(OnceLock::get)
-            .and_then(|c| c.get(offset..offset + words))
-        else {
-            return false;
-        };
-        // The node, written whole before it is linked.
-        slot[0].store(seq, Ordering::Relaxed);
-        let header = ((height as u64) << 60)
-            | ((key.len() as u64) << 32)
-            | value.map_or(TOMBSTONE, |v| v.len() as u64);
-        slot[1].store(header, Ordering::Relaxed);
-        let data = &slot[FIXED_WORDS + height..];
-        let bytes = key.iter().chain(value.unwrap_or_default());
-        let mut word = [0u8; 8];
-        for (i, byte) in bytes.enumerate() {
-            word[i % 8] = *byte;
-            if i % 8 == 7 {
-                data[i / 8].store(u64::from_le_bytes(word), Ordering::Relaxed);
-                word = [0; 8];
-            }
+        Inserter {
+            memtable: self,
+            arena,
+            writer: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
         }
-        let total = key.len() + value_len;
-        if !total.is_multiple_of(8) {
-            data[total / 8].store(u64::from_le_bytes(word), Ordering::Relaxed);
-        }
-        // Linked bottom-up: a reader that finds it at any level finds it at level 0.
-        // Only inserts store the list's height, and they hold the writer lock.
-        let list_height = arena.height.load(Ordering::Relaxed).max(height);
-        // From the hint, the predecessors below `height` (above it, nodes before the key
-        // at their levels: what the next hint needs); else all of them, from the top.
-        let preds = writer
-            .hinted(arena, key, seq, height)
-            .unwrap_or_else(|| arena.predecessors(key, seq, list_height));
-        let me = node_ref(chunk, offset);
-        for (level, pred) in preds.iter().enumerate().take(height) {
-            let next = arena.next(*pred, level);
-            slot[FIXED_WORDS + level].store(next, Ordering::Relaxed);
-            if let Some(link) = arena.link_word(*pred, level) {
-                link.store(me, Ordering::Release);
-            }
-        }
-        let mut hint = preds;
-        hint[..height].fill(me);
-        writer.hint = Some((me, hint));
-        arena.height.store(list_height, Ordering::Release);
-        self.entries.fetch_add(1, Ordering::Release);
-        true
     }
 
     /// Room for `words` words: in the current chunk, or in a new one (charged whole; the
@@ -521,6 +466,122 @@ impl Memtable {
     }
 }
 
+/// A memtable's writer lock, held across inserts: see [`Memtable::inserter`].
+pub(crate) struct Inserter<'a> {
+    memtable: &'a Memtable,
+    arena: &'a Arena,
+    writer: MutexGuard<'a, Writer>,
+}
+
+impl Inserter<'_> {
+    /// Inserts an entry; false (nothing inserted) when the key or value is too long for a
+    /// header ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or the arena has no room left: the
+    /// store checks both before it writes anything, so that a batch is all or nothing.
+    /// `reserved` bytes (an [`entry_estimate`]) were reserved on the tracker by the
+    /// caller; they are given back, and what the arena allocates is charged instead: a
+    /// new chunk takes what the hard limit allows, and at least the node (which the
+    /// reservation just given back covers).
+    pub(crate) fn insert(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        value: Option<&[u8]>,
+        reserved: u64,
+    ) -> bool {
+        let (memtable, arena) = (self.memtable, self.arena);
+        memtable.charge.tracker().release(reserved);
+        if key.len() > MAX_KEY_LEN || value.is_some_and(|v| v.len() >= MAX_VALUE_LEN) {
+            return false;
+        }
+        let writer = &mut *self.writer;
+        let height = writer.random_height();
+        let value_len = value.map_or(0, <[u8]>::len);
+        let words = node_words(height, key.len(), value_len);
+        let Some((chunk, offset)) = memtable.allocate(arena, writer, words) else {
+            return false;
+        };
+        let Some(slot) = arena
+            .chunks
+            .get(chunk)
+            .and_then(OnceLock::get)
+            .and_then(|c| c.get(offset..offset + words))
+        else {
+            return false;
+        };
+        // The node, written whole before it is linked.
+        slot[0].store(seq, Ordering::Relaxed);
+        let header = ((height as u64) << 60)
+            | ((key.len() as u64) << 32)
+            | value.map_or(TOMBSTONE, |v| v.len() as u64);
+        slot[1].store(header, Ordering::Relaxed);
+        pack(
+            &slot[FIXED_WORDS + height..],
+            key,
+            value.unwrap_or_default(),
+        );
+        // Linked bottom-up: a reader that finds it at any level finds it at level 0.
+        // Only inserts store the list's height, and they hold the writer lock.
+        let list_height = arena.height.load(Ordering::Relaxed).max(height);
+        // From the hint, the predecessors below `height` (above it, nodes before the key
+        // at their levels: what the next hint needs); else all of them, from the top.
+        let preds = writer
+            .hinted(arena, key, seq, height)
+            .unwrap_or_else(|| arena.predecessors(key, seq, list_height));
+        let me = node_ref(chunk, offset);
+        for (level, pred) in preds.iter().enumerate().take(height) {
+            let next = arena.next(*pred, level);
+            slot[FIXED_WORDS + level].store(next, Ordering::Relaxed);
+            if let Some(link) = arena.link_word(*pred, level) {
+                link.store(me, Ordering::Release);
+            }
+        }
+        let mut hint = preds;
+        hint[..height].fill(me);
+        writer.hint = Some((me, hint));
+        arena.height.store(list_height, Ordering::Release);
+        memtable.entries.fetch_add(1, Ordering::Release);
+        true
+    }
+}
+
+/// Packs `key` then `value` into `words`, eight bytes a word (little-endian), the last
+/// word padded with zeros.
+fn pack(words: &[AtomicU64], key: &[u8], value: &[u8]) {
+    let mut at = words.iter();
+    let mut word = [0u8; 8];
+    let mut fill = 0;
+    for mut part in [key, value] {
+        if fill > 0 {
+            let take = (8 - fill).min(part.len());
+            word[fill..fill + take].copy_from_slice(&part[..take]);
+            fill += take;
+            part = &part[take..];
+            if fill < 8 {
+                continue;
+            }
+            if let Some(w) = at.next() {
+                w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+            }
+        }
+        let mut whole = part.chunks_exact(8);
+        // Bytes first: a zip would take a word for the chunk that is not there.
+        for (bytes, w) in whole.by_ref().zip(at.by_ref()) {
+            let mut full = [0u8; 8];
+            full.copy_from_slice(bytes);
+            w.store(u64::from_le_bytes(full), Ordering::Relaxed);
+        }
+        let rest = whole.remainder();
+        word = [0; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        fill = rest.len();
+    }
+    if fill > 0
+        && let Some(w) = at.next()
+    {
+        w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+    }
+}
+
 impl Writer {
     /// The predecessors of `(key, seq)` below `height` from the hint, when the key comes
     /// after the last one inserted and lies a few nodes past the hint at each of those
@@ -591,6 +652,36 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn pack_puts_key_then_value_eight_bytes_a_word() {
+        for key_len in 0..20usize {
+            for value_len in 0..20usize {
+                let key: Vec<u8> = (0..key_len).map(|i| i as u8 + 1).collect();
+                let value: Vec<u8> = (0..value_len).map(|i| 200 - i as u8).collect();
+                let words: Vec<AtomicU64> = (0..(key_len + value_len).div_ceil(8) + 1)
+                    .map(|_| AtomicU64::new(u64::MAX))
+                    .collect();
+                pack(&words, &key, &value);
+                let bytes: Vec<u8> = words
+                    .iter()
+                    .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+                    .collect();
+                let total = key_len + value_len;
+                assert_eq!(&bytes[..key_len], &key[..]);
+                assert_eq!(&bytes[key_len..total], &value[..]);
+                let padded = total.div_ceil(8) * 8;
+                assert!(
+                    bytes[total..padded].iter().all(|b| *b == 0),
+                    "{key_len}+{value_len}"
+                );
+                assert!(
+                    bytes[padded..].iter().all(|b| *b == 0xFF),
+                    "wrote past the node"
+                );
+            }
+        }
+    }
 
     fn tracker() -> Arc<MemoryTracker> {
         MemoryTracker::new(u64::MAX, u64::MAX)

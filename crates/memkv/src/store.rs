@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::layer::{Run, RunBuilder, RunEntry};
 use crate::memory::MemoryTracker;
-use crate::memtable::{MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_estimate};
+use crate::memtable::{Inserter, MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_estimate};
 use crate::snapshot::{Snapshot, merged_keys};
 use crate::{Cf, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};
 
@@ -456,18 +456,33 @@ impl MemKv {
                 first
             }
         };
+        // The ranges' writer locks are held: no freeze can swap an active memtable, so
+        // each range's layers are read once, and each memtable's writer taken once while
+        // the batch stays on it.
+        let versions: Vec<_> = ranges.iter().map(|r| r.version.load()).collect();
+        let mut writing: Option<(usize, Cf, Inserter<'_>)> = None;
         for (w, cost) in plan.iter().zip(costs) {
-            // The range's writer lock is held: no freeze can swap the active memtable.
-            let version = w.range.version.load();
+            let at = ranges
+                .iter()
+                .position(|r| Arc::ptr_eq(r, &w.range))
+                .unwrap_or(0);
+            let inserter = match &mut writing {
+                Some((range, cf, inserter)) if (*range, *cf) == (at, w.cf) => inserter,
+                _ => {
+                    writing = None; // one memtable lock at a time
+                    let Some(version) = versions.get(at) else {
+                        debug_assert!(false, "a planned range is among the locked ones");
+                        continue;
+                    };
+                    let active = &version.cfs[w.cf.index()].active;
+                    &mut writing.insert((at, w.cf, active.inserter())).2
+                }
+            };
             // Checked by `check_plan`: the entry fits a node and the memtable has room.
-            let inserted = version.cfs[w.cf.index()].active.insert(
-                &w.key,
-                first + w.op_index as u64,
-                w.value,
-                cost,
-            );
+            let inserted = inserter.insert(&w.key, first + w.op_index as u64, w.value, cost);
             debug_assert!(inserted, "checked before the batch");
         }
+        drop(writing);
         for range in ranges {
             range.writing.store(IDLE, Ordering::SeqCst);
         }
