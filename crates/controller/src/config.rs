@@ -17,6 +17,10 @@ const MAX_WARMUP: Duration = Duration::from_secs(3600);
 /// The largest `mvcc-amplification-threshold` accepted.
 const MAX_AMPLIFICATION: u64 = 1_000_000;
 
+/// Bits of a TiKV timestamp below its physical part: a timestamp is
+/// `physical_milliseconds << TSO_LOGICAL_BITS | logical`.
+pub const TSO_LOGICAL_BITS: u32 = 18;
+
 /// The engine's settings.
 ///
 /// Every value [`Config::validate`] accepts is safe to run with: sizes and durations have
@@ -45,7 +49,11 @@ pub struct Config {
     pub evict_threshold: Option<ByteSize>,
     /// Loads stop at this usage. Default: 80% of capacity.
     pub stop_load_threshold: Option<ByteSize>,
-    /// How often cached regions are garbage-collected under the safe point.
+    /// How often cached regions are garbage-collected, and how much history memory keeps:
+    /// with a timestamp source, the cache's own safe point is `now - gc-run-interval`
+    /// (when above the embedder's GC safe point). Shorter: less memory and faster recent
+    /// reads (fewer versions to step over); reads older than it go to disk. Longer: more
+    /// versions kept in memory, and older reads served from it. Default 3 minutes.
     pub gc_run_interval: ReadableDuration,
     /// How often the eviction policy runs.
     pub load_evict_interval: ReadableDuration,
@@ -200,6 +208,31 @@ impl Config {
         ]
     }
 
+    /// The cache's own GC safe point at `now`, a TiKV timestamp (physical milliseconds
+    /// shifted left by [`TSO_LOGICAL_BITS`], plus a logical counter): `now` less
+    /// `gc-run-interval`, so that memory keeps only the history recent reads need.
+    ///
+    /// ```
+    /// use ime_controller::{Config, TSO_LOGICAL_BITS};
+    ///
+    /// let config = Config::from_toml("gc-run-interval = \"3m\"").unwrap();
+    /// let now = 1_000_000_000u64 << TSO_LOGICAL_BITS;
+    /// assert_eq!(config.own_safe_point(now), (1_000_000_000 - 180_000) << TSO_LOGICAL_BITS);
+    /// assert_eq!(config.own_safe_point(5), 0);
+    /// ```
+    pub fn own_safe_point(&self, now: u64) -> u64 {
+        let millis = u64::try_from(self.gc_run_interval.0.as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(millis.saturating_mul(1 << TSO_LOGICAL_BITS))
+    }
+
+    /// The safe point GC moves regions towards: the embedder's GC safe point, or the
+    /// cache's own ([`Config::own_safe_point`]) when there is a clock (`now`) and it is
+    /// higher. Each region's stays below its oldest live snapshot and never goes back
+    /// (`ime_region::RegionMap::advance_safe_point`).
+    pub fn gc_target(&self, embedder: u64, now: Option<u64>) -> u64 {
+        embedder.max(now.map_or(0, |now| self.own_safe_point(now)))
+    }
+
     /// The memory thresholds: the configured ones, or TiKV's derivation from capacity
     /// (evict at 90%, stop loading at 80%).
     pub fn thresholds(&self) -> Thresholds {
@@ -337,6 +370,26 @@ impl<'de> Deserialize<'de> for ReadableDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gc_target_is_the_higher_of_the_embedders_and_the_own_safe_point() {
+        let config = Config::from_toml("gc-run-interval = \"1s\"").unwrap();
+        let second = 1000u64 << TSO_LOGICAL_BITS;
+        let now = 60 * second + 7;
+        assert_eq!(config.own_safe_point(now), 59 * second + 7);
+        // No clock: the embedder's alone, as before.
+        assert_eq!(config.gc_target(42, None), 42);
+        assert_eq!(config.gc_target(42, Some(now)), 59 * second + 7);
+        // The embedder ahead of the clock (a store that keeps less history): its own.
+        assert_eq!(config.gc_target(61 * second, Some(now)), 61 * second);
+        // A clock near zero or the longest interval: no underflow.
+        assert_eq!(config.gc_target(0, Some(3)), 0);
+        let longest = Config::from_toml("gc-run-interval = \"720h\"").unwrap();
+        assert_eq!(
+            longest.own_safe_point(u64::MAX),
+            u64::MAX - (2_592_000_000u64 << TSO_LOGICAL_BITS)
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_round_trip_through_toml() {

@@ -53,7 +53,7 @@ mod decision;
 mod events;
 mod loads;
 
-pub use config::{ByteSize, Config, ConfigError, ReadableDuration};
+pub use config::{ByteSize, Config, ConfigError, ReadableDuration, TSO_LOGICAL_BITS};
 pub use controller::{Cached, Controller, FenceId, Peer, Warmup};
 pub use decision::{
     Action, Admission, Decisions, Env, Fallback, GcTarget, LoadSource, LoadStart, Refusal,

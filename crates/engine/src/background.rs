@@ -128,7 +128,7 @@ impl<D: DiskEngine> Core<D> {
         let id = j.ticket.region.id;
         let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
         if copied.is_ok() {
-            let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+            let target = self.gc_target();
             let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
@@ -175,7 +175,7 @@ impl<D: DiskEngine> Core<D> {
     /// With threads the collections run on the calling thread; with
     /// [`crate::Background::Manual`] they are queued as tasks.
     pub(crate) fn run_gc(&self) {
-        let target = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+        let target = self.gc_target();
         let work: Vec<Task> = self
             .meta()
             .ctl

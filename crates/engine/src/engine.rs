@@ -2,7 +2,7 @@
 //! path, and the calls an embedder makes (loads, pins, safe point, configuration).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::batch::UNTAGGED;
-use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
+use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind, TimestampSource};
 use crate::{Config, EngineError, HybridWriteBatch, Stats};
 use ime_stripes::View;
 
@@ -310,6 +310,20 @@ impl<D: DiskEngine> Engine<D> {
     /// Sets the GC safe point (TiKV's, from PD); the GC tick moves each region's towards it.
     pub fn set_safe_point(&self, ts: u64) {
         self.core.safe_point.fetch_max(ts, Ordering::AcqRel);
+    }
+
+    /// Gives the engine a clock in TiKV's timestamp format: GC then collects memory at the
+    /// cache's own safe point, `now - gc-run-interval`, whenever it is above the one set
+    /// with [`Engine::set_safe_point`] — memory keeps the history recent reads need, the
+    /// disk keeps the rest, and reads older than it go to disk (`TooOldRead`). No region's
+    /// safe point passes a live snapshot over it or goes back.
+    pub fn set_timestamp_source(&self, source: impl TimestampSource + 'static) {
+        let mut clock = self
+            .core
+            .timestamps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *clock = Some(Arc::new(source));
     }
 
     /// Every cached region: id, range, epoch, state, safe point, snapshots.

@@ -91,6 +91,20 @@ pub enum TaskKind {
     Delete,
 }
 
+/// The current time as a TiKV timestamp (`physical_ms << 18 | logical`, as PD's TSO
+/// hands them out): what the cache's own GC safe point follows. Any
+/// `Fn() -> u64 + Send + Sync` is one.
+pub trait TimestampSource: Send + Sync {
+    /// Now, as a timestamp.
+    fn now(&self) -> u64;
+}
+
+impl<F: Fn() -> u64 + Send + Sync> TimestampSource for F {
+    fn now(&self) -> u64 {
+        self()
+    }
+}
+
 /// How the engine runs its background work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Background {
@@ -202,6 +216,8 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) metrics: Metrics,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
+    /// The embedder's clock, if any: GC's own safe point follows it.
+    pub(crate) timestamps: Mutex<Option<Arc<dyn TimestampSource>>>,
     pub(crate) started: Instant,
     pub(crate) closed: AtomicBool,
     pub(crate) in_flight: InFlight,
@@ -252,6 +268,7 @@ impl<D: DiskEngine> Core<D> {
             metrics: Metrics::new(),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
+            timestamps: Mutex::new(None),
             started: Instant::now(),
             closed: AtomicBool::new(false),
             in_flight: InFlight::default(),
@@ -308,6 +325,19 @@ impl<D: DiskEngine> Core<D> {
 
     pub(crate) fn config(&self) -> Config {
         self.meta().ctl.config().clone()
+    }
+
+    /// The safe point GC moves regions towards: the embedder's, or the cache's own when
+    /// there is a clock and it is higher ([`Config::gc_target`]).
+    pub(crate) fn gc_target(&self) -> u64 {
+        let clock = self
+            .timestamps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let now = clock.map(|c| c.now());
+        let embedder = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
+        self.config().gc_target(embedder, now)
     }
 
     /// Replaces the configuration: the memory store's limits at once, and whatever the
