@@ -7,7 +7,7 @@ use std::time::Instant;
 use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
-use ime_memkv::mvcc::{KvPair, differences, value_keys, visible_above};
+use ime_memkv::mvcc::{KvPair, compare_copies};
 use ime_memkv::{MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
@@ -317,61 +317,37 @@ impl<D: DiskEngine> Core<D> {
     }
 }
 
-/// One region's differences: its lock CF entry by entry, its write CF as MVCC reads above
-/// its safe point see it, and the default-CF values those reads return.
+/// One region's differences, as `compare_copies` finds them.
 fn check_region<S: DiskSnapshot>(
     info: &ime_region::RegionInfo,
     memory: &ime_memkv::Snapshot,
     disk: &S,
 ) -> Vec<Difference> {
-    let region = info.region.id;
     let bounds = &info.region.range;
     let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
         let mut it = memory.iter(cf, bounds.clone()).ok()?;
-        let mut mem_entries = Vec::new();
+        let mut entries = Vec::new();
         it.seek_to_first();
         while let Some((k, v)) = it.entry() {
-            mem_entries.push((k.to_vec(), v.to_vec()));
+            entries.push((k.to_vec(), v.to_vec()));
             it.next();
         }
-        Some((mem_entries, collect(disk, cf, bounds.clone()).ok()?))
+        Some((entries, collect(disk, cf, bounds.clone()).ok()?))
     };
-    let mut out = Vec::new();
-    let Some((mem_locks, disk_locks)) = read(Cf::Lock) else {
-        return out;
+    let value = |k: &[u8]| {
+        (
+            memory.get(Cf::Default, k),
+            disk.get(Cf::Default, k).ok().flatten(),
+        )
     };
-    diff(region, Cf::Lock, &mem_locks, &disk_locks, &mut out);
-    let Some((mem_writes, disk_writes)) = read(Cf::Write) else {
-        return out;
-    };
-    let mem_view = visible_above(&mem_writes, info.safe_point);
-    let disk_view = visible_above(&disk_writes, info.safe_point);
-    diff(region, Cf::Write, &mem_view, &disk_view, &mut out);
-    let mut keys = value_keys(&disk_view);
-    keys.sort();
-    keys.dedup();
-    let values = |get: &dyn Fn(&[u8]) -> Option<Vec<u8>>| -> Vec<KvPair> {
-        keys.iter()
-            .filter_map(|k| Some((k.clone(), get(k)?)))
-            .collect()
-    };
-    let mem_values = values(&|k| memory.get(Cf::Default, k));
-    let disk_values = values(&|k| disk.get(Cf::Default, k).ok().flatten());
-    diff(region, Cf::Default, &mem_values, &disk_values, &mut out);
-    out
-}
-
-/// The differences between `memory` and `disk` in `cf`, as the cross-checker reports them.
-fn diff(region: RegionId, cf: Cf, memory: &[KvPair], disk: &[KvPair], out: &mut Vec<Difference>) {
-    out.extend(
-        differences(memory, disk)
-            .into_iter()
-            .map(|(key, memory, disk)| Difference {
-                region,
-                cf,
-                key,
-                memory,
-                disk,
-            }),
-    );
+    compare_copies(info.safe_point, read, value)
+        .into_iter()
+        .map(|(cf, (key, memory, disk))| Difference {
+            region: info.region.id,
+            cf,
+            key,
+            memory,
+            disk,
+        })
+        .collect()
 }

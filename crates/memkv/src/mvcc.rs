@@ -3,10 +3,10 @@
 //! reach, and how two sorted listings of a column family differ. The engine's reads, its
 //! cross-checker and the tests' reference reader all use them.
 
-use crate::Retention;
 use crate::codec::{
     CodecError, LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes,
 };
+use crate::{Cf, Retention};
 
 /// A key and its value.
 pub type KvPair = (Vec<u8>, Vec<u8>);
@@ -110,6 +110,54 @@ pub fn differences(left: &[KvPair], right: &[KvPair]) -> Vec<Difference> {
         .collect()
 }
 
+/// The cross-checker's comparison of one region's two copies, memory and disk: the lock
+/// CF entry by entry, the write CF as MVCC reads above `safe_point` see it (GC may have
+/// dropped older versions from memory only), and the default-CF values those reads
+/// return. `read(cf)` lists a column family's entries on each side (`None`: unreadable,
+/// the comparison stops there); `value(key)` reads a default-CF key on each side.
+pub fn compare_copies(
+    safe_point: u64,
+    mut read: impl FnMut(Cf) -> Option<(Vec<KvPair>, Vec<KvPair>)>,
+    value: impl Fn(&[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>),
+) -> Vec<(Cf, Difference)> {
+    let mut out = Vec::new();
+    let Some((memory, disk)) = read(Cf::Lock) else {
+        return out;
+    };
+    out.extend(
+        differences(&memory, &disk)
+            .into_iter()
+            .map(|d| (Cf::Lock, d)),
+    );
+    let Some((memory, disk)) = read(Cf::Write) else {
+        return out;
+    };
+    let (memory, disk) = (
+        visible_above(&memory, safe_point),
+        visible_above(&disk, safe_point),
+    );
+    out.extend(
+        differences(&memory, &disk)
+            .into_iter()
+            .map(|d| (Cf::Write, d)),
+    );
+    let mut keys = value_keys(&disk);
+    keys.sort();
+    keys.dedup();
+    let (mut memory, mut disk) = (Vec::new(), Vec::new());
+    for key in keys {
+        let (m, d) = value(&key);
+        memory.extend(m.map(|v| (key.clone(), v)));
+        disk.extend(d.map(|v| (key, v)));
+    }
+    out.extend(
+        differences(&memory, &disk)
+            .into_iter()
+            .map(|d| (Cf::Default, d)),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +169,36 @@ mod tests {
             ts,
         };
         (key.encode(), record.encode().expect("encodes"))
+    }
+
+    #[test]
+    fn copies_compare_above_the_safe_point_and_by_the_values_reads_return() {
+        let put = |start_ts, short: Option<&[u8]>| {
+            WriteRecord::new(WriteType::Put, start_ts, short.map(<[u8]>::to_vec))
+        };
+        let (old, new) = (
+            write(b"k", 10, &put(9, Some(b"a"))),
+            write(b"k", 20, &put(19, None)),
+        );
+        let superseded = write(b"k", 5, &put(4, Some(b"z")));
+        let lock = (encode_bytes(b"l"), b"lock".to_vec());
+        let value_key = value_key(b"k", &put(19, None)).expect("a long value");
+        // Memory: GC dropped the version below the safe point (15), and lost the lock.
+        let memory_writes = vec![new.clone(), old.clone()];
+        let disk_writes = vec![new, old, superseded];
+        let read = |cf: Cf| match cf {
+            Cf::Lock => Some((Vec::new(), vec![lock.clone()])),
+            Cf::Write => Some((memory_writes.clone(), disk_writes.clone())),
+            Cf::Default => None,
+        };
+        let found = compare_copies(15, read, |key| {
+            assert_eq!(key, value_key.as_slice(), "only the values reads return");
+            (Some(b"m".to_vec()), Some(b"d".to_vec()))
+        });
+        let kinds: Vec<Cf> = found.iter().map(|(cf, _)| *cf).collect();
+        assert_eq!(kinds, vec![Cf::Lock, Cf::Default], "{found:?}");
+        // Unreadable locks: nothing more is compared.
+        assert!(compare_copies(15, |_| None, |_| (None, None)).is_empty());
     }
 
     #[test]
