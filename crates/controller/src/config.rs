@@ -21,6 +21,21 @@ const MAX_AMPLIFICATION: u64 = 1_000_000;
 /// `physical_milliseconds << TSO_LOGICAL_BITS | logical`.
 pub const TSO_LOGICAL_BITS: u32 = 18;
 
+/// The current time as a TiKV timestamp (`physical_ms << 18 | logical`, as PD's TSO
+/// hands them out): what the cache's own GC safe point follows
+/// ([`Config::gc_target`]). The embedder supplies it; the controller only receives its
+/// readings. Any `Fn() -> u64 + Send + Sync` is one.
+pub trait TimestampSource: Send + Sync {
+    /// Now, as a timestamp.
+    fn now(&self) -> u64;
+}
+
+impl<F: Fn() -> u64 + Send + Sync> TimestampSource for F {
+    fn now(&self) -> u64 {
+        self()
+    }
+}
+
 /// The engine's settings.
 ///
 /// Every value [`Config::validate`] accepts is safe to run with: sizes and durations have

@@ -53,7 +53,9 @@ mod decision;
 mod events;
 mod loads;
 
-pub use config::{ByteSize, Config, ConfigError, ReadableDuration, TSO_LOGICAL_BITS};
+pub use config::{
+    ByteSize, Config, ConfigError, ReadableDuration, TSO_LOGICAL_BITS, TimestampSource,
+};
 pub use controller::{Cached, Controller, FenceId, Peer, Warmup};
 pub use decision::{
     Action, Admission, Decisions, Env, Fallback, GcTarget, LoadSource, LoadStart, Refusal,

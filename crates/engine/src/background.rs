@@ -1,7 +1,6 @@
 //! The background work: the loader's step, GC rounds, policy rounds and the cross-checker.
 //! The threads that run them live in `engine.rs`; each step is also callable directly.
 
-use std::fmt;
 use std::time::Instant;
 
 use ime_controller::{Decisions, LoadStart};
@@ -12,41 +11,11 @@ use ime_memkv::{MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
 use crate::shared::{Core, Effects, LoadJob, Meta, Task};
-use ime_metrics::{CollectResult, LoadResult};
+use ime_metrics::{CollectResult, Difference, LoadResult};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
 const ENTRY_OVERHEAD: u64 = 24;
-
-/// A difference the cross-checker found between a region's memory and the disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Difference {
-    /// The region.
-    pub region: RegionId,
-    /// The column family.
-    pub cf: Cf,
-    /// The key (raw, as stored).
-    pub key: Vec<u8>,
-    /// What memory holds.
-    pub memory: Option<Vec<u8>>,
-    /// What disk holds.
-    pub disk: Option<Vec<u8>>,
-}
-
-impl fmt::Display for Difference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: &Option<Vec<u8>>| v.as_ref().map(|v| v.escape_ascii().to_string());
-        write!(
-            f,
-            "region {} {} key {}: memory {:?}, disk {:?}",
-            self.region,
-            self.cf.name(),
-            self.key.escape_ascii(),
-            show(&self.memory),
-            show(&self.disk)
-        )
-    }
-}
 
 impl<D: DiskEngine> Core<D> {
     /// A load's first stage, for region `id`: Pending to Loading with a disk snapshot

@@ -14,8 +14,9 @@ use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::batch::UNTAGGED;
-use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind, TimestampSource};
+use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
 use crate::{Config, EngineError, HybridWriteBatch, Stats};
+use ime_controller::TimestampSource;
 use ime_stripes::View;
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot

@@ -26,7 +26,6 @@ pub use ime_eviction as eviction;
 pub use ime_observer as observer;
 pub use ime_region as region;
 
-pub use background::Difference;
 pub use batch::{ApplyHeader, HybridWriteBatch};
 pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
@@ -37,11 +36,13 @@ pub use ime_controller::{
 };
 pub use ime_disk::DiskReader;
 pub use ime_memkv::mvcc::{KvPair, MvccError};
-pub use ime_metrics::{Collections, Compactions, Fences, Gaps, Loads, Snapshots, Stats};
+pub use ime_metrics::{
+    Collections, Compactions, Difference, Fences, Gaps, Loads, MvccWork, Snapshots, Stats,
+};
 pub use read::{HybridIter, HybridSnapshot};
 #[cfg(feature = "testing")]
 pub use reference::reference_scan;
-pub use shared::{Background, TaskKind, TimestampSource};
+pub use shared::{Background, TaskKind};
 #[cfg(feature = "testing")]
 pub use testing::LoadStage;
 

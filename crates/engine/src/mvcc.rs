@@ -33,7 +33,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         if let Some(snapshot) = self.memory_for(&versions) {
             return self.mvcc_get_in_memory(snapshot, user_key, versions);
         }
-        let mut it = self.iter(Cf::Write, versions)?;
+        let mut it = self.cursor(Cf::Write, versions)?;
         it.seek_to_first();
         let mut scanned = 0;
         let mut found = None;
@@ -88,7 +88,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         let bounds = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
         let read_ts = self.read_ts();
         if check_locks {
-            let mut locks = self.iter(Cf::Lock, bounds.clone())?;
+            let mut locks = self.cursor(Cf::Lock, bounds.clone())?;
             locks.seek_to_first();
             while let Some((key, value)) = locks.entry() {
                 if let Some(err) = lock_blocks(key, value, read_ts)? {
@@ -98,7 +98,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
             }
             locks.status()?;
         }
-        let mut it = self.iter(Cf::Write, bounds)?;
+        let mut it = self.cursor(Cf::Write, bounds)?;
         it.seek_to_first();
         let (mut out, mut scanned) = (Vec::new(), 0u64);
         let mut settled: Option<Vec<u8>> = None; // the user key whose visible version was decided

@@ -11,7 +11,7 @@ use ime_stripes::View;
 
 use crate::shared::Core;
 use crate::{Engine, EngineError};
-use ime_metrics::{ReadCounters, Source};
+use ime_metrics::{IterWork, MvccWork, Source, WorkTally};
 
 /// The memory side of a snapshot: the store's snapshot, the region's range, and the
 /// registration that holds back GC and deletion until it drops.
@@ -44,7 +44,7 @@ pub struct HybridSnapshot<D: DiskEngine> {
     memory: Option<MemoryView<D>>,
     fallback: Option<Fallback>,
     disk: Arc<D::Snapshot>,
-    counters: Option<Arc<ReadCounters>>,
+    work: WorkTally,
 }
 
 impl<D: DiskEngine> Engine<D> {
@@ -83,6 +83,7 @@ impl<D: DiskEngine> Engine<D> {
         if let Some(c) = &counters {
             c.read();
         }
+        let work = WorkTally::new(counters);
         core.metrics.served(Source::of(fallback.as_ref()));
         HybridSnapshot {
             region,
@@ -90,7 +91,7 @@ impl<D: DiskEngine> Engine<D> {
             memory,
             fallback,
             disk: view.disk,
-            counters,
+            work,
         }
     }
 
@@ -175,22 +176,37 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 
     /// A raw iterator over `cf` within `bounds`, not positioned yet. Bounds outside the
-    /// region are read from the disk snapshot.
+    /// region are read from the disk snapshot. The entries it stops at count as MVCC work
+    /// ([`HybridSnapshot::mvcc_work`], and the region's statistics the eviction policy
+    /// weighs): each a version touched, each new user key in the write column family a
+    /// key returned.
     ///
     /// # Errors
     /// [`EngineError::Disk`] or [`EngineError::Mem`].
     pub fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<HybridIter<'_>, EngineError> {
+        Ok(HybridIter {
+            cursor: self.cursor(cf, bounds)?,
+            work: IterWork::new(cf == Cf::Write),
+            tally: &self.work,
+        })
+    }
+
+    /// The MVCC work of this snapshot's reads so far: versions touched, keys returned.
+    pub fn mvcc_work(&self) -> MvccWork {
+        self.work.total()
+    }
+
+    /// A cursor that counts nothing (the MVCC reads count their own work).
+    pub(crate) fn cursor(&self, cf: Cf, bounds: KeyRange) -> Result<Cursor<'_>, EngineError> {
         match self.memory_for(&bounds) {
-            Some(snapshot) => Ok(HybridIter::Memory(snapshot.iter(cf, bounds)?)),
-            None => Ok(HybridIter::Disk(self.disk.iter(cf, bounds)?)),
+            Some(snapshot) => Ok(Cursor::Memory(snapshot.iter(cf, bounds)?)),
+            None => Ok(Cursor::Disk(self.disk.iter(cf, bounds)?)),
         }
     }
 
-    /// Adds MVCC work to the region's statistics (for the eviction policy).
+    /// Adds MVCC work to the snapshot's and its region's statistics.
     pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
-        if let Some(c) = &self.counters {
-            c.scanned(scanned, returned);
-        }
+        self.work.add(scanned, returned);
     }
 
     /// The memory snapshot, when it serves `bounds` (inside the region).
@@ -205,73 +221,116 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 }
 
-/// A cursor over a [`HybridSnapshot`]: the memory store's or the disk's, with one
-/// interface ([`DiskIterator`]).
+/// A raw iterator over a [`HybridSnapshot`], the memory store's or the disk's behind one
+/// interface ([`DiskIterator`]); its work is counted when it drops.
+pub struct HybridIter<'a> {
+    cursor: Cursor<'a>,
+    work: IterWork,
+    tally: &'a WorkTally,
+}
+
+impl HybridIter<'_> {
+    /// True when memory serves it.
+    pub fn from_memory(&self) -> bool {
+        matches!(self.cursor, Cursor::Memory(_))
+    }
+
+    fn counted(&mut self) {
+        if let Some((key, _)) = self.cursor.entry() {
+            self.work.saw(key);
+        }
+    }
+}
+
+impl Drop for HybridIter<'_> {
+    fn drop(&mut self) {
+        let MvccWork { scanned, returned } = self.work.total();
+        self.tally.add(scanned, returned);
+    }
+}
+
+/// The cursor moves of [`DiskIterator`], each delegated to `$to` and then `$after`.
+macro_rules! moves {
+    ($to:ident, $after:expr) => {
+        fn seek_to_first(&mut self) {
+            $to!(self, seek_to_first());
+            $after(self);
+        }
+        fn seek_to_last(&mut self) {
+            $to!(self, seek_to_last());
+            $after(self);
+        }
+        fn seek(&mut self, key: &[u8]) {
+            $to!(self, seek(key));
+            $after(self);
+        }
+        fn seek_for_prev(&mut self, key: &[u8]) {
+            $to!(self, seek_for_prev(key));
+            $after(self);
+        }
+        fn next(&mut self) {
+            $to!(self, next());
+            $after(self);
+        }
+        fn prev(&mut self) {
+            $to!(self, prev());
+            $after(self);
+        }
+    };
+}
+
+/// Calls a method on the iterator's cursor.
+macro_rules! on_cursor {
+    ($self:ident, $($call:tt)*) => {
+        $self.cursor.$($call)*
+    };
+}
+
+/// Calls a method on whichever side the cursor is.
+macro_rules! on_side {
+    ($self:ident, $($call:tt)*) => {
+        match $self {
+            Cursor::Memory(it) => it.$($call)*,
+            Cursor::Disk(it) => it.$($call)*,
+        }
+    };
+}
+
+impl DiskIterator for HybridIter<'_> {
+    moves!(on_cursor, HybridIter::counted);
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.cursor.entry()
+    }
+
+    fn status(&self) -> Result<(), DiskError> {
+        self.cursor.status()
+    }
+}
+
+/// The memory store's cursor or the disk's, with one interface.
 #[allow(
     clippy::large_enum_variant,
     reason = "one per scan, on the stack; boxing would allocate on every memory scan"
 )]
-pub enum HybridIter<'a> {
+pub(crate) enum Cursor<'a> {
     /// Served from memory.
     Memory(SnapshotIter),
     /// Served from disk.
     Disk(Box<dyn DiskIterator + 'a>),
 }
 
-impl DiskIterator for HybridIter<'_> {
-    fn seek_to_first(&mut self) {
-        match self {
-            HybridIter::Memory(it) => it.seek_to_first(),
-            HybridIter::Disk(it) => it.seek_to_first(),
-        }
-    }
-
-    fn seek_to_last(&mut self) {
-        match self {
-            HybridIter::Memory(it) => it.seek_to_last(),
-            HybridIter::Disk(it) => it.seek_to_last(),
-        }
-    }
-
-    fn seek(&mut self, key: &[u8]) {
-        match self {
-            HybridIter::Memory(it) => it.seek(key),
-            HybridIter::Disk(it) => it.seek(key),
-        }
-    }
-
-    fn seek_for_prev(&mut self, key: &[u8]) {
-        match self {
-            HybridIter::Memory(it) => it.seek_for_prev(key),
-            HybridIter::Disk(it) => it.seek_for_prev(key),
-        }
-    }
-
-    fn next(&mut self) {
-        match self {
-            HybridIter::Memory(it) => it.next(),
-            HybridIter::Disk(it) => it.next(),
-        }
-    }
-
-    fn prev(&mut self) {
-        match self {
-            HybridIter::Memory(it) => it.prev(),
-            HybridIter::Disk(it) => it.prev(),
-        }
-    }
+impl DiskIterator for Cursor<'_> {
+    moves!(on_side, |_: &mut Self| ());
 
     fn entry(&self) -> Option<(&[u8], &[u8])> {
-        match self {
-            HybridIter::Memory(it) => it.entry(),
-            HybridIter::Disk(it) => it.entry(),
-        }
+        on_side!(self, entry())
     }
 
     fn status(&self) -> Result<(), DiskError> {
         match self {
-            HybridIter::Memory(_) => Ok(()),
-            HybridIter::Disk(it) => it.status(),
+            Cursor::Memory(_) => Ok(()),
+            Cursor::Disk(it) => it.status(),
         }
     }
 }

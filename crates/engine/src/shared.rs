@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLoc
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use ime_controller::{Action, Controller, Decisions, Env};
+use ime_controller::{Action, Controller, Decisions, Env, TimestampSource};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
@@ -89,20 +89,6 @@ pub enum TaskKind {
     PolicyRound,
     /// An evicted region's memory freed, and the region removed.
     Delete,
-}
-
-/// The current time as a TiKV timestamp (`physical_ms << 18 | logical`, as PD's TSO
-/// hands them out): what the cache's own GC safe point follows. Any
-/// `Fn() -> u64 + Send + Sync` is one.
-pub trait TimestampSource: Send + Sync {
-    /// Now, as a timestamp.
-    fn now(&self) -> u64;
-}
-
-impl<F: Fn() -> u64 + Send + Sync> TimestampSource for F {
-    fn now(&self) -> u64 {
-        self()
-    }
 }
 
 /// How the engine runs its background work.

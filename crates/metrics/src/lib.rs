@@ -25,7 +25,7 @@ mod reads;
 mod stats;
 
 pub use metrics::Metrics;
-pub use reads::ReadCounters;
+pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
 pub use stats::{
     CollectResult, Collections, CompactResult, Compactions, FenceEvent, Fences, GapSource, Gaps,
     LoadResult, Loads, Snapshots, Source, Stats,
