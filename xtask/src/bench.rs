@@ -10,7 +10,9 @@ use serde_json::Value;
 
 /// One reported figure: `measured` against `baseline`, both criterion benchmark ids
 /// (`group/function`): times, or (for ids under [`BYTES_GROUP_PREFIX`]) byte counts a
-/// suite writes beside criterion's results.
+/// suite writes beside criterion's results, or values a suite measured itself and wrote
+/// as `value.json` with their unit (the headline workload's write times and versions
+/// touched per row).
 struct Figure {
     suite: &'static str,
     name: &'static str,
@@ -75,6 +77,48 @@ const FIGURES: &[Figure] = &[
         name: "cached get p99 beside a writer on another region vs quiet (goal 1.2)",
         measured: "engine/get_p99_beside_a_writer/writing",
         baseline: "engine/get_p99_beside_a_writer/quiet",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: live-row scan, 400k versions, hybrid vs disk-only (goal 1/50)",
+        measured: "headline/scan_400k/hybrid",
+        baseline: "headline/scan_400k/disk_only",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: live-row scan, 40k versions, hybrid vs disk-only",
+        measured: "headline/scan_40k/hybrid",
+        baseline: "headline/scan_40k/disk_only",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: live-row scan, 4M versions, hybrid vs disk-only",
+        measured: "headline/scan_4m/hybrid",
+        baseline: "headline/scan_4m/disk_only",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: hybrid scan at 4M versions vs at 40k (flat: 1)",
+        measured: "headline/scan_4m/hybrid",
+        baseline: "headline/scan_40k/hybrid",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: disk-only scan at 4M versions vs at 40k",
+        measured: "headline/scan_4m/disk_only",
+        baseline: "headline/scan_40k/disk_only",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: versions touched per row, 400k, hybrid vs disk-only",
+        measured: "headline/versions_400k/hybrid",
+        baseline: "headline/versions_400k/disk_only",
+    },
+    Figure {
+        suite: "headline",
+        name: "queue table: write per batch, 400k, hybrid vs disk-only (goal 1.05)",
+        measured: "headline/write_400k/hybrid",
+        baseline: "headline/write_400k/disk_only",
     },
     Figure {
         suite: "memkv",
@@ -236,7 +280,15 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
     );
     for figure in FIGURES.iter().filter(|f| suites.contains(&f.suite)) {
         let (measured, baseline, format): (f64, f64, fn(f64) -> String) =
-            if figure.measured.starts_with(BYTES_GROUP_PREFIX) {
+            if let Some((measured, unit)) = value(&criterion_dir, figure.measured)? {
+                let (baseline, _) = value(&criterion_dir, figure.baseline)?
+                    .with_context(|| format!("no value for {}", figure.baseline))?;
+                let format: fn(f64) -> String = match unit.as_str() {
+                    "ns" => format_ns,
+                    _ => format_count,
+                };
+                (measured, baseline, format)
+            } else if figure.measured.starts_with(BYTES_GROUP_PREFIX) {
                 let measured = bytes(&criterion_dir, figure.measured)?;
                 (
                     measured,
@@ -273,6 +325,32 @@ fn format_ns(ns: f64) -> String {
         ns if ns >= 1e3 => format!("{:.2} us", ns / 1e3),
         ns => format!("{ns:.1} ns"),
     }
+}
+
+fn format_count(count: f64) -> String {
+    format!("{count:.1}")
+}
+
+/// A value a suite measured itself (`<group>/<function>/value.json`: `value` and `unit`),
+/// if it wrote one for `id`.
+fn value(criterion_dir: &Path, id: &str) -> Result<Option<(f64, String)>> {
+    let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
+    let path = criterion_dir
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join("value.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let number = json["value"]
+        .as_f64()
+        .with_context(|| format!("{} has no value", path.display()))?;
+    Ok(Some((
+        number,
+        json["unit"].as_str().unwrap_or("").to_owned(),
+    )))
 }
 
 fn format_bytes(bytes: f64) -> String {
