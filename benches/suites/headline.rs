@@ -293,14 +293,18 @@ fn headline(c: &mut Criterion) {
 }
 
 /// The cached engine's memory over the history written, one line per scale (as a share
-/// of that scale's history, so that the three runs share an axis), under the evict and
-/// stop-load thresholds.
+/// of that scale's history, so that the three runs share an axis), under the capacity,
+/// evict and stop-load thresholds; bytes on a log scale from 1 KiB, so that both the
+/// cache's few dozen KiB and thresholds of tens of MiB show.
 fn memory_chart(runs: &[(&str, Vec<(u64, u64)>)], config: &Config) -> String {
-    let (width, height, left, bottom) = (720.0, 360.0, 70.0, 40.0);
+    let (width, height, left, bottom, top) = (720.0, 360.0, 70.0, 40.0, 20.0);
     let t = config.thresholds();
-    let top_bytes = t.capacity as f64;
+    let (low, high) = (10.0, (t.capacity as f64).log2().ceil()); // 1 KiB .. capacity
     let x = |share: f64| left + share * (width - left - 20.0);
-    let y = |bytes: f64| height - bottom - (bytes / top_bytes) * (height - bottom - 20.0);
+    let y = |bytes: f64| {
+        let at = (bytes.max(1.0).log2().clamp(low, high) - low) / (high - low);
+        height - bottom - at * (height - bottom - top)
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -308,6 +312,21 @@ fn memory_chart(runs: &[(&str, Vec<(u64, u64)>)], config: &Config) -> String {
          font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
          fill=\"white\"/>\n"
     );
+    for (label, bytes) in [
+        ("1 KiB", 1u64 << 10),
+        ("32 KiB", 32 << 10),
+        ("1 MiB", 1 << 20),
+    ] {
+        let at = y(bytes as f64);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{}\" y1=\"{at:.1}\" x2=\"{}\" y2=\"{at:.1}\" stroke=\"#eee\"/>\
+             <text x=\"4\" y=\"{:.1}\">{label}</text>",
+            x(0.0),
+            x(1.0),
+            at + 4.0
+        );
+    }
     for (name, bytes, color) in [
         ("capacity", t.capacity, "#999"),
         ("evict threshold", t.evict_threshold, "#d33"),
@@ -321,7 +340,7 @@ fn memory_chart(runs: &[(&str, Vec<(u64, u64)>)], config: &Config) -> String {
              ({} MiB)</text>",
             x(0.0),
             x(1.0),
-            x(0.0) + 6.0,
+            x(0.0) + 6.0 + 180.0 * f64::from(u8::from(name.starts_with('s'))),
             at - 4.0,
             bytes >> 20
         );
@@ -337,27 +356,28 @@ fn memory_chart(runs: &[(&str, Vec<(u64, u64)>)], config: &Config) -> String {
         let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
         let _ = writeln!(
             svg,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\
-             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{label} versions: peak {} KiB</text>",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\" fill=\"{color}\">{label} versions of history: peak {} \
+             KiB</text>",
             points.join(" "),
-            width - 260.0,
-            height - bottom - 60.0 + 16.0 * i as f64,
+            width - 300.0,
+            150.0 + 16.0 * i as f64,
             peak >> 10
         );
     }
     let _ = writeln!(
         svg,
         "<line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\
-         <line x1=\"{l}\" y1=\"20\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>\
+         <line x1=\"{l}\" y1=\"{top}\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>\
          <text x=\"{l}\" y=\"{t}\">0</text><text x=\"{mid}\" y=\"{t}\">history written \
-         (share of each run)</text><text x=\"{r2}\" y=\"{t}\">100%</text>\
-         <text x=\"4\" y=\"{b}\">0 B</text>\n</svg>",
+         (share of each run); memory of the cached engine, log scale</text>\
+         <text x=\"{r2}\" y=\"{t}\">100%</text>\n</svg>",
         l = x(0.0),
         r = x(1.0),
         r2 = x(1.0) - 30.0,
         b = height - bottom,
         t = height - bottom + 18.0,
-        mid = width / 2.0 - 90.0,
+        mid = width / 2.0 - 170.0,
     );
     svg
 }

@@ -304,11 +304,11 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
                 )
             };
         println!(
-            "{:<58} {:>12} {:>12} {:>7.2}x",
+            "{:<58} {:>12} {:>12} {:>8}",
             figure.name,
             format(measured),
             format(baseline),
-            measured / baseline,
+            format_ratio(measured / baseline),
         );
     }
     println!(
@@ -324,6 +324,15 @@ fn format_ns(ns: f64) -> String {
         ns if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
         ns if ns >= 1e3 => format!("{:.2} us", ns / 1e3),
         ns => format!("{ns:.1} ns"),
+    }
+}
+
+/// A ratio as `1.23x`, or, below a hundredth, as `1/3214` (so that it does not read 0.00x).
+fn format_ratio(ratio: f64) -> String {
+    if ratio > 0.0 && ratio < 0.01 {
+        format!("1/{:.0}", 1.0 / ratio)
+    } else {
+        format!("{ratio:.2}x")
     }
 }
 
@@ -441,6 +450,13 @@ mod tests {
             assert!(figure.measured.starts_with(figure.suite), "{}", figure.name);
             assert!(figure.baseline.starts_with(figure.suite), "{}", figure.name);
         }
+    }
+
+    #[test]
+    fn tiny_ratios_print_as_fractions() {
+        assert_eq!(format_ratio(1.37), "1.37x");
+        assert_eq!(format_ratio(0.05), "0.05x");
+        assert_eq!(format_ratio(10.0 / 32_140.0), "1/3214");
     }
 
     #[test]

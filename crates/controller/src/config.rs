@@ -14,8 +14,16 @@ const MAX_CAPACITY: u64 = 1 << 50;
 const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
 /// The longest leader-transfer warm-up accepted: one hour.
 const MAX_WARMUP: Duration = Duration::from_secs(3600);
-/// The largest `mvcc-amplification-threshold` accepted.
-const MAX_AMPLIFICATION: u64 = 1_000_000;
+/// Keys earlier versions accepted and this one refuses, each with why: a setting that
+/// would be read and then ignored is worse than an error that says so.
+const REMOVED_KEYS: &[(&str, &str)] = &[(
+    "mvcc-amplification-threshold",
+    "removed: the default eviction policy weighs each region's MVCC work (versions \
+     scanned beyond the keys returned) per byte and loads a region only when that work \
+     repays the load, which a fixed amplification cut-off would only second-guess; the \
+     TiKV-style policy (ime_eviction::TikvPolicy) keeps its own \
+     mvcc_amplification_threshold in TikvConfig",
+)];
 
 /// Bits of a TiKV timestamp below its physical part: a timestamp is
 /// `physical_milliseconds << TSO_LOGICAL_BITS | logical`.
@@ -72,9 +80,6 @@ pub struct Config {
     pub gc_run_interval: ReadableDuration,
     /// How often the eviction policy runs.
     pub load_evict_interval: ReadableDuration,
-    /// Regions whose reads scan more MVCC versions per returned key than this are worth
-    /// caching (for the TiKV-style policy).
-    pub mvcc_amplification_threshold: u64,
     /// How often the cross-checker compares memory with disk; zero turns it off.
     pub cross_check_interval: ReadableDuration,
     /// How long a leader transfer to this store may wait for its region to load.
@@ -90,7 +95,6 @@ impl Default for Config {
             stop_load_threshold: None,
             gc_run_interval: ReadableDuration(Duration::from_secs(180)),
             load_evict_interval: ReadableDuration(Duration::from_secs(300)),
-            mvcc_amplification_threshold: 10,
             cross_check_interval: ReadableDuration(Duration::ZERO),
             warmup_timeout: ReadableDuration(Duration::from_secs(1)),
         }
@@ -114,15 +118,29 @@ pub enum ConfigError {
     /// The text is not valid TOML for this type.
     #[error("configuration: {0}")]
     Parse(String),
+    /// A key this version no longer has.
+    #[error("{key}: {reason}")]
+    Removed {
+        /// The key, as written in TOML.
+        key: &'static str,
+        /// Why it went, and what replaces it.
+        reason: &'static str,
+    },
 }
 
 impl Config {
     /// Parses and validates TOML.
     ///
     /// # Errors
-    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    /// [`ConfigError::Parse`], [`ConfigError::Invalid`], or [`ConfigError::Removed`] for a
+    /// key earlier versions had (with the reason).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let parse = |e: toml::de::Error| ConfigError::Parse(e.to_string());
+        let table: toml::Table = toml::from_str(text).map_err(parse)?;
+        if let Some((key, reason)) = REMOVED_KEYS.iter().find(|(k, _)| table.contains_key(*k)) {
+            return Err(ConfigError::Removed { key, reason });
+        }
+        let config: Config = toml::from_str(text).map_err(parse)?;
         config.validate()?;
         Ok(config)
     }
@@ -171,14 +189,6 @@ impl Config {
             if !range.contains(&value.0) {
                 return invalid(key, rule, &value);
             }
-        }
-        if !(1..=MAX_AMPLIFICATION).contains(&self.mvcc_amplification_threshold) {
-            let value = self.mvcc_amplification_threshold;
-            return invalid(
-                "mvcc-amplification-threshold",
-                "must be at least 1 and at most 1000000",
-                &value,
-            );
         }
         Ok(())
     }
@@ -387,6 +397,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_removed_key_is_refused_with_its_reason() {
+        let err = Config::from_toml("mvcc-amplification-threshold = 10").unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Removed {
+                key: "mvcc-amplification-threshold",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("repays the load"), "{err}");
+    }
+
+    #[test]
     fn the_gc_target_is_the_higher_of_the_embedders_and_the_own_safe_point() {
         let config = Config::from_toml("gc-run-interval = \"1s\"").unwrap();
         let second = 1000u64 << TSO_LOGICAL_BITS;
@@ -434,14 +457,6 @@ mod tests {
             ),
             ("gc-run-interval = \"0s\"", "gc-run-interval"),
             ("load-evict-interval = \"0ms\"", "load-evict-interval"),
-            (
-                "mvcc-amplification-threshold = 0",
-                "mvcc-amplification-threshold",
-            ),
-            (
-                "mvcc-amplification-threshold = 1000001",
-                "mvcc-amplification-threshold",
-            ),
             ("capacity = 2251799813685248", "capacity"),
             ("gc-run-interval = \"721h\"", "gc-run-interval"),
             (
