@@ -79,8 +79,17 @@ impl Controller {
             RaftEvent::RoleChange { region, role, term } => {
                 self.role_change(region, *role, *term, env, out);
             }
-            RaftEvent::TransferLeader { region, term } => {
-                self.transfer_leader(region, *term, env, out);
+            RaftEvent::TransferLeader {
+                region,
+                term,
+                cached,
+            } => {
+                self.learn(region, 0);
+                self.check_epoch(region.id, region.epoch, out);
+                // TiKV's rule: warm up only what the old leader had cached.
+                if *cached {
+                    self.warm_up(region, *term, env, out);
+                }
             }
             RaftEvent::DestroyPeer { id, region } => {
                 self.forget(*id);
@@ -214,9 +223,7 @@ impl Controller {
         }
     }
 
-    fn transfer_leader(&mut self, region: &Region, term: u64, env: Env, out: &mut Decisions) {
-        self.learn(region, 0);
-        self.check_epoch(region.id, region.epoch, out);
+    fn warm_up(&mut self, region: &Region, term: u64, env: Env, out: &mut Decisions) {
         let fresh = self.warmups.get(&region.id).is_none_or(|w| w.term != term);
         if fresh {
             // Validation bounds the timeout; an overflow all the same means no wait at

@@ -543,6 +543,7 @@ fn event(words: &[&str]) -> RaftEvent {
         "transfer-leader" => RaftEvent::TransferLeader {
             region: r(1),
             term: term(2),
+            cached: !words.contains(&"not-cached"),
         },
         "destroy" => RaftEvent::DestroyPeer {
             id: RegionId(words[1].parse().unwrap()),

@@ -447,6 +447,7 @@ impl World {
                 RaftEvent::TransferLeader {
                     region: before,
                     term: 3,
+                    cached: true,
                 },
                 drop,
             ),

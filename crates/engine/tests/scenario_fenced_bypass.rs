@@ -241,6 +241,7 @@ fn request(peer: &Peer<MemDisk>, source: Source, region: &Region, index: u64) {
             let transfer = RaftEvent::TransferLeader {
                 region: region.clone(),
                 term: TERM + 1,
+                cached: true,
             };
             peer.engine.on_event(&transfer).unwrap();
         }

@@ -20,6 +20,7 @@ fn transfer(peer: &Peer<ime_disk::MemDisk>, id: u64, term: u64) {
     let event = RaftEvent::TransferLeader {
         region: peer.region(id),
         term,
+        cached: true,
     };
     peer.engine.on_event(&event).unwrap();
 }
@@ -31,6 +32,29 @@ fn role(peer: &Peer<ime_disk::MemDisk>, id: u64, role: PeerRole, term: u64) {
         term,
     };
     peer.engine.on_event(&event).unwrap();
+}
+
+/// TiKV's rule: a transfer warms the region up only when the old leader had it cached;
+/// otherwise the acknowledgement does not wait and nothing is loaded.
+#[test]
+fn a_transfer_of_a_region_the_old_leader_did_not_cache_does_not_warm_up() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("z"), 1));
+    peer.commit(1, &[("b", Some("1"))]);
+    let event = RaftEvent::TransferLeader {
+        region: peer.region(1),
+        term: 7,
+        cached: false,
+    };
+    peer.engine.on_event(&event).unwrap();
+    assert!(peer.engine.transfer_leader_ready(RegionId(1), 7));
+    peer.idle();
+    assert_eq!(peer.state(1), None, "not loaded");
+    // The same transfer with the hint warms it up.
+    transfer(&peer, 1, 8);
+    peer.idle();
+    assert_eq!(peer.state(1), Some(RegionState::Active));
+    assert!(peer.check(1));
 }
 
 /// Scenario 10: a region transferred to this store is loaded before the transfer is
@@ -224,6 +248,7 @@ fn scenario_15_an_uninitialized_peer_is_never_loaded() {
         .on_event(&RaftEvent::TransferLeader {
             region: placeholder.clone(),
             term: 3,
+            cached: true,
         })
         .unwrap();
     assert!(peer.engine.transfer_leader_ready(RegionId(9), 3));

@@ -125,14 +125,18 @@ pub enum RaftEvent {
     },
     /// Leadership is being transferred to the local peer.
     ///
-    /// Cache: **warm** the region (load it) before the transfer is acknowledged, but never
+    /// Cache: when the old leader had the region cached (`cached`, carried in the transfer
+    /// as TiKV does), **warm** it (load it) before the transfer is acknowledged, but never
     /// hold the acknowledgement past its deadline; a new term clears the warm-up
-    /// (tikv/tikv#17882, #18453, #19776).
+    /// (tikv/tikv#17882, #18453, #19776). A region the old leader did not cache is left
+    /// to the eviction policy, like any other.
     TransferLeader {
         /// The region.
         region: Region,
         /// The term the transfer happens in.
         term: u64,
+        /// Whether the old leader had the region cached.
+        cached: bool,
     },
     /// The local peer was destroyed (removed from the group, merged away, or replaced).
     ///
@@ -498,6 +502,7 @@ mod tests {
             RaftEvent::TransferLeader {
                 region: a.clone(),
                 term: 2,
+                cached: true,
             },
             RaftEvent::CompactLog {
                 region: a,

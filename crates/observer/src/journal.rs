@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file   := magic record*
-//! magic  := "IMEJRNL" 0x01
+//! magic  := "IMEJRNL" 0x02 (the format's version: 2 since `TransferLeader` carries `cached`)
 //! record := len:u32 LE | crc32(payload):u32 LE | payload (bincode 2, standard config)
 //! ```
 //!
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{DeliveryGap, ObserverResult, RaftEvent, RaftObserver};
 
 /// The first bytes of every journal file.
-pub const MAGIC: &[u8; 8] = b"IMEJRNL\x01";
+pub const MAGIC: &[u8; 8] = b"IMEJRNL\x02";
 
 /// The largest payload a record may declare; anything larger is corruption.
 pub const MAX_RECORD: u32 = 16 << 20;
@@ -67,6 +67,16 @@ pub enum JournalError {
     BadMagic {
         /// The file.
         path: PathBuf,
+    },
+    /// A journal of another format version (an older IME wrote it).
+    #[error("journal {path}: format version {found}, this build reads version {expected}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version the file has.
+        found: u8,
+        /// The version this build reads and writes.
+        expected: u8,
     },
     /// A whole record is damaged.
     #[error("journal {path}: corrupt record at offset {offset}: {detail}")]
@@ -275,6 +285,14 @@ fn scan(path: &Path) -> Result<Scan, JournalError> {
         });
     }
     if &bytes[..MAGIC.len()] != MAGIC {
+        let (name, version) = MAGIC.split_at(MAGIC.len() - 1);
+        if bytes.starts_with(name) {
+            return Err(JournalError::Version {
+                path: path.to_path_buf(),
+                found: bytes[name.len()],
+                expected: version[0],
+            });
+        }
         return Err(JournalError::BadMagic {
             path: path.to_path_buf(),
         });

@@ -135,6 +135,19 @@ fn corruption_is_a_typed_error_with_the_record_offset() {
         Err(JournalError::Corrupt { offset: 8, .. })
     ));
 
+    // A journal an older IME wrote (format 1): refused, with both versions named.
+    std::fs::write(&path, b"IMEJRNL\x01").unwrap();
+    let err = read_journal(&path).unwrap_err();
+    assert!(matches!(
+        err,
+        JournalError::Version {
+            found: 1,
+            expected: 2,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("format version 1"), "{err}");
+
     std::fs::write(&path, b"NOTAJOURNAL").unwrap();
     assert!(matches!(
         read_journal(&path),

@@ -82,6 +82,7 @@ pub(crate) fn one_of_each() -> Vec<RaftEvent> {
         RaftEvent::TransferLeader {
             region: r.clone(),
             term: 9,
+            cached: true,
         },
         RaftEvent::DestroyPeer {
             id: RegionId(99),

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result, bail};
 use ime_engine::disk::{Cf, KeyRange, RocksDisk};
 use ime_engine::observer::RaftEvent;
-use ime_engine::region::{ReadRequest, Region, RegionEpoch, RegionId};
+use ime_engine::region::{ReadRequest, Region, RegionEpoch, RegionId, RegionState};
 use ime_engine::{Config, HybridSnapshot, KvPair, Stats};
 use ime_memkv::codec::{
     LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes, encode_bytes,

@@ -77,11 +77,18 @@ impl Cluster {
             peer.node.raft.term,
             self.stores[to].peers[&region].region.clone(),
         );
+        // The transfer carries whether the old leader had the region cached.
+        let cached = self.stores[at]
+            .engine
+            .regions()
+            .iter()
+            .any(|r| r.region.id == RegionId(region) && r.state == RegionState::Active);
         self.stores[to].publish(
             region,
             &RaftEvent::TransferLeader {
                 region: described,
                 term,
+                cached,
             },
         )?;
         self.stores[at]
