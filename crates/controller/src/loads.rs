@@ -340,7 +340,8 @@ impl Controller {
         }
     }
 
-    /// Regions never cached and of unknown size: the engine estimates them from the disk
+    /// Regions never cached and of unknown size (the embedder gave none,
+    /// [`Controller::note_approximate_size`]): the engine estimates them from the disk
     /// ([`Controller::note_estimate`]) before a policy round.
     pub fn unsized_regions(&self) -> Vec<(RegionId, KeyRange)> {
         self.peers
@@ -348,6 +349,17 @@ impl Controller {
             .filter(|(id, p)| p.size == 0 && !self.cached.contains_key(id))
             .map(|(id, p)| (*id, p.region.range.clone()))
             .collect()
+    }
+
+    /// The embedder's approximate size of region `id` (bytes of its keys and values, as
+    /// TiKV's `region_approximate_size`): what the policy projects the region to take in
+    /// memory until it is cached; it replaces any earlier estimate, and the disk scan
+    /// ([`Controller::unsized_regions`]) is skipped for it. Ignored for a region the
+    /// controller does not know.
+    pub fn note_approximate_size(&mut self, id: RegionId, bytes: u64) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.size = bytes;
+        }
     }
 
     /// A size estimate from the disk for region `id` (the larger figure wins).

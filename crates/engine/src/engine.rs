@@ -327,6 +327,16 @@ impl<D: DiskEngine> Engine<D> {
         *clock = Some(Arc::new(source));
     }
 
+    /// The approximate size of `region` (bytes of its keys and values, as TiKV's split
+    /// checker keeps `region_approximate_size`): the eviction policy weighs the region
+    /// with it instead of scanning the disk for an estimate. For regions the engine
+    /// knows (from events, writes or loads); others are ignored.
+    pub fn set_region_size(&self, region: RegionId, approximate_bytes: u64) {
+        let size = approximate_bytes;
+        self.core
+            .decide(|ctl, _, _| ctl.note_approximate_size(region, size));
+    }
+
     /// Every cached region: id, range, epoch, state, safe point, snapshots.
     pub fn regions(&self) -> Vec<RegionInfo> {
         self.core.meta().ctl.map().regions()

@@ -1,7 +1,8 @@
-//! MVCC work is counted on every read path: the built-in MVCC reads and the raw
-//! iterators an embedder drives itself, served from memory or from disk. Each snapshot
-//! reports its own (`HybridSnapshot::mvcc_work`), and the region's statistics — what the
-//! eviction policy weighs — receive the same.
+//! What the eviction policy is fed. MVCC work is counted on every read path: the built-in
+//! MVCC reads and the raw iterators an embedder drives itself, served from memory or from
+//! disk; each snapshot reports its own (`HybridSnapshot::mvcc_work`), and the region's
+//! statistics — what the policy weighs — receive the same. Region sizes come from the
+//! embedder when it gives them, from a disk scan otherwise.
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
@@ -130,4 +131,26 @@ fn built_in_reads_count_into_the_snapshot_too() {
     );
     drop(snapshot);
     assert_eq!(policy_saw(&peer, &seen), (10, 4));
+}
+
+fn policy_size(peer: &Peer<MemDisk>, seen: &Mutex<Vec<RegionStats>>) -> u64 {
+    seen.lock().unwrap().clear();
+    peer.engine.run_policy();
+    let seen = seen.lock().unwrap();
+    seen.iter().find(|s| s.id == RegionId(1)).unwrap().size
+}
+
+#[test]
+fn region_sizes_come_from_the_embedder_with_the_disk_scan_as_fallback() {
+    let (peer, seen) = peer();
+    // No size given: the disk scan's estimate (nine small versions and their overhead).
+    let scanned = policy_size(&peer, &seen);
+    assert!(scanned > 0 && scanned < 4096, "{scanned}");
+    // The embedder's approximate size replaces it.
+    peer.engine.set_region_size(RegionId(1), 96 << 20);
+    assert_eq!(policy_size(&peer, &seen), 96 << 20);
+    peer.engine.set_region_size(RegionId(1), 10 << 20);
+    assert_eq!(policy_size(&peer, &seen), 10 << 20);
+    // A region the engine does not know is ignored, not an error.
+    peer.engine.set_region_size(RegionId(77), 1);
 }
