@@ -1,5 +1,6 @@
-//! The memory chart: each store's cache memory over the run against the capacity and the
-//! thresholds derived from it, drawn with plotters as SVG.
+//! The run's chart: each store's cache memory over the run against the capacity and the
+//! thresholds derived from it, and below it the MVCC versions the reads served from
+//! memory touched against what the same reads touch on disk, drawn with plotters as SVG.
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
@@ -30,8 +31,10 @@ pub fn memory_svg(report: &Report) -> Result<String> {
     }
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 360)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw)?;
+        let canvas = SVGBackend::with_string(&mut svg, (900, 620)).into_drawing_area();
+        canvas.fill(&WHITE).map_err(draw)?;
+        let (root, lower) = canvas.split_vertically(360);
+        versions_panel(&lower, report)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 15))
             .margin(12)
@@ -72,9 +75,59 @@ pub fn memory_svg(report: &Report) -> Result<String> {
             .border_style(BLACK)
             .draw()
             .map_err(draw)?;
-        root.present().map_err(draw)?;
+        canvas.present().map_err(draw)?;
     }
     Ok(svg)
+}
+
+/// The lower panel: cumulative MVCC versions touched by the reads served from memory, in
+/// memory and (the same reads) on disk.
+fn versions_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    report: &Report,
+) -> Result<()> {
+    let samples = &report.mvcc_over_time;
+    let steps = samples.len().max(2) as u64;
+    let top = samples.last().map_or(1, |s| s.0.max(s.1)).max(1);
+    let (memory, disk) = report.mvcc_versions;
+    let caption = format!(
+        "MVCC versions touched by reads served from memory: {memory} in memory, {disk} for the same reads on disk"
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 13))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0..steps, 0..top + top / 10)
+        .map_err(draw)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("versions (cumulative)")
+        .draw()
+        .map_err(draw)?;
+    for (name, colour, pick) in [
+        ("on disk (same reads)", RED.to_rgba(), 1),
+        ("in memory", BLUE.to_rgba(), 0),
+    ] {
+        let line = samples
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (i as u64, if pick == 0 { s.0 } else { s.1 }));
+        chart
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
+            .map_err(draw)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw)?;
+    Ok(())
 }
 
 fn draw(err: impl std::fmt::Display) -> anyhow::Error {
@@ -128,5 +181,20 @@ mod tests {
         assert!(svg.contains(
             "above the scale: stop-load 858993456, evict 966367638, capacity 1073741824"
         ));
+    }
+
+    #[test]
+    fn the_lower_panel_shows_versions_in_memory_against_the_same_reads_on_disk() {
+        let mut run = report(1000, 950);
+        run.mvcc_versions = (120, 3400);
+        run.mvcc_over_time = vec![(0, 0), (40, 1000), (120, 3400)];
+        let svg = memory_svg(&run).unwrap();
+        for name in ["in memory", "on disk (same reads)"] {
+            assert!(
+                has_label(&svg, name),
+                "{name} missing from the lower legend"
+            );
+        }
+        assert!(svg.contains("120 in memory, 3400 for the same reads on disk"));
     }
 }

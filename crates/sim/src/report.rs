@@ -149,6 +149,12 @@ pub struct Report {
     pub epoch_gaps: u64,
     /// Applied-index gaps detected.
     pub index_gaps: u64,
+    /// MVCC versions the checked reads served from memory touched there, and what the
+    /// same reads touch on the same store's disk at the same snapshot: the work the
+    /// cache saves.
+    pub mvcc_versions: (u64, u64),
+    /// Those two totals over the run (one sample per step, cumulative).
+    pub mvcc_over_time: Vec<(u64, u64)>,
     /// Peak memory of any store's cache, in bytes.
     pub peak_memory: u64,
     /// The capacity each cache had.
@@ -172,7 +178,15 @@ impl Report {
         }
     }
 
+    /// A memory-served read touched `memory` versions; on disk it would have touched
+    /// `disk`.
+    pub(crate) fn mvcc_read(&mut self, memory: u64, disk: u64) {
+        self.mvcc_versions.0 += memory;
+        self.mvcc_versions.1 += disk;
+    }
+
     pub(crate) fn sample_memory(&mut self, stores: &[Store]) {
+        self.mvcc_over_time.push(self.mvcc_versions);
         let sample: Vec<u64> = stores.iter().map(|s| s.engine.memory_used()).collect();
         self.peak_memory = self
             .peak_memory
@@ -291,6 +305,12 @@ impl fmt::Display for Report {
             self.hit_ratio(),
             self.follower_reads[0],
             self.follower_reads[1]
+        )?;
+        let (memory, disk) = self.mvcc_versions;
+        writeln!(
+            f,
+            "  mvcc         reads served from memory touched {memory} versions; the same reads on disk: {disk} ({:.1}x)",
+            disk as f64 / memory.max(1) as f64
         )?;
         let evictions: Vec<String> = self
             .evictions

@@ -23,6 +23,11 @@ impl Cluster {
                     },
                 );
                 let found = read(&snapshot, &peer.region.range, true);
+                if snapshot.from_memory() && found.is_ok() {
+                    // The same scan on disk steps on every write-CF entry in its bounds.
+                    let on_disk = disk_versions(&snapshot, &peer.region.range)?;
+                    self.report.mvcc_read(snapshot.mvcc_work().scanned, on_disk);
+                }
                 let expected = reference(&snapshot, &peer.region.range, true)?;
                 // The committed view without the lock check too: a pending lock must not
                 // hide a stale version.
@@ -79,6 +84,19 @@ fn read(snapshot: &HybridSnapshot<RocksDisk>, range: &KeyRange, check_locks: boo
     snapshot
         .mvcc_scan_with(&start, end.as_deref(), usize::MAX, check_locks)
         .map_err(|e| e.to_string())
+}
+
+/// The write-CF versions a scan of `range` steps on at the snapshot's disk: every entry
+/// in its bounds (an MVCC scan that returns everything visits each).
+fn disk_versions(snapshot: &HybridSnapshot<RocksDisk>, range: &KeyRange) -> Result<u64> {
+    let (start, end) = user_bounds(range);
+    let bounds = KeyRange::with_end(encode_bytes(&start), end.as_deref().map(encode_bytes))?;
+    let mut count = 0u64;
+    ime_engine::disk::for_each(snapshot.disk(), Cf::Write, bounds, |_, _| {
+        count += 1;
+        Ok::<(), ime_engine::disk::DiskError>(())
+    })?;
+    Ok(count)
 }
 
 /// The engine's reference reading of the disk snapshot's raw entries (independent of its
