@@ -1,6 +1,7 @@
 //! A write loop to profile (`perf record`), outside criterion's harness: batches of 16
 //! MVCC puts to a cached region through the engine (`hybrid`), or the same batches to a
-//! bare RocksDB (`bare`); prints the mean time per batch.
+//! bare RocksDB (`bare`); prints the mean time per batch. A third argument sets the
+//! batch size (default 16).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example write_loop -- hybrid 400000
@@ -22,10 +23,10 @@ use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
-/// The 16 operations of batch `round`: consecutive keys, a new commit timestamp.
-fn ops(round: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
-    (0..16).map(move |k| {
-        let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+/// The `size` operations of batch `round`: consecutive keys, a new commit timestamp.
+fn ops(round: u64, size: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    (0..size).map(move |k| {
+        let key = write_key(&user_key((round * size + k) % 100_000), 2_000_000 + round);
         (key, put_record(1_999_999 + round, b"value"))
     })
 }
@@ -34,6 +35,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let hybrid = args.next().as_deref() != Some("bare");
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
+    let size: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
     let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let mut batch = WriteBatch::new();
     for i in 0..1000 {
@@ -62,13 +64,13 @@ fn main() {
                 first_index: 5 + round,
                 last_index: 5 + round,
             });
-            for (key, value) in ops(round) {
+            for (key, value) in ops(round, size) {
                 batch.put(Cf::Write, key, value);
             }
             engine.write(&batch).unwrap();
         } else {
             let mut batch = WriteBatch::new();
-            for (key, value) in ops(round) {
+            for (key, value) in ops(round, size) {
                 batch.put(Cf::Write, key, value);
             }
             bare.write(&batch).unwrap();
@@ -76,5 +78,5 @@ fn main() {
     }
     let per_batch = start.elapsed() / u32::try_from(batches).unwrap_or(u32::MAX);
     let side = if hybrid { "hybrid" } else { "bare" };
-    println!("{side}: {per_batch:?} per batch of 16 ({batches} batches)");
+    println!("{side}: {per_batch:?} per batch of {size} ({batches} batches)");
 }

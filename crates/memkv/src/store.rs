@@ -297,9 +297,10 @@ impl MemKv {
     /// [`MemError::NoSuchRange`].
     pub fn wants_compaction(&self, id: RangeId) -> Result<bool, MemError> {
         let range = self.range(id)?;
+        // Asked after every write: the layers are looked at in place, not copied.
+        let version = range.version.load();
         let (mut recent, mut runs) = (0, 0);
-        for cf in Cf::ALL {
-            let layers = range.layers(cf);
+        for layers in &version.cfs {
             recent += layers.active.len() + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
             runs += layers.run.len();
         }
