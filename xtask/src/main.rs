@@ -11,6 +11,7 @@
 //! ```
 
 mod bench;
+mod preflight;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
 
 fn run(args: Vec<String>) -> Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Every command but help builds RocksDB; say at once when it cannot.
+    if !matches!(args.as_slice(), ["help" | "--help" | "-h"] | []) {
+        preflight::libclang()?;
+    }
     match args.as_slice() {
         ["ci"] => ci(false),
         ["ci", "--fast"] => ci(true),
