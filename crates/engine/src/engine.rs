@@ -376,17 +376,14 @@ impl<D: DiskEngine> Engine<D> {
 
     /// Prometheus text exposition of the engine's metrics.
     pub fn metrics_text(&self) -> String {
-        let regions = self.regions();
-        let counts: Vec<(&str, i64)> = ime_region::RegionState::ALL
-            .into_iter()
-            .map(|s| {
-                (
-                    s.as_str(),
-                    regions.iter().filter(|r| r.state == s).count() as i64,
-                )
-            })
-            .collect();
-        self.core.metrics.render(&counts, self.memory_used())
+        self.core.refresh_gauges();
+        self.core.metrics.text()
+    }
+
+    /// The metrics as one collector for the embedder's own Prometheus registry; the ticker
+    /// refreshes its gauges every 100 ms (with [`Background::Manual`], `metrics_text` does).
+    pub fn metrics(&self) -> ime_metrics::SharedMetrics {
+        ime_metrics::SharedMetrics(Arc::clone(&self.core.metrics))
     }
 
     /// The engine's counters, typed: snapshots by source, evictions by reason, loads,
@@ -485,6 +482,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             core.decide(|ctl, env, _| ctl.on_tick(env));
+            core.refresh_gauges();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {
                 core.run_gc();

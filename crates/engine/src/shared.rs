@@ -199,7 +199,7 @@ pub(crate) struct Core<D: DiskEngine> {
     /// Records emptied by dropped snapshots that the region map waits on (an evicted
     /// region's, a split parent's): the next holder of the metadata lock hands them back.
     pub(crate) drained: (Sender<Drained>, Receiver<Drained>),
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) policy: Mutex<Box<dyn EvictionPolicy>>,
     pub(crate) safe_point: AtomicU64,
     /// The embedder's clock, if any: GC's own safe point follows it.
@@ -251,7 +251,7 @@ impl<D: DiskEngine> Core<D> {
             load_gate: RwLock::new(()),
             stripes: Stripes::new(),
             drained: crossbeam_channel::unbounded(),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             policy: Mutex::new(policy),
             safe_point: AtomicU64::new(0),
             timestamps: Mutex::new(None),
@@ -311,6 +311,12 @@ impl<D: DiskEngine> Core<D> {
 
     pub(crate) fn config(&self) -> Config {
         self.meta().ctl.config().clone()
+    }
+
+    /// Sets the gauges of the metrics from the region listing and the memory in use.
+    pub(crate) fn refresh_gauges(&self) {
+        let regions = self.meta().ctl.map().regions();
+        self.metrics.set_gauges(&regions, self.mem.memory_used());
     }
 
     /// The safe point GC moves regions towards: the embedder's, or the cache's own when

@@ -191,6 +191,33 @@ fn metrics_and_the_region_listing_describe_the_cache() {
 }
 
 #[test]
+fn the_metrics_mount_in_an_outside_registry_and_their_gauges_keep_current() {
+    let peer = loaded(2);
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(peer.engine.metrics())).unwrap();
+    let gauge = |name: &str, label: Option<&str>| -> Option<i64> {
+        let families = registry.gather();
+        let family = families.iter().find(|f| f.name() == name)?;
+        let metric = family
+            .get_metric()
+            .iter()
+            .find(|m| label.is_none_or(|want| m.get_label().iter().any(|l| l.value() == want)))?;
+        Some(metric.get_gauge().get_value() as i64)
+    };
+    // Nobody asks for the text: the ticker keeps the gauges current on its own.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            gauge("ime_regions", Some("Active")) == Some(2)
+                && gauge("ime_memory_bytes", None).is_some_and(|b| b > 0)
+        }),
+        "gauges never refreshed"
+    );
+    // Counters are there too, the same as the engine's own text shows.
+    let families = registry.gather();
+    assert!(families.iter().any(|f| f.name() == "ime_loads_total"));
+}
+
+#[test]
 fn close_joins_the_threads_and_keeps_callbacks() {
     let peer = loaded(1);
     let open = peer.engine.snapshot(

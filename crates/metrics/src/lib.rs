@@ -7,16 +7,26 @@
 //! typed [`Stats`] snapshot: a counter that does not exist does not compile, where one
 //! looked up by name would silently read 0.
 //!
+//! An embedder mounts them in its own registry through [`SharedMetrics`].
+//!
 //! ```
-//! use ime_metrics::{LoadResult, Metrics, Source};
+//! use ime_metrics::{LoadResult, Metrics, SharedMetrics, Source};
+//! use std::sync::Arc;
 //! use std::time::Duration;
 //!
-//! let metrics = Metrics::new();
+//! let metrics = Arc::new(Metrics::new());
 //! metrics.served(Source::Memory);
 //! metrics.loaded(LoadResult::Ok, Duration::from_millis(3));
 //! let stats = metrics.stats();
 //! assert_eq!((stats.snapshots.from_memory, stats.loads.ok), (1, 1));
-//! assert!(metrics.render(&[("Active", 1)], 4096).contains("ime_memory_bytes 4096"));
+//! metrics.set_gauges(&[], 4096);
+//! assert!(metrics.text().contains("ime_memory_bytes 4096"));
+//!
+//! // Beside the embedder's own metrics, in its registry.
+//! let theirs = prometheus::Registry::new();
+//! theirs.register(Box::new(SharedMetrics(Arc::clone(&metrics)))).unwrap();
+//! let names: Vec<String> = theirs.gather().iter().map(|f| f.name().to_owned()).collect();
+//! assert!(names.iter().any(|n| n == "ime_memory_bytes"), "{names:?}");
 //! ```
 #![forbid(unsafe_code)]
 
@@ -24,7 +34,7 @@ mod metrics;
 mod reads;
 mod stats;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, SharedMetrics};
 pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
 pub use stats::{
     CollectResult, Collections, CompactResult, Compactions, FenceEvent, Fences, GapSource, Gaps,

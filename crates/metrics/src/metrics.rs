@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ime_controller::Action;
 use ime_observer::EventKind;
-use ime_region::{EvictReason, RegionEpoch, RegionId};
+use ime_region::{EvictReason, RegionEpoch, RegionId, RegionInfo, RegionState};
 
 use crate::{CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats};
 use prometheus::{
@@ -281,12 +281,24 @@ impl Metrics {
         stats
     }
 
-    /// The text exposition, with gauges set from `states` and `memory`.
-    pub fn render(&self, states: &[(&str, i64)], memory: u64) -> String {
-        for (state, count) in states {
-            self.regions.with_label_values(&[state]).set(*count);
+    /// Sets the gauges: cached regions by state (from the region listing) and memory.
+    pub fn set_gauges(&self, regions: &[RegionInfo], memory: u64) {
+        for state in RegionState::ALL {
+            let count = regions.iter().filter(|r| r.state == state).count();
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            self.regions.with_label_values(&[state.as_str()]).set(count);
         }
         self.memory.set(i64::try_from(memory).unwrap_or(i64::MAX));
+    }
+
+    /// The registry every metric is in: an embedder gathers it beside its own, or
+    /// registers the metrics in its own registry through [`SharedMetrics`].
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of the registry, gauges as last set.
+    pub fn text(&self) -> String {
         let mut out = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(%err, "metrics not encoded");
@@ -335,4 +347,50 @@ impl Metrics {
 fn lifecycle(region: RegionId, epoch: Option<RegionEpoch>, from: &str, to: &str, reason: &str) {
     let epoch = epoch.map(|e| e.to_string()).unwrap_or_default();
     tracing::info!(region = region.0, %epoch, from, to, reason, "region lifecycle");
+}
+
+/// The engine's metrics as one [`Collector`](prometheus::core::Collector), to register in
+/// an embedder's own registry beside its metrics (`registry.register(Box::new(shared))`);
+/// a clone of the engine's handle, so it stays current.
+#[derive(Clone)]
+pub struct SharedMetrics(pub std::sync::Arc<Metrics>);
+
+impl prometheus::core::Collector for SharedMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0
+            .collectors()
+            .into_iter()
+            .flat_map(|c| c.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0
+            .collectors()
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+impl Metrics {
+    /// Every metric, as a collector.
+    fn collectors(&self) -> Vec<&dyn prometheus::core::Collector> {
+        vec![
+            &self.regions,
+            &self.memory,
+            &self.reads,
+            &self.evictions,
+            &self.eviction_seconds,
+            &self.loads,
+            &self.load_seconds,
+            &self.gc_seconds,
+            &self.gaps,
+            &self.events,
+            &self.differences,
+            &self.compactions,
+            &self.gc_collections,
+            &self.fences,
+        ]
+    }
 }
