@@ -4,7 +4,9 @@
 
 use ime_disk::{Cf, DiskEngine, DiskIterator, KeyRange};
 use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
-use ime_memkv::mvcc::{KvPair, MvccError, lock_blocks};
+use ime_memkv::mvcc::{
+    KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, visible_pairs,
+};
 
 use crate::{EngineError, HybridSnapshot};
 
@@ -35,24 +37,11 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
         let mut it = self.cursor(Cf::Write, versions)?;
         it.seek_to_first();
-        let mut scanned = 0;
-        let mut found = None;
-        while let Some((key, value)) = it.entry() {
-            scanned += 1;
-            let key = MvccKey::decode(key).map_err(MvccError::from)?;
-            let record = WriteRecord::decode(value).map_err(MvccError::from)?;
-            match record.kind() {
-                WriteType::Put => {
-                    found = Some(self.value_of(&key.user_key, record)?);
-                    break;
-                }
-                WriteType::Delete => break,
-                WriteType::Lock | WriteType::Rollback => it.next(),
-            }
-        }
+        let (put, scanned) = newest_put(&mut it)?;
         it.status()?;
         self.note_work(scanned, 1);
-        Ok(found)
+        put.map(|record| self.value_of(user_key, record))
+            .transpose()
     }
 
     /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`
@@ -90,40 +79,15 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         if check_locks {
             let mut locks = self.cursor(Cf::Lock, bounds.clone())?;
             locks.seek_to_first();
-            while let Some((key, value)) = locks.entry() {
-                if let Some(err) = lock_blocks(key, value, read_ts)? {
-                    return Err(err.into());
-                }
-                locks.next();
+            if let Some(err) = first_blocking_lock(&mut locks, read_ts)? {
+                return Err(err.into());
             }
             locks.status()?;
         }
         let mut it = self.cursor(Cf::Write, bounds)?;
         it.seek_to_first();
-        let (mut out, mut scanned) = (Vec::new(), 0u64);
-        let mut settled: Option<Vec<u8>> = None; // the user key whose visible version was decided
-        while let Some((key, value)) = it.entry() {
-            if out.len() >= limit {
-                break;
-            }
-            scanned += 1;
-            let key = MvccKey::decode(key).map_err(MvccError::from)?;
-            if key.ts > read_ts || settled.as_deref() == Some(key.user_key.as_slice()) {
-                it.next();
-                continue;
-            }
-            let record = WriteRecord::decode(value).map_err(MvccError::from)?;
-            match record.kind() {
-                WriteType::Put => {
-                    let value = self.value_of(&key.user_key, record)?;
-                    out.push((key.user_key.clone(), value));
-                    settled = Some(key.user_key);
-                }
-                WriteType::Delete => settled = Some(key.user_key),
-                WriteType::Lock | WriteType::Rollback => {}
-            }
-            it.next();
-        }
+        let value_of = |key: &[u8], record| self.value_of(key, record);
+        let (out, scanned) = visible_pairs(&mut it, read_ts, limit, value_of)?;
         it.status()?;
         self.note_work(scanned, out.len() as u64);
         Ok(out)

@@ -334,3 +334,13 @@ impl DiskIterator for Cursor<'_> {
         }
     }
 }
+
+impl ime_memkv::mvcc::Cursor for Cursor<'_> {
+    fn next(&mut self) {
+        DiskIterator::next(self);
+    }
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        DiskIterator::entry(self)
+    }
+}

@@ -55,6 +55,90 @@ pub fn lock_blocks(key: &[u8], value: &[u8], read_ts: u64) -> Result<Option<Mvcc
     }))
 }
 
+/// A cursor over raw entries, positioned by its owner: how the MVCC reads below step
+/// through a memory or a disk iterator alike.
+pub trait Cursor {
+    /// One entry forward (nothing, when not on one).
+    fn next(&mut self);
+    /// The entry it is on, `None` past the end.
+    fn entry(&self) -> Option<(&[u8], &[u8])>;
+}
+
+/// The first lock from `locks` (positioned at the first in bounds) that blocks a reader at
+/// `read_ts`, as the error the reader meets.
+///
+/// # Errors
+/// [`MvccError::Corrupt`] for a lock that does not decode.
+pub fn first_blocking_lock(
+    locks: &mut impl Cursor,
+    read_ts: u64,
+) -> Result<Option<MvccError>, MvccError> {
+    while let Some((key, value)) = locks.entry() {
+        if let Some(err) = lock_blocks(key, value, read_ts)? {
+            return Ok(Some(err));
+        }
+        locks.next();
+    }
+    Ok(None)
+}
+
+/// Up to `limit` visible `(user_key, value)` pairs at `read_ts` from the write-CF entries
+/// `writes` steps on (positioned at the first in bounds): per user key the newest put or
+/// delete at or below `read_ts` (locks and rollbacks stepped over), a put's value from
+/// `value_of`. Returns the pairs and the versions stepped on.
+///
+/// # Errors
+/// [`MvccError::Corrupt`] for an entry that does not decode, or `value_of`'s error.
+pub fn visible_pairs<E: From<MvccError>>(
+    writes: &mut impl Cursor,
+    read_ts: u64,
+    limit: usize,
+    mut value_of: impl FnMut(&[u8], WriteRecord) -> Result<Vec<u8>, E>,
+) -> Result<(Vec<KvPair>, u64), E> {
+    let (mut out, mut scanned) = (Vec::new(), 0u64);
+    let mut settled: Option<Vec<u8>> = None; // the user key whose visible version was decided
+    while let Some((key, value)) = writes.entry() {
+        if out.len() >= limit {
+            break;
+        }
+        scanned += 1;
+        let key = MvccKey::decode(key).map_err(MvccError::from)?;
+        if key.ts <= read_ts && settled.as_deref() != Some(key.user_key.as_slice()) {
+            let record = WriteRecord::decode(value).map_err(MvccError::from)?;
+            match record.kind() {
+                WriteType::Put => {
+                    out.push((key.user_key.clone(), value_of(&key.user_key, record)?));
+                    settled = Some(key.user_key);
+                }
+                WriteType::Delete => settled = Some(key.user_key),
+                WriteType::Lock | WriteType::Rollback => {}
+            }
+        }
+        writes.next();
+    }
+    Ok((out, scanned))
+}
+
+/// The newest committed version of one user key from `versions` (positioned at its newest
+/// version at or below the read's timestamp, bounded to the key): the put's record, or
+/// `None` under a delete or when there is none; and the versions stepped on.
+///
+/// # Errors
+/// [`MvccError::Corrupt`] for an entry that does not decode.
+pub fn newest_put(versions: &mut impl Cursor) -> Result<(Option<WriteRecord>, u64), MvccError> {
+    let mut scanned = 0;
+    while let Some((_, value)) = versions.entry() {
+        scanned += 1;
+        let record = WriteRecord::decode(value)?;
+        match record.kind() {
+            WriteType::Put => return Ok((Some(record), scanned)),
+            WriteType::Delete => break,
+            WriteType::Lock | WriteType::Rollback => versions.next(),
+        }
+    }
+    Ok((None, scanned))
+}
+
 /// The default-CF key holding the value of a put of `user_key` (`None`: a short value, or
 /// not a put).
 pub fn value_key(user_key: &[u8], record: &WriteRecord) -> Option<Vec<u8>> {
@@ -169,6 +253,84 @@ mod tests {
             ts,
         };
         (key.encode(), record.encode().expect("encodes"))
+    }
+
+    /// A cursor over a list, for the stepping rules.
+    struct List(Vec<KvPair>, usize);
+
+    impl Cursor for List {
+        fn next(&mut self) {
+            self.1 += 1;
+        }
+
+        fn entry(&self) -> Option<(&[u8], &[u8])> {
+            self.0
+                .get(self.1)
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        }
+    }
+
+    #[test]
+    fn stepping_rules_pick_the_newest_visible_version_per_key() {
+        let record =
+            |kind, start, short: &[u8]| WriteRecord::new(kind, start, Some(short.to_vec()));
+        let entries = vec![
+            write(b"a", 30, &record(WriteType::Put, 29, b"new")), // above read_ts 25
+            write(b"a", 20, &record(WriteType::Rollback, 19, b"")),
+            write(b"a", 10, &record(WriteType::Put, 9, b"old")),
+            write(b"a", 5, &record(WriteType::Put, 4, b"older")),
+            write(b"b", 15, &record(WriteType::Delete, 14, b"")),
+            write(b"b", 8, &record(WriteType::Put, 7, b"gone")),
+            write(b"c", 12, &record(WriteType::Lock, 11, b"")),
+            write(b"c", 6, &record(WriteType::Put, 5, b"c")),
+        ];
+        let short =
+            |_: &[u8], r: WriteRecord| Ok::<_, MvccError>(r.short_value.unwrap_or_default());
+        let (pairs, scanned) =
+            visible_pairs(&mut List(entries.clone(), 0), 25, usize::MAX, short).unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                (b"a".to_vec(), b"old".to_vec()),
+                (b"c".to_vec(), b"c".to_vec())
+            ]
+        );
+        assert_eq!(scanned, 8, "every version is stepped on");
+        let (limited, _) = visible_pairs(&mut List(entries.clone(), 0), 25, 1, short).unwrap();
+        assert_eq!(limited.len(), 1);
+        // One key's versions from its newest at or below read_ts: a rollback is stepped over.
+        let (put, scanned) = newest_put(&mut List(entries.clone(), 1)).unwrap();
+        assert_eq!(
+            (put.and_then(|r| r.short_value), scanned),
+            (Some(b"old".to_vec()), 2)
+        );
+        let (put, scanned) = newest_put(&mut List(entries, 4)).unwrap();
+        assert_eq!((put, scanned), (None, 1), "under a delete");
+    }
+
+    #[test]
+    fn the_first_blocking_lock_is_the_readers_error() {
+        let lock = |user: &[u8], kind, ts| {
+            let value = LockRecord::new(kind, user.to_vec(), ts, 0)
+                .encode()
+                .expect("encodes");
+            (encode_bytes(user), value)
+        };
+        let locks = vec![
+            lock(b"a", LockType::Lock, 5),   // a pessimistic lock: never blocks
+            lock(b"b", LockType::Put, 50),   // above read_ts
+            lock(b"c", LockType::Delete, 8), // blocks
+        ];
+        let err = first_blocking_lock(&mut List(locks.clone(), 0), 10).unwrap();
+        assert!(
+            matches!(err, Some(MvccError::KeyIsLocked { lock_ts: 8, .. })),
+            "{err:?}"
+        );
+        assert!(
+            first_blocking_lock(&mut List(locks, 0), 7)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
