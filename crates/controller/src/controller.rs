@@ -141,6 +141,13 @@ impl Controller {
         self.peers.get(&id)
     }
 
+    /// Region `id` as the controller knows it, if at epoch version `version` (a record of
+    /// another epoch may have another range): what a reader at that version reads.
+    pub fn region_at(&self, id: RegionId, version: u64) -> Option<&Region> {
+        let peer = self.peers.get(&id)?;
+        (peer.region.epoch.version == version).then_some(&peer.region)
+    }
+
     /// Region `id`'s memory, while it has some.
     pub fn cached(&self, id: RegionId) -> Option<Cached> {
         self.cached.get(&id).copied()

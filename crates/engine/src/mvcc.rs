@@ -45,9 +45,9 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 
     /// Up to `limit` visible `(user_key, value)` pairs with user keys in `[start, end)`
-    /// (`end == None`: unbounded), in key order, at the snapshot's read_ts. Memory serves
-    /// only bounds inside the region: give the region's end, not `None`, to be served
-    /// from it.
+    /// (`end == None`: unbounded), in key order, at the snapshot's read_ts, within the
+    /// region: bounds reaching past it (an open end included) are clamped to the region's
+    /// range, whether memory or the disk serves the snapshot.
     ///
     /// # Errors
     /// [`MvccError::KeyIsLocked`] for the first lock in the range at or below read_ts,
@@ -74,7 +74,12 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         limit: usize,
         check_locks: bool,
     ) -> Result<Vec<KvPair>, EngineError> {
-        let bounds = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
+        let asked = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
+        // The reader asked for the region: bounds past it (an open end) are clamped to
+        // it, so that memory serves the scan.
+        let Some(bounds) = self.clamp(asked) else {
+            return Ok(Vec::new());
+        };
         let read_ts = self.read_ts();
         if check_locks {
             let mut locks = self.cursor(Cf::Lock, bounds.clone())?;

@@ -9,7 +9,7 @@ use ime_memkv::{RangeId, SnapshotIter};
 use ime_region::{ReadRequest, RegionId, SnapshotTicket};
 use ime_stripes::View;
 
-use crate::shared::Core;
+use crate::shared::{Core, Meta};
 use crate::{Engine, EngineError};
 use ime_metrics::{IterWork, MvccWork, Source, WorkTally};
 
@@ -45,6 +45,9 @@ pub struct HybridSnapshot<D: DiskEngine> {
     fallback: Option<Fallback>,
     disk: Arc<D::Snapshot>,
     work: WorkTally,
+    /// The region's range when memory does not serve it (else memory's bounds): scans
+    /// are clamped to it.
+    range: Option<KeyRange>,
 }
 
 impl<D: DiskEngine> Engine<D> {
@@ -63,20 +66,21 @@ impl<D: DiskEngine> Engine<D> {
         let mut view = core.view(region);
         // Shared: the snapshot registers on its region's own record. A region without
         // read counters yet, or a request that reveals a gap, takes the lock alone.
+        let at = (region, request.epoch_version);
         let shared = {
             let meta = core.meta_shared();
             let counters = meta.counters.get(&region).cloned();
             (counters.is_some() || meta.ctl.peer(region).is_none())
                 .then(|| meta.ctl.try_acquire_snapshot(region, request))
                 .flatten()
-                .map(|answer| (counters, self.memory_view(answer, region, &mut view)))
+                .map(|answer| (counters, self.memory_view(&meta, answer, at, &mut view)))
         };
-        let (counters, (memory, fallback)) = shared.unwrap_or_else(|| {
+        let (counters, (memory, fallback, range)) = shared.unwrap_or_else(|| {
             core.decide_with(|meta, _, out| {
                 let answer = meta.ctl.acquire_snapshot(region, request, out);
                 (
                     meta.counters(region),
-                    self.memory_view(answer, region, &mut view),
+                    self.memory_view(meta, answer, at, &mut view),
                 )
             })
         });
@@ -92,26 +96,30 @@ impl<D: DiskEngine> Engine<D> {
             fallback,
             disk: view.disk,
             work,
+            range,
         }
     }
 
     /// The memory side of a snapshot the controller granted (the caller holds the
     /// metadata lock, shared or alone, so the range cannot go meanwhile); the ticket goes
-    /// back when the memory store refuses even a fresh view.
+    /// back when the memory store refuses even a fresh view. Without memory, the region's
+    /// range at the reader's epoch, as the engine knows it (scans are clamped to it).
     fn memory_view(
         &self,
+        meta: &Meta,
         answer: Result<(SnapshotTicket, RangeId), Fallback>,
-        region: RegionId,
+        (region, version): (RegionId, u64),
         view: &mut View<D::Snapshot>,
-    ) -> (Option<MemoryView<D>>, Option<Fallback>) {
+    ) -> Served<D> {
         let core = &self.core;
-        let (ticket, range) = match answer {
+        let range = || Some(meta.ctl.region_at(region, version)?.range.clone());
+        let (ticket, memory_range) = match answer {
             Ok(granted) => granted,
-            Err(fallback) => return (None, Some(fallback)),
+            Err(fallback) => return (None, Some(fallback), range()),
         };
-        let snapshot = core.mem.snapshot(range, view.memory).or_else(|_| {
+        let snapshot = core.mem.snapshot(memory_range, view.memory).or_else(|_| {
             *view = core.view(region);
-            core.mem.snapshot(range, view.memory)
+            core.mem.snapshot(memory_range, view.memory)
         });
         match snapshot {
             Ok(snapshot) => {
@@ -120,18 +128,21 @@ impl<D: DiskEngine> Engine<D> {
                     ticket: Some(ticket),
                     core: Arc::clone(core),
                 };
-                (Some(memory), None)
+                (Some(memory), None, None)
             }
             Err(_) => {
                 // The region is Active (the lock is held): this release drains nothing.
                 if let Err(err) = ticket.release() {
                     tracing::error!(%err, "snapshot release refused");
                 }
-                (None, Some(Fallback::MemoryBehind))
+                (None, Some(Fallback::MemoryBehind), range())
             }
         }
     }
 }
+
+/// A snapshot's memory side, why it has none, and the region's range when it has none.
+type Served<D> = (Option<MemoryView<D>>, Option<Fallback>, Option<KeyRange>);
 
 impl<D: DiskEngine> HybridSnapshot<D> {
     /// The region read.
@@ -207,6 +218,16 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// Adds MVCC work to the snapshot's and its region's statistics.
     pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
         self.work.add(scanned, returned);
+    }
+
+    /// `bounds` within the region (memory's bounds, or the range known at the reader's
+    /// epoch): `None` when none of it is in the region; unchanged when the range is unknown.
+    pub(crate) fn clamp(&self, bounds: KeyRange) -> Option<KeyRange> {
+        let memory = self.memory.as_ref().and_then(|m| m.snapshot.as_ref());
+        match memory.map(|m| m.bounds()).or(self.range.as_ref()) {
+            Some(range) => bounds.intersect(range),
+            None => Some(bounds),
+        }
     }
 
     /// The memory snapshot, when it serves `bounds` (inside the region).

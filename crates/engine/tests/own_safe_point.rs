@@ -1,7 +1,8 @@
 //! The cache's own GC safe point: with a timestamp source, GC collects memory at
 //! `now - gc-run-interval` (TiKV's timestamp format) whenever that is above the embedder's
 //! safe point — never past a live snapshot, never backwards — and reads below a region's
-//! safe point go to disk, with the same answers.
+//! safe point go to disk, with the same answers. And scans of a region reach memory
+//! however their bounds are given: an open end is clamped to the region.
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
@@ -129,4 +130,57 @@ fn without_a_clock_only_the_embedders_safe_point_counts() {
     peer.engine.run_gc();
     assert_eq!(safe_point(&peer), ts);
     assert!(peer.check(1));
+}
+
+#[test]
+fn an_unbounded_scan_is_clamped_to_the_region_and_memory_serves_it() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "a", Some("m"), 1));
+    peer.add(region(2, "m", None, 1));
+    for round in 0..4 {
+        let value = format!("v{round}");
+        peer.commit(1, &[("b", Some(&value)), ("c", Some(&value))]);
+        peer.commit(2, &[("n", Some(&value))]);
+    }
+    peer.load(1);
+    // GC leaves memory one version per key; the disk keeps all four.
+    let ts = peer.next_ts();
+    peer.engine.set_safe_point(ts);
+    peer.engine.run_gc();
+    let cached = peer.snapshot(1);
+    assert!(cached.from_memory());
+    let all = cached.mvcc_scan(b"", None, usize::MAX).unwrap();
+    let expected = common::reference_scan(cached.disk(), &peer.region(1).range, cached.read_ts());
+    assert_eq!(all, expected, "the region's keys, as the disk has them");
+    assert_eq!(
+        cached.mvcc_work().scanned,
+        2,
+        "served from memory (after GC), not the disk's eight versions"
+    );
+    // Bounds past the region's end, and a range wholly outside it.
+    assert_eq!(
+        cached
+            .mvcc_scan(b"c", Some(b"zz"), usize::MAX)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(cached.mvcc_scan(b"x", None, usize::MAX).unwrap().is_empty());
+    // A region read from disk, which the engine knows (here from its leadership event),
+    // is clamped the same: its own keys only.
+    let lead = ime_observer::RaftEvent::RoleChange {
+        region: peer.region(2),
+        role: ime_observer::PeerRole::Leader,
+        term: 2,
+    };
+    peer.engine.on_event(&lead).unwrap();
+    let uncached = peer.snapshot(2);
+    assert!(!uncached.from_memory());
+    let keys: Vec<Vec<u8>> = uncached
+        .mvcc_scan(b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec![b"n".to_vec()]);
 }
