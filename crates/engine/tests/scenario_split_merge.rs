@@ -161,6 +161,9 @@ fn scenario_04_merge_then_reload() {
     assert!(peer.check(1));
     let target = peer.region(1);
     let merged = region(1, "a", Some("z"), 7);
+    // The merged region's reload waits until the read below has seen the eviction: the
+    // loader may otherwise be fast enough to serve it from memory already (correctly).
+    peer.engine.hold_loads(LoadStage::BeforeStart);
     peer.engine
         .on_event(&RaftEvent::CommitMerge {
             before: target,
@@ -173,6 +176,7 @@ fn scenario_04_merge_then_reload() {
     peer.empty_entry(1);
     peer.regions.remove(&ime_region::RegionId(2));
     assert!(!peer.check(1), "the target stops serving at CommitMerge");
+    peer.engine.release_loads();
     peer.idle();
     assert_eq!(
         peer.state(1),

@@ -1,6 +1,5 @@
 //! Snapshot reference counts by read_ts, and the read request a snapshot is taken for.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -21,7 +20,9 @@ pub(crate) struct Registry {
 
 #[derive(Debug, Default)]
 struct Counts {
-    by_ts: BTreeMap<u64, usize>,
+    /// `(read_ts, live snapshots)`, sorted by read_ts: a vector, whose room stays when it
+    /// empties, so that the lock is held for no allocation on the read path.
+    by_ts: Vec<(u64, usize)>,
     /// The map waits for the record to empty (an eviction, or a split parent): the
     /// release that empties it says so.
     watched: bool,
@@ -33,17 +34,22 @@ impl Registry {
     }
 
     pub(crate) fn add(&self, read_ts: u64) {
-        *self.counts().by_ts.entry(read_ts).or_default() += 1;
+        let mut counts = self.counts();
+        match counts.by_ts.binary_search_by_key(&read_ts, |e| e.0) {
+            Ok(at) => counts.by_ts.get_mut(at).into_iter().for_each(|e| e.1 += 1),
+            Err(at) => counts.by_ts.insert(at, (read_ts, 1)),
+        }
     }
 
     /// Removes one snapshot at `read_ts`: `None` when there was none, else whether this
     /// release emptied a watched record.
     fn remove(&self, read_ts: u64) -> Option<bool> {
         let mut counts = self.counts();
-        let count = counts.by_ts.get_mut(&read_ts)?;
-        *count -= 1;
-        if *count == 0 {
-            counts.by_ts.remove(&read_ts);
+        let at = counts.by_ts.binary_search_by_key(&read_ts, |e| e.0).ok()?;
+        let entry = counts.by_ts.get_mut(at)?;
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            counts.by_ts.remove(at);
         }
         Some(counts.watched && counts.by_ts.is_empty())
     }
@@ -58,11 +64,11 @@ impl Registry {
 
     /// The smallest live read_ts.
     pub(crate) fn oldest(&self) -> Option<u64> {
-        self.counts().by_ts.keys().next().copied()
+        self.counts().by_ts.first().map(|e| e.0)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.counts().by_ts.values().sum()
+        self.counts().by_ts.iter().map(|e| e.1).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
