@@ -202,7 +202,7 @@ impl<D: DiskEngine> Engine<D> {
     ) -> Vec<RangeId> {
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
-        self.core.release_dropped(&mut meta, &mut decisions);
+        self.core.hand_back_drained(&mut meta, &mut decisions);
         for h in batch.headers() {
             let (first, last) = (h.first_index, h.last_index);
             let gap = meta
@@ -408,7 +408,7 @@ impl<D: DiskEngine> Engine<D> {
     /// passes; true when idle. With [`Background::Manual`], runs every waiting task (and
     /// the tasks they lead to) on the calling thread instead.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        self.core.decide(|_, _, _| ()); // snapshots dropped meanwhile are released
+        self.core.decide(|_, _, _| ()); // records drained meanwhile are handed back
         if self.core.is_manual() {
             while self.core.run_pending(0).is_some() {}
             return true;

@@ -366,7 +366,7 @@ impl<D: DiskEngine> Core<D> {
         let answer = {
             let mut meta = self.meta();
             let mut decisions = Decisions::new();
-            self.release_dropped(&mut meta, &mut decisions);
+            self.hand_back_drained(&mut meta, &mut decisions);
             let answer = call(&mut meta, env, &mut decisions);
             self.carry_out(&mut meta, decisions, &mut fx);
             answer
@@ -376,7 +376,7 @@ impl<D: DiskEngine> Core<D> {
     }
 
     /// Hands back the records dropped snapshots drained since the last decision.
-    pub(crate) fn release_dropped(&self, meta: &mut Meta, out: &mut Decisions) {
+    pub(crate) fn hand_back_drained(&self, meta: &mut Meta, out: &mut Decisions) {
         for drained in self.drained.1.try_iter() {
             meta.ctl.drained(drained, out);
         }
