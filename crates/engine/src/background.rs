@@ -202,7 +202,7 @@ impl<D: DiskEngine> Core<D> {
         // Sizes of regions never cached, from their bytes on disk: scanned without the
         // metadata lock, so reads and writes go on meanwhile.
         let unsized_regions = {
-            let meta = self.meta();
+            let meta = self.meta_shared();
             if !meta.ctl.config().enable {
                 return;
             }
@@ -257,7 +257,7 @@ impl<D: DiskEngine> Core<D> {
     pub(crate) fn cross_check(&self) -> Vec<Difference> {
         let pairs = {
             let _no_writes = self.no_writes();
-            let meta = self.meta();
+            let meta = self.meta_shared();
             let mut pairs = Vec::new();
             for info in meta.ctl.map().regions() {
                 if info.state != RegionState::Active {

@@ -339,7 +339,7 @@ impl<D: DiskEngine> Engine<D> {
 
     /// Every cached region: id, range, epoch, state, safe point, snapshots.
     pub fn regions(&self) -> Vec<RegionInfo> {
-        self.core.meta().ctl.map().regions()
+        self.core.meta_shared().ctl.map().regions()
     }
 
     /// The listing as JSON.

@@ -310,12 +310,12 @@ impl<D: DiskEngine> Core<D> {
     }
 
     pub(crate) fn config(&self) -> Config {
-        self.meta().ctl.config().clone()
+        self.meta_shared().ctl.config().clone()
     }
 
     /// Sets the gauges of the metrics from the region listing and the memory in use.
     pub(crate) fn refresh_gauges(&self) {
-        let regions = self.meta().ctl.map().regions();
+        let regions = self.meta_shared().ctl.map().regions();
         self.metrics.set_gauges(&regions, self.mem.memory_used());
     }
 
