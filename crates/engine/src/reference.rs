@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use ime_disk::{Cf, DiskSnapshot, KeyRange, collect};
-use ime_memkv::codec::{LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes};
+use ime_memkv::codec::{LockEntry, MvccKey, WriteRecord, WriteType, decode_bytes};
 
 use crate::{EngineError, KvPair, MvccError};
 
@@ -27,10 +27,8 @@ pub fn reference_scan<S: DiskSnapshot + ?Sized>(
     let corrupt = |e| EngineError::Mvcc(MvccError::Corrupt(e));
     if check_locks {
         for (key, value) in collect(disk, Cf::Lock, bounds.clone())? {
-            let lock = LockRecord::decode(&value).map_err(corrupt)?;
-            if lock.start_ts <= read_ts
-                && matches!(lock.lock_type, LockType::Put | LockType::Delete)
-            {
+            let entry = LockEntry::decode(&value).map_err(corrupt)?;
+            if let Some(lock) = entry.blocking(&key, read_ts) {
                 let (key, _) = decode_bytes(&key).map_err(corrupt)?;
                 return Err(MvccError::KeyIsLocked {
                     key,

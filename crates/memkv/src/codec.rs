@@ -9,16 +9,17 @@
 //!                       ['v' len:u8 short value] ['R'] ['F' gc_fence:u64 BE]
 //!                       ['l' last_change_ts:u64 BE | varint versions_to_last_change]
 //!                       ['S' varint txn_source]
-//! lock record        := type ('P' | 'D' | 'L' | 'S') | varint len | primary
-//!                       | varint start_ts | varint ttl
-//!                       ['v' len:u8 short value] ['f' for_update_ts:u64 BE]
-//!                       ['t' txn_size:u64 BE] ['c' min_commit_ts:u64 BE]
+//! lock record        := see [`LockEntry`]
 //! ```
 //!
-//! Checked against TiKV's `txn_types` (write.rs, lock.rs) and `tikv_util::codec`. Newer
-//! TiKV lock fields (async commit `a`, rollback timestamps `r`, `l`, `s`, `F`, `g`, shared
-//! locks `H`/`h`/`i`) are not decoded yet: such a record is a typed
-//! [`CodecError::UnknownFlag`], never a wrong value.
+//! Checked against TiKV's `txn_types` (write.rs, lock.rs) and `tikv_util::codec`. As TiKV
+//! does, a decoder stops at the first optional field it does not know (fields are written
+//! in a fixed order, newer ones last); unlike TiKV it keeps those bytes
+//! (`unknown_fields`), so a record written by a newer TiKV encodes back unchanged.
+
+mod lock;
+
+pub use lock::{LockEntry, LockRecord, LockType, SharedLocks};
 
 /// Bytes per memcomparable group.
 const GROUP: usize = 8;
@@ -60,6 +61,18 @@ pub enum CodecError {
         what: &'static str,
         /// The byte found.
         flag: u8,
+    },
+    /// A shared-lock record (several transactions' locks on one key) where a single lock
+    /// was expected: decode it as a [`LockEntry`].
+    #[error("a shared-lock record where a single lock was expected")]
+    SharedLocks,
+    /// A length that does not fit in memory (a negative or huge compact-bytes length).
+    #[error("bad length of {what} at byte {at}")]
+    BadLength {
+        /// What was being decoded.
+        what: &'static str,
+        /// Offset of the length.
+        at: usize,
     },
     /// A short value longer than [`SHORT_VALUE_MAX_LEN`].
     #[error("short value of {0} bytes exceeds {SHORT_VALUE_MAX_LEN}")]
@@ -146,6 +159,36 @@ pub fn decode_varint(input: &[u8], at: &mut usize) -> Result<u64, CodecError> {
         }
     }
     Err(CodecError::VarintOverflow { at: start })
+}
+
+/// Appends `data` as TiKV's compact bytes: its length as a zigzag varint (`len << 1`), then
+/// the bytes (how a lock record holds its primary and secondary keys).
+pub fn encode_compact_bytes(out: &mut Vec<u8>, data: &[u8]) {
+    encode_varint(out, (data.len() as u64) << 1);
+    out.extend_from_slice(data);
+}
+
+/// Decodes compact bytes at `input[*at..]`, advancing `at`.
+///
+/// # Errors
+/// [`CodecError::Truncated`], [`CodecError::VarintOverflow`], or [`CodecError::BadLength`]
+/// for a negative length.
+pub fn decode_compact_bytes(
+    input: &[u8],
+    at: &mut usize,
+    what: &'static str,
+) -> Result<Vec<u8>, CodecError> {
+    let start = *at;
+    let zigzag = decode_varint(input, at)?;
+    if zigzag & 1 == 1 {
+        return Err(CodecError::BadLength { what, at: start });
+    }
+    let bytes = usize::try_from(zigzag >> 1)
+        .ok()
+        .and_then(|len| input.get(*at..at.checked_add(len)?))
+        .ok_or(CodecError::Truncated { what, at: *at })?;
+    *at += bytes.len();
+    Ok(bytes.to_vec())
 }
 
 fn read_u8(input: &[u8], at: &mut usize, what: &'static str) -> Result<u8, CodecError> {
@@ -278,6 +321,8 @@ pub struct WriteRecord {
     pub last_change: Option<(u64, u64)>,
     /// The transaction source (CDC).
     pub txn_source: Option<u64>,
+    /// Trailing fields this decoder does not know, kept verbatim (empty when written here).
+    pub unknown_fields: Vec<u8>,
 }
 
 const FLAG_OVERLAPPED_ROLLBACK: u8 = b'R';
@@ -327,6 +372,7 @@ impl WriteRecord {
             out.push(TXN_SOURCE_PREFIX);
             encode_varint(&mut out, source);
         }
+        out.extend_from_slice(&self.unknown_fields);
         Ok(out)
     }
 
@@ -349,156 +395,9 @@ impl WriteRecord {
                     record.last_change = Some((ts, decode_varint(input, &mut at)?));
                 }
                 TXN_SOURCE_PREFIX => record.txn_source = Some(decode_varint(input, &mut at)?),
-                flag => {
-                    return Err(CodecError::UnknownFlag {
-                        what: "write field",
-                        flag,
-                    });
-                }
-            }
-        }
-        Ok(record)
-    }
-}
-
-/// The kind of a lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LockType {
-    /// A prewritten put.
-    Put,
-    /// A prewritten delete.
-    Delete,
-    /// A lock-only prewrite.
-    Lock,
-    /// A pessimistic lock.
-    Pessimistic,
-}
-
-impl LockType {
-    fn flag(self) -> u8 {
-        match self {
-            LockType::Put => b'P',
-            LockType::Delete => b'D',
-            LockType::Lock => b'L',
-            LockType::Pessimistic => b'S',
-        }
-    }
-
-    fn from_flag(flag: u8) -> Result<Self, CodecError> {
-        match flag {
-            b'P' => Ok(LockType::Put),
-            b'D' => Ok(LockType::Delete),
-            b'L' => Ok(LockType::Lock),
-            b'S' => Ok(LockType::Pessimistic),
-            flag => Err(CodecError::UnknownFlag {
-                what: "lock type",
-                flag,
-            }),
-        }
-    }
-}
-
-/// A record of the lock column family, keyed by the encoded user key (no timestamp).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct LockRecord {
-    /// Its kind.
-    pub lock_type: LockType,
-    /// The transaction's primary key.
-    pub primary: Vec<u8>,
-    /// The transaction's start_ts.
-    pub start_ts: u64,
-    /// Time to live, in milliseconds.
-    pub ttl: u64,
-    /// The value, when short enough to be inline.
-    pub short_value: Option<Vec<u8>>,
-    /// Pessimistic for_update_ts.
-    pub for_update_ts: Option<u64>,
-    /// The transaction's size (keys).
-    pub txn_size: Option<u64>,
-    /// The minimum commit_ts.
-    pub min_commit_ts: Option<u64>,
-}
-
-const FOR_UPDATE_TS_PREFIX: u8 = b'f';
-const TXN_SIZE_PREFIX: u8 = b't';
-const MIN_COMMIT_TS_PREFIX: u8 = b'c';
-
-impl LockRecord {
-    /// A lock without optional fields.
-    pub fn new(lock_type: LockType, primary: impl Into<Vec<u8>>, start_ts: u64, ttl: u64) -> Self {
-        LockRecord {
-            lock_type,
-            primary: primary.into(),
-            start_ts,
-            ttl,
-            short_value: None,
-            for_update_ts: None,
-            txn_size: None,
-            min_commit_ts: None,
-        }
-    }
-
-    /// Encodes the record.
-    ///
-    /// # Errors
-    /// [`CodecError::ShortValueTooLong`].
-    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let mut out = vec![self.lock_type.flag()];
-        encode_varint(&mut out, self.primary.len() as u64);
-        out.extend_from_slice(&self.primary);
-        encode_varint(&mut out, self.start_ts);
-        encode_varint(&mut out, self.ttl);
-        if let Some(value) = &self.short_value {
-            push_short_value(&mut out, value)?;
-        }
-        for (prefix, field) in [
-            (FOR_UPDATE_TS_PREFIX, self.for_update_ts),
-            (TXN_SIZE_PREFIX, self.txn_size),
-            (MIN_COMMIT_TS_PREFIX, self.min_commit_ts),
-        ] {
-            if let Some(value) = field {
-                out.push(prefix);
-                out.extend_from_slice(&value.to_be_bytes());
-            }
-        }
-        Ok(out)
-    }
-
-    /// Decodes a record.
-    ///
-    /// # Errors
-    /// A malformed record: an unknown type or field, or truncation.
-    pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
-        let mut at = 0;
-        let lock_type = LockType::from_flag(read_u8(input, &mut at, "lock type")?)?;
-        let len = decode_varint(input, &mut at)?;
-        let primary = usize::try_from(len)
-            .ok()
-            .and_then(|len| input.get(at..at.checked_add(len)?))
-            .ok_or(CodecError::Truncated {
-                what: "primary key",
-                at,
-            })?
-            .to_vec();
-        at += primary.len();
-        let start_ts = decode_varint(input, &mut at)?;
-        let ttl = decode_varint(input, &mut at)?;
-        let mut record = LockRecord::new(lock_type, primary, start_ts, ttl);
-        while at < input.len() {
-            match read_u8(input, &mut at, "lock field")? {
-                SHORT_VALUE_PREFIX => record.short_value = Some(read_short_value(input, &mut at)?),
-                FOR_UPDATE_TS_PREFIX => {
-                    record.for_update_ts = Some(read_u64(input, &mut at, "for_update_ts")?)
-                }
-                TXN_SIZE_PREFIX => record.txn_size = Some(read_u64(input, &mut at, "txn_size")?),
-                MIN_COMMIT_TS_PREFIX => {
-                    record.min_commit_ts = Some(read_u64(input, &mut at, "min_commit_ts")?)
-                }
-                flag => {
-                    return Err(CodecError::UnknownFlag {
-                        what: "lock field",
-                        flag,
-                    });
+                _ => {
+                    record.unknown_fields = input[at - 1..].to_vec();
+                    break;
                 }
             }
         }

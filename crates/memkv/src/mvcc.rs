@@ -3,9 +3,7 @@
 //! reach, and how two sorted listings of a column family differ. The engine's reads, its
 //! cross-checker and the tests' reference reader all use them.
 
-use crate::codec::{
-    CodecError, LockRecord, LockType, MvccKey, WriteRecord, WriteType, decode_bytes,
-};
+use crate::codec::{CodecError, LockEntry, MvccKey, WriteRecord, WriteType, decode_bytes};
 use crate::{Cf, Retention};
 
 /// A key and its value.
@@ -37,17 +35,15 @@ pub enum MvccError {
 }
 
 /// The error a lock-CF entry (`key`, `value`) makes for a reader at `read_ts`, if it blocks
-/// it: a Put or Delete lock whose start_ts is at or below read_ts.
+/// it by TiKV's rule ([`LockRecord::blocks_read`](crate::codec::LockRecord::blocks_read)).
 ///
 /// # Errors
 /// [`MvccError::Corrupt`] when the entry does not decode.
 pub fn lock_blocks(key: &[u8], value: &[u8], read_ts: u64) -> Result<Option<MvccError>, MvccError> {
-    let lock = LockRecord::decode(value)?;
-    let blocks =
-        lock.start_ts <= read_ts && matches!(lock.lock_type, LockType::Put | LockType::Delete);
-    if !blocks {
+    let entry = LockEntry::decode(value)?;
+    let Some(lock) = entry.blocking(key, read_ts) else {
         return Ok(None);
-    }
+    };
     let (user_key, _) = decode_bytes(key)?;
     Ok(Some(MvccError::KeyIsLocked {
         key: user_key,
@@ -245,7 +241,7 @@ pub fn compare_copies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode_bytes;
+    use crate::codec::{LockRecord, LockType, encode_bytes};
 
     fn write(user_key: &[u8], ts: u64, record: &WriteRecord) -> KvPair {
         let key = MvccKey {
@@ -317,7 +313,7 @@ mod tests {
             (encode_bytes(user), value)
         };
         let locks = vec![
-            lock(b"a", LockType::Lock, 5),   // a pessimistic lock: never blocks
+            lock(b"a", LockType::Lock, 5),   // a lock-only prewrite: never blocks
             lock(b"b", LockType::Put, 50),   // above read_ts
             lock(b"c", LockType::Delete, 8), // blocks
         ];

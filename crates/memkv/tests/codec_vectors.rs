@@ -137,35 +137,219 @@ fn write_record_vectors() {
         WriteRecord::decode(b"P\x01v\x05ab"),
         Err(CodecError::Truncated { .. })
     ));
-    assert!(matches!(
-        WriteRecord::decode(b"P\x01?"),
-        Err(CodecError::UnknownFlag { flag: b'?', .. })
-    ));
+    // An unknown field stops decoding (TiKV's forward compatibility) and is kept.
+    let newer = WriteRecord::decode(b"P\x01?\x05").unwrap();
+    assert_eq!(newer.unknown_fields, b"?\x05");
+    assert_eq!(newer.encode().unwrap(), b"P\x01?\x05");
     assert!(WriteRecord::decode(b"").is_err());
     let long = WriteRecord::new(WriteType::Put, 1, Some(vec![0; 256]));
     assert_eq!(long.encode(), Err(CodecError::ShortValueTooLong(256)));
 }
 
+fn be(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+/// Checks `bytes` decodes to `entry` and `entry` encodes to `bytes`.
+fn both_ways(entry: &LockEntry, bytes: &[u8]) {
+    assert_eq!(LockEntry::decode(bytes).unwrap(), *entry);
+    assert_eq!(entry.encode().unwrap(), bytes);
+}
+
 #[test]
 fn lock_record_vectors() {
+    // The primary is TiKV's compact bytes: a zigzag varint length (2 -> 4), then the key.
     let mut lock = LockRecord::new(LockType::Put, b"pk".to_vec(), 10, 3000);
     lock.short_value = Some(b"v1".to_vec());
     lock.min_commit_ts = Some(11);
-    let bytes = lock.encode().unwrap();
-    let mut expected = vec![
-        b'P', 2, b'p', b'k', 10, 0xb8, 0x17, b'v', 2, b'v', b'1', b'c',
+    let mut bytes = vec![
+        b'P', 4, b'p', b'k', 10, 0xb8, 0x17, b'v', 2, b'v', b'1', b'c',
     ];
-    expected.extend_from_slice(&11u64.to_be_bytes());
-    assert_eq!(bytes, expected);
+    bytes.extend_from_slice(&be(11));
+    both_ways(&LockEntry::Single(lock.clone()), &bytes);
     assert_eq!(LockRecord::decode(&bytes).unwrap(), lock);
+    // Every lock type's flag.
+    for (lock_type, flag) in [
+        (LockType::Put, b'P'),
+        (LockType::Delete, b'D'),
+        (LockType::Lock, b'L'),
+        (LockType::Pessimistic, b'S'),
+    ] {
+        let lock = LockRecord::new(lock_type, b"k".to_vec(), 5, 1);
+        both_ways(&LockEntry::Single(lock), &[flag, 2, b'k', 5, 1]);
+    }
+    // A record that ends after its start_ts has a zero ttl, as TiKV reads it.
+    assert_eq!(
+        LockRecord::decode(&[b'D', 2, b'k', 7]).unwrap(),
+        LockRecord::new(LockType::Delete, b"k".to_vec(), 7, 0)
+    );
     assert!(matches!(
-        LockRecord::decode(&[b'P', 9, b'p']),
+        LockRecord::decode(&[b'P', 18, b'p']),
         Err(CodecError::Truncated { .. })
     ));
     assert!(matches!(
-        LockRecord::decode(b"Q\x00\x01\x01"),
+        LockRecord::decode(&[b'P', 3, b'p', 1, 0]),
+        Err(CodecError::BadLength { .. })
+    ));
+    assert!(matches!(
+        LockRecord::decode(b"Q\x02k\x01\x01"),
         Err(CodecError::UnknownFlag { flag: b'Q', .. })
     ));
+}
+
+#[test]
+fn lock_record_every_field() {
+    let mut lock = LockRecord::new(LockType::Pessimistic, b"k1".to_vec(), 5, 0);
+    lock.short_value = Some(b"x".to_vec());
+    lock.for_update_ts = Some(7);
+    lock.txn_size = Some(2);
+    lock.min_commit_ts = Some(8);
+    lock.secondaries = Some(vec![b"a".to_vec(), b"bc".to_vec()]);
+    lock.rollback_ts = vec![3, 4];
+    lock.last_change = Some((4, 2));
+    lock.txn_source = Some(1);
+    lock.locked_with_conflict = true;
+    lock.generation = Some(9);
+    let mut bytes = vec![b'S', 4, b'k', b'1', 5, 0, b'v', 1, b'x'];
+    for (prefix, value) in [(b'f', 7), (b't', 2), (b'c', 8)] {
+        bytes.push(prefix);
+        bytes.extend_from_slice(&be(value));
+    }
+    bytes.extend_from_slice(&[b'a', 2, 2, b'a', 4, b'b', b'c', b'r', 2]);
+    bytes.extend_from_slice(&be(3));
+    bytes.extend_from_slice(&be(4));
+    bytes.push(b'l');
+    bytes.extend_from_slice(&be(4));
+    bytes.extend_from_slice(&[2, b's', 1, b'F', b'g']);
+    bytes.extend_from_slice(&be(9));
+    both_ways(&LockEntry::Single(lock.clone()), &bytes);
+
+    // Async commit with no secondaries (a secondary's own lock) is still async commit.
+    let mut secondary = LockRecord::new(LockType::Put, b"pk".to_vec(), 5, 0);
+    secondary.secondaries = Some(Vec::new());
+    both_ways(
+        &LockEntry::Single(secondary),
+        &[b'P', 4, b'p', b'k', 5, 0, b'a', 0],
+    );
+
+    // A field a newer TiKV writes ('T' is reserved) stops decoding, as TiKV's decoder
+    // does, and is kept: the record encodes back unchanged.
+    let mut newer = bytes.clone();
+    newer.extend_from_slice(b"T\x01\x02");
+    let mut kept = lock;
+    kept.unknown_fields = b"T\x01\x02".to_vec();
+    both_ways(&LockEntry::Single(kept), &newer);
+}
+
+#[test]
+fn shared_lock_vectors() {
+    let txn = |ts| LockRecord::new(LockType::Lock, b"pk".to_vec(), ts, 0);
+    let shared = SharedLocks {
+        flags: Some(1),
+        txns: vec![txn(5), txn(6)],
+        unknown_fields: Vec::new(),
+    };
+    let bytes = [
+        b'H', b'i', 1, b'h', 2, 12, b'L', 4, b'p', b'k', 5, 0, 12, b'L', 4, b'p', b'k', 6, 0,
+    ];
+    both_ways(&LockEntry::Shared(shared), &bytes);
+    both_ways(&LockEntry::Shared(SharedLocks::default()), b"Hh\x00");
+    assert_eq!(
+        LockEntry::decode(b"H").unwrap(),
+        LockEntry::Shared(SharedLocks::default())
+    );
+    assert!(matches!(
+        LockEntry::decode(b"Hi\x02"),
+        Err(CodecError::UnknownFlag { flag: 2, .. })
+    ));
+    assert_eq!(LockRecord::decode(&bytes), Err(CodecError::SharedLocks));
+}
+
+#[test]
+fn the_lock_check_follows_tikv() {
+    let key = encode_bytes(b"k");
+    let mut lock = LockRecord::new(LockType::Put, b"pk".to_vec(), 10, 0);
+    assert!(lock.blocks_read(&key, 10));
+    assert!(!lock.blocks_read(&key, 9), "started above the reader");
+    lock.min_commit_ts = Some(20);
+    assert!(!lock.blocks_read(&key, 15), "commits above the reader");
+    assert!(lock.blocks_read(&key, 20));
+    for lock_type in [LockType::Lock, LockType::Pessimistic] {
+        assert!(!LockRecord::new(lock_type, b"pk".to_vec(), 1, 0).blocks_read(&key, 10));
+    }
+    // A read at u64::MAX of the primary ignores its lock, unless it commits asynchronously.
+    let mut primary = LockRecord::new(LockType::Delete, b"k".to_vec(), 10, 0);
+    assert!(!primary.blocks_read(&key, u64::MAX));
+    assert!(primary.blocks_read(&encode_bytes(b"other"), u64::MAX));
+    primary.secondaries = Some(vec![b"other".to_vec()]);
+    assert!(primary.blocks_read(&key, u64::MAX));
+    let shared = LockEntry::Shared(SharedLocks {
+        flags: None,
+        txns: vec![LockRecord::new(LockType::Put, b"pk".to_vec(), 1, 0)],
+        unknown_fields: Vec::new(),
+    });
+    assert!(
+        shared.blocking(&key, 10).is_none(),
+        "shared locks never block"
+    );
+}
+
+#[test]
+fn compact_bytes_are_zigzag() {
+    let mut out = Vec::new();
+    encode_compact_bytes(&mut out, &[7; 70]);
+    assert_eq!(&out[..2], &[0x8c, 0x01], "140 as a varint");
+    let mut at = 0;
+    assert_eq!(
+        decode_compact_bytes(&out, &mut at, "x").unwrap(),
+        vec![7; 70]
+    );
+    assert_eq!(at, out.len());
+}
+
+fn lock_record() -> impl Strategy<Value = LockRecord> {
+    let ts = || prop::option::of(any::<u64>());
+    let keys = prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 0..4);
+    (
+        (
+            prop::sample::select(vec![
+                LockType::Put,
+                LockType::Delete,
+                LockType::Lock,
+                LockType::Pessimistic,
+            ]),
+            prop::collection::vec(any::<u8>(), 0..20),
+            any::<u64>(),
+            any::<u64>(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..=255)),
+        ),
+        (ts(), ts(), ts(), prop::option::of(keys)),
+        (
+            prop::collection::vec(any::<u64>(), 0..4),
+            prop::option::of((any::<u64>(), any::<u64>())),
+            ts(),
+            any::<bool>(),
+            ts(),
+        ),
+    )
+        .prop_map(|(head, times, tail)| {
+            let (lock_type, primary, start_ts, ttl, short_value) = head;
+            let (for_update_ts, txn_size, min_commit_ts, secondaries) = times;
+            let (rollback_ts, last_change, txn_source, locked_with_conflict, generation) = tail;
+            LockRecord {
+                short_value,
+                for_update_ts,
+                txn_size,
+                min_commit_ts,
+                secondaries,
+                rollback_ts,
+                last_change,
+                txn_source,
+                locked_with_conflict,
+                generation,
+                ..LockRecord::new(lock_type, primary, start_ts, ttl)
+            }
+        })
 }
 
 fn write_record() -> impl Strategy<Value = WriteRecord> {
@@ -192,6 +376,7 @@ fn write_record() -> impl Strategy<Value = WriteRecord> {
                 gc_fence: fence,
                 last_change,
                 txn_source: source,
+                unknown_fields: Vec::new(),
             },
         )
 }
@@ -223,11 +408,20 @@ proptest! {
     }
 
     #[test]
+    fn lock_records_round_trip(record in lock_record()) {
+        let bytes = record.encode().unwrap();
+        prop_assert_eq!(LockRecord::decode(&bytes).unwrap(), record.clone());
+        let shared = LockEntry::Shared(SharedLocks { flags: None, txns: vec![record], unknown_fields: Vec::new() });
+        prop_assert_eq!(LockEntry::decode(&shared.encode().unwrap()).unwrap(), shared);
+    }
+
+    #[test]
     fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode_bytes(&bytes);
         let _ = MvccKey::decode(&bytes);
         let _ = WriteRecord::decode(&bytes);
         let _ = LockRecord::decode(&bytes);
+        let _ = LockEntry::decode(&bytes);
         let _ = decode_varint(&bytes, &mut 0);
     }
 }

@@ -166,6 +166,31 @@ impl<D: DiskEngine> Peer<D> {
         self.engine.write(&batch).unwrap()
     }
 
+    /// Writes lock-CF records for region `id` (user key, record), in one Raft entry.
+    pub(crate) fn put_locks(
+        &mut self,
+        id: u64,
+        locks: &[(&str, ime_memkv::codec::LockEntry)],
+    ) -> WriteOutcome {
+        let (region, index) = self.regions[&RegionId(id)].clone();
+        let mut batch = HybridWriteBatch::new();
+        batch.prepare(ApplyHeader {
+            region: region.id,
+            epoch: region.epoch,
+            first_index: index + 1,
+            last_index: index + 1,
+        });
+        for (key, lock) in locks {
+            batch.put(
+                Cf::Lock,
+                encode_bytes(key.as_bytes()),
+                lock.encode().unwrap(),
+            );
+        }
+        self.regions.insert(region.id, (region, index + 1));
+        self.engine.write(&batch).unwrap()
+    }
+
     /// An entry without data (an admin command, an empty entry) for region `id`.
     pub(crate) fn empty_entry(&mut self, id: u64) -> WriteOutcome {
         let (region, index) = self.regions[&RegionId(id)].clone();
