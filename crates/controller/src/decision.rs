@@ -136,7 +136,9 @@ impl fmt::Display for Action {
                 }
                 GapKind::Index { cached, seen } => write!(
                     f,
-                    "index gap on region {region}: cached applied index {cached}, seen {seen}"
+                    "index gap on region {region}: an applied-index report was missed \
+                     (cached applied index {cached}, next expected {}, seen {seen})",
+                    cached.saturating_add(1)
                 ),
             },
             Action::Evicted {

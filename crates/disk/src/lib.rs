@@ -7,7 +7,8 @@
 //! semantics, checked by one conformance suite:
 //!
 //! - `RocksDisk` (feature `rocksdb`, on by default): RocksDB in a directory the caller
-//!   names, or a temporary one;
+//!   names, or a temporary one, or a database the embedder already holds (`RocksDisk::wrap`,
+//!   its column families named as it likes);
 //! - [`MemDisk`]: an in-memory reference for fast tests. Crates that need only this turn
 //!   default features off and never compile RocksDB.
 //!
@@ -43,5 +44,9 @@ pub use engine::{
 };
 pub use memory::{MemDisk, MemSnapshot};
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksConfig, RocksDisk, RocksSnapshot};
+pub use rocks::{CfNames, RocksConfig, RocksDisk, RocksSnapshot};
+/// The `rocksdb` crate this adapter is built on, so that a database the embedder opens
+/// ([`RocksDisk::wrap`]) is of the same type.
+#[cfg(feature = "rocksdb")]
+pub use rocksdb;
 pub use types::{BatchOp, Cf, DiskError, KeyRange, SeqRange, WriteBatch};

@@ -36,12 +36,61 @@ impl Default for RocksConfig {
     }
 }
 
+/// The names of the column families that hold TiKV's three (`default`, `lock` and
+/// `write` in a TiKV store; another store may name them otherwise).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CfNames {
+    /// Values too long to be inline in a write record.
+    pub default: String,
+    /// Locks.
+    pub lock: String,
+    /// Write records (commits, rollbacks).
+    pub write: String,
+}
+
+impl Default for CfNames {
+    fn default() -> Self {
+        CfNames {
+            default: Cf::Default.name().to_string(),
+            lock: Cf::Lock.name().to_string(),
+            write: Cf::Write.name().to_string(),
+        }
+    }
+}
+
+impl CfNames {
+    fn name(&self, cf: Cf) -> &str {
+        match cf {
+            Cf::Default => &self.default,
+            Cf::Lock => &self.lock,
+            Cf::Write => &self.write,
+        }
+    }
+}
+
+/// The database and its column families' names, shared by the disk and its snapshots.
+struct Db {
+    db: Arc<DB>,
+    names: CfNames,
+}
+
+impl Db {
+    fn cf(&self, cf: Cf) -> Result<&ColumnFamily, DiskError> {
+        let name = self.names.name(cf);
+        self.db.cf_handle(name).ok_or_else(|| DiskError::Rocks {
+            operation: "column family",
+            detail: format!("the column family {name:?} (IME's {cf}) is missing"),
+        })
+    }
+}
+
 /// How many times a snapshot tries to read its sequence number without the write lock.
 const SNAPSHOT_TRIES: usize = 4;
 
-/// RocksDB with the column families `default`, `lock` and `write`.
+/// RocksDB with TiKV's three column families: a database of its own
+/// ([`open`](Self::open)), or one the embedder already holds ([`wrap`](Self::wrap)).
 pub struct RocksDisk {
-    db: Arc<DB>,
+    db: Arc<Db>,
     /// Serializes writes so that a batch's sequence numbers can be read off around it (and
     /// a snapshot that could not read its sequence number otherwise).
     write_lock: Mutex<()>,
@@ -73,8 +122,31 @@ impl RocksDisk {
         let descriptors =
             Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
         let db = DB::open_cf_descriptors(&options, &path, descriptors).map_err(rocks("open"))?;
+        RocksDisk::with(Arc::new(db), CfNames::default(), config.sync_writes, path)
+    }
+
+    /// Wraps a database the embedder already opened, with its column families named in
+    /// `names`; the database stays the embedder's (other column families, a Raft log
+    /// among them, are its own business). `sync_writes` as [`RocksConfig::sync_writes`].
+    ///
+    /// The cache's contract holds for the three column families: every write to them
+    /// goes through the engine (its write path, or a bypass fence for what bypasses it —
+    /// a snapshot's data, an ingest, a delete range), never straight to the database.
+    ///
+    /// # Errors
+    /// [`DiskError::Rocks`] naming a column family the database does not have.
+    pub fn wrap(db: Arc<DB>, names: CfNames, sync_writes: bool) -> Result<Self, DiskError> {
+        let path = db.path().to_path_buf();
+        RocksDisk::with(db, names, sync_writes, path)
+    }
+
+    fn with(db: Arc<DB>, names: CfNames, sync: bool, path: PathBuf) -> Result<Self, DiskError> {
+        let db = Db { db, names };
+        for cf in Cf::ALL {
+            db.cf(cf)?;
+        }
         let mut write_options = WriteOptions::default();
-        write_options.set_sync(config.sync_writes);
+        write_options.set_sync(sync);
         Ok(RocksDisk {
             db: Arc::new(db),
             write_lock: Mutex::new(()),
@@ -83,6 +155,12 @@ impl RocksDisk {
             ingest_counter: AtomicU64::new(0),
             _temp: None,
         })
+    }
+
+    /// The database, shared with the caller (to write its own column families, or read
+    /// RocksDB's properties).
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db.db
     }
 
     /// Opens a fresh database in a temporary directory, removed when the engine drops.
@@ -111,9 +189,9 @@ impl RocksDisk {
     fn rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, DiskError> {
         batch.validate()?;
         let handles = [
-            cf_handle(&self.db, Cf::Default)?,
-            cf_handle(&self.db, Cf::Lock)?,
-            cf_handle(&self.db, Cf::Write)?,
+            self.db.cf(Cf::Default)?,
+            self.db.cf(Cf::Lock)?,
+            self.db.cf(Cf::Write)?,
         ];
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in batch.ops() {
@@ -137,13 +215,6 @@ impl RocksDisk {
     }
 }
 
-fn cf_handle(db: &DB, cf: Cf) -> Result<&ColumnFamily, DiskError> {
-    db.cf_handle(cf.name()).ok_or_else(|| DiskError::Rocks {
-        operation: "column family",
-        detail: format!("{cf} is missing"),
-    })
-}
-
 fn rocks(operation: &'static str) -> impl Fn(rocksdb::Error) -> DiskError {
     move |err| DiskError::Rocks {
         operation,
@@ -157,19 +228,21 @@ impl DiskEngine for RocksDisk {
     fn write(&self, batch: &WriteBatch) -> Result<SeqRange, DiskError> {
         let rocks_batch = self.rocks_batch(batch)?;
         let _guard = self.lock();
-        let first = self.db.latest_sequence_number() + 1;
+        let first = self.db.db.latest_sequence_number() + 1;
         self.db
+            .db
             .write_opt(rocks_batch, &self.write_options)
             .map_err(rocks("write"))?;
         Ok(SeqRange {
             first,
-            last: self.db.latest_sequence_number(),
+            last: self.db.db.latest_sequence_number(),
         })
     }
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), DiskError> {
         let rocks_batch = self.rocks_batch(batch)?;
         self.db
+            .db
             .write_opt(rocks_batch, &self.write_options)
             .map_err(rocks("write"))
     }
@@ -180,9 +253,9 @@ impl DiskEngine for RocksDisk {
         // between makes the two differ; after a few tries, the write lock holds writers
         // off. Readers therefore do not wait for a write in flight, but in the rare case.
         for _ in 0..SNAPSHOT_TRIES {
-            let before = self.db.latest_sequence_number();
-            let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.snapshot());
-            if self.db.latest_sequence_number() == before {
+            let before = self.db.db.latest_sequence_number();
+            let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.db.snapshot());
+            if self.db.db.latest_sequence_number() == before {
                 return RocksSnapshot {
                     inner,
                     sequence: before,
@@ -190,13 +263,13 @@ impl DiskEngine for RocksDisk {
             }
         }
         let _guard = self.lock();
-        let sequence = self.db.latest_sequence_number();
-        let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.snapshot());
+        let sequence = self.db.db.latest_sequence_number();
+        let inner = OwnedSnapshot::new(Arc::clone(&self.db), |db| db.db.snapshot());
         RocksSnapshot { inner, sequence }
     }
 
     fn latest_sequence(&self) -> u64 {
-        self.db.latest_sequence_number()
+        self.db.db.latest_sequence_number()
     }
 
     fn ingest(&self, cf: Cf, entries: &[crate::Entry]) -> Result<(), DiskError> {
@@ -216,11 +289,13 @@ impl DiskEngine for RocksDisk {
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         let _guard = self.lock();
-        let result =
-            self.db
-                .ingest_external_file_cf_opts(cf_handle(&self.db, cf)?, &ingest, vec![&file]);
+        let result = self.db.cf(cf).and_then(|handle| {
+            (self.db.db)
+                .ingest_external_file_cf_opts(handle, &ingest, vec![&file])
+                .map_err(rocks("ingest"))
+        });
         let _ = std::fs::remove_file(&file);
-        result.map_err(rocks("ingest"))
+        result
     }
 
     fn name(&self) -> &'static str {
@@ -233,7 +308,7 @@ type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 self_cell::self_cell!(
     /// A RocksDB snapshot that owns a handle on its database.
     struct OwnedSnapshot {
-        owner: Arc<DB>,
+        owner: Arc<Db>,
         #[covariant]
         dependent: Snapshot,
     }
@@ -251,7 +326,7 @@ impl DiskSnapshot for RocksSnapshot {
     }
 
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, DiskError> {
-        let handle = cf_handle(self.inner.borrow_owner(), cf)?;
+        let handle = self.inner.borrow_owner().cf(cf)?;
         let snapshot = self.inner.borrow_dependent();
         snapshot
             .get_cf_opt(handle, key, ReadOptions::default())
@@ -259,7 +334,7 @@ impl DiskSnapshot for RocksSnapshot {
     }
 
     fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<Box<dyn DiskIterator + '_>, DiskError> {
-        let handle = cf_handle(self.inner.borrow_owner(), cf)?;
+        let handle = self.inner.borrow_owner().cf(cf)?;
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(bounds.start().to_vec());
         if let Some(upper) = bounds.end() {

@@ -316,6 +316,75 @@ conformance!(
     RocksDisk::open_temp(&RocksConfig::default()).unwrap()
 );
 
+conformance!(rocksdb_wrapped, wrapped("conformance").0);
+
+/// A database opened the way an embedder opens its own — TiKV's column families under
+/// other names, and one of its own (a Raft log) — and wrapped. Each database lives in the
+/// test target's scratch directory (`tag` and a counter name it; a rerun replaces it).
+fn wrapped(tag: &str) -> (RocksDisk, std::sync::Arc<ime_disk::rocksdb::DB>) {
+    use ime_disk::rocksdb::{ColumnFamilyDescriptor, DB, Options};
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wrapped-{tag}-{n}"));
+    let _ = std::fs::remove_dir_all(&path);
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    let families = ["default", "txn_default", "txn_lock", "txn_write", "raft"]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let db = std::sync::Arc::new(DB::open_cf_descriptors(&options, &path, families).unwrap());
+    let names = CfNames {
+        default: "txn_default".into(),
+        lock: "txn_lock".into(),
+        write: "txn_write".into(),
+    };
+    (
+        RocksDisk::wrap(std::sync::Arc::clone(&db), names, false).unwrap(),
+        db,
+    )
+}
+
+#[test]
+fn an_existing_database_can_be_wrapped() {
+    let (disk, db) = wrapped("existing");
+    assert!(std::sync::Arc::ptr_eq(disk.db(), &db));
+    let seqs = put(&disk, Cf::Write, &[("a", "1")]);
+    // The data is in the embedder's own column family, under its own name.
+    let write = db.cf_handle("txn_write").unwrap();
+    assert_eq!(db.get_cf(write, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        db.get(b"a").unwrap(),
+        None,
+        "not in the database's default family"
+    );
+    // The embedder writes its Raft log beside it; the disk's snapshots are unaffected.
+    let before = disk.snapshot();
+    db.put_cf(db.cf_handle("raft").unwrap(), b"log-1", b"entry")
+        .unwrap();
+    assert!(disk.latest_sequence() > seqs.last);
+    put(&disk, Cf::Write, &[("b", "2")]);
+    assert_eq!(keys(&before, Cf::Write, KeyRange::everything()), ["a"]);
+    assert_eq!(
+        keys(&disk.snapshot(), Cf::Write, KeyRange::everything()),
+        ["a", "b"]
+    );
+    disk.ingest(Cf::Lock, &[(b"l".to_vec(), b"x".to_vec())])
+        .unwrap();
+    let lock = db.cf_handle("txn_lock").unwrap();
+    assert_eq!(db.get_cf(lock, b"l").unwrap(), Some(b"x".to_vec()));
+}
+
+#[test]
+fn wrapping_a_database_without_the_families_is_refused() {
+    let (_disk, db) = wrapped("missing");
+    let names = CfNames {
+        lock: "no_such_family".into(),
+        ..CfNames::default()
+    };
+    let err = RocksDisk::wrap(db, names, false).err().unwrap();
+    assert!(err.to_string().contains("no_such_family"), "{err}");
+}
+
 #[test]
 fn a_reopened_rocksdb_directory_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();

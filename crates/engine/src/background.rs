@@ -279,9 +279,7 @@ impl<D: DiskEngine> Core<D> {
             .into_iter()
             .flat_map(|(info, memory, disk)| check_region(&info, &memory, &disk))
             .collect();
-        for d in &differences {
-            self.metrics.difference(d.cf.name());
-        }
+        self.metrics.differences(&differences);
         differences
     }
 }

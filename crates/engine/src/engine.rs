@@ -7,16 +7,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use ime_controller::{Admission, Decisions};
+use ime_controller::{Admission, Decisions, TimestampSource};
 use ime_disk::{BatchOp, DiskEngine, DiskReader, WriteBatch};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
-use crate::batch::UNTAGGED;
 use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
-use crate::{Config, EngineError, HybridWriteBatch, Stats};
-use ime_controller::TimestampSource;
+use crate::{ApplyHeader, Config, EngineError, HybridWriteBatch, Stats, batch::UNTAGGED};
 use ime_stripes::View;
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
@@ -144,7 +142,7 @@ impl<D: DiskEngine> Engine<D> {
         let writes = core.writes();
         let mut outcome = WriteOutcome::default();
         let mut fx = Effects::default();
-        let touched = self.report_applied(batch, &mut outcome, &mut fx);
+        let touched = self.check_applied(batch, &mut outcome, &mut fx);
         let result = if disk_batch.is_empty() {
             Ok(())
         } else {
@@ -153,6 +151,14 @@ impl<D: DiskEngine> Engine<D> {
         drop(writes); // callbacks and tasks after every lock
         core.finish(fx);
         result.map(|()| outcome)
+    }
+
+    /// Entries applied without data (an admin command, an empty entry), as `header` says:
+    /// the cache's applied index moves on as with [`Engine::write`]; a report that skips
+    /// entries evicts the region (`IndexGap`), counted and logged with both indexes.
+    pub fn report_applied(&self, header: ApplyHeader) -> WriteOutcome {
+        self.write(HybridWriteBatch::new().prepare(header))
+            .unwrap_or_default() // cannot fail
     }
 
     /// The operations to disk, then to the memory of the batch's cached regions
@@ -194,7 +200,7 @@ impl<D: DiskEngine> Engine<D> {
 
     /// Every segment's applied indexes go to the controller (a gap evicts the region);
     /// returns the memory ranges of the regions the batch writes to.
-    fn report_applied(
+    fn check_applied(
         &self,
         batch: &HybridWriteBatch,
         outcome: &mut WriteOutcome,
@@ -331,10 +337,9 @@ impl<D: DiskEngine> Engine<D> {
     /// checker keeps `region_approximate_size`): the eviction policy weighs the region
     /// with it instead of scanning the disk for an estimate. For regions the engine
     /// knows (from events, writes or loads); others are ignored.
-    pub fn set_region_size(&self, region: RegionId, approximate_bytes: u64) {
-        let size = approximate_bytes;
+    pub fn set_region_size(&self, region: RegionId, bytes: u64) {
         self.core
-            .decide(|ctl, _, _| ctl.note_approximate_size(region, size));
+            .decide(|ctl, _, _| ctl.note_approximate_size(region, bytes));
     }
 
     /// Every cached region: id, range, epoch, state, safe point, snapshots.
@@ -494,10 +499,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
             }
             let every = config.cross_check_interval.0;
             if !every.is_zero() && check.elapsed() >= every {
-                let differences = core.cross_check();
-                if !differences.is_empty() {
-                    tracing::error!(count = differences.len(), first = %differences[0], "memory differs from disk");
-                }
+                core.cross_check(); // differences are counted and logged
                 check = Instant::now();
             }
         }

@@ -191,6 +191,32 @@ fn metrics_and_the_region_listing_describe_the_cache() {
 }
 
 #[test]
+fn entries_without_data_have_a_report_of_their_own_and_a_missed_one_is_counted() {
+    let mut peer = loaded(1);
+    // Admin commands and empty entries move the applied index without a write.
+    for _ in 0..3 {
+        assert_eq!(peer.empty_entry(1), ime_engine::WriteOutcome::default());
+    }
+    peer.commit(1, &[("r1/000", Some("after three empty entries"))]);
+    assert!(peer.check(1), "still cached: every index was reported");
+    assert_eq!(peer.engine.stats().gaps.index, 0);
+    // One entry applied and never reported: the next report shows the gap.
+    peer.skip_entry(1);
+    let outcome = peer.empty_entry(1);
+    assert_eq!(
+        outcome.evicted,
+        [(RegionId(1), ime_region::EvictReason::IndexGap)]
+    );
+    assert_eq!(peer.engine.stats().gaps.index, 1);
+    let text = peer.engine.metrics_text();
+    assert!(
+        text.contains("ime_gaps_total{kind=\"IndexGap\"} 1"),
+        "{text}"
+    );
+    assert!(!peer.check(1), "evicted: read from disk, and equal to it");
+}
+
+#[test]
 fn the_metrics_mount_in_an_outside_registry_and_their_gauges_keep_current() {
     let peer = loaded(2);
     let registry = prometheus::Registry::new();

@@ -148,7 +148,8 @@ impl Metrics {
             gaps: counter(
                 &registry,
                 "ime_gaps_total",
-                "Detected gaps by kind.",
+                "Detected gaps by kind (IndexGap: a missed applied-index report; EpochGap: a \
+                 missed epoch change; delivery: events the bus lost).",
                 &["kind"],
             ),
             events: counter(
@@ -217,9 +218,16 @@ impl Metrics {
         self.events.with_label_values(&[kind.as_str()]).inc();
     }
 
-    /// The cross-checker found a difference in column family `cf`.
-    pub fn difference(&self, cf: &str) {
-        self.differences.with_label_values(&[cf]).inc();
+    /// Counts what a cross-check round found, by column family, and logs the first
+    /// difference with their number (an error: memory must equal the disk).
+    pub fn differences(&self, found: &[crate::Difference]) {
+        for difference in found {
+            let cf = difference.cf.name();
+            self.differences.with_label_values(&[cf]).inc();
+        }
+        if let Some(first) = found.first() {
+            tracing::error!(count = found.len(), %first, "memory differs from disk");
+        }
     }
 
     /// A GC collection ended with `result`.

@@ -116,7 +116,7 @@ counted! {
     GapSource {
         /// An epoch that does not follow the cached one.
         Epoch / epoch => "EpochGap",
-        /// An applied index past the cached one.
+        /// An applied index past the cached one: an applied-index report was missed.
         Index / index => "IndexGap",
         /// Events the bus lost (a full queue, a failed observer).
         Delivery / delivery => "delivery",
