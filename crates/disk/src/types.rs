@@ -1,37 +1,7 @@
 //! The vocabulary of the disk trait: column families, write batches, sequence ranges,
 //! iterator bounds and errors.
 
-pub use ime_types::{Cf, KeyRange};
-
-/// One operation of a [`WriteBatch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BatchOp {
-    /// Sets `key` to `value`.
-    Put {
-        /// The column family.
-        cf: Cf,
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// Deletes `key`.
-    Delete {
-        /// The column family.
-        cf: Cf,
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// Deletes every key in `[start, end)`.
-    DeleteRange {
-        /// The column family.
-        cf: Cf,
-        /// First key deleted.
-        start: Vec<u8>,
-        /// First key kept.
-        end: Vec<u8>,
-    },
-}
+pub use ime_types::{BatchOp, Cf, KeyRange};
 
 /// Operations applied atomically; each takes the next sequence number, in order, as
 /// RocksDB assigns them.

@@ -97,6 +97,8 @@ impl<D: DiskEngine> Core<D> {
         let id = j.ticket.region.id;
         let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
         if copied.is_ok() {
+            self.metrics
+                .bytes_loaded(self.mem.range_memory(j.range).unwrap_or(0));
             let target = self.gc_target();
             let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full

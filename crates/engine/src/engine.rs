@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions, TimestampSource};
-use ime_disk::{BatchOp, DiskEngine, DiskReader, WriteBatch};
+use ime_disk::{DiskEngine, DiskReader, WriteBatch};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{MemError, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
@@ -171,7 +171,7 @@ impl<D: DiskEngine> Engine<D> {
         fx: &mut Effects,
     ) -> Result<(), EngineError> {
         let core = &self.core;
-        let ops = to_mem(&batch.ops);
+        let ops: Vec<ime_memkv::OpRef<'_>> = batch.ops.ops().iter().map(Into::into).collect();
         let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
         if core
             .mem
@@ -544,18 +544,4 @@ impl<D: DiskEngine> Core<D> {
             }
         }
     }
-}
-
-/// The same operations for the memory store, borrowed from the disk batch.
-fn to_mem(batch: &WriteBatch) -> Vec<ime_memkv::OpRef<'_>> {
-    use ime_memkv::OpRef;
-    batch
-        .ops()
-        .iter()
-        .map(|op| match op {
-            BatchOp::Put { cf, key, value } => OpRef::Put(*cf, key, value),
-            BatchOp::Delete { cf, key } => OpRef::Delete(*cf, key),
-            BatchOp::DeleteRange { cf, start, end } => OpRef::DeleteRange(*cf, start, end),
-        })
-        .collect()
 }

@@ -37,7 +37,7 @@ pub use ime_controller::{
 pub use ime_disk::DiskReader;
 pub use ime_memkv::mvcc::{KvPair, MvccError};
 pub use ime_metrics::{
-    Collections, Compactions, Difference, Fences, Gaps, Loads, MvccWork, Snapshots, Stats,
+    Collections, Compactions, Difference, Fences, Gaps, Loads, MvccWork, ReadOp, Snapshots, Stats,
 };
 pub use read::{HybridIter, HybridSnapshot};
 #[cfg(feature = "testing")]

@@ -9,6 +9,8 @@ use ime_memkv::mvcc::{
 };
 
 use crate::{EngineError, HybridSnapshot};
+use ime_metrics::ReadOp;
+use std::time::Instant;
 
 impl<D: DiskEngine> HybridSnapshot<D> {
     /// The value of `user_key` at the snapshot's read_ts: the newest committed put at or
@@ -18,6 +20,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// # Errors
     /// [`MvccError::KeyIsLocked`] (as [`EngineError::Mvcc`]), or a read failure.
     pub fn mvcc_get(&self, user_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let started = Instant::now();
         self.check_lock(user_key)?;
         let read_ts = self.read_ts();
         let lower = MvccKey {
@@ -33,13 +36,13 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         upper.push(0);
         let versions = KeyRange::new(lower, upper)?;
         if let Some(snapshot) = self.memory_for(&versions) {
-            return self.mvcc_get_in_memory(snapshot, user_key, versions);
+            return self.mvcc_get_in_memory(snapshot, user_key, versions, started);
         }
         let mut it = self.cursor(Cf::Write, versions)?;
         it.seek_to_first();
         let (put, scanned) = newest_put(&mut it)?;
         it.status()?;
-        self.note_work(scanned, 1);
+        self.note_work((scanned, 1), ReadOp::Get, started);
         put.map(|record| self.value_of(user_key, record))
             .transpose()
     }
@@ -74,6 +77,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         limit: usize,
         check_locks: bool,
     ) -> Result<Vec<KvPair>, EngineError> {
+        let started = Instant::now();
         let asked = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
         // The reader asked for the region: bounds past it (an open end) are clamped to
         // it, so that memory serves the scan.
@@ -94,7 +98,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         let value_of = |key: &[u8], record| self.value_of(key, record);
         let (out, scanned) = visible_pairs(&mut it, read_ts, limit, value_of)?;
         it.status()?;
-        self.note_work(scanned, out.len() as u64);
+        self.note_work((scanned, out.len() as u64), ReadOp::Scan, started);
         Ok(out)
     }
 
@@ -104,6 +108,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         snapshot: &ime_memkv::Snapshot,
         user_key: &[u8],
         versions: KeyRange,
+        started: Instant,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         let mut bounds = versions;
         let mut scanned = 0;
@@ -126,7 +131,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
                 }
             }
         }
-        self.note_work(scanned, 1);
+        self.note_work((scanned, 1), ReadOp::Get, started);
         Ok(found)
     }
 

@@ -11,26 +11,32 @@ use ime_stripes::View;
 
 use crate::shared::{Core, Meta};
 use crate::{Engine, EngineError};
-use ime_metrics::{IterWork, MvccWork, Source, WorkTally};
+use ime_metrics::{IterWork, MvccWork, ReadOp, Source, WorkTally};
+use std::time::Instant;
 
-/// The memory side of a snapshot: the store's snapshot, the region's range, and the
-/// registration that holds back GC and deletion until it drops.
-struct MemoryView<D: DiskEngine> {
-    snapshot: Option<ime_memkv::Snapshot>,
-    ticket: Option<SnapshotTicket>,
-    core: Arc<Core<D>>,
+/// The memory side of a snapshot: the store's snapshot and the registration that holds
+/// back GC and deletion until the snapshot drops.
+struct MemoryView {
+    snapshot: ime_memkv::Snapshot,
+    ticket: SnapshotTicket,
 }
 
-impl<D: DiskEngine> Drop for MemoryView<D> {
+impl<D: DiskEngine> Drop for HybridSnapshot<D> {
     fn drop(&mut self) {
+        let Some(MemoryView { snapshot, ticket }) = self.memory.take() else {
+            return;
+        };
+        if !self.work.was_read() {
+            self.core.metrics.wasted_snapshot();
+        }
         // The store's snapshot first: if this was the last reader of an evicted region,
         // the deleter (not this reader) frees the memory.
-        drop(self.snapshot.take());
+        drop(snapshot);
         // No metadata lock: the ticket goes back to its region's own record.
-        match self.ticket.take().map(SnapshotTicket::release) {
-            Some(Ok(Some(drained))) => self.core.hand_back(drained),
-            Some(Err(err)) => tracing::error!(%err, "snapshot release refused"),
-            Some(Ok(None)) | None => {}
+        match ticket.release() {
+            Ok(Some(drained)) => self.core.hand_back(drained),
+            Err(err) => tracing::error!(%err, "snapshot release refused"),
+            Ok(None) => {}
         }
     }
 }
@@ -40,14 +46,15 @@ impl<D: DiskEngine> Drop for MemoryView<D> {
 pub struct HybridSnapshot<D: DiskEngine> {
     region: RegionId,
     read_ts: u64,
-    // Field order: the memory view (and its registration) drops before the disk snapshot.
-    memory: Option<MemoryView<D>>,
+    /// Dropped (and its registration released) first, before the disk snapshot.
+    memory: Option<MemoryView>,
     fallback: Option<Fallback>,
     disk: Arc<D::Snapshot>,
     work: WorkTally,
     /// The region's range when memory does not serve it (else memory's bounds): scans
     /// are clamped to it.
     range: Option<KeyRange>,
+    core: Arc<Core<D>>,
 }
 
 impl<D: DiskEngine> Engine<D> {
@@ -60,7 +67,7 @@ impl<D: DiskEngine> Engine<D> {
     /// why. A caller ahead of the cache reveals a missed event: the region is evicted
     /// (`EpochGap` / `IndexGap`).
     pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
-        let core = &self.core;
+        let (core, started) = (&self.core, Instant::now());
         // The view outside the lock (its disk snapshot is the slow part); a load that ended
         // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
         let mut view = core.view(region);
@@ -88,7 +95,8 @@ impl<D: DiskEngine> Engine<D> {
             c.read();
         }
         let work = WorkTally::new(counters);
-        core.metrics.served(Source::of(fallback.as_ref()));
+        core.metrics
+            .served_since(Source::of(fallback.as_ref()), started);
         HybridSnapshot {
             region,
             read_ts: request.read_ts,
@@ -97,6 +105,7 @@ impl<D: DiskEngine> Engine<D> {
             disk: view.disk,
             work,
             range,
+            core: Arc::clone(core),
         }
     }
 
@@ -110,7 +119,7 @@ impl<D: DiskEngine> Engine<D> {
         answer: Result<(SnapshotTicket, RangeId), Fallback>,
         (region, version): (RegionId, u64),
         view: &mut View<D::Snapshot>,
-    ) -> Served<D> {
+    ) -> Served {
         let core = &self.core;
         let range = || Some(meta.ctl.region_at(region, version)?.range.clone());
         let (ticket, memory_range) = match answer {
@@ -122,14 +131,7 @@ impl<D: DiskEngine> Engine<D> {
             core.mem.snapshot(memory_range, view.memory)
         });
         match snapshot {
-            Ok(snapshot) => {
-                let memory = MemoryView {
-                    snapshot: Some(snapshot),
-                    ticket: Some(ticket),
-                    core: Arc::clone(core),
-                };
-                (Some(memory), None, None)
-            }
+            Ok(snapshot) => (Some(MemoryView { snapshot, ticket }), None, None),
             Err(_) => {
                 // The region is Active (the lock is held): this release drains nothing.
                 if let Err(err) = ticket.release() {
@@ -142,7 +144,7 @@ impl<D: DiskEngine> Engine<D> {
 }
 
 /// A snapshot's memory side, why it has none, and the region's range when it has none.
-type Served<D> = (Option<MemoryView<D>>, Option<Fallback>, Option<KeyRange>);
+type Served = (Option<MemoryView>, Option<Fallback>, Option<KeyRange>);
 
 impl<D: DiskEngine> HybridSnapshot<D> {
     /// The region read.
@@ -180,6 +182,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// # Errors
     /// [`EngineError::Disk`] when the disk read fails.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.work.touch();
         match self.memory_for_key(key) {
             Some(snapshot) => Ok(snapshot.get(cf, key)),
             None => Ok(self.disk.get(cf, key)?),
@@ -215,15 +218,17 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         }
     }
 
-    /// Adds MVCC work to the snapshot's and its region's statistics.
-    pub(crate) fn note_work(&self, scanned: u64, returned: u64) {
+    /// Adds an MVCC read's work to the snapshot's and its region's statistics, and its
+    /// time since `started` to the latencies of `op` from this snapshot's source.
+    pub(crate) fn note_work(&self, (scanned, returned): (u64, u64), op: ReadOp, started: Instant) {
         self.work.add(scanned, returned);
+        self.core.metrics.read_took(op, self.from_memory(), started);
     }
 
     /// `bounds` within the region (memory's bounds, or the range known at the reader's
     /// epoch): `None` when none of it is in the region; unchanged when the range is unknown.
     pub(crate) fn clamp(&self, bounds: KeyRange) -> Option<KeyRange> {
-        let memory = self.memory.as_ref().and_then(|m| m.snapshot.as_ref());
+        let memory = self.memory.as_ref().map(|m| &m.snapshot);
         match memory.map(|m| m.bounds()).or(self.range.as_ref()) {
             Some(range) => bounds.intersect(range),
             None => Some(bounds),
@@ -232,12 +237,12 @@ impl<D: DiskEngine> HybridSnapshot<D> {
 
     /// The memory snapshot, when it serves `bounds` (inside the region).
     pub(crate) fn memory_for(&self, bounds: &KeyRange) -> Option<&ime_memkv::Snapshot> {
-        let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
+        let snapshot = &self.memory.as_ref()?.snapshot;
         snapshot.bounds().contains(bounds).then_some(snapshot)
     }
 
     fn memory_for_key(&self, key: &[u8]) -> Option<&ime_memkv::Snapshot> {
-        let snapshot = self.memory.as_ref()?.snapshot.as_ref()?;
+        let snapshot = &self.memory.as_ref()?.snapshot;
         snapshot.bounds().contains_key(key).then_some(snapshot)
     }
 }

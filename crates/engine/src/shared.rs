@@ -583,7 +583,9 @@ impl<D: DiskEngine> Core<D> {
         handle: Option<DroppedRange>,
         since: Option<(Instant, EvictReason)>,
     ) {
-        drop(handle);
+        if let Some(dropped) = handle {
+            self.metrics.bytes_freed(dropped.memory()); // and freed here
+        }
         let finished = self.decide(|ctl, env, out| ctl.finish_eviction(region, env, out));
         match finished {
             Ok(()) => {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Peer, region, test_config};
 use ime_disk::MemDisk;
-use ime_engine::{ByteSize, Config, Engine, EngineError};
+use ime_engine::{ByteSize, Config, Engine, EngineError, ReadOp};
 use ime_region::{ReadRequest, RegionId, RegionState};
 
 fn loaded(regions: u64) -> Peer<MemDisk> {
@@ -241,6 +241,55 @@ fn the_metrics_mount_in_an_outside_registry_and_their_gauges_keep_current() {
     // Counters are there too, the same as the engine's own text shows.
     let families = registry.gather();
     assert!(families.iter().any(|f| f.name() == "ime_loads_total"));
+}
+
+#[test]
+fn operators_see_latencies_by_source_wasted_snapshots_bytes_and_safe_points() {
+    let mut peer = loaded(2);
+    peer.engine.set_safe_point(25);
+    peer.engine.run_gc();
+    peer.idle();
+    // Region 1 from memory, region 2 from disk; a get and a scan of each.
+    peer.engine
+        .evict_region(RegionId(2), ime_region::EvictReason::Manual, None);
+    peer.idle();
+    assert!(peer.check(1) && !peer.check(2));
+    // A snapshot from memory that nobody reads is wasted; one that is read is not.
+    drop(peer.snapshot(1));
+    let stats = peer.engine.stats();
+    assert_eq!(stats.wasted_snapshots, 1);
+    let metrics = peer.engine.metrics();
+    let latencies = metrics.0.latencies();
+    for (op, memory) in [
+        (ReadOp::Snapshot, true),
+        (ReadOp::Scan, true),
+        (ReadOp::Get, true),
+    ]
+    .into_iter()
+    .chain([
+        (ReadOp::Snapshot, false),
+        (ReadOp::Scan, false),
+        (ReadOp::Get, false),
+    ]) {
+        assert!(
+            latencies.count(op, memory) > 0,
+            "{op:?} from memory: {memory}"
+        );
+    }
+    assert!(stats.bytes_loaded > 0);
+    assert!(stats.bytes_freed > 0, "region 2's memory was freed");
+    let text = peer.engine.metrics_text();
+    for line in [
+        "ime_read_duration_seconds_bucket{op=\"get\",source=\"memory\",le=",
+        "ime_read_duration_seconds_count{op=\"scan\",source=\"disk\"}",
+        "ime_wasted_snapshots_total 1",
+        "ime_memory_bytes_total{what=\"loaded\"}",
+        "ime_memory_bytes_total{what=\"freed\"}",
+        "ime_safe_point{which=\"oldest\"} 25",
+        "ime_safe_point{which=\"newest\"} 25",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }
 
 #[test]

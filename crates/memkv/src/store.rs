@@ -90,6 +90,18 @@ impl RangeData {
         self.version().cfs[cf.index()].clone()
     }
 
+    /// Bytes charged for the range's layers, every column family.
+    pub(crate) fn charged(&self) -> u64 {
+        Cf::ALL
+            .into_iter()
+            .map(|cf| {
+                let layers = self.layers(cf);
+                let mems: u64 = layers.frozen.iter().map(|m| m.charged()).sum();
+                layers.run.charged() + mems + layers.active.charged()
+            })
+            .sum()
+    }
+
     /// Replaces the version by `change` applied to a copy of its layers; returns what
     /// `change` returns. The caller holds the range's writer lock (`_writer`), which
     /// orders every update.
@@ -277,15 +289,7 @@ impl MemKv {
     /// # Errors
     /// [`MemError::NoSuchRange`].
     pub fn range_memory(&self, id: RangeId) -> Result<u64, MemError> {
-        let range = self.range(id)?;
-        Ok(Cf::ALL
-            .into_iter()
-            .map(|cf| {
-                let layers = range.layers(cf);
-                let mems: u64 = layers.frozen.iter().map(|m| m.charged()).sum();
-                layers.run.charged() + mems + layers.active.charged()
-            })
-            .sum())
+        Ok(self.range(id)?.charged())
     }
 
     /// Whether range `id`'s memtables have grown enough that a compaction should fold
@@ -750,6 +754,11 @@ impl DroppedRange {
     /// The range's id.
     pub fn id(&self) -> RangeId {
         self.0.id
+    }
+
+    /// Bytes the range holds (freed when the handle drops, or with the last snapshot).
+    pub fn memory(&self) -> u64 {
+        self.0.charged()
     }
 }
 

@@ -26,6 +26,17 @@ pub enum OpRef<'a> {
     DeleteRange(Cf, &'a [u8], &'a [u8]),
 }
 
+impl<'a> From<&'a ime_types::BatchOp> for OpRef<'a> {
+    fn from(op: &'a ime_types::BatchOp) -> Self {
+        use ime_types::BatchOp;
+        match op {
+            BatchOp::Put { cf, key, value } => OpRef::Put(*cf, key, value),
+            BatchOp::Delete { cf, key } => OpRef::Delete(*cf, key),
+            BatchOp::DeleteRange { cf, start, end } => OpRef::DeleteRange(*cf, start, end),
+        }
+    }
+}
+
 impl Op {
     /// The same operation, borrowed.
     pub fn as_ref(&self) -> OpRef<'_> {

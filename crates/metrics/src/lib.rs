@@ -3,7 +3,9 @@
 //! [`Metrics`] holds them in a Prometheus registry of their own — cached regions by state,
 //! memory, snapshots by source (memory, or the reason they fell back to disk), evictions
 //! by reason and how long they took, loads, GC collections and their durations, gaps,
-//! Raft events, fences, compactions, cross-check differences — and reads them back as a
+//! Raft events, fences, compactions, cross-check differences, read latencies by source
+//! (sharded by thread: readers never share a counter), wasted snapshots, bytes loaded and
+//! freed, the oldest and newest safe point — and reads them back as a
 //! typed [`Stats`] snapshot: a counter that does not exist does not compile, where one
 //! looked up by name would silently read 0.
 //!
@@ -30,10 +32,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod latency;
 mod metrics;
 mod reads;
 mod stats;
 
+pub use latency::{ReadLatencies, ReadOp};
 pub use metrics::{Metrics, SharedMetrics};
 pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
 pub use stats::{

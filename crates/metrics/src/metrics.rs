@@ -1,16 +1,19 @@
 //! Prometheus metrics: cached regions by state, memory, hits and fallbacks by reason,
 //! evictions by reason and their duration, loads, GC, gaps and events.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ime_controller::Action;
 use ime_observer::EventKind;
 use ime_region::{EvictReason, RegionEpoch, RegionId, RegionInfo, RegionState};
 
-use crate::{CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, Source, Stats};
+use crate::{
+    CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, ReadLatencies, ReadOp, Source,
+    Stats,
+};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The engine's metrics, in their own registry (an embedder can gather it with its own).
@@ -33,6 +36,10 @@ pub struct Metrics {
     compactions: IntCounterVec,
     gc_collections: IntCounterVec,
     fences: IntCounterVec,
+    latencies: ReadLatencies,
+    wasted: IntCounter,
+    bytes: IntCounterVec,
+    safe_points: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -62,7 +69,7 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     clippy::panic,
     reason = "constant metric definitions; every test builds them"
 )]
-fn unreachable_metric(name: &str) -> ! {
+pub(crate) fn unreachable_metric(name: &str) -> ! {
     panic!("invalid metric definition {name}")
 }
 
@@ -85,6 +92,23 @@ impl Metrics {
         let memory = IntGauge::new("ime_memory_bytes", "Bytes the memory store holds.")
             .unwrap_or_else(|_| unreachable_metric("ime_memory_bytes"));
         register(&registry, &memory);
+        let latencies = ReadLatencies::new();
+        register(&registry, &latencies);
+        let wasted = IntCounter::new(
+            "ime_wasted_snapshots_total",
+            "Snapshots served from memory and dropped without a read.",
+        )
+        .unwrap_or_else(|_| unreachable_metric("ime_wasted_snapshots_total"));
+        register(&registry, &wasted);
+        let safe_points = IntGaugeVec::new(
+            Opts::new(
+                "ime_safe_point",
+                "The oldest and the newest safe point of the cached regions (TSO).",
+            ),
+            &["which"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("ime_safe_point"));
+        register(&registry, &safe_points);
         let reads = counter(
             &registry,
             "ime_snapshots_total",
@@ -170,6 +194,15 @@ impl Metrics {
                 "Compactions of memtables grown past their threshold, by result.",
                 &["result"],
             ),
+            bytes: counter(
+                &registry,
+                "ime_memory_bytes_total",
+                "Bytes loaded into memory (loads) and freed (evicted regions deleted).",
+                &["what"],
+            ),
+            latencies,
+            wasted,
+            safe_points,
             registry,
         }
     }
@@ -179,6 +212,40 @@ impl Metrics {
         if let Some(counter) = self.sources.get(source as usize) {
             counter.inc();
         }
+    }
+
+    /// A snapshot served from `source`, taken since `started` (counted and timed).
+    pub fn served_since(&self, source: Source, started: Instant) {
+        self.served(source);
+        let memory = source == Source::Memory;
+        self.latencies.observe(ReadOp::Snapshot, memory, started);
+    }
+
+    /// A read `op` on a snapshot served from memory (`memory`) or disk took since
+    /// `started`.
+    pub fn read_took(&self, op: ReadOp, memory: bool, started: Instant) {
+        self.latencies.observe(op, memory, started);
+    }
+
+    /// The read latencies, for inspection.
+    pub fn latencies(&self) -> &ReadLatencies {
+        &self.latencies
+    }
+
+    /// A snapshot served from memory was dropped without a read: its registration held
+    /// GC back for nothing.
+    pub fn wasted_snapshot(&self) {
+        self.wasted.inc();
+    }
+
+    /// A load copied `bytes` into memory.
+    pub fn bytes_loaded(&self, bytes: u64) {
+        self.bytes.with_label_values(&["loaded"]).inc_by(bytes);
+    }
+
+    /// Deleting an evicted region freed `bytes`.
+    pub fn bytes_freed(&self, bytes: u64) {
+        self.bytes.with_label_values(&["freed"]).inc_by(bytes);
     }
 
     /// A region evicted for `reason`.
@@ -266,6 +333,9 @@ impl Metrics {
                 .iter()
                 .map(|cf| get(&self.differences, cf.name()))
                 .sum(),
+            wasted_snapshots: self.wasted.get(),
+            bytes_loaded: get(&self.bytes, "loaded"),
+            bytes_freed: get(&self.bytes, "freed"),
             ..Stats::default()
         };
         for source in Source::ALL {
@@ -297,6 +367,12 @@ impl Metrics {
             self.regions.with_label_values(&[state.as_str()]).set(count);
         }
         self.memory.set(i64::try_from(memory).unwrap_or(i64::MAX));
+        let safe_points = regions.iter().map(|r| r.safe_point);
+        let (oldest, newest) = (safe_points.clone().min(), safe_points.max());
+        for (which, value) in [("oldest", oldest), ("newest", newest)] {
+            let value = i64::try_from(value.unwrap_or(0)).unwrap_or(i64::MAX);
+            self.safe_points.with_label_values(&[which]).set(value);
+        }
     }
 
     /// The registry every metric is in: an embedder gathers it beside its own, or
@@ -399,6 +475,10 @@ impl Metrics {
             &self.compactions,
             &self.gc_collections,
             &self.fences,
+            &self.latencies,
+            &self.wasted,
+            &self.bytes,
+            &self.safe_points,
         ]
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ime_region::RegionId;
 use ime_types::Cf;
@@ -53,6 +53,7 @@ pub struct MvccWork {
 pub struct WorkTally {
     scanned: AtomicU64,
     returned: AtomicU64,
+    read: AtomicBool,
     region: Option<Arc<ReadCounters>>,
 }
 
@@ -67,11 +68,24 @@ impl WorkTally {
 
     /// A read touched `scanned` versions and returned `returned` keys.
     pub fn add(&self, scanned: u64, returned: u64) {
+        self.touch();
         self.scanned.fetch_add(scanned, Ordering::Relaxed);
         self.returned.fetch_add(returned, Ordering::Relaxed);
         if let Some(region) = &self.region {
             region.scanned(scanned, returned);
         }
+    }
+
+    /// The snapshot was read (a raw get, say, which is no MVCC work).
+    pub fn touch(&self) {
+        if !self.read.load(Ordering::Relaxed) {
+            self.read.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the snapshot was read at all.
+    pub fn was_read(&self) -> bool {
+        self.read.load(Ordering::Relaxed)
     }
 
     /// The work so far.

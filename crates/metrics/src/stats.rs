@@ -201,6 +201,12 @@ pub struct Stats {
     pub collections: Collections,
     /// Fences.
     pub fences: Fences,
+    /// Snapshots served from memory and dropped without a read.
+    pub wasted_snapshots: u64,
+    /// Bytes loads copied into memory.
+    pub bytes_loaded: u64,
+    /// Bytes deleting evicted regions freed.
+    pub bytes_freed: u64,
 }
 
 impl Stats {

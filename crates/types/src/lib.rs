@@ -4,6 +4,8 @@
 //!   the simulator all name them;
 //! - [`KeyRange`]: a half-open range of keys `[start, end)`, possibly unbounded above — a
 //!   region's keys, a memory range's, an iterator's bounds, a range delete's;
+//! - [`BatchOp`]: one operation of a write batch, as the disk takes it and the memory
+//!   store applies it;
 //! - [`RangeId`]: a range of keys the memory store holds, named by its owner (the
 //!   controller allocates them, the engine hands them to the store).
 //!
@@ -102,4 +104,34 @@ mod tests {
         assert_eq!(back, Cf::ALL);
         assert_eq!(serde_json::to_string(&RangeId(7)).expect("serializes"), "7");
     }
+}
+
+/// One operation of a write batch (the disk's, which the memory store applies as is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The column family.
+        cf: Cf,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Deletes `key`.
+    Delete {
+        /// The column family.
+        cf: Cf,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `[start, end)`.
+    DeleteRange {
+        /// The column family.
+        cf: Cf,
+        /// First key deleted.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
 }
