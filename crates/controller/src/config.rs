@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MAX_CAPACITY: u64 = 1 << 50;
 /// The longest interval accepted (GC, policy, cross-check): 30 days.
 const MAX_INTERVAL: Duration = Duration::from_secs(720 * 3600);
+/// The largest `region-split-size` accepted: 1 TiB.
+const MAX_SPLIT_SIZE: u64 = 1 << 40;
+/// TiKV's room for writes while an eviction frees memory: ten seconds at 20 MiB/s.
+const WRITE_HEADROOM: u64 = 10 * (20 << 20);
 /// The longest leader-transfer warm-up accepted: one hour.
 const MAX_WARMUP: Duration = Duration::from_secs(3600);
 /// Keys earlier versions accepted and this one refuses, each with why: a setting that
@@ -57,7 +61,7 @@ impl<F: Fn() -> u64 + Send + Sync> TimestampSource for F {
 ///     gc-run-interval = "30s"
 /// "#).unwrap();
 /// let thresholds = config.thresholds();
-/// assert_eq!(thresholds.evict_threshold, 2 * (1 << 30) / 10 * 9);
+/// assert_eq!(thresholds.evict_threshold, 2 * (1 << 30) - (200 << 20));
 /// assert!(Config::from_toml("capacity = \"0B\"").unwrap_err().to_string().contains("capacity"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,11 +71,18 @@ pub struct Config {
     pub enable: bool,
     /// Memory the cache may hold; a write that would pass it evicts its region instead.
     pub capacity: ByteSize,
-    /// Above this, the policy evicts down to the stop-load threshold. Default: 90% of
-    /// capacity.
+    /// Above this, the policy evicts down to the stop-load threshold; below capacity.
+    /// Default, as TiKV derives it: capacity less the smaller of 10% of it and 200 MiB
+    /// (ten seconds of writes at 20 MiB/s).
     pub evict_threshold: Option<ByteSize>,
-    /// Loads stop at this usage. Default: 80% of capacity.
+    /// Loads stop at this usage. Default, as TiKV derives it: the evict threshold less the
+    /// smaller of 15% of capacity and two split-size regions plus 200 MiB — but never
+    /// below half the evict threshold (an explicit low evict threshold leaves no room
+    /// for TiKV's band).
     pub stop_load_threshold: Option<ByteSize>,
+    /// The store's region split size (TiKV's `coprocessor.region-split-size`): the
+    /// stop-load band keeps room for two such regions. Default 256 MiB, TiKV's.
+    pub region_split_size: ByteSize,
     /// How often cached regions are garbage-collected, and how much history memory keeps:
     /// with a timestamp source, the cache's own safe point is `now - gc-run-interval`
     /// (when above the embedder's GC safe point). Shorter: less memory and faster recent
@@ -93,6 +104,7 @@ impl Default for Config {
             capacity: ByteSize(1 << 30),
             evict_threshold: None,
             stop_load_threshold: None,
+            region_split_size: ByteSize(256 << 20),
             gc_run_interval: ReadableDuration(Duration::from_secs(180)),
             load_evict_interval: ReadableDuration(Duration::from_secs(300)),
             cross_check_interval: ReadableDuration(Duration::ZERO),
@@ -173,9 +185,13 @@ impl Config {
                 &self.capacity,
             );
         }
-        if t.evict_threshold > t.capacity {
+        if !(1..=MAX_SPLIT_SIZE).contains(&self.region_split_size.0) {
+            let rule = "must be above zero and at most 1TiB";
+            return invalid("region-split-size", rule, &self.region_split_size);
+        }
+        if t.evict_threshold >= t.capacity {
             let value = ByteSize(t.evict_threshold);
-            return invalid("evict-threshold", "must not be above capacity", &value);
+            return invalid("evict-threshold", "must be below capacity", &value);
         }
         if t.stop_load_threshold > t.evict_threshold {
             let value = ByteSize(t.stop_load_threshold);
@@ -258,18 +274,33 @@ impl Config {
         embedder.max(now.map_or(0, |now| self.own_safe_point(now)))
     }
 
-    /// The memory thresholds: the configured ones, or TiKV's derivation from capacity
-    /// (evict at 90%, stop loading at 80%).
+    /// The memory thresholds: the configured ones, or TiKV's derivation (its
+    /// `InMemoryEngineConfig::validate`): evict at capacity less min(10% of capacity,
+    /// 200 MiB); stop loading at the evict threshold less min(15% of capacity, two
+    /// split-size regions plus 200 MiB), and at no less than half the evict threshold.
+    ///
+    /// ```
+    /// use ime_controller::Config;
+    ///
+    /// let gib = 1u64 << 30;
+    /// let small = Config::from_toml("capacity = \"1GiB\"").unwrap().thresholds();
+    /// assert_eq!(small.evict_threshold, gib - gib / 10);
+    /// assert_eq!(small.stop_load_threshold, gib - gib / 10 - gib * 15 / 100);
+    /// let large = Config::from_toml("capacity = \"16GiB\"").unwrap().thresholds();
+    /// assert_eq!(large.evict_threshold, 16 * gib - (200 << 20));
+    /// assert_eq!(large.stop_load_threshold, large.evict_threshold - (712 << 20));
+    /// ```
     pub fn thresholds(&self) -> Thresholds {
-        let derived = Thresholds::from_capacity(self.capacity.0);
+        let capacity = self.capacity.0;
         let evict = self
             .evict_threshold
-            .map_or(derived.evict_threshold, |b| b.0);
+            .map_or(capacity - (capacity / 10).min(WRITE_HEADROOM), |b| b.0);
+        let band = (capacity * 15 / 100).min(2 * self.region_split_size.0 + WRITE_HEADROOM);
         let stop = self
             .stop_load_threshold
-            .map_or(evict.min(derived.stop_load_threshold), |b| b.0);
+            .map_or(evict.saturating_sub(band).max(evict / 2), |b| b.0);
         Thresholds {
-            capacity: self.capacity.0,
+            capacity,
             evict_threshold: evict,
             stop_load_threshold: stop,
         }
@@ -437,9 +468,10 @@ mod tests {
         assert!(text.contains("gc-run-interval = \"3m\""), "{text}");
         assert_eq!(Config::from_toml(&text).unwrap(), config);
         let t = config.thresholds();
+        let gib = 1u64 << 30;
         assert_eq!(
             (t.evict_threshold, t.stop_load_threshold),
-            ((1 << 30) / 10 * 9, (1 << 30) / 10 * 8)
+            (gib - gib / 10, gib - gib / 10 - gib * 15 / 100)
         );
     }
 
@@ -451,6 +483,12 @@ mod tests {
                 "capacity = \"1GiB\"\nevict-threshold = \"2GiB\"",
                 "evict-threshold",
             ),
+            (
+                "capacity = \"1GiB\"\nevict-threshold = \"1GiB\"",
+                "evict-threshold",
+            ),
+            ("region-split-size = 0", "region-split-size"),
+            ("region-split-size = \"2TiB\"", "region-split-size"),
             (
                 "evict-threshold = \"100MiB\"\nstop-load-threshold = \"200MiB\"",
                 "stop-load-threshold",
@@ -490,13 +528,26 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_evict_threshold_lowers_the_derived_stop_load() {
-        let config =
-            Config::from_toml("capacity = \"1GiB\"\nevict-threshold = \"100MiB\"").unwrap();
-        let t = config.thresholds();
+    fn the_derived_stop_load_follows_the_evict_threshold_and_the_split_size() {
+        let mib = 1u64 << 20;
+        let stop = |text: &str| {
+            Config::from_toml(text)
+                .unwrap()
+                .thresholds()
+                .stop_load_threshold
+        };
+        // TiKV's band below an explicit evict threshold: 15% of capacity (153.6 MiB).
+        let explicit = "capacity = \"1GiB\"\nevict-threshold = \"800MiB\"";
+        assert_eq!(stop(explicit), 800 * mib - (1024 * mib * 15 / 100));
+        // An evict threshold too low for the band: half of it, never zero.
+        let low = "capacity = \"1GiB\"\nevict-threshold = \"100MiB\"";
+        assert_eq!(stop(low), 50 * mib);
+        // A large cache: two regions of the split size plus 200 MiB.
+        let large = "capacity = \"16GiB\"\nregion-split-size = \"96MiB\"";
+        let t = Config::from_toml(large).unwrap().thresholds();
         assert_eq!(
-            (t.evict_threshold, t.stop_load_threshold),
-            (100 << 20, 100 << 20)
+            t.evict_threshold - t.stop_load_threshold,
+            2 * 96 * mib + 200 * mib
         );
     }
 

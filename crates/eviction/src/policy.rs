@@ -98,7 +98,10 @@ impl Thresholds {
         }
     }
 
-    /// TiKV's derivation: evict at 90% of capacity, stop loading at 80%.
+    /// Fixed fractions for trace replays: evict at 90% of capacity, stop loading at 80%
+    /// (the engine's configuration derives TiKV's thresholds instead,
+    /// `ime_controller::Config::thresholds`; for caches below 2 GiB they differ only in
+    /// stop-load, 75% there).
     pub fn from_capacity(capacity: u64) -> Self {
         Thresholds {
             capacity,
