@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's one entry point for what CI runs.
 //!
 //! ```text
-//! cargo xtask ci [--fast]      fmt check, clippy (warnings denied), tests, docs (warnings
-//!                              denied); the tidy checks run as tests of this crate
+//! cargo xtask ci [--fast]      fmt check, clippy (warnings denied), tests, each crate's
+//!                              example, docs (warnings denied); the tidy checks run as
+//!                              tests of this crate
 //! cargo xtask bench [SUITE..]  criterion suites, then each figure as a ratio against its
 //!                              baseline measured in the same run
 //! cargo xtask sim [ARGS..]     the simulator (a Raft cluster driving IME), release build
@@ -21,7 +22,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--fast]         what CI runs: fmt check, clippy -D warnings, all tests, docs -D warnings
+  ci [--fast]         what CI runs: fmt check, clippy -D warnings, all tests, each library
+                      crate's example, docs -D warnings
                       (--fast skips clippy and the doc build)
   bench [SUITE...]    run the criterion suites (all, or those named: disk, memkv,
                       observer, policy) and print
@@ -170,6 +172,7 @@ fn ci(fast: bool) -> Result<()> {
         )?;
     }
     cargo(&["test", "--workspace", "--locked"], &[])?;
+    run_examples(&target_dir())?;
     if !fast {
         cargo(
             &["doc", "--workspace", "--no-deps", "--locked"],
@@ -178,6 +181,44 @@ fn ci(fast: bool) -> Result<()> {
     }
     rocksdb_built_once(&target_dir(), started)?;
     println!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// Each library crate's runnable example, as (crate directory, package, example): its
+/// README opens with the example's source (a tidy test checks it), and `ci` runs it.
+pub(crate) const EXAMPLES: &[(&str, &str, &str)] = &[
+    ("crates/memkv", "ime-memkv", "standalone"),
+    ("crates/region", "ime-region", "lifecycle"),
+    ("crates/observer", "ime-observer", "bus_and_journal"),
+    ("crates/eviction", "ime-eviction", "replay_trace"),
+    ("crates/disk", "ime-disk", "over_rocksdb"),
+    ("crates/engine", "ime-engine", "apply_loop"),
+];
+
+/// Runs every example in [`EXAMPLES`], as `cargo test` built them (so nothing is built
+/// again with other features), printing how long each took.
+fn run_examples(target: &std::path::Path) -> Result<()> {
+    let dir = target.join("debug").join("examples");
+    for (_, package, name) in EXAMPLES {
+        let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let started = std::time::Instant::now();
+        let output = Command::new(&binary)
+            .current_dir(tidy::workspace_root())
+            .output()
+            .with_context(|| format!("could not run example {package}/{name} ({binary:?})"))?;
+        if !output.status.success() {
+            bail!(
+                "example {package}/{name} failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        println!(
+            "xtask: example {package}/{name} ran in {:.2?}",
+            started.elapsed()
+        );
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - every `.rs` file starts with a `//!` module doc;
 //! - every package inherits the workspace lints;
+//! - each library crate's README opens with its runnable example, verbatim;
 //! - no crate depends on a crate above it (read from `cargo metadata`);
 //! - `ime-region` and `ime-controller` stay pure: no threads, clocks, locks or I/O, in
 //!   their dependencies or their source;
@@ -216,6 +217,34 @@ mod tests {
             missing.is_empty(),
             "files without a `//!` module doc: {missing:#?}"
         );
+    }
+
+    /// Each library crate's README opens with its example, exactly as the example file
+    /// runs in CI: the README's first `rust` block is the file, and nothing but a title
+    /// and prose comes before it.
+    #[test]
+    fn every_readme_opens_with_its_example() {
+        for (dir, package, name) in crate::EXAMPLES {
+            let dir = workspace_root().join(dir);
+            let readme = std::fs::read_to_string(dir.join("README.md"))
+                .unwrap_or_else(|e| panic!("{package}: README.md unreadable: {e}"));
+            let example = std::fs::read_to_string(dir.join("examples").join(format!("{name}.rs")))
+                .unwrap_or_else(|e| panic!("{package}: example {name} unreadable: {e}"));
+            let (before, block) = readme
+                .split_once("```rust\n")
+                .unwrap_or_else(|| panic!("{package}: README.md has no ```rust block"));
+            assert!(
+                !before.contains("```"),
+                "{package}: README.md shows another code block before its example"
+            );
+            let block = block.split("```").next().unwrap_or_default();
+            assert_eq!(
+                block, example,
+                "{package}: README.md's first rust block differs from examples/{name}.rs"
+            );
+            let run = format!("cargo run -p {package} --example {name}");
+            assert!(readme.contains(&run), "{package}: README.md lacks `{run}`");
+        }
     }
 
     #[test]

@@ -200,6 +200,17 @@ pub struct SnapshotIter {
 /// The plain cursor's "not on an entry".
 const NOWHERE: usize = usize::MAX;
 
+/// The MVCC reads of [`crate::mvcc`] step through a snapshot's iterator directly.
+impl crate::mvcc::Cursor for SnapshotIter {
+    fn next(&mut self) {
+        SnapshotIter::next(self);
+    }
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        SnapshotIter::entry(self)
+    }
+}
+
 impl SnapshotIter {
     fn new(layers: &CfLayers, bounds: &KeyRange, seq: u64) -> Result<Self, MemError> {
         let run = &layers.run;

@@ -60,8 +60,10 @@ impl fmt::Display for Gap {
             }
             GapKind::Index { cached, seen } => write!(
                 f,
-                "IndexGap on region {}: cached applied index {cached}, seen {seen}",
-                self.eviction.region
+                "IndexGap on region {}: an applied-index report was missed (cached applied \
+                 index {cached}, next expected {}, seen {seen})",
+                self.eviction.region,
+                cached.saturating_add(1)
             ),
         }
     }
