@@ -27,7 +27,7 @@ pub struct Score {
     pub scanned_hit: u64,
     /// MVCC versions scanned by every read.
     pub scanned_total: u64,
-    /// Loads decided.
+    /// Loads decided, plus warm-ups when leadership comes back.
     pub loads: u64,
     /// Evictions decided (all reasons) plus those forced by leadership moves.
     pub evictions: u64,
@@ -115,6 +115,92 @@ impl Cache {
     }
 }
 
+fn pinned_indexes(trace: &Trace, pinned: &[RegionId]) -> Vec<bool> {
+    trace
+        .regions
+        .iter()
+        .map(|r| pinned.contains(&r.id))
+        .collect()
+}
+
+/// Steps a store idle before the store leading a region drops it from its cache, in the
+/// replay's model of that store: a region it holds stays warm while it is read.
+const REMOTE_COOLING_STEPS: u32 = 1;
+
+/// What the engine does, outside the policy, as leadership moves (TiKV's rules): a region
+/// this store stops leading is evicted (`BecomeFollower`), and the store that takes it
+/// over warms it up only when this store had it cached; a region that comes back is
+/// warmed up here, before its first read, when the store it comes from had it cached —
+/// which the replay models: that store warmed it up on arrival (if this one had it) and
+/// keeps it while it is read, dropping it after [`REMOTE_COOLING_STEPS`] steps unread.
+/// A warm-up is refused, as the engine refuses any load, when memory is already at the
+/// stop-load threshold.
+struct Leadership {
+    following: Vec<bool>,
+    /// Steps unread at the other leader, or `None` when it does not hold the region.
+    remote_idle: Vec<Option<u32>>,
+    pinned: Vec<bool>,
+}
+
+impl Leadership {
+    fn new(regions: usize, pinned: Vec<bool>) -> Self {
+        Leadership {
+            following: vec![false; regions],
+            remote_idle: vec![None; regions],
+            pinned,
+        }
+    }
+
+    fn step(
+        &mut self,
+        step: &crate::TraceStep,
+        now: u64,
+        cache: &mut Cache,
+        thresholds: Thresholds,
+        score: &mut Score,
+    ) {
+        let mut following = vec![false; self.following.len()];
+        for &i in &step.followers {
+            following[i] = true;
+        }
+        for (i, &follows) in following.iter().enumerate() {
+            match (self.following[i], follows) {
+                (false, true) => {
+                    let cached = cache.loaded_at.contains_key(&i);
+                    self.remote_idle[i] = cached.then_some(0);
+                    if cached && !self.pinned[i] {
+                        cache.loaded_at.remove(&i);
+                        score.evictions += 1;
+                    }
+                }
+                (true, false) => {
+                    let warm = self.remote_idle[i].take().is_some();
+                    let size = cache.sizes[i];
+                    if warm
+                        && !cache.loaded_at.contains_key(&i)
+                        && cache.used() < thresholds.stop_load_threshold
+                    {
+                        cache.loaded_at.insert(i, now);
+                        score.loads += 1;
+                        score.load_work += size / crate::BYTES_PER_VERSION;
+                    }
+                }
+                (true, true) | (false, false) => {}
+            }
+            if follows {
+                if step.remote_reads.contains(&i) {
+                    self.remote_idle[i] = self.remote_idle[i].map(|_| 0);
+                } else {
+                    self.remote_idle[i] = self.remote_idle[i]
+                        .map(|idle| idle + 1)
+                        .filter(|idle| *idle < REMOTE_COOLING_STEPS);
+                }
+            }
+        }
+        self.following = following;
+    }
+}
+
 /// Replays `trace` through `policy` with `thresholds`, checking every decision. A
 /// `min_residence` (seconds) is what flaps are counted against.
 ///
@@ -138,19 +224,13 @@ pub fn replay(
         .map(|(i, r)| (r.id, i))
         .collect();
     let mut score = Score::new(policy.name().to_owned(), trace);
+    let mut leaders = Leadership::new(trace.regions.len(), pinned_indexes(trace, pinned));
     for (round, step) in trace.steps.iter().enumerate() {
         let now = round as u64 * trace.step_seconds;
         for (region, size) in &step.resized {
             cache.sizes[*region] = *size;
         }
-        // The engine evicts a region this store stops leading (BecomeFollower).
-        for follower in &step.followers {
-            if cache.loaded_at.remove(follower).is_some()
-                && !pinned.contains(&trace.regions[*follower].id)
-            {
-                score.evictions += 1;
-            }
-        }
+        leaders.step(step, now, &mut cache, thresholds, &mut score);
         let mut stats: Vec<RegionStats> = trace
             .regions
             .iter()
@@ -281,7 +361,9 @@ pub fn check_decision(
 /// Belady's "evict what is needed furthest away", at region granularity, weighted by size
 /// and charged for loads like the online policies. It keeps no minimum residence and
 /// loads a region in time for its first read, so it is an optimistic reference, not a
-/// schedule an online policy could follow.
+/// schedule an online policy could follow. It keeps the one rule no policy can bend: a
+/// region this store does not lead is not cached here (the engine evicts it when
+/// leadership leaves).
 pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) -> Score {
     let n = trace.regions.len();
     let mut score = Score::new("offline".to_owned(), trace);
@@ -314,7 +396,11 @@ pub fn offline_reference(trace: &Trace, thresholds: Thresholds, horizon: usize) 
             };
             future[i] as f64 - load as f64
         };
-        let mut order: Vec<usize> = (0..n).filter(|i| net(*i) > 0.0).collect();
+        // A region this store does not lead cannot be cached (the engine evicts it when
+        // leadership leaves, whatever the policy): the reference keeps that rule too.
+        let mut order: Vec<usize> = (0..n)
+            .filter(|i| net(*i) > 0.0 && !step.followers.contains(i))
+            .collect();
         order.sort_by(|a, b| (net(*b) / sizes[*b] as f64).total_cmp(&(net(*a) / sizes[*a] as f64)));
         let mut next = vec![false; n];
         let mut used = 0;

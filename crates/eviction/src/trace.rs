@@ -34,6 +34,10 @@ pub struct TraceStep {
     pub followers: Vec<usize>,
     /// Regions whose size changed (index, new size), for write-heavy phases.
     pub resized: Vec<(usize, u64)>,
+    /// Regions this store follows that were read during the step through the store
+    /// leading them (what keeps them warm in that store's cache).
+    #[serde(default)]
+    pub remote_reads: Vec<usize>,
 }
 
 /// A workload: regions, then steps of `step_seconds` each. Serializable (JSON) so that a
@@ -67,7 +71,8 @@ pub enum TraceKind {
     /// once, never again (cache pollution bait).
     ScanStorm,
     /// The drifting zipf load while leadership moves: a region this store stops leading
-    /// gets no reads here until it comes back.
+    /// gets no reads here until it comes back (they go to its leader:
+    /// [`TraceStep::remote_reads`]).
     LeaderMoves,
     /// Normal load, then a write-heavy phase: some regions grow and their MVCC
     /// amplification climbs as versions pile up.
@@ -196,7 +201,11 @@ pub fn generate(kind: TraceKind, seed: u64, shape: TraceShape) -> Trace {
             counts[order[rank]] += 1;
         }
         for (region, reads) in counts.into_iter().enumerate() {
-            if reads == 0 || followers[region] {
+            if reads == 0 {
+                continue;
+            }
+            if followers[region] {
+                current.remote_reads.push(region);
                 continue;
             }
             let returned = reads * 10;
