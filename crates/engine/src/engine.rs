@@ -2,7 +2,7 @@
 //! path, and the calls an embedder makes (loads, pins, safe point, configuration).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,7 @@ impl<D: DiskEngine> Engine<D> {
         if !touched.is_empty() {
             self.write_memory(&ops, &batch.ops, touched, outcome, fx);
         }
+        core.stripes.changed(); // both sides in place, before the stripes are let go
         Ok(())
     }
 
@@ -325,12 +326,7 @@ impl<D: DiskEngine> Engine<D> {
     /// disk keeps the rest, and reads older than it go to disk (`TooOldRead`). No region's
     /// safe point passes a live snapshot over it or goes back.
     pub fn set_timestamp_source(&self, source: impl TimestampSource + 'static) {
-        let mut clock = self
-            .core
-            .timestamps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *clock = Some(Arc::new(source));
+        *crate::shared::lock(&self.core.timestamps) = Some(Arc::new(source));
     }
 
     /// The approximate size of `region` (bytes of its keys and values, as TiKV's split
@@ -487,6 +483,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             core.decide(|ctl, env, _| ctl.on_tick(env));
+            core.stripes.forget(); // a kept disk snapshot pins old versions: 100 ms at most
             core.refresh_gauges();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {

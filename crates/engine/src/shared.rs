@@ -159,6 +159,11 @@ pub(crate) struct InFlight {
     idle: Condvar,
 }
 
+/// `mutex`, locked; a holder's panic does not make it unusable (as for every lock here).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl InFlight {
     pub(crate) fn add(&self, n: usize) {
         *self.count.lock().unwrap_or_else(PoisonError::into_inner) += n;
@@ -302,11 +307,11 @@ impl<D: DiskEngine> Core<D> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A disk snapshot and a memory sequence that agree for `region`'s stripe.
-    pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
-        self.stripes.view(region.0, || {
-            (self.disk.snapshot(), self.mem.last_sequence())
-        })
+    /// A disk snapshot and a memory sequence that agree for `region`'s stripe: the kept
+    /// one if `reuse` and nothing changed since (see `ime_stripes`).
+    pub(crate) fn view(&self, region: RegionId, reuse: bool) -> View<D::Snapshot> {
+        let fresh = || (self.disk.snapshot(), self.mem.last_sequence());
+        self.stripes.view(region.0, reuse, fresh)
     }
 
     pub(crate) fn config(&self) -> Config {
@@ -322,11 +327,7 @@ impl<D: DiskEngine> Core<D> {
     /// The safe point GC moves regions towards: the embedder's, or the cache's own when
     /// there is a clock and it is higher ([`Config::gc_target`]).
     pub(crate) fn gc_target(&self) -> u64 {
-        let clock = self
-            .timestamps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let clock = lock(&self.timestamps).clone();
         let now = clock.map(|c| c.now());
         let embedder = self.safe_point.load(std::sync::atomic::Ordering::Acquire);
         self.config().gc_target(embedder, now)
@@ -463,10 +464,7 @@ impl<D: DiskEngine> Core<D> {
                     self.run_inline(unsent.into_inner());
                 }
             }
-            Runner::Manual(queue) => queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_back(task),
+            Runner::Manual(queue) => lock(queue).push_back(task),
         }
     }
 
@@ -479,7 +477,7 @@ impl<D: DiskEngine> Core<D> {
     pub(crate) fn pending(&self) -> usize {
         match &self.runner {
             Runner::Threads { .. } => 0,
-            Runner::Manual(queue) => queue.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            Runner::Manual(queue) => lock(queue).len(),
         }
     }
 
@@ -547,11 +545,7 @@ impl<D: DiskEngine> Core<D> {
     pub(crate) fn compact_if_grown(&self, ranges: &[RangeId], fx: &mut Effects) {
         for range in ranges {
             if self.mem.wants_compaction(*range).unwrap_or(false)
-                && self
-                    .compacting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(*range)
+                && lock(&self.compacting).insert(*range)
             {
                 fx.tasks.push(Task::Compact(*range));
             }
@@ -569,10 +563,7 @@ impl<D: DiskEngine> Core<D> {
                 tracing::warn!(range = range.0, %err, "memtable compaction failed");
             }
         }
-        self.compacting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&range);
+        lock(&self.compacting).remove(&range);
     }
 
     /// The deleter's step: frees the memory, then removes the region and fires its
