@@ -166,11 +166,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl InFlight {
     pub(crate) fn add(&self, n: usize) {
-        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += n;
+        *lock(&self.count) += n;
     }
 
     pub(crate) fn done(&self) {
-        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut count = lock(&self.count);
         *count = count.saturating_sub(1);
         if *count == 0 {
             self.idle.notify_all();
@@ -179,7 +179,7 @@ impl InFlight {
 
     /// Waits until no task is in flight, or `timeout` passes; true when idle.
     pub(crate) fn wait_idle(&self, timeout: std::time::Duration) -> bool {
-        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = lock(&self.count);
         let (count, _) = self
             .idle
             .wait_timeout_while(count, timeout, |c| *c > 0)
@@ -488,7 +488,7 @@ impl<D: DiskEngine> Core<D> {
             return None;
         };
         let task = {
-            let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = lock(queue);
             if queue.is_empty() {
                 return None;
             }

@@ -199,10 +199,7 @@ impl<S> Stripes<S> {
             // A write is in flight, or began since: it parked its state before making the
             // version odd, and lets it go only after making it even again.
             if let Some(parked) = stripe.before.load_full() {
-                return View {
-                    disk: Arc::clone(&parked.disk),
-                    memory: parked.memory,
-                };
+                return View::clone(&parked);
             }
             // That write ended meanwhile: look again (never waiting on a writer's lock,
             // which may be waiting on the caller's).
