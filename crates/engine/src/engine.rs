@@ -195,7 +195,6 @@ impl<D: DiskEngine> Engine<D> {
         if !touched.is_empty() {
             self.write_memory(&ops, &batch.ops, touched, outcome, fx);
         }
-        core.stripes.changed(); // both sides in place, before the stripes are let go
         Ok(())
     }
 
@@ -483,7 +482,6 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             core.decide(|ctl, env, _| ctl.on_tick(env));
-            core.stripes.forget(); // a kept disk snapshot pins old versions: 100 ms at most
             core.refresh_gauges();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {

@@ -68,9 +68,9 @@ impl<D: DiskEngine> Engine<D> {
     /// (`EpochGap` / `IndexGap`).
     pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
         let (core, started) = (&self.core, Instant::now());
-        // The view outside the lock (kept, or fresh: a disk snapshot); a load or compaction
-        // that ended since refuses it a memory snapshot, and a fresh one is taken.
-        let mut view = core.view(region, true);
+        // The view outside the lock (its disk snapshot is the slow part); a load that ended
+        // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
+        let mut view = core.view(region);
         // Shared: the snapshot registers on its region's own record. A region without
         // read counters yet, or a request that reveals a gap, takes the lock alone.
         let at = (region, request.epoch_version);
@@ -127,7 +127,7 @@ impl<D: DiskEngine> Engine<D> {
             Err(fallback) => return (None, Some(fallback), range()),
         };
         let snapshot = core.mem.snapshot(memory_range, view.memory).or_else(|_| {
-            *view = core.view(region, false);
+            *view = core.view(region);
             core.mem.snapshot(memory_range, view.memory)
         });
         match snapshot {

@@ -307,11 +307,10 @@ impl<D: DiskEngine> Core<D> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A disk snapshot and a memory sequence that agree for `region`'s stripe: the kept
-    /// one if `reuse` and nothing changed since (see `ime_stripes`).
-    pub(crate) fn view(&self, region: RegionId, reuse: bool) -> View<D::Snapshot> {
+    /// A disk snapshot and a memory sequence that agree for `region`'s stripe.
+    pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
         let fresh = || (self.disk.snapshot(), self.mem.last_sequence());
-        self.stripes.view(region.0, reuse, fresh)
+        self.stripes.view(region.0, fresh)
     }
 
     pub(crate) fn config(&self) -> Config {

@@ -11,17 +11,6 @@
 //! otherwise it takes the parked state, which holds every write of the stripe that had
 //! finished when that write began, and nothing of the write in flight.
 //!
-//! Taking a fresh state costs (IME: a RocksDB snapshot, which takes the database's
-//! mutex), so the last fresh state is kept and handed to readers while nothing has
-//! changed since it was taken: every change to the first store is announced with
-//! [`Stripes::changed`] once it is in place, and a kept state taken before the latest
-//! announcement is never handed out. A reader that begins after a change returned thus
-//! reads it, as with a fresh state; [`Stripes::forget`] lets the kept state go (it pins
-//! the store's old versions). The kept state serves every stripe, so it may have been
-//! taken while a write of another stripe was between its two stores; that write
-//! announces its change only once both hold it, before its stripes turn even again, so
-//! a reader of its stripe never gets a state taken before that announcement.
-//!
 //! ```
 //! use ime_stripes::{Stripes, View};
 //! use std::sync::Arc;
@@ -31,10 +20,10 @@
 //! let mut write = stripes.begin_write([7].into_iter());
 //! write.publish(View { disk: Arc::new(0), memory: 0 });
 //! // Mid-write (disk already 1, memory still 0), a reader gets the parked state.
-//! let view = stripes.view(7, true, || (1, 0));
+//! let view = stripes.view(7, || (1, 0));
 //! assert_eq!((*view.disk, view.memory), (0, 0));
 //! drop(write);
-//! let view = stripes.view(7, true, || (1, 1));
+//! let view = stripes.view(7, || (1, 1));
 //! assert_eq!((*view.disk, view.memory), (1, 1));
 //! ```
 
@@ -66,28 +55,9 @@ struct Stripe<S> {
     before: ArcSwapOption<View<S>>,
 }
 
-impl<S> Clone for View<S> {
-    fn clone(&self) -> Self {
-        View {
-            disk: Arc::clone(&self.disk),
-            memory: self.memory,
-        }
-    }
-}
-
-/// A fresh state kept for readers, and the count of changes it holds.
-struct Kept<S> {
-    changes: u64,
-    view: View<S>,
-}
-
 /// The stripes of one pair of stores.
 pub struct Stripes<S> {
     stripes: Vec<Stripe<S>>,
-    /// Changes to the first store announced so far ([`Stripes::changed`]).
-    changes: AtomicU64,
-    /// The last fresh state, while no change has been announced since it was taken.
-    kept: ArcSwapOption<Kept<S>>,
 }
 
 /// A write holding its stripes; dropping it ends the write.
@@ -114,24 +84,7 @@ impl<S> Stripes<S> {
                     before: ArcSwapOption::empty(),
                 })
                 .collect(),
-            changes: AtomicU64::new(0),
-            kept: ArcSwapOption::empty(),
         }
-    }
-
-    /// A change is in place: states taken before it are no longer handed out. For a
-    /// write that parked a state, call it once both stores hold the write, before its
-    /// guard drops; for a change to the first store alone (a write to keys the second
-    /// does not hold, an ingest), once it is in place. Either way, before the call that
-    /// made the change returns.
-    pub fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Lets the kept state go (it holds the first store's snapshot, and with it the
-    /// versions that snapshot sees); the next reader takes a fresh one.
-    pub fn forget(&self) {
-        self.kept.store(None);
     }
 
     fn index(key: u64) -> usize {
@@ -158,48 +111,30 @@ impl<S> Stripes<S> {
         }
     }
 
-    /// A state both stores agree on for `key`: the kept state when `reuse` allows it and
-    /// no change was announced since it was taken, else `fresh()` (the first store's
-    /// snapshot and the second's latest sequence) — kept for the next readers — when no
-    /// write of its stripe overlapped either; else the state the write in flight parked.
-    /// Pass `reuse = false` when the second store refused the kept state (it moved on in a
-    /// way that announces no change, such as a compaction). Takes no lock: a reader may
-    /// hold locks a writer needs.
-    pub fn view(&self, key: u64, reuse: bool, fresh: impl Fn() -> (S, u64)) -> View<S> {
+    /// A state both stores agree on for `key`: `fresh()` (the first store's snapshot and
+    /// the second's latest sequence) when no write of its stripe overlapped taking it,
+    /// else the state the write in flight parked. Takes no lock: a reader may hold locks
+    /// a writer needs.
+    pub fn view(&self, key: u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
         loop {
             let version = stripe.version.load(Ordering::SeqCst);
             if version.is_multiple_of(2) {
-                let changes = self.changes.load(Ordering::SeqCst);
-                let kept = self.kept.load();
-                let kept = kept
-                    .as_ref()
-                    .filter(|kept| reuse && kept.changes == changes)
-                    .map(|kept| kept.view.clone());
-                let view = match kept {
-                    Some(view) => view,
-                    None => {
-                        let (disk, memory) = fresh();
-                        let disk = Arc::new(disk);
-                        let view = View { disk, memory };
-                        if self.changes.load(Ordering::SeqCst) == changes {
-                            let view = view.clone();
-                            self.kept.store(Some(Arc::new(Kept { changes, view })));
-                        }
-                        view
-                    }
-                };
-                // Fresh or kept, the state counts only if no write of the stripe began
-                // meanwhile: a kept state may have been taken during one (by a reader of
-                // another stripe), which this version check is the one to catch.
+                let (disk, memory) = fresh();
                 if stripe.version.load(Ordering::SeqCst) == version {
-                    return view;
+                    return View {
+                        disk: Arc::new(disk),
+                        memory,
+                    };
                 }
             }
             // A write is in flight, or began since: it parked its state before making the
             // version odd, and lets it go only after making it even again.
             if let Some(parked) = stripe.before.load_full() {
-                return View::clone(&parked);
+                return View {
+                    disk: Arc::clone(&parked.disk),
+                    memory: parked.memory,
+                };
             }
             // That write ended meanwhile: look again (never waiting on a writer's lock,
             // which may be waiting on the caller's).
@@ -239,50 +174,39 @@ mod tests {
 
     use std::sync::atomic::AtomicBool;
 
-    /// Two keys, each with a counter on disk and one in memory that a writer moves
-    /// together (disk first); a reader must always see them equal for its key. The
-    /// memory's "sequence" is both memory counters in one word (key `k` in bits
-    /// `32k..32k+32`), as IME's memory sequence is one for the whole store.
+    /// Two counters that a writer moves together (first one, then the other) and a reader
+    /// must always see equal for its key.
     struct Stores {
         disk: [AtomicU64; 2],
-        memory: AtomicU64,
-        /// Writes ended (their guard dropped), by key.
-        done: [AtomicU64; 2],
-    }
-
-    fn memory_of(sequence: u64, key: usize) -> u64 {
-        (sequence >> (32 * key)) & 0xFFFF_FFFF
+        memory: [AtomicU64; 2],
     }
 
     #[test]
     fn readers_always_see_both_stores_in_step() {
-        const WRITES: u64 = 20_000;
         let stores = Stores {
             disk: [AtomicU64::new(0), AtomicU64::new(0)],
-            memory: AtomicU64::new(0),
-            done: [AtomicU64::new(0), AtomicU64::new(0)],
+            memory: [AtomicU64::new(0), AtomicU64::new(0)],
         };
+        // The "snapshot" of the disk: its two counters; the memory's "sequence": the
+        // counter of the key read (a reader reads one key).
         let stripes: Stripes<[u64; 2]> = Stripes::new();
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             for key in 0..2u64 {
                 let (stores, stripes) = (&stores, &stripes);
                 s.spawn(move || {
-                    for _ in 0..WRITES {
+                    for _ in 0..20_000 {
                         let k = key as usize;
                         let mut write = stripes.begin_write([key].into_iter());
                         let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
-                        let memory = stores.memory.load(Ordering::SeqCst);
+                        let memory = stores.memory[k].load(Ordering::SeqCst);
                         write.publish(View {
                             disk: Arc::new(disk),
                             memory,
                         });
                         stores.disk[k].fetch_add(1, Ordering::SeqCst);
                         std::hint::spin_loop();
-                        stores.memory.fetch_add(1 << (32 * k), Ordering::SeqCst);
-                        stripes.changed();
-                        drop(write);
-                        stores.done[k].fetch_add(1, Ordering::SeqCst);
+                        stores.memory[k].fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
@@ -291,79 +215,24 @@ mod tests {
                 while !done.load(Ordering::Acquire) || reads < 1000 {
                     let key = reads % 2;
                     let k = key as usize;
-                    // Writes that ended before the view is asked for must be in it,
-                    // whether it is kept or fresh.
-                    let ended = stores.done[k].load(Ordering::SeqCst);
-                    let view = stripes.view(key, !reads.is_multiple_of(7), || {
+                    let view = stripes.view(key, || {
                         let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
-                        (disk, stores.memory.load(Ordering::SeqCst))
+                        (disk, stores.memory[k].load(Ordering::SeqCst))
                     });
-                    let memory = memory_of(view.memory, k);
-                    assert_eq!(view.disk[k], memory, "key {key} out of step");
-                    assert!(memory >= ended, "key {key}: a kept state missed a write");
+                    assert_eq!(view.disk[k], view.memory, "key {key} out of step");
                     reads += 1;
                 }
             });
             // The writers end on their own; then the reader.
             while stores
-                .done
+                .memory
                 .iter()
-                .any(|d| d.load(Ordering::SeqCst) < WRITES)
+                .any(|m| m.load(Ordering::SeqCst) < 20_000)
             {
                 std::thread::yield_now();
             }
             done.store(true, Ordering::Release);
         });
-    }
-
-    #[test]
-    fn a_kept_state_serves_until_a_change_is_announced() {
-        let stripes: Stripes<u64> = Stripes::new();
-        let taken = std::cell::Cell::new(0);
-        let fresh = |disk: u64| {
-            let taken = &taken;
-            move || {
-                taken.set(taken.get() + 1);
-                (disk, disk)
-            }
-        };
-        let first = stripes.view(1, true, fresh(1));
-        // Kept for every key, whatever its stripe: no second fresh state.
-        let again = stripes.view(2, true, fresh(9));
-        assert!(Arc::ptr_eq(&first.disk, &again.disk));
-        assert_eq!(taken.get(), 1);
-        // Refused by the caller: fresh, and kept in its place.
-        assert_eq!(*stripes.view(1, false, fresh(2)).disk, 2);
-        assert_eq!(*stripes.view(3, true, fresh(9)).disk, 2);
-        // A change announced: the kept state is not handed out again.
-        stripes.changed();
-        assert_eq!(*stripes.view(1, true, fresh(3)).disk, 3);
-        assert_eq!(taken.get(), 3);
-        // Forgotten: the next reader takes a fresh state.
-        stripes.forget();
-        assert_eq!(*stripes.view(1, true, fresh(4)).disk, 4);
-        assert_eq!(taken.get(), 4);
-    }
-
-    #[test]
-    fn a_state_kept_during_another_stripes_write_is_not_handed_to_that_stripe() {
-        let stripes: Stripes<u64> = Stripes::new();
-        // Key 2's write is between its stores (disk 1, memory 0) when a reader of key 1
-        // takes a fresh state: it is kept.
-        let mut write = stripes.begin_write([2].into_iter());
-        write.publish(View {
-            disk: Arc::new(0),
-            memory: 0,
-        });
-        let other = stripes.view(1, true, || (1, 0));
-        assert_eq!(*other.disk, 1);
-        // A reader of key 2 mid-write gets the parked state, not the kept one.
-        assert_eq!(*stripes.view(2, true, || (1, 0)).disk, 0);
-        // The write ends, announcing its change first: the kept state is stale for all.
-        stripes.changed();
-        drop(write);
-        let view = stripes.view(2, true, || (1, 1));
-        assert_eq!((*view.disk, view.memory), (1, 1));
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! The kept view (`ime-stripes`): a reader reuses the last fresh disk snapshot and memory
-//! sequence while nothing has changed since, and never after a change returned — a write
-//! to a cached region, a write to a region that is not cached, a fenced write, a fenced
-//! ingest — and a view the memory store refuses (kept from before a load) is taken
-//! fresh. Each case reads, changes, and reads again with no other event in between (the
-//! engine's background runs only when asked, so no ticker lets the view go meanwhile),
-//! and the second read must see the change. Against RocksDB, whose snapshots the view
-//! keeps.
+//! A reader that begins after a change returned reads it: a write to a cached region, a
+//! write to a region that is not cached, a fenced write, a fenced ingest — each read,
+//! changed and read again with no other event in between (the engine's background runs
+//! only when asked) — and a reader right after a load is served from memory. These hold
+//! whatever the engine does to spare a reader its disk snapshot (a view kept between
+//! reads was tried, and each case failed with its change left unannounced). Against
+//! RocksDB.
 #![cfg(feature = "rocksdb")]
 #![allow(
     clippy::unwrap_used,
@@ -53,7 +52,7 @@ fn value(peer: &mut Peer<ime_disk::RocksDisk>, id: u64, key: &str) -> Option<Str
 fn a_write_to_a_region_not_cached_is_read_at_once() {
     let mut peer = peer();
     assert_eq!(value(&mut peer, 2, "n").as_deref(), Some("2"));
-    // A second read may reuse the first's view: nothing changed.
+    // A second read with nothing changed in between.
     assert_eq!(value(&mut peer, 2, "n").as_deref(), Some("2"));
     peer.commit(2, &[("n", Some("3"))]);
     assert_eq!(value(&mut peer, 2, "n").as_deref(), Some("3"));
@@ -62,9 +61,8 @@ fn a_write_to_a_region_not_cached_is_read_at_once() {
 #[test]
 fn a_write_to_a_cached_region_is_read_at_once() {
     let mut peer = peer();
-    // A view is kept before the load; the load changes no disk data (no announcement),
-    // so the next reader is handed that view, which the loaded memory refuses (it is
-    // older than the load): the reader takes a fresh one and memory serves it.
+    // A reader before the load, from disk; right after the load, from memory (a view
+    // older than the load would be refused by the loaded memory).
     assert_eq!(value(&mut peer, 1, "b").as_deref(), Some("1"));
     load(&mut peer, 1);
     assert!(peer.snapshot(1).from_memory());
