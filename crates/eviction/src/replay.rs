@@ -224,7 +224,8 @@ pub fn replay(
         .map(|(i, r)| (r.id, i))
         .collect();
     let mut score = Score::new(policy.name().to_owned(), trace);
-    let mut leaders = Leadership::new(trace.regions.len(), pinned_indexes(trace, pinned));
+    let is_pinned = pinned_indexes(trace, pinned);
+    let mut leaders = Leadership::new(trace.regions.len(), is_pinned.clone());
     for (round, step) in trace.steps.iter().enumerate() {
         let now = round as u64 * trace.step_seconds;
         for (region, size) in &step.resized {
@@ -242,7 +243,7 @@ pub fn replay(
                 scanned_versions: 0,
                 returned_keys: 0,
                 is_leader: !step.followers.contains(&i),
-                pinned: pinned.contains(&r.id),
+                pinned: is_pinned[i],
                 cached: cache.loaded_at.contains_key(&i),
                 loaded_at: cache.loaded_at.get(&i).copied(),
             })
