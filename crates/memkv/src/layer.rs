@@ -47,6 +47,12 @@ pub(crate) struct Run {
     /// compare one `u64` instead of following two offsets into the key arena.
     sparse_prefixes: Vec<u64>,
     prefix_len: usize,
+    /// Per block of [`SPARSE`] entries, how many leading bytes all its keys share (its
+    /// first key's, in `sparse_keys`); per entry, the 4 bytes of its key after them,
+    /// big-endian and zero-padded. The search within a block compares these (a block's
+    /// are two cache lines) and reads an entry's slot and key only when they tie.
+    block_shared: Vec<u16>,
+    entry_prefixes: Vec<u32>,
     /// Facts that let scans take a shorter path: no two entries share a user key, the
     /// highest sequence number, and whether any entry is a deletion.
     unique: bool,
@@ -109,7 +115,9 @@ impl Run {
             + self.deleted.capacity() * 8
             + self.sparse_keys.capacity()
             + self.sparse_ends.capacity() * 4
-            + self.sparse_prefixes.capacity() * 8) as u64
+            + self.sparse_prefixes.capacity() * 8
+            + self.block_shared.capacity() * 2
+            + self.entry_prefixes.capacity() * 4) as u64
     }
 
     /// The run, charged to `tracker` from now until it drops.
@@ -133,6 +141,8 @@ impl Run {
             sparse_ends: Vec::new(),
             sparse_prefixes: Vec::new(),
             prefix_len: 0,
+            block_shared: Vec::new(),
+            entry_prefixes: Vec::new(),
             unique: true,
             max_seq: 0,
             any_deleted: false,
@@ -249,25 +259,72 @@ impl Run {
         // smaller key); only equal prefixes need the keys themselves. A key that leaves
         // the shared prefix is below or above every block at once.
         let shared = &self.sparse_keys[..self.prefix_len.min(self.sparse_keys.len())];
-        let below = match key.get(..shared.len()).map(|head| head.cmp(shared)) {
-            Some(std::cmp::Ordering::Equal) => {
-                let probe = prefix_u64(key, self.prefix_len);
-                partition_point(blocks, |b| match self.sparse_prefixes[b].cmp(&probe) {
-                    std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Greater => false,
-                    std::cmp::Ordering::Equal => sparse_key(b) < key,
-                })
-            }
-            _ => partition_point(blocks, |b| sparse_key(b) < key),
+        let probe = match key.get(..shared.len()).map(|head| head.cmp(shared)) {
+            Some(std::cmp::Ordering::Equal) => Some(prefix_u64(key, self.prefix_len)),
+            _ => None,
         };
+        // Block `b`'s first key against `key`.
+        let block_vs_key = |b: usize| match probe.map(|p| self.sparse_prefixes[b].cmp(&p)) {
+            Some(std::cmp::Ordering::Equal) | None => sparse_key(b).cmp(key),
+            Some(order) => order,
+        };
+        let below = partition_point(blocks, |b| block_vs_key(b).is_lt());
         // Blocks starting exactly at `key` (a key with many versions) follow `below`.
         let mut not_above = below;
-        while not_above < blocks && sparse_key(not_above) <= key {
+        while not_above < blocks && block_vs_key(not_above).is_le() {
             not_above += 1;
         }
-        let lo = below.saturating_sub(1) * SPARSE;
         let hi = (not_above * SPARSE).min(self.len());
-        self.partition(lo, hi, |k, s| (k, Reverse(s)) < (key, Reverse(seq)))
+        // Block by block from the one before `below` (usually that block alone): the
+        // answer is in the first block where the predicate turns false.
+        let mut block = below.saturating_sub(1);
+        loop {
+            let (from, to) = (block * SPARSE, ((block + 1) * SPARSE).min(hi));
+            if from >= hi {
+                return hi;
+            }
+            let at = self.lower_in_block(block, from, to, key, seq);
+            if at < to {
+                return at;
+            }
+            block += 1;
+        }
+    }
+
+    /// [`Run::lower`] within `from..to` of block `block`: the block's shared bytes against
+    /// the probe's once, then a search over the entries' 4-byte prefixes, keys read only
+    /// on a tie. (Zero-padded big-endian prefixes order as their keys do: a smaller
+    /// prefix means a smaller key, whatever the sequence numbers.)
+    fn lower_in_block(&self, block: usize, from: usize, to: usize, key: &[u8], seq: u64) -> usize {
+        let start = block
+            .checked_sub(1)
+            .map_or(0, |p| self.sparse_ends[p] as usize);
+        let shared = self.block_shared.get(block).map_or(0, |&n| usize::from(n));
+        let head = &self.sparse_keys[start..start + shared];
+        let probe_head = &key[..shared.min(key.len())];
+        match probe_head.cmp(head) {
+            std::cmp::Ordering::Less => return from, // every key of the block is above
+            std::cmp::Ordering::Greater => return to, // every key is below
+            std::cmp::Ordering::Equal => {}
+        }
+        let probe = prefix_u32(key, shared);
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let below = match self.entry_prefixes[mid].cmp(&probe) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    (self.key(mid), Reverse(self.seq(mid))) < (key, Reverse(seq))
+                }
+            };
+            if below {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 
@@ -292,6 +349,8 @@ impl RunBuilder {
                 sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
                 sparse_prefixes: Vec::new(),
                 prefix_len: 0,
+                block_shared: Vec::with_capacity(len.div_ceil(SPARSE)),
+                entry_prefixes: Vec::with_capacity(len),
                 unique: true,
                 max_seq: 0,
                 any_deleted: false,
@@ -364,6 +423,9 @@ impl RunBuilder {
             value_end,
             seq,
         });
+        if run.slots.len().is_multiple_of(SPARSE) {
+            run.close_block();
+        }
         Ok(())
     }
 
@@ -371,6 +433,9 @@ impl RunBuilder {
     /// copy is not).
     pub(crate) fn finish(self, tracker: Option<&Arc<MemoryTracker>>) -> Run {
         let mut run = self.run;
+        if run.block_shared.len() < run.sparse_ends.len() {
+            run.close_block(); // the last block, short
+        }
         // Keys are in order, so the prefix all of them share is the first's and the last's.
         run.prefix_len = match (run.len().checked_sub(1), run.len()) {
             (Some(last), _) => {
@@ -394,10 +459,48 @@ impl RunBuilder {
         run.deleted.shrink_to_fit();
         run.sparse_keys.shrink_to_fit();
         run.sparse_ends.shrink_to_fit();
+        run.block_shared.shrink_to_fit();
+        run.entry_prefixes.shrink_to_fit();
         match tracker {
             Some(tracker) => run.charged_to(tracker),
             None => run,
         }
+    }
+}
+
+impl Run {
+    /// The last block is whole (or the run ends): its shared length (its first and last
+    /// keys', which every key between shares) and its entries' prefixes.
+    fn close_block(&mut self) {
+        let block = self.block_shared.len();
+        let (first, end) = (block * SPARSE, ((block + 1) * SPARSE).min(self.len()));
+        if first >= end {
+            return;
+        }
+        let (a, b) = (self.key(first), self.key(end - 1));
+        let shared = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let shared = shared.min(usize::from(u16::MAX));
+        self.block_shared.push(shared as u16);
+        // The keys one after the other from the first's start: no lookup per entry.
+        let mut start = self.starts(first).0;
+        for slot in &self.slots[first..end] {
+            let end = slot.key_end as usize;
+            let key = self.keys.get(start..end).unwrap_or_default();
+            self.entry_prefixes.push(prefix_u32(key, shared));
+            start = end;
+        }
+    }
+}
+
+/// The 4 bytes of `key` after its first `skip`, big-endian, zero-padded.
+fn prefix_u32(key: &[u8], skip: usize) -> u32 {
+    let tail = key.get(skip..).unwrap_or_default();
+    match tail.first_chunk::<4>() {
+        Some(head) => u32::from_be_bytes(*head),
+        None => tail
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (i, &b)| acc | u32::from(b) << (24 - 8 * i)),
     }
 }
 
@@ -464,7 +567,57 @@ impl Layer<'_> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Keys from a small alphabet with zero bytes (ties in zero-padded prefixes, keys that
+    /// are prefixes of others), some with many versions, all behind a prefix of `shared`
+    /// bytes.
+    fn keys() -> impl Strategy<Value = Vec<(Vec<u8>, u64)>> {
+        let byte = prop::sample::select(vec![0u8, 1, b'a', 0xff]);
+        (
+            0usize..20,
+            prop::collection::btree_set((prop::collection::vec(byte, 0..10), 1u64..5), 0..400),
+        )
+            .prop_map(|(shared, set)| {
+                let mut entries: Vec<(Vec<u8>, u64)> = set
+                    .into_iter()
+                    .map(|(k, seq)| ([vec![7u8; shared], k].concat(), seq))
+                    .collect();
+                entries.sort_by(|a, b| (&a.0, Reverse(a.1)).cmp(&(&b.0, Reverse(b.1))));
+                entries
+            })
+    }
+
+    proptest! {
+        /// `lower` (sparse index, block prefixes, entry prefixes) agrees with a scan for
+        /// any keys and probes, the probes' sequence numbers included.
+        #[test]
+        fn lower_agrees_with_a_scan_for_any_keys(
+            entries in keys(),
+            probes in prop::collection::vec(
+                (prop::collection::vec(prop::sample::select(vec![0u8, 1, 7, b'a', 0xff]), 0..30), 0u64..6),
+                1..60,
+            ),
+        ) {
+            let run_entries: Vec<RunEntry> = entries
+                .iter()
+                .map(|(k, seq)| RunEntry { key: k.clone().into(), seq: *seq, value: Some(vec![1].into()) })
+                .collect();
+            let run = Run::new(&run_entries, None).unwrap();
+            let mut probes = probes;
+            probes.extend(entries.iter().map(|(k, seq)| (k.clone(), *seq)));
+            for (probe, seq) in probes {
+                let seq = if seq == 5 { u64::MAX } else { seq };
+                let expected = entries
+                    .iter()
+                    .position(|(k, s)| (k.as_slice(), Reverse(*s)) >= (probe.as_slice(), Reverse(seq)))
+                    .unwrap_or(entries.len());
+                prop_assert_eq!(run.lower(&probe, seq), expected, "probe {:?} seq {}", probe, seq);
+            }
+        }
+    }
 
     /// `lower` through the sparse index agrees with a plain scan, for keys with many
     /// versions spanning blocks, and for probes between, before and after all keys.

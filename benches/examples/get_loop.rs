@@ -1,0 +1,90 @@
+//! A point-get loop to profile and to compare builds, outside criterion's harness: one
+//! region of 1,000,000 keys (one version each, short values, write CF) loaded into the
+//! cache, then blocks of snapshot + MVCC gets served from memory (`hybrid`) and from disk
+//! through the same engine (`disk_only`, an epoch the cache does not hold), alternated in
+//! one process so that both sides meet the same machine. Prints each side's best block
+//! (time per get) and the ratio of the two sides' totals. Arguments: gets per block
+//! (default 200,000), blocks per side (default 6), distinct probe keys (default 4,096,
+//! as `engine/point_get`; 1,000,000 reaches every key).
+//!
+//! ```sh
+//! cargo run --release -p ime-benches --example get_loop
+//! cargo run --release -p ime-benches --example get_loop -- 200000 6 1000000
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a profiling harness: a failed setup should stop it"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ime_benches::{put_record, user_key, write_key};
+use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
+use ime_engine::{Config, Engine};
+use ime_memkv::codec::encode_bytes;
+use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
+
+const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
+const KEYS: u64 = 1_000_000;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut arg = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (per_block, blocks, distinct) = (arg(200_000), arg(6), arg(4096));
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..KEYS {
+        batch.put(
+            Cf::Write,
+            write_key(&user_key(i), 10),
+            put_record(9, &[b'v'; 32]),
+        );
+        if batch.len() == 4096 {
+            disk.write(&batch).unwrap();
+            batch = WriteBatch::new();
+        }
+    }
+    disk.write(&batch).unwrap();
+    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
+    let engine = Engine::new(disk, Config::from_toml(config).unwrap()).unwrap();
+    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
+    engine
+        .load_region(Region::new(RegionId(1), range, EPOCH), 5)
+        .unwrap();
+    assert!(engine.wait_idle(Duration::from_secs(600)));
+    let probes: Vec<Vec<u8>> = (0..distinct)
+        .map(|i| user_key(i.wrapping_mul(2_654_435_761) % KEYS))
+        .collect();
+    let mut at = 0;
+    let mut block = |epoch_version: u64| {
+        let request = ReadRequest {
+            epoch_version,
+            applied_index: 5,
+            read_ts: u64::MAX - 1,
+        };
+        let start = Instant::now();
+        for _ in 0..per_block {
+            at = (at + 1) % probes.len();
+            let snapshot = engine.snapshot(RegionId(1), request);
+            assert_eq!(snapshot.from_memory(), epoch_version == EPOCH.version);
+            black_box(snapshot.mvcc_get(&probes[at]).unwrap());
+        }
+        start.elapsed()
+    };
+    let (mut hybrid, mut disk_only) = (Vec::new(), Vec::new());
+    for _ in 0..blocks {
+        hybrid.push(block(EPOCH.version));
+        disk_only.push(block(EPOCH.version - 1));
+    }
+    let per_get = |d: &Duration| *d / u32::try_from(per_block).unwrap_or(u32::MAX);
+    let best = |v: &[Duration]| v.iter().min().map(per_get).unwrap_or_default();
+    let total = |v: &[Duration]| v.iter().sum::<Duration>().as_secs_f64();
+    println!(
+        "hybrid best {:?}, disk_only best {:?} per get; hybrid / disk_only (totals) {:.3}",
+        best(&hybrid),
+        best(&disk_only),
+        total(&hybrid) / total(&disk_only)
+    );
+}
