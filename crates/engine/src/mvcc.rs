@@ -3,7 +3,7 @@
 //! amplification the eviction policy weighs).
 
 use ime_disk::{Cf, DiskEngine, DiskIterator, KeyRange};
-use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes};
+use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes, encode_ts_desc};
 use ime_memkv::mvcc::{
     KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, visible_pairs,
 };
@@ -21,20 +21,17 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// [`MvccError::KeyIsLocked`] (as [`EngineError::Mvcc`]), or a read failure.
     pub fn mvcc_get(&self, user_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let started = Instant::now();
-        self.check_lock(user_key)?;
-        let read_ts = self.read_ts();
-        let lower = MvccKey {
-            user_key: user_key.to_vec(),
-            ts: read_ts,
-        }
-        .encode();
-        let mut upper = MvccKey {
-            user_key: user_key.to_vec(),
-            ts: 0,
-        }
-        .encode();
-        upper.push(0);
-        let versions = KeyRange::new(lower, upper)?;
+        let encoded = encode_bytes(user_key); // the lock CF's key, and the versions' prefix
+        self.check_lock(&encoded)?;
+        // From (key, read_ts) to just past (key, 0): the versions at or below read_ts.
+        let with_ts = |ts: u64, tail: &[u8]| {
+            let mut key = Vec::with_capacity(encoded.len() + 8 + tail.len());
+            key.extend_from_slice(&encoded);
+            key.extend_from_slice(&encode_ts_desc(ts));
+            key.extend_from_slice(tail);
+            key
+        };
+        let versions = KeyRange::new(with_ts(self.read_ts(), &[]), with_ts(0, &[0]))?;
         if let Some(snapshot) = self.memory_for(&versions) {
             return self.mvcc_get_in_memory(snapshot, user_key, versions, started);
         }
@@ -135,10 +132,10 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         Ok(found)
     }
 
-    fn check_lock(&self, user_key: &[u8]) -> Result<(), EngineError> {
-        let key = encode_bytes(user_key);
-        match self.get(Cf::Lock, &key)? {
-            Some(value) => match lock_blocks(&key, &value, self.read_ts())? {
+    /// The lock on the key whose lock-CF form (its memcomparable encoding) is `key`.
+    fn check_lock(&self, key: &[u8]) -> Result<(), EngineError> {
+        match self.get(Cf::Lock, key)? {
+            Some(value) => match lock_blocks(key, &value, self.read_ts())? {
                 Some(err) => Err(err.into()),
                 None => Ok(()),
             },
