@@ -48,11 +48,11 @@ pub(crate) struct Run {
     sparse_prefixes: Vec<u64>,
     prefix_len: usize,
     /// Per block of [`SPARSE`] entries, how many leading bytes all its keys share (its
-    /// first key's, in `sparse_keys`); per entry, the 4 bytes of its key after them,
+    /// first key's, in `sparse_keys`); per entry, the 2 bytes of its key after them,
     /// big-endian and zero-padded. The search within a block compares these (a block's
-    /// are two cache lines) and reads an entry's slot and key only when they tie.
+    /// are 64 bytes) and reads an entry's slot and key only when they tie.
     block_shared: Vec<u16>,
-    entry_prefixes: Vec<u32>,
+    entry_prefixes: Vec<u16>,
     /// Facts that let scans take a shorter path: no two entries share a user key, the
     /// highest sequence number, and whether any entry is a deletion.
     unique: bool,
@@ -117,7 +117,7 @@ impl Run {
             + self.sparse_ends.capacity() * 4
             + self.sparse_prefixes.capacity() * 8
             + self.block_shared.capacity() * 2
-            + self.entry_prefixes.capacity() * 4) as u64
+            + self.entry_prefixes.capacity() * 2) as u64
     }
 
     /// The run, charged to `tracker` from now until it drops.
@@ -292,7 +292,7 @@ impl Run {
     }
 
     /// [`Run::lower`] within `from..to` of block `block`: the block's shared bytes against
-    /// the probe's once, then a search over the entries' 4-byte prefixes, keys read only
+    /// the probe's once, then a search over the entries' 2-byte prefixes, keys read only
     /// on a tie. (Zero-padded big-endian prefixes order as their keys do: a smaller
     /// prefix means a smaller key, whatever the sequence numbers.)
     fn lower_in_block(&self, block: usize, from: usize, to: usize, key: &[u8], seq: u64) -> usize {
@@ -307,7 +307,7 @@ impl Run {
             std::cmp::Ordering::Greater => return to, // every key is below
             std::cmp::Ordering::Equal => {}
         }
-        let probe = prefix_u32(key, shared);
+        let probe = prefix_u16(key, shared);
         let (mut lo, mut hi) = (from, to);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -486,21 +486,19 @@ impl Run {
         for slot in &self.slots[first..end] {
             let end = slot.key_end as usize;
             let key = self.keys.get(start..end).unwrap_or_default();
-            self.entry_prefixes.push(prefix_u32(key, shared));
+            self.entry_prefixes.push(prefix_u16(key, shared));
             start = end;
         }
     }
 }
 
-/// The 4 bytes of `key` after its first `skip`, big-endian, zero-padded.
-fn prefix_u32(key: &[u8], skip: usize) -> u32 {
+/// The 2 bytes of `key` after its first `skip`, big-endian, zero-padded.
+fn prefix_u16(key: &[u8], skip: usize) -> u16 {
     let tail = key.get(skip..).unwrap_or_default();
-    match tail.first_chunk::<4>() {
-        Some(head) => u32::from_be_bytes(*head),
-        None => tail
-            .iter()
-            .enumerate()
-            .fold(0, |acc, (i, &b)| acc | u32::from(b) << (24 - 8 * i)),
+    match tail {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        [a] => u16::from(*a) << 8,
+        [] => 0,
     }
 }
 

@@ -98,6 +98,10 @@ fn the_count_matches_the_allocator_within_ten_percent() {
         live() - base - empty,
         "after compaction into a run",
     );
+    // A run's entry (16-byte key, 24-byte value) within the design's 1.5x of its bytes:
+    // slot, key, value, deletion bit, sparse index and search prefixes all counted.
+    let per_entry = kv.memory_used() as f64 / 20_000.0;
+    assert!(per_entry <= 1.5 * 40.0, "{per_entry} bytes per run entry");
     let entries: Vec<_> = (20_000..40_000).map(|i| (key(i), vec![b'w'; 24])).collect();
     kv.create_range(RangeId(2), KeyRange::with_end(b"u".to_vec(), None).unwrap())
         .unwrap_err();
