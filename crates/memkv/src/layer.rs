@@ -606,6 +606,10 @@ mod tests {
             let run = Run::new(&run_entries, None).unwrap();
             let mut probes = probes;
             probes.extend(entries.iter().map(|(k, seq)| (k.clone(), *seq)));
+            // Keys cut short: probes that end inside a block's shared head.
+            for cut in 1..4 {
+                probes.extend(entries.iter().map(|(k, seq)| (k[..k.len().saturating_sub(cut)].to_vec(), *seq)));
+            }
             for (probe, seq) in probes {
                 let seq = if seq == 5 { u64::MAX } else { seq };
                 let expected = entries
