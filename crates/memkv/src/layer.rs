@@ -385,6 +385,23 @@ impl RunBuilder {
         seq: u64,
         value: Option<&[u8]>,
     ) -> Result<(), MemError> {
+        if self.last_key() == Some(key) {
+            self.run.unique = false;
+        }
+        self.push_above(key, seq, value)
+    }
+
+    /// [`RunBuilder::push`] for a key known to lie above the last one pushed (a load's,
+    /// which checks its order itself): no second comparison with the last key.
+    ///
+    /// # Errors
+    /// As `push`.
+    pub(crate) fn push_above(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        value: Option<&[u8]>,
+    ) -> Result<(), MemError> {
         let run = &mut self.run;
         let key_end = run.keys.len() + key.len();
         let value_end = run.values.len() + value.map_or(0, <[u8]>::len);
@@ -400,9 +417,6 @@ impl RunBuilder {
             run.sparse_keys.extend_from_slice(key);
             run.sparse_ends
                 .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
-        }
-        if i > 0 && run.key(i - 1) == key {
-            run.unique = false;
         }
         run.max_seq = run.max_seq.max(seq);
         run.keys.extend_from_slice(key);

@@ -783,10 +783,13 @@ impl Loader<'_> {
     /// and at the end).
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), MemError> {
         let position = self.run.len();
-        if self.run.last_key().is_some_and(|last| last >= key) {
-            return Err(MemError::UnsortedLoad(position));
-        }
-        if !self.range.bounds.contains_key(key) {
+        // Keys rise, so the range's start needs checking once and its end at each key.
+        let in_range = match self.run.last_key() {
+            Some(last) if last >= key => return Err(MemError::UnsortedLoad(position)),
+            Some(_) => self.range.bounds.ends_after(key),
+            None => self.range.bounds.contains_key(key),
+        };
+        if !in_range {
             return Err(MemError::OutOfRange(self.range.id));
         }
         if position % 1024 == 1023 {
@@ -800,7 +803,7 @@ impl Loader<'_> {
                 });
             }
         }
-        self.run.push(key, self.seq, Some(value))
+        self.run.push_above(key, self.seq, Some(value))
     }
 
     /// Installs what was pushed (nothing, when nothing was).

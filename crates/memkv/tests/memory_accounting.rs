@@ -275,11 +275,18 @@ fn bad_input_is_a_typed_error() {
         kv.load(RangeId(1), Cf::Default, unsorted, 30),
         Err(MemError::UnsortedLoad(1))
     ));
-    let outside = vec![(b"z".to_vec(), vec![])];
-    assert!(matches!(
-        kv.load(RangeId(1), Cf::Default, outside, 30),
-        Err(MemError::OutOfRange(_))
-    ));
+    // Out of [b, m): past the end first, below the start first, and a load that runs
+    // past the end after keys inside (its order checked, its end checked at each key).
+    for outside in [
+        vec![(b"z".to_vec(), vec![])],
+        vec![(b"a".to_vec(), vec![])],
+        vec![(b"c".to_vec(), vec![]), (b"m".to_vec(), vec![])],
+    ] {
+        assert!(matches!(
+            kv.load(RangeId(1), Cf::Default, outside, 30),
+            Err(MemError::OutOfRange(_))
+        ));
+    }
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl KeyRange {
     }
 
     /// True when `key` is below the end (always, for an unbounded end).
-    fn ends_after(&self, key: &[u8]) -> bool {
+    pub fn ends_after(&self, key: &[u8]) -> bool {
         self.end().is_none_or(|end| key < end)
     }
 }
