@@ -20,11 +20,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ime_benches::{put_record, user_key, write_key};
-use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
-use ime_engine::{Config, Engine};
-use ime_memkv::codec::encode_bytes;
-use ime_region::{KeyRange, ReadRequest, Region, RegionEpoch, RegionId};
+use ime_benches::{engine_with_region_loaded, put_record, rocks_with, user_key, write_key};
+use ime_disk::Cf;
+use ime_region::{ReadRequest, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 const KEYS: u64 = 1_000_000;
@@ -33,27 +31,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut arg = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
     let (per_block, blocks, distinct) = (arg(200_000), arg(6), arg(4096));
-    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
-    let mut batch = WriteBatch::new();
-    for i in 0..KEYS {
-        batch.put(
-            Cf::Write,
-            write_key(&user_key(i), 10),
-            put_record(9, &[b'v'; 32]),
-        );
-        if batch.len() == 4096 {
-            disk.write(&batch).unwrap();
-            batch = WriteBatch::new();
-        }
-    }
-    disk.write(&batch).unwrap();
-    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
-    let engine = Engine::new(disk, Config::from_toml(config).unwrap()).unwrap();
-    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
-    engine
-        .load_region(Region::new(RegionId(1), range, EPOCH), 5)
-        .unwrap();
-    assert!(engine.wait_idle(Duration::from_secs(600)));
+    let entries = (0..KEYS).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
+    let engine = engine_with_region_loaded(rocks_with(Cf::Write, entries), EPOCH);
     let probes: Vec<Vec<u8>> = (0..distinct)
         .map(|i| user_key(i.wrapping_mul(2_654_435_761) % KEYS))
         .collect();

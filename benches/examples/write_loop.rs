@@ -13,13 +13,12 @@
     reason = "a profiling harness: a failed setup should stop it"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ime_benches::{put_record, user_key, write_key};
+use ime_benches::{engine_with_region_loaded, put_record, rocks_with, user_key, write_key};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
-use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
-use ime_memkv::codec::encode_bytes;
-use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+use ime_engine::{ApplyHeader, HybridWriteBatch};
+use ime_region::{RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
@@ -36,23 +35,8 @@ fn main() {
     let hybrid = args.next().as_deref() != Some("bare");
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
     let size: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
-    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
-    let mut batch = WriteBatch::new();
-    for i in 0..1000 {
-        batch.put(
-            Cf::Write,
-            write_key(&user_key(i), 10),
-            put_record(9, &[b'v'; 32]),
-        );
-    }
-    disk.write(&batch).unwrap();
-    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
-    let engine = Engine::new(disk, Config::from_toml(config).unwrap()).unwrap();
-    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
-    engine
-        .load_region(Region::new(RegionId(1), range, EPOCH), 5)
-        .unwrap();
-    assert!(engine.wait_idle(Duration::from_secs(60)));
+    let entries = (0..1000).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
+    let engine = engine_with_region_loaded(rocks_with(Cf::Write, entries), EPOCH);
     let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let start = Instant::now();
     for round in 1..=batches {

@@ -119,3 +119,31 @@ pub fn rocks_with(
     }
     disk
 }
+
+/// An engine over `disk` for the profiling loops (`benches/examples`), with region 1
+/// (user keys `t..u`, epoch `epoch`) loaded into the cache: capacity 8 GiB, no GC or
+/// policy round during a run.
+///
+/// # Panics
+/// When the engine cannot start or the load does not finish in ten minutes: a setup
+/// failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn engine_with_region_loaded(
+    disk: ime_disk::RocksDisk,
+    epoch: ime_region::RegionEpoch,
+) -> ime_engine::Engine<ime_disk::RocksDisk> {
+    use ime_memkv::codec::encode_bytes;
+    use ime_region::{KeyRange, Region, RegionId};
+    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
+    let config = ime_engine::Config::from_toml(config).expect("a valid config");
+    let engine = ime_engine::Engine::new(disk, config).expect("start the engine");
+    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).expect("t < u");
+    engine
+        .load_region(Region::new(RegionId(1), range, epoch), 5)
+        .expect("load region 1");
+    assert!(engine.wait_idle(Duration::from_secs(600)), "the load ends");
+    engine
+}
