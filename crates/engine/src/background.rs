@@ -112,6 +112,14 @@ impl<D: DiskEngine> Core<D> {
         }
         let ok = copied.is_ok();
         self.decide(|ctl, _, out| ctl.finish_load(&j.ticket, ok, out));
+        // A load is admitted below the stop-load threshold but may end past the evict
+        // threshold: as after a write, a policy round evicts calmly before a write meets
+        // the capacity.
+        if self.mem.over_soft_limit() {
+            let mut fx = Effects::default();
+            self.relieve_pressure(&mut fx);
+            self.finish(fx);
+        }
         let result = if copied.is_ok() {
             LoadResult::Ok
         } else {

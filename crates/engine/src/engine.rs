@@ -419,7 +419,13 @@ impl<D: DiskEngine> Engine<D> {
     /// With [`Background::Manual`]: how many background tasks wait to run (always 0 with
     /// threads).
     pub fn pending_tasks(&self) -> usize {
-        self.core.pending()
+        self.core.pending_kinds().len()
+    }
+
+    /// With [`Background::Manual`]: what each waiting task is, in queue order (empty with
+    /// threads), so that a scheduler or a test can choose which to run.
+    pub fn pending_kinds(&self) -> Vec<TaskKind> {
+        self.core.pending_kinds()
     }
 
     /// With [`Background::Manual`]: runs the waiting task at `index` (modulo their

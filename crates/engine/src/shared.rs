@@ -472,11 +472,11 @@ impl<D: DiskEngine> Core<D> {
         matches!(self.runner, Runner::Manual(_))
     }
 
-    /// With [`crate::Background::Manual`]: how many tasks wait.
-    pub(crate) fn pending(&self) -> usize {
+    /// With [`crate::Background::Manual`]: what each waiting task is, in queue order.
+    pub(crate) fn pending_kinds(&self) -> Vec<TaskKind> {
         match &self.runner {
-            Runner::Threads { .. } => 0,
-            Runner::Manual(queue) => lock(queue).len(),
+            Runner::Threads { .. } => Vec::new(),
+            Runner::Manual(queue) => lock(queue).iter().map(Task::kind).collect(),
         }
     }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use common::{Peer, region};
 use ime_disk::MemDisk;
-use ime_engine::{Background, Config, Engine, EngineError};
+use ime_engine::{Background, Config, Engine, EngineError, TaskKind};
 use ime_observer::{PeerRole, RaftEvent};
 use ime_region::{EvictReason, RegionState};
 
@@ -78,7 +78,7 @@ fn cached(peer: &Peer<MemDisk>, id: u64) -> bool {
 
 /// Scenario 9: usage stays under capacity whatever the writes; loads stop at the
 /// stop-load threshold; a write that would pass capacity evicts its region (here the
-/// rounds writes ask for never run during the writes: the wall is reached).
+/// rounds loads and writes ask for never run: the wall is reached).
 #[test]
 fn scenario_09_memory_pressure_never_passes_capacity() {
     let mut peer = cluster();
@@ -90,10 +90,18 @@ fn scenario_09_memory_pressure_never_passes_capacity() {
             Err(EngineError::LoadRefused { .. }) => refused += 1,
             Err(err) => panic!("{err}"),
         }
-        peer.idle();
+        peer.idle_without_rounds();
         assert!(peer.engine.memory_used() <= t.capacity);
     }
     assert!(refused > 0, "loading stops at the stop-load threshold");
+    // A load is admitted below the stop-load threshold but may end past the evict
+    // threshold; it then queues a policy round, as a write would (left queued here).
+    let used = peer.engine.memory_used();
+    assert_eq!(
+        peer.engine.pending_kinds().contains(&TaskKind::PolicyRound),
+        used > t.evict_threshold,
+        "a round is queued exactly when loads left memory ({used}) past the evict threshold"
+    );
     let loaded: Vec<u64> = (1..=REGIONS).filter(|id| cached(&peer, *id)).collect();
     assert!(!loaded.is_empty());
     // Write-heavy: every cached region grows until writes would pass capacity.
@@ -124,6 +132,8 @@ fn scenario_09_a_steady_write_load_settles_under_the_evict_threshold() {
     for id in 1..=REGIONS {
         let _ = peer.engine.load_region(peer.region(id), peer.applied(id));
         peer.idle();
+        // A load that ended past the evict threshold had its round bring memory back.
+        assert!(peer.engine.memory_used() <= t.evict_threshold);
     }
     let value = "w".repeat(400);
     let mut peak = 0;
