@@ -372,12 +372,20 @@ impl Memtable {
             memtable: self,
             arena,
             writer: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            owed: 0,
         }
     }
 
     /// Room for `words` words: in the current chunk, or in a new one (charged whole; the
-    /// tail left unused in the old one stays charged, as it stays allocated).
-    fn allocate(&self, arena: &Arena, writer: &mut Writer, words: usize) -> Option<(usize, usize)> {
+    /// tail left unused in the old one stays charged, as it stays allocated). `owed`
+    /// reserved bytes are given back before a new chunk is charged.
+    fn allocate(
+        &self,
+        arena: &Arena,
+        writer: &mut Writer,
+        words: usize,
+        owed: &mut u64,
+    ) -> Option<(usize, usize)> {
         if let Some(chunk) = writer.chunk {
             let size = arena.chunks.get(chunk)?.get()?.len();
             if writer.used + words <= size {
@@ -391,8 +399,9 @@ impl Memtable {
             return None;
         }
         // A full chunk if the hard limit allows it, else what it allows, else the node
-        // alone: the write that brings it reserved room for it.
+        // alone: the write that brings it reserved room for it, given back first.
         let tracker = self.charge.tracker();
+        tracker.release(std::mem::take(owed));
         let (least, most) = (
             (words * 8) as u64,
             (chunk_words(next).max(words) * 8) as u64,
@@ -471,6 +480,15 @@ pub(crate) struct Inserter<'a> {
     memtable: &'a Memtable,
     arena: &'a Arena,
     writer: MutexGuard<'a, Writer>,
+    /// Reservations of the entries inserted, given back together: before a new chunk is
+    /// charged (so that it sees the tracker as it would after each entry) and at the end.
+    owed: u64,
+}
+
+impl Drop for Inserter<'_> {
+    fn drop(&mut self) {
+        self.memtable.charge.tracker().release(self.owed);
+    }
 }
 
 impl Inserter<'_> {
@@ -478,9 +496,9 @@ impl Inserter<'_> {
     /// header ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or the arena has no room left: the
     /// store checks both before it writes anything, so that a batch is all or nothing.
     /// `reserved` bytes (an [`entry_estimate`]) were reserved on the tracker by the
-    /// caller; they are given back, and what the arena allocates is charged instead: a
-    /// new chunk takes what the hard limit allows, and at least the node (which the
-    /// reservation just given back covers).
+    /// caller; they are given back (at the latest when the inserter drops), and what the
+    /// arena allocates is charged instead: a new chunk takes what the hard limit allows,
+    /// and at least the node (which the reservation given back first covers).
     pub(crate) fn insert(
         &mut self,
         key: &[u8],
@@ -489,7 +507,7 @@ impl Inserter<'_> {
         reserved: u64,
     ) -> bool {
         let (memtable, arena) = (self.memtable, self.arena);
-        memtable.charge.tracker().release(reserved);
+        self.owed += reserved;
         if key.len() > MAX_KEY_LEN || value.is_some_and(|v| v.len() >= MAX_VALUE_LEN) {
             return false;
         }
@@ -497,7 +515,7 @@ impl Inserter<'_> {
         let height = writer.random_height();
         let value_len = value.map_or(0, <[u8]>::len);
         let words = node_words(height, key.len(), value_len);
-        let Some((chunk, offset)) = memtable.allocate(arena, writer, words) else {
+        let Some((chunk, offset)) = memtable.allocate(arena, writer, words, &mut self.owed) else {
             return false;
         };
         let Some(slot) = arena
@@ -539,7 +557,9 @@ impl Inserter<'_> {
         hint[..height].fill(me);
         writer.hint = Some((me, hint));
         arena.height.store(list_height, Ordering::Release);
-        memtable.entries.fetch_add(1, Ordering::Release);
+        // Only inserts change the count, and they hold the writer lock: no read-modify-write.
+        let entries = memtable.entries.load(Ordering::Relaxed);
+        memtable.entries.store(entries + 1, Ordering::Release);
         true
     }
 }

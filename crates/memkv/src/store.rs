@@ -374,9 +374,10 @@ impl MemKv {
     /// # Errors
     /// [`MemError::InvalidBounds`] (a range delete).
     pub fn ranges_touched(&self, batch: &[OpRef<'_>]) -> Result<Vec<RangeId>, MemError> {
-        let mut ids: Vec<RangeId> = plan_batch(batch, &self.ranges())?
+        let mut ids: Vec<RangeId> = Plan::of(batch, &self.ranges())?
+            .ranges
             .iter()
-            .map(|w| w.range.id)
+            .map(|r| r.id)
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -394,12 +395,10 @@ impl MemKv {
     fn apply(&self, batch: &[OpRef<'_>], first_seq: Option<u64>) -> Result<(usize, u64), MemError> {
         let ranged = batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..)));
         loop {
-            let plan = plan_batch(batch, &self.ranges())?;
-            let mut ranges: Vec<Arc<RangeData>> =
-                plan.iter().map(|w| Arc::clone(&w.range)).collect();
-            ranges.sort_by_key(|r| r.id);
-            ranges.dedup_by_key(|r| r.id);
-            let guards: Vec<MutexGuard<'_, ()>> = ranges.iter().map(|r| r.lock()).collect();
+            let Plan { ranges, writes } = Plan::of(batch, &self.ranges())?;
+            let mut order: Vec<&Arc<RangeData>> = ranges.iter().collect();
+            order.sort_by_key(|r| r.id);
+            let guards: Vec<MutexGuard<'_, ()>> = order.iter().map(|r| r.lock()).collect();
             let table = self.ranges();
             let held = ranges
                 .iter()
@@ -408,14 +407,20 @@ impl MemKv {
                 continue;
             }
             // A range delete lists the keys it deletes: again, now that no write to its
-            // ranges can add one.
-            let plan = if ranged {
-                plan_batch(batch, &table)?
+            // ranges can add one (and if a range was added meanwhile, all over again).
+            let writes = if ranged {
+                let again = Plan::of(batch, &table)?;
+                let same = again.ranges.len() == ranges.len()
+                    && again.ranges.iter().zip(&ranges).all(|(a, b)| Arc::ptr_eq(a, b));
+                if !same {
+                    continue;
+                }
+                again.writes
             } else {
-                plan
+                writes
             };
             drop(table);
-            let out = self.apply_planned(&plan, &ranges, batch.len() as u64, first_seq);
+            let out = self.apply_planned(&ranges, &writes, batch.len() as u64, first_seq);
             drop(guards);
             return out;
         }
@@ -424,12 +429,21 @@ impl MemKv {
     /// [`MemKv::apply`] once its ranges are locked and still held.
     fn apply_planned(
         &self,
-        plan: &[Planned<'_>],
         ranges: &[Arc<RangeData>],
+        writes: &[Planned<'_>],
         len: u64,
         first_seq: Option<u64>,
     ) -> Result<(usize, u64), MemError> {
-        let costs = check_plan(plan)?;
+        // The ranges' writer locks are held: no freeze can swap an active memtable, so
+        // each range's layers are read once, and each memtable's writer taken once while
+        // the batch stays on it.
+        let versions: Vec<_> = ranges.iter().map(|r| r.version.load()).collect();
+        let actives = |w: &Planned<'_>| {
+            versions
+                .get(w.range)
+                .map(|v| &v.cfs[w.cf.index()].active)
+        };
+        let costs = check_plan(ranges, writes, &actives)?;
         let needed = costs.iter().sum();
         if !self.tracker.try_reserve(needed) {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
@@ -461,26 +475,17 @@ impl MemKv {
                 first
             }
         };
-        // The ranges' writer locks are held: no freeze can swap an active memtable, so
-        // each range's layers are read once, and each memtable's writer taken once while
-        // the batch stays on it.
-        let versions: Vec<_> = ranges.iter().map(|r| r.version.load()).collect();
         let mut writing: Option<(usize, Cf, Inserter<'_>)> = None;
-        for (w, cost) in plan.iter().zip(costs) {
-            let at = ranges
-                .iter()
-                .position(|r| Arc::ptr_eq(r, &w.range))
-                .unwrap_or(0);
+        for (w, cost) in writes.iter().zip(costs) {
             let inserter = match &mut writing {
-                Some((range, cf, inserter)) if (*range, *cf) == (at, w.cf) => inserter,
+                Some((range, cf, inserter)) if (*range, *cf) == (w.range, w.cf) => inserter,
                 _ => {
                     writing = None; // one memtable lock at a time
-                    let Some(version) = versions.get(at) else {
+                    let Some(active) = actives(w) else {
                         debug_assert!(false, "a planned range is among the locked ones");
                         continue;
                     };
-                    let active = &version.cfs[w.cf.index()].active;
-                    &mut writing.insert((at, w.cf, active.inserter())).2
+                    &mut writing.insert((w.range, w.cf, active.inserter())).2
                 }
             };
             // Checked by `check_plan`: the entry fits a node and the memtable has room.
@@ -491,7 +496,7 @@ impl MemKv {
         for range in ranges {
             range.writing.store(IDLE, Ordering::SeqCst);
         }
-        Ok((plan.len(), first + len - 1))
+        Ok((writes.len(), first + len - 1))
     }
 
     /// A snapshot of range `id` at sequence `seq`. A sequence above the last applied one
@@ -858,9 +863,10 @@ fn check_partition(
     Ok(())
 }
 
-/// One write resolved to its range: the operation's index in the batch, and the entry.
+/// One write resolved to its range: the range's index in [`Plan::ranges`], the
+/// operation's index in the batch, and the entry.
 struct Planned<'a> {
-    range: Arc<RangeData>,
+    range: usize,
     op_index: usize,
     cf: Cf,
     /// Borrowed from the batch; owned for the keys a range delete found.
@@ -868,13 +874,24 @@ struct Planned<'a> {
     value: Option<&'a [u8]>,
 }
 
-/// Checks that every entry of `plan` fits a memtable node and every memtable it reaches
-/// has room for all of it; returns the bytes to reserve for each entry (its node at the
-/// tallest height, and for the first entry of a memtable not written yet, its arena's
-/// directory of chunks).
-fn check_plan(plan: &[Planned<'_>]) -> Result<Vec<u64>, MemError> {
-    let mut costs = Vec::with_capacity(plan.len());
-    for w in plan {
+/// A batch resolved to ranges: the ranges it reaches, each once (in the order first
+/// reached), and its writes.
+struct Plan<'a> {
+    ranges: Vec<Arc<RangeData>>,
+    writes: Vec<Planned<'a>>,
+}
+
+/// Checks that every write fits a memtable node and every memtable the writes reach
+/// (`active` tells which) has room for all of them; returns the bytes to reserve for
+/// each write (its node at the tallest height, and for the first write to a memtable not
+/// written yet, its arena's directory of chunks).
+fn check_plan<'m>(
+    ranges: &[Arc<RangeData>],
+    writes: &[Planned<'_>],
+    active: &dyn Fn(&Planned<'_>) -> Option<&'m Arc<Memtable>>,
+) -> Result<Vec<u64>, MemError> {
+    let mut costs = Vec::with_capacity(writes.len());
+    for w in writes {
         let value = w.value.map_or(0, <[u8]>::len);
         if w.key.len() > MAX_KEY_LEN || value >= MAX_VALUE_LEN {
             return Err(MemError::EntryTooLarge {
@@ -885,89 +902,109 @@ fn check_plan(plan: &[Planned<'_>]) -> Result<Vec<u64>, MemError> {
         costs.push(entry_estimate(&w.key, w.value));
     }
     let entries: u64 = costs.iter().sum();
-    let mut reached: Vec<Arc<Memtable>> = Vec::new();
-    for (w, cost) in plan.iter().zip(costs.iter_mut()) {
-        let active = &w.range.version.load().cfs[w.cf.index()].active;
-        if !reached.iter().any(|m| Arc::ptr_eq(m, active)) {
+    let mut reached: Vec<(usize, Cf)> = Vec::new();
+    for (w, cost) in writes.iter().zip(costs.iter_mut()) {
+        if reached.contains(&(w.range, w.cf)) {
+            continue;
+        }
+        reached.push((w.range, w.cf));
+        if let (Some(active), Some(range)) = (active(w), ranges.get(w.range)) {
             // A bound: the whole batch, in each memtable it reaches.
             if active.room() < entries {
-                return Err(MemError::MemtableFull(w.range.id));
+                return Err(MemError::MemtableFull(range.id));
             }
             *cost += active.first_insert_cost();
-            reached.push(Arc::clone(active));
         }
     }
     Ok(costs)
 }
 
-/// Resolves each operation of `batch` to the range holding its key; a range delete
-/// becomes a deletion of every key it covers in every range it touches.
-fn plan_batch<'a>(batch: &[OpRef<'a>], ranges: &RangeTable) -> Result<Vec<Planned<'a>>, MemError> {
-    let mut plan = Vec::with_capacity(batch.len());
-    for (op_index, op) in batch.iter().enumerate() {
-        match *op {
-            OpRef::Put(cf, key, value) => {
-                plan_point(&mut plan, ranges, op_index, cf, key, Some(value))
+impl<'a> Plan<'a> {
+    /// Resolves each operation of `batch` to the range of `table` holding its key; a
+    /// range delete becomes a deletion of every key it covers in every range it touches.
+    fn of(batch: &[OpRef<'a>], table: &RangeTable) -> Result<Self, MemError> {
+        let mut plan = Plan {
+            ranges: Vec::new(),
+            writes: Vec::with_capacity(batch.len()),
+        };
+        for (op_index, op) in batch.iter().enumerate() {
+            match *op {
+                OpRef::Put(cf, key, value) => plan.point(table, op_index, cf, key, Some(value)),
+                OpRef::Delete(cf, key) => plan.point(table, op_index, cf, key, None),
+                OpRef::DeleteRange(cf, start, end) => {
+                    let deleted = KeyRange::with_end(start.to_vec(), Some(end.to_vec()))?;
+                    plan.range_delete(table, op_index, cf, &deleted);
+                }
             }
-            OpRef::Delete(cf, key) => plan_point(&mut plan, ranges, op_index, cf, key, None),
-            OpRef::DeleteRange(cf, start, end) => {
-                let deleted = KeyRange::with_end(start.to_vec(), Some(end.to_vec()))?;
-                plan_range_delete(&mut plan, ranges, op_index, cf, &deleted);
+        }
+        Ok(plan)
+    }
+
+    /// The index of `range` in [`Plan::ranges`], added if new.
+    fn index_of(&mut self, range: &Arc<RangeData>) -> usize {
+        match self.ranges.iter().position(|r| Arc::ptr_eq(r, range)) {
+            Some(at) => at,
+            None => {
+                self.ranges.push(Arc::clone(range));
+                self.ranges.len() - 1
             }
         }
     }
-    Ok(plan)
-}
 
-/// A put or delete of `key`, if a range holds it.
-fn plan_point<'a>(
-    plan: &mut Vec<Planned<'a>>,
-    ranges: &RangeTable,
-    op_index: usize,
-    cf: Cf,
-    key: &'a [u8],
-    value: Option<&'a [u8]>,
-) {
-    if let Some(range) = ranges.holder(key) {
-        plan.push(Planned {
-            range: Arc::clone(range),
+    /// A put or delete of `key`, if a range holds it. The range of the write before
+    /// is tried first (the ranges of a table do not overlap, and a batch's keys mostly
+    /// lie in one): no lookup in the table then.
+    fn point(
+        &mut self,
+        table: &RangeTable,
+        op_index: usize,
+        cf: Cf,
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+    ) {
+        let last = self
+            .writes
+            .last()
+            .map(|w| w.range)
+            .filter(|at| self.ranges[*at].bounds.contains_key(key));
+        let Some(range) = last.or_else(|| table.holder(key).map(|r| self.index_of(r))) else {
+            return;
+        };
+        self.writes.push(Planned {
+            range,
             op_index,
             cf,
             key: Cow::Borrowed(key),
             value,
         });
     }
-}
 
-/// Deletions of every key in `deleted`, in every range it touches: keys already held,
-/// and keys written earlier in the same batch.
-fn plan_range_delete(
-    plan: &mut Vec<Planned<'_>>,
-    ranges: &RangeTable,
-    op_index: usize,
-    cf: Cf,
-    deleted: &KeyRange,
-) {
-    for range in ranges.overlapping(deleted) {
-        let Some(deleted) = range.bounds.intersect(deleted) else {
-            continue;
-        };
-        let deleted = &deleted;
-        let mut keys = merged_keys(&range.layers(cf), deleted);
-        let earlier = plan
-            .iter()
-            .filter(|p| Arc::ptr_eq(&p.range, range) && p.cf == cf && deleted.contains_key(&p.key));
-        keys.extend(earlier.map(|p| p.key.to_vec()).collect::<Vec<_>>());
-        keys.sort();
-        keys.dedup();
-        for key in keys {
-            plan.push(Planned {
-                range: Arc::clone(range),
-                op_index,
-                cf,
-                key: Cow::Owned(key),
-                value: None,
-            });
+    /// Deletions of every key in `deleted`, in every range it touches: keys already
+    /// held, and keys written earlier in the same batch.
+    fn range_delete(&mut self, table: &RangeTable, op_index: usize, cf: Cf, deleted: &KeyRange) {
+        for range in table.overlapping(deleted) {
+            let Some(deleted) = range.bounds.intersect(deleted) else {
+                continue;
+            };
+            let deleted = &deleted;
+            let at = self.index_of(range);
+            let mut keys = merged_keys(&range.layers(cf), deleted);
+            let earlier = self
+                .writes
+                .iter()
+                .filter(|p| p.range == at && p.cf == cf && deleted.contains_key(&p.key));
+            keys.extend(earlier.map(|p| p.key.to_vec()).collect::<Vec<_>>());
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                self.writes.push(Planned {
+                    range: at,
+                    op_index,
+                    cf,
+                    key: Cow::Owned(key),
+                    value: None,
+                });
+            }
         }
     }
 }
