@@ -411,7 +411,11 @@ impl MemKv {
             let writes = if ranged {
                 let again = Plan::of(batch, &table)?;
                 let same = again.ranges.len() == ranges.len()
-                    && again.ranges.iter().zip(&ranges).all(|(a, b)| Arc::ptr_eq(a, b));
+                    && again
+                        .ranges
+                        .iter()
+                        .zip(&ranges)
+                        .all(|(a, b)| Arc::ptr_eq(a, b));
                 if !same {
                     continue;
                 }
@@ -438,11 +442,7 @@ impl MemKv {
         // each range's layers are read once, and each memtable's writer taken once while
         // the batch stays on it.
         let versions: Vec<_> = ranges.iter().map(|r| r.version.load()).collect();
-        let actives = |w: &Planned<'_>| {
-            versions
-                .get(w.range)
-                .map(|v| &v.cfs[w.cf.index()].active)
-        };
+        let actives = |w: &Planned<'_>| versions.get(w.range).map(|v| &v.cfs[w.cf.index()].active);
         let costs = check_plan(ranges, writes, &actives)?;
         let needed = costs.iter().sum();
         if !self.tracker.try_reserve(needed) {
