@@ -98,8 +98,13 @@ impl MemKv {
 pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
-/// the frozen memtables' entries (`spans`, each in internal order), in key order: one
-/// linear merge, borrowing every key and value.
+/// the frozen memtables' entries (`spans`, each in internal order), in key order, each
+/// key once: one linear merge, borrowing every key and value.
+///
+/// The memtables are small beside the run: the run's entries before the next memtable
+/// entry are found by one search and taken as a stretch, without comparing them one by
+/// one (a run whose keys are unique needs only its stretch's first key compared with the
+/// key taken last).
 fn newest_entries<'a>(
     run: &'a Run,
     spans: &'a [Vec<RunEntry>],
@@ -107,48 +112,62 @@ fn newest_entries<'a>(
     seq: u64,
     stats: &mut GcStats,
 ) -> Vec<Part<'a>> {
-    let (lo, hi) = run_span(run, bounds);
-    let mut at_run = lo;
+    let (mut at_run, hi) = run_span(run, bounds);
     let mut at_span = vec![0usize; spans.len()];
-    let head = |source: Option<usize>, at_run: usize, at_span: &[usize]| -> Option<Part<'a>> {
-        match source {
-            None => (at_run < hi).then(|| (run.key(at_run), run.seq(at_run), run.value(at_run))),
-            Some(m) => spans[m]
-                .get(at_span[m])
-                .map(|e| (&*e.key, e.seq, e.value.as_deref())),
-        }
-    };
-    let mut out: Vec<Part<'a>> = Vec::with_capacity(hi - lo);
+    let mut out: Vec<Part<'a>> = Vec::with_capacity(hi - at_run);
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
-    loop {
-        // The smallest head in internal order (key ascending, sequence descending).
-        let mut best: Option<(Option<usize>, Part<'a>)> = None;
-        for source in std::iter::once(None).chain((0..spans.len()).map(Some)) {
-            if let Some(part) = head(source, at_run, &at_span) {
-                let better = best.as_ref().is_none_or(|(_, b)| {
-                    (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
-                });
-                if better {
-                    best = Some((source, part));
-                }
-            }
-        }
-        let Some((source, part)) = best else {
-            return out;
-        };
-        match source {
-            None => at_run += 1,
-            Some(m) => at_span[m] += 1,
-        }
+    let mut take = |part: Part<'a>, compare: bool| {
         stats.entries_before += 1;
         let (key, s, value) = part;
-        if s > seq || current == Some(key) {
-            continue; // above the compaction, or shadowed by a newer entry of the key
+        if s > seq || (compare && current == Some(key)) {
+            return; // above the compaction, or shadowed by a newer entry of the key
         }
         current = Some(key);
         if value.is_some() {
             out.push(part);
         }
+    };
+    loop {
+        // The smallest memtable head in internal order (key ascending, sequence
+        // descending).
+        let mut best: Option<(usize, Part<'a>)> = None;
+        for (m, span) in spans.iter().enumerate() {
+            if let Some(e) = span.get(at_span[m]) {
+                let part = (&*e.key, e.seq, e.value.as_deref());
+                let better = best.as_ref().is_none_or(|(_, b)| {
+                    (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
+                });
+                if better {
+                    best = Some((m, part));
+                }
+            }
+        }
+        // The run's entries before it (all that are left once the memtables are done);
+        // on a tie, the run's entry comes first. Found by galloping from where the
+        // merge stands: a stretch of n entries costs about 2 log n comparisons.
+        let until = best.as_ref().map_or(hi, |(_, (key, s, _))| {
+            let before =
+                |k: &[u8], q: u64| (k, std::cmp::Reverse(q)) <= (*key, std::cmp::Reverse(*s));
+            let (mut from, mut step) = (at_run, 1);
+            loop {
+                let probe = from.saturating_add(step - 1).min(hi);
+                if probe >= hi || !before(run.key(probe), run.seq(probe)) {
+                    break run.partition(from, probe, before);
+                }
+                from = probe + 1;
+                step *= 2;
+            }
+        });
+        for i in at_run..until {
+            let compare = i == at_run || !run.unique();
+            take((run.key(i), run.seq(i), run.value(i)), compare);
+        }
+        at_run = until;
+        let Some((m, part)) = best else {
+            return out;
+        };
+        at_span[m] += 1;
+        take(part, true);
     }
 }
 

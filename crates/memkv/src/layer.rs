@@ -75,11 +75,11 @@ impl Run {
         tracker: Option<&Arc<MemoryTracker>>,
     ) -> Result<Self, MemError> {
         let parts = entries.iter().map(|e| (&*e.key, e.seq, e.value.as_deref()));
-        Run::build(parts, entries.len(), tracker)
+        Run::build(parts, entries.len(), tracker, false)
     }
 
-    /// A run of borrowed entries in internal key order (a compaction's merge); charged to
-    /// `tracker` if given.
+    /// A run of borrowed entries in internal key order, each key once (a compaction's
+    /// merge keeps the newest entry of each); charged to `tracker` if given.
     ///
     /// # Errors
     /// [`MemError::RunTooLarge`].
@@ -87,13 +87,20 @@ impl Run {
         parts: &[crate::gc::Part<'_>],
         tracker: Option<&Arc<MemoryTracker>>,
     ) -> Result<Self, MemError> {
-        Run::build(parts.iter().copied(), parts.len(), tracker)
+        debug_assert!(
+            parts.windows(2).all(|w| w[0].0 < w[1].0),
+            "unique, in order"
+        );
+        Run::build(parts.iter().copied(), parts.len(), tracker, true)
     }
 
+    /// A run of `parts`; `unique` when no two of them share a key (then no key is
+    /// compared with the one before).
     fn build<'a>(
         parts: impl Iterator<Item = (&'a [u8], u64, Option<&'a [u8]>)> + Clone,
         len: usize,
         tracker: Option<&Arc<MemoryTracker>>,
+        unique: bool,
     ) -> Result<Self, MemError> {
         let key_bytes: usize = parts.clone().map(|(k, _, _)| k.len()).sum();
         let value_bytes: usize = parts
@@ -102,7 +109,11 @@ impl Run {
             .sum();
         let mut builder = RunBuilder::with_capacity(len, key_bytes, value_bytes);
         for (key, seq, value) in parts {
-            builder.push(key, seq, value)?;
+            if unique {
+                builder.push_above(key, seq, value)?;
+            } else {
+                builder.push(key, seq, value)?;
+            }
         }
         Ok(builder.finish(tracker))
     }
@@ -148,6 +159,11 @@ impl Run {
             any_deleted: false,
             charge: Some(Charge::new(tracker)),
         }
+    }
+
+    /// True when no two entries share a key.
+    pub(crate) fn unique(&self) -> bool {
+        self.unique
     }
 
     /// True when every entry is visible at `seq` as the only entry of its key and none is
