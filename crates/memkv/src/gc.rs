@@ -46,12 +46,13 @@ impl MemKv {
         let range = self.range(id)?;
         let (layers, seq) = self.freeze(&range);
         let mut stats = GcStats::default();
-        let spans = layers.each_ref().map(|cf| {
+        let [default, lock, write] = layers.each_ref().map(|cf| {
             cf.frozen
                 .iter()
-                .map(|m| m.span(&range.bounds, u64::MAX))
-                .collect::<Vec<_>>()
+                .map(|m| m.span_run(&range.bounds, u64::MAX))
+                .collect::<Result<Vec<_>, _>>()
         });
+        let spans = [default?, lock?, write?];
         let [default, lock, write] = [0, 1, 2]
             .map(|i| newest_entries(&layers[i].run, &spans[i], &range.bounds, seq, &mut stats));
         let tracker = Some(self.tracker());
@@ -98,7 +99,7 @@ impl MemKv {
 pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
-/// the frozen memtables' entries (`spans`, each in internal order), in key order, each
+/// the frozen memtables' entries (`spans`, each copied into a run), in key order, each
 /// key once: one linear merge, borrowing every key and value.
 ///
 /// The memtables are small beside the run: the run's entries before the next memtable
@@ -107,7 +108,7 @@ pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 /// key taken last).
 fn newest_entries<'a>(
     run: &'a Run,
-    spans: &'a [Vec<RunEntry>],
+    spans: &'a [Run],
     bounds: &KeyRange,
     seq: u64,
     stats: &mut GcStats,
@@ -132,8 +133,9 @@ fn newest_entries<'a>(
         // descending).
         let mut best: Option<(usize, Part<'a>)> = None;
         for (m, span) in spans.iter().enumerate() {
-            if let Some(e) = span.get(at_span[m]) {
-                let part = (&*e.key, e.seq, e.value.as_deref());
+            let i = at_span[m];
+            if i < span.len() {
+                let part = (span.key(i), span.seq(i), span.value(i));
                 let better = best.as_ref().is_none_or(|(_, b)| {
                     (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
                 });

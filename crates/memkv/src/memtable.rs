@@ -21,9 +21,9 @@ use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use crate::KeyRange;
-use crate::layer::{IValue, RunEntry};
+use crate::layer::{IValue, Run, RunBuilder, RunEntry};
 use crate::memory::{Charge, MemoryTracker};
+use crate::{KeyRange, MemError};
 
 /// The tallest a node gets. With a branching factor of 4, twelve levels index 16M entries
 /// at full speed; memtables are compacted long before.
@@ -177,6 +177,12 @@ impl<'a> Node<'a> {
     /// `len` bytes of the packed data from byte `from`, copied out.
     fn bytes(&self, from: usize, len: usize) -> Box<[u8]> {
         let mut out = Vec::with_capacity(len);
+        self.copy_into(from, len, &mut out);
+        out.into_boxed_slice()
+    }
+
+    /// `len` bytes of the packed data from byte `from`, appended to `out`.
+    fn copy_into(&self, from: usize, len: usize, out: &mut Vec<u8>) {
         let mut at = from;
         while at < from + len {
             let word = self.word(at / 8);
@@ -185,7 +191,6 @@ impl<'a> Node<'a> {
             out.extend_from_slice(&word[skip..skip + n]);
             at += n;
         }
-        out.into_boxed_slice()
     }
 
     fn key(&self) -> Box<[u8]> {
@@ -443,6 +448,45 @@ impl Memtable {
             }
             at = node.next(0);
         }
+    }
+
+    /// [`Memtable::span`] as a run (charged to nothing): the entries' bytes copied into
+    /// the run's arenas, with no allocation per entry.
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`] when its keys or values pass 4 GiB.
+    pub(crate) fn span_run(&self, bounds: &KeyRange, seq: u64) -> Result<Run, MemError> {
+        let mut builder = RunBuilder::with_capacity(0, 0, 0);
+        let Some(arena) = self.arena.get() else {
+            return Ok(builder.finish(None));
+        };
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        let mut pushed: Option<u64> = None; // the last entry's sequence
+        let mut at = arena.lower_bound(bounds.start(), u64::MAX);
+        while let Some(node) = arena.node(at) {
+            if bounds
+                .end()
+                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
+            {
+                break;
+            }
+            let repeat = pushed == Some(node.seq)
+                && builder
+                    .last_key()
+                    .is_some_and(|last| node.cmp_key(last) == Cmp::Equal);
+            if node.seq <= seq && !repeat {
+                key.clear();
+                node.copy_into(0, node.key_len, &mut key);
+                value.clear();
+                if let Some(len) = node.value_len {
+                    node.copy_into(node.key_len, len, &mut value);
+                }
+                builder.push(&key, node.seq, node.value_len.map(|_| value.as_slice()))?;
+                pushed = Some(node.seq);
+            }
+            at = node.next(0);
+        }
+        Ok(builder.finish(None))
     }
 
     /// The entries within `bounds` with sequence `<= seq`, in order.
@@ -771,7 +815,10 @@ mod tests {
                     .filter(|((k, s), _)| k.as_slice() >= key.as_slice() && k.as_slice() < end.as_slice() && s.0 <= *seq)
                     .map(|((k, s), v)| (k.clone(), s.0, v.clone()))
                     .collect();
-                prop_assert_eq!(span, expected);
+                prop_assert_eq!(&span, &expected);
+                let run = mem.span_run(&bounds, *seq).unwrap();
+                let copied: Vec<_> = (0..run.len()).map(|i| (run.key(i).to_vec(), run.seq(i), run.value(i).map(<[u8]>::to_vec))).collect();
+                prop_assert_eq!(copied, expected);
             }
         }
     }

@@ -215,15 +215,17 @@ impl SnapshotIter {
     fn new(layers: &CfLayers, bounds: &KeyRange, seq: u64) -> Result<Self, MemError> {
         let run = &layers.run;
         let (lo, hi) = run_span(run, bounds);
-        let mut recent: Vec<RunEntry> = Vec::new();
-        for mem in layers.frozen.iter().chain([&layers.active]) {
-            let visible = mem.span(bounds, seq);
-            recent.extend(visible);
-        }
-        if !layers.frozen.is_empty() {
+        let recent = if layers.frozen.is_empty() {
+            // The usual case: the active memtable alone, copied straight into a run.
+            layers.active.span_run(bounds, seq)?
+        } else {
+            let mut recent: Vec<RunEntry> = Vec::new();
+            for mem in layers.frozen.iter().chain([&layers.active]) {
+                recent.extend(mem.span(bounds, seq));
+            }
             recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
-        }
-        let recent = Run::new(&recent, None)?;
+            Run::new(&recent, None)?
+        };
         let plain = recent.len() == 0 && run.plain_at(seq);
         Ok(SnapshotIter {
             run: Arc::clone(run),

@@ -1,0 +1,66 @@
+//! The memory store's write and compaction work alone, on one thread, deterministic (for
+//! `valgrind --tool=callgrind` or `perf`): batches of 16 MVCC puts, as `write_loop`
+//! writes them, to one range of a `MemKv`, and a compaction each time the range asks for
+//! one (`wants_compaction`), done inline instead of on the engine's deleter thread.
+//! Prints the time spent writing and compacting, and the entries the compactions wrote.
+//!
+//! ```sh
+//! cargo run --release -p ime-benches --example compact_loop -- 200000
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a profiling harness: a failed setup should stop it"
+)]
+
+use std::time::{Duration, Instant};
+
+use ime_benches::{put_record, user_key, write_key};
+use ime_disk::KeyRange;
+use ime_memkv::{Cf, MemConfig, MemKv, OpRef, RangeId};
+
+fn main() {
+    let batches: u64 = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 64 << 30,
+        soft_limit: 32 << 30,
+    });
+    let range = RangeId(1);
+    kv.create_range(
+        range,
+        KeyRange::with_end(b"t".to_vec(), Some(b"u".to_vec())).unwrap(),
+    )
+    .unwrap();
+    let (mut writing, mut compacting) = (Duration::ZERO, Duration::ZERO);
+    let (mut compactions, mut written) = (0u64, 0usize);
+    for round in 1..=batches {
+        let ops: Vec<(Vec<u8>, Vec<u8>)> = (0..16)
+            .map(|k| {
+                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+                (key, put_record(1_999_999 + round, b"value"))
+            })
+            .collect();
+        let batch: Vec<OpRef<'_>> = ops
+            .iter()
+            .map(|(k, v)| OpRef::Put(Cf::Write, k, v))
+            .collect();
+        let start = Instant::now();
+        kv.write_next(&batch).unwrap();
+        writing += start.elapsed();
+        if kv.wants_compaction(range).unwrap() {
+            let start = Instant::now();
+            let stats = kv.compact(range, None).unwrap();
+            compacting += start.elapsed();
+            compactions += 1;
+            written += stats.entries_after;
+        }
+    }
+    println!(
+        "writes {writing:?}, compactions {compacting:?} ({compactions} of them, \
+         {written} entries written, {:.1} ns an entry)",
+        compacting.as_nanos() as f64 / written.max(1) as f64
+    );
+}
