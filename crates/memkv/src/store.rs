@@ -150,6 +150,19 @@ impl RangeTable {
         range.bounds.contains_key(key).then_some(range)
     }
 
+    /// [`RangeTable::holder`], trying `last` first (the range of the key before: a
+    /// batch's keys mostly lie in one range, and ranges do not overlap).
+    fn holder_after<'t>(
+        &'t self,
+        last: Option<&'t Arc<RangeData>>,
+        key: &[u8],
+    ) -> Option<&'t Arc<RangeData>> {
+        match last {
+            Some(range) if range.bounds.contains_key(key) => Some(range),
+            _ => self.holder(key),
+        }
+    }
+
     /// The ranges overlapping `bounds`, in key order.
     fn overlapping<'a>(
         &'a self,
@@ -374,13 +387,31 @@ impl MemKv {
     /// # Errors
     /// [`MemError::InvalidBounds`] (a range delete).
     pub fn ranges_touched(&self, batch: &[OpRef<'_>]) -> Result<Vec<RangeId>, MemError> {
-        let mut ids: Vec<RangeId> = Plan::of(batch, &self.ranges())?
-            .ranges
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let table = self.ranges();
+        let mut ids: Vec<RangeId> = if batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..))) {
+            // A range delete reaches the ranges where it finds keys: plan it.
+            Plan::of(batch, &table)?
+                .ranges
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        } else {
+            // Puts and deletes: each key's range, and nothing else to build.
+            let mut ids = Vec::new();
+            let mut last: Option<&Arc<RangeData>> = None;
+            for op in batch {
+                let (OpRef::Put(_, key, _) | OpRef::Delete(_, key) | OpRef::DeleteRange(_, key, _)) =
+                    *op;
+                last = table.holder_after(last, key);
+                if let Some(range) = last
+                    && !ids.contains(&range.id)
+                {
+                    ids.push(range.id);
+                }
+            }
+            ids
+        };
         ids.sort_unstable();
-        ids.dedup();
         Ok(ids)
     }
 
@@ -962,13 +993,12 @@ impl<'a> Plan<'a> {
         key: &'a [u8],
         value: Option<&'a [u8]>,
     ) {
-        let last = self
-            .writes
-            .last()
-            .map(|w| w.range)
-            .filter(|at| self.ranges[*at].bounds.contains_key(key));
-        let Some(range) = last.or_else(|| table.holder(key).map(|r| self.index_of(r))) else {
-            return;
+        let range = match self.writes.last().map(|w| w.range) {
+            Some(at) if self.ranges[at].bounds.contains_key(key) => at,
+            _ => match table.holder(key) {
+                Some(range) => self.index_of(range),
+                None => return,
+            },
         };
         self.writes.push(Planned {
             range,
@@ -987,15 +1017,19 @@ impl<'a> Plan<'a> {
                 continue;
             };
             let deleted = &deleted;
-            let at = self.index_of(range);
+            let known = self.ranges.iter().position(|r| Arc::ptr_eq(r, range));
             let mut keys = merged_keys(&range.layers(cf), deleted);
             let earlier = self
                 .writes
                 .iter()
-                .filter(|p| p.range == at && p.cf == cf && deleted.contains_key(&p.key));
+                .filter(|p| Some(p.range) == known && p.cf == cf && deleted.contains_key(&p.key));
             keys.extend(earlier.map(|p| p.key.to_vec()).collect::<Vec<_>>());
+            if keys.is_empty() {
+                continue; // nothing to delete: the range is not reached
+            }
             keys.sort();
             keys.dedup();
+            let at = self.index_of(range);
             for key in keys {
                 self.writes.push(Planned {
                     range: at,

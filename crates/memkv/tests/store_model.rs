@@ -448,6 +448,52 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
     assert_eq!(keys(3), ["z"]);
 }
 
+/// `ranges_touched` names the ranges a batch would write to, each once, in id order: a
+/// put or delete's range whatever the order of the keys, none for a key in no range, and
+/// for a range delete the ranges where it finds keys (held, or written before it in the
+/// same batch).
+#[test]
+fn ranges_touched_names_the_ranges_a_batch_writes() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 30,
+        soft_limit: 1 << 29,
+    });
+    let bounds = |s: &str, e: &str| {
+        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
+    };
+    kv.create_range(RangeId(2), bounds("a", "m")).unwrap();
+    kv.create_range(RangeId(1), bounds("m", "t")).unwrap();
+    kv.write(WriteBatch::new().put(Cf::Lock, "p", "held"), 1)
+        .unwrap();
+    let touched = |batch: &WriteBatch| {
+        let ops: Vec<OpRef<'_>> = batch.ops().iter().map(Op::as_ref).collect();
+        kv.ranges_touched(&ops).unwrap()
+    };
+    let mut batch = WriteBatch::new();
+    for key in ["z", "n", "b", "c", "o"] {
+        batch.put(Cf::Lock, key, key);
+    }
+    assert_eq!(touched(&batch), [RangeId(1), RangeId(2)]);
+    assert_eq!(
+        touched(WriteBatch::new().delete(Cf::Write, "c")),
+        [RangeId(2)]
+    );
+    assert!(touched(WriteBatch::new().put(Cf::Lock, "z", "v")).is_empty());
+    assert_eq!(
+        touched(WriteBatch::new().delete_range(Cf::Lock, "o", "q")),
+        [RangeId(1)]
+    );
+    assert!(touched(WriteBatch::new().delete_range(Cf::Lock, "c", "e")).is_empty());
+    assert_eq!(
+        touched(
+            WriteBatch::new()
+                .put(Cf::Lock, "d", "v")
+                .delete_range(Cf::Lock, "c", "e")
+        ),
+        [RangeId(2)]
+    );
+}
+
 /// A load at a sequence above every write so far (the disk moved on without the store)
 /// survives a compaction: the load counts as a write at its sequence.
 #[test]
