@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::codec::{MvccKey, WriteRecord, WriteType};
-use crate::layer::{Run, RunEntry};
+use crate::layer::{Run, RunBuilder, RunEntry};
 use crate::snapshot::run_span;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
@@ -53,20 +53,45 @@ impl MemKv {
                 .collect::<Result<Vec<_>, _>>()
         });
         let spans = [default?, lock?, write?];
-        let [default, lock, write] = [0, 1, 2]
-            .map(|i| newest_entries(&layers[i].run, &spans[i], &range.bounds, seq, &mut stats));
         let tracker = Some(self.tracker());
+        let bounds = &range.bounds;
         let runs = match safe_point {
-            // A compaction alone: the runs are built from the sources, copied once.
+            // A compaction alone: each merge goes straight into its run, copied once.
             None => {
-                stats.entries_after = default.len() + lock.len() + write.len();
-                [
-                    Run::from_parts(&default, tracker)?,
-                    Run::from_parts(&lock, tracker)?,
-                    Run::from_parts(&write, tracker)?,
-                ]
+                let mut build = |i: usize| -> Result<Run, MemError> {
+                    let mut builder = merge_builder(&layers[i].run, bounds, &spans[i]);
+                    let mut sink = |(key, s, value)| builder.push_above(key, s, value);
+                    newest_entries(
+                        &layers[i].run,
+                        &spans[i],
+                        bounds,
+                        seq,
+                        &mut stats,
+                        &mut sink,
+                    )?;
+                    stats.entries_after += builder.len();
+                    Ok(builder.finish(tracker))
+                };
+                [build(0)?, build(1)?, build(2)?]
             }
             Some(sp) => {
+                let [default, lock, write] = [0, 1, 2].map(|i| {
+                    let mut parts = Vec::new();
+                    let mut sink = |part| {
+                        parts.push(part);
+                        Ok(())
+                    };
+                    newest_entries(
+                        &layers[i].run,
+                        &spans[i],
+                        bounds,
+                        seq,
+                        &mut stats,
+                        &mut sink,
+                    )
+                    .map(|()| parts)
+                });
+                let (default, lock, write) = (default?, lock?, write?);
                 let owned = write
                     .iter()
                     .map(|(key, seq, value)| RunEntry {
@@ -100,7 +125,7 @@ pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
 /// the frozen memtables' entries (`spans`, each copied into a run), in key order, each
-/// key once: one linear merge, borrowing every key and value.
+/// key once, handed to `sink`: one linear merge, borrowing every key and value.
 ///
 /// The memtables are small beside the run: the run's entries before the next memtable
 /// entry are found by one search and taken as a stretch, without comparing them one by
@@ -112,20 +137,21 @@ fn newest_entries<'a>(
     bounds: &KeyRange,
     seq: u64,
     stats: &mut GcStats,
-) -> Vec<Part<'a>> {
+    sink: &mut dyn FnMut(Part<'a>) -> Result<(), MemError>,
+) -> Result<(), MemError> {
     let (mut at_run, hi) = run_span(run, bounds);
     let mut at_span = vec![0usize; spans.len()];
-    let mut out: Vec<Part<'a>> = Vec::with_capacity(hi - at_run);
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
     let mut take = |part: Part<'a>, compare: bool| {
         stats.entries_before += 1;
         let (key, s, value) = part;
         if s > seq || (compare && current == Some(key)) {
-            return; // above the compaction, or shadowed by a newer entry of the key
+            return Ok(()); // above the compaction, or shadowed by a newer entry of the key
         }
         current = Some(key);
-        if value.is_some() {
-            out.push(part);
+        match value {
+            Some(_) => sink(part),
+            None => Ok(()),
         }
     };
     loop {
@@ -162,15 +188,29 @@ fn newest_entries<'a>(
         });
         for i in at_run..until {
             let compare = i == at_run || !run.unique();
-            take((run.key(i), run.seq(i), run.value(i)), compare);
+            take((run.key(i), run.seq(i), run.value(i)), compare)?;
         }
         at_run = until;
         let Some((m, part)) = best else {
-            return out;
+            return Ok(());
         };
         at_span[m] += 1;
-        take(part, true);
+        take(part, true)?;
     }
+}
+
+/// A builder with room for a merge of `run` (within `bounds`) and `spans`: what they
+/// hold together, an upper bound of what the merge keeps.
+fn merge_builder(run: &Run, bounds: &KeyRange, spans: &[Run]) -> RunBuilder {
+    let (lo, hi) = run_span(run, bounds);
+    let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
+    for span in spans {
+        len += span.len();
+        let (k, v) = span.bytes_between(0, span.len());
+        keys += k;
+        values += v;
+    }
+    RunBuilder::with_capacity(len, keys, values)
 }
 
 /// TiKV's MVCC retention rule below a safe point, written once: GC applies it, and so does

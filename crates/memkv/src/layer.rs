@@ -161,6 +161,16 @@ impl Run {
         }
     }
 
+    /// Bytes of keys and of values of entries `lo..hi` (`lo <= hi <= len()`).
+    pub(crate) fn bytes_between(&self, lo: usize, hi: usize) -> (usize, usize) {
+        if lo >= hi {
+            return (0, 0);
+        }
+        let (key_start, value_start) = self.starts(lo);
+        let (key_end, value_end) = self.starts(hi);
+        (key_end - key_start, value_end - value_start)
+    }
+
     /// True when no two entries share a key.
     pub(crate) fn unique(&self) -> bool {
         self.unique
