@@ -457,44 +457,45 @@ impl Memtable {
     /// [`MemError::RunTooLarge`] when its keys or values pass 4 GiB.
     pub(crate) fn span_run(&self, bounds: &KeyRange, seq: u64) -> Result<Run, MemError> {
         let mut builder = RunBuilder::with_capacity(0, 0, 0);
-        let Some(arena) = self.arena.get() else {
-            return Ok(builder.finish(None));
-        };
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        let mut pushed: Option<u64> = None; // the last entry's sequence
-        let mut at = arena.lower_bound(bounds.start(), u64::MAX);
-        while let Some(node) = arena.node(at) {
-            if bounds
-                .end()
-                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
-            {
-                break;
+        let mut value = Vec::new();
+        self.each_visible(bounds, seq, |node, key| {
+            value.clear();
+            if let Some(len) = node.value_len {
+                node.copy_into(node.key_len, len, &mut value);
             }
-            let repeat = pushed == Some(node.seq)
-                && builder
-                    .last_key()
-                    .is_some_and(|last| node.cmp_key(last) == Cmp::Equal);
-            if node.seq <= seq && !repeat {
-                key.clear();
-                node.copy_into(0, node.key_len, &mut key);
-                value.clear();
-                if let Some(len) = node.value_len {
-                    node.copy_into(node.key_len, len, &mut value);
-                }
-                builder.push(&key, node.seq, node.value_len.map(|_| value.as_slice()))?;
-                pushed = Some(node.seq);
-            }
-            at = node.next(0);
-        }
+            builder.push(key, node.seq, node.value_len.map(|_| value.as_slice()))
+        })?;
         Ok(builder.finish(None))
     }
 
     /// The entries within `bounds` with sequence `<= seq`, in order.
     pub(crate) fn span(&self, bounds: &KeyRange, seq: u64) -> Vec<RunEntry> {
-        let Some(arena) = self.arena.get() else {
-            return Vec::new();
-        };
         let mut out: Vec<RunEntry> = Vec::new();
+        let Ok(()) = self.each_visible(bounds, seq, |node, key| {
+            out.push(RunEntry {
+                key: key.into(),
+                seq: node.seq,
+                value: node.value(),
+            });
+            Ok::<(), std::convert::Infallible>(())
+        });
+        out
+    }
+
+    /// Calls `f` with each node within `bounds` with sequence `<= seq`, in order, and its
+    /// key (a node repeating the entry before, key and sequence, is skipped); stops at
+    /// the first error.
+    fn each_visible<E>(
+        &self,
+        bounds: &KeyRange,
+        seq: u64,
+        mut f: impl FnMut(&Node<'_>, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(arena) = self.arena.get() else {
+            return Ok(());
+        };
+        let mut key = Vec::new();
+        let mut taken: Option<u64> = None; // the sequence of the entry taken last
         let mut at = arena.lower_bound(bounds.start(), u64::MAX);
         while let Some(node) = arena.node(at) {
             if bounds
@@ -503,19 +504,16 @@ impl Memtable {
             {
                 break;
             }
-            let repeat = out
-                .last()
-                .is_some_and(|last| last.seq == node.seq && node.cmp_key(&last.key) == Cmp::Equal);
+            let repeat = taken == Some(node.seq) && node.cmp_key(&key) == Cmp::Equal;
             if node.seq <= seq && !repeat {
-                out.push(RunEntry {
-                    key: node.key(),
-                    seq: node.seq,
-                    value: node.value(),
-                });
+                key.clear();
+                node.copy_into(0, node.key_len, &mut key);
+                f(&node, &key)?;
+                taken = Some(node.seq);
             }
             at = node.next(0);
         }
-        out
+        Ok(())
     }
 }
 
