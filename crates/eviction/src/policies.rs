@@ -166,9 +166,9 @@ impl Default for FrequencyConfig {
             min_residence: DEFAULT_MIN_RESIDENCE,
             decay: 0.6,
             doorkeeper_rounds: 2,
-            hysteresis: 1.25,
+            hysteresis: 1.5,
             ghost_capacity: 1024,
-            payback_rounds: 30,
+            payback_rounds: 25,
         }
     }
 }
