@@ -3,9 +3,12 @@
 //! writes them, to one range of a `MemKv`, and a compaction each time the range asks for
 //! one (`wants_compaction`), done inline instead of on the engine's deleter thread.
 //! Prints the time spent writing and compacting, and the entries the compactions wrote.
+//! With `gc`, each compaction also collects MVCC garbage below a safe point 50,000
+//! batches behind the writes (as the engine's GC rounds do).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example compact_loop -- 200000
+//! cargo run --release -p ime-benches --example compact_loop -- 200000 gc
 //! ```
 
 #![allow(
@@ -20,10 +23,9 @@ use ime_disk::KeyRange;
 use ime_memkv::{Cf, MemConfig, MemKv, OpRef, RangeId};
 
 fn main() {
-    let batches: u64 = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
+    let mut args = std::env::args().skip(1);
+    let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let gc = args.next().as_deref() == Some("gc");
     let kv = MemKv::new(MemConfig {
         hard_limit: 64 << 30,
         soft_limit: 32 << 30,
@@ -52,7 +54,8 @@ fn main() {
         writing += start.elapsed();
         if kv.wants_compaction(range).unwrap() {
             let start = Instant::now();
-            let stats = kv.compact(range, None).unwrap();
+            let safe_point = gc.then(|| (2_000_000 + round).saturating_sub(50_000));
+            let stats = kv.compact(range, safe_point).unwrap();
             compacting += start.elapsed();
             compactions += 1;
             written += stats.entries_after;

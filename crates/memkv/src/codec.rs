@@ -100,6 +100,13 @@ pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
 /// [`CodecError::Truncated`] or [`CodecError::BadGroup`].
 pub fn decode_bytes(input: &[u8]) -> Result<(Vec<u8>, usize), CodecError> {
     let mut out = Vec::with_capacity(input.len() / (GROUP + 1) * GROUP);
+    let used = walk_groups(input, |real| out.extend_from_slice(real))?;
+    Ok((out, used))
+}
+
+/// The memcomparable key at the start of `input`, checked: each group's real bytes go
+/// to `emit`; returns the bytes the encoding takes.
+fn walk_groups(input: &[u8], mut emit: impl FnMut(&[u8])) -> Result<usize, CodecError> {
     let mut at = 0;
     loop {
         let chunk = input.get(at..at + GROUP + 1).ok_or(CodecError::Truncated {
@@ -115,12 +122,36 @@ pub fn decode_bytes(input: &[u8]) -> Result<(Vec<u8>, usize), CodecError> {
         if chunk[real..GROUP].iter().any(|b| *b != 0) {
             return Err(CodecError::BadGroup { at });
         }
-        out.extend_from_slice(&chunk[..real]);
+        emit(&chunk[..real]);
         at += GROUP + 1;
         if pad != 0 {
-            return Ok((out, at));
+            return Ok(at);
         }
     }
+}
+
+/// An encoded MVCC key split without copying: the encoded user key (the prefix every
+/// version of the key shares; equal prefixes, equal user keys) and the timestamp.
+/// Accepts exactly what [`MvccKey::decode`] accepts.
+///
+/// # Errors
+/// As [`MvccKey::decode`].
+pub fn split_mvcc_key(input: &[u8]) -> Result<(&[u8], u64), CodecError> {
+    let used = walk_groups(input, |_| {})?;
+    mvcc_ts(input, used).map(|ts| (&input[..used], ts))
+}
+
+/// The timestamp suffix of an MVCC key whose user key takes `used` bytes.
+fn mvcc_ts(input: &[u8], used: usize) -> Result<u64, CodecError> {
+    let mut at = used;
+    let ts = !read_u64(input, &mut at, "timestamp")?;
+    if at != input.len() {
+        return Err(CodecError::UnknownFlag {
+            what: "trailing key",
+            flag: input[at],
+        });
+    }
+    Ok(ts)
 }
 
 /// Encodes `ts` so that larger timestamps sort first.
@@ -209,14 +240,14 @@ fn read_u64(input: &[u8], at: &mut usize, what: &'static str) -> Result<u64, Cod
     Ok(u64::from_be_bytes(word))
 }
 
-fn read_short_value(input: &[u8], at: &mut usize) -> Result<Vec<u8>, CodecError> {
+fn read_short_value<'a>(input: &'a [u8], at: &mut usize) -> Result<&'a [u8], CodecError> {
     let len = usize::from(read_u8(input, at, "short value length")?);
     let value = input.get(*at..*at + len).ok_or(CodecError::Truncated {
         what: "short value",
         at: *at,
     })?;
     *at += len;
-    Ok(value.to_vec())
+    Ok(value)
 }
 
 fn push_short_value(out: &mut Vec<u8>, value: &[u8]) -> Result<(), CodecError> {
@@ -255,14 +286,7 @@ impl MvccKey {
     /// A malformed user key, or a missing or extra timestamp suffix.
     pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
         let (user_key, used) = decode_bytes(input)?;
-        let mut at = used;
-        let ts = !read_u64(input, &mut at, "timestamp")?;
-        if at != input.len() {
-            return Err(CodecError::UnknownFlag {
-                what: "trailing key",
-                flag: input[at],
-            });
-        }
+        let ts = mvcc_ts(input, used)?;
         Ok(MvccKey { user_key, ts })
     }
 }
@@ -381,26 +405,68 @@ impl WriteRecord {
     /// # Errors
     /// A malformed record: an unknown type or field, or truncation.
     pub fn decode(input: &[u8]) -> Result<Self, CodecError> {
-        let mut at = 0;
-        let write_type = WriteType::from_flag(read_u8(input, &mut at, "write type")?)?;
-        let start_ts = decode_varint(input, &mut at)?;
-        let mut record = WriteRecord::new(write_type, start_ts, None);
-        while at < input.len() {
-            match read_u8(input, &mut at, "write field")? {
-                SHORT_VALUE_PREFIX => record.short_value = Some(read_short_value(input, &mut at)?),
-                FLAG_OVERLAPPED_ROLLBACK => record.has_overlapped_rollback = true,
-                GC_FENCE_PREFIX => record.gc_fence = Some(read_u64(input, &mut at, "gc fence")?),
-                LAST_CHANGE_PREFIX => {
-                    let ts = read_u64(input, &mut at, "last change")?;
-                    record.last_change = Some((ts, decode_varint(input, &mut at)?));
-                }
-                TXN_SOURCE_PREFIX => record.txn_source = Some(decode_varint(input, &mut at)?),
-                _ => {
-                    record.unknown_fields = input[at - 1..].to_vec();
-                    break;
-                }
-            }
-        }
+        let mut record = WriteRecord::default();
+        let (write_type, start_ts) = parse_record(input, |field| match field {
+            Field::ShortValue(value) => record.short_value = Some(value.to_vec()),
+            Field::OverlappedRollback => record.has_overlapped_rollback = true,
+            Field::GcFence(fence) => record.gc_fence = Some(fence),
+            Field::LastChange(ts, versions) => record.last_change = Some((ts, versions)),
+            Field::TxnSource(source) => record.txn_source = Some(source),
+            Field::Unknown(rest) => record.unknown_fields = rest.to_vec(),
+        })?;
+        record.write_type = Some(write_type);
+        record.start_ts = start_ts;
         Ok(record)
     }
+
+    /// A record's kind, its start_ts and whether it holds a short value, checked as
+    /// [`WriteRecord::decode`] checks the record, without copying anything out of it.
+    ///
+    /// # Errors
+    /// As [`WriteRecord::decode`].
+    pub fn decode_head(input: &[u8]) -> Result<(WriteType, u64, bool), CodecError> {
+        let mut short_value = false;
+        let (write_type, start_ts) = parse_record(input, |field| {
+            short_value |= matches!(field, Field::ShortValue(_));
+        })?;
+        Ok((write_type, start_ts, short_value))
+    }
+}
+
+/// One optional field of a write record, borrowed from the input.
+enum Field<'a> {
+    ShortValue(&'a [u8]),
+    OverlappedRollback,
+    GcFence(u64),
+    LastChange(u64, u64),
+    TxnSource(u64),
+    /// Fields this decoder does not know, from the first of them to the end.
+    Unknown(&'a [u8]),
+}
+
+/// A write record's type and start_ts; each optional field goes to `field`, in order.
+fn parse_record<'a>(
+    input: &'a [u8],
+    mut field: impl FnMut(Field<'a>),
+) -> Result<(WriteType, u64), CodecError> {
+    let mut at = 0;
+    let write_type = WriteType::from_flag(read_u8(input, &mut at, "write type")?)?;
+    let start_ts = decode_varint(input, &mut at)?;
+    while at < input.len() {
+        match read_u8(input, &mut at, "write field")? {
+            SHORT_VALUE_PREFIX => field(Field::ShortValue(read_short_value(input, &mut at)?)),
+            FLAG_OVERLAPPED_ROLLBACK => field(Field::OverlappedRollback),
+            GC_FENCE_PREFIX => field(Field::GcFence(read_u64(input, &mut at, "gc fence")?)),
+            LAST_CHANGE_PREFIX => {
+                let ts = read_u64(input, &mut at, "last change")?;
+                field(Field::LastChange(ts, decode_varint(input, &mut at)?));
+            }
+            TXN_SOURCE_PREFIX => field(Field::TxnSource(decode_varint(input, &mut at)?)),
+            _ => {
+                field(Field::Unknown(&input[at - 1..]));
+                break;
+            }
+        }
+    }
+    Ok((write_type, start_ts))
 }

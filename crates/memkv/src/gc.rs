@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use crate::codec::{MvccKey, WriteRecord, WriteType};
-use crate::layer::{Run, RunBuilder, RunEntry};
+use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
+use crate::layer::{Run, RunBuilder};
 use crate::snapshot::run_span;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
@@ -92,15 +92,7 @@ impl MemKv {
                     .map(|()| parts)
                 });
                 let (default, lock, write) = (default?, lock?, write?);
-                let owned = write
-                    .iter()
-                    .map(|(key, seq, value)| RunEntry {
-                        key: (*key).into(),
-                        seq: *seq,
-                        value: value.map(Into::into),
-                    })
-                    .collect();
-                let (write, dropped_values) = gc_write_cf(owned, sp, &mut stats);
+                let (write, dropped_values) = gc_write_cf(write, sp, &mut stats);
                 let default: Vec<Part<'_>> = default
                     .into_iter()
                     .filter(|(key, _, _)| !dropped_values.contains(*key))
@@ -110,7 +102,7 @@ impl MemKv {
                 [
                     Run::from_parts(&default, tracker)?,
                     Run::from_parts(&lock, tracker)?,
-                    Run::new(&write, tracker)?,
+                    Run::from_parts(&write, tracker)?,
                 ]
             }
         };
@@ -274,20 +266,22 @@ impl Retention {
 
     /// The verdict on the next entry, `key` and `value` of the write column family.
     pub fn judge(&mut self, key: &[u8], value: &[u8]) -> Retained {
-        let Ok(key) = MvccKey::decode(key) else {
+        // Split and read in place: nothing is copied but a new user key's prefix.
+        let Ok((user_key, ts)) = split_mvcc_key(key) else {
             return Retained::KeepUnreadable;
         };
-        if self.current.as_deref() != Some(key.user_key.as_slice()) {
-            self.current = Some(key.user_key.clone());
+        if self.current.as_deref() != Some(user_key) {
+            let current = self.current.get_or_insert_with(Vec::new);
+            current.clear();
+            current.extend_from_slice(user_key);
             self.settled = false;
         }
-        if key.ts > self.safe_point {
+        if ts > self.safe_point {
             return Retained::Keep;
         }
-        let Ok(record) = WriteRecord::decode(value) else {
+        let Ok((kind, start_ts, short_value)) = WriteRecord::decode_head(value) else {
             return Retained::KeepUnreadable;
         };
-        let kind = record.kind();
         let keep = !self.settled && kind == WriteType::Put;
         if matches!(kind, WriteType::Put | WriteType::Delete) {
             self.settled = true;
@@ -295,30 +289,31 @@ impl Retention {
         if keep {
             return Retained::Keep;
         }
-        let value_key = (kind == WriteType::Put && record.short_value.is_none()).then(|| {
-            MvccKey {
-                user_key: key.user_key,
-                ts: record.start_ts,
-            }
-            .encode()
-        });
+        let value_key =
+            (kind == WriteType::Put && !short_value).then(|| value_key(user_key, start_ts));
         Retained::Drop { value_key }
     }
 }
 
-/// MVCC GC of the write column family at `safe_point` ([`Retention`]); returns the kept
-/// entries and the default-CF keys of the puts dropped.
-fn gc_write_cf(
-    entries: Vec<RunEntry>,
+/// The default-CF key of a value: the encoded user key, then `start_ts` (descending).
+fn value_key(encoded_user_key: &[u8], start_ts: u64) -> Vec<u8> {
+    [encoded_user_key, &encode_ts_desc(start_ts)].concat()
+}
+
+/// MVCC GC of the write column family at `safe_point` ([`Retention`]) over borrowed
+/// entries in key order; returns the kept entries and the default-CF keys of the puts
+/// dropped.
+fn gc_write_cf<'a>(
+    entries: Vec<Part<'a>>,
     safe_point: u64,
     stats: &mut GcStats,
-) -> (Vec<RunEntry>, HashSet<Vec<u8>>) {
+) -> (Vec<Part<'a>>, HashSet<Vec<u8>>) {
     let mut kept = Vec::with_capacity(entries.len());
     let mut dropped_values = HashSet::new();
     let mut rule = Retention::new(safe_point);
     for entry in entries {
-        let verdict = match entry.value.as_deref() {
-            Some(value) => rule.judge(&entry.key, value),
+        let verdict = match entry.2 {
+            Some(value) => rule.judge(entry.0, value),
             None => Retained::KeepUnreadable,
         };
         match verdict {
@@ -335,27 +330,22 @@ fn gc_write_cf(
     }
     // A value a kept put still points to stays, even if a dropped put pointed to it too
     // (two records with one start_ts: not TiKV's histories, but never lose a live value).
-    for entry in &kept {
-        if let Some(value_key) = default_key_of(entry) {
-            dropped_values.remove(&value_key);
+    if !dropped_values.is_empty() {
+        for entry in &kept {
+            if let Some(value_key) = default_key_of(entry) {
+                dropped_values.remove(&value_key);
+            }
         }
     }
-    kept.shrink_to_fit();
     (kept, dropped_values)
 }
 
 /// The default-CF key a kept write record's value lives at, for a put without a short
 /// value.
-fn default_key_of(entry: &RunEntry) -> Option<Vec<u8>> {
-    let key = MvccKey::decode(&entry.key).ok()?;
-    let record = WriteRecord::decode(entry.value.as_deref()?).ok()?;
-    (record.kind() == WriteType::Put && record.short_value.is_none()).then(|| {
-        MvccKey {
-            user_key: key.user_key,
-            ts: record.start_ts,
-        }
-        .encode()
-    })
+fn default_key_of(entry: &Part<'_>) -> Option<Vec<u8>> {
+    let (user_key, _) = split_mvcc_key(entry.0).ok()?;
+    let (kind, start_ts, short_value) = WriteRecord::decode_head(entry.2?).ok()?;
+    (kind == WriteType::Put && !short_value).then(|| value_key(user_key, start_ts))
 }
 
 #[cfg(test)]

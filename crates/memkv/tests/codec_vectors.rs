@@ -416,10 +416,54 @@ proptest! {
     }
 
     #[test]
+    fn split_mvcc_keys_agree_with_decoding(
+        user_key in prop::collection::vec(any::<u8>(), 0..20),
+        ts in any::<u64>(),
+        cut in 0usize..40,
+        bytes in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let key = MvccKey { user_key: user_key.clone(), ts }.encode();
+        let (prefix, split_ts) = split_mvcc_key(&key).unwrap();
+        prop_assert_eq!((prefix.to_vec(), split_ts), (encode_bytes(&user_key), ts));
+        // Cut short, or any bytes: accepted exactly when decoding accepts them.
+        for input in [&key[..cut.min(key.len())], bytes.as_slice()] {
+            match (split_mvcc_key(input), MvccKey::decode(input)) {
+                (Ok((prefix, ts)), Ok(decoded)) => {
+                    prop_assert_eq!(prefix.to_vec(), encode_bytes(&decoded.user_key));
+                    prop_assert_eq!(ts, decoded.ts);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (split, decoded) => prop_assert!(false, "{split:?} against {decoded:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn write_record_heads_agree_with_decoding(
+        record in write_record(),
+        cut in 0usize..40,
+        bytes in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let encoded = record.encode().unwrap();
+        for input in [encoded.as_slice(), &encoded[..cut.min(encoded.len())], bytes.as_slice()] {
+            match (WriteRecord::decode_head(input), WriteRecord::decode(input)) {
+                (Ok(head), Ok(decoded)) => prop_assert_eq!(
+                    head,
+                    (decoded.kind(), decoded.start_ts, decoded.short_value.is_some())
+                ),
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (head, decoded) => prop_assert!(false, "{head:?} against {decoded:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode_bytes(&bytes);
         let _ = MvccKey::decode(&bytes);
+        let _ = split_mvcc_key(&bytes);
         let _ = WriteRecord::decode(&bytes);
+        let _ = WriteRecord::decode_head(&bytes);
         let _ = LockRecord::decode(&bytes);
         let _ = LockEntry::decode(&bytes);
         let _ = decode_varint(&bytes, &mut 0);

@@ -234,7 +234,9 @@ impl LockRecord {
         let mut record = LockRecord::new(lock_type, primary, start_ts, ttl);
         while at < input.len() {
             match read_u8(input, &mut at, "lock field")? {
-                SHORT_VALUE_PREFIX => record.short_value = Some(read_short_value(input, &mut at)?),
+                SHORT_VALUE_PREFIX => {
+                    record.short_value = Some(read_short_value(input, &mut at)?.to_vec());
+                }
                 FOR_UPDATE_TS_PREFIX => {
                     record.for_update_ts = Some(read_u64(input, &mut at, "for_update_ts")?)
                 }
