@@ -4,11 +4,14 @@
 //! one (`wants_compaction`), done inline instead of on the engine's deleter thread.
 //! Prints the time spent writing and compacting, and the entries the compactions wrote.
 //! With `gc`, each compaction also collects MVCC garbage below a safe point 50,000
-//! batches behind the writes (as the engine's GC rounds do).
+//! batches behind the writes (as the engine's GC rounds do). A third argument sets how
+//! many user keys the writes cycle through (default 100,000; fewer keys, more versions
+//! of each between two inserts of neighbours).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example compact_loop -- 200000
 //! cargo run --release -p ime-benches --example compact_loop -- 200000 gc
+//! cargo run --release -p ime-benches --example compact_loop -- 200000 no-gc 500
 //! ```
 
 #![allow(
@@ -26,6 +29,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let gc = args.next().as_deref() == Some("gc");
+    let keys: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let kv = MemKv::new(MemConfig {
         hard_limit: 64 << 30,
         soft_limit: 32 << 30,
@@ -41,7 +45,7 @@ fn main() {
     for round in 1..=batches {
         let ops: Vec<(Vec<u8>, Vec<u8>)> = (0..16)
             .map(|k| {
-                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+                let key = write_key(&user_key((round * 16 + k) % keys), 2_000_000 + round);
                 (key, put_record(1_999_999 + round, b"value"))
             })
             .collect();

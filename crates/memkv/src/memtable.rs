@@ -582,10 +582,10 @@ impl Inserter<'_> {
         // Linked bottom-up: a reader that finds it at any level finds it at level 0.
         // Only inserts store the list's height, and they hold the writer lock.
         let list_height = arena.height.load(Ordering::Relaxed).max(height);
-        // From the hint, the predecessors below `height` (above it, nodes before the key
-        // at their levels: what the next hint needs); else all of them, from the top.
+        // The predecessors at every level (what this insert links below `height`, and
+        // what the next hint needs above it): from the hint, else from the top.
         let preds = writer
-            .hinted(arena, key, seq, height)
+            .hinted(arena, key, seq, list_height)
             .unwrap_or_else(|| arena.predecessors(key, seq, list_height));
         let me = node_ref(chunk, offset);
         for (level, pred) in preds.iter().enumerate().take(height) {
@@ -645,44 +645,51 @@ fn pack(words: &[AtomicU64], key: &[u8], value: &[u8]) {
 }
 
 impl Writer {
-    /// The predecessors of `(key, seq)` below `height` from the hint, when the key comes
-    /// after the last one inserted and lies a few nodes past the hint at each of those
-    /// levels (a batch in key order, older versions of the keys between included);
-    /// `None` sends the insert to a search from the top. Level 1 is looked at first, even
-    /// for a node of height one: a key far from the last one (inserts in no order) fails
-    /// there after a step or two, so the hint costs a random insert little.
+    /// The predecessors of `(key, seq)` at every level below `list_height`, found from
+    /// the hint when the key comes after the last one inserted (a batch in key order, or
+    /// the next key of one); `None` sends the insert to a search from the top.
+    ///
+    /// A finger search: the hint holds, per level, the last node of that level at or
+    /// before the last insert. Climbing from level 0 finds the lowest level whose hint is
+    /// already the key's predecessor (its next node is not before the key); the hints
+    /// above it are too (a node of a higher level between would be one of this level).
+    /// Below it, each level's walk starts from the node the level above reached when
+    /// that walk moved past its hint (then it lies past the last insert, so past this
+    /// level's hint too), else from this level's hint. The search costs about the
+    /// logarithm of the distance from the last insert, not of the memtable's size.
     fn hinted(
         &self,
         arena: &Arena,
         key: &[u8],
         seq: u64,
-        height: usize,
+        list_height: usize,
     ) -> Option<[NodeRef; MAX_HEIGHT]> {
         let (last, mut preds) = self.hint?;
         if arena.node(last)?.cmp(key, seq) != Cmp::Less {
             return None;
         }
-        // Every hint node is at or before `last`, so before the key: walking forward from
-        // it at its level reaches the predecessor there.
-        let top = height.clamp(2, MAX_HEIGHT);
-        for level in (0..top).rev() {
-            // Level 0 steps over the versions of the keys between; above, the hint must be
-            // close already.
-            let steps = if level == 0 { 8 } else { 2 };
-            let mut pred = preds[level];
-            let mut walked = 0;
-            loop {
-                let next = arena.next(pred, level);
-                match arena.node(next) {
-                    Some(node) if node.cmp(key, seq) == Cmp::Less => {
-                        walked += 1;
-                        if walked > steps {
-                            return None;
-                        }
-                        pred = next;
-                    }
-                    _ => break,
-                }
+        let next_before = |at: NodeRef, level: usize| {
+            let next = arena.next(at, level);
+            arena
+                .node(next)
+                .is_some_and(|node| node.cmp(key, seq) == Cmp::Less)
+                .then_some(next)
+        };
+        let top = list_height.clamp(1, MAX_HEIGHT);
+        let mut exact = 0;
+        while exact < top && next_before(preds[exact], exact).is_some() {
+            exact += 1;
+        }
+        // Levels `exact..` hold their predecessors already; the top level may need a
+        // walk of its own when every hint below it is behind.
+        let mut moved_above: Option<NodeRef> = None;
+        for level in (0..exact.min(top)).rev() {
+            let mut pred = moved_above.unwrap_or(preds[level]);
+            while let Some(next) = next_before(pred, level) {
+                pred = next;
+            }
+            if pred != preds[level] {
+                moved_above = Some(pred);
             }
             preds[level] = pred;
         }
@@ -794,6 +801,22 @@ mod tests {
                 model.insert((key.clone(), std::cmp::Reverse(seq)), value.clone());
             }
             prop_assert_eq!(mem.len(), model.len());
+            // Every level in order (a level out of order still reads right, through
+            // level 0, only slower: the model alone would not see it).
+            if let Some(arena) = mem.arena.get() {
+                for level in 0..MAX_HEIGHT {
+                    let (mut at, mut seen) = (arena.next(NIL, level), 0);
+                    while let Some(node) = arena.node(at) {
+                        let next = node.next(level);
+                        if let Some(after) = arena.node(next) {
+                            prop_assert_eq!(after.cmp(&node.key(), node.seq), Cmp::Greater, "level {}", level);
+                        }
+                        at = next;
+                        seen += 1;
+                    }
+                    prop_assert!(level > 0 || seen == model.len());
+                }
+            }
             for (key, seq) in &probes {
                 let got = mem.get(key, *seq).map(|(s, v)| (s, v.map(|v| v.to_vec())));
                 prop_assert_eq!(got, model_get(&model, key, *seq));
