@@ -115,11 +115,9 @@ impl<D: DiskEngine> Core<D> {
         // A load is admitted below the stop-load threshold but may end past the evict
         // threshold: as after a write, a policy round evicts calmly before a write meets
         // the capacity.
-        if self.mem.over_soft_limit() {
-            let mut fx = Effects::default();
-            self.relieve_pressure(&mut fx);
-            self.finish(fx);
-        }
+        let mut fx = Effects::default();
+        self.relieve_pressure(&mut fx);
+        self.finish(fx);
         let result = if copied.is_ok() {
             LoadResult::Ok
         } else {

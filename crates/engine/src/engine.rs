@@ -241,9 +241,7 @@ impl<D: DiskEngine> Engine<D> {
             Ok((n, _)) => {
                 outcome.in_memory = n;
                 self.core.compact_if_grown(touched, fx);
-                if self.core.mem.over_soft_limit() {
-                    self.core.relieve_pressure(fx);
-                }
+                self.core.relieve_pressure(fx);
             }
             Err(err) => {
                 let reason = if matches!(err, MemError::MemoryLimit { .. }) {

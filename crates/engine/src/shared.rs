@@ -528,9 +528,12 @@ impl<D: DiskEngine> Core<D> {
         }
     }
 
-    /// Memory passed the evict threshold: a policy round is queued (one at a time), so that
-    /// regions are evicted calmly, off the write path, before a write reaches capacity.
+    /// When memory passed the evict threshold, a policy round is queued (one at a time), so
+    /// that regions are evicted calmly, off the write path, before a write reaches capacity.
     pub(crate) fn relieve_pressure(&self, fx: &mut Effects) {
+        if !self.mem.over_soft_limit() {
+            return;
+        }
         let queued = self
             .pressure_round
             .swap(true, std::sync::atomic::Ordering::AcqRel);
