@@ -55,54 +55,52 @@ impl MemKv {
         let spans = [default?, lock?, write?];
         let tracker = Some(self.tracker());
         let bounds = &range.bounds;
+        // Column family `i`'s merge, straight into its run (copied once), but the keys
+        // `keep` refuses.
+        let build = |i: usize, stats: &mut GcStats, keep: &dyn Fn(&[u8]) -> bool| {
+            let mut builder = merge_builder(&layers[i].run, bounds, &spans[i]);
+            let mut sink = |(key, s, value): Part<'_>| {
+                if keep(key) {
+                    builder.push_above(key, s, value)
+                } else {
+                    Ok(())
+                }
+            };
+            newest_entries(&layers[i].run, &spans[i], bounds, seq, stats, &mut sink)?;
+            stats.entries_after += builder.len();
+            Ok::<Run, MemError>(builder.finish(tracker))
+        };
+        let every = |_: &[u8]| true;
         let runs = match safe_point {
-            // A compaction alone: each merge goes straight into its run, copied once.
-            None => {
-                let mut build = |i: usize| -> Result<Run, MemError> {
-                    let mut builder = merge_builder(&layers[i].run, bounds, &spans[i]);
-                    let mut sink = |(key, s, value)| builder.push_above(key, s, value);
-                    newest_entries(
-                        &layers[i].run,
-                        &spans[i],
-                        bounds,
-                        seq,
-                        &mut stats,
-                        &mut sink,
-                    )?;
-                    stats.entries_after += builder.len();
-                    Ok(builder.finish(tracker))
-                };
-                [build(0)?, build(1)?, build(2)?]
-            }
+            None => [
+                build(0, &mut stats, &every)?,
+                build(1, &mut stats, &every)?,
+                build(2, &mut stats, &every)?,
+            ],
+            // The write CF is collected first: the values of the puts it drops leave the
+            // default CF as that one is merged.
             Some(sp) => {
-                let [default, lock, write] = [0, 1, 2].map(|i| {
-                    let mut parts = Vec::new();
-                    let mut sink = |part| {
-                        parts.push(part);
-                        Ok(())
-                    };
-                    newest_entries(
-                        &layers[i].run,
-                        &spans[i],
-                        bounds,
-                        seq,
-                        &mut stats,
-                        &mut sink,
-                    )
-                    .map(|()| parts)
-                });
-                let (default, lock, write) = (default?, lock?, write?);
-                let (write, dropped_values) = gc_write_cf(write, sp, &mut stats);
-                let default: Vec<Part<'_>> = default
-                    .into_iter()
-                    .filter(|(key, _, _)| !dropped_values.contains(*key))
-                    .collect();
+                let mut merged = Vec::new();
+                let mut sink = |part| {
+                    merged.push(part);
+                    Ok(())
+                };
+                newest_entries(
+                    &layers[2].run,
+                    &spans[2],
+                    bounds,
+                    seq,
+                    &mut stats,
+                    &mut sink,
+                )?;
+                let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
                 stats.values_removed = dropped_values.len();
-                stats.entries_after = default.len() + lock.len() + write.len();
+                stats.entries_after += write.len();
+                let write = Run::from_parts(&write, tracker)?;
                 [
-                    Run::from_parts(&default, tracker)?,
-                    Run::from_parts(&lock, tracker)?,
-                    Run::from_parts(&write, tracker)?,
+                    build(0, &mut stats, &|key| !dropped_values.contains(key))?,
+                    build(1, &mut stats, &every)?,
+                    write,
                 ]
             }
         };
