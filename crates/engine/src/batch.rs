@@ -3,6 +3,7 @@
 
 use ime_disk::{Cf, WriteBatch};
 use ime_region::{RegionEpoch, RegionId};
+use smallvec::SmallVec;
 
 /// Which region a segment of writes belongs to, and what Raft entries it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +37,9 @@ pub struct ApplyHeader {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HybridWriteBatch {
-    /// Each segment's header and how many of `ops` it holds, in order.
-    pub(crate) segments: Vec<(ApplyHeader, usize)>,
+    /// Each segment's header and how many of `ops` it holds, in order (a batch of one
+    /// region's entries holds its one header without allocating).
+    pub(crate) segments: SmallVec<[(ApplyHeader, usize); 1]>,
     /// Every segment's operations, in order: the batch the disk writes as it is.
     pub(crate) ops: WriteBatch,
 }

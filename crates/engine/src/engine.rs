@@ -16,6 +16,7 @@ use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionI
 use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
 use crate::{ApplyHeader, Config, EngineError, HybridWriteBatch, Stats, batch::UNTAGGED};
 use ime_stripes::View;
+use smallvec::SmallVec;
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
 /// regions that serves consistent reads.
@@ -171,14 +172,10 @@ impl<D: DiskEngine> Engine<D> {
         fx: &mut Effects,
     ) -> Result<(), EngineError> {
         let core = &self.core;
-        let ops: Vec<ime_memkv::OpRef<'_>> = batch.ops.ops().iter().map(Into::into).collect();
-        let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
-        if core
-            .mem
-            .ranges_touched(&ops)?
-            .iter()
-            .any(|r| !touched.contains(r))
-        {
+        let ops: SmallVec<[ime_memkv::OpRef<'_>; 16]> =
+            batch.ops.ops().iter().map(Into::into).collect();
+        let regions: SmallVec<[RegionId; 2]> = batch.headers().map(|h| h.region).collect();
+        if !core.mem.touches_only(&ops, touched)? {
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
         }
         // Only a write reaching memory parks a state for readers, and holds stripes.
@@ -205,7 +202,7 @@ impl<D: DiskEngine> Engine<D> {
         batch: &HybridWriteBatch,
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
-    ) -> Vec<RangeId> {
+    ) -> SmallVec<[RangeId; 2]> {
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
         self.core.hand_back_drained(&mut meta, &mut decisions);
@@ -219,7 +216,7 @@ impl<D: DiskEngine> Engine<D> {
             }
         }
         self.core.carry_out(&mut meta, decisions, fx);
-        let mut ranges: Vec<RangeId> = batch
+        let mut ranges: SmallVec<[RangeId; 2]> = batch
             .headers()
             .filter_map(|h| meta.ctl.cached(h.region).map(|c| c.range))
             .collect();

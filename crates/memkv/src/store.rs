@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
+use smallvec::SmallVec;
 
 use crate::layer::{Run, RunBuilder, RunEntry};
 use crate::memory::MemoryTracker;
@@ -387,32 +388,54 @@ impl MemKv {
     /// # Errors
     /// [`MemError::InvalidBounds`] (a range delete).
     pub fn ranges_touched(&self, batch: &[OpRef<'_>]) -> Result<Vec<RangeId>, MemError> {
+        let mut ids = Vec::new();
+        self.each_range_touched(batch, |id| {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        })?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Whether every range `batch` would write to is one of `ranges`: the question of
+    /// [`MemKv::ranges_touched`] on a write's path, answered without a list.
+    ///
+    /// # Errors
+    /// [`MemError::InvalidBounds`] (a range delete).
+    pub fn touches_only(&self, batch: &[OpRef<'_>], ranges: &[RangeId]) -> Result<bool, MemError> {
+        let mut only = true;
+        self.each_range_touched(batch, |id| only &= ranges.contains(&id))?;
+        Ok(only)
+    }
+
+    /// Calls `reached` with the range of each write of `batch` (a range may come more
+    /// than once).
+    fn each_range_touched(
+        &self,
+        batch: &[OpRef<'_>],
+        mut reached: impl FnMut(RangeId),
+    ) -> Result<(), MemError> {
         let table = self.ranges();
-        let mut ids: Vec<RangeId> = if batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..))) {
+        if batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..))) {
             // A range delete reaches the ranges where it finds keys: plan it.
             Plan::of(batch, &table)?
                 .ranges
                 .iter()
-                .map(|r| r.id)
-                .collect()
+                .for_each(|r| reached(r.id));
         } else {
             // Puts and deletes: each key's range, and nothing else to build.
-            let mut ids = Vec::new();
             let mut last: Option<&Arc<RangeData>> = None;
             for op in batch {
                 let (OpRef::Put(_, key, _) | OpRef::Delete(_, key) | OpRef::DeleteRange(_, key, _)) =
                     *op;
                 last = table.holder_after(last, key);
-                if let Some(range) = last
-                    && !ids.contains(&range.id)
-                {
-                    ids.push(range.id);
+                if let Some(range) = last {
+                    reached(range.id);
                 }
             }
-            ids
-        };
-        ids.sort_unstable();
-        Ok(ids)
+        }
+        Ok(())
     }
 
     /// The writes of `batch`, from `first_seq` (checked to be above every sequence taken)
@@ -426,10 +449,13 @@ impl MemKv {
     fn apply(&self, batch: &[OpRef<'_>], first_seq: Option<u64>) -> Result<(usize, u64), MemError> {
         let ranged = batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..)));
         loop {
-            let Plan { ranges, writes } = Plan::of(batch, &self.ranges())?;
-            let mut order: Vec<&Arc<RangeData>> = ranges.iter().collect();
+            // Borrowed, not moved: a plan holds a small batch's writes inline.
+            let plan = Plan::of(batch, &self.ranges())?;
+            let ranges = &plan.ranges;
+            let mut order: SmallVec<[&Arc<RangeData>; INLINE_RANGES]> = ranges.iter().collect();
             order.sort_by_key(|r| r.id);
-            let guards: Vec<MutexGuard<'_, ()>> = order.iter().map(|r| r.lock()).collect();
+            let guards: SmallVec<[MutexGuard<'_, ()>; INLINE_RANGES]> =
+                order.iter().map(|r| r.lock()).collect();
             let table = self.ranges();
             let held = ranges
                 .iter()
@@ -439,23 +465,24 @@ impl MemKv {
             }
             // A range delete lists the keys it deletes: again, now that no write to its
             // ranges can add one (and if a range was added meanwhile, all over again).
-            let writes = if ranged {
-                let again = Plan::of(batch, &table)?;
+            let again;
+            let writes: &[Planned<'_>] = if ranged {
+                again = Plan::of(batch, &table)?;
                 let same = again.ranges.len() == ranges.len()
                     && again
                         .ranges
                         .iter()
-                        .zip(&ranges)
+                        .zip(ranges)
                         .all(|(a, b)| Arc::ptr_eq(a, b));
                 if !same {
                     continue;
                 }
-                again.writes
+                &again.writes
             } else {
-                writes
+                &plan.writes
             };
             drop(table);
-            let out = self.apply_planned(&ranges, &writes, batch.len() as u64, first_seq);
+            let out = self.apply_planned(ranges, writes, batch.len() as u64, first_seq);
             drop(guards);
             return out;
         }
@@ -472,7 +499,8 @@ impl MemKv {
         // The ranges' writer locks are held: no freeze can swap an active memtable, so
         // each range's layers are read once, and each memtable's writer taken once while
         // the batch stays on it.
-        let versions: Vec<_> = ranges.iter().map(|r| r.version.load()).collect();
+        let versions: SmallVec<[_; INLINE_RANGES]> =
+            ranges.iter().map(|r| r.version.load()).collect();
         let actives = |w: &Planned<'_>| versions.get(w.range).map(|v| &v.cfs[w.cf.index()].active);
         let costs = check_plan(ranges, writes, &actives)?;
         let needed = costs.iter().sum();
@@ -908,9 +936,16 @@ struct Planned<'a> {
 /// A batch resolved to ranges: the ranges it reaches, each once (in the order first
 /// reached), and its writes.
 struct Plan<'a> {
-    ranges: Vec<Arc<RangeData>>,
-    writes: Vec<Planned<'a>>,
+    ranges: SmallVec<[Arc<RangeData>; INLINE_RANGES]>,
+    writes: SmallVec<[Planned<'a>; INLINE_WRITES]>,
 }
+
+/// How many ranges a batch's plan holds without allocating: a Raft batch is one region's.
+const INLINE_RANGES: usize = 2;
+
+/// How many writes a plan (and its costs) holds without allocating: an apply batch
+/// of that many entries plans on the stack.
+const INLINE_WRITES: usize = 16;
 
 /// Checks that every write fits a memtable node and every memtable the writes reach
 /// (`active` tells which) has room for all of them; returns the bytes to reserve for
@@ -920,8 +955,8 @@ fn check_plan<'m>(
     ranges: &[Arc<RangeData>],
     writes: &[Planned<'_>],
     active: &dyn Fn(&Planned<'_>) -> Option<&'m Arc<Memtable>>,
-) -> Result<Vec<u64>, MemError> {
-    let mut costs = Vec::with_capacity(writes.len());
+) -> Result<SmallVec<[u64; INLINE_WRITES]>, MemError> {
+    let mut costs = SmallVec::with_capacity(writes.len());
     for w in writes {
         let value = w.value.map_or(0, <[u8]>::len);
         if w.key.len() > MAX_KEY_LEN || value >= MAX_VALUE_LEN {
@@ -933,7 +968,7 @@ fn check_plan<'m>(
         costs.push(entry_estimate(&w.key, w.value));
     }
     let entries: u64 = costs.iter().sum();
-    let mut reached: Vec<(usize, Cf)> = Vec::new();
+    let mut reached: SmallVec<[(usize, Cf); INLINE_RANGES]> = SmallVec::new();
     for (w, cost) in writes.iter().zip(costs.iter_mut()) {
         if reached.contains(&(w.range, w.cf)) {
             continue;
@@ -955,8 +990,8 @@ impl<'a> Plan<'a> {
     /// range delete becomes a deletion of every key it covers in every range it touches.
     fn of(batch: &[OpRef<'a>], table: &RangeTable) -> Result<Self, MemError> {
         let mut plan = Plan {
-            ranges: Vec::new(),
-            writes: Vec::with_capacity(batch.len()),
+            ranges: SmallVec::new(),
+            writes: SmallVec::with_capacity(batch.len()),
         };
         for (op_index, op) in batch.iter().enumerate() {
             match *op {

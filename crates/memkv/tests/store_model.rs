@@ -451,7 +451,7 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
 /// `ranges_touched` names the ranges a batch would write to, each once, in id order: a
 /// put or delete's range whatever the order of the keys, none for a key in no range, and
 /// for a range delete the ranges where it finds keys (held, or written before it in the
-/// same batch).
+/// same batch); `touches_only` agrees with it.
 #[test]
 fn ranges_touched_names_the_ranges_a_batch_writes() {
     let kv = MemKv::new(MemConfig {
@@ -465,9 +465,20 @@ fn ranges_touched_names_the_ranges_a_batch_writes() {
     kv.create_range(RangeId(1), bounds("m", "t")).unwrap();
     kv.write(WriteBatch::new().put(Cf::Lock, "p", "held"), 1)
         .unwrap();
+    // `touches_only` answers "are they all among these?" as the list does.
     let touched = |batch: &WriteBatch| {
         let ops: Vec<OpRef<'_>> = batch.ops().iter().map(Op::as_ref).collect();
-        kv.ranges_touched(&ops).unwrap()
+        let list = kv.ranges_touched(&ops).unwrap();
+        for allowed in [
+            &[][..],
+            &[RangeId(1)],
+            &[RangeId(2)],
+            &[RangeId(1), RangeId(2)],
+        ] {
+            let only = list.iter().all(|id| allowed.contains(id));
+            assert_eq!(kv.touches_only(&ops, allowed).unwrap(), only, "{allowed:?}");
+        }
+        list
     };
     let mut batch = WriteBatch::new();
     for key in ["z", "n", "b", "c", "o"] {

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwapOption;
+use smallvec::SmallVec;
 
 /// The number of stripes: keys share one when they are equal modulo it.
 pub const STRIPES: usize = 64;
@@ -63,7 +64,8 @@ pub struct Stripes<S> {
 /// A write holding its stripes; dropping it ends the write.
 #[must_use = "dropping the guard ends the write"]
 pub struct WriteGuard<'a, S> {
-    held: Vec<(&'a Stripe<S>, MutexGuard<'a, ()>)>,
+    /// A write of one or two regions (a merge) holds its stripes without allocating.
+    held: SmallVec<[(&'a Stripe<S>, MutexGuard<'a, ()>); 2]>,
     published: bool,
 }
 
@@ -94,7 +96,7 @@ impl<S> Stripes<S> {
     /// A write of `keys` begins: their stripes are held, in index order (so two writes
     /// never wait for each other in a cycle).
     pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S> {
-        let mut indexes: Vec<usize> = keys.map(Self::index).collect();
+        let mut indexes: SmallVec<[usize; 2]> = keys.map(Self::index).collect();
         indexes.sort_unstable();
         indexes.dedup();
         let held = indexes
