@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions, TimestampSource};
 use ime_disk::{DiskEngine, DiskReader, WriteBatch};
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{MemError, RangeId};
+use ime_memkv::{BatchPlan, MemError, OpRef, RangeId};
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
 use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
@@ -147,7 +147,13 @@ impl<D: DiskEngine> Engine<D> {
         let result = if disk_batch.is_empty() {
             Ok(())
         } else {
-            self.write_both(batch, &touched, &mut outcome, &mut fx)
+            let ops: SmallVec<[OpRef<'_>; 16]> = disk_batch.ops().iter().map(Into::into).collect();
+            (core.mem)
+                .with_plan(&ops, |plan| {
+                    self.write_both(batch, plan, &touched, &mut outcome, &mut fx)
+                })
+                .map_err(EngineError::from)
+                .flatten()
         };
         drop(writes); // callbacks and tasks after every lock
         core.finish(fx);
@@ -162,20 +168,19 @@ impl<D: DiskEngine> Engine<D> {
             .unwrap_or_default() // cannot fail
     }
 
-    /// The operations to disk, then to the memory of the batch's cached regions
+    /// The operations to disk, then to the memory (as `plan`) of the batch's cached regions
     /// (`touched`), memory it would reach in a region it does not name evicted first.
     fn write_both(
         &self,
         batch: &HybridWriteBatch,
+        plan: &mut BatchPlan<'_, '_>,
         touched: &[RangeId],
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) -> Result<(), EngineError> {
         let core = &self.core;
-        let ops: SmallVec<[ime_memkv::OpRef<'_>; 16]> =
-            batch.ops.ops().iter().map(Into::into).collect();
         let regions: SmallVec<[RegionId; 2]> = batch.headers().map(|h| h.region).collect();
-        if !core.mem.touches_only(&ops, touched)? {
+        if !plan.reaches_only(touched) {
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
         }
         // Only a write reaching memory parks a state for readers, and holds stripes.
@@ -190,7 +195,7 @@ impl<D: DiskEngine> Engine<D> {
             return Err(err.into());
         }
         if !touched.is_empty() {
-            self.write_memory(&ops, &batch.ops, touched, outcome, fx);
+            self.write_memory(plan, &batch.ops, touched, outcome, fx);
         }
         Ok(())
     }
@@ -228,13 +233,13 @@ impl<D: DiskEngine> Engine<D> {
     /// the regions `batch` touches.
     fn write_memory(
         &self,
-        ops: &[ime_memkv::OpRef<'_>],
+        plan: &mut BatchPlan<'_, '_>,
         batch: &WriteBatch,
         touched: &[RangeId],
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
-        match self.core.mem.write_next(ops) {
+        match self.core.mem.write_planned(plan) {
             Ok((n, _)) => {
                 outcome.in_memory = n;
                 self.core.compact_if_grown(touched, fx);

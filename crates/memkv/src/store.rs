@@ -127,10 +127,13 @@ impl RangeData {
 struct RangeTable {
     by_id: BTreeMap<RangeId, Arc<RangeData>>,
     by_start: BTreeMap<Vec<u8>, Arc<RangeData>>,
+    /// Counts the table's changes: a plan made at the same count is still the table's.
+    generation: u64,
 }
 
 impl RangeTable {
     fn insert(&mut self, range: Arc<RangeData>) {
+        self.generation += 1;
         self.by_start
             .insert(range.bounds.start().to_vec(), Arc::clone(&range));
         self.by_id.insert(range.id, range);
@@ -138,6 +141,7 @@ impl RangeTable {
 
     fn remove(&mut self, id: RangeId) -> Option<Arc<RangeData>> {
         let range = self.by_id.remove(&id)?;
+        self.generation += 1;
         self.by_start.remove(range.bounds.start());
         Some(range)
     }
@@ -149,19 +153,6 @@ impl RangeTable {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
         range.bounds.contains_key(key).then_some(range)
-    }
-
-    /// [`RangeTable::holder`], trying `last` first (the range of the key before: a
-    /// batch's keys mostly lie in one range, and ranges do not overlap).
-    fn holder_after<'t>(
-        &'t self,
-        last: Option<&'t Arc<RangeData>>,
-        key: &[u8],
-    ) -> Option<&'t Arc<RangeData>> {
-        match last {
-            Some(range) if range.bounds.contains_key(key) => Some(range),
-            _ => self.holder(key),
-        }
     }
 
     /// The ranges overlapping `bounds`, in key order.
@@ -363,7 +354,7 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        self.apply(batch, Some(first_seq))
+        self.apply(batch, Some(first_seq), &mut Plan::new(), false)
             .map(|(applied, _)| applied)
     }
 
@@ -379,7 +370,39 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        self.apply(batch, None)
+        self.apply(batch, None, &mut Plan::new(), false)
+    }
+
+    /// Calls `f` with `batch` resolved to the ranges it writes, for a caller that looks
+    /// at them ([`BatchPlan::reaches_only`]) before writing it with
+    /// [`MemKv::write_planned`]: the batch is planned once. A plan made stale by a change
+    /// to the store's ranges is made again when written. (The plan stays on this frame:
+    /// it holds a small batch's writes inline, and moving it would copy all of its room.)
+    ///
+    /// # Errors
+    /// [`MemError::InvalidBounds`] (a range delete).
+    pub fn with_plan<'a, R>(
+        &self,
+        batch: &[OpRef<'a>],
+        f: impl FnOnce(&mut BatchPlan<'a, '_>) -> R,
+    ) -> Result<R, MemError> {
+        let mut plan = BatchPlan {
+            batch,
+            plan: Plan::new(),
+        };
+        plan.plan.fill(batch, &self.ranges())?;
+        Ok(f(&mut plan))
+    }
+
+    /// [`MemKv::write_next`] of a batch planned with [`MemKv::with_plan`].
+    ///
+    /// # Errors
+    /// As [`MemKv::write_next`].
+    pub fn write_planned(&self, plan: &mut BatchPlan<'_, '_>) -> Result<(usize, u64), MemError> {
+        if plan.batch.is_empty() {
+            return Err(MemError::EmptyBatch);
+        }
+        self.apply(plan.batch, None, &mut plan.plan, true)
     }
 
     /// The ranges `batch` would write to, each once, in id order: a
@@ -388,54 +411,9 @@ impl MemKv {
     /// # Errors
     /// [`MemError::InvalidBounds`] (a range delete).
     pub fn ranges_touched(&self, batch: &[OpRef<'_>]) -> Result<Vec<RangeId>, MemError> {
-        let mut ids = Vec::new();
-        self.each_range_touched(batch, |id| {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        })?;
+        let mut ids: Vec<RangeId> = self.with_plan(batch, |plan| plan.ranges().collect())?;
         ids.sort_unstable();
         Ok(ids)
-    }
-
-    /// Whether every range `batch` would write to is one of `ranges`: the question of
-    /// [`MemKv::ranges_touched`] on a write's path, answered without a list.
-    ///
-    /// # Errors
-    /// [`MemError::InvalidBounds`] (a range delete).
-    pub fn touches_only(&self, batch: &[OpRef<'_>], ranges: &[RangeId]) -> Result<bool, MemError> {
-        let mut only = true;
-        self.each_range_touched(batch, |id| only &= ranges.contains(&id))?;
-        Ok(only)
-    }
-
-    /// Calls `reached` with the range of each write of `batch` (a range may come more
-    /// than once).
-    fn each_range_touched(
-        &self,
-        batch: &[OpRef<'_>],
-        mut reached: impl FnMut(RangeId),
-    ) -> Result<(), MemError> {
-        let table = self.ranges();
-        if batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..))) {
-            // A range delete reaches the ranges where it finds keys: plan it.
-            Plan::of(batch, &table)?
-                .ranges
-                .iter()
-                .for_each(|r| reached(r.id));
-        } else {
-            // Puts and deletes: each key's range, and nothing else to build.
-            let mut last: Option<&Arc<RangeData>> = None;
-            for op in batch {
-                let (OpRef::Put(_, key, _) | OpRef::Delete(_, key) | OpRef::DeleteRange(_, key, _)) =
-                    *op;
-                last = table.holder_after(last, key);
-                if let Some(range) = last {
-                    reached(range.id);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The writes of `batch`, from `first_seq` (checked to be above every sequence taken)
@@ -443,31 +421,45 @@ impl MemKv {
     /// sequence number.
     ///
     /// The ranges it reaches are locked in id order (each range's writer lock, so writes
-    /// to other ranges go on), checked to be still held (a split or drop between planning
-    /// and locking plans again), and marked as written (`writing`) before the batch takes
-    /// its numbers, so that a snapshot at or above them waits for the inserts.
-    fn apply(&self, batch: &[OpRef<'_>], first_seq: Option<u64>) -> Result<(usize, u64), MemError> {
+    /// to other ranges go on), checked against the table (any change to the ranges held
+    /// between planning and locking plans again), and marked as written (`writing`)
+    /// before the batch takes its numbers, so that a snapshot at or above them waits for
+    /// the inserts.
+    ///
+    /// `plan` is the batch's plan when `planned`, else filled here. It is filled in place
+    /// and borrowed, never moved: it holds a small batch's writes inline, and a move
+    /// copies all of its room.
+    fn apply<'a>(
+        &self,
+        batch: &[OpRef<'a>],
+        first_seq: Option<u64>,
+        plan: &mut Plan<'a>,
+        mut planned: bool,
+    ) -> Result<(usize, u64), MemError> {
         let ranged = batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..)));
         loop {
-            // Borrowed, not moved: a plan holds a small batch's writes inline.
-            let plan = Plan::of(batch, &self.ranges())?;
+            if !planned {
+                plan.ranges.clear();
+                plan.writes.clear();
+                plan.fill(batch, &self.ranges())?;
+            }
+            planned = false; // a second round plans again
             let ranges = &plan.ranges;
             let mut order: SmallVec<[&Arc<RangeData>; INLINE_RANGES]> = ranges.iter().collect();
             order.sort_by_key(|r| r.id);
             let guards: SmallVec<[MutexGuard<'_, ()>; INLINE_RANGES]> =
                 order.iter().map(|r| r.lock()).collect();
+            // The table unchanged since the plan: every range planned is still held, and
+            // every key planned in no range is still in none.
             let table = self.ranges();
-            let held = ranges
-                .iter()
-                .all(|r| table.by_id.get(&r.id).is_some_and(|t| Arc::ptr_eq(t, r)));
-            if !held {
+            if table.generation != plan.generation {
                 continue;
             }
             // A range delete lists the keys it deletes: again, now that no write to its
             // ranges can add one (and if a range was added meanwhile, all over again).
-            let again;
+            let mut again = Plan::new();
             let writes: &[Planned<'_>] = if ranged {
-                again = Plan::of(batch, &table)?;
+                again.fill(batch, &table)?;
                 let same = again.ranges.len() == ranges.len()
                     && again
                         .ranges
@@ -938,6 +930,27 @@ struct Planned<'a> {
 struct Plan<'a> {
     ranges: SmallVec<[Arc<RangeData>; INLINE_RANGES]>,
     writes: SmallVec<[Planned<'a>; INLINE_WRITES]>,
+    /// The table's [`RangeTable::generation`] when planned.
+    generation: u64,
+}
+
+/// A batch resolved to the ranges it writes ([`MemKv::with_plan`]), to look at before
+/// writing it ([`MemKv::write_planned`]).
+pub struct BatchPlan<'a, 'b> {
+    batch: &'b [OpRef<'a>],
+    plan: Plan<'a>,
+}
+
+impl BatchPlan<'_, '_> {
+    /// The ranges the batch writes to, each once, in the order first reached.
+    pub fn ranges(&self) -> impl Iterator<Item = RangeId> + '_ {
+        self.plan.ranges.iter().map(|r| r.id)
+    }
+
+    /// Whether every range the batch writes to is one of `ranges`.
+    pub fn reaches_only(&self, ranges: &[RangeId]) -> bool {
+        self.ranges().all(|id| ranges.contains(&id))
+    }
 }
 
 /// How many ranges a batch's plan holds without allocating: a Raft batch is one region's.
@@ -986,24 +999,32 @@ fn check_plan<'m>(
 }
 
 impl<'a> Plan<'a> {
-    /// Resolves each operation of `batch` to the range of `table` holding its key; a
-    /// range delete becomes a deletion of every key it covers in every range it touches.
-    fn of(batch: &[OpRef<'a>], table: &RangeTable) -> Result<Self, MemError> {
-        let mut plan = Plan {
+    /// An empty plan.
+    fn new() -> Self {
+        Plan {
             ranges: SmallVec::new(),
-            writes: SmallVec::with_capacity(batch.len()),
-        };
+            writes: SmallVec::new(),
+            generation: 0,
+        }
+    }
+
+    /// Resolves each operation of `batch` to the range of `table` holding its key, into
+    /// this empty plan; a range delete becomes a deletion of every key it covers in every
+    /// range it touches.
+    fn fill(&mut self, batch: &[OpRef<'a>], table: &RangeTable) -> Result<(), MemError> {
+        self.generation = table.generation;
+        self.writes.reserve(batch.len());
         for (op_index, op) in batch.iter().enumerate() {
             match *op {
-                OpRef::Put(cf, key, value) => plan.point(table, op_index, cf, key, Some(value)),
-                OpRef::Delete(cf, key) => plan.point(table, op_index, cf, key, None),
+                OpRef::Put(cf, key, value) => self.point(table, op_index, cf, key, Some(value)),
+                OpRef::Delete(cf, key) => self.point(table, op_index, cf, key, None),
                 OpRef::DeleteRange(cf, start, end) => {
                     let deleted = KeyRange::with_end(start.to_vec(), Some(end.to_vec()))?;
-                    plan.range_delete(table, op_index, cf, &deleted);
+                    self.range_delete(table, op_index, cf, &deleted);
                 }
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// The index of `range` in [`Plan::ranges`], added if new.

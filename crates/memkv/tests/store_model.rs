@@ -451,7 +451,7 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
 /// `ranges_touched` names the ranges a batch would write to, each once, in id order: a
 /// put or delete's range whatever the order of the keys, none for a key in no range, and
 /// for a range delete the ranges where it finds keys (held, or written before it in the
-/// same batch); `touches_only` agrees with it.
+/// same batch); a plan's `reaches_only` agrees with it.
 #[test]
 fn ranges_touched_names_the_ranges_a_batch_writes() {
     let kv = MemKv::new(MemConfig {
@@ -465,7 +465,7 @@ fn ranges_touched_names_the_ranges_a_batch_writes() {
     kv.create_range(RangeId(1), bounds("m", "t")).unwrap();
     kv.write(WriteBatch::new().put(Cf::Lock, "p", "held"), 1)
         .unwrap();
-    // `touches_only` answers "are they all among these?" as the list does.
+    // A plan's `reaches_only` answers "are they all among these?" as the list does.
     let touched = |batch: &WriteBatch| {
         let ops: Vec<OpRef<'_>> = batch.ops().iter().map(Op::as_ref).collect();
         let list = kv.ranges_touched(&ops).unwrap();
@@ -476,7 +476,8 @@ fn ranges_touched_names_the_ranges_a_batch_writes() {
             &[RangeId(1), RangeId(2)],
         ] {
             let only = list.iter().all(|id| allowed.contains(id));
-            assert_eq!(kv.touches_only(&ops, allowed).unwrap(), only, "{allowed:?}");
+            let reaches_only = kv.with_plan(&ops, |plan| plan.reaches_only(allowed));
+            assert_eq!(reaches_only.unwrap(), only, "{allowed:?}");
         }
         list
     };
@@ -503,6 +504,55 @@ fn ranges_touched_names_the_ranges_a_batch_writes() {
         ),
         [RangeId(2)]
     );
+}
+
+/// A plan made before the store's ranges change is made again when written: a range
+/// split meanwhile gets the writes through its children, and a key planned in no range
+/// reaches the range created over it since.
+#[test]
+fn a_stale_plan_is_made_again_when_written() {
+    let kv = MemKv::new(MemConfig {
+        hard_limit: 1 << 30,
+        soft_limit: 1 << 29,
+    });
+    let bounds = |s: &str, e: &str| {
+        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
+    };
+    kv.create_range(RangeId(1), bounds("a", "m")).unwrap();
+    let mut batch = WriteBatch::new();
+    batch
+        .put(Cf::Lock, "b", "1")
+        .put(Cf::Lock, "h", "2")
+        .put(Cf::Lock, "n", "3");
+    let ops: Vec<OpRef<'_>> = batch.ops().iter().map(Op::as_ref).collect();
+    let (applied, last, reached) = kv
+        .with_plan(&ops, |plan| {
+            assert_eq!(plan.ranges().collect::<Vec<_>>(), [RangeId(1)]);
+            kv.split_range(
+                RangeId(1),
+                &[
+                    (RangeId(3), bounds("a", "f")),
+                    (RangeId(4), bounds("f", "m")),
+                ],
+            )
+            .unwrap();
+            kv.create_range(RangeId(2), bounds("m", "t")).unwrap();
+            let (applied, last) = kv.write_planned(plan).unwrap();
+            let mut reached: Vec<RangeId> = plan.ranges().collect();
+            reached.sort_unstable();
+            (applied, last, reached)
+        })
+        .unwrap();
+    assert_eq!(applied, 3);
+    assert_eq!(reached, [RangeId(2), RangeId(3), RangeId(4)]);
+    for (range, key, value) in [(3, "b", "1"), (4, "h", "2"), (2, "n", "3")] {
+        let snapshot = kv.snapshot(RangeId(range), last).unwrap();
+        assert_eq!(
+            snapshot.get(Cf::Lock, key.as_bytes()).as_deref(),
+            Some(value.as_bytes()),
+            "{key} in range {range}"
+        );
+    }
 }
 
 /// A load at a sequence above every write so far (the disk moved on without the store)
