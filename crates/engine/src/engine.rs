@@ -488,6 +488,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             core.decide(|ctl, env, _| ctl.on_tick(env));
+            core.stripes.release_idle(); // disk snapshots parked by writes that ended
             core.refresh_gauges();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {

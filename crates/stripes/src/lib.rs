@@ -52,7 +52,10 @@ struct Stripe<S> {
     writer: Mutex<()>,
     /// Odd while a write that touches cached memory is between its two sides.
     version: AtomicU64,
-    /// The state just before the write in flight began (none between writes).
+    /// The state just before the write in flight began. Between writes it is the last
+    /// write's, unused (readers look at it only while a write is in flight), until the
+    /// next write replaces it or [`Stripes::release_idle`] lets it go: one store per
+    /// write, not two (each store of an `ArcSwap` walks every thread's debt slots).
     before: ArcSwapOption<View<S>>,
 }
 
@@ -131,23 +134,43 @@ impl<S> Stripes<S> {
                 }
             }
             // A write is in flight, or began since: it parked its state before making the
-            // version odd, and lets it go only after making it even again.
+            // version odd, so what is parked is its state or a later write's — each holds
+            // every write of the stripe that ended before this call began.
             if let Some(parked) = stripe.before.load_full() {
                 return View {
                     disk: Arc::clone(&parked.disk),
                     memory: parked.memory,
                 };
             }
-            // That write ended meanwhile: look again (never waiting on a writer's lock,
-            // which may be waiting on the caller's).
+            // That write ended meanwhile and its state was let go: look again (never
+            // waiting on a writer's lock, which may be waiting on the caller's).
             std::hint::spin_loop();
+        }
+    }
+}
+
+impl<S> Stripes<S> {
+    /// Lets go of the states parked by writes that have ended (each holds the first
+    /// store's snapshot, which may pin old versions there); a stripe with a write in
+    /// flight keeps its own. Call it now and then, off the write path.
+    pub fn release_idle(&self) {
+        for stripe in &self.stripes {
+            if stripe.before.load().is_none() {
+                continue;
+            }
+            // Held: a write is in flight and needs its parked state; its successor or a
+            // later call lets it go.
+            if let Ok(_writer) = stripe.writer.try_lock() {
+                stripe.before.store(None);
+            }
         }
     }
 }
 
 impl<S> WriteGuard<'_, S> {
     /// Readers may look at what the write changes: `before` (the state just before it)
-    /// is parked in its stripes, and their versions turn odd until the write ends.
+    /// is parked in its stripes, in place of the last write's, and their versions turn
+    /// odd until the write ends.
     pub fn publish(&mut self, before: View<S>) {
         let before = Arc::new(before);
         for (stripe, _) in &self.held {
@@ -162,9 +185,9 @@ impl<S> Drop for WriteGuard<'_, S> {
     fn drop(&mut self) {
         if self.published {
             for (stripe, _) in &self.held {
+                // The parked state stays until the next write or `release_idle`: readers
+                // look at it only while the version is odd.
                 stripe.version.fetch_add(1, Ordering::SeqCst);
-                // The parked snapshot is not kept past the write (it would pin old versions).
-                stripe.before.store(None);
             }
         }
     }
@@ -177,17 +200,22 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     /// Two counters that a writer moves together (first one, then the other) and a reader
-    /// must always see equal for its key.
+    /// must always see equal for its key; `ended` counts each key's writes that have
+    /// ended (their guard dropped).
     struct Stores {
         disk: [AtomicU64; 2],
         memory: [AtomicU64; 2],
+        ended: [AtomicU64; 2],
     }
 
+    /// Readers see both stores in step, and never miss a write that ended before they
+    /// began — while parked states are let go beside them.
     #[test]
     fn readers_always_see_both_stores_in_step() {
         let stores = Stores {
             disk: [AtomicU64::new(0), AtomicU64::new(0)],
             memory: [AtomicU64::new(0), AtomicU64::new(0)],
+            ended: [AtomicU64::new(0), AtomicU64::new(0)],
         };
         // The "snapshot" of the disk: its two counters; the memory's "sequence": the
         // counter of the key read (a reader reads one key).
@@ -209,19 +237,29 @@ mod tests {
                         stores.disk[k].fetch_add(1, Ordering::SeqCst);
                         std::hint::spin_loop();
                         stores.memory[k].fetch_add(1, Ordering::SeqCst);
+                        drop(write);
+                        stores.ended[k].fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    stripes.release_idle();
+                    std::thread::yield_now();
+                }
+            });
             s.spawn(|| {
                 let mut reads = 0u64;
                 while !done.load(Ordering::Acquire) || reads < 1000 {
                     let key = reads % 2;
                     let k = key as usize;
+                    let ended = stores.ended[k].load(Ordering::SeqCst);
                     let view = stripes.view(key, || {
                         let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
                         (disk, stores.memory[k].load(Ordering::SeqCst))
                     });
                     assert_eq!(view.disk[k], view.memory, "key {key} out of step");
+                    assert!(view.memory >= ended, "key {key}: a stale parked state");
                     reads += 1;
                 }
             });
@@ -235,6 +273,42 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
+    }
+
+    /// A write's parked state stays after it (readers ignore it while the version is
+    /// even) until the next write replaces it or `release_idle` lets it go; a stripe with
+    /// a write in flight keeps its own.
+    #[test]
+    fn parked_states_are_let_go_when_idle() {
+        let stripes: Stripes<u64> = Stripes::new();
+        let parked = |key: usize| {
+            stripes.stripes[key]
+                .before
+                .load()
+                .as_ref()
+                .map(|v| v.memory)
+        };
+        let mut write = stripes.begin_write([1].into_iter());
+        write.publish(View {
+            disk: Arc::new(0),
+            memory: 7,
+        });
+        drop(write);
+        assert_eq!(parked(1), Some(7));
+        // Even: readers take a fresh state, not the one parked.
+        assert_eq!(stripes.view(1, || (1, 8)).memory, 8);
+        let mut write = stripes.begin_write([2].into_iter());
+        write.publish(View {
+            disk: Arc::new(0),
+            memory: 9,
+        });
+        stripes.release_idle();
+        assert_eq!(parked(1), None);
+        assert_eq!(parked(2), Some(9), "held by the write in flight");
+        assert_eq!(stripes.view(2, || (1, 10)).memory, 9);
+        drop(write);
+        stripes.release_idle();
+        assert_eq!(parked(2), None);
     }
 
     #[test]
