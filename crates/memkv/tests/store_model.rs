@@ -64,6 +64,19 @@ impl Model {
     }
 }
 
+/// An empty store with `hard_limit` bytes (and a soft limit of half).
+fn store(hard_limit: u64) -> MemKv {
+    MemKv::new(MemConfig {
+        hard_limit,
+        soft_limit: hard_limit / 2,
+    })
+}
+
+/// The keys from `start` up to `end`.
+fn bounds(start: &str, end: &str) -> KeyRange {
+    KeyRange::with_end(start.as_bytes().to_vec(), Some(end.as_bytes().to_vec())).unwrap()
+}
+
 fn cf_index(cf: Cf) -> usize {
     Cf::ALL.iter().position(|c| *c == cf).unwrap()
 }
@@ -145,7 +158,7 @@ proptest! {
     fn every_read_equals_the_model(steps in prop::collection::vec(step(), 1..40)) {
         // The store holds k05..k25; keys outside are skipped.
         let bounds = KeyRange::with_end(key(5), Some(key(25))).unwrap();
-        let kv = MemKv::new(MemConfig { hard_limit: 1 << 30, soft_limit: 1 << 29 });
+        let kv = store(1 << 30);
         kv.create_range(RangeId(1), bounds.clone()).unwrap();
         let mut ranges = vec![(RangeId(1), bounds.clone())];
         let mut next_id = 2;
@@ -233,22 +246,21 @@ proptest! {
 /// A split that does not partition the range is refused and changes nothing.
 #[test]
 fn an_invalid_split_is_refused() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 20,
-        soft_limit: 1 << 19,
-    });
-    let b = |s: &str, e: &str| {
-        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
-    };
-    kv.create_range(RangeId(1), b("b", "f")).unwrap();
-    kv.create_range(RangeId(2), b("f", "h")).unwrap();
-    for children in [
-        vec![],
-        vec![(RangeId(3), b("b", "d")), (RangeId(4), b("d", "e"))],
-        vec![(RangeId(3), b("b", "d")), (RangeId(4), b("c", "f"))],
-        vec![(RangeId(3), b("b", "d")), (RangeId(3), b("d", "f"))],
-        vec![(RangeId(3), b("b", "d")), (RangeId(2), b("d", "f"))],
-    ] {
+    let kv = store(1 << 20);
+    kv.create_range(RangeId(1), bounds("b", "f")).unwrap();
+    kv.create_range(RangeId(2), bounds("f", "h")).unwrap();
+    let cases: [&[(u64, &str, &str)]; 5] = [
+        &[],
+        &[(3, "b", "d"), (4, "d", "e")], // a gap
+        &[(3, "b", "d"), (4, "c", "f")], // an overlap
+        &[(3, "b", "d"), (3, "d", "f")], // one id twice
+        &[(3, "b", "d"), (2, "d", "f")], // an id held elsewhere
+    ];
+    for case in cases {
+        let children: Vec<(RangeId, KeyRange)> = case
+            .iter()
+            .map(|&(id, start, end)| (RangeId(id), bounds(start, end)))
+            .collect();
         assert!(
             matches!(
                 kv.split_range(RangeId(1), &children),
@@ -258,13 +270,16 @@ fn an_invalid_split_is_refused() {
         );
     }
     assert!(matches!(
-        kv.split_range(RangeId(9), &[(RangeId(3), b("b", "f"))]),
+        kv.split_range(RangeId(9), &[(RangeId(3), bounds("b", "f"))]),
         Err(MemError::NoSuchRange(_))
     ));
     assert_eq!(kv.ranges_held().len(), 2);
     kv.split_range(
         RangeId(1),
-        &[(RangeId(1), b("b", "d")), (RangeId(3), b("d", "f"))],
+        &[
+            (RangeId(1), bounds("b", "d")),
+            (RangeId(3), bounds("d", "f")),
+        ],
     )
     .unwrap();
     assert_eq!(kv.ranges_held().len(), 3);
@@ -340,7 +355,7 @@ proptest! {
         versions in prop::collection::vec(version(), 1..40),
         safe_point in 0..70u64,
     ) {
-        let kv = MemKv::new(MemConfig { hard_limit: 1 << 30, soft_limit: 1 << 29 });
+        let kv = store(1 << 30);
         kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap()).unwrap();
         let mut seq = 0;
         for v in &versions {
@@ -397,10 +412,7 @@ proptest! {
 /// delete reaches every range it overlaps; an overlapping range cannot be created.
 #[test]
 fn writes_and_range_deletes_are_routed_across_ranges() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 30,
-        soft_limit: 1 << 29,
-    });
+    let kv = store(1 << 30);
     let bounds = |s: &str, e: Option<&str>| {
         KeyRange::with_end(s.as_bytes().to_vec(), e.map(|e| e.as_bytes().to_vec())).unwrap()
     };
@@ -454,13 +466,7 @@ fn writes_and_range_deletes_are_routed_across_ranges() {
 /// same batch); a plan's `reaches_only` agrees with it.
 #[test]
 fn ranges_touched_names_the_ranges_a_batch_writes() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 30,
-        soft_limit: 1 << 29,
-    });
-    let bounds = |s: &str, e: &str| {
-        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
-    };
+    let kv = store(1 << 30);
     kv.create_range(RangeId(2), bounds("a", "m")).unwrap();
     kv.create_range(RangeId(1), bounds("m", "t")).unwrap();
     kv.write(WriteBatch::new().put(Cf::Lock, "p", "held"), 1)
@@ -511,13 +517,7 @@ fn ranges_touched_names_the_ranges_a_batch_writes() {
 /// reaches the range created over it since.
 #[test]
 fn a_stale_plan_is_made_again_when_written() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 30,
-        soft_limit: 1 << 29,
-    });
-    let bounds = |s: &str, e: &str| {
-        KeyRange::with_end(s.as_bytes().to_vec(), Some(e.as_bytes().to_vec())).unwrap()
-    };
+    let kv = store(1 << 30);
     kv.create_range(RangeId(1), bounds("a", "m")).unwrap();
     let mut batch = WriteBatch::new();
     batch
@@ -559,10 +559,7 @@ fn a_stale_plan_is_made_again_when_written() {
 /// survives a compaction: the load counts as a write at its sequence.
 #[test]
 fn a_load_ahead_of_the_writes_survives_compaction() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 20,
-        soft_limit: 1 << 19,
-    });
+    let kv = store(1 << 20);
     kv.create_range(RangeId(1), KeyRange::with_end("a", None).unwrap())
         .unwrap();
     kv.load(
@@ -587,10 +584,7 @@ fn a_load_ahead_of_the_writes_survives_compaction() {
 /// record but keeps the value the newer one still points to (found by the GC proptest).
 #[test]
 fn gc_keeps_a_value_a_kept_put_still_points_to() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 20,
-        soft_limit: 1 << 19,
-    });
+    let kv = store(1 << 20);
     kv.create_range(RangeId(1), KeyRange::with_end(Vec::new(), None).unwrap())
         .unwrap();
     let user = b"u2".to_vec();
@@ -624,10 +618,7 @@ fn gc_keeps_a_value_a_kept_put_still_points_to() {
 /// for one; a compaction folds them and the answer goes back to no.
 #[test]
 fn grown_memtables_ask_for_a_compaction() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 30,
-        soft_limit: 1 << 29,
-    });
+    let kv = store(1 << 30);
     let bounds = KeyRange::with_end(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
     kv.create_range(RangeId(1), bounds).unwrap();
     let min = ime_memkv::MEMTABLE_COMPACTION_MIN;
@@ -663,10 +654,7 @@ fn grown_memtables_ask_for_a_compaction() {
 /// last sequence see every write that returned, and older snapshots do not.
 #[test]
 fn write_next_numbers_batches_on_the_stores_own_clock() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 20,
-        soft_limit: 1 << 19,
-    });
+    let kv = store(1 << 20);
     kv.create_range(RangeId(1), KeyRange::new("a", "z").unwrap())
         .unwrap();
     let put =
@@ -699,10 +687,7 @@ fn write_next_numbers_batches_on_the_stores_own_clock() {
 #[test]
 fn parallel_writers_on_two_ranges_keep_batches_whole() {
     const BATCHES: u64 = 20_000;
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 30,
-        soft_limit: 1 << 29,
-    });
+    let kv = store(1 << 30);
     kv.create_range(RangeId(1), KeyRange::new("a", "m").unwrap())
         .unwrap();
     kv.create_range(RangeId(2), KeyRange::new("m", "z").unwrap())
@@ -778,10 +763,7 @@ fn parallel_writers_on_two_ranges_keep_batches_whole() {
 /// refused, and one at the load's sequence sees them.
 #[test]
 fn a_snapshot_below_a_load_is_refused() {
-    let kv = MemKv::new(MemConfig {
-        hard_limit: 1 << 20,
-        soft_limit: 1 << 19,
-    });
+    let kv = store(1 << 20);
     kv.create_range(RangeId(1), KeyRange::new("a", "z").unwrap())
         .unwrap();
     kv.load(
