@@ -30,7 +30,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use arc_swap::ArcSwapOption;
 use smallvec::SmallVec;
@@ -158,11 +158,16 @@ impl<S> Stripes<S> {
             if stripe.before.load().is_none() {
                 continue;
             }
-            // Held: a write is in flight and needs its parked state; its successor or a
-            // later call lets it go.
-            if let Ok(_writer) = stripe.writer.try_lock() {
-                stripe.before.store(None);
-            }
+            let writer = match stripe.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                // A write is in flight and needs its parked state; its successor or a
+                // later call lets it go.
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            let parked = stripe.before.swap(None);
+            drop(writer);
+            drop(parked); // freed after the lock: no write waits for it
         }
     }
 }
