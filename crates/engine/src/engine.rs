@@ -127,8 +127,7 @@ impl<D: DiskEngine> Engine<D> {
     /// instead (`MemoryLimitReached`); a disk failure evicts them too and is returned.
     ///
     /// # Errors
-    /// [`EngineError::InvalidBatch`] (operations before any `prepare`),
-    /// [`EngineError::Disk`].
+    /// [`EngineError::InvalidBatch`] (operations before any `prepare`), [`EngineError::Disk`].
     pub fn write(&self, batch: &HybridWriteBatch) -> Result<WriteOutcome, EngineError> {
         if batch.headers().any(|h| *h == UNTAGGED) {
             return Err(EngineError::InvalidBatch(
@@ -179,13 +178,15 @@ impl<D: DiskEngine> Engine<D> {
         fx: &mut Effects,
     ) -> Result<(), EngineError> {
         let core = &self.core;
-        let regions: SmallVec<[RegionId; 2]> = batch.headers().map(|h| h.region).collect();
         if !plan.reaches_only(touched) {
+            let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
         }
         // Only a write reaching memory parks a state for readers, and holds stripes.
         let _write = (!touched.is_empty()).then(|| {
-            let mut write = core.stripes.begin_write(regions.iter().map(|id| id.0));
+            let mut write = core
+                .stripes
+                .begin_write(batch.headers().map(|h| h.region.0));
             let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.last_sequence());
             write.publish(View { disk, memory });
             write
@@ -229,8 +230,7 @@ impl<D: DiskEngine> Engine<D> {
         ranges
     }
 
-    /// The operations to memory, at the store's next sequence numbers; a refusal evicts
-    /// the regions `batch` touches.
+    /// The planned writes to memory (`plan`); a refusal evicts the regions `batch` touches.
     fn write_memory(
         &self,
         plan: &mut BatchPlan<'_, '_>,
