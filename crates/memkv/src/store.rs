@@ -354,7 +354,7 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        self.apply(batch, Some(first_seq), &mut Plan::new(), false)
+        self.apply(batch, Some(first_seq), &mut Plan::new())
             .map(|(applied, _)| applied)
     }
 
@@ -370,7 +370,7 @@ impl MemKv {
         if batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        self.apply(batch, None, &mut Plan::new(), false)
+        self.apply(batch, None, &mut Plan::new())
     }
 
     /// Calls `f` with `batch` resolved to the ranges it writes, for a caller that looks
@@ -402,7 +402,7 @@ impl MemKv {
         if plan.batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
-        self.apply(plan.batch, None, &mut plan.plan, true)
+        self.apply(plan.batch, None, &mut plan.plan)
     }
 
     /// The ranges `batch` would write to, each once, in id order: a
@@ -426,7 +426,7 @@ impl MemKv {
     /// before the batch takes its numbers, so that a snapshot at or above them waits for
     /// the inserts.
     ///
-    /// `plan` is the batch's plan when `planned`, else filled here. It is filled in place
+    /// `plan` is the batch's plan, or an empty one filled here. It is filled in place
     /// and borrowed, never moved: it holds a small batch's writes inline, and a move
     /// copies all of its room.
     fn apply<'a>(
@@ -434,16 +434,12 @@ impl MemKv {
         batch: &[OpRef<'a>],
         first_seq: Option<u64>,
         plan: &mut Plan<'a>,
-        mut planned: bool,
     ) -> Result<(usize, u64), MemError> {
         let ranged = batch.iter().any(|op| matches!(op, OpRef::DeleteRange(..)));
         loop {
-            if !planned {
-                plan.ranges.clear();
-                plan.writes.clear();
+            if plan.generation == UNPLANNED {
                 plan.fill(batch, &self.ranges())?;
             }
-            planned = false; // a second round plans again
             let ranges = &plan.ranges;
             let mut order: SmallVec<[&Arc<RangeData>; INLINE_RANGES]> = ranges.iter().collect();
             order.sort_by_key(|r| r.id);
@@ -453,6 +449,8 @@ impl MemKv {
             // every key planned in no range is still in none.
             let table = self.ranges();
             if table.generation != plan.generation {
+                drop((table, guards, order));
+                plan.clear(); // planned again
                 continue;
             }
             // A range delete lists the keys it deletes: again, now that no write to its
@@ -467,6 +465,8 @@ impl MemKv {
                         .zip(ranges)
                         .all(|(a, b)| Arc::ptr_eq(a, b));
                 if !same {
+                    drop((table, guards, order));
+                    plan.clear(); // planned again, as above
                     continue;
                 }
                 &again.writes
@@ -930,7 +930,7 @@ struct Planned<'a> {
 struct Plan<'a> {
     ranges: SmallVec<[Arc<RangeData>; INLINE_RANGES]>,
     writes: SmallVec<[Planned<'a>; INLINE_WRITES]>,
-    /// The table's [`RangeTable::generation`] when planned.
+    /// The table's [`RangeTable::generation`] when planned ([`UNPLANNED`] before).
     generation: u64,
 }
 
@@ -952,6 +952,9 @@ impl BatchPlan<'_, '_> {
         self.ranges().all(|id| ranges.contains(&id))
     }
 }
+
+/// A [`Plan::generation`] no table reaches: the plan is still to be made.
+const UNPLANNED: u64 = u64::MAX;
 
 /// How many ranges a batch's plan holds without allocating: a Raft batch is one region's.
 const INLINE_RANGES: usize = 2;
@@ -999,13 +1002,20 @@ fn check_plan<'m>(
 }
 
 impl<'a> Plan<'a> {
-    /// An empty plan.
+    /// An empty plan, still to be made.
     fn new() -> Self {
         Plan {
             ranges: SmallVec::new(),
             writes: SmallVec::new(),
-            generation: 0,
+            generation: UNPLANNED,
         }
+    }
+
+    /// Empties the plan, to be made again.
+    fn clear(&mut self) {
+        self.ranges.clear();
+        self.writes.clear();
+        self.generation = UNPLANNED;
     }
 
     /// Resolves each operation of `batch` to the range of `table` holding its key, into
