@@ -24,8 +24,7 @@ impl<D: DiskEngine> Core<D> {
     /// load waits for the fence), or the load is refused (evicted) or no longer wanted.
     pub(crate) fn start_load(&self, id: RegionId) -> Option<Task> {
         #[cfg(feature = "testing")]
-        self.switches
-            .wait_at(crate::LoadStage::BeforeStart, &self.closed);
+        self.hold_at(crate::LoadStage::BeforeStart);
         let started = Instant::now();
         let env = self.env();
         let mut fx = Effects::default();
@@ -77,8 +76,7 @@ impl<D: DiskEngine> Core<D> {
     /// sequence (outside every engine lock: writes and reads go on meanwhile).
     pub(crate) fn copy_load(&self, job: u64) -> Option<Task> {
         #[cfg(feature = "testing")]
-        self.switches
-            .wait_at(crate::LoadStage::AfterStart, &self.closed);
+        self.hold_at(crate::LoadStage::AfterStart);
         // Out of the table for the copy, so that no lock is held across it.
         let mut j = self.jobs().remove(&job)?;
         let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot, j.memory_seq);
@@ -140,6 +138,8 @@ impl<D: DiskEngine> Core<D> {
             for_each(snapshot, cf, region.clone(), |key, value| {
                 loader.push(key, value).map_err(crate::EngineError::from)
             })?;
+            #[cfg(feature = "testing")]
+            self.hold_after_copying(cf);
             loader.finish()?;
         }
         Ok(())

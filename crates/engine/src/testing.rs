@@ -3,13 +3,14 @@
 //! tikv/tikv#17430), fences that hold no load back (the mutation the simulator must
 //! catch), and loads held at a stage to reach an interleaving precisely.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use ime_disk::DiskEngine;
+use ime_disk::{Cf, DiskEngine};
 
 use crate::Engine;
+use crate::shared::Core;
 
 /// A point in a load where a test can hold it, to reach an interleaving precisely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum LoadStage {
     BeforeStart,
     /// Loading, with its disk snapshot taken, before any key is copied.
     AfterStart,
+    /// The last column family (write) copied but not installed yet: the other two are
+    /// in place.
+    WriteCopied,
 }
 
 /// The switches' state, in the engine's core.
@@ -26,6 +30,8 @@ pub(crate) struct Switches {
     /// Where loads are held, and the condition they wait on.
     gate: Mutex<Option<LoadStage>>,
     gate_opened: Condvar,
+    /// Loads waiting at the gate now.
+    held: AtomicUsize,
 }
 
 impl Switches {
@@ -38,12 +44,30 @@ impl Switches {
     /// Waits while loads are held at `stage`, or until `closed` says the engine stops.
     pub(crate) fn wait_at(&self, stage: LoadStage, closed: &AtomicBool) {
         let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let waits = usize::from(*gate == Some(stage));
+        self.held.fetch_add(waits, Ordering::SeqCst);
         while *gate == Some(stage) && !closed.load(Ordering::Acquire) {
             gate = self
                 .gate_opened
                 .wait_timeout(gate, Duration::from_millis(20))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+        self.held.fetch_sub(waits, Ordering::SeqCst);
+    }
+}
+
+impl<D: DiskEngine> Core<D> {
+    /// Waits while loads are held at `stage`.
+    pub(crate) fn hold_at(&self, stage: LoadStage) {
+        self.switches.wait_at(stage, &self.closed);
+    }
+
+    /// Waits, once the copy of `cf` is built, while loads are held there (only the last
+    /// column family, write, has such a stage).
+    pub(crate) fn hold_after_copying(&self, cf: Cf) {
+        if cf == Cf::Write {
+            self.hold_at(LoadStage::WriteCopied);
         }
     }
 }
@@ -64,6 +88,11 @@ impl<D: DiskEngine> Engine<D> {
     /// Holds every load at `stage` until [`Engine::release_loads`] (or shutdown).
     pub fn hold_loads(&self, stage: LoadStage) {
         self.core.switches.hold(Some(stage));
+    }
+
+    /// How many loads wait at the stage [`Engine::hold_loads`] holds them at now.
+    pub fn loads_held(&self) -> usize {
+        self.core.switches.held.load(Ordering::SeqCst)
     }
 
     /// Releases loads held by [`Engine::hold_loads`].

@@ -70,32 +70,34 @@ fn scenario_03_split_while_the_load_is_queued() {
     assert!(peer.check(8));
 }
 
-/// A split while the load runs: the load stops and both children are evicted — never
-/// stuck in Loading — and can be loaded again.
+/// A split while the load runs — before it copies anything, or with every column family
+/// copied and the write column family's run not installed yet: the load stops and both
+/// children are evicted — never stuck in Loading, never Active without the write column
+/// family (the run installed where no child reads it) — and can be loaded again.
 #[test]
 fn split_while_loading_ends_evicted_and_reloadable() {
-    let mut peer = Peer::in_memory();
-    peer.add(region(7, "a", Some("z"), 3));
-    peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);
-    peer.engine.hold_loads(LoadStage::AfterStart);
-    let (r, index) = (peer.region(7), peer.applied(7));
-    peer.engine.load_region(r, index).unwrap();
-    while peer.state(7) != Some(RegionState::Loading) {
-        std::thread::yield_now();
+    for stage in [LoadStage::AfterStart, LoadStage::WriteCopied] {
+        let mut peer = Peer::in_memory();
+        peer.add(region(7, "a", Some("z"), 3));
+        peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);
+        peer.engine.hold_loads(stage);
+        let (r, index) = (peer.region(7), peer.applied(7));
+        peer.engine.load_region(r, index).unwrap();
+        while peer.engine.loads_held() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(peer.state(7), Some(RegionState::Loading));
+        let event = split_event(&mut peer, 7, "k", 8);
+        peer.engine.on_event(&event).unwrap();
+        peer.engine.release_loads();
+        peer.idle();
+        let regions = peer.engine.regions();
+        assert!(regions.is_empty(), "{stage:?}: {regions:?}");
+        assert!(!peer.check(7) && !peer.check(8));
+        peer.load(7);
+        peer.load(8);
+        assert!(peer.check(7) && peer.check(8));
     }
-    let event = split_event(&mut peer, 7, "k", 8);
-    peer.engine.on_event(&event).unwrap();
-    peer.engine.release_loads();
-    peer.idle();
-    assert!(
-        peer.engine.regions().is_empty(),
-        "{:?}",
-        peer.engine.regions()
-    );
-    assert!(!peer.check(7) && !peer.check(8));
-    peer.load(7);
-    peer.load(8);
-    assert!(peer.check(7) && peer.check(8));
 }
 
 /// A split of an Active region keeps both children in memory, at once, with their data.

@@ -648,13 +648,24 @@ impl MemKv {
     /// has, if any).
     fn install_load(
         &self,
-        range: &RangeData,
+        range: &Arc<RangeData>,
         cf: Cf,
         run: RunBuilder,
         seq: u64,
     ) -> Result<(), MemError> {
         let run = run.finish(None);
         let writer = range.lock();
+        // Held until the run is in place: a split or a drop of the range since the load
+        // began would leave the run where no snapshot reads it (the split's children took
+        // the layers the range had then), so the load fails instead.
+        let table = self.ranges();
+        if !table
+            .by_id
+            .get(&range.id)
+            .is_some_and(|r| Arc::ptr_eq(r, range))
+        {
+            return Err(MemError::NoSuchRange(range.id));
+        }
         let needed = run.heap_bytes();
         if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
             let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
@@ -687,6 +698,7 @@ impl MemKv {
             Ok(())
         });
         range.writing.store(IDLE, Ordering::SeqCst);
+        drop(table);
         loaded
     }
 
@@ -865,8 +877,10 @@ impl Loader<'_> {
     /// Installs what was pushed (nothing, when nothing was).
     ///
     /// # Errors
-    /// [`MemError::MemoryLimit`], [`MemError::RunTooLarge`] (merging with a run the
-    /// range already had).
+    /// [`MemError::NoSuchRange`] when the range was split or dropped since the loader
+    /// was made (nothing is installed: a split's children hold the layers the range had
+    /// when it split, and none of them would ever read the run), [`MemError::MemoryLimit`],
+    /// [`MemError::RunTooLarge`] (merging with a run the range already had).
     pub fn finish(self) -> Result<(), MemError> {
         if self.run.len() == 0 {
             return Ok(());

@@ -784,3 +784,47 @@ fn a_snapshot_below_a_load_is_refused() {
     let at_load = kv.snapshot(RangeId(1), 10).unwrap();
     assert_eq!(at_load.get(Cf::Default, b"k"), Some(b"v".to_vec()));
 }
+
+/// A loader made before its range split (or was dropped) installs nothing and says so:
+/// the children took the range's layers as they were at the split, and a run installed
+/// in the range left behind would never be read. A loader finished before the split
+/// gives its run to both children.
+#[test]
+fn a_load_into_a_range_split_meanwhile_fails() {
+    let kv = store(1 << 20);
+    kv.create_range(RangeId(1), bounds("a", "z")).unwrap();
+    let mut before = kv.loader(RangeId(1), Cf::Lock, 5).unwrap();
+    before.push(b"c", b"lock").unwrap();
+    before.push(b"p", b"lock").unwrap();
+    before.finish().unwrap();
+    let mut loader = kv.loader(RangeId(1), Cf::Write, 5).unwrap();
+    loader.push(b"b", b"1").unwrap();
+    loader.push(b"q", b"2").unwrap();
+    kv.split_range(
+        RangeId(1),
+        &[
+            (RangeId(2), bounds("a", "k")),
+            (RangeId(3), bounds("k", "z")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loader.finish(), Err(MemError::NoSuchRange(RangeId(1))));
+    assert!(matches!(
+        kv.loader(RangeId(1), Cf::Default, 5),
+        Err(MemError::NoSuchRange(RangeId(1)))
+    ));
+    for (id, lock, keys) in [(2, b"c", bounds("a", "k")), (3, b"p", bounds("k", "z"))] {
+        let child = kv.snapshot(RangeId(id), 5).unwrap();
+        assert_eq!(
+            child.get(Cf::Lock, lock),
+            Some(b"lock".to_vec()),
+            "child {id}"
+        );
+        assert_eq!(scan_forward(&child, Cf::Write, keys), Vec::new());
+    }
+
+    let mut dropped = kv.loader(RangeId(3), Cf::Write, 6).unwrap();
+    dropped.push(b"r", b"3").unwrap();
+    let _gone = kv.drop_range(RangeId(3)).unwrap();
+    assert_eq!(dropped.finish(), Err(MemError::NoSuchRange(RangeId(3))));
+}
