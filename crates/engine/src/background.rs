@@ -1,13 +1,15 @@
 //! The background work: the loader's step, GC rounds, policy rounds and the cross-checker.
 //! The threads that run them live in `engine.rs`; each step is also callable directly.
 
+use std::collections::HashMap;
+use std::sync::{MutexGuard, PoisonError};
 use std::time::Instant;
 
 use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, compare_copies};
-use ime_memkv::{MemError, RangeId};
+use ime_memkv::{LoadedRun, MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
 use crate::shared::{Core, Effects, LoadJob, Meta, Task};
@@ -64,16 +66,12 @@ impl<D: DiskEngine> Core<D> {
         Some(Task::LoadCopy(id))
     }
 
-    fn jobs(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, LoadJob<D::Snapshot>>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn jobs(&self) -> MutexGuard<'_, HashMap<u64, LoadJob<D::Snapshot>>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A load's second stage: the region's keys copied, in key order, at the snapshot's
-    /// sequence (outside every engine lock: writes and reads go on meanwhile).
+    /// A load's second stage: the region's keys copied at the snapshot's sequence, into runs
+    /// (outside every engine lock: writes, reads and events go on meanwhile).
     pub(crate) fn copy_load(&self, job: u64) -> Option<Task> {
         #[cfg(feature = "testing")]
         self.hold_at(crate::LoadStage::AfterStart);
@@ -85,16 +83,20 @@ impl<D: DiskEngine> Core<D> {
         Some(Task::LoadFinish(job))
     }
 
-    /// A load's last stage: GC at the engine's safe point (when there is one), then
-    /// Loading to Active — or the region evicted, if the copy failed or an eviction came
-    /// meanwhile.
+    /// A load's last stage: the copy installed, GC at the engine's safe point (when there
+    /// is one), then Loading to Active — or the region evicted, if the copy failed, its
+    /// range split or went meanwhile, or an eviction came.
     pub(crate) fn finish_load(&self, job: u64) {
+        #[cfg(feature = "testing")]
+        self.hold_at(crate::LoadStage::Copied);
         let Some(j) = self.jobs().remove(&job) else {
             return;
         };
         let id = j.ticket.region.id;
-        let copied = j.copied.unwrap_or_else(|| Err("the copy never ran".into()));
-        if copied.is_ok() {
+        let copied = (j.copied.unwrap_or_else(|| Err("the copy never ran".into())))
+            .and_then(|runs| self.mem.install_loaded(runs).map_err(|e| e.to_string()));
+        let ok = copied.is_ok();
+        if ok {
             self.metrics
                 .bytes_loaded(self.mem.range_memory(j.range).unwrap_or(0));
             let target = self.gc_target();
@@ -108,7 +110,6 @@ impl<D: DiskEngine> Core<D> {
         if let Err(err) = &copied {
             tracing::info!(region = id.0, %err, "load stopped");
         }
-        let ok = copied.is_ok();
         self.decide(|ctl, _, out| ctl.finish_load(&j.ticket, ok, out));
         // A load is admitted below the stop-load threshold but may end past the evict
         // threshold: as after a write, a policy round evicts calmly before a write meets
@@ -116,7 +117,7 @@ impl<D: DiskEngine> Core<D> {
         let mut fx = Effects::default();
         self.relieve_pressure(&mut fx);
         self.finish(fx);
-        let result = if copied.is_ok() {
+        let result = if ok {
             LoadResult::Ok
         } else {
             LoadResult::Failed
@@ -124,25 +125,23 @@ impl<D: DiskEngine> Core<D> {
         self.metrics.loaded(result, j.started.elapsed());
     }
 
-    /// Copies the region's keys in every column family from `snapshot` into `range`.
+    /// Copies the region's keys in every column family from `snapshot`, as runs to install.
     fn copy_region(
         &self,
         region: &KeyRange,
         range: RangeId,
         snapshot: &D::Snapshot,
         memory_seq: u64,
-    ) -> Result<(), crate::EngineError> {
-        for cf in Cf::ALL {
+    ) -> Result<Vec<LoadedRun>, crate::EngineError> {
+        let copy = |cf| {
             // Streamed: each entry goes from the iterator straight into the run.
             let mut loader = self.mem.loader(range, cf, memory_seq)?;
             for_each(snapshot, cf, region.clone(), |key, value| {
                 loader.push(key, value).map_err(crate::EngineError::from)
             })?;
-            #[cfg(feature = "testing")]
-            self.hold_after_copying(cf);
-            loader.finish()?;
-        }
-        Ok(())
+            Ok(loader.built()?)
+        };
+        Cf::ALL.into_iter().map(copy).collect()
     }
 
     /// One GC round: every Active region's safe point moves towards the engine's, and
@@ -234,7 +233,7 @@ impl<D: DiskEngine> Core<D> {
             let decision = self
                 .policy
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .decide(&round);
             meta.ctl.apply_policy(decision, env, out);
         });

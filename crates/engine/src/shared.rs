@@ -233,8 +233,8 @@ pub(crate) struct LoadJob<S> {
     /// The memory sequence the copy goes in at: below every write after the start.
     pub(crate) memory_seq: u64,
     pub(crate) started: Instant,
-    /// The copy's outcome, once it ran.
-    pub(crate) copied: Option<Result<(), String>>,
+    /// The copy's outcome, once it ran: a run per column family, to install.
+    pub(crate) copied: Option<Result<Vec<ime_memkv::LoadedRun>, String>>,
 }
 
 impl<D: DiskEngine> Core<D> {

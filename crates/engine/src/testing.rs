@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use ime_disk::{Cf, DiskEngine};
+use ime_disk::DiskEngine;
 
 use crate::Engine;
 use crate::shared::Core;
@@ -19,9 +19,8 @@ pub enum LoadStage {
     BeforeStart,
     /// Loading, with its disk snapshot taken, before any key is copied.
     AfterStart,
-    /// The last column family (write) copied but not installed yet: the other two are
-    /// in place.
-    WriteCopied,
+    /// Every column family copied, none installed yet.
+    Copied,
 }
 
 /// The switches' state, in the engine's core.
@@ -61,14 +60,6 @@ impl<D: DiskEngine> Core<D> {
     /// Waits while loads are held at `stage`.
     pub(crate) fn hold_at(&self, stage: LoadStage) {
         self.switches.wait_at(stage, &self.closed);
-    }
-
-    /// Waits, once the copy of `cf` is built, while loads are held there (only the last
-    /// column family, write, has such a stage).
-    pub(crate) fn hold_after_copying(&self, cf: Cf) {
-        if cf == Cf::Write {
-            self.hold_at(LoadStage::WriteCopied);
-        }
     }
 }
 

@@ -71,12 +71,12 @@ fn scenario_03_split_while_the_load_is_queued() {
 }
 
 /// A split while the load runs — before it copies anything, or with every column family
-/// copied and the write column family's run not installed yet: the load stops and both
-/// children are evicted — never stuck in Loading, never Active without the write column
-/// family (the run installed where no child reads it) — and can be loaded again.
+/// copied and nothing installed yet: the load stops and both children are evicted — never
+/// stuck in Loading, never Active without the data (runs installed where no child reads
+/// them) — and can be loaded again.
 #[test]
 fn split_while_loading_ends_evicted_and_reloadable() {
-    for stage in [LoadStage::AfterStart, LoadStage::WriteCopied] {
+    for stage in [LoadStage::AfterStart, LoadStage::Copied] {
         let mut peer = Peer::in_memory();
         peer.add(region(7, "a", Some("z"), 3));
         peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);

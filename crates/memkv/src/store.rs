@@ -644,36 +644,41 @@ impl MemKv {
         })
     }
 
-    /// Installs `run`, loaded at `seq`, as `cf`'s run of `range` (merged with the run it
-    /// has, if any).
-    fn install_load(
+    /// Installs a load's runs, built by [`Loader::built`], in order, each as its column
+    /// family's run of its range (merged with the run the range has, if any); stops at
+    /// the first that fails.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`] when the range was split or dropped since the loader
+    /// was made: the run is not installed (a split's children hold the layers the range
+    /// had when it split, and none of them would ever read it). [`MemError::RunTooLarge`]
+    /// (merging with a run the range already had).
+    pub fn install_loaded(
         &self,
-        range: &Arc<RangeData>,
-        cf: Cf,
-        run: RunBuilder,
-        seq: u64,
+        runs: impl IntoIterator<Item = LoadedRun>,
     ) -> Result<(), MemError> {
-        let run = run.finish(None);
+        runs.into_iter().try_for_each(|run| self.install_run(run))
+    }
+
+    fn install_run(&self, loaded: LoadedRun) -> Result<(), MemError> {
+        let LoadedRun {
+            range,
+            cf,
+            seq,
+            run,
+        } = loaded;
+        let Some(run) = run else {
+            return Ok(()); // nothing was copied: nothing to lose
+        };
         let writer = range.lock();
-        // Held until the run is in place: a split or a drop of the range since the load
-        // began would leave the run where no snapshot reads it (the split's children took
-        // the layers the range had then), so the load fails instead.
+        // Held until the run is in place, so that no split or drop slips in between.
         let table = self.ranges();
         if !table
             .by_id
             .get(&range.id)
-            .is_some_and(|r| Arc::ptr_eq(r, range))
+            .is_some_and(|r| Arc::ptr_eq(r, &range))
         {
             return Err(MemError::NoSuchRange(range.id));
-        }
-        let needed = run.heap_bytes();
-        if self.tracker.used().saturating_add(needed) > self.tracker.hard_limit() {
-            let (used, limit) = (self.tracker.used(), self.tracker.hard_limit());
-            return Err(MemError::MemoryLimit {
-                needed,
-                used,
-                limit,
-            });
         }
         // The load is a write at `seq`: later writes and compactions come after it, and
         // snapshots at or above it wait until it is in place.
@@ -685,7 +690,7 @@ impl MemKv {
             let layers = &mut cfs[cf.index()];
             if layers.run.len() == 0 {
                 // The usual case: a load into an empty range, its run as built.
-                layers.run = Arc::new(run.charged_to(&self.tracker));
+                layers.run = Arc::new(run);
                 return Ok::<(), MemError>(());
             }
             let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
@@ -874,20 +879,54 @@ impl Loader<'_> {
         self.run.push_above(key, self.seq, Some(value))
     }
 
-    /// Installs what was pushed (nothing, when nothing was).
+    /// The run pushed so far, built and charged to the store's memory, to install later
+    /// ([`MemKv::install_loaded`]): a load can copy every column family outside any lock
+    /// and install them together.
     ///
     /// # Errors
-    /// [`MemError::NoSuchRange`] when the range was split or dropped since the loader
-    /// was made (nothing is installed: a split's children hold the layers the range had
-    /// when it split, and none of them would ever read the run), [`MemError::MemoryLimit`],
-    /// [`MemError::RunTooLarge`] (merging with a run the range already had).
-    pub fn finish(self) -> Result<(), MemError> {
-        if self.run.len() == 0 {
-            return Ok(());
+    /// [`MemError::MemoryLimit`] when the run does not fit under the hard limit.
+    pub fn built(self) -> Result<LoadedRun, MemError> {
+        let run = (self.run.len() > 0).then(|| self.run.finish(None));
+        let needed = run.as_ref().map_or(0, Run::heap_bytes);
+        let (used, limit) = (self.kv.tracker.used(), self.kv.tracker.hard_limit());
+        if needed > 0 && used.saturating_add(needed) > limit {
+            return Err(MemError::MemoryLimit {
+                needed,
+                used,
+                limit,
+            });
         }
-        self.kv
-            .install_load(&self.range, self.cf, self.run, self.seq)
+        Ok(LoadedRun {
+            range: self.range,
+            cf: self.cf,
+            seq: self.seq,
+            run: run.map(|r| r.charged_to(&self.kv.tracker)),
+        })
     }
+
+    /// Installs what was pushed (nothing, when nothing was): [`Loader::built`], then
+    /// [`MemKv::install_loaded`].
+    ///
+    /// # Errors
+    /// As those two.
+    pub fn finish(self) -> Result<(), MemError> {
+        let kv = self.kv;
+        kv.install_loaded([self.built()?])
+    }
+}
+
+/// One column family's run of a load, built and not installed yet ([`Loader::built`]).
+/// It owns what it holds, so it can wait — in a task queue, say — for
+/// [`MemKv::install_loaded`]; its memory is charged from the moment it is built, and
+/// given back if it is dropped instead.
+#[derive(Debug)]
+#[must_use = "a built run is installed only by `MemKv::install_loaded`"]
+pub struct LoadedRun {
+    range: Arc<RangeData>,
+    cf: Cf,
+    seq: u64,
+    /// `None` when nothing was pushed.
+    run: Option<Run>,
 }
 
 /// Checks that `children` partition `parent`'s bounds in key order with ids not held by

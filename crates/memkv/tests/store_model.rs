@@ -785,7 +785,7 @@ fn a_snapshot_below_a_load_is_refused() {
     assert_eq!(at_load.get(Cf::Default, b"k"), Some(b"v".to_vec()));
 }
 
-/// A loader made before its range split (or was dropped) installs nothing and says so:
+/// A load's run made before its range split (or was dropped) installs nothing and says so:
 /// the children took the range's layers as they were at the split, and a run installed
 /// in the range left behind would never be read. A loader finished before the split
 /// gives its run to both children.
@@ -822,6 +822,15 @@ fn a_load_into_a_range_split_meanwhile_fails() {
         );
         assert_eq!(scan_forward(&child, Cf::Write, keys), Vec::new());
     }
+
+    // A run built and not installed holds its memory until it is installed or dropped.
+    let used = kv.memory_used();
+    let mut waiting = kv.loader(RangeId(2), Cf::Write, 6).unwrap();
+    waiting.push(b"d", b"4").unwrap();
+    let built = waiting.built().unwrap();
+    assert!(kv.memory_used() > used);
+    drop(built);
+    assert_eq!(kv.memory_used(), used);
 
     let mut dropped = kv.loader(RangeId(3), Cf::Write, 6).unwrap();
     dropped.push(b"r", b"3").unwrap();
