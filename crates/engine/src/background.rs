@@ -9,7 +9,7 @@ use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, compare_copies};
-use ime_memkv::{LoadedRun, MemError, RangeId};
+use ime_memkv::{LoadTarget, LoadedRun, MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
 use crate::shared::{Core, Effects, LoadJob, Meta, Task};
@@ -37,9 +37,9 @@ impl<D: DiskEngine> Core<D> {
             let job = match meta.ctl.start_load(id, env, &mut decisions) {
                 LoadStart::Start { ticket, range } => {
                     match self.mem.create_range(range, ticket.region.range.clone()) {
-                        Ok(()) => Some(LoadJob {
+                        Ok(target) => Some(LoadJob {
                             ticket,
-                            range,
+                            target,
                             snapshot: self.disk.snapshot(),
                             // Above every view taken before: writes while the region
                             // was not cached moved the disk, not the memory clock.
@@ -77,7 +77,7 @@ impl<D: DiskEngine> Core<D> {
         self.hold_at(crate::LoadStage::AfterStart);
         // Out of the table for the copy, so that no lock is held across it.
         let mut j = self.jobs().remove(&job)?;
-        let copied = self.copy_region(&j.ticket.region.range, j.range, &j.snapshot, j.memory_seq);
+        let copied = self.copy_region(&j.ticket.region.range, &j.target, &j.snapshot, j.memory_seq);
         j.copied = Some(copied.map_err(|e| e.to_string()));
         self.jobs().insert(job, j);
         Some(Task::LoadFinish(job))
@@ -98,13 +98,13 @@ impl<D: DiskEngine> Core<D> {
         let ok = copied.is_ok();
         if ok {
             self.metrics
-                .bytes_loaded(self.mem.range_memory(j.range).unwrap_or(0));
+                .bytes_loaded(self.mem.range_memory(j.target.id()).unwrap_or(0));
             let target = self.gc_target();
             let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
             if let Some(safe_point) = safe_point.filter(|sp| *sp > 0) {
-                self.collect(id, j.range, safe_point);
+                self.collect(id, j.target.id(), safe_point);
             }
         }
         if let Err(err) = &copied {
@@ -129,13 +129,13 @@ impl<D: DiskEngine> Core<D> {
     fn copy_region(
         &self,
         region: &KeyRange,
-        range: RangeId,
+        target: &LoadTarget,
         snapshot: &D::Snapshot,
         memory_seq: u64,
     ) -> Result<Vec<LoadedRun>, crate::EngineError> {
         let copy = |cf| {
             // Streamed: each entry goes from the iterator straight into the run.
-            let mut loader = self.mem.loader(range, cf, memory_seq)?;
+            let mut loader = self.mem.loader_for(target, cf, memory_seq);
             for_each(snapshot, cf, region.clone(), |key, value| {
                 loader.push(key, value).map_err(crate::EngineError::from)
             })?;

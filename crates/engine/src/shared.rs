@@ -228,7 +228,8 @@ pub(crate) struct Core<D: DiskEngine> {
 /// A load between its stages: what it started from, and how its copy went.
 pub(crate) struct LoadJob<S> {
     pub(crate) ticket: ime_region::LoadTicket,
-    pub(crate) range: RangeId,
+    /// The memory range it loads into, followed through splits.
+    pub(crate) target: ime_memkv::LoadTarget,
     pub(crate) snapshot: S,
     /// The memory sequence the copy goes in at: below every write after the start.
     pub(crate) memory_seq: u64,

@@ -71,15 +71,23 @@ fn scenario_03_split_while_the_load_is_queued() {
 }
 
 /// A split while the load runs — before it copies anything, or with every column family
-/// copied and nothing installed yet: the load stops and both children are evicted — never
-/// stuck in Loading, never Active without the data (runs installed where no child reads
-/// them) — and can be loaded again.
+/// copied and nothing installed yet — keeps the load: both children end Active, each with
+/// its own keys from memory, never stuck in Loading and never Active without their data
+/// (a run installed where no child reads it). Writes to a child between the split and the
+/// install are kept too. A child evicted meanwhile ends evicted; its sibling keeps the load.
 #[test]
-fn split_while_loading_ends_evicted_and_reloadable() {
-    for stage in [LoadStage::AfterStart, LoadStage::Copied] {
+fn split_while_loading_keeps_the_load() {
+    for (stage, evict_one) in [
+        (LoadStage::AfterStart, false),
+        (LoadStage::Copied, false),
+        (LoadStage::Copied, true),
+    ] {
         let mut peer = Peer::in_memory();
         peer.add(region(7, "a", Some("z"), 3));
-        peer.commit(7, &[("b", Some("1")), ("q", Some("2"))]);
+        peer.commit(
+            7,
+            &[("b", Some("1")), ("q", Some("a value longer than eight"))],
+        );
         peer.engine.hold_loads(stage);
         let (r, index) = (peer.region(7), peer.applied(7));
         peer.engine.load_region(r, index).unwrap();
@@ -89,14 +97,23 @@ fn split_while_loading_ends_evicted_and_reloadable() {
         assert_eq!(peer.state(7), Some(RegionState::Loading));
         let event = split_event(&mut peer, 7, "k", 8);
         peer.engine.on_event(&event).unwrap();
+        peer.commit(8, &[("r", Some("3"))]);
+        if evict_one {
+            let reason = ime_region::EvictReason::Manual;
+            peer.engine
+                .evict_region(ime_region::RegionId(8), reason, None);
+        }
         peer.engine.release_loads();
         peer.idle();
-        let regions = peer.engine.regions();
-        assert!(regions.is_empty(), "{stage:?}: {regions:?}");
-        assert!(!peer.check(7) && !peer.check(8));
-        peer.load(7);
-        peer.load(8);
-        assert!(peer.check(7) && peer.check(8));
+        let want = |id| (!evict_one || id == 7).then_some(RegionState::Active);
+        for id in [7, 8] {
+            assert_eq!(peer.state(id), want(id), "{stage:?}: child {id}");
+            assert_eq!(peer.check(id), want(id).is_some(), "{stage:?}: child {id}");
+        }
+        assert_eq!(peer.scan(8).len(), 2, "q and r");
+        peer.commit(7, &[("c", Some("4"))]);
+        assert!(peer.check(7));
+        assert!(peer.engine.cross_check().is_empty());
     }
 }
 

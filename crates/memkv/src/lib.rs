@@ -58,6 +58,7 @@ pub use gc::{GcStats, Retained, Retention};
 pub use mvcc::{KvPair, MvccError};
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use store::{
-    BatchPlan, DroppedRange, LoadedRun, Loader, MEMTABLE_COMPACTION_MIN, MemConfig, MemKv,
+    BatchPlan, DroppedRange, LoadTarget, LoadedRun, Loader, MEMTABLE_COMPACTION_MIN, MemConfig,
+    MemKv,
 };
 pub use types::{Cf, InvalidRange, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
@@ -54,6 +54,11 @@ pub(crate) struct RangeData {
     /// one (taken before it takes its numbers); [`IDLE`] otherwise. A snapshot below it
     /// needs no lock: the write in flight is above it.
     writing: AtomicU64,
+    /// The ranges a split made of this one, in key order (set once, by the split, under
+    /// `writer`): a load's run that was copied for this range goes to them. Held only
+    /// while something holds this range (a load under way): a range that left the
+    /// table is dropped once its last holder is done.
+    split_into: OnceLock<Vec<Arc<RangeData>>>,
 }
 
 /// [`RangeData::writing`] when no write to the range is in flight.
@@ -73,6 +78,7 @@ impl RangeData {
             compacted_seq: AtomicU64::new(compacted_seq),
             writer: Mutex::new(()),
             writing: AtomicU64::new(IDLE),
+            split_into: OnceLock::new(),
         }
     }
 
@@ -248,11 +254,12 @@ impl MemKv {
         self.last_seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Starts holding the keys in `bounds` as range `id` (empty).
+    /// Starts holding the keys in `bounds` as range `id` (empty); returns it as the target
+    /// of a load ([`MemKv::loader_for`]), which follows it through its splits.
     ///
     /// # Errors
     /// [`MemError::RangeExists`], [`MemError::RangeOverlaps`].
-    pub fn create_range(&self, id: RangeId, bounds: KeyRange) -> Result<(), MemError> {
+    pub fn create_range(&self, id: RangeId, bounds: KeyRange) -> Result<LoadTarget, MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
         if ranges.by_id.contains_key(&id) {
             return Err(MemError::RangeExists(id));
@@ -268,9 +275,14 @@ impl MemKv {
             frozen: Vec::new(),
             active: Arc::new(Memtable::new(&self.tracker)),
         };
-        let data = RangeData::new(id, bounds, [layers(), layers(), layers()], 0);
-        ranges.insert(Arc::new(data));
-        Ok(())
+        let data = Arc::new(RangeData::new(
+            id,
+            bounds,
+            [layers(), layers(), layers()],
+            0,
+        ));
+        ranges.insert(Arc::clone(&data));
+        Ok(LoadTarget(data))
     }
 
     /// Stops holding range `id`, in O(1): the range leaves the map at once, and its
@@ -634,25 +646,32 @@ impl MemKv {
     /// # Errors
     /// [`MemError::NoSuchRange`].
     pub fn loader(&self, id: RangeId, cf: Cf, seq: u64) -> Result<Loader<'_>, MemError> {
-        let range = self.range(id)?;
-        Ok(Loader {
+        Ok(self.loader_for(&LoadTarget(self.range(id)?), cf, seq))
+    }
+
+    /// [`MemKv::loader`] for a range held as a [`LoadTarget`] since its creation: the
+    /// loader copies for the range's bounds even if it has split since, and its run goes
+    /// to the ranges the split made of it ([`MemKv::install_loaded`]).
+    pub fn loader_for(&self, target: &LoadTarget, cf: Cf, seq: u64) -> Loader<'_> {
+        Loader {
             kv: self,
-            range,
+            range: Arc::clone(&target.0),
             cf,
             seq,
             run: RunBuilder::with_capacity(0, 0, 0),
-        })
+        }
     }
 
     /// Installs a load's runs, built by [`Loader::built`], in order, each as its column
     /// family's run of its range (merged with the run the range has, if any); stops at
-    /// the first that fails.
+    /// the first that fails. A range split since the load began gives the run to the
+    /// ranges the split made of it (and theirs, if they split in turn), each reading it
+    /// through its own bounds, as a split shares the layers a range holds; those of them
+    /// dropped since are passed over.
     ///
     /// # Errors
-    /// [`MemError::NoSuchRange`] when the range was split or dropped since the loader
-    /// was made: the run is not installed (a split's children hold the layers the range
-    /// had when it split, and none of them would ever read it). [`MemError::RunTooLarge`]
-    /// (merging with a run the range already had).
+    /// [`MemError::NoSuchRange`] when the range was dropped since the load began: nothing
+    /// is installed. [`MemError::RunTooLarge`] (merging with a run a range already had).
     pub fn install_loaded(
         &self,
         runs: impl IntoIterator<Item = LoadedRun>,
@@ -670,32 +689,59 @@ impl MemKv {
         let Some(run) = run else {
             return Ok(()); // nothing was copied: nothing to lose
         };
-        let writer = range.lock();
-        // Held until the run is in place, so that no split or drop slips in between.
-        let table = self.ranges();
-        if !table
-            .by_id
-            .get(&range.id)
-            .is_some_and(|r| Arc::ptr_eq(r, &range))
-        {
-            return Err(MemError::NoSuchRange(range.id));
+        let (run, root) = (Arc::new(run), range.id);
+        let mut pieces = vec![range];
+        while let Some(piece) = pieces.pop() {
+            let writer = piece.lock();
+            // Held until the run is in place, so that no split or drop slips in between
+            // (a split takes the writer lock, and names its children before leaving it).
+            let table = self.ranges();
+            let held = table
+                .by_id
+                .get(&piece.id)
+                .is_some_and(|r| Arc::ptr_eq(r, &piece));
+            if held {
+                self.install_piece(&piece, &writer, cf, &run, seq)?;
+                continue;
+            }
+            match piece.split_into.get() {
+                // Popped last first: pushed in reverse, installed in key order.
+                Some(children) => pieces.extend(children.iter().rev().cloned()),
+                None if piece.id == root => return Err(MemError::NoSuchRange(root)),
+                None => {} // a piece dropped since: its data is not wanted
+            }
         }
+        Ok(())
+    }
+
+    /// `run`, loaded at `seq`, into `cf` of `range`, which the caller holds (`writer`)
+    /// and has checked is still in the table.
+    fn install_piece(
+        &self,
+        range: &RangeData,
+        writer: &MutexGuard<'_, ()>,
+        cf: Cf,
+        run: &Arc<Run>,
+        seq: u64,
+    ) -> Result<(), MemError> {
         // The load is a write at `seq`: later writes and compactions come after it, and
         // snapshots at or above it wait until it is in place.
         range.writing.store(seq, Ordering::SeqCst);
         self.last_seq.fetch_max(seq, Ordering::SeqCst);
         // A snapshot below `seq` would see the range without the entries loaded at it.
         range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
-        let loaded = range.update(&writer, |cfs| {
+        let loaded = range.update(writer, |cfs| {
             let layers = &mut cfs[cf.index()];
             if layers.run.len() == 0 {
-                // The usual case: a load into an empty range, its run as built.
-                layers.run = Arc::new(run);
+                // The usual case: a load into an empty range, its run as built (shared
+                // with the other pieces of a range split meanwhile).
+                layers.run = Arc::clone(run);
                 return Ok::<(), MemError>(());
             }
             let (lo, hi) = crate::snapshot::run_span(&layers.run, &range.bounds);
             let mut merged: Vec<RunEntry> = (lo..hi).map(|i| layers.run.entry(i)).collect();
-            merged.extend((0..run.len()).map(|i| run.entry(i)));
+            let (lo, hi) = crate::snapshot::run_span(run, &range.bounds);
+            merged.extend((lo..hi).map(|i| run.entry(i)));
             merged.sort_by(|a, b| {
                 (&a.key, std::cmp::Reverse(a.seq)).cmp(&(&b.key, std::cmp::Reverse(b.seq)))
             });
@@ -703,7 +749,6 @@ impl MemKv {
             Ok(())
         });
         range.writing.store(IDLE, Ordering::SeqCst);
-        drop(table);
         loaded
     }
 
@@ -789,6 +834,7 @@ impl MemKv {
         check_partition(&parent, children, &ranges)?;
         ranges.remove(id);
         let version = parent.version();
+        let mut made = Vec::with_capacity(children.len());
         for (child, bounds) in children {
             let inherit = |cf: Cf| {
                 let layers = version.cfs[cf.index()].clone();
@@ -802,13 +848,12 @@ impl MemKv {
             };
             let cfs = [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)];
             let compacted = parent.compacted_seq.load(Ordering::Acquire);
-            ranges.insert(Arc::new(RangeData::new(
-                *child,
-                bounds.clone(),
-                cfs,
-                compacted,
-            )));
+            let child = Arc::new(RangeData::new(*child, bounds.clone(), cfs, compacted));
+            made.push(Arc::clone(&child));
+            ranges.insert(child);
         }
+        // Only here, under the parent's writer lock: a range leaves the table once.
+        let _first = parent.split_into.set(made);
         Ok(())
     }
 
@@ -912,6 +957,18 @@ impl Loader<'_> {
     pub fn finish(self) -> Result<(), MemError> {
         let kv = self.kv;
         kv.install_loaded([self.built()?])
+    }
+}
+
+/// A range as it was created ([`MemKv::create_range`]), for a load that follows it
+/// through its splits.
+#[derive(Clone, Debug)]
+pub struct LoadTarget(Arc<RangeData>);
+
+impl LoadTarget {
+    /// The range's id (a split since may have taken it out of the store).
+    pub fn id(&self) -> RangeId {
+        self.0.id
     }
 }
 

@@ -785,21 +785,27 @@ fn a_snapshot_below_a_load_is_refused() {
     assert_eq!(at_load.get(Cf::Default, b"k"), Some(b"v".to_vec()));
 }
 
-/// A load's run made before its range split (or was dropped) installs nothing and says so:
-/// the children took the range's layers as they were at the split, and a run installed
-/// in the range left behind would never be read. A loader finished before the split
-/// gives its run to both children.
+/// A load that began on a range keeps going when the range splits: a loader made from its
+/// target after the split still copies the range's keys, and each run goes to the
+/// children, each reading its own keys of it — whether it was installed before the split
+/// (the children share it) or after (the children get it then), and even when a child
+/// has split again or has a run of its own by then. A child dropped meanwhile is passed
+/// over; a load whose range was dropped installs nothing and says so. A run built and
+/// not installed holds its memory until it is installed or dropped.
 #[test]
-fn a_load_into_a_range_split_meanwhile_fails() {
+fn a_load_follows_its_range_through_splits() {
     let kv = store(1 << 20);
-    kv.create_range(RangeId(1), bounds("a", "z")).unwrap();
-    let mut before = kv.loader(RangeId(1), Cf::Lock, 5).unwrap();
-    before.push(b"c", b"lock").unwrap();
-    before.push(b"p", b"lock").unwrap();
-    before.finish().unwrap();
-    let mut loader = kv.loader(RangeId(1), Cf::Write, 5).unwrap();
-    loader.push(b"b", b"1").unwrap();
-    loader.push(b"q", b"2").unwrap();
+    let target = kv.create_range(RangeId(1), bounds("a", "z")).unwrap();
+    let load = |cf: Cf, entries: &[(&[u8], &[u8])]| {
+        let mut loader = kv.loader_for(&target, cf, 5);
+        for (k, v) in entries {
+            loader.push(k, v).unwrap();
+        }
+        loader.built().unwrap()
+    };
+    kv.install_loaded([load(Cf::Lock, &[(b"c", b"lock"), (b"p", b"lock")])])
+        .unwrap();
+    let write = load(Cf::Write, &[(b"b", b"1"), (b"m", b"2"), (b"q", b"3")]);
     kv.split_range(
         RangeId(1),
         &[
@@ -808,32 +814,75 @@ fn a_load_into_a_range_split_meanwhile_fails() {
         ],
     )
     .unwrap();
-    assert_eq!(loader.finish(), Err(MemError::NoSuchRange(RangeId(1))));
-    assert!(matches!(
-        kv.loader(RangeId(1), Cf::Default, 5),
-        Err(MemError::NoSuchRange(RangeId(1)))
-    ));
-    for (id, lock, keys) in [(2, b"c", bounds("a", "k")), (3, b"p", bounds("k", "z"))] {
-        let child = kv.snapshot(RangeId(id), 5).unwrap();
-        assert_eq!(
-            child.get(Cf::Lock, lock),
-            Some(b"lock".to_vec()),
-            "child {id}"
-        );
-        assert_eq!(scan_forward(&child, Cf::Write, keys), Vec::new());
-    }
-
-    // A run built and not installed holds its memory until it is installed or dropped.
+    // Child 3 writes and compacts before the run arrives: the run merges with its own.
+    kv.write(WriteBatch::new().put(Cf::Write, "r", "4"), 6)
+        .unwrap();
+    kv.compact(RangeId(3), None).unwrap();
+    kv.split_range(
+        RangeId(3),
+        &[
+            (RangeId(4), bounds("k", "o")),
+            (RangeId(5), bounds("o", "z")),
+        ],
+    )
+    .unwrap();
+    let default = load(Cf::Default, &[(b"d", b"x"), (b"s", b"y")]);
     let used = kv.memory_used();
-    let mut waiting = kv.loader(RangeId(2), Cf::Write, 6).unwrap();
-    waiting.push(b"d", b"4").unwrap();
+    let mut waiting = kv.loader_for(&target, Cf::Default, 5);
+    waiting.push(b"e", b"z").unwrap();
     let built = waiting.built().unwrap();
     assert!(kv.memory_used() > used);
     drop(built);
     assert_eq!(kv.memory_used(), used);
+    kv.install_loaded([write, default]).unwrap();
+    let read = |id: u64, keys: KeyRange| {
+        let snapshot = kv.snapshot(RangeId(id), 6).unwrap();
+        let cfs = [Cf::Default, Cf::Lock, Cf::Write];
+        cfs.map(|cf| scan_forward(&snapshot, cf, keys.clone()))
+    };
+    let pairs = |items: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let pair = |(k, v): &(&str, &str)| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        items.iter().map(pair).collect()
+    };
+    assert_eq!(
+        read(2, bounds("a", "k")),
+        [
+            pairs(&[("d", "x")]),
+            pairs(&[("c", "lock")]),
+            pairs(&[("b", "1")])
+        ]
+    );
+    assert_eq!(
+        read(4, bounds("k", "o")),
+        [pairs(&[]), pairs(&[]), pairs(&[("m", "2")])]
+    );
+    assert_eq!(
+        read(5, bounds("o", "z")),
+        [
+            pairs(&[("s", "y")]),
+            pairs(&[("p", "lock")]),
+            pairs(&[("q", "3"), ("r", "4")])
+        ]
+    );
+    // Below the load, every piece refuses a snapshot: it would miss the loaded keys.
+    for id in [2, 4, 5] {
+        assert!(matches!(
+            kv.snapshot(RangeId(id), 4),
+            Err(MemError::SnapshotTooOld { .. })
+        ));
+    }
 
-    let mut dropped = kv.loader(RangeId(3), Cf::Write, 6).unwrap();
-    dropped.push(b"r", b"3").unwrap();
-    let _gone = kv.drop_range(RangeId(3)).unwrap();
-    assert_eq!(dropped.finish(), Err(MemError::NoSuchRange(RangeId(3))));
+    // A piece dropped meanwhile is passed over; the others get the run.
+    let late = load(Cf::Lock, &[(b"f", b"l2"), (b"t", b"l2")]);
+    let _gone = kv.drop_range(RangeId(5)).unwrap();
+    kv.install_loaded([late]).unwrap();
+    let lock = |id: u64, key: &[u8]| kv.snapshot(RangeId(id), 6).unwrap().get(Cf::Lock, key);
+    assert_eq!(lock(2, b"f"), Some(b"l2".to_vec()));
+
+    // A load whose own range was dropped fails.
+    kv.create_range(RangeId(9), bounds("z", "zz")).unwrap();
+    let mut lost = kv.loader(RangeId(9), Cf::Write, 7).unwrap();
+    lost.push(b"z1", b"9").unwrap();
+    let _gone = kv.drop_range(RangeId(9)).unwrap();
+    assert_eq!(lost.finish(), Err(MemError::NoSuchRange(RangeId(9))));
 }
