@@ -92,19 +92,20 @@ impl<D: DiskEngine> Core<D> {
         let Some(j) = self.jobs().remove(&job) else {
             return;
         };
-        let id = j.ticket.region.id;
+        let (id, range) = (j.ticket.region.id, j.target.id());
         let copied = (j.copied.unwrap_or_else(|| Err("the copy never ran".into())))
             .and_then(|runs| self.mem.install_loaded(runs).map_err(|e| e.to_string()));
+        drop(j.target); // the load is in: the range's compactions may drop deletions again
         let ok = copied.is_ok();
         if ok {
             self.metrics
-                .bytes_loaded(self.mem.range_memory(j.target.id()).unwrap_or(0));
+                .bytes_loaded(self.mem.range_memory(range).unwrap_or(0));
             let target = self.gc_target();
             let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full
             // rebuild, not worth repeating for nothing.
             if let Some(safe_point) = safe_point.filter(|sp| *sp > 0) {
-                self.collect(id, j.target.id(), safe_point);
+                self.collect(id, range, safe_point);
             }
         }
         if let Err(err) = &copied {
@@ -117,12 +118,8 @@ impl<D: DiskEngine> Core<D> {
         let mut fx = Effects::default();
         self.relieve_pressure(&mut fx);
         self.finish(fx);
-        let result = if ok {
-            LoadResult::Ok
-        } else {
-            LoadResult::Failed
-        };
-        self.metrics.loaded(result, j.started.elapsed());
+        self.metrics
+            .loaded(LoadResult::from(ok), j.started.elapsed());
     }
 
     /// Copies the region's keys in every column family from `snapshot`, as runs to install.

@@ -12,8 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Peer, region, test_config};
+use ime_disk::Cf;
 use ime_disk::MemDisk;
-use ime_engine::{ByteSize, Config, Engine, EngineError, ReadOp};
+use ime_engine::{
+    ApplyHeader, ByteSize, Config, Engine, EngineError, HybridWriteBatch, LoadStage, ReadOp,
+};
+use ime_memkv::codec::{LockEntry, LockRecord, LockType, encode_bytes};
 use ime_region::{ReadRequest, RegionId, RegionState};
 
 fn loaded(regions: u64) -> Peer<MemDisk> {
@@ -430,4 +434,51 @@ fn a_disk_failure_on_the_write_path_evicts_with_a_reason_of_its_own() {
     failing.store(false, Ordering::SeqCst);
     assert!(!peer.check(1), "evicted: served from disk, and equal to it");
     assert!(peer.check(2), "the other region keeps serving from memory");
+}
+
+/// A lock released while its region loads (the deletion lands in the Loading region's
+/// memtable, above the load's sequence), and that memtable compacted before the load's
+/// runs are installed: the loaded copy of the lock stays hidden under the deletion.
+/// Memory never shows a lock the disk no longer has.
+#[test]
+fn a_lock_released_during_a_load_stays_released() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(1, "r1", Some("r2"), 1));
+    let lock = LockRecord::new(LockType::Put, b"r1/k".to_vec(), 30, 3000);
+    peer.put_locks(1, &[("r1/k", LockEntry::Single(lock))]);
+    peer.engine.hold_loads(LoadStage::Copied);
+    let (r, index) = (peer.region(1), peer.applied(1));
+    peer.engine.load_region(r, index).unwrap();
+    while peer.engine.loads_held() == 0 {
+        std::thread::yield_now();
+    }
+    // The lock goes (the transaction committed or rolled back), then enough writes for a
+    // memtable compaction.
+    let (region, index) = (peer.region(1), peer.applied(1));
+    let mut batch = HybridWriteBatch::new();
+    batch.prepare(ApplyHeader {
+        region: region.id,
+        epoch: region.epoch,
+        first_index: index + 1,
+        last_index: index + 1,
+    });
+    batch.delete(Cf::Lock, encode_bytes(b"r1/k"));
+    peer.set(region, index + 1);
+    peer.engine.write(&batch).unwrap();
+    let rounds = ime_memkv::MEMTABLE_COMPACTION_MIN / 8 + 1;
+    for round in 0..rounds {
+        let items: Vec<String> = (0..8).map(|i| format!("r1/w{round:05}/{i}")).collect();
+        let items: Vec<(&str, Option<&str>)> =
+            items.iter().map(|k| (k.as_str(), Some("v"))).collect();
+        peer.commit(1, &items);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while peer.engine.stats().compactions.ok == 0 {
+        assert!(Instant::now() < deadline, "{}", peer.engine.metrics_text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    peer.engine.release_loads();
+    peer.idle();
+    assert!(peer.check(1), "served from memory, and equal to disk");
+    assert!(peer.engine.cross_check().is_empty());
 }

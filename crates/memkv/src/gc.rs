@@ -2,6 +2,7 @@
 //! per column family, dropping shadowed entries and, below a safe point, dead versions.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
 use crate::layer::{Run, RunBuilder};
@@ -44,8 +45,15 @@ impl MemKv {
     /// [`MemError::NoSuchRange`], [`MemError::RunTooLarge`].
     pub fn compact(&self, id: RangeId, safe_point: Option<u64>) -> Result<GcStats, MemError> {
         let range = self.range(id)?;
-        let (layers, seq) = self.freeze(&range);
         let mut stats = GcStats::default();
+        // While a load is under way, its older entries must stay hidden under the writes
+        // that came after them: deletions are kept, and GC (which drops what deletions
+        // hide) waits for the load to end.
+        let keep_deletions = range.loads.load(Ordering::SeqCst) > 0;
+        if keep_deletions && safe_point.is_some() {
+            return Ok(stats);
+        }
+        let (layers, seq) = self.freeze(&range);
         let [default, lock, write] = layers.each_ref().map(|cf| {
             cf.frozen
                 .iter()
@@ -66,7 +74,14 @@ impl MemKv {
                     Ok(())
                 }
             };
-            newest_entries(&layers[i].run, &spans[i], bounds, seq, stats, &mut sink)?;
+            let run = &layers[i].run;
+            newest_entries(
+                run,
+                &spans[i],
+                (bounds, seq, keep_deletions),
+                stats,
+                &mut sink,
+            )?;
             stats.entries_after += builder.len();
             Ok::<Run, MemError>(builder.finish(tracker))
         };
@@ -88,8 +103,7 @@ impl MemKv {
                 newest_entries(
                     &layers[2].run,
                     &spans[2],
-                    bounds,
-                    seq,
+                    (bounds, seq, false),
                     &mut stats,
                     &mut sink,
                 )?;
@@ -115,7 +129,9 @@ pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
 /// the frozen memtables' entries (`spans`, each copied into a run), in key order, each
-/// key once, handed to `sink`: one linear merge, borrowing every key and value.
+/// key once, handed to `sink`: one linear merge, borrowing every key and value. With
+/// `keep_deletions`, a key whose newest entry is a deletion hands that on too (a load's
+/// older entry of the key may still arrive, and must stay hidden).
 ///
 /// The memtables are small beside the run: the run's entries before the next memtable
 /// entry are found by one search and taken as a stretch, without comparing them one by
@@ -124,8 +140,7 @@ pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 fn newest_entries<'a>(
     run: &'a Run,
     spans: &'a [Run],
-    bounds: &KeyRange,
-    seq: u64,
+    (bounds, seq, keep_deletions): (&KeyRange, u64, bool),
     stats: &mut GcStats,
     sink: &mut dyn FnMut(Part<'a>) -> Result<(), MemError>,
 ) -> Result<(), MemError> {
@@ -139,9 +154,10 @@ fn newest_entries<'a>(
             return Ok(()); // above the compaction, or shadowed by a newer entry of the key
         }
         current = Some(key);
-        match value {
-            Some(_) => sink(part),
-            None => Ok(()),
+        if value.is_some() || keep_deletions {
+            sink(part)
+        } else {
+            Ok(())
         }
     };
     loop {

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
@@ -59,13 +59,23 @@ pub(crate) struct RangeData {
     /// while something holds this range (a load under way): a range that left the
     /// table is dropped once its last holder is done.
     split_into: OnceLock<Vec<Arc<RangeData>>>,
+    /// Loads under way into the range, or into the range it was split from (shared with
+    /// it, and with the other pieces): while one is, a compaction keeps deletions, so
+    /// that the load's older entries stay hidden under the writes that came after them.
+    pub(crate) loads: Arc<AtomicUsize>,
 }
 
 /// [`RangeData::writing`] when no write to the range is in flight.
 const IDLE: u64 = u64::MAX;
 
 impl RangeData {
-    fn new(id: RangeId, bounds: KeyRange, cfs: [CfLayers; 3], compacted_seq: u64) -> Self {
+    fn new(
+        id: RangeId,
+        bounds: KeyRange,
+        cfs: [CfLayers; 3],
+        compacted_seq: u64,
+        loads: Arc<AtomicUsize>,
+    ) -> Self {
         let bounds = Arc::new(bounds);
         let version = Version {
             bounds: Arc::clone(&bounds),
@@ -79,6 +89,7 @@ impl RangeData {
             writer: Mutex::new(()),
             writing: AtomicU64::new(IDLE),
             split_into: OnceLock::new(),
+            loads,
         }
     }
 
@@ -255,7 +266,12 @@ impl MemKv {
     }
 
     /// Starts holding the keys in `bounds` as range `id` (empty); returns it as the target
-    /// of a load ([`MemKv::loader_for`]), which follows it through its splits.
+    /// of a load ([`MemKv::loader_for`]), which follows it through its splits. Until the
+    /// target and every loader and built run made from it are gone, the range (and what
+    /// splits make of it) is *loading*: its compactions keep deletions, and those with a
+    /// safe point do nothing, so that the load's entries — older than the writes the
+    /// range takes meanwhile — stay hidden under a later deletion of their key. Drop the
+    /// target once the load is installed (or abandoned).
     ///
     /// # Errors
     /// [`MemError::RangeExists`], [`MemError::RangeOverlaps`].
@@ -275,12 +291,11 @@ impl MemKv {
             frozen: Vec::new(),
             active: Arc::new(Memtable::new(&self.tracker)),
         };
-        let data = Arc::new(RangeData::new(
-            id,
-            bounds,
-            [layers(), layers(), layers()],
-            0,
-        ));
+        // Counted from before the range is in the table: no compaction of it can drop a
+        // deletion the load's entries would need to stay hidden.
+        let loads = Arc::new(AtomicUsize::new(1));
+        let cfs = [layers(), layers(), layers()];
+        let data = Arc::new(RangeData::new(id, bounds, cfs, 0, loads));
         ranges.insert(Arc::clone(&data));
         Ok(LoadTarget(data))
     }
@@ -641,12 +656,14 @@ impl MemKv {
 
     /// [`MemKv::load`], streamed: entries are pushed one at a time (straight from a disk
     /// iterator, say) into the run being built, and [`Loader::finish`] installs it.
-    /// Nothing is installed if a push fails or the loader is dropped.
+    /// Nothing is installed if a push fails or the loader is dropped. The range counts as
+    /// loading only from now on: to load a range that takes writes meanwhile, load through
+    /// the target [`MemKv::create_range`] returned.
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`].
     pub fn loader(&self, id: RangeId, cf: Cf, seq: u64) -> Result<Loader<'_>, MemError> {
-        Ok(self.loader_for(&LoadTarget(self.range(id)?), cf, seq))
+        Ok(self.loader_for(&LoadTarget::of(self.range(id)?), cf, seq))
     }
 
     /// [`MemKv::loader`] for a range held as a [`LoadTarget`] since its creation: the
@@ -655,7 +672,7 @@ impl MemKv {
     pub fn loader_for(&self, target: &LoadTarget, cf: Cf, seq: u64) -> Loader<'_> {
         Loader {
             kv: self,
-            range: Arc::clone(&target.0),
+            target: target.clone(),
             cf,
             seq,
             run: RunBuilder::with_capacity(0, 0, 0),
@@ -681,7 +698,7 @@ impl MemKv {
 
     fn install_run(&self, loaded: LoadedRun) -> Result<(), MemError> {
         let LoadedRun {
-            range,
+            target,
             cf,
             seq,
             run,
@@ -689,8 +706,10 @@ impl MemKv {
         let Some(run) = run else {
             return Ok(()); // nothing was copied: nothing to lose
         };
-        let (run, root) = (Arc::new(run), range.id);
-        let mut pieces = vec![range];
+        let (run, root) = (Arc::new(run), target.id());
+        // The target stays held (and the range's compactions keep deletions) until the
+        // run is in place.
+        let mut pieces = vec![Arc::clone(&target.0)];
         while let Some(piece) = pieces.pop() {
             let writer = piece.lock();
             // Held until the run is in place, so that no split or drop slips in between
@@ -848,7 +867,14 @@ impl MemKv {
             };
             let cfs = [inherit(Cf::Default), inherit(Cf::Lock), inherit(Cf::Write)];
             let compacted = parent.compacted_seq.load(Ordering::Acquire);
-            let child = Arc::new(RangeData::new(*child, bounds.clone(), cfs, compacted));
+            let loads = Arc::clone(&parent.loads);
+            let child = Arc::new(RangeData::new(
+                *child,
+                bounds.clone(),
+                cfs,
+                compacted,
+                loads,
+            ));
             made.push(Arc::clone(&child));
             ranges.insert(child);
         }
@@ -886,7 +912,7 @@ impl DroppedRange {
 #[must_use = "a loader installs nothing until `finish`"]
 pub struct Loader<'a> {
     kv: &'a MemKv,
-    range: Arc<RangeData>,
+    target: LoadTarget,
     cf: Cf,
     seq: u64,
     run: RunBuilder,
@@ -904,11 +930,11 @@ impl Loader<'_> {
         // Keys rise, so the range's start needs checking once and its end at each key.
         let in_range = match self.run.last_key() {
             Some(last) if last >= key => return Err(MemError::UnsortedLoad(position)),
-            Some(_) => self.range.bounds.ends_after(key),
-            None => self.range.bounds.contains_key(key),
+            Some(_) => self.target.0.bounds.ends_after(key),
+            None => self.target.0.bounds.contains_key(key),
         };
         if !in_range {
-            return Err(MemError::OutOfRange(self.range.id));
+            return Err(MemError::OutOfRange(self.target.0.id));
         }
         if position % 1024 == 1023 {
             let (used, limit) = (self.kv.tracker.used(), self.kv.tracker.hard_limit());
@@ -942,7 +968,7 @@ impl Loader<'_> {
             });
         }
         Ok(LoadedRun {
-            range: self.range,
+            target: self.target,
             cf: self.cf,
             seq: self.seq,
             run: run.map(|r| r.charged_to(&self.kv.tracker)),
@@ -961,14 +987,32 @@ impl Loader<'_> {
 }
 
 /// A range as it was created ([`MemKv::create_range`]), for a load that follows it
-/// through its splits.
-#[derive(Clone, Debug)]
+/// through its splits. While one is held (or a loader or a built run made from it), the
+/// range's compactions keep deletions (see [`MemKv::create_range`]).
+#[derive(Debug)]
 pub struct LoadTarget(Arc<RangeData>);
 
 impl LoadTarget {
+    fn of(range: Arc<RangeData>) -> Self {
+        range.loads.fetch_add(1, Ordering::SeqCst);
+        LoadTarget(range)
+    }
+
     /// The range's id (a split since may have taken it out of the store).
     pub fn id(&self) -> RangeId {
         self.0.id
+    }
+}
+
+impl Clone for LoadTarget {
+    fn clone(&self) -> Self {
+        LoadTarget::of(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for LoadTarget {
+    fn drop(&mut self) {
+        self.0.loads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -979,7 +1023,7 @@ impl LoadTarget {
 #[derive(Debug)]
 #[must_use = "a built run is installed only by `MemKv::install_loaded`"]
 pub struct LoadedRun {
-    range: Arc<RangeData>,
+    target: LoadTarget,
     cf: Cf,
     seq: u64,
     /// `None` when nothing was pushed.

@@ -886,3 +886,33 @@ fn a_load_follows_its_range_through_splits() {
     let _gone = kv.drop_range(RangeId(9)).unwrap();
     assert_eq!(lost.finish(), Err(MemError::NoSuchRange(RangeId(9))));
 }
+
+/// A deletion written while a load copies (above the load's sequence) survives a
+/// compaction that runs before the load's run arrives: the run's older entry of the key
+/// must stay hidden under it.
+#[test]
+fn a_deletion_during_a_load_survives_a_compaction_before_the_install() {
+    let kv = store(1 << 20);
+    let target = kv.create_range(RangeId(1), bounds("a", "z")).unwrap();
+    let mut loader = kv.loader_for(&target, Cf::Lock, 5);
+    loader.push(b"k", b"lock").unwrap();
+    let lock = loader.built().unwrap();
+    let mut batch = WriteBatch::new();
+    batch.delete(Cf::Lock, "k");
+    kv.write(&batch, 7).unwrap();
+    kv.compact(RangeId(1), None).unwrap();
+    kv.install_loaded([lock]).unwrap();
+    assert_eq!(
+        kv.snapshot(RangeId(1), 7).unwrap().get(Cf::Lock, b"k"),
+        None
+    );
+    // Once no load is pending, a compaction drops the deletion and what it hides.
+    drop(target);
+    kv.compact(RangeId(1), None).unwrap();
+    let snapshot = kv.snapshot(RangeId(1), 8).unwrap();
+    assert_eq!(snapshot.get(Cf::Lock, b"k"), None);
+    assert_eq!(
+        scan_forward(&snapshot, Cf::Lock, bounds("a", "z")),
+        Vec::new()
+    );
+}

@@ -109,6 +109,17 @@ counted! {
     }
 }
 
+impl From<bool> for LoadResult {
+    /// `Ok` for a load that ended well (`true`), `Failed` otherwise.
+    fn from(ok: bool) -> Self {
+        if ok {
+            LoadResult::Ok
+        } else {
+            LoadResult::Failed
+        }
+    }
+}
+
 counted! {
     /// Gaps detected: events the cache missed.
     Gaps,
