@@ -16,9 +16,10 @@ use ime_disk::Cf;
 use ime_disk::MemDisk;
 use ime_engine::{
     ApplyHeader, ByteSize, Config, Engine, EngineError, HybridWriteBatch, LoadStage, ReadOp,
+    WriteOutcome,
 };
 use ime_memkv::codec::{LockEntry, LockRecord, LockType, encode_bytes};
-use ime_region::{ReadRequest, RegionId, RegionState};
+use ime_region::{EvictReason, ReadRequest, RegionId, RegionState};
 
 fn loaded(regions: u64) -> Peer<MemDisk> {
     let mut peer = Peer::in_memory();
@@ -436,12 +437,9 @@ fn a_disk_failure_on_the_write_path_evicts_with_a_reason_of_its_own() {
     assert!(peer.check(2), "the other region keeps serving from memory");
 }
 
-/// A lock released while its region loads (the deletion lands in the Loading region's
-/// memtable, above the load's sequence), and that memtable compacted before the load's
-/// runs are installed: the loaded copy of the lock stays hidden under the deletion.
-/// Memory never shows a lock the disk no longer has.
-#[test]
-fn a_lock_released_during_a_load_stays_released() {
+/// Region 1 with a lock on `r1/k` on disk, its load held with every column family copied
+/// and nothing installed yet.
+fn loading_with_a_lock() -> Peer<MemDisk> {
     let mut peer = Peer::in_memory();
     peer.add(region(1, "r1", Some("r2"), 1));
     let lock = LockRecord::new(LockType::Put, b"r1/k".to_vec(), 30, 3000);
@@ -452,8 +450,11 @@ fn a_lock_released_during_a_load_stays_released() {
     while peer.engine.loads_held() == 0 {
         std::thread::yield_now();
     }
-    // The lock goes (the transaction committed or rolled back), then enough writes for a
-    // memtable compaction.
+    peer
+}
+
+/// One Raft entry of region 1 with what `fill` puts in it.
+fn write_entry(peer: &mut Peer<MemDisk>, fill: impl FnOnce(&mut HybridWriteBatch)) -> WriteOutcome {
     let (region, index) = (peer.region(1), peer.applied(1));
     let mut batch = HybridWriteBatch::new();
     batch.prepare(ApplyHeader {
@@ -462,9 +463,23 @@ fn a_lock_released_during_a_load_stays_released() {
         first_index: index + 1,
         last_index: index + 1,
     });
-    batch.delete(Cf::Lock, encode_bytes(b"r1/k"));
+    fill(&mut batch);
     peer.set(region, index + 1);
-    peer.engine.write(&batch).unwrap();
+    peer.engine.write(&batch).unwrap()
+}
+
+/// A lock released while its region loads (the deletion lands in the Loading region's
+/// memtable, above the load's sequence), and that memtable compacted before the load's
+/// runs are installed: the loaded copy of the lock stays hidden under the deletion.
+/// Memory never shows a lock the disk no longer has.
+#[test]
+fn a_lock_released_during_a_load_stays_released() {
+    let mut peer = loading_with_a_lock();
+    // The lock goes (the transaction committed or rolled back), then enough writes for a
+    // memtable compaction.
+    write_entry(&mut peer, |b| {
+        b.delete(Cf::Lock, encode_bytes(b"r1/k"));
+    });
     let rounds = ime_memkv::MEMTABLE_COMPACTION_MIN / 8 + 1;
     for round in 0..rounds {
         let items: Vec<String> = (0..8).map(|i| format!("r1/w{round:05}/{i}")).collect();
@@ -481,4 +496,25 @@ fn a_lock_released_during_a_load_stays_released() {
     peer.idle();
     assert!(peer.check(1), "served from memory, and equal to disk");
     assert!(peer.engine.cross_check().is_empty());
+}
+
+/// A range delete in the write path while its region loads: memory deletes only the keys
+/// it holds, and the lock the load is about to bring is not one of them — so the memory
+/// store refuses the delete and the region is evicted (`WriteFailed`) rather than serve
+/// the lock again. It loads again afterwards.
+#[test]
+fn a_range_delete_during_a_load_evicts_the_region() {
+    let mut peer = loading_with_a_lock();
+    let outcome = write_entry(&mut peer, |b| {
+        b.delete_range(Cf::Lock, encode_bytes(b"r1/"), encode_bytes(b"r1/z"));
+    });
+    assert_eq!(
+        outcome.evicted,
+        vec![(RegionId(1), EvictReason::WriteFailed)]
+    );
+    peer.engine.release_loads();
+    peer.idle();
+    assert!(!peer.check(1), "evicted: read from disk");
+    peer.load(1);
+    assert!(peer.check(1), "loaded again: from memory, without the lock");
 }

@@ -485,6 +485,9 @@ impl MemKv {
             let mut again = Plan::new();
             let writes: &[Planned<'_>] = if ranged {
                 again.fill(batch, &table)?;
+                if let Some(range) = again.refused {
+                    return Err(MemError::RangeDeleteWhileLoading(range));
+                }
                 let same = again.ranges.len() == ranges.len()
                     && again
                         .ranges
@@ -1086,6 +1089,9 @@ struct Plan<'a> {
     writes: SmallVec<[Planned<'a>; INLINE_WRITES]>,
     /// The table's [`RangeTable::generation`] when planned ([`UNPLANNED`] before).
     generation: u64,
+    /// A range that refuses the batch: a range delete reaches it while its load is under
+    /// way.
+    refused: Option<RangeId>,
 }
 
 /// A batch resolved to the ranges it writes ([`MemKv::with_plan`]), to look at before
@@ -1162,6 +1168,7 @@ impl<'a> Plan<'a> {
             ranges: SmallVec::new(),
             writes: SmallVec::new(),
             generation: UNPLANNED,
+            refused: None,
         }
     }
 
@@ -1170,6 +1177,7 @@ impl<'a> Plan<'a> {
         self.ranges.clear();
         self.writes.clear();
         self.generation = UNPLANNED;
+        self.refused = None;
     }
 
     /// Resolves each operation of `batch` to the range of `table` holding its key, into
@@ -1230,12 +1238,19 @@ impl<'a> Plan<'a> {
     }
 
     /// Deletions of every key in `deleted`, in every range it touches: keys already
-    /// held, and keys written earlier in the same batch.
+    /// held, and keys written earlier in the same batch. A range whose load is under way
+    /// is noted as refusing the batch (the keys the load is about to bring are not held
+    /// yet): the write fails when it comes to it, so that the caller can look at the plan
+    /// — and write its disk — first.
     fn range_delete(&mut self, table: &RangeTable, op_index: usize, cf: Cf, deleted: &KeyRange) {
         for range in table.overlapping(deleted) {
             let Some(deleted) = range.bounds.intersect(deleted) else {
                 continue;
             };
+            if range.loads.load(Ordering::SeqCst) > 0 {
+                self.refused = Some(range.id);
+                continue;
+            }
             let deleted = &deleted;
             let known = self.ranges.iter().position(|r| Arc::ptr_eq(r, range));
             let mut keys = merged_keys(&range.layers(cf), deleted);

@@ -189,4 +189,9 @@ pub enum MemError {
     /// writes not yet compacted); nothing of the batch was applied.
     #[error("{0}'s memtable is full")]
     MemtableFull(RangeId),
+    /// A range delete reaches a range whose load is under way ([`crate::MemKv::create_range`]):
+    /// the store deletes the keys it holds, and the keys the load is about to bring would
+    /// survive. Nothing of the batch was applied.
+    #[error("a range delete reaches {0}, whose load is under way")]
+    RangeDeleteWhileLoading(RangeId),
 }
