@@ -41,6 +41,15 @@ pub trait DiskEngine: Send + Sync + 'static {
     /// The sequence number of the last operation written (or ingested).
     fn latest_sequence(&self) -> u64;
 
+    /// A count that moves up with every change of the data — each write, apply and
+    /// ingest, failed ones too — by the time the change is visible to a new snapshot:
+    /// while it stays the same, a snapshot taken earlier holds what a new one would.
+    /// The default is [`DiskEngine::latest_sequence`], right for an engine whose every
+    /// change takes a sequence number.
+    fn changes(&self) -> u64 {
+        self.latest_sequence()
+    }
+
     /// Adds `entries` (sorted by key, no duplicates) to `cf` without the write path.
     ///
     /// # Errors

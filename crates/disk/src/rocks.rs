@@ -97,6 +97,9 @@ pub struct RocksDisk {
     write_options: WriteOptions,
     path: PathBuf,
     ingest_counter: AtomicU64,
+    /// [`DiskEngine::changes`]: RocksDB's sequence number does not move for an ingested
+    /// file that overlaps nothing.
+    changes: AtomicU64,
     /// Keeps a temporary directory alive as long as the engine.
     _temp: Option<tempfile::TempDir>,
 }
@@ -153,6 +156,7 @@ impl RocksDisk {
             write_options,
             path,
             ingest_counter: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             _temp: None,
         })
     }
@@ -229,10 +233,9 @@ impl DiskEngine for RocksDisk {
         let rocks_batch = self.rocks_batch(batch)?;
         let _guard = self.lock();
         let first = self.db.db.latest_sequence_number() + 1;
-        self.db
-            .db
-            .write_opt(rocks_batch, &self.write_options)
-            .map_err(rocks("write"))?;
+        let written = (self.db.db).write_opt(rocks_batch, &self.write_options);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        written.map_err(rocks("write"))?;
         Ok(SeqRange {
             first,
             last: self.db.db.latest_sequence_number(),
@@ -241,10 +244,9 @@ impl DiskEngine for RocksDisk {
 
     fn apply(&self, batch: &WriteBatch) -> Result<(), DiskError> {
         let rocks_batch = self.rocks_batch(batch)?;
-        self.db
-            .db
-            .write_opt(rocks_batch, &self.write_options)
-            .map_err(rocks("write"))
+        let written = (self.db.db).write_opt(rocks_batch, &self.write_options);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        written.map_err(rocks("write"))
     }
 
     fn snapshot(&self) -> RocksSnapshot {
@@ -294,8 +296,13 @@ impl DiskEngine for RocksDisk {
                 .ingest_external_file_cf_opts(handle, &ingest, vec![&file])
                 .map_err(rocks("ingest"))
         });
+        self.changes.fetch_add(1, Ordering::SeqCst);
         let _ = std::fs::remove_file(&file);
         result
+    }
+
+    fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     fn name(&self) -> &'static str {

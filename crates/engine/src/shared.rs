@@ -308,10 +308,12 @@ impl<D: DiskEngine> Core<D> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A disk snapshot and a memory sequence that agree for `region`'s stripe.
+    /// A disk snapshot and a memory sequence that agree for `region`'s stripe: the one a
+    /// reader took before, while neither side has changed since.
     pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
+        let token = || self.disk.changes() + self.mem.last_sequence(); // both only grow
         let fresh = || (self.disk.snapshot(), self.mem.last_sequence());
-        self.stripes.view(region.0, fresh)
+        self.stripes.view(region.0, token, fresh)
     }
 
     pub(crate) fn config(&self) -> Config {

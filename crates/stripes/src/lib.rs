@@ -11,6 +11,12 @@
 //! otherwise it takes the parked state, which holds every write of the stripe that had
 //! finished when that write began, and nothing of the write in flight.
 //!
+//! A fresh state is kept for the stripe's next readers: while the stripe's version and
+//! the stores' *change token* (a number the caller makes, which moves whenever either
+//! store changes) are those it was taken at, nothing has changed since, and a reader
+//! takes it instead of a fresh one (IME: no RocksDB snapshot per read while nothing is
+//! written).
+//!
 //! ```
 //! use ime_stripes::{Stripes, View};
 //! use std::sync::Arc;
@@ -20,11 +26,14 @@
 //! let mut write = stripes.begin_write([7].into_iter());
 //! write.publish(View { disk: Arc::new(0), memory: 0 });
 //! // Mid-write (disk already 1, memory still 0), a reader gets the parked state.
-//! let view = stripes.view(7, || (1, 0));
+//! let view = stripes.view(7, || 1, || (1, 0));
 //! assert_eq!((*view.disk, view.memory), (0, 0));
 //! drop(write);
-//! let view = stripes.view(7, || (1, 1));
+//! let view = stripes.view(7, || 2, || (1, 1));
 //! assert_eq!((*view.disk, view.memory), (1, 1));
+//! // Nothing changed (the same token): the state just taken, not a fresh one.
+//! let again = stripes.view(7, || 2, || unreachable!());
+//! assert!(Arc::ptr_eq(&view.disk, &again.disk));
 //! ```
 
 #![forbid(unsafe_code)]
@@ -48,6 +57,14 @@ pub struct View<S> {
     pub memory: u64,
 }
 
+/// A fresh state a reader took, with what it was taken at: the stripe's version and the
+/// caller's change token.
+struct Fresh<S> {
+    version: u64,
+    token: u64,
+    view: View<S>,
+}
+
 struct Stripe<S> {
     writer: Mutex<()>,
     /// Odd while a write that touches cached memory is between its two sides.
@@ -57,6 +74,10 @@ struct Stripe<S> {
     /// next write replaces it or [`Stripes::release_idle`] lets it go: one store per
     /// write, not two (each store of an `ArcSwap` walks every thread's debt slots).
     before: ArcSwapOption<View<S>>,
+    /// The last fresh state a reader took: the next readers take it while the version
+    /// and the change token are still those it was taken at (until
+    /// [`Stripes::release_idle`] lets it go).
+    fresh: ArcSwapOption<Fresh<S>>,
 }
 
 /// The stripes of one pair of stores.
@@ -87,6 +108,7 @@ impl<S> Stripes<S> {
                     writer: Mutex::new(()),
                     version: AtomicU64::new(0),
                     before: ArcSwapOption::empty(),
+                    fresh: ArcSwapOption::empty(),
                 })
                 .collect(),
         }
@@ -120,17 +142,43 @@ impl<S> Stripes<S> {
     /// the second's latest sequence) when no write of its stripe overlapped taking it,
     /// else the state the write in flight parked. Takes no lock: a reader may hold locks
     /// a writer needs.
-    pub fn view(&self, key: u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
+    ///
+    /// `token()` must move whenever either store changes (and never come back to a value
+    /// it had). A fresh state is kept, with the token read before it was taken, and the
+    /// next readers take it instead of a fresh one while the stripe's version and the
+    /// token are unchanged: nothing was written since it was taken, so a fresh state
+    /// would hold the same.
+    pub fn view(&self, key: u64, token: impl Fn() -> u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
         loop {
             let version = stripe.version.load(Ordering::SeqCst);
             if version.is_multiple_of(2) {
+                let now = token();
+                if let Some(kept) = stripe.fresh.load().as_ref()
+                    && kept.version == version
+                    && kept.token == now
+                {
+                    return View {
+                        disk: Arc::clone(&kept.view.disk),
+                        memory: kept.view.memory,
+                    };
+                }
                 let (disk, memory) = fresh();
                 if stripe.version.load(Ordering::SeqCst) == version {
-                    return View {
+                    let view = View {
                         disk: Arc::new(disk),
                         memory,
                     };
+                    let kept = View {
+                        disk: Arc::clone(&view.disk),
+                        memory,
+                    };
+                    stripe.fresh.store(Some(Arc::new(Fresh {
+                        version,
+                        token: now,
+                        view: kept,
+                    })));
+                    return view;
                 }
             }
             // A write is in flight, or began since: it parked its state before making the
@@ -150,11 +198,15 @@ impl<S> Stripes<S> {
 }
 
 impl<S> Stripes<S> {
-    /// Lets go of the states parked by writes that have ended (each holds the first
-    /// store's snapshot, which may pin old versions there); a stripe with a write in
-    /// flight keeps its own. Call it now and then, off the write path.
+    /// Lets go of the states parked by writes that have ended, and of the fresh states
+    /// kept for readers (each holds the first store's snapshot, which may pin old
+    /// versions there); a stripe with a write in flight keeps its parked state. Call it
+    /// now and then, off the write path.
     pub fn release_idle(&self) {
         for stripe in &self.stripes {
+            if stripe.fresh.load().is_some() {
+                drop(stripe.fresh.swap(None));
+            }
             if stripe.before.load().is_none() {
                 continue;
             }
@@ -205,38 +257,42 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     /// Two counters that a writer moves together (first one, then the other) and a reader
-    /// must always see equal for its key; `ended` counts each key's writes that have
-    /// ended (their guard dropped).
+    /// must always see equal for its key (keys 0 and 1); key 2 lives on the first store
+    /// only (IME: a region with no memory), written without its stripe. `ended` counts
+    /// each key's writes that have ended.
     struct Stores {
-        disk: [AtomicU64; 2],
+        disk: [AtomicU64; 3],
         memory: [AtomicU64; 2],
-        ended: [AtomicU64; 2],
+        ended: [AtomicU64; 3],
     }
 
+    const WRITES: u64 = 20_000;
+
     /// Readers see both stores in step, and never miss a write that ended before they
-    /// began — while parked states are let go beside them.
+    /// began — while parked states and kept fresh ones are let go beside them, and writes
+    /// of the first store alone move the change token.
     #[test]
     fn readers_always_see_both_stores_in_step() {
         let stores = Stores {
-            disk: [AtomicU64::new(0), AtomicU64::new(0)],
-            memory: [AtomicU64::new(0), AtomicU64::new(0)],
-            ended: [AtomicU64::new(0), AtomicU64::new(0)],
+            disk: [0, 0, 0].map(AtomicU64::new),
+            memory: [0, 0].map(AtomicU64::new),
+            ended: [0, 0, 0].map(AtomicU64::new),
         };
-        // The "snapshot" of the disk: its two counters; the memory's "sequence": the
-        // counter of the key read (a reader reads one key).
-        let stripes: Stripes<[u64; 2]> = Stripes::new();
+        // The "snapshot" of the disk: its counters; the memory's "sequence": the counter
+        // of the key read (a reader reads one key).
+        let stripes: Stripes<[u64; 3]> = Stripes::new();
         let done = AtomicBool::new(false);
+        let disk = |stores: &Stores| [0, 1, 2].map(|i| stores.disk[i].load(Ordering::SeqCst));
         std::thread::scope(|s| {
             for key in 0..2u64 {
                 let (stores, stripes) = (&stores, &stripes);
                 s.spawn(move || {
-                    for _ in 0..20_000 {
+                    for _ in 0..WRITES {
                         let k = key as usize;
                         let mut write = stripes.begin_write([key].into_iter());
-                        let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
                         let memory = stores.memory[k].load(Ordering::SeqCst);
                         write.publish(View {
-                            disk: Arc::new(disk),
+                            disk: Arc::new(disk(stores)),
                             memory,
                         });
                         stores.disk[k].fetch_add(1, Ordering::SeqCst);
@@ -248,31 +304,47 @@ mod tests {
                 });
             }
             s.spawn(|| {
+                for _ in 0..WRITES {
+                    stores.disk[2].fetch_add(1, Ordering::SeqCst);
+                    stores.ended[2].fetch_add(1, Ordering::SeqCst);
+                    std::thread::yield_now();
+                }
+            });
+            s.spawn(|| {
                 while !done.load(Ordering::Acquire) {
                     stripes.release_idle();
                     std::thread::yield_now();
                 }
             });
             s.spawn(|| {
+                // Moves with every change of either store: each counter only grows.
+                let token = || {
+                    let counters = stores.disk.iter().chain(&stores.memory);
+                    counters.map(|c| c.load(Ordering::SeqCst)).sum::<u64>()
+                };
                 let mut reads = 0u64;
                 while !done.load(Ordering::Acquire) || reads < 1000 {
-                    let key = reads % 2;
+                    let key = reads % 3;
                     let k = key as usize;
                     let ended = stores.ended[k].load(Ordering::SeqCst);
-                    let view = stripes.view(key, || {
-                        let disk = [0, 1].map(|i| stores.disk[i].load(Ordering::SeqCst));
-                        (disk, stores.memory[k].load(Ordering::SeqCst))
+                    let view = stripes.view(key, token, || {
+                        let memory = stores.memory.get(k).map_or(0, |m| m.load(Ordering::SeqCst));
+                        (disk(&stores), memory)
                     });
-                    assert_eq!(view.disk[k], view.memory, "key {key} out of step");
-                    assert!(view.memory >= ended, "key {key}: a stale parked state");
+                    if k < 2 {
+                        assert_eq!(view.disk[k], view.memory, "key {key} out of step");
+                        assert!(view.memory >= ended, "key {key}: a stale state");
+                    } else {
+                        assert!(view.disk[k] >= ended, "key {key}: a stale state");
+                    }
                     reads += 1;
                 }
             });
             // The writers end on their own; then the reader.
             while stores
-                .memory
+                .ended
                 .iter()
-                .any(|m| m.load(Ordering::SeqCst) < 20_000)
+                .any(|m| m.load(Ordering::SeqCst) < WRITES)
             {
                 std::thread::yield_now();
             }
@@ -301,7 +373,7 @@ mod tests {
         drop(write);
         assert_eq!(parked(1), Some(7));
         // Even: readers take a fresh state, not the one parked.
-        assert_eq!(stripes.view(1, || (1, 8)).memory, 8);
+        assert_eq!(stripes.view(1, || 1, || (1, 8)).memory, 8);
         let mut write = stripes.begin_write([2].into_iter());
         write.publish(View {
             disk: Arc::new(0),
@@ -310,10 +382,46 @@ mod tests {
         stripes.release_idle();
         assert_eq!(parked(1), None);
         assert_eq!(parked(2), Some(9), "held by the write in flight");
-        assert_eq!(stripes.view(2, || (1, 10)).memory, 9);
+        assert_eq!(stripes.view(2, || 2, || (1, 10)).memory, 9);
         drop(write);
         stripes.release_idle();
         assert_eq!(parked(2), None);
+    }
+
+    /// A fresh state is kept for the stripe's next readers while its version and the
+    /// token are unchanged; a new token, a write of the stripe or `release_idle` makes the
+    /// next reader take a fresh one. A stripe keeps its own.
+    #[test]
+    fn a_fresh_state_is_kept_while_nothing_changes() {
+        let stripes: Stripes<u64> = Stripes::new();
+        let taken = &std::cell::Cell::new(0);
+        let fresh = |memory: u64| {
+            move || {
+                taken.set(taken.get() + 1);
+                (memory, memory)
+            }
+        };
+        let first = stripes.view(1, || 5, fresh(1));
+        let again = stripes.view(1, || 5, fresh(2));
+        assert_eq!((again.memory, taken.get()), (1, 1));
+        assert!(Arc::ptr_eq(&first.disk, &again.disk));
+        assert_eq!(stripes.view(2, || 5, fresh(3)).memory, 3, "another stripe");
+        assert_eq!(stripes.view(1, || 6, fresh(4)).memory, 4, "a new token");
+        let mut write = stripes.begin_write([1].into_iter());
+        write.publish(View {
+            disk: Arc::new(4),
+            memory: 4,
+        });
+        drop(write);
+        assert_eq!(stripes.view(1, || 6, fresh(5)).memory, 5, "a write since");
+        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, 5);
+        stripes.release_idle();
+        assert_eq!(
+            stripes.view(1, || 6, fresh(7)).memory,
+            7,
+            "let go when idle"
+        );
+        assert_eq!(taken.get(), 5);
     }
 
     #[test]
