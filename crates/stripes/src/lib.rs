@@ -38,7 +38,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use arc_swap::ArcSwapOption;
@@ -63,6 +63,12 @@ struct Fresh<S> {
     version: u64,
     token: u64,
     view: View<S>,
+    /// Whether a reader has taken it since it was kept. A fresh state replaces a kept one
+    /// only if that one was used: where changes come faster than reads, each kept state
+    /// would go stale unused, and storing it (an `ArcSwap` store walks every reader
+    /// thread's debt slots; the state it replaces drops its snapshot) would only slow the
+    /// readers down. An unused one stays until [`Stripes::release_idle`] lets it go.
+    used: AtomicBool,
 }
 
 struct Stripe<S> {
@@ -147,37 +153,46 @@ impl<S> Stripes<S> {
     /// it had). A fresh state is kept, with the token read before it was taken, and the
     /// next readers take it instead of a fresh one while the stripe's version and the
     /// token are unchanged: nothing was written since it was taken, so a fresh state
-    /// would hold the same.
+    /// would hold the same. It replaces the state kept before only if a reader used that
+    /// one.
     pub fn view(&self, key: u64, token: impl Fn() -> u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
         loop {
             let version = stripe.version.load(Ordering::SeqCst);
             if version.is_multiple_of(2) {
                 let now = token();
-                if let Some(kept) = stripe.fresh.load().as_ref()
+                let kept = stripe.fresh.load();
+                if let Some(kept) = kept.as_ref()
                     && kept.version == version
                     && kept.token == now
                 {
+                    if !kept.used.load(Ordering::Relaxed) {
+                        kept.used.store(true, Ordering::Relaxed);
+                    }
                     return View {
                         disk: Arc::clone(&kept.view.disk),
                         memory: kept.view.memory,
                     };
                 }
+                let replace = kept.as_ref().is_none_or(|k| k.used.load(Ordering::Relaxed));
+                drop(kept);
                 let (disk, memory) = fresh();
                 if stripe.version.load(Ordering::SeqCst) == version {
                     let view = View {
                         disk: Arc::new(disk),
                         memory,
                     };
-                    let kept = View {
-                        disk: Arc::clone(&view.disk),
-                        memory,
-                    };
-                    stripe.fresh.store(Some(Arc::new(Fresh {
-                        version,
-                        token: now,
-                        view: kept,
-                    })));
+                    if replace {
+                        stripe.fresh.store(Some(Arc::new(Fresh {
+                            version,
+                            token: now,
+                            view: View {
+                                disk: Arc::clone(&view.disk),
+                                memory,
+                            },
+                            used: AtomicBool::new(false),
+                        })));
+                    }
                     return view;
                 }
             }
@@ -390,7 +405,8 @@ mod tests {
 
     /// A fresh state is kept for the stripe's next readers while its version and the
     /// token are unchanged; a new token, a write of the stripe or `release_idle` makes the
-    /// next reader take a fresh one. A stripe keeps its own.
+    /// next reader take a fresh one, which is kept in turn only if the one before was
+    /// used. A stripe keeps its own.
     #[test]
     fn a_fresh_state_is_kept_while_nothing_changes() {
         let stripes: Stripes<u64> = Stripes::new();
@@ -406,6 +422,7 @@ mod tests {
         assert_eq!((again.memory, taken.get()), (1, 1));
         assert!(Arc::ptr_eq(&first.disk, &again.disk));
         assert_eq!(stripes.view(2, || 5, fresh(3)).memory, 3, "another stripe");
+        // The kept state was used: the next fresh one is kept instead.
         assert_eq!(stripes.view(1, || 6, fresh(4)).memory, 4, "a new token");
         let mut write = stripes.begin_write([1].into_iter());
         write.publish(View {
@@ -413,15 +430,17 @@ mod tests {
             memory: 4,
         });
         drop(write);
+        // The one kept at token 6 went stale unused: this one is not kept.
         assert_eq!(stripes.view(1, || 6, fresh(5)).memory, 5, "a write since");
-        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, 5);
+        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, 6, "not kept");
         stripes.release_idle();
         assert_eq!(
             stripes.view(1, || 6, fresh(7)).memory,
             7,
             "let go when idle"
         );
-        assert_eq!(taken.get(), 5);
+        assert_eq!(stripes.view(1, || 6, fresh(8)).memory, 7, "kept again");
+        assert_eq!(taken.get(), 6);
     }
 
     #[test]
