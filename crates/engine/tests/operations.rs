@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Peer, region, test_config};
 use ime_disk::Cf;
 use ime_disk::MemDisk;
-use ime_engine::{
-    ApplyHeader, ByteSize, Config, Engine, EngineError, HybridWriteBatch, LoadStage, ReadOp,
-    WriteOutcome,
-};
+use ime_engine::{ByteSize, Config, Engine, EngineError, LoadStage, ReadOp};
 use ime_memkv::codec::{LockEntry, LockRecord, LockType, encode_bytes};
 use ime_region::{EvictReason, ReadRequest, RegionId, RegionState};
 
@@ -453,21 +450,6 @@ fn loading_with_a_lock() -> Peer<MemDisk> {
     peer
 }
 
-/// One Raft entry of region 1 with what `fill` puts in it.
-fn write_entry(peer: &mut Peer<MemDisk>, fill: impl FnOnce(&mut HybridWriteBatch)) -> WriteOutcome {
-    let (region, index) = (peer.region(1), peer.applied(1));
-    let mut batch = HybridWriteBatch::new();
-    batch.prepare(ApplyHeader {
-        region: region.id,
-        epoch: region.epoch,
-        first_index: index + 1,
-        last_index: index + 1,
-    });
-    fill(&mut batch);
-    peer.set(region, index + 1);
-    peer.engine.write(&batch).unwrap()
-}
-
 /// A lock released while its region loads (the deletion lands in the Loading region's
 /// memtable, above the load's sequence), and that memtable compacted before the load's
 /// runs are installed: the loaded copy of the lock stays hidden under the deletion.
@@ -477,7 +459,7 @@ fn a_lock_released_during_a_load_stays_released() {
     let mut peer = loading_with_a_lock();
     // The lock goes (the transaction committed or rolled back), then enough writes for a
     // memtable compaction.
-    write_entry(&mut peer, |b| {
+    peer.write_entry(1, |b| {
         b.delete(Cf::Lock, encode_bytes(b"r1/k"));
     });
     let rounds = ime_memkv::MEMTABLE_COMPACTION_MIN / 8 + 1;
@@ -505,7 +487,7 @@ fn a_lock_released_during_a_load_stays_released() {
 #[test]
 fn a_range_delete_during_a_load_evicts_the_region() {
     let mut peer = loading_with_a_lock();
-    let outcome = write_entry(&mut peer, |b| {
+    let outcome = peer.write_entry(1, |b| {
         b.delete_range(Cf::Lock, encode_bytes(b"r1/"), encode_bytes(b"r1/z"));
     });
     assert_eq!(

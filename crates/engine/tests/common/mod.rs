@@ -184,6 +184,20 @@ impl<D: DiskEngine> Peer<D> {
         id: u64,
         locks: &[(&str, ime_memkv::codec::LockEntry)],
     ) -> WriteOutcome {
+        self.write_entry(id, |batch| {
+            for (key, lock) in locks {
+                let value = lock.encode().unwrap();
+                batch.put(Cf::Lock, encode_bytes(key.as_bytes()), value);
+            }
+        })
+    }
+
+    /// One Raft entry of region `id`, with the operations `fill` puts in it.
+    pub(crate) fn write_entry(
+        &mut self,
+        id: u64,
+        fill: impl FnOnce(&mut HybridWriteBatch),
+    ) -> WriteOutcome {
         let (region, index) = self.regions[&RegionId(id)].clone();
         let mut batch = HybridWriteBatch::new();
         batch.prepare(ApplyHeader {
@@ -192,13 +206,7 @@ impl<D: DiskEngine> Peer<D> {
             first_index: index + 1,
             last_index: index + 1,
         });
-        for (key, lock) in locks {
-            batch.put(
-                Cf::Lock,
-                encode_bytes(key.as_bytes()),
-                lock.encode().unwrap(),
-            );
-        }
+        fill(&mut batch);
         self.regions.insert(region.id, (region, index + 1));
         self.engine.write(&batch).unwrap()
     }
