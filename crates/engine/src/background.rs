@@ -13,7 +13,7 @@ use ime_memkv::{LoadTarget, LoadedRun, MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
 use crate::shared::{Core, Effects, LoadJob, Meta, Task};
-use ime_metrics::{CollectResult, Difference, LoadResult};
+use ime_metrics::{CollectResult, Difference};
 
 /// Bytes the memory store spends per entry beyond its key and value (its run slot and
 /// index share), for size estimates of regions not cached yet.
@@ -118,8 +118,7 @@ impl<D: DiskEngine> Core<D> {
         let mut fx = Effects::default();
         self.relieve_pressure(&mut fx);
         self.finish(fx);
-        self.metrics
-            .loaded(LoadResult::from(ok), j.started.elapsed());
+        self.metrics.loaded(ok.into(), j.started.elapsed());
     }
 
     /// Copies the region's keys in every column family from `snapshot`, as runs to install.

@@ -188,7 +188,7 @@ impl<D: DiskEngine> Engine<D> {
                 .stripes
                 .begin_write(batch.headers().map(|h| h.region.0));
             let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.last_sequence());
-            write.publish(View { disk, memory });
+            write.publish(View::parked(disk, memory));
             write
         });
         if let Err(err) = core.disk.apply(&batch.ops) {

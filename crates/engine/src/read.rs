@@ -97,12 +97,14 @@ impl<D: DiskEngine> Engine<D> {
         let work = WorkTally::new(counters);
         core.metrics
             .served_since(Source::of(fallback.as_ref()), started);
+        // A parked view may miss writes of regions without memory: disk reads take it now.
+        let fresh = (fallback.is_some() && view.parked).then(|| Arc::new(core.disk.snapshot()));
         HybridSnapshot {
             region,
             read_ts: request.read_ts,
             memory,
             fallback,
-            disk: view.disk,
+            disk: fresh.unwrap_or(view.disk),
             work,
             range,
             core: Arc::clone(core),

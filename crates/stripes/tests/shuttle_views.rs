@@ -1,0 +1,219 @@
+//! A shuttle model of how `ime-stripes` hands a reader a state both stores agree on, with
+//! the fresh state kept for the next readers: many thousands of schedules (random, and
+//! PCT, which seeks out rare orderings) of a writer of key A (both stores, under its
+//! stripe), a writer of key B (the first store only, without its stripe: IME's region
+//! with no memory), a thread letting idle states go, and two readers. Shuttle interleaves
+//! sequentially consistently, which is what the protocol's `SeqCst` accesses promise.
+//!
+//! The protocol, as `lib.rs` runs it: a write parks the state before it, turns the
+//! stripe's version odd, changes both stores and turns it even again. A reader reads the
+//! version; even, it reads the change token (IME: the disk's change count plus the memory
+//! store's last sequence) and takes the kept state if version and token are those it was
+//! taken at; else it takes a fresh state and, if the version did not move meanwhile,
+//! returns it — and keeps it if the state kept before was used. Otherwise it takes the
+//! parked state. The model checks that A's two stores are in step in every view, and that
+//! no read misses a write of A or B that ended before it began (B, which takes no stripe,
+//! is read from the first store as it is now when the view is a parked state — the state
+//! before a write of A may predate B's writes); a second model drops the token from the
+//! check (only the version guards the kept state) and must be caught.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
+
+use shuttle::sync::atomic::AtomicU64;
+use shuttle::sync::atomic::Ordering::SeqCst;
+use shuttle::sync::{Arc, Mutex};
+use shuttle::thread;
+
+/// A view: the first store's A and B, and the second store's A.
+type View = (u64, u64, u64);
+
+struct Kept {
+    version: u64,
+    token: u64,
+    view: View,
+    used: bool,
+}
+
+struct Model {
+    writer: Mutex<()>,
+    version: AtomicU64,
+    /// Stand for the `ArcSwapOption`s: each access is one atomic load or store.
+    parked: Mutex<Option<View>>,
+    kept: Mutex<Option<Kept>>,
+    disk_a: AtomicU64,
+    disk_b: AtomicU64,
+    memory_a: AtomicU64,
+    ended_a: AtomicU64,
+    ended_b: AtomicU64,
+    check_token: bool,
+    b_now_when_parked: bool,
+}
+
+impl Model {
+    fn new(check_token: bool, b_now_when_parked: bool) -> Self {
+        Model {
+            writer: Mutex::new(()),
+            version: AtomicU64::new(0),
+            parked: Mutex::new(None),
+            kept: Mutex::new(None),
+            disk_a: AtomicU64::new(0),
+            disk_b: AtomicU64::new(0),
+            memory_a: AtomicU64::new(0),
+            ended_a: AtomicU64::new(0),
+            ended_b: AtomicU64::new(0),
+            check_token,
+            b_now_when_parked,
+        }
+    }
+
+    fn fresh(&self) -> View {
+        let disk = (self.disk_a.load(SeqCst), self.disk_b.load(SeqCst));
+        (disk.0, disk.1, self.memory_a.load(SeqCst))
+    }
+
+    fn token(&self) -> u64 {
+        self.disk_a.load(SeqCst) + self.disk_b.load(SeqCst) + self.memory_a.load(SeqCst)
+    }
+
+    fn write_a(&self) {
+        let held = self.writer.lock().unwrap();
+        *self.parked.lock().unwrap() = Some(self.fresh());
+        self.version.fetch_add(1, SeqCst);
+        self.disk_a.fetch_add(1, SeqCst);
+        self.memory_a.fetch_add(1, SeqCst);
+        self.version.fetch_add(1, SeqCst);
+        drop(held);
+        self.ended_a.fetch_add(1, SeqCst);
+    }
+
+    fn write_b(&self) {
+        self.disk_b.fetch_add(1, SeqCst);
+        self.ended_b.fetch_add(1, SeqCst);
+    }
+
+    fn release_idle(&self) {
+        *self.kept.lock().unwrap() = None;
+        if let Ok(_idle) = self.writer.try_lock() {
+            *self.parked.lock().unwrap() = None;
+        }
+    }
+
+    /// The view, and whether it is a parked state.
+    fn view(&self) -> (View, bool) {
+        loop {
+            let version = self.version.load(SeqCst);
+            if version.is_multiple_of(2) {
+                let now = self.token();
+                let replace = {
+                    let mut kept = self.kept.lock().unwrap();
+                    if let Some(k) = kept.as_mut()
+                        && k.version == version
+                        && (k.token == now || !self.check_token)
+                    {
+                        k.used = true;
+                        return (k.view, false);
+                    }
+                    kept.as_ref().is_none_or(|k| k.used)
+                };
+                let view = self.fresh();
+                if self.version.load(SeqCst) == version {
+                    if replace {
+                        let kept = Kept {
+                            version,
+                            token: now,
+                            view,
+                            used: false,
+                        };
+                        *self.kept.lock().unwrap() = Some(kept);
+                    }
+                    return (view, false);
+                }
+            }
+            if let Some(parked) = *self.parked.lock().unwrap() {
+                return (parked, true);
+            }
+            thread::yield_now();
+        }
+    }
+
+    fn read_and_check(&self) {
+        let ended = (self.ended_a.load(SeqCst), self.ended_b.load(SeqCst));
+        let ((disk_a, disk_b, memory_a), parked) = self.view();
+        assert_eq!(disk_a, memory_a, "A's two stores out of step");
+        assert!(
+            memory_a >= ended.0,
+            "a view missed a write of A that had ended"
+        );
+        // A parked state may predate B's writes (they take no stripe): a reader of B then
+        // reads the first store as it is now, as IME's engine does for a region without
+        // memory.
+        let now = parked && self.b_now_when_parked;
+        let disk_b = if now {
+            self.disk_b.load(SeqCst)
+        } else {
+            disk_b
+        };
+        assert!(
+            disk_b >= ended.1,
+            "a view missed a write of B that had ended"
+        );
+    }
+}
+
+/// Schedules tried per check.
+const SCHEDULES: usize = 10_000;
+
+fn model(check_token: bool, b_now_when_parked: bool) {
+    let run = move || {
+        let model = Arc::new(Model::new(check_token, b_now_when_parked));
+        let work: [fn(&Model); 4] = [
+            |m| {
+                m.write_a();
+                m.write_a();
+            },
+            |m| {
+                m.write_b();
+                m.write_b();
+            },
+            Model::release_idle,
+            |m| {
+                m.read_and_check();
+                m.read_and_check();
+            },
+        ];
+        let threads = work.map(|work| {
+            let model = Arc::clone(&model);
+            thread::spawn(move || work(&model))
+        });
+        model.read_and_check();
+        model.read_and_check();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    };
+    shuttle::check_random(run, SCHEDULES);
+    shuttle::check_pct(run, SCHEDULES, 3);
+}
+
+/// Every view holds A's two stores in step and every write that ended before the read.
+#[test]
+fn every_view_is_in_step_and_fresh() {
+    model(true, true);
+}
+
+/// A kept state guarded by the version alone misses B's writes (they move no version):
+/// the model finds such a schedule.
+#[test]
+fn a_kept_state_without_the_token_is_caught() {
+    let caught = std::panic::catch_unwind(|| model(false, true));
+    assert!(caught.is_err(), "the model missed the stale kept state");
+}
+
+/// A reader of B that reads it from a parked state misses B's writes since that state
+/// was parked (IME's engine did so for a region without memory until 2026-12-01): the
+/// model finds such a schedule.
+#[test]
+fn a_parked_state_read_for_b_is_caught() {
+    let caught = std::panic::catch_unwind(|| model(true, false));
+    assert!(caught.is_err(), "the model missed the stale parked state");
+}
