@@ -163,6 +163,12 @@ impl RangeTable {
         Some(range)
     }
 
+    /// Whether `range` is still the table's range of its id (not split or dropped since
+    /// it was looked up).
+    fn holds(&self, range: &Arc<RangeData>) -> bool {
+        (self.by_id.get(&range.id)).is_some_and(|r| Arc::ptr_eq(r, range))
+    }
+
     /// The range holding `key`, in O(log n).
     fn holder(&self, key: &[u8]) -> Option<&Arc<RangeData>> {
         let (_, range) = self
@@ -604,12 +610,7 @@ impl MemKv {
                 let range = Arc::clone(range);
                 drop(ranges);
                 let _wait = range.lock();
-                let held = self
-                    .ranges()
-                    .by_id
-                    .get(&id)
-                    .is_some_and(|r| Arc::ptr_eq(r, &range));
-                if !held {
+                if !self.ranges().holds(&range) {
                     return Err(MemError::NoSuchRange(id));
                 }
                 Self::snapshot_of(&range, seq)
@@ -718,11 +719,7 @@ impl MemKv {
             // Held until the run is in place, so that no split or drop slips in between
             // (a split takes the writer lock, and names its children before leaving it).
             let table = self.ranges();
-            let held = table
-                .by_id
-                .get(&piece.id)
-                .is_some_and(|r| Arc::ptr_eq(r, &piece));
-            if held {
+            if table.holds(&piece) {
                 self.install_piece(&piece, &writer, cf, &run, seq)?;
                 continue;
             }
@@ -805,11 +802,7 @@ impl MemKv {
         let writer = range.lock();
         // Held until the layers are replaced, so that no split or drop slips in between.
         let ranges = self.ranges();
-        let held = ranges
-            .by_id
-            .get(&range.id)
-            .is_some_and(|r| Arc::ptr_eq(r, range));
-        if !held {
+        if !ranges.holds(range) {
             return false;
         }
         range.compacted_seq.fetch_max(seq, Ordering::AcqRel);
@@ -846,11 +839,7 @@ impl MemKv {
         // find it gone once they hold its lock, and plan again on the children.
         let _writer = parent.lock();
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
-        if !ranges
-            .by_id
-            .get(&id)
-            .is_some_and(|r| Arc::ptr_eq(r, &parent))
-        {
+        if !ranges.holds(&parent) {
             return Err(MemError::NoSuchRange(id));
         }
         check_partition(&parent, children, &ranges)?;
