@@ -120,6 +120,25 @@ pub fn rocks_with(
     disk
 }
 
+/// Flushes every column family of `disk` and compacts it whole, then waits for RocksDB's
+/// background work to end: a run measured after it reads the same files whatever the
+/// flushes and compactions of the setup were doing.
+///
+/// # Panics
+/// When RocksDB fails to flush or compact: a setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn settle(disk: &ime_disk::RocksDisk) {
+    let db = disk.db();
+    for cf in ime_disk::Cf::ALL {
+        let handle = db.cf_handle(cf.name()).expect("the column family exists");
+        db.flush_cf(&handle).expect("flush");
+        db.compact_range_cf(&handle, None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
 /// An engine over `disk` for the profiling loops (`benches/examples`), with region 1
 /// (user keys `t..u`, epoch `epoch`) loaded into the cache: capacity 8 GiB, no GC or
 /// policy round during a run.

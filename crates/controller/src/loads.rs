@@ -362,6 +362,12 @@ impl Controller {
         }
     }
 
+    /// Region `id`'s size as last known, in bytes of keys and values (the embedder's
+    /// approximate size, a disk estimate, or the memory it held when last dropped), or 0.
+    pub fn known_size(&self, id: RegionId) -> u64 {
+        self.peers.get(&id).map_or(0, |p| p.size)
+    }
+
     /// A size estimate from the disk for region `id` (the larger figure wins).
     pub fn note_estimate(&mut self, id: RegionId, bytes: u64) {
         if let Some(peer) = self.peers.get_mut(&id) {

@@ -393,3 +393,25 @@ proptest! {
         run(&ops);
     }
 }
+
+/// A region's known size is what was last said of it: 0 until then, the embedder's
+/// approximate size, then the memory it held when dropped; nothing for a region the
+/// controller does not know.
+#[test]
+fn the_known_size_is_the_last_one_noted() {
+    let mut ctl = Controller::new(Config::default());
+    let env = Env {
+        now: Duration::ZERO,
+        memory_used: 0,
+    };
+    let id = region(0, 1).id;
+    ctl.request_load(region(0, 1), 5, env, &mut Decisions::new())
+        .unwrap();
+    assert_eq!(ctl.known_size(id), 0);
+    ctl.note_approximate_size(id, 96 << 20);
+    assert_eq!(ctl.known_size(id), 96 << 20);
+    ctl.note_size(id, 80 << 20);
+    assert_eq!(ctl.known_size(id), 80 << 20);
+    ctl.note_approximate_size(RegionId(2), 1);
+    assert_eq!(ctl.known_size(RegionId(2)), 0);
+}

@@ -9,9 +9,10 @@ use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
 use ime_memkv::mvcc::{KvPair, compare_copies};
-use ime_memkv::{LoadTarget, LoadedRun, MemError, RangeId};
+use ime_memkv::{LoadedRun, MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
+use crate::EngineError;
 use crate::shared::{Core, Effects, LoadJob, Meta, Task};
 use ime_metrics::{CollectResult, Difference};
 
@@ -40,6 +41,7 @@ impl<D: DiskEngine> Core<D> {
                         Ok(target) => Some(LoadJob {
                             ticket,
                             target,
+                            size: meta.ctl.known_size(id),
                             snapshot: self.disk.snapshot(),
                             // Above every view taken before: writes while the region
                             // was not cached moved the disk, not the memory clock.
@@ -77,7 +79,7 @@ impl<D: DiskEngine> Core<D> {
         self.hold_at(crate::LoadStage::AfterStart);
         // Out of the table for the copy, so that no lock is held across it.
         let mut j = self.jobs().remove(&job)?;
-        let copied = self.copy_region(&j.ticket.region.range, &j.target, &j.snapshot, j.memory_seq);
+        let copied = self.copy_region(&j);
         j.copied = Some(copied.map_err(|e| e.to_string()));
         self.jobs().insert(job, j);
         Some(Task::LoadFinish(job))
@@ -121,19 +123,14 @@ impl<D: DiskEngine> Core<D> {
         self.metrics.loaded(ok.into(), j.started.elapsed());
     }
 
-    /// Copies the region's keys in every column family from `snapshot`, as runs to install.
-    fn copy_region(
-        &self,
-        region: &KeyRange,
-        target: &LoadTarget,
-        snapshot: &D::Snapshot,
-        memory_seq: u64,
-    ) -> Result<Vec<LoadedRun>, crate::EngineError> {
+    /// Copies the job's region in every column family from its snapshot, as runs to install.
+    fn copy_region(&self, j: &LoadJob<D::Snapshot>) -> Result<Vec<LoadedRun>, EngineError> {
+        let (region, seq) = (&j.ticket.region.range, j.memory_seq);
         let copy = |cf| {
             // Streamed: each entry goes from the iterator straight into the run.
-            let mut loader = self.mem.loader_for(target, cf, memory_seq);
-            for_each(snapshot, cf, region.clone(), |key, value| {
-                loader.push(key, value).map_err(crate::EngineError::from)
+            let mut loader = self.mem.loader_for(&j.target, cf, seq).expecting(j.size);
+            for_each(&j.snapshot, cf, region.clone(), |key, value| {
+                loader.push(key, value).map_err(EngineError::from)
             })?;
             Ok(loader.built()?)
         };

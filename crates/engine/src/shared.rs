@@ -230,6 +230,8 @@ pub(crate) struct LoadJob<S> {
     pub(crate) ticket: ime_region::LoadTicket,
     /// The memory range it loads into, followed through splits.
     pub(crate) target: ime_memkv::LoadTarget,
+    /// The region's size as last known (0: unknown): the room the copy makes in advance.
+    pub(crate) size: u64,
     pub(crate) snapshot: S,
     /// The memory sequence the copy goes in at: below every write after the start.
     pub(crate) memory_seq: u64,

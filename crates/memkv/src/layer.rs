@@ -362,6 +362,10 @@ pub(crate) struct RunBuilder {
 }
 
 impl RunBuilder {
+    /// Bytes a run spends per entry beyond its key and value: its slot, its 2-byte
+    /// prefix and its share of the deletion bits and block index (about).
+    pub(crate) const ENTRY_OVERHEAD: u64 = std::mem::size_of::<Slot>() as u64 + 3;
+
     /// A builder with room for `len` entries of `key_bytes` and `value_bytes` in all
     /// (more may come: the arenas grow).
     pub(crate) fn with_capacity(len: usize, key_bytes: usize, value_bytes: usize) -> Self {
@@ -388,6 +392,22 @@ impl RunBuilder {
     /// Entries pushed.
     pub(crate) fn len(&self) -> usize {
         self.run.slots.len()
+    }
+
+    /// Makes room for `entries` more entries of `key_bytes` and `value_bytes` in all, as
+    /// far as the allocator grants it: a hint, so that a builder whose size is known
+    /// roughly does not grow (copy its arenas, and touch new memory) step by step. Room
+    /// left unused is given back by [`RunBuilder::finish`].
+    pub(crate) fn reserve(&mut self, entries: usize, key_bytes: usize, value_bytes: usize) {
+        let run = &mut self.run;
+        // A refused reservation only leaves the growth to each push, as without one.
+        let _ = (run.keys.try_reserve_exact(key_bytes))
+            .and_then(|()| run.values.try_reserve_exact(value_bytes))
+            .and_then(|()| run.slots.try_reserve_exact(entries))
+            .and_then(|()| run.entry_prefixes.try_reserve_exact(entries))
+            .and_then(|()| run.deleted.try_reserve_exact(entries.div_ceil(64)))
+            .and_then(|()| run.sparse_ends.try_reserve_exact(entries.div_ceil(SPARSE)))
+            .and_then(|()| run.block_shared.try_reserve_exact(entries.div_ceil(SPARSE)));
     }
 
     /// Bytes it holds so far (what the run will charge, about).

@@ -680,6 +680,7 @@ impl MemKv {
             cf,
             seq,
             run: RunBuilder::with_capacity(0, 0, 0),
+            expected: 0,
         }
     }
 
@@ -908,9 +909,39 @@ pub struct Loader<'a> {
     cf: Cf,
     seq: u64,
     run: RunBuilder,
+    /// Bytes of keys and values the load expects at most (0: unknown).
+    expected: u64,
 }
 
 impl Loader<'_> {
+    /// The loader told that the range holds about `bytes` of keys and values (across
+    /// every column family; TiKV's approximate size of the region will do, or what the
+    /// range held when it was last dropped). With the first entry, it makes room for as
+    /// many entries of that entry's shape, within the memory the store may still take, so
+    /// that its arenas do not grow (copying, and touching new memory) step by step. Only a
+    /// hint: a smaller load gives the room back when built, a larger one grows from there.
+    pub fn expecting(mut self, bytes: u64) -> Self {
+        self.expected = bytes;
+        self
+    }
+
+    /// Makes the room [`Loader::expecting`] describes, for entries shaped like the first.
+    fn reserve_like(&mut self, key: &[u8], value: &[u8]) {
+        let entry = (key.len() + value.len()).max(1) as u64;
+        let in_memory = entry + RunBuilder::ENTRY_OVERHEAD;
+        let room = (self.kv.tracker.hard_limit()).saturating_sub(self.kv.tracker.used());
+        let entries = (self.expected / entry).min(room / in_memory);
+        let total = |len: usize| {
+            let bytes = entries.saturating_mul(len as u64).min(u64::from(u32::MAX));
+            usize::try_from(bytes).unwrap_or(0)
+        };
+        if entries > 1 {
+            let entries = usize::try_from(entries).unwrap_or(0);
+            self.run
+                .reserve(entries, total(key.len()), total(value.len()));
+        }
+    }
+
     /// Adds the next entry: its key must be above the last one's and inside the range.
     ///
     /// # Errors
@@ -927,6 +958,9 @@ impl Loader<'_> {
         };
         if !in_range {
             return Err(MemError::OutOfRange(self.target.0.id));
+        }
+        if position == 0 && self.expected > 0 {
+            self.reserve_like(key, value);
         }
         if position % 1024 == 1023 {
             let (used, limit) = (self.kv.tracker.used(), self.kv.tracker.hard_limit());

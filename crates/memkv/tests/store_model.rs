@@ -1016,3 +1016,43 @@ fn a_deletion_during_a_load_survives_a_compaction_before_the_install() {
         Vec::new()
     );
 }
+
+/// A loader told the range's size ([`Loader::expecting`]) makes its room with the first
+/// entry; whatever the hint (none, about right, far too small, absurd), the run reads the
+/// same and holds the same memory once built (unused room is given back), and an absurd
+/// hint is bounded by the memory the store may still take instead of failing the load.
+#[test]
+fn a_size_hint_changes_neither_the_run_nor_its_memory() {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000u32)
+        .map(|i| {
+            (
+                format!("k{i:06}").into_bytes(),
+                vec![b'v'; (i % 50) as usize],
+            )
+        })
+        .collect();
+    let bytes: u64 = entries
+        .iter()
+        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .sum();
+    let load = |hint: u64| {
+        let kv = store(4 << 20);
+        let target = kv.create_range(RangeId(1), bounds("a", "z")).unwrap();
+        let mut loader = kv.loader_for(&target, Cf::Write, 5).expecting(hint);
+        for (k, v) in &entries {
+            loader.push(k, v).unwrap();
+        }
+        kv.install_loaded([loader.built().unwrap()]).unwrap();
+        let read = scan_forward(
+            &kv.snapshot(RangeId(1), 6).unwrap(),
+            Cf::Write,
+            bounds("a", "z"),
+        );
+        (read, kv.memory_used())
+    };
+    let (read, memory) = load(0);
+    assert_eq!(read, entries);
+    for hint in [bytes, bytes * 3, bytes / 10, u64::MAX] {
+        assert_eq!(load(hint), (entries.clone(), memory), "hint {hint}");
+    }
+}

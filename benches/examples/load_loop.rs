@@ -1,0 +1,77 @@
+//! A load loop to profile and to compare builds, outside criterion's harness: one region of
+//! `keys` keys (one version each, short values, write CF, as `engine/load`), loaded into the
+//! cache and evicted again `rounds` times (`load`), or iterated bare over the same keys
+//! (`bare`: every entry visited, nothing copied, as `engine/load/rocksdb_iteration`), or
+//! neither (`none`: the setup alone, to subtract from an instruction count). The data is
+//! flushed and compacted first, so that both read the same files. Prints the best and the
+//! median time of the rounds.
+//!
+//! ```sh
+//! cargo run --release -p ime-benches --example load_loop -- load 5
+//! valgrind --tool=callgrind --separate-threads=yes target/release/examples/load_loop load 2 200000
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a profiling harness: a failed setup should stop it"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ime_benches::{put_record, rocks_with, settle, user_key, write_key};
+use ime_disk::Cf;
+use ime_memkv::codec::encode_bytes;
+use ime_region::{EvictReason, KeyRange, Region, RegionEpoch, RegionId};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "load".to_owned());
+    let mut arg = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (rounds, keys) = (arg(5), arg(1_000_000));
+    let entries = (0..keys).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
+    let disk = rocks_with(Cf::Write, entries);
+    settle(&disk);
+    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
+    let engine =
+        ime_engine::Engine::new(disk, ime_engine::Config::from_toml(config).unwrap()).unwrap();
+    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
+    let region = Region::new(RegionId(1), range, RegionEpoch::new(2, 1));
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        match mode.as_str() {
+            "load" => {
+                engine.load_region(region.clone(), 5).unwrap();
+                assert!(engine.wait_idle(Duration::from_secs(600)));
+                times.push(start.elapsed());
+                engine.evict_region(RegionId(1), EvictReason::Manual, None);
+                assert!(engine.wait_idle(Duration::from_secs(600)));
+            }
+            "bare" => {
+                let snapshot = engine.disk().snapshot();
+                let bounds = ime_disk::KeyRange::with_end(
+                    region.range.start().to_vec(),
+                    region.range.end().map(<[u8]>::to_vec),
+                )
+                .unwrap();
+                let mut n = 0;
+                for cf in Cf::ALL {
+                    ime_disk::for_each(&snapshot, cf, bounds.clone(), |key, value| {
+                        n += key.len() + value.len();
+                        Ok::<(), ime_disk::DiskError>(())
+                    })
+                    .unwrap();
+                }
+                black_box(n);
+                times.push(start.elapsed());
+            }
+            _ => break,
+        }
+    }
+    times.sort();
+    if let (Some(best), Some(median)) = (times.first(), times.get(times.len() / 2)) {
+        let rounds = times.len();
+        println!("{mode}: best {best:?}, median {median:?} over {rounds} rounds");
+    }
+}
