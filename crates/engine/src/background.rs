@@ -99,9 +99,8 @@ impl<D: DiskEngine> Core<D> {
             .and_then(|runs| self.mem.install_loaded(runs).map_err(|e| e.to_string()));
         drop(j.target); // the load is in: the range's compactions may drop deletions again
         let ok = copied.is_ok();
-        if ok {
-            self.metrics
-                .bytes_loaded(self.mem.range_memory(range).unwrap_or(0));
+        if let Ok(bytes) = copied {
+            self.metrics.bytes_loaded(bytes); // the runs', even if the range split since
             let target = self.gc_target();
             let safe_point = self.meta().ctl.advance_safe_point(id, target);
             // GC only when there is a safe point to collect under: a load is a full

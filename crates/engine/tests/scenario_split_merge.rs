@@ -111,6 +111,8 @@ fn split_while_loading_keeps_the_load() {
             assert_eq!(peer.check(id), want(id).is_some(), "{stage:?}: child {id}");
         }
         assert_eq!(peer.scan(8).len(), 2, "q and r");
+        // The load's bytes are counted though its range is gone (the runs', not the range's).
+        assert!(peer.engine.stats().bytes_loaded > 0, "{stage:?}");
         peer.commit(7, &[("c", Some("4"))]);
         assert!(peer.check(7));
         assert!(peer.engine.cross_check().is_empty());

@@ -689,7 +689,8 @@ impl MemKv {
     /// the first that fails. A range split since the load began gives the run to the
     /// ranges the split made of it (and theirs, if they split in turn), each reading it
     /// through its own bounds, as a split shares the layers a range holds; those of them
-    /// dropped since are passed over.
+    /// dropped since are passed over. Returns the bytes the runs hold (each once, however
+    /// many pieces share it): what the load brought into memory.
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`] when the range was dropped since the load began: nothing
@@ -697,11 +698,13 @@ impl MemKv {
     pub fn install_loaded(
         &self,
         runs: impl IntoIterator<Item = LoadedRun>,
-    ) -> Result<(), MemError> {
-        runs.into_iter().try_for_each(|run| self.install_run(run))
+    ) -> Result<u64, MemError> {
+        runs.into_iter()
+            .try_fold(0, |bytes, run| Ok(bytes + self.install_run(run)?))
     }
 
-    fn install_run(&self, loaded: LoadedRun) -> Result<(), MemError> {
+    /// One run of [`MemKv::install_loaded`]; its bytes (once, whatever the pieces).
+    fn install_run(&self, loaded: LoadedRun) -> Result<u64, MemError> {
         let LoadedRun {
             target,
             cf,
@@ -709,8 +712,9 @@ impl MemKv {
             run,
         } = loaded;
         let Some(run) = run else {
-            return Ok(()); // nothing was copied: nothing to lose
+            return Ok(0); // nothing was copied: nothing to lose
         };
+        let bytes = run.heap_bytes();
         let (run, root) = (Arc::new(run), target.id());
         // The target stays held (and the range's compactions keep deletions) until the
         // run is in place.
@@ -731,7 +735,7 @@ impl MemKv {
                 None => {} // a piece dropped since: its data is not wanted
             }
         }
-        Ok(())
+        Ok(bytes)
     }
 
     /// `run`, loaded at `seq`, into `cf` of `range`, which the caller holds (`writer`)
@@ -1008,7 +1012,7 @@ impl Loader<'_> {
     /// As those two.
     pub fn finish(self) -> Result<(), MemError> {
         let kv = self.kv;
-        kv.install_loaded([self.built()?])
+        kv.install_loaded([self.built()?]).map(drop)
     }
 }
 
