@@ -19,7 +19,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ime_benches::{put_record, rocks_with, settle, user_key, write_key};
+use ime_benches::{iterate_bare, put_record, rocks_with, settle, user_key, write_key};
 use ime_disk::Cf;
 use ime_memkv::codec::encode_bytes;
 use ime_region::{EvictReason, KeyRange, Region, RegionEpoch, RegionId};
@@ -49,21 +49,7 @@ fn main() {
                 assert!(engine.wait_idle(Duration::from_secs(600)));
             }
             "bare" => {
-                let snapshot = engine.disk().snapshot();
-                let bounds = ime_disk::KeyRange::with_end(
-                    region.range.start().to_vec(),
-                    region.range.end().map(<[u8]>::to_vec),
-                )
-                .unwrap();
-                let mut n = 0;
-                for cf in Cf::ALL {
-                    ime_disk::for_each(&snapshot, cf, bounds.clone(), |key, value| {
-                        n += key.len() + value.len();
-                        Ok::<(), ime_disk::DiskError>(())
-                    })
-                    .unwrap();
-                }
-                black_box(n);
+                black_box(iterate_bare(&engine.disk().snapshot(), &region.range));
                 times.push(start.elapsed());
             }
             _ => break,

@@ -139,6 +139,31 @@ pub fn settle(disk: &ime_disk::RocksDisk) {
     }
 }
 
+/// Visits every entry of every column family of `snapshot` in `range` and adds up their
+/// lengths, copying nothing: the least a load of the range must do before copying the
+/// bytes into memory, the loads' baseline.
+///
+/// # Panics
+/// When the disk fails to iterate: a benchmark failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark harness: a failure should stop the run"
+)]
+pub fn iterate_bare(snapshot: &impl ime_disk::DiskSnapshot, range: &ime_region::KeyRange) -> usize {
+    let bounds =
+        ime_disk::KeyRange::with_end(range.start().to_vec(), range.end().map(<[u8]>::to_vec))
+            .expect("a region's range is a valid range");
+    let mut n = 0;
+    for cf in ime_disk::Cf::ALL {
+        ime_disk::for_each(snapshot, cf, bounds.clone(), |key, value| {
+            n += key.len() + value.len();
+            Ok::<(), ime_disk::DiskError>(())
+        })
+        .expect("iterate RocksDB");
+    }
+    n
+}
+
 /// An engine over `disk` for the profiling loops (`benches/examples`), with region 1
 /// (user keys `t..u`, epoch `epoch`) loaded into the cache: capacity 8 GiB, no GC or
 /// policy round during a run.

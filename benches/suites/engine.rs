@@ -257,22 +257,7 @@ fn load_region(c: &mut Criterion) {
         let region = whole();
         b.iter(|| {
             let snapshot = engine.disk().snapshot();
-            let bounds = ime_disk::KeyRange::with_end(
-                region.range.start().to_vec(),
-                region.range.end().map(<[u8]>::to_vec),
-            )
-            .unwrap();
-            // Every entry visited and its length read, nothing copied: the least a
-            // load must do before copying the bytes into memory.
-            let mut n = 0;
-            for cf in Cf::ALL {
-                ime_disk::for_each(&snapshot, cf, bounds.clone(), |key, value| {
-                    n += key.len() + value.len();
-                    Ok::<(), ime_disk::DiskError>(())
-                })
-                .unwrap();
-            }
-            black_box(n)
+            black_box(ime_benches::iterate_bare(&snapshot, &region.range))
         })
     });
     group.finish();

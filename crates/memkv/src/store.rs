@@ -933,7 +933,11 @@ impl Loader<'_> {
     fn reserve_like(&mut self, key: &[u8], value: &[u8]) {
         let entry = (key.len() + value.len()).max(1) as u64;
         let in_memory = entry + RunBuilder::ENTRY_OVERHEAD;
-        let room = (self.kv.tracker.hard_limit()).saturating_sub(self.kv.tracker.used());
+        let room = self
+            .kv
+            .tracker
+            .hard_limit()
+            .saturating_sub(self.kv.tracker.used());
         let entries = (self.expected / entry).min(room / in_memory);
         let total = |len: usize| {
             let bytes = entries.saturating_mul(len as u64).min(u64::from(u32::MAX));
