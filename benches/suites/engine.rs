@@ -13,7 +13,9 @@
 //!   threads writing the same batches to a bare RocksDB (`rocksdb::DB`, nothing of IME's
 //!   in front, WAL on, no sync), and the p99 of cached snapshot + get on one region while
 //!   another thread writes to another region vs the same gets with no writer (there, an
-//!   "iteration" is the p99 latency of a run of 2,000 gets);
+//!   "iteration" is the p99 latency of a run of 2,000 gets), and the same p99 beside a
+//!   thread writing the same batches to a bare RocksDB (what any writer costs the reader
+//!   on this machine);
 //! - evicting a large region (`IME_BENCH_EVICT_MB`, default 256 MiB): the foreground call
 //!   vs evicting a tiny one, and the p99 of gets on another region while it is evicted
 //!   and its memory freed vs with nothing running, both right after the large region was
@@ -437,6 +439,20 @@ fn apply_batches(engine: &Engine<RocksDisk>, half: u64, count: u64, index: &Atom
     }
 }
 
+/// A writer of a bare RocksDB: `count` batches of 16 as `apply_batches` writes them to
+/// region `half + 1`, numbered from `rounds`.
+fn bare_batches(bare: &rocksdb::DB, half: u64, count: u64, rounds: &AtomicU64) {
+    let cf = bare.cf_handle("write").unwrap();
+    for _ in 0..count {
+        let n = rounds.fetch_add(1, AtomicOrdering::Relaxed);
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in batch_16(half, n) {
+            batch.put_cf(&cf, key, value);
+        }
+        bare.write(batch).unwrap();
+    }
+}
+
 /// Writers and readers together, on two regions of one engine.
 fn concurrency(c: &mut Criterion) {
     let engine = engine_with(1000, 1);
@@ -468,17 +484,7 @@ fn concurrency(c: &mut Criterion) {
             std::thread::scope(|s| {
                 for half in 0..2 {
                     let (bare, rounds) = (&bare, &bare_rounds);
-                    s.spawn(move || {
-                        let cf = bare.cf_handle("write").unwrap();
-                        for _ in 0..iters {
-                            let n = rounds.fetch_add(1, AtomicOrdering::Relaxed);
-                            let mut batch = rocksdb::WriteBatch::default();
-                            for (key, value) in batch_16(half, n) {
-                                batch.put_cf(&cf, key, value);
-                            }
-                            bare.write(batch).unwrap();
-                        }
-                    });
+                    s.spawn(move || bare_batches(bare, half, iters, rounds));
                 }
             });
             start.elapsed()
@@ -497,12 +503,19 @@ fn concurrency(c: &mut Criterion) {
             "{region} still cached"
         );
     }
-    reads_beside_a_writer(c, &engine, &indexes[1]);
+    reads_beside_a_writer(c, &engine, &indexes[1], (&bare, &bare_rounds));
 }
 
 /// The p99 of cached snapshot + get on region 1, with and without a thread writing to
-/// region 2 meanwhile.
-fn reads_beside_a_writer(c: &mut Criterion, engine: &Engine<RocksDisk>, index: &AtomicU64) {
+/// region 2 meanwhile — and beside a thread writing the same batches to a bare RocksDB
+/// (`bare`), which shows what any writer on this machine costs the reader (its CPU, its
+/// caches, RocksDB's flushes) apart from what the engine's writes do.
+fn reads_beside_a_writer(
+    c: &mut Criterion,
+    engine: &Engine<RocksDisk>,
+    index: &AtomicU64,
+    (bare, bare_rounds): (&rocksdb::DB, &AtomicU64),
+) {
     let probes: Vec<Vec<u8>> = (0..500).map(user_key).collect();
     let p99_of_gets = || -> Duration {
         let mut latencies: Vec<Duration> = (0..2000)
@@ -522,20 +535,24 @@ fn reads_beside_a_writer(c: &mut Criterion, engine: &Engine<RocksDisk>, index: &
     group.bench_function("quiet", |b| {
         b.iter_custom(|runs| (0..runs).map(|_| p99_of_gets()).sum())
     });
-    group.bench_function("writing", |b| {
-        b.iter_custom(|runs| {
-            let done = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    while !done.load(AtomicOrdering::Acquire) {
-                        apply_batches(engine, 1, 1, index);
-                    }
-                });
-                let total = (0..runs).map(|_| p99_of_gets()).sum();
-                done.store(true, AtomicOrdering::Release);
-                total
-            })
+    let beside = |write: &(dyn Fn() + Sync), runs: u64| -> Duration {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(AtomicOrdering::Acquire) {
+                    write();
+                }
+            });
+            let total = (0..runs).map(|_| p99_of_gets()).sum();
+            done.store(true, AtomicOrdering::Release);
+            total
         })
+    };
+    group.bench_function("writing", |b| {
+        b.iter_custom(|runs| beside(&|| apply_batches(engine, 1, 1, index), runs))
+    });
+    group.bench_function("bare_writer", |b| {
+        b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_rounds), runs))
     });
     group.finish();
 }

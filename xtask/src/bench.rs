@@ -79,6 +79,18 @@ const FIGURES: &[Figure] = &[
         baseline: "engine/get_p99_beside_a_writer/quiet",
     },
     Figure {
+        suite: "engine",
+        name: "the same p99 beside a bare RocksDB writer vs quiet (the machine's share)",
+        measured: "engine/get_p99_beside_a_writer/bare_writer",
+        baseline: "engine/get_p99_beside_a_writer/quiet",
+    },
+    Figure {
+        suite: "engine",
+        name: "the same p99 beside the engine's writer vs beside a bare one (the engine's)",
+        measured: "engine/get_p99_beside_a_writer/writing",
+        baseline: "engine/get_p99_beside_a_writer/bare_writer",
+    },
+    Figure {
         suite: "headline",
         name: "queue table: live-row scan, 400k versions, hybrid vs disk-only (goal 1/50)",
         measured: "headline/scan_400k/hybrid",
