@@ -222,11 +222,7 @@ impl<D: DiskEngine> Core<D> {
                 regions: &stats,
                 thresholds: meta.ctl.config().thresholds(),
             };
-            let decision = self
-                .policy
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .decide(&round);
+            let decision = crate::shared::lock(&self.policy).decide(&round);
             meta.ctl.apply_policy(decision, env, out);
         });
     }

@@ -191,7 +191,9 @@ impl<D: DiskEngine> Engine<D> {
             write.publish(View::parked(disk, memory));
             write
         });
-        if let Err(err) = core.disk.apply(&batch.ops) {
+        let applied = core.disk.apply(&batch.ops);
+        _write.is_none().then(|| core.stripes.changed_outside()); // no stripe covers it
+        if let Err(err) = applied {
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &[], outcome, fx);
             return Err(err.into());
         }

@@ -125,7 +125,9 @@ impl<D: DiskEngine> BypassFence<D> {
             }
         }
         let _writes = self.core.writes();
-        Ok(self.core.disk.apply(batch)?)
+        let done = self.core.disk.apply(batch);
+        self.core.stripes.changed_outside();
+        Ok(done?)
     }
 
     /// Ingests `entries` (sorted by key, no duplicates) into `cf`, as an SST ingest does.
@@ -138,7 +140,9 @@ impl<D: DiskEngine> BypassFence<D> {
             self.check_key(key)?;
         }
         let _writes = self.core.writes();
-        Ok(self.core.disk.ingest(cf, entries)?)
+        let done = self.core.disk.ingest(cf, entries);
+        self.core.stripes.changed_outside();
+        Ok(done?)
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), EngineError> {

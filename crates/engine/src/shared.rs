@@ -298,22 +298,20 @@ impl<D: DiskEngine> Core<D> {
 
     /// Held by writes (shared): no load starts meanwhile.
     pub(crate) fn writes(&self) -> RwLockReadGuard<'_, ()> {
-        self.load_gate
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        (self.load_gate.read()).unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Held alone: no write is in flight meanwhile.
     pub(crate) fn no_writes(&self) -> RwLockWriteGuard<'_, ()> {
-        self.load_gate
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        (self.load_gate.write()).unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A disk snapshot and a memory sequence that agree for `region`'s stripe: the one a
-    /// reader took before, while neither side has changed since.
+    /// reader took before, while nothing its stripe's version does not cover has changed
+    /// since (`docs/engine.md`).
     pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
-        let token = || self.disk.changes() + self.mem.last_sequence(); // both only grow
+        // Disk changes outside the stripes are the stripes' own count (`docs/engine.md`).
+        let token = || self.mem.reshapes();
         let fresh = || (self.disk.snapshot(), self.mem.last_sequence());
         self.stripes.view(region.0, token, fresh)
     }

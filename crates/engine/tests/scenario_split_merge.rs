@@ -12,7 +12,7 @@ mod common;
 use common::{Peer, at_version, region};
 use ime_engine::LoadStage;
 use ime_observer::RaftEvent;
-use ime_region::{RegionState, SplitChild};
+use ime_region::{RegionId, RegionState, SplitChild};
 
 fn split_event(peer: &mut Peer<ime_disk::MemDisk>, id: u64, at: &str, new_id: u64) -> RaftEvent {
     let before = peer.region(id);
@@ -299,4 +299,35 @@ fn an_ingest_drops_the_deferred_reload_of_a_merge_result() {
     assert!(peer.scan(1).iter().any(|(k, _)| k == b"p"));
     peer.load(1);
     assert!(peer.check(1));
+}
+
+/// A split moves keys into a region of another stripe. A state kept in the child's
+/// stripe from before the parent's last write must not serve the child: the parent's
+/// writes hold the parent's stripe only, and it is the split's change of the memory
+/// store's ranges that makes that state stale.
+#[test]
+fn a_split_child_never_reads_a_state_kept_before_its_parents_last_write() {
+    let mut peer = Peer::in_memory();
+    peer.add(region(7, "a", Some("z"), 3));
+    peer.commit(7, &[("b", Some("1"))]);
+    peer.load(7);
+    // Region 72 (unknown to the engine: it reads the disk) shares stripe 8 with the
+    // child-to-be; its reads keep a state there, and use it.
+    let request = ime_region::ReadRequest {
+        epoch_version: 1,
+        applied_index: 5,
+        read_ts: u64::MAX - 1,
+    };
+    for _ in 0..2 {
+        assert!(!peer.engine.snapshot(RegionId(72), request).from_memory());
+    }
+    peer.commit(7, &[("q", Some("2"))]);
+    let event = split_event(&mut peer, 7, "k", 8);
+    peer.engine.on_event(&event).unwrap();
+    assert!(peer.check(8), "child 8 serves from memory");
+    assert_eq!(
+        peer.scan(8).len(),
+        1,
+        "child 8 reads q, written just before the split"
+    );
 }

@@ -220,6 +220,8 @@ pub struct MemKv {
     /// The last sequence number taken by a write, a load or a snapshot: later writes come
     /// above it.
     last_seq: AtomicU64,
+    /// Changes of the store's ranges, counted once made: see [`MemKv::reshapes`].
+    reshapes: AtomicU64,
 }
 
 /// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
@@ -232,7 +234,21 @@ impl MemKv {
             tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
             ranges: RwLock::new(RangeTable::default()),
             last_seq: AtomicU64::new(0),
+            reshapes: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the store's ranges have changed other than by writes: a range
+    /// created, split or dropped, a load installed. Counted once the change is made, and
+    /// only growing: a caller that read the same count before and after looking at the
+    /// store saw no such change in between (IME: what keeps a reader's view of the stores
+    /// valid while other regions are written, `docs/engine.md`).
+    pub fn reshapes(&self) -> u64 {
+        self.reshapes.load(Ordering::SeqCst)
+    }
+
+    fn reshaped(&self) {
+        self.reshapes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Bytes held now (keys, values, entry and index overhead, including layers that
@@ -303,6 +319,7 @@ impl MemKv {
         let cfs = [layers(), layers(), layers()];
         let data = Arc::new(RangeData::new(id, bounds, cfs, 0, loads));
         ranges.insert(Arc::clone(&data));
+        self.reshaped();
         Ok(LoadTarget(data))
     }
 
@@ -315,10 +332,9 @@ impl MemKv {
     /// [`MemError::NoSuchRange`].
     pub fn drop_range(&self, id: RangeId) -> Result<DroppedRange, MemError> {
         let mut ranges = self.ranges.write().unwrap_or_else(PoisonError::into_inner);
-        ranges
-            .remove(id)
-            .map(DroppedRange)
-            .ok_or(MemError::NoSuchRange(id))
+        let dropped = ranges.remove(id).ok_or(MemError::NoSuchRange(id))?;
+        self.reshaped();
+        Ok(DroppedRange(dropped))
     }
 
     /// Bytes held by range `id`'s layers (layers shared with a split sibling are counted
@@ -699,8 +715,10 @@ impl MemKv {
         &self,
         runs: impl IntoIterator<Item = LoadedRun>,
     ) -> Result<u64, MemError> {
-        runs.into_iter()
-            .try_fold(0, |bytes, run| Ok(bytes + self.install_run(run)?))
+        let installed =
+            (runs.into_iter()).try_fold(0, |bytes, run| Ok(bytes + self.install_run(run)?));
+        self.reshaped(); // even after a failure: runs before it are in
+        installed
     }
 
     /// One run of [`MemKv::install_loaded`]; its bytes (once, whatever the pieces).
@@ -877,6 +895,7 @@ impl MemKv {
         }
         // Only here, under the parent's writer lock: a range leaves the table once.
         let _first = parent.split_into.set(made);
+        self.reshaped();
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //!
 //! The protocol, as `lib.rs` runs it: a write parks the state before it, turns the
 //! stripe's version odd, changes both stores and turns it even again. A reader reads the
-//! version; even, it reads the change token (IME: the disk's change count plus the memory
-//! store's last sequence) and takes the kept state if version and token are those it was
+//! version; even, it reads the change token — what changed without the stripe: B's writes,
+//! each counted once made (`Stripes::changed_outside`; A's writes hold the stripe and move
+//! its version instead) — and takes the kept state if version and token are those it was
 //! taken at; else it takes a fresh state and, if the version did not move meanwhile,
 //! returns it — and keeps it if the state kept before was used. Otherwise it takes the
 //! parked state. The model checks that A's two stores are in step in every view, and that
@@ -45,6 +46,8 @@ struct Model {
     memory_a: AtomicU64,
     ended_a: AtomicU64,
     ended_b: AtomicU64,
+    /// B's writes, counted once made: the token.
+    outside: AtomicU64,
     check_token: bool,
     b_now_when_parked: bool,
 }
@@ -61,6 +64,7 @@ impl Model {
             memory_a: AtomicU64::new(0),
             ended_a: AtomicU64::new(0),
             ended_b: AtomicU64::new(0),
+            outside: AtomicU64::new(0),
             check_token,
             b_now_when_parked,
         }
@@ -72,7 +76,7 @@ impl Model {
     }
 
     fn token(&self) -> u64 {
-        self.disk_a.load(SeqCst) + self.disk_b.load(SeqCst) + self.memory_a.load(SeqCst)
+        self.outside.load(SeqCst)
     }
 
     fn write_a(&self) {
@@ -88,6 +92,7 @@ impl Model {
 
     fn write_b(&self) {
         self.disk_b.fetch_add(1, SeqCst);
+        self.outside.fetch_add(1, SeqCst);
         self.ended_b.fetch_add(1, SeqCst);
     }
 
