@@ -12,10 +12,11 @@
 //! finished when that write began, and nothing of the write in flight.
 //!
 //! A fresh state is kept for the stripe's next readers: while the stripe's version and
-//! the stores' *change token* (a number the caller makes, which moves whenever either
-//! store changes) are those it was taken at, nothing has changed since, and a reader
-//! takes it instead of a fresh one (IME: no RocksDB snapshot per read while nothing is
-//! written).
+//! the *change token* (the changes made without a stripe, [`Stripes::changed_outside`],
+//! plus a number the caller makes for any other change a stripe's version does not
+//! cover) are those it was taken at, nothing its keys read has changed since, and a
+//! reader takes it instead of a fresh one (IME: no RocksDB snapshot per read while
+//! nothing of the stripe's regions is written, however busy the other stripes are).
 //!
 //! ```
 //! use ime_stripes::{Stripes, View};
@@ -323,7 +324,8 @@ mod tests {
 
     /// Readers see both stores in step, and never miss a write that ended before they
     /// began — while parked states and kept fresh ones are let go beside them, and writes
-    /// of the first store alone move the change token. A reader of key 64 given a parked
+    /// of the first store alone move the change token (and the other stripe's writes do
+    /// not). A reader of key 64 given a parked
     /// state reads the first store as it is now, as IME's engine does for a region with
     /// no memory: the parked state may predate its writes.
     #[test]
