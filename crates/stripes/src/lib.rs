@@ -323,11 +323,11 @@ mod tests {
     const WRITES: u64 = 20_000;
 
     /// Readers see both stores in step, and never miss a write that ended before they
-    /// began — while parked states and kept fresh ones are let go beside them, and writes
-    /// of the first store alone move the change token (and the other stripe's writes do
-    /// not). A reader of key 64 given a parked
-    /// state reads the first store as it is now, as IME's engine does for a region with
-    /// no memory: the parked state may predate its writes.
+    /// began — while parked states and kept fresh ones are let go beside them, writes of
+    /// the first store alone move the change token, and the other stripe's writes do not.
+    /// A reader of key 64 given a parked state reads the first store as it is now, as
+    /// IME's engine does for a region with no memory: the parked state may predate its
+    /// writes.
     #[test]
     fn readers_always_see_both_stores_in_step() {
         let stores = Stores {
