@@ -19,10 +19,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ime_benches::{iterate_bare, put_record, rocks_with, settle, user_key, write_key};
+use ime_benches::{
+    iterate_bare, profiling_engine, put_record, region_one, rocks_with, settle, user_key, write_key,
+};
 use ime_disk::Cf;
-use ime_memkv::codec::encode_bytes;
-use ime_region::{EvictReason, KeyRange, Region, RegionEpoch, RegionId};
+use ime_region::{EvictReason, RegionEpoch, RegionId};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -32,11 +33,8 @@ fn main() {
     let entries = (0..keys).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
     let disk = rocks_with(Cf::Write, entries);
     settle(&disk);
-    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
-    let engine =
-        ime_engine::Engine::new(disk, ime_engine::Config::from_toml(config).unwrap()).unwrap();
-    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).unwrap();
-    let region = Region::new(RegionId(1), range, RegionEpoch::new(2, 1));
+    let engine = profiling_engine(disk);
+    let region = region_one(RegionEpoch::new(2, 1));
     let mut times = Vec::new();
     for _ in 0..rounds {
         let start = Instant::now();

@@ -164,9 +164,33 @@ pub fn iterate_bare(snapshot: &impl ime_disk::DiskSnapshot, range: &ime_region::
     n
 }
 
-/// An engine over `disk` for the profiling loops (`benches/examples`), with region 1
-/// (user keys `t..u`, epoch `epoch`) loaded into the cache: capacity 8 GiB, no GC or
-/// policy round during a run.
+/// An engine over `disk` for the profiling loops (`benches/examples`): capacity 8 GiB,
+/// no GC or policy round during a run.
+///
+/// # Panics
+/// When the engine cannot start: a setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn profiling_engine(disk: ime_disk::RocksDisk) -> ime_engine::Engine<ime_disk::RocksDisk> {
+    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
+    let config = ime_engine::Config::from_toml(config).expect("a valid config");
+    ime_engine::Engine::new(disk, config).expect("start the engine")
+}
+
+/// Region 1 of the profiling loops: user keys `t..u` at `epoch`.
+///
+/// # Panics
+/// Never: `t` sorts before `u`.
+#[allow(clippy::expect_used, reason = "constant bounds")]
+pub fn region_one(epoch: ime_region::RegionEpoch) -> ime_region::Region {
+    use ime_memkv::codec::encode_bytes;
+    let range = ime_region::KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).expect("t < u");
+    ime_region::Region::new(ime_region::RegionId(1), range, epoch)
+}
+
+/// [`profiling_engine`] with [`region_one`] loaded into the cache.
 ///
 /// # Panics
 /// When the engine cannot start or the load does not finish in ten minutes: a setup
@@ -179,14 +203,9 @@ pub fn engine_with_region_loaded(
     disk: ime_disk::RocksDisk,
     epoch: ime_region::RegionEpoch,
 ) -> ime_engine::Engine<ime_disk::RocksDisk> {
-    use ime_memkv::codec::encode_bytes;
-    use ime_region::{KeyRange, Region, RegionId};
-    let config = "capacity = \"8GiB\"\ngc-run-interval = \"1h\"\nload-evict-interval = \"1h\"";
-    let config = ime_engine::Config::from_toml(config).expect("a valid config");
-    let engine = ime_engine::Engine::new(disk, config).expect("start the engine");
-    let range = KeyRange::new(encode_bytes(b"t"), encode_bytes(b"u")).expect("t < u");
+    let engine = profiling_engine(disk);
     engine
-        .load_region(Region::new(RegionId(1), range, epoch), 5)
+        .load_region(region_one(epoch), 5)
         .expect("load region 1");
     assert!(engine.wait_idle(Duration::from_secs(600)), "the load ends");
     engine
