@@ -75,6 +75,28 @@ struct Db {
 }
 
 impl Db {
+    /// Moves a database that never took a sequence number (fresh, or holding only
+    /// ingested files) to sequence 1, with a write no read can see: the lock family's
+    /// empty key rewritten as it is (put back if present, deleted if absent).
+    ///
+    /// RocksDB's compaction reads a previous snapshot at sequence 0 as "no previous
+    /// snapshot" when it drops a delete at the bottom level, and with it every older
+    /// version of the key; a snapshot held at sequence 0 then loses the versions it
+    /// should read under a later delete (RocksDB 10.4, `compaction_iterator.cc`).
+    /// From sequence 1 on, no snapshot can be taken at 0.
+    fn leave_sequence_zero(&self) -> Result<(), DiskError> {
+        if self.db.latest_sequence_number() > 0 {
+            return Ok(());
+        }
+        let cf = self.cf(Cf::Lock)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        match self.db.get_cf(cf, b"").map_err(rocks("get"))? {
+            Some(value) => batch.put_cf(cf, b"", value),
+            None => batch.delete_cf(cf, b""),
+        }
+        self.db.write(batch).map_err(rocks("write"))
+    }
+
     fn cf(&self, cf: Cf) -> Result<&ColumnFamily, DiskError> {
         let name = self.names.name(cf);
         self.db.cf_handle(name).ok_or_else(|| DiskError::Rocks {
@@ -148,6 +170,7 @@ impl RocksDisk {
         for cf in Cf::ALL {
             db.cf(cf)?;
         }
+        db.leave_sequence_zero()?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         Ok(RocksDisk {

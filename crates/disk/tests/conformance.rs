@@ -224,6 +224,41 @@ fn ingest_is_invisible_to_older_snapshots(disk: impl DiskEngine) {
     ));
 }
 
+/// The first snapshot of a fresh disk, taken when only an ingest had landed, keeps
+/// reading the ingested keys after a later delete of one of them and the compactions
+/// that follow (RocksDB, at sequence 0, dropped the key under the delete).
+fn a_first_snapshot_keeps_its_keys_through_compactions(disk: impl DiskEngine) {
+    let ingest = |keys: &[&str]| {
+        let entries: Vec<_> = keys
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), vec![1]))
+            .collect();
+        disk.ingest(Cf::Lock, &entries).unwrap();
+    };
+    ingest(&["k3", "k8"]);
+    let first = disk.snapshot();
+    let mut batch = WriteBatch::new();
+    batch.delete(Cf::Lock, "k4").delete(Cf::Lock, "k3");
+    disk.write(&batch).unwrap();
+    // Ingests overlapping the deletes and each other: the memtable is flushed, and the
+    // level-0 files reach the count that starts a compaction into the bottom level.
+    for keys in [
+        &["k5", "k6"][..],
+        &["k5", "k8"],
+        &["k0", "k4"],
+        &["k4", "k8", "k9"],
+    ] {
+        ingest(keys);
+        ingest(keys);
+    }
+    assert_eq!(keys(&first, Cf::Lock, KeyRange::everything()), ["k3", "k8"]);
+    assert_eq!(first.get(Cf::Lock, b"k3").unwrap(), Some(vec![1]));
+    assert_eq!(
+        keys(&disk.snapshot(), Cf::Lock, KeyRange::everything()),
+        ["k0", "k4", "k5", "k6", "k8", "k9"]
+    );
+}
+
 /// A snapshot's sequence number is exactly what it sees, while another thread writes:
 /// every write puts one new key, so a snapshot at `S` holds `S - base` keys.
 fn snapshot_sequences_are_exact_beside_a_writer(disk: impl DiskEngine) {
@@ -308,6 +343,11 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn first_snapshot_through_compactions() {
+                a_first_snapshot_keeps_its_keys_through_compactions($make);
+            }
+
+            #[test]
             fn concurrent_applies() {
                 concurrent_applies_all_land($make);
             }
@@ -332,6 +372,23 @@ conformance!(rocksdb_wrapped, wrapped("conformance").0);
 /// other names, and one of its own (a Raft log) — and wrapped. Each database lives in the
 /// test target's scratch directory (`tag` and a counter name it; a rerun replaces it).
 fn wrapped(tag: &str) -> (RocksDisk, std::sync::Arc<ime_disk::rocksdb::DB>) {
+    let db = embedders_database(tag);
+    (
+        RocksDisk::wrap(std::sync::Arc::clone(&db), embedders_names(), false).unwrap(),
+        db,
+    )
+}
+
+fn embedders_names() -> CfNames {
+    CfNames {
+        default: "txn_default".into(),
+        lock: "txn_lock".into(),
+        write: "txn_write".into(),
+    }
+}
+
+/// The database of [`wrapped`], not yet wrapped.
+fn embedders_database(tag: &str) -> std::sync::Arc<ime_disk::rocksdb::DB> {
     use ime_disk::rocksdb::{ColumnFamilyDescriptor, DB, Options};
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -342,16 +399,40 @@ fn wrapped(tag: &str) -> (RocksDisk, std::sync::Arc<ime_disk::rocksdb::DB>) {
     options.create_missing_column_families(true);
     let families = ["default", "txn_default", "txn_lock", "txn_write", "raft"]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = std::sync::Arc::new(DB::open_cf_descriptors(&options, &path, families).unwrap());
-    let names = CfNames {
-        default: "txn_default".into(),
-        lock: "txn_lock".into(),
-        write: "txn_write".into(),
-    };
-    (
-        RocksDisk::wrap(std::sync::Arc::clone(&db), names, false).unwrap(),
-        db,
-    )
+    std::sync::Arc::new(DB::open_cf_descriptors(&options, &path, families).unwrap())
+}
+
+/// Wrapping a database that never took a sequence number moves it to 1 (no snapshot may
+/// be taken at 0) without changing what it holds: here, an ingested value under the
+/// empty key, the key the move rewrites.
+#[test]
+fn wrapping_a_database_at_sequence_zero_keeps_its_data() {
+    let db = embedders_database("zero");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("zero.sst");
+    let options = ime_disk::rocksdb::Options::default();
+    let mut writer = ime_disk::rocksdb::SstFileWriter::create(&options);
+    writer.open(&file).unwrap();
+    writer.put(b"", b"embedder's").unwrap();
+    writer.finish().unwrap();
+    db.ingest_external_file_cf(db.cf_handle("txn_lock").unwrap(), vec![&file])
+        .unwrap();
+    assert_eq!(db.latest_sequence_number(), 0);
+    let disk = RocksDisk::wrap(std::sync::Arc::clone(&db), embedders_names(), false).unwrap();
+    assert_eq!(disk.latest_sequence(), 1);
+    let snapshot = disk.snapshot();
+    assert_eq!(
+        snapshot.get(Cf::Lock, b"").unwrap(),
+        Some(b"embedder's".to_vec())
+    );
+    assert_eq!(keys(&snapshot, Cf::Lock, KeyRange::everything()), [""]);
+    // A database already past 0 is not written to.
+    drop(snapshot);
+    let again = RocksDisk::wrap(db, embedders_names(), false).unwrap();
+    assert_eq!(again.latest_sequence(), 1);
+    // A fresh database of its own starts at 1 as well, and holds nothing.
+    let own = RocksDisk::open_temp(&RocksConfig::default()).unwrap();
+    assert_eq!(own.latest_sequence(), 1);
+    assert!(keys(&own.snapshot(), Cf::Lock, KeyRange::everything()).is_empty());
 }
 
 #[test]
