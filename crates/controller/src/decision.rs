@@ -266,8 +266,10 @@ pub enum Fallback {
     /// older epoch, a read_ts at or below the safe point, or a gap the request revealed
     /// (the region was evicted then).
     Miss(ReadMiss),
-    /// The memory store cannot give a snapshot at the disk's sequence (a compaction is
-    /// ahead of it).
+    /// The memory store cannot give a snapshot in step with the disk snapshot: a
+    /// compaction is ahead of it, or a write of the region was between disk and memory
+    /// and had parked no state for readers (a write parks one only for regions read
+    /// lately).
     MemoryBehind,
 }
 

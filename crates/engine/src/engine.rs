@@ -117,8 +117,9 @@ impl<D: DiskEngine> Engine<D> {
     /// Applies one apply round: every segment's applied indexes are checked against the
     /// cache (a gap evicts the region), then the operations go to disk and to the memory
     /// of the batch's cached regions. Writes of different regions run in parallel; while
-    /// one is between its two sides, readers of its regions read the state just before it
-    /// (`docs/engine.md`), so that no snapshot sees a batch on one side only. Memory the
+    /// one is between its two sides, readers of its regions read the state just before it,
+    /// or the disk alone if nobody had read them lately (`docs/engine.md`), so that no
+    /// snapshot sees a batch on one side only. Memory the
     /// batch would reach in a region its segments do not name is evicted (`WriteFailed`).
     ///
     /// A write that takes memory past the evict threshold queues a policy round, which
@@ -182,13 +183,11 @@ impl<D: DiskEngine> Engine<D> {
             let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
             self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
         }
-        // Only a write reaching memory parks a state for readers, and holds stripes.
+        // Only a write reaching memory holds stripes, and parks a state if read lately.
         let _write = (!touched.is_empty()).then(|| {
-            let mut write = core
-                .stripes
-                .begin_write(batch.headers().map(|h| h.region.0));
-            let (disk, memory) = (Arc::new(core.disk.snapshot()), core.mem.last_sequence());
-            write.publish(View::parked(disk, memory));
+            let mut write = (core.stripes).begin_write(batch.headers().map(|h| h.region.0));
+            let parked = || View::parked(Arc::new(core.disk.snapshot()), core.mem.last_sequence());
+            write.publish(parked);
             write
         });
         let applied = core.disk.apply(&batch.ops);

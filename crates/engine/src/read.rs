@@ -128,13 +128,15 @@ impl<D: DiskEngine> Engine<D> {
             Ok(granted) => granted,
             Err(fallback) => return (None, Some(fallback), range()),
         };
-        let snapshot = core.mem.snapshot(memory_range, view.memory).or_else(|_| {
+        // No memory sequence: a write of the region was in flight and parked no state.
+        let at = |v: &View<_>| (v.memory).and_then(|m| core.mem.snapshot(memory_range, m).ok());
+        let snapshot = at(view).or_else(|| {
             *view = core.view(region);
-            core.mem.snapshot(memory_range, view.memory)
+            at(view)
         });
         match snapshot {
-            Ok(snapshot) => (Some(MemoryView { snapshot, ticket }), None, None),
-            Err(_) => {
+            Some(snapshot) => (Some(MemoryView { snapshot, ticket }), None, None),
+            None => {
                 // The region is Active (the lock is held): this release drains nothing.
                 if let Err(err) = ticket.release() {
                     tracing::error!(%err, "snapshot release refused");

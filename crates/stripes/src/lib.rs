@@ -4,12 +4,16 @@
 //! A writer changes two stores that readers must see in step (IME's disk and memory). Each
 //! key (a region id) maps to one of [`STRIPES`] stripes. A write holds the mutexes of its
 //! keys' stripes, so writes of one key are ordered; when readers may look at what it
-//! changes, it first parks in each stripe the state just before it ([`View`]: what a
-//! reader reads both stores at) and makes the stripe's version odd until both stores hold
-//! the write. A reader reads the version around taking a fresh state: unchanged and even,
-//! no write of the stripe overlapped it, so both stores agree for every key of the stripe;
-//! otherwise it takes the parked state, which holds every write of the stripe that had
-//! finished when that write began, and nothing of the write in flight.
+//! changes, it makes the stripe's version odd until both stores hold the write — and if a
+//! reader has looked at the stripe lately, it first parks there the state just before it
+//! ([`View`]: what a reader reads both stores at). A reader reads the version around
+//! taking a fresh state: unchanged and even, no write of the stripe overlapped it, so both
+//! stores agree for every key of the stripe; otherwise it takes the parked state, which
+//! holds every write of the stripe that had finished when that write began, and nothing
+//! of the write in flight. A write that parked nothing (no reader had looked since
+//! [`Stripes::release_idle`] last ran) leaves its readers the first store alone, as it is
+//! now ([`View::memory`] is `None`): they never wait, and the writes of a stripe nobody
+//! reads pay for no state (IME: a RocksDB snapshot taken and released per write).
 //!
 //! A fresh state is kept for the stripe's next readers: while the stripe's version and
 //! the *change token* (the changes made without a stripe, [`Stripes::changed_outside`],
@@ -24,14 +28,21 @@
 //!
 //! // The "stores": a number each side; a write adds one to both.
 //! let stripes: Stripes<u64> = Stripes::new();
+//! // No reader has looked at key 7's stripe: the write parks nothing, and a reader
+//! // mid-write (disk already 1, memory still 0) gets the disk alone, as it is now.
 //! let mut write = stripes.begin_write([7].into_iter());
-//! write.publish(View { disk: Arc::new(0), memory: 0, parked: true });
-//! // Mid-write (disk already 1, memory still 0), a reader gets the parked state.
+//! write.publish(|| unreachable!("nobody reads the stripe"));
 //! let view = stripes.view(7, || 1, || (1, 0));
-//! assert_eq!((*view.disk, view.memory), (0, 0));
+//! assert_eq!((*view.disk, view.memory), (1, None));
 //! drop(write);
-//! let view = stripes.view(7, || 2, || (1, 1));
-//! assert_eq!((*view.disk, view.memory), (1, 1));
+//! // Since a reader looked, a write parks the state before it; readers mid-write get it.
+//! let mut write = stripes.begin_write([7].into_iter());
+//! write.publish(|| View::parked(Arc::new(1), 1));
+//! let view = stripes.view(7, || 1, || (2, 1));
+//! assert_eq!((*view.disk, view.memory), (1, Some(1)));
+//! drop(write);
+//! let view = stripes.view(7, || 2, || (2, 2));
+//! assert_eq!((*view.disk, view.memory), (2, Some(2)));
 //! // Nothing changed (the same token): the state just taken, not a fresh one.
 //! let again = stripes.view(7, || 2, || unreachable!());
 //! assert!(Arc::ptr_eq(&view.disk, &again.disk));
@@ -54,8 +65,11 @@ pub const STRIPES: usize = 64;
 pub struct View<S> {
     /// The first store's snapshot (IME: the disk's).
     pub disk: Arc<S>,
-    /// The second store's sequence number (IME: the memory store's).
-    pub memory: u64,
+    /// The second store's sequence number in step with `disk` (IME: the memory store's);
+    /// `None` when a write of the stripe was in flight and had parked no state: `disk` is
+    /// then the first store as the reader found it, and the second store must not be read
+    /// with it.
+    pub memory: Option<u64>,
     /// A state a write parked (what a writer publishes; what a reader gets while a write
     /// is in flight). It holds every write of its stripe that had ended when that write
     /// began — but not the first store's changes by writers that take no stripe since:
@@ -69,7 +83,7 @@ impl<S> View<S> {
     pub fn parked(disk: Arc<S>, memory: u64) -> Self {
         View {
             disk,
-            memory,
+            memory: Some(memory),
             parked: true,
         }
     }
@@ -93,10 +107,18 @@ struct Stripe<S> {
     writer: Mutex<()>,
     /// Odd while a write that touches cached memory is between its two sides.
     version: AtomicU64,
-    /// The state just before the write in flight began. Between writes it is the last
-    /// write's, unused (readers look at it only while a write is in flight), until the
-    /// next write replaces it or [`Stripes::release_idle`] lets it go: one store per
-    /// write, not two (each store of an `ArcSwap` walks every thread's debt slots).
+    /// Whether a reader has looked at the stripe since [`Stripes::release_idle`] last ran:
+    /// only then does a write park its state.
+    watched: AtomicBool,
+    /// The (odd) version of the write that parked the state in `before`, stored after it:
+    /// a reader that finds it below the first write that may overlap its look knows the
+    /// state is older than that write's, and does not take it.
+    parked_for: AtomicU64,
+    /// The state just before the last write that parked one began. Between writes it
+    /// stays, unused (readers look at it only while a write is in flight), until the
+    /// next write that parks replaces it or [`Stripes::release_idle`] lets it go: one
+    /// store per write, not two (each store of an `ArcSwap` walks every thread's debt
+    /// slots).
     before: ArcSwapOption<View<S>>,
     /// The last fresh state a reader took: the next readers take it while the version
     /// and the change token are still those it was taken at (until
@@ -134,6 +156,8 @@ impl<S> Stripes<S> {
                 .map(|_| Stripe {
                     writer: Mutex::new(()),
                     version: AtomicU64::new(0),
+                    watched: AtomicBool::new(false),
+                    parked_for: AtomicU64::new(0),
                     before: ArcSwapOption::empty(),
                     fresh: ArcSwapOption::empty(),
                 })
@@ -175,8 +199,11 @@ impl<S> Stripes<S> {
 
     /// A state both stores agree on for `key`: `fresh()` (the first store's snapshot and
     /// the second's latest sequence) when no write of its stripe overlapped taking it,
-    /// else the state the write in flight parked. Takes no lock: a reader may hold locks
-    /// a writer needs.
+    /// else the state the write in flight parked — or, if it parked none (no reader had
+    /// looked at the stripe lately), the first store alone, from `fresh()` taken now
+    /// ([`View::memory`] `None`). Takes no lock: a reader may hold locks a writer needs.
+    /// It marks the stripe as read: its writes park their states from now on, until
+    /// [`Stripes::release_idle`] runs.
     ///
     /// `token()` must move (and never come back to a value it had) whenever the stores
     /// change in a way that neither the version of the stripe a write holds nor
@@ -190,6 +217,9 @@ impl<S> Stripes<S> {
     /// reader used that one.
     pub fn view(&self, key: u64, token: impl Fn() -> u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
+        if !stripe.watched.load(Ordering::Relaxed) {
+            stripe.watched.store(true, Ordering::Relaxed);
+        }
         loop {
             let version = stripe.version.load(Ordering::SeqCst);
             if version.is_multiple_of(2) {
@@ -215,7 +245,7 @@ impl<S> Stripes<S> {
                 if stripe.version.load(Ordering::SeqCst) == version {
                     let view = View {
                         disk: Arc::new(disk),
-                        memory,
+                        memory: Some(memory),
                         parked: false,
                     };
                     if replace {
@@ -224,7 +254,7 @@ impl<S> Stripes<S> {
                             token: now,
                             view: View {
                                 disk: Arc::clone(&view.disk),
-                                memory,
+                                memory: Some(memory),
                                 parked: false,
                             },
                             used: AtomicBool::new(false),
@@ -233,19 +263,32 @@ impl<S> Stripes<S> {
                     return view;
                 }
             }
-            // A write is in flight, or began since: it parked its state before making the
-            // version odd, so what is parked is its state or a later write's — each holds
-            // every write of the stripe that ended before this call began.
-            if let Some(parked) = stripe.before.load_full() {
-                return View {
-                    disk: Arc::clone(&parked.disk),
-                    memory: parked.memory,
-                    parked: true,
-                };
+            // A write is in flight, or began since: the first one that may have is the
+            // write that turned the version to `version | 1`. If it (or a later write)
+            // parked its state, before making the version odd, the tag says so, and what
+            // is parked is that state or a later one — each holds every write of the
+            // stripe that ended before this call began.
+            if stripe.parked_for.load(Ordering::SeqCst) >= version | 1 {
+                if let Some(parked) = stripe.before.load_full() {
+                    return View {
+                        disk: Arc::clone(&parked.disk),
+                        memory: parked.memory,
+                        parked: true,
+                    };
+                }
+                // That write ended meanwhile and its state was let go: look again (never
+                // waiting on a writer's lock, which may be waiting on the caller's).
+                std::hint::spin_loop();
+                continue;
             }
-            // That write ended meanwhile and its state was let go: look again (never
-            // waiting on a writer's lock, which may be waiting on the caller's).
-            std::hint::spin_loop();
+            // It parked none (no reader had looked lately): the first store alone, as it
+            // is now, which holds every write that ended before this call began.
+            let (disk, _) = fresh();
+            return View {
+                disk: Arc::new(disk),
+                memory: None,
+                parked: false,
+            };
         }
     }
 }
@@ -253,10 +296,15 @@ impl<S> Stripes<S> {
 impl<S> Stripes<S> {
     /// Lets go of the states parked by writes that have ended, and of the fresh states
     /// kept for readers (each holds the first store's snapshot, which may pin old
-    /// versions there); a stripe with a write in flight keeps its parked state. Call it
-    /// now and then, off the write path.
+    /// versions there); a stripe with a write in flight keeps its parked state. Stripes
+    /// nobody reads from now on stop parking: a write parks its state only if a reader
+    /// has looked at its stripe since this last ran. Call it now and then, off the write
+    /// path.
     pub fn release_idle(&self) {
         for stripe in &self.stripes {
+            if stripe.watched.load(Ordering::Relaxed) {
+                stripe.watched.store(false, Ordering::Relaxed);
+            }
             if stripe.fresh.load().is_some() {
                 drop(stripe.fresh.swap(None));
             }
@@ -278,13 +326,21 @@ impl<S> Stripes<S> {
 }
 
 impl<S> WriteGuard<'_, S> {
-    /// Readers may look at what the write changes: `before` (the state just before it)
-    /// is parked in its stripes, in place of the last write's, and their versions turn
-    /// odd until the write ends.
-    pub fn publish(&mut self, before: View<S>) {
-        let before = Arc::new(before);
+    /// Readers may look at what the write changes: its stripes' versions turn odd until
+    /// the write ends. If a reader has looked at one of them since
+    /// [`Stripes::release_idle`] last ran, `before()` (the state just before the write)
+    /// is parked in each, in place of the last one; otherwise it is not called, and the
+    /// readers that meet the write read the first store alone.
+    pub fn publish(&mut self, before: impl FnOnce() -> View<S>) {
+        let watched = (self.held.iter()).any(|(stripe, _)| stripe.watched.load(Ordering::Relaxed));
+        let before = watched.then(|| Arc::new(before()));
         for (stripe, _) in &self.held {
-            stripe.before.store(Some(Arc::clone(&before)));
+            if let Some(before) = &before {
+                stripe.before.store(Some(Arc::clone(before)));
+                // The version only moves under the writer's lock, which this write holds.
+                let odd = stripe.version.load(Ordering::SeqCst) + 1;
+                stripe.parked_for.store(odd, Ordering::SeqCst);
+            }
             stripe.version.fetch_add(1, Ordering::SeqCst);
         }
         self.published = true;
@@ -348,11 +404,7 @@ mod tests {
                         let k = key as usize;
                         let mut write = stripes.begin_write([key].into_iter());
                         let memory = stores.memory[k].load(Ordering::SeqCst);
-                        write.publish(View {
-                            disk: Arc::new(disk(stores)),
-                            memory,
-                            parked: true,
-                        });
+                        write.publish(|| View::parked(Arc::new(disk(stores)), memory));
                         stores.disk[k].fetch_add(1, Ordering::SeqCst);
                         std::hint::spin_loop();
                         stores.memory[k].fetch_add(1, Ordering::SeqCst);
@@ -391,10 +443,11 @@ mod tests {
                         let memory = stores.memory[k % 2].load(Ordering::SeqCst);
                         (disk(&stores), memory)
                     });
-                    if k < 2 {
-                        assert_eq!(view.disk[k], view.memory, "key {key} out of step");
-                        assert!(view.memory >= ended, "key {key}: a stale state");
+                    if let (true, Some(memory)) = (k < 2, view.memory) {
+                        assert_eq!(view.disk[k], memory, "key {key} out of step");
+                        assert!(memory >= ended, "key {key}: a stale state");
                     } else {
+                        // Key 64, or the first store alone (a write that parked nothing).
                         let now = view.parked.then(|| disk(&stores)[k]);
                         let seen = now.unwrap_or(view.disk[k]);
                         assert!(seen >= ended, "key {key}: a stale state");
@@ -425,31 +478,65 @@ mod tests {
                 .before
                 .load()
                 .as_ref()
-                .map(|v| v.memory)
+                .and_then(|v| v.memory)
         };
+        // Readers have looked at both stripes: writes park.
+        stripes.view(1, || 0, || (0, 0));
+        stripes.view(2, || 0, || (0, 0));
         let mut write = stripes.begin_write([1].into_iter());
-        write.publish(View {
-            disk: Arc::new(0),
-            memory: 7,
-            parked: true,
-        });
+        write.publish(|| View::parked(Arc::new(0), 7));
         drop(write);
         assert_eq!(parked(1), Some(7));
         // Even: readers take a fresh state, not the one parked.
-        assert_eq!(stripes.view(1, || 1, || (1, 8)).memory, 8);
+        assert_eq!(stripes.view(1, || 1, || (1, 8)).memory, Some(8));
         let mut write = stripes.begin_write([2].into_iter());
-        write.publish(View {
-            disk: Arc::new(0),
-            memory: 9,
-            parked: true,
-        });
+        write.publish(|| View::parked(Arc::new(0), 9));
         stripes.release_idle();
         assert_eq!(parked(1), None);
         assert_eq!(parked(2), Some(9), "held by the write in flight");
-        assert_eq!(stripes.view(2, || 2, || (1, 10)).memory, 9);
+        assert_eq!(stripes.view(2, || 2, || (1, 10)).memory, Some(9));
         drop(write);
         stripes.release_idle();
         assert_eq!(parked(2), None);
+    }
+
+    /// A write parks its state only if a reader has looked at its stripe since
+    /// `release_idle` last ran; a reader that meets a write which parked none gets the
+    /// first store alone, as it is now — never an older write's parked state.
+    #[test]
+    fn only_writes_of_stripes_read_lately_park() {
+        let stripes: Stripes<u64> = Stripes::new();
+        let parks = std::cell::Cell::new(0);
+        let write = |memory: u64| {
+            let mut write = stripes.begin_write([3].into_iter());
+            write.publish(|| {
+                parks.set(parks.get() + 1);
+                View::parked(Arc::new(memory), memory)
+            });
+            write
+        };
+        // Nobody has read stripe 3: no state parked; a reader mid-write takes the disk
+        // as it is now (here 5), alone.
+        let first = write(1);
+        assert_eq!(parks.get(), 0);
+        let view = stripes.view(3, || 0, || (5, 1));
+        assert_eq!((*view.disk, view.memory, view.parked), (5, None, false));
+        drop(first);
+        // The reader looked: the next write parks, and a reader mid-write takes its state.
+        let second = write(2);
+        assert_eq!(parks.get(), 1);
+        let view = stripes.view(3, || 0, || unreachable!("the parked state serves"));
+        assert_eq!((*view.disk, view.memory, view.parked), (2, Some(2), true));
+        // Idle since: the stripe is no longer watched, but keeps the state of the write
+        // in flight. The next write parks nothing, and its reader must not take the state
+        // parked before `second`, which lacks `second`.
+        stripes.release_idle();
+        drop(second);
+        let third = write(3);
+        assert_eq!(parks.get(), 1);
+        let view = stripes.view(3, || 0, || (7, 3));
+        assert_eq!((*view.disk, view.memory), (7, None));
+        drop(third);
     }
 
     /// A fresh state is kept for the stripe's next readers while its version and the
@@ -468,28 +555,37 @@ mod tests {
         };
         let first = stripes.view(1, || 5, fresh(1));
         let again = stripes.view(1, || 5, fresh(2));
-        assert_eq!((again.memory, taken.get()), (1, 1));
+        assert_eq!((again.memory, taken.get()), (Some(1), 1));
         assert!(Arc::ptr_eq(&first.disk, &again.disk));
-        assert_eq!(stripes.view(2, || 5, fresh(3)).memory, 3, "another stripe");
+        assert_eq!(
+            stripes.view(2, || 5, fresh(3)).memory,
+            Some(3),
+            "another stripe"
+        );
         // The kept state was used: the next fresh one is kept instead.
-        assert_eq!(stripes.view(1, || 6, fresh(4)).memory, 4, "a new token");
+        assert_eq!(
+            stripes.view(1, || 6, fresh(4)).memory,
+            Some(4),
+            "a new token"
+        );
         let mut write = stripes.begin_write([1].into_iter());
-        write.publish(View {
-            disk: Arc::new(4),
-            memory: 4,
-            parked: true,
-        });
+        write.publish(|| View::parked(Arc::new(4), 4));
         drop(write);
         // The one kept at token 6 went stale unused: this one is not kept.
-        assert_eq!(stripes.view(1, || 6, fresh(5)).memory, 5, "a write since");
-        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, 6, "not kept");
-        stripes.release_idle();
         assert_eq!(
-            stripes.view(1, || 6, fresh(7)).memory,
-            7,
-            "let go when idle"
+            stripes.view(1, || 6, fresh(5)).memory,
+            Some(5),
+            "a write since"
         );
-        assert_eq!(stripes.view(1, || 6, fresh(8)).memory, 7, "kept again");
+        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, Some(6), "not kept");
+        stripes.release_idle();
+        let after_idle = stripes.view(1, || 6, fresh(7)).memory;
+        assert_eq!(after_idle, Some(7), "let go when idle");
+        assert_eq!(
+            stripes.view(1, || 6, fresh(8)).memory,
+            Some(7),
+            "kept again"
+        );
         assert_eq!(taken.get(), 6);
     }
 

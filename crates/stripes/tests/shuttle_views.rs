@@ -5,18 +5,23 @@
 //! with no memory), a thread letting idle states go, and two readers. Shuttle interleaves
 //! sequentially consistently, which is what the protocol's `SeqCst` accesses promise.
 //!
-//! The protocol, as `lib.rs` runs it: a write parks the state before it, turns the
-//! stripe's version odd, changes both stores and turns it even again. A reader reads the
+//! The protocol, as `lib.rs` runs it: a write parks the state before it (only if a reader
+//! has looked at the stripe since the idle states were last let go, and tagged with the
+//! version the write turns odd), turns the stripe's version odd, changes both stores and
+//! turns it even again. A reader marks the stripe as read, then reads the
 //! version; even, it reads the change token — what changed without the stripe: B's writes,
 //! each counted once made (`Stripes::changed_outside`; A's writes hold the stripe and move
 //! its version instead) — and takes the kept state if version and token are those it was
 //! taken at; else it takes a fresh state and, if the version did not move meanwhile,
 //! returns it — and keeps it if the state kept before was used. Otherwise it takes the
-//! parked state. The model checks that A's two stores are in step in every view, and that
+//! parked state if its tag is at least the first write that may overlap the look, else
+//! the first store alone, as it is now. The model checks that A's two stores are in step
+//! in every view that has both, and that
 //! no read misses a write of A or B that ended before it began (B, which takes no stripe,
 //! is read from the first store as it is now when the view is a parked state — the state
-//! before a write of A may predate B's writes); a second model drops the token from the
-//! check (only the version guards the kept state) and must be caught.
+//! before a write of A may predate B's writes); three more models must be caught: one
+//! drops the token from the check (only the version guards the kept state), one reads B
+//! from a parked state, one takes a parked state whatever its tag.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
@@ -25,8 +30,9 @@ use shuttle::sync::atomic::Ordering::SeqCst;
 use shuttle::sync::{Arc, Mutex};
 use shuttle::thread;
 
-/// A view: the first store's A and B, and the second store's A.
-type View = (u64, u64, u64);
+/// A view: the first store's A and B, and the second store's A (`None`: the first store
+/// alone, a write in flight having parked nothing).
+type View = (u64, u64, Option<u64>);
 
 struct Kept {
     version: u64,
@@ -38,6 +44,9 @@ struct Kept {
 struct Model {
     writer: Mutex<()>,
     version: AtomicU64,
+    /// 1 when a reader has looked since the idle states were let go.
+    watched: AtomicU64,
+    parked_for: AtomicU64,
     /// Stand for the `ArcSwapOption`s: each access is one atomic load or store.
     parked: Mutex<Option<View>>,
     kept: Mutex<Option<Kept>>,
@@ -50,13 +59,16 @@ struct Model {
     outside: AtomicU64,
     check_token: bool,
     b_now_when_parked: bool,
+    check_tag: bool,
 }
 
 impl Model {
-    fn new(check_token: bool, b_now_when_parked: bool) -> Self {
+    fn new(check_token: bool, b_now_when_parked: bool, check_tag: bool) -> Self {
         Model {
             writer: Mutex::new(()),
             version: AtomicU64::new(0),
+            watched: AtomicU64::new(0),
+            parked_for: AtomicU64::new(0),
             parked: Mutex::new(None),
             kept: Mutex::new(None),
             disk_a: AtomicU64::new(0),
@@ -67,12 +79,13 @@ impl Model {
             outside: AtomicU64::new(0),
             check_token,
             b_now_when_parked,
+            check_tag,
         }
     }
 
     fn fresh(&self) -> View {
         let disk = (self.disk_a.load(SeqCst), self.disk_b.load(SeqCst));
-        (disk.0, disk.1, self.memory_a.load(SeqCst))
+        (disk.0, disk.1, Some(self.memory_a.load(SeqCst)))
     }
 
     fn token(&self) -> u64 {
@@ -81,7 +94,10 @@ impl Model {
 
     fn write_a(&self) {
         let held = self.writer.lock().unwrap();
-        *self.parked.lock().unwrap() = Some(self.fresh());
+        if self.watched.load(SeqCst) == 1 {
+            *self.parked.lock().unwrap() = Some(self.fresh());
+            self.parked_for.store(self.version.load(SeqCst) + 1, SeqCst);
+        }
         self.version.fetch_add(1, SeqCst);
         self.disk_a.fetch_add(1, SeqCst);
         self.memory_a.fetch_add(1, SeqCst);
@@ -97,6 +113,7 @@ impl Model {
     }
 
     fn release_idle(&self) {
+        self.watched.store(0, SeqCst);
         *self.kept.lock().unwrap() = None;
         if let Ok(_idle) = self.writer.try_lock() {
             *self.parked.lock().unwrap() = None;
@@ -105,6 +122,7 @@ impl Model {
 
     /// The view, and whether it is a parked state.
     fn view(&self) -> (View, bool) {
+        self.watched.store(1, SeqCst);
         loop {
             let version = self.version.load(SeqCst);
             if version.is_multiple_of(2) {
@@ -134,19 +152,26 @@ impl Model {
                     return (view, false);
                 }
             }
-            if let Some(parked) = *self.parked.lock().unwrap() {
-                return (parked, true);
+            if !self.check_tag || self.parked_for.load(SeqCst) >= version | 1 {
+                if let Some(parked) = *self.parked.lock().unwrap() {
+                    return (parked, true);
+                }
+                thread::yield_now();
+                continue;
             }
-            thread::yield_now();
+            let (disk_a, disk_b, _) = self.fresh();
+            return ((disk_a, disk_b, None), false);
         }
     }
 
     fn read_and_check(&self) {
         let ended = (self.ended_a.load(SeqCst), self.ended_b.load(SeqCst));
         let ((disk_a, disk_b, memory_a), parked) = self.view();
-        assert_eq!(disk_a, memory_a, "A's two stores out of step");
+        if let Some(memory_a) = memory_a {
+            assert_eq!(disk_a, memory_a, "A's two stores out of step");
+        }
         assert!(
-            memory_a >= ended.0,
+            disk_a >= ended.0,
             "a view missed a write of A that had ended"
         );
         // A parked state may predate B's writes (they take no stripe): a reader of B then
@@ -168,9 +193,9 @@ impl Model {
 /// Schedules tried per check.
 const SCHEDULES: usize = 10_000;
 
-fn model(check_token: bool, b_now_when_parked: bool) {
+fn model(check_token: bool, b_now_when_parked: bool, check_tag: bool) {
     let run = move || {
-        let model = Arc::new(Model::new(check_token, b_now_when_parked));
+        let model = Arc::new(Model::new(check_token, b_now_when_parked, check_tag));
         let work: [fn(&Model); 4] = [
             |m| {
                 m.write_a();
@@ -180,7 +205,10 @@ fn model(check_token: bool, b_now_when_parked: bool) {
                 m.write_b();
                 m.write_b();
             },
-            Model::release_idle,
+            |m| {
+                m.release_idle();
+                m.release_idle();
+            },
             |m| {
                 m.read_and_check();
                 m.read_and_check();
@@ -203,14 +231,14 @@ fn model(check_token: bool, b_now_when_parked: bool) {
 /// Every view holds A's two stores in step and every write that ended before the read.
 #[test]
 fn every_view_is_in_step_and_fresh() {
-    model(true, true);
+    model(true, true, true);
 }
 
 /// A kept state guarded by the version alone misses B's writes (they move no version):
 /// the model finds such a schedule.
 #[test]
 fn a_kept_state_without_the_token_is_caught() {
-    let caught = std::panic::catch_unwind(|| model(false, true));
+    let caught = std::panic::catch_unwind(|| model(false, true, true));
     assert!(caught.is_err(), "the model missed the stale kept state");
 }
 
@@ -219,6 +247,15 @@ fn a_kept_state_without_the_token_is_caught() {
 /// model finds such a schedule.
 #[test]
 fn a_parked_state_read_for_b_is_caught() {
-    let caught = std::panic::catch_unwind(|| model(true, false));
+    let caught = std::panic::catch_unwind(|| model(true, false, true));
+    assert!(caught.is_err(), "the model missed the stale parked state");
+}
+
+/// A reader that takes whatever state is parked, whatever write parked it, may take one
+/// from before a write of A that has ended since (a later write, with no reader looking
+/// when it began, parked none): the model finds such a schedule.
+#[test]
+fn a_parked_state_taken_without_its_tag_is_caught() {
+    let caught = std::panic::catch_unwind(|| model(true, true, false));
     assert!(caught.is_err(), "the model missed the stale parked state");
 }
