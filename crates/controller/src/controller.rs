@@ -375,16 +375,19 @@ impl Controller {
         result
     }
 
-    /// The apply side applied entries `first..=last` of region `id` at `epoch`: a gap
-    /// evicts the region, and its reason is returned.
+    /// The apply side applied the entries `header` names (its region's, at its epoch): a
+    /// gap evicts the region, and its reason is returned.
     pub fn on_applied(
         &mut self,
-        id: RegionId,
-        epoch: ime_region::RegionEpoch,
-        first: u64,
-        last: u64,
+        header: &ime_region::ApplyHeader,
         out: &mut Decisions,
     ) -> Option<EvictReason> {
+        let ime_region::ApplyHeader {
+            region: id,
+            epoch,
+            first_index: first,
+            last_index: last,
+        } = *header;
         let applied = self.applied.entry(id).or_default();
         *applied = (*applied).max(last);
         if self.broken() {

@@ -241,7 +241,13 @@ impl Driver {
                     None => (words[4].parse().unwrap(), words[4].parse().unwrap()),
                 };
                 let epoch = epoch(words[2], words[3]);
-                match self.ctl.on_applied(id(), epoch, first, last, out) {
+                let header = ime_region::ApplyHeader {
+                    region: id(),
+                    epoch,
+                    first_index: first,
+                    last_index: last,
+                };
+                match self.ctl.on_applied(&header, out) {
                     Some(reason) => format!("evicted: {reason}"),
                     None => "ok".to_owned(),
                 }

@@ -80,6 +80,11 @@ impl WriteBatch {
         })
     }
 
+    /// Whether it deletes a range.
+    pub fn has_range_delete(&self) -> bool {
+        (self.ops.iter()).any(|op| matches!(op, BatchOp::DeleteRange { .. }))
+    }
+
     /// Checks what every engine refuses: an empty batch, an empty range.
     ///
     /// # Errors

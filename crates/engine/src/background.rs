@@ -8,7 +8,7 @@ use std::time::Instant;
 use ime_controller::{Decisions, LoadStart};
 use ime_disk::{Cf, DiskEngine, DiskSnapshot, KeyRange, collect, for_each, range_size};
 use ime_eviction::{RegionStats, Round};
-use ime_memkv::mvcc::{KvPair, compare_copies};
+use ime_memkv::mvcc::compare_with;
 use ime_memkv::{LoadedRun, MemError, RangeId};
 use ime_region::{RegionId, RegionState};
 
@@ -33,6 +33,9 @@ impl<D: DiskEngine> Core<D> {
         let mut fx = Effects::default();
         let job = {
             let _no_writes = self.no_writes();
+            // A write deferred before the start must not reach the new range: its data is
+            // in the snapshot, and a later write of its keys would be under it.
+            self.stripes.drain_all(|q| self.apply_deferred(q, &mut fx));
             let mut meta = self.meta();
             let mut decisions = Decisions::new();
             let job = match meta.ctl.start_load(id, env, &mut decisions) {
@@ -250,8 +253,10 @@ impl<D: DiskEngine> Core<D> {
     /// above the region's safe point (GC may have dropped older versions from memory
     /// only), and the default-CF values those reads return.
     pub(crate) fn cross_check(&self) -> Vec<Difference> {
+        let mut fx = Effects::default();
         let pairs = {
             let _no_writes = self.no_writes();
+            self.stripes.drain_all(|q| self.apply_deferred(q, &mut fx)); // memory as the disk has it
             let meta = self.meta_shared();
             let mut pairs = Vec::new();
             for info in meta.ctl.map().regions() {
@@ -270,6 +275,7 @@ impl<D: DiskEngine> Core<D> {
             }
             pairs
         };
+        self.finish(fx);
         let differences: Vec<Difference> = pairs
             .into_iter()
             .flat_map(|(info, memory, disk)| check_region(&info, &memory, &disk))
@@ -286,23 +292,9 @@ fn check_region<S: DiskSnapshot>(
     disk: &S,
 ) -> Vec<Difference> {
     let bounds = &info.region.range;
-    let read = |cf: Cf| -> Option<(Vec<KvPair>, Vec<KvPair>)> {
-        let mut it = memory.iter(cf, bounds.clone()).ok()?;
-        let mut entries = Vec::new();
-        it.seek_to_first();
-        while let Some((k, v)) = it.entry() {
-            entries.push((k.to_vec(), v.to_vec()));
-            it.next();
-        }
-        Some((entries, collect(disk, cf, bounds.clone()).ok()?))
-    };
-    let value = |k: &[u8]| {
-        (
-            memory.get(Cf::Default, k),
-            disk.get(Cf::Default, k).ok().flatten(),
-        )
-    };
-    compare_copies(info.safe_point, read, value)
+    let entries = |cf: Cf| collect(disk, cf, bounds.clone()).ok();
+    let value = |k: &[u8]| disk.get(Cf::Default, k).ok().flatten();
+    compare_with(memory, bounds, info.safe_point, entries, value)
         .into_iter()
         .map(|(cf, (key, memory, disk))| Difference {
             region: info.region.id,

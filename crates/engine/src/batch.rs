@@ -2,21 +2,8 @@
 //! belong to, its epoch and the Raft entries they apply.
 
 use ime_disk::{Cf, WriteBatch};
-use ime_region::{RegionEpoch, RegionId};
+use ime_region::ApplyHeader;
 use smallvec::SmallVec;
-
-/// Which region a segment of writes belongs to, and what Raft entries it applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApplyHeader {
-    /// The region.
-    pub region: RegionId,
-    /// Its epoch as the apply side knows it.
-    pub epoch: RegionEpoch,
-    /// The first Raft entry index the segment applies.
-    pub first_index: u64,
-    /// The last one (`first_index` for one entry).
-    pub last_index: u64,
-}
 
 /// The writes of one apply round, as the apply side hands them to the engine.
 ///
@@ -110,12 +97,4 @@ impl HybridWriteBatch {
 }
 
 /// The header of operations added before any `prepare`.
-pub(crate) const UNTAGGED: ApplyHeader = ApplyHeader {
-    region: RegionId(0),
-    epoch: RegionEpoch {
-        version: 0,
-        conf_ver: 0,
-    },
-    first_index: 0,
-    last_index: 0,
-};
+pub(crate) const UNTAGGED: ApplyHeader = ApplyHeader::NONE;

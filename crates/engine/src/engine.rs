@@ -10,12 +10,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions, TimestampSource};
 use ime_disk::{DiskEngine, DiskReader, WriteBatch};
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{BatchPlan, MemError, OpRef, RangeId};
+use ime_memkv::{BatchPlan, OpRef, RangeId};
+use ime_region::EvictReason::WriteFailed;
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
-use crate::shared::{Background, Core, Effects, Runner, Task, TaskKind};
+use crate::shared::{Background, Core, Deferred, Effects, Runner, Task, TaskKind};
 use crate::{ApplyHeader, Config, EngineError, HybridWriteBatch, Stats, batch::UNTAGGED};
-use ime_stripes::View;
+use ime_stripes::{STRIPES, View};
 use smallvec::SmallVec;
 
 /// The hybrid engine: a disk engine (the source of truth) and an in-memory cache of hot
@@ -130,13 +131,11 @@ impl<D: DiskEngine> Engine<D> {
     /// # Errors
     /// [`EngineError::InvalidBatch`] (operations before any `prepare`), [`EngineError::Disk`].
     pub fn write(&self, batch: &HybridWriteBatch) -> Result<WriteOutcome, EngineError> {
+        let untagged = || EngineError::InvalidBatch("operations before any prepare(region)".into());
         if batch.headers().any(|h| *h == UNTAGGED) {
-            return Err(EngineError::InvalidBatch(
-                "operations before any prepare(region)".into(),
-            ));
+            return Err(untagged());
         }
-        let core = &self.core;
-        let disk_batch = &batch.ops;
+        let (core, disk_batch) = (&self.core, &batch.ops);
         if !disk_batch.is_empty() {
             disk_batch.validate()?;
         }
@@ -148,12 +147,10 @@ impl<D: DiskEngine> Engine<D> {
             Ok(())
         } else {
             let ops: SmallVec<[OpRef<'_>; 16]> = disk_batch.ops().iter().map(Into::into).collect();
-            (core.mem)
-                .with_plan(&ops, |plan| {
-                    self.write_both(batch, plan, &touched, &mut outcome, &mut fx)
-                })
-                .map_err(EngineError::from)
-                .flatten()
+            let out = (&mut outcome, &mut fx);
+            let both = |p: &mut BatchPlan<'_, '_>| self.write_both(batch, p, &touched, out);
+            let written = (core.mem).with_plan(&ops, both);
+            written.map_err(EngineError::from).flatten()
         };
         drop(writes); // callbacks and tasks after every lock
         core.finish(fx);
@@ -175,28 +172,37 @@ impl<D: DiskEngine> Engine<D> {
         batch: &HybridWriteBatch,
         plan: &mut BatchPlan<'_, '_>,
         touched: &[RangeId],
-        outcome: &mut WriteOutcome,
-        fx: &mut Effects,
+        (outcome, fx): (&mut WriteOutcome, &mut Effects),
     ) -> Result<(), EngineError> {
         let core = &self.core;
         if !plan.reaches_only(touched) {
             let regions: Vec<RegionId> = batch.headers().map(|h| h.region).collect();
-            self.evict_touched(&batch.ops, EvictReason::WriteFailed, &regions, outcome, fx);
+            let evicted = core.evict_touched(batch.ops.touched(), WriteFailed, &regions, fx);
+            outcome.evicted.extend(evicted);
         }
-        // Only a write reaching memory holds stripes, and parks a state if read lately.
-        let _write = (!touched.is_empty()).then(|| {
-            let mut write = (core.stripes).begin_write(batch.headers().map(|h| h.region.0));
+        // Only a write reaching memory holds stripes. Read lately, it parks a state; else
+        // it defers its memory side (not a range delete: a load may refuse it).
+        let mut write = (!touched.is_empty())
+            .then(|| (core.stripes).begin_write(batch.headers().map(|h| h.region.0)));
+        let defer = write.as_ref().is_some_and(|w| w.may_defer()) && !batch.ops.has_range_delete();
+        if let Some(write) = &mut write {
+            // Writes deferred before it go first (and before a state is parked).
+            (!defer).then(|| write.drain(|q| core.apply_deferred(q, fx)));
             let parked = || View::parked(Arc::new(core.disk.snapshot()), core.mem.last_sequence());
             write.publish(parked);
-            write
-        });
+        }
         let applied = core.disk.apply(&batch.ops);
-        _write.is_none().then(|| core.stripes.changed_outside()); // no stripe covers it
+        write.is_none().then(|| core.stripes.changed_outside()); // no stripe covers it
         if let Err(err) = applied {
-            self.evict_touched(&batch.ops, EvictReason::WriteFailed, &[], outcome, fx);
+            (outcome.evicted).extend(core.evict_touched(batch.ops.touched(), WriteFailed, &[], fx));
             return Err(err.into());
         }
-        if !touched.is_empty() {
+        let queue = |q: &mut Deferred| (batch.ops.ops().iter()).for_each(|op| q.0.push(op.into()));
+        if let Some((stripe, waiting)) = defer.then(|| write.as_ref()?.defer(queue)).flatten() {
+            outcome.in_memory = batch.ops.len();
+            core.deferred(stripe, waiting, fx);
+        } else if let Some(write) = &write {
+            write.drain(|q| core.apply_deferred(q, fx)); // none wait unless `defer` refused
             self.write_memory(plan, &batch.ops, touched, outcome, fx);
         }
         Ok(())
@@ -214,11 +220,7 @@ impl<D: DiskEngine> Engine<D> {
         let mut decisions = Decisions::new();
         self.core.hand_back_drained(&mut meta, &mut decisions);
         for h in batch.headers() {
-            let (first, last) = (h.first_index, h.last_index);
-            let gap = meta
-                .ctl
-                .on_applied(h.region, h.epoch, first, last, &mut decisions);
-            if let Some(reason) = gap {
+            if let Some(reason) = meta.ctl.on_applied(h, &mut decisions) {
                 outcome.evicted.push((h.region, reason));
             }
         }
@@ -240,42 +242,11 @@ impl<D: DiskEngine> Engine<D> {
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) {
-        match self.core.mem.write_planned(plan) {
-            Ok((n, _)) => {
-                outcome.in_memory = n;
-                self.core.compact_if_grown(touched, fx);
-                self.core.relieve_pressure(fx);
-            }
-            Err(err) => {
-                let reason = if matches!(err, MemError::MemoryLimit { .. }) {
-                    EvictReason::MemoryLimitReached
-                } else {
-                    EvictReason::WriteFailed
-                };
-                tracing::warn!(%err, "memory write refused: evicting the regions it touches");
-                self.evict_touched(batch, reason, &[], outcome, fx);
-            }
-        }
-    }
-
-    /// Evicts every cached region holding a key `batch` touches, but those in `except`.
-    fn evict_touched(
-        &self,
-        batch: &WriteBatch,
-        reason: EvictReason,
-        except: &[RegionId],
-        outcome: &mut WriteOutcome,
-        fx: &mut Effects,
-    ) {
-        let mut meta = self.core.meta();
-        let mut decisions = Decisions::new();
-        let evicted = meta
-            .ctl
-            .evict_written(batch.touched(), except, reason, &mut decisions);
-        self.core.carry_out(&mut meta, decisions, fx);
-        outcome
-            .evicted
-            .extend(evicted.into_iter().map(|id| (id, reason)));
+        let written = self.core.mem.write_planned(plan);
+        outcome.in_memory = written.as_ref().map_or(0, |(n, _)| *n);
+        let written = written.as_ref().map(|_| touched);
+        let evicted = self.core.memory_written(written, batch.touched(), fx);
+        outcome.evicted.extend(evicted);
     }
 
     /// Asks for `region` to be cached (`applied_index`: the peer's applied index now), as
@@ -410,6 +381,7 @@ impl<D: DiskEngine> Engine<D> {
     /// the tasks they lead to) on the calling thread instead.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         self.core.decide(|_, _, _| ()); // records drained meanwhile are handed back
+        self.core.settle_deferred(0..STRIPES); // deferred memory writes applied
         if self.core.is_manual() {
             while self.core.run_pending(0).is_some() {}
             return true;
@@ -490,6 +462,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
             }
             core.decide(|ctl, env, _| ctl.on_tick(env));
             core.stripes.release_idle(); // disk snapshots parked by writes that ended
+            core.settle_deferred(0..STRIPES); // writes deferred by stripes nobody reads
             core.refresh_gauges();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {
@@ -513,38 +486,27 @@ impl<D: DiskEngine> Core<D> {
     /// Runs one task; returns its continuation (a load's next stage), if any.
     pub(crate) fn run_task(&self, task: Task) -> Option<Task> {
         match task {
-            Task::Load(region) => self.start_load(region),
-            Task::LoadCopy(job) => self.copy_load(job),
-            Task::LoadFinish(job) => {
-                self.finish_load(job);
-                None
-            }
-            Task::Compact(range) => {
-                self.compact(range);
-                None
-            }
+            Task::Load(region) => return self.start_load(region),
+            Task::LoadCopy(job) => return self.copy_load(job),
+            Task::LoadFinish(job) => self.finish_load(job),
+            Task::Compact(range) => self.compact(range),
             Task::Gc {
                 region,
                 range,
                 safe_point,
-            } => {
-                self.collect(region, range, safe_point);
-                None
-            }
+            } => self.collect(region, range, safe_point),
+            Task::Drain(index) => self.settle_deferred([index]),
             Task::PolicyRound => {
                 // Cleared first: a write during the round may ask for another.
                 self.pressure_round.store(false, Ordering::Release);
                 self.run_policy();
-                None
             }
             Task::Delete {
                 region,
                 handle,
                 since,
-            } => {
-                self.delete(region, handle, since);
-                None
-            }
+            } => self.delete(region, handle, since),
         }
+        None
     }
 }

@@ -69,6 +69,7 @@ impl<D: DiskEngine> Core<D> {
     fn on_event(&self, event: &RaftEvent) -> Result<(), EngineError> {
         tracing::debug!(kind = %event.kind(), regions = ?event.regions(), "raft event");
         self.metrics.event(event.kind());
+        self.settle_deferred(0..ime_stripes::STRIPES); // a split or merge moves keys
         self.decide(|ctl, env, out| ctl.on_event(event, env, out))
             .map_err(|err| {
                 tracing::error!(%err, "malformed event: the regions it names are evicted");

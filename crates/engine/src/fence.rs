@@ -56,6 +56,7 @@ impl<D: DiskEngine> Engine<D> {
     /// As [`Engine::on_event`]; nothing is fenced then.
     pub fn begin_bypass(&self, event: &RaftEvent) -> Result<BypassFence<D>, EngineError> {
         self.core.metrics.event(event.kind());
+        self.core.settle_deferred(0..ime_stripes::STRIPES); // as `on_event`
         let id = self
             .core
             .decide(|ctl, env, out| ctl.begin_bypass(event, env, out))?;
@@ -96,14 +97,12 @@ impl<D: DiskEngine> Core<D> {
             tracing::warn!(
                 fence = id.0,
                 ?ranges,
-                "fence dropped without finish: its ranges stay evicted"
+                "fence dropped unfinished: ranges stay evicted"
             );
-        }
-        self.metrics.fence(if abandoned {
-            FenceEvent::Abandoned
+            self.metrics.fence(FenceEvent::Abandoned);
         } else {
-            FenceEvent::Finished
-        });
+            self.metrics.fence(FenceEvent::Finished);
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub use ime_eviction as eviction;
 pub use ime_observer as observer;
 pub use ime_region as region;
 
-pub use batch::{ApplyHeader, HybridWriteBatch};
+pub use batch::HybridWriteBatch;
 pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
 pub use fence::BypassFence;
@@ -39,6 +39,7 @@ pub use ime_memkv::mvcc::{KvPair, MvccError};
 pub use ime_metrics::{
     Collections, Compactions, Difference, Fences, Gaps, Loads, MvccWork, ReadOp, Snapshots, Stats,
 };
+pub use ime_region::ApplyHeader;
 pub use read::{HybridIter, HybridSnapshot};
 #[cfg(feature = "testing")]
 pub use reference::reference_scan;

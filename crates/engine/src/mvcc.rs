@@ -3,9 +3,9 @@
 //! amplification the eviction policy weighs).
 
 use ime_disk::{Cf, DiskEngine, DiskIterator, KeyRange};
-use ime_memkv::codec::{MvccKey, WriteRecord, WriteType, encode_bytes, encode_ts_desc};
+use ime_memkv::codec::{MvccKey, WriteRecord, encode_bytes, encode_ts_desc};
 use ime_memkv::mvcc::{
-    KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, visible_pairs,
+    KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, newest_put_in, visible_pairs,
 };
 
 use crate::{EngineError, HybridSnapshot};
@@ -32,13 +32,16 @@ impl<D: DiskEngine> HybridSnapshot<D> {
             key
         };
         let versions = KeyRange::new(with_ts(self.read_ts(), &[]), with_ts(0, &[0]))?;
-        if let Some(snapshot) = self.memory_for(&versions) {
-            return self.mvcc_get_in_memory(snapshot, user_key, versions, started);
-        }
-        let mut it = self.cursor(Cf::Write, versions)?;
-        it.seek_to_first();
-        let (put, scanned) = newest_put(&mut it)?;
-        it.status()?;
+        let (put, scanned) = match self.memory_for(&versions) {
+            Some(snapshot) => newest_put_in(snapshot, versions)?, // no cursor to set up
+            None => {
+                let mut it = self.cursor(Cf::Write, versions)?;
+                it.seek_to_first();
+                let newest = newest_put(&mut it)?;
+                it.status()?;
+                newest
+            }
+        };
         self.note_work((scanned, 1), ReadOp::Get, started);
         put.map(|record| self.value_of(user_key, record))
             .transpose()
@@ -97,39 +100,6 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         it.status()?;
         self.note_work((scanned, out.len() as u64), ReadOp::Scan, started);
         Ok(out)
-    }
-
-    /// `mvcc_get`'s version walk as point lookups in memory (no cursor to set up).
-    fn mvcc_get_in_memory(
-        &self,
-        snapshot: &ime_memkv::Snapshot,
-        user_key: &[u8],
-        versions: KeyRange,
-        started: Instant,
-    ) -> Result<Option<Vec<u8>>, EngineError> {
-        let mut bounds = versions;
-        let mut scanned = 0;
-        let mut found = None;
-        while let Some((mut key, value)) = snapshot.first_in(Cf::Write, &bounds) {
-            scanned += 1;
-            let record = WriteRecord::decode(&value).map_err(MvccError::from)?;
-            match record.kind() {
-                WriteType::Put => {
-                    found = Some(self.value_of(user_key, record)?);
-                    break;
-                }
-                WriteType::Delete => break,
-                WriteType::Lock | WriteType::Rollback => {
-                    key.push(0); // the next key after this version
-                    match KeyRange::with_end(key, bounds.end().map(<[u8]>::to_vec)) {
-                        Ok(rest) => bounds = rest,
-                        Err(_) => break, // no version left in the bounds
-                    }
-                }
-            }
-        }
-        self.note_work((scanned, 1), ReadOp::Get, started);
-        Ok(found)
     }
 
     /// The lock on the key whose lock-CF form (its memcomparable encoding) is `key`.

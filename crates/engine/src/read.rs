@@ -70,7 +70,7 @@ impl<D: DiskEngine> Engine<D> {
         let (core, started) = (&self.core, Instant::now());
         // The view outside the lock (its disk snapshot is the slow part); a load that ended
         // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
-        let mut view = core.view(region);
+        let mut view = core.view(region, false);
         // Shared: the snapshot registers on its region's own record. A region without
         // read counters yet, or a request that reveals a gap, takes the lock alone.
         let at = (region, request.epoch_version);
@@ -131,7 +131,7 @@ impl<D: DiskEngine> Engine<D> {
         // No memory sequence: a write of the region was in flight and parked no state.
         let at = |v: &View<_>| (v.memory).and_then(|m| core.mem.snapshot(memory_range, m).ok());
         let snapshot = at(view).or_else(|| {
-            *view = core.view(region);
+            *view = core.view(region, true);
             at(view)
         });
         match snapshot {

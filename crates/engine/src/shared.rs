@@ -11,9 +11,10 @@ use crossbeam_channel::{Receiver, Sender};
 use ime_controller::{Action, Controller, Decisions, Env, TimestampSource};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, RangeId};
-use ime_region::{Drained, EvictCallback, EvictReason, RegionId};
-use ime_stripes::{Stripes, View};
+use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, OpBuffer, RangeId};
+use ime_region::EvictReason::{MemoryLimitReached, WriteFailed};
+use ime_region::{Drained, EvictCallback, EvictReason, KeyRange, RegionId};
+use ime_stripes::{Queue, Stripes, View};
 
 use crate::Config;
 use ime_metrics::Metrics;
@@ -39,6 +40,8 @@ pub(crate) enum Task {
     },
     /// A policy round a write asked for: memory passed the evict threshold.
     PolicyRound,
+    /// Apply the writes a stripe deferred to memory (the stripe's index).
+    Drain(usize),
     /// An Evicting region: free its memory (drop the handle), then remove it.
     Delete {
         region: RegionId,
@@ -57,16 +60,17 @@ impl Task {
             Task::Compact(_) => TaskKind::Compact,
             Task::Gc { .. } => TaskKind::Gc,
             Task::PolicyRound => TaskKind::PolicyRound,
+            Task::Drain(_) => TaskKind::Drain,
             Task::Delete { .. } => TaskKind::Delete,
         }
     }
 
     /// Whether the loader runs it (else the deleter).
     fn is_load(&self) -> bool {
-        match self.kind() {
-            TaskKind::LoadStart | TaskKind::LoadCopy | TaskKind::LoadFinish => true,
-            TaskKind::Compact | TaskKind::Gc | TaskKind::PolicyRound | TaskKind::Delete => false,
-        }
+        matches!(
+            self,
+            Task::Load(_) | Task::LoadCopy(_) | Task::LoadFinish(_)
+        )
     }
 }
 
@@ -87,6 +91,8 @@ pub enum TaskKind {
     /// evicts (`MemoryPressure`) down to the stop-load threshold before a write reaches
     /// capacity.
     PolicyRound,
+    /// Writes that deferred their memory side applied to memory.
+    Drain,
     /// An evicted region's memory freed, and the region removed.
     Delete,
 }
@@ -200,7 +206,7 @@ pub(crate) struct Core<D: DiskEngine> {
     load_gate: RwLock<()>,
     /// Per-region write stripes: what lets a reader take a disk snapshot and a memory
     /// sequence that agree, without waiting for a writer.
-    pub(crate) stripes: Stripes<D::Snapshot>,
+    pub(crate) stripes: Stripes<D::Snapshot, Deferred>,
     /// Records emptied by dropped snapshots that the region map waits on (an evicted
     /// region's, a split parent's): the next holder of the metadata lock hands them back.
     pub(crate) drained: (Sender<Drained>, Receiver<Drained>),
@@ -306,14 +312,90 @@ impl<D: DiskEngine> Core<D> {
         (self.load_gate.write()).unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A disk snapshot and a memory sequence that agree for `region`'s stripe: the one a
-    /// reader took before, while nothing its stripe's version does not cover has changed
-    /// since (`docs/engine.md`).
-    pub(crate) fn view(&self, region: RegionId) -> View<D::Snapshot> {
+    /// A disk snapshot and a memory sequence that agree for `region`'s stripe, the writes
+    /// it deferred applied first — none if `locked` (the caller holds the metadata lock,
+    /// which a refused apply needs): the disk alone while any wait (`docs/engine.md`).
+    pub(crate) fn view(&self, region: RegionId, locked: bool) -> View<D::Snapshot> {
         // Disk changes outside the stripes are the stripes' own count (`docs/engine.md`).
         let token = || self.mem.reshapes();
         let fresh = || (self.disk.snapshot(), self.mem.last_sequence());
-        self.stripes.view(region.0, token, fresh)
+        if locked {
+            return self.stripes.view_without_applying(region.0, token, fresh);
+        }
+        let mut fx = Effects::default();
+        let view = (self.stripes).view(region.0, token, fresh, |q| self.apply_deferred(q, &mut fx));
+        self.finish(fx);
+        view
+    }
+
+    /// `waiting` deferred writes of stripe `index` wait: a task applies them from
+    /// [`DRAIN_AT`] (`Background::Manual`: from 1, for a scheduler to place), the writer
+    /// itself from four times that.
+    pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
+        if waiting == if self.is_manual() { 1 } else { DRAIN_AT } {
+            fx.tasks.push(Task::Drain(index));
+        } else if waiting >= 4 * DRAIN_AT {
+            self.stripes.drain(index, |q| self.apply_deferred(q, fx));
+        }
+    }
+
+    /// Applies deferred writes to memory, in order, as one batch (never called under the
+    /// metadata lock: a refusal evicts their regions, as the writes themselves would).
+    pub(crate) fn apply_deferred(&self, queue: &mut Deferred, fx: &mut Effects) {
+        let written = self.mem.write_buffer(&queue.0);
+        self.memory_written(written.as_deref(), queue.0.touched(), fx);
+    }
+
+    /// What a memory write (its ranges, or its refusal) leads to: compactions and a
+    /// pressure round, or the eviction of the regions it touches (returned).
+    pub(crate) fn memory_written(
+        &self,
+        written: Result<&[RangeId], &MemError>,
+        touched: impl Iterator<Item = KeyRange>,
+        fx: &mut Effects,
+    ) -> Vec<(RegionId, EvictReason)> {
+        let err = match written {
+            Ok(ranges) => {
+                self.compact_if_grown(ranges, fx);
+                self.relieve_pressure(fx);
+                return Vec::new();
+            }
+            Err(err) => err,
+        };
+        tracing::warn!(%err, "memory write refused: evicting the regions it touches");
+        let full = matches!(err, MemError::MemoryLimit { .. });
+        let reason = if full {
+            MemoryLimitReached
+        } else {
+            WriteFailed
+        };
+        self.evict_touched(touched, reason, &[], fx)
+    }
+
+    /// Evicts every cached region holding a key in `touched`, but those in `except`.
+    pub(crate) fn evict_touched(
+        &self,
+        touched: impl Iterator<Item = KeyRange>,
+        reason: EvictReason,
+        except: &[RegionId],
+        fx: &mut Effects,
+    ) -> Vec<(RegionId, EvictReason)> {
+        let (mut meta, mut decisions) = (self.meta(), Decisions::new());
+        let evicted = (meta.ctl).evict_written(touched, except, reason, &mut decisions);
+        self.carry_out(&mut meta, decisions, fx);
+        evicted.into_iter().map(|id| (id, reason)).collect()
+    }
+
+    /// Applies the writes `stripes` deferred, at once. Before an event too (all of them):
+    /// a split or merge moves keys to regions of other stripes, whose readers would not
+    /// apply them (a region's events come after its writes, from one thread).
+    pub(crate) fn settle_deferred(&self, stripes: impl IntoIterator<Item = usize>) {
+        let mut fx = Effects::default();
+        for index in stripes {
+            self.stripes
+                .drain(index, |q| self.apply_deferred(q, &mut fx));
+        }
+        self.finish(fx);
     }
 
     pub(crate) fn config(&self) -> Config {
@@ -523,6 +605,7 @@ impl<D: DiskEngine> Core<D> {
             | Task::Compact(_)
             | Task::Gc { .. }
             | Task::PolicyRound
+            | Task::Drain(_)
             | Task::Delete { .. }) => {
                 while let Some(next) = self.run_task(other) {
                     other = next;
@@ -591,6 +674,19 @@ impl<D: DiskEngine> Core<D> {
             }
             Err(err) => tracing::warn!(region = region.0, %err, "delete of a region not evicting"),
         }
+    }
+}
+
+/// How many deferred writes of a stripe wait before a task applies them (with threads).
+const DRAIN_AT: u64 = 32;
+
+/// Writes that deferred their memory side, in order.
+#[derive(Default)]
+pub(crate) struct Deferred(pub(crate) OpBuffer);
+
+impl Queue for Deferred {
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

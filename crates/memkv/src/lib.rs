@@ -61,4 +61,4 @@ pub use store::{
     BatchPlan, DroppedRange, LoadTarget, LoadedRun, Loader, MEMTABLE_COMPACTION_MIN, MemConfig,
     MemKv,
 };
-pub use types::{Cf, InvalidRange, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};
+pub use types::{Cf, InvalidRange, KeyRange, MemError, Op, OpBuffer, OpRef, RangeId, WriteBatch};

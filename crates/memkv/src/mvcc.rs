@@ -135,6 +135,34 @@ pub fn newest_put(versions: &mut impl Cursor) -> Result<(Option<WriteRecord>, u6
     Ok((None, scanned))
 }
 
+/// [`newest_put`] in a memory snapshot, by point lookups (no cursor to set up):
+/// `versions` bounds one user key's versions at or below the read's timestamp.
+///
+/// # Errors
+/// [`MvccError::Corrupt`] for an entry that does not decode.
+pub fn newest_put_in(
+    snapshot: &crate::Snapshot,
+    versions: crate::KeyRange,
+) -> Result<(Option<WriteRecord>, u64), MvccError> {
+    let (mut bounds, mut scanned) = (versions, 0);
+    while let Some((mut key, value)) = snapshot.first_in(Cf::Write, &bounds) {
+        scanned += 1;
+        let record = WriteRecord::decode(&value)?;
+        match record.kind() {
+            WriteType::Put => return Ok((Some(record), scanned)),
+            WriteType::Delete => break,
+            WriteType::Lock | WriteType::Rollback => {
+                key.push(0); // the next key after this version
+                match crate::KeyRange::with_end(key, bounds.end().map(<[u8]>::to_vec)) {
+                    Ok(rest) => bounds = rest,
+                    Err(_) => break, // no version left in the bounds
+                }
+            }
+        }
+    }
+    Ok((None, scanned))
+}
+
 /// The default-CF key holding the value of a put of `user_key` (`None`: a short value, or
 /// not a put).
 pub fn value_key(user_key: &[u8], record: &WriteRecord) -> Option<Vec<u8>> {
@@ -188,6 +216,20 @@ pub fn differences(left: &[KvPair], right: &[KvPair]) -> Vec<Difference> {
             (l != r).then(|| (key.clone(), l, r))
         })
         .collect()
+}
+
+/// [`compare_copies`] of a memory snapshot's `bounds` (inside its range) and another
+/// copy: `other(cf)` lists its entries there, `other_value(key)` reads a default-CF key.
+pub fn compare_with(
+    memory: &crate::Snapshot,
+    bounds: &crate::KeyRange,
+    safe_point: u64,
+    other: impl Fn(Cf) -> Option<Vec<KvPair>>,
+    other_value: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Vec<(Cf, Difference)> {
+    let read = |cf: Cf| Some((memory.entries(cf, bounds.clone()).ok()?, other(cf)?));
+    let value = |key: &[u8]| (memory.get(Cf::Default, key), other_value(key));
+    compare_copies(safe_point, read, value)
 }
 
 /// The cross-checker's comparison of one region's two copies, memory and disk: the lock

@@ -111,6 +111,21 @@ impl Snapshot {
         }
         SnapshotIter::new(&self.version.cfs[cf.index()], &bounds, self.seq)
     }
+
+    /// Every entry of `cf` within `bounds` (inside the range), in key order.
+    ///
+    /// # Errors
+    /// [`MemError::OutOfRange`].
+    pub fn entries(&self, cf: Cf, bounds: KeyRange) -> Result<Vec<crate::KvPair>, MemError> {
+        let mut it = self.iter(cf, bounds)?;
+        let mut entries = Vec::new();
+        it.seek_to_first();
+        while let Some((k, v)) = it.entry() {
+            entries.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        Ok(entries)
+    }
 }
 
 /// The layers of a column family, newest last.

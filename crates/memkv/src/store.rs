@@ -14,7 +14,7 @@ use crate::layer::{Run, RunBuilder, RunEntry};
 use crate::memory::MemoryTracker;
 use crate::memtable::{Inserter, MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_estimate};
 use crate::snapshot::{Snapshot, merged_keys};
-use crate::{Cf, KeyRange, MemError, Op, OpRef, RangeId, WriteBatch};
+use crate::{Cf, KeyRange, MemError, Op, OpBuffer, OpRef, RangeId, WriteBatch};
 
 /// The layers of one column family: a run, memtables frozen (for a compaction in progress,
 /// or inherited from a split parent), oldest first, and the active memtable.
@@ -452,6 +452,21 @@ impl MemKv {
             return Err(MemError::EmptyBatch);
         }
         self.apply(plan.batch, None, &mut plan.plan)
+    }
+
+    /// The operations of `buffer`, in order, as one batch ([`MemKv::write_next`]);
+    /// returns the ranges written to (none for an empty buffer).
+    ///
+    /// # Errors
+    /// As [`MemKv::write_next`].
+    pub fn write_buffer(&self, buffer: &OpBuffer) -> Result<SmallVec<[RangeId; 2]>, MemError> {
+        let ops: Vec<OpRef<'_>> = buffer.iter().collect();
+        if ops.is_empty() {
+            return Ok(SmallVec::new());
+        }
+        let mut plan = Plan::new();
+        self.apply(&ops, None, &mut plan)?;
+        Ok(plan.ranges.iter().map(|r| r.id).collect())
     }
 
     /// The ranges `batch` would write to, each once, in id order: a

@@ -48,6 +48,99 @@ impl Op {
     }
 }
 
+/// Operations copied into one buffer, in order: what a caller keeps of batches it will
+/// write later, with no allocation per operation (its bytes in one vector, where each
+/// operation's end is, in another; both keep their room when cleared).
+///
+/// ```
+/// use ime_memkv::{Cf, OpBuffer, OpRef};
+///
+/// let mut buffer = OpBuffer::default();
+/// buffer.push(OpRef::Put(Cf::Write, b"k", b"v"));
+/// buffer.push(OpRef::Delete(Cf::Lock, b"k"));
+/// let ops: Vec<OpRef<'_>> = buffer.iter().collect();
+/// assert_eq!(ops, [OpRef::Put(Cf::Write, b"k", b"v"), OpRef::Delete(Cf::Lock, b"k")]);
+/// buffer.clear();
+/// assert!(buffer.is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OpBuffer {
+    bytes: Vec<u8>,
+    /// Each operation's kind, column family, and where its first and second part end in
+    /// `bytes` (a put's key and value, a range's start and end; a delete has no second).
+    ops: Vec<(OpKind, Cf, usize, usize)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum OpKind {
+    Put,
+    Delete,
+    DeleteRange,
+}
+
+impl OpBuffer {
+    /// Copies `op` in after the others.
+    pub fn push(&mut self, op: OpRef<'_>) {
+        let (kind, cf, first, second) = match op {
+            OpRef::Put(cf, key, value) => (OpKind::Put, cf, key, value),
+            OpRef::Delete(cf, key) => (OpKind::Delete, cf, key, &[][..]),
+            OpRef::DeleteRange(cf, start, end) => (OpKind::DeleteRange, cf, start, end),
+        };
+        self.bytes.extend_from_slice(first);
+        let first_end = self.bytes.len();
+        self.bytes.extend_from_slice(second);
+        self.ops.push((kind, cf, first_end, self.bytes.len()));
+    }
+
+    /// The operations, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = OpRef<'_>> {
+        let mut start = 0;
+        self.ops.iter().map(move |&(kind, cf, first_end, end)| {
+            let first = &self.bytes[start..first_end];
+            let second = &self.bytes[first_end..end];
+            start = end;
+            match kind {
+                OpKind::Put => OpRef::Put(cf, first, second),
+                OpKind::Delete => OpRef::Delete(cf, first),
+                OpKind::DeleteRange => OpRef::DeleteRange(cf, first, second),
+            }
+        })
+    }
+
+    /// The key ranges its operations touch: each key (as `[key, key\0)`), each range.
+    pub fn touched(&self) -> impl Iterator<Item = KeyRange> + '_ {
+        self.iter().filter_map(|op| match op {
+            OpRef::Put(_, key, _) | OpRef::Delete(_, key) => {
+                let mut after = key.to_vec();
+                after.push(0); // the smallest key above `key`
+                KeyRange::new(key.to_vec(), after).ok()
+            }
+            OpRef::DeleteRange(_, start, end) => KeyRange::new(start.to_vec(), end.to_vec()).ok(),
+        })
+    }
+
+    /// How many operations it holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The bytes of its keys and values.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ops.clear();
+    }
+}
+
 /// Operations applied atomically with consecutive sequence numbers, one per operation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
@@ -194,4 +287,43 @@ pub enum MemError {
     /// survive. Nothing of the batch was applied.
     #[error("a range delete reaches {0}, whose load is under way")]
     RangeDeleteWhileLoading(RangeId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn op() -> impl Strategy<Value = Op> {
+        let cf = prop::sample::select(Cf::ALL.to_vec());
+        let bytes = || prop::collection::vec(any::<u8>(), 0..8);
+        prop_oneof![
+            (cf.clone(), bytes(), bytes()).prop_map(|(cf, k, v)| Op::Put(cf, k, v)),
+            (cf.clone(), bytes()).prop_map(|(cf, k)| Op::Delete(cf, k)),
+            (cf, bytes(), bytes()).prop_map(|(cf, s, e)| Op::DeleteRange(cf, s, e)),
+        ]
+    }
+
+    proptest! {
+        /// A buffer gives back every operation pushed, in order, also once cleared and
+        /// filled again.
+        #[test]
+        fn a_buffer_gives_back_what_was_pushed(
+            first in prop::collection::vec(op(), 0..20),
+            second in prop::collection::vec(op(), 0..20),
+        ) {
+            let mut buffer = OpBuffer::default();
+            for ops in [&first, &second] {
+                buffer.clear();
+                for op in ops {
+                    buffer.push(op.as_ref());
+                }
+                let back: Vec<OpRef<'_>> = buffer.iter().collect();
+                let want: Vec<OpRef<'_>> = ops.iter().map(Op::as_ref).collect();
+                prop_assert_eq!(back, want);
+                prop_assert_eq!(buffer.len(), ops.len());
+                prop_assert!(buffer.touched().count() <= ops.len()); // empty ranges left out
+            }
+        }
+    }
 }

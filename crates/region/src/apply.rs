@@ -10,6 +10,32 @@ use crate::{
     RegionEpoch, RegionError, RegionId, RegionMap, RegionState, SnapshotTicket,
 };
 
+/// Which region a segment of writes belongs to, and what Raft entries it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyHeader {
+    /// The region.
+    pub region: RegionId,
+    /// Its epoch as the apply side knows it.
+    pub epoch: RegionEpoch,
+    /// The first Raft entry index the segment applies.
+    pub first_index: u64,
+    /// The last one (`first_index` for one entry).
+    pub last_index: u64,
+}
+
+impl ApplyHeader {
+    /// The header of no region (id 0, epoch 0/0, index 0).
+    pub const NONE: ApplyHeader = ApplyHeader {
+        region: RegionId(0),
+        epoch: RegionEpoch {
+            version: 0,
+            conf_ver: 0,
+        },
+        first_index: 0,
+        last_index: 0,
+    };
+}
+
 /// What the cache missed, as a request or report revealed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GapKind {

@@ -89,7 +89,7 @@ mod snapshot;
 mod split;
 mod state;
 
-pub use apply::{ApplyOutcome, EpochChange, Gap, GapKind};
+pub use apply::{ApplyHeader, ApplyOutcome, EpochChange, Gap, GapKind};
 pub use callback::{EvictCallback, EvictionEnd};
 pub use error::RegionError;
 pub use evict::{EvictStep, Eviction, LoadEnd, LoadTicket};

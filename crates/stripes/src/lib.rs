@@ -32,19 +32,19 @@
 //! // mid-write (disk already 1, memory still 0) gets the disk alone, as it is now.
 //! let mut write = stripes.begin_write([7].into_iter());
 //! write.publish(|| unreachable!("nobody reads the stripe"));
-//! let view = stripes.view(7, || 1, || (1, 0));
+//! let view = stripes.view(7, || 1, || (1, 0), |_| {});
 //! assert_eq!((*view.disk, view.memory), (1, None));
 //! drop(write);
 //! // Since a reader looked, a write parks the state before it; readers mid-write get it.
 //! let mut write = stripes.begin_write([7].into_iter());
 //! write.publish(|| View::parked(Arc::new(1), 1));
-//! let view = stripes.view(7, || 1, || (2, 1));
+//! let view = stripes.view(7, || 1, || (2, 1), |_| {});
 //! assert_eq!((*view.disk, view.memory), (1, Some(1)));
 //! drop(write);
-//! let view = stripes.view(7, || 2, || (2, 2));
+//! let view = stripes.view(7, || 2, || (2, 2), |_| {});
 //! assert_eq!((*view.disk, view.memory), (2, Some(2)));
 //! // Nothing changed (the same token): the state just taken, not a fresh one.
-//! let again = stripes.view(7, || 2, || unreachable!());
+//! let again = stripes.view(7, || 2, || unreachable!(), |_| {});
 //! assert!(Arc::ptr_eq(&view.disk, &again.disk));
 //! ```
 
@@ -79,6 +79,15 @@ pub struct View<S> {
 }
 
 impl<S> View<S> {
+    /// The first store alone, as a reader found it: the second must not be read with it.
+    fn alone(disk: S) -> Self {
+        View {
+            disk: Arc::new(disk),
+            memory: None,
+            parked: false,
+        }
+    }
+
     /// The state just before a write, as the writer publishes it.
     pub fn parked(disk: Arc<S>, memory: u64) -> Self {
         View {
@@ -103,7 +112,9 @@ struct Fresh<S> {
     used: AtomicBool,
 }
 
-struct Stripe<S> {
+struct Stripe<S, Q> {
+    /// Its place among the stripes.
+    index: usize,
     writer: Mutex<()>,
     /// Odd while a write that touches cached memory is between its two sides.
     version: AtomicU64,
@@ -124,42 +135,82 @@ struct Stripe<S> {
     /// and the change token are still those it was taken at (until
     /// [`Stripes::release_idle`] lets it go).
     fresh: ArcSwapOption<Fresh<S>>,
+    /// Writes that deferred their second side ([`WriteGuard::defer`]), counted under
+    /// `queue`'s lock while the version is odd: it only moves with the version.
+    deferred: AtomicU64,
+    /// Of those, the ones applied ([`Stripes::drain`]), counted once applied.
+    applied: AtomicU64,
+    /// The deferred writes not yet taken for applying, in order.
+    queue: Mutex<Q>,
+    /// Held by whoever applies deferred writes (one at a time, so they are applied in
+    /// order); holds the queue that takes the place of the one being applied, so that
+    /// both keep their room.
+    applying: Mutex<Q>,
 }
 
-/// The stripes of one pair of stores.
-pub struct Stripes<S> {
-    stripes: Vec<Stripe<S>>,
+/// What a stripe queues of the writes that defer their second side
+/// ([`WriteGuard::defer`]): the caller's, emptied by [`Queue::clear`] once applied.
+pub trait Queue: Default {
+    /// Empties the queue once its writes are applied, keeping its room.
+    fn clear(&mut self);
+}
+
+impl Queue for () {
+    fn clear(&mut self) {}
+}
+
+impl<T> Queue for Vec<T> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
+
+/// The stripes of one pair of stores; `Q` holds the writes that deferred their second
+/// side ([`WriteGuard::defer`]).
+pub struct Stripes<S, Q = ()> {
+    stripes: Vec<Stripe<S, Q>>,
     /// Changes made without a stripe ([`Stripes::changed_outside`]): part of every kept
     /// state's change token.
     outside: AtomicU64,
 }
 
+/// A stripe a write holds, with its writer lock.
+type Held<'a, S, Q> = (&'a Stripe<S, Q>, MutexGuard<'a, ()>);
+
 /// A write holding its stripes; dropping it ends the write.
 #[must_use = "dropping the guard ends the write"]
-pub struct WriteGuard<'a, S> {
+pub struct WriteGuard<'a, S, Q = ()> {
     /// A write of one or two regions (a merge) holds its stripes without allocating.
-    held: SmallVec<[(&'a Stripe<S>, MutexGuard<'a, ()>); 2]>,
+    held: SmallVec<[Held<'a, S, Q>; 2]>,
+    /// Whether a reader had looked at one of its stripes lately when the write began:
+    /// it then parks its state, and may not defer its second side.
+    watched: bool,
     published: bool,
 }
 
-impl<S> Default for Stripes<S> {
+impl<S, Q: Queue> Default for Stripes<S, Q> {
     fn default() -> Self {
         Stripes::new()
     }
 }
 
-impl<S> Stripes<S> {
+impl<S, Q: Queue> Stripes<S, Q> {
     /// Stripes with no write in flight.
     pub fn new() -> Self {
         Stripes {
             stripes: (0..STRIPES)
-                .map(|_| Stripe {
+                .map(|index| Stripe {
+                    index,
                     writer: Mutex::new(()),
                     version: AtomicU64::new(0),
                     watched: AtomicBool::new(false),
                     parked_for: AtomicU64::new(0),
                     before: ArcSwapOption::empty(),
                     fresh: ArcSwapOption::empty(),
+                    deferred: AtomicU64::new(0),
+                    applied: AtomicU64::new(0),
+                    queue: Mutex::new(Q::default()),
+                    applying: Mutex::new(Q::default()),
                 })
                 .collect(),
             outside: AtomicU64::new(0),
@@ -177,13 +228,32 @@ impl<S> Stripes<S> {
         (key % STRIPES as u64) as usize
     }
 
+    /// Applies the writes stripe `index` (modulo [`STRIPES`]) has deferred, in order:
+    /// `apply` gets them all at once and must apply them to the second store; returns
+    /// how many there were. Writes deferred meanwhile wait for the next call.
+    pub fn drain(&self, index: usize, mut apply: impl FnMut(&mut Q)) -> u64 {
+        drain(&self.stripes[index % STRIPES], &mut apply)
+    }
+
+    /// [`Stripes::drain`] of every stripe.
+    pub fn drain_all(&self, mut apply: impl FnMut(&mut Q)) -> u64 {
+        (self.stripes.iter()).map(|s| drain(s, &mut apply)).sum()
+    }
+
+    /// How many writes of stripe `index` wait to be applied.
+    pub fn waiting(&self, index: usize) -> u64 {
+        let stripe = &self.stripes[index % STRIPES];
+        let applied = stripe.applied.load(Ordering::SeqCst);
+        stripe.deferred.load(Ordering::SeqCst) - applied
+    }
+
     /// A write of `keys` begins: their stripes are held, in index order (so two writes
     /// never wait for each other in a cycle).
-    pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S> {
+    pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S, Q> {
         let mut indexes: SmallVec<[usize; 2]> = keys.map(Self::index).collect();
         indexes.sort_unstable();
         indexes.dedup();
-        let held = indexes
+        let held: SmallVec<[_; 2]> = indexes
             .into_iter()
             .map(|i| {
                 let stripe = &self.stripes[i];
@@ -191,8 +261,10 @@ impl<S> Stripes<S> {
                 (stripe, guard)
             })
             .collect();
+        let watched = (held.iter()).any(|(stripe, _)| stripe.watched.load(Ordering::Relaxed));
         WriteGuard {
             held,
+            watched,
             published: false,
         }
     }
@@ -215,11 +287,42 @@ impl<S> Stripes<S> {
     /// unchanged: nothing this stripe's keys read was written since it was taken, so a
     /// fresh state would read the same. It replaces the state kept before only if a
     /// reader used that one.
-    pub fn view(&self, key: u64, token: impl Fn() -> u64, fresh: impl Fn() -> (S, u64)) -> View<S> {
+    ///
+    /// Writes of the stripe that deferred their second side are applied first, with
+    /// `apply` (once: if more are deferred meanwhile, the view is the first store alone).
+    pub fn view(
+        &self,
+        key: u64,
+        token: impl Fn() -> u64,
+        fresh: impl Fn() -> (S, u64),
+        mut apply: impl FnMut(&mut Q),
+    ) -> View<S> {
+        self.look(key, token, fresh, Some(&mut apply))
+    }
+
+    /// [`Stripes::view`] for a caller that may not apply deferred writes (IME: one that
+    /// holds a lock a failed apply needs): while any wait, the first store alone.
+    pub fn view_without_applying(
+        &self,
+        key: u64,
+        token: impl Fn() -> u64,
+        fresh: impl Fn() -> (S, u64),
+    ) -> View<S> {
+        self.look(key, token, fresh, None)
+    }
+
+    fn look(
+        &self,
+        key: u64,
+        token: impl Fn() -> u64,
+        fresh: impl Fn() -> (S, u64),
+        mut apply: Option<&mut dyn FnMut(&mut Q)>,
+    ) -> View<S> {
         let stripe = &self.stripes[Self::index(key)];
         if !stripe.watched.load(Ordering::Relaxed) {
             stripe.watched.store(true, Ordering::Relaxed);
         }
+        let mut helped = false;
         loop {
             let version = stripe.version.load(Ordering::SeqCst);
             if version.is_multiple_of(2) {
@@ -241,6 +344,19 @@ impl<S> Stripes<S> {
                 }
                 let replace = kept.as_ref().is_none_or(|k| k.used.load(Ordering::Relaxed));
                 drop(kept);
+                // Every deferred write of the stripe ended before `version` was read (the
+                // count moves only while the version is odd): all must be applied before
+                // the second store's sequence is read, or it lacks some the first holds.
+                let applied = stripe.applied.load(Ordering::SeqCst);
+                if applied != stripe.deferred.load(Ordering::SeqCst) {
+                    if let (false, Some(apply)) = (helped, apply.as_mut()) {
+                        helped = true;
+                        drain(stripe, apply);
+                        continue;
+                    }
+                    // Behind again (writes keep deferring): the first store alone.
+                    return View::alone(fresh().0);
+                }
                 let (disk, memory) = fresh();
                 if stripe.version.load(Ordering::SeqCst) == version {
                     let view = View {
@@ -283,17 +399,35 @@ impl<S> Stripes<S> {
             }
             // It parked none (no reader had looked lately): the first store alone, as it
             // is now, which holds every write that ended before this call began.
-            let (disk, _) = fresh();
-            return View {
-                disk: Arc::new(disk),
-                memory: None,
-                parked: false,
-            };
+            return View::alone(fresh().0);
         }
     }
 }
 
-impl<S> Stripes<S> {
+/// [`Stripes::drain`] of one stripe.
+fn drain<S, Q: Queue>(stripe: &Stripe<S, Q>, apply: &mut dyn FnMut(&mut Q)) -> u64 {
+    if stripe.applied.load(Ordering::SeqCst) == stripe.deferred.load(Ordering::SeqCst) {
+        return 0;
+    }
+    let mut spare = stripe
+        .applying
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let count = {
+        let mut queue = stripe.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *queue, &mut *spare);
+        // Under both locks: every write counted and not yet applied is in `spare`.
+        stripe.deferred.load(Ordering::SeqCst) - stripe.applied.load(Ordering::SeqCst)
+    };
+    if count > 0 {
+        apply(&mut spare);
+        stripe.applied.fetch_add(count, Ordering::SeqCst);
+    }
+    spare.clear();
+    count
+}
+
+impl<S, Q> Stripes<S, Q> {
     /// Lets go of the states parked by writes that have ended, and of the fresh states
     /// kept for readers (each holds the first store's snapshot, which may pin old
     /// versions there); a stripe with a write in flight keeps its parked state. Stripes
@@ -325,15 +459,30 @@ impl<S> Stripes<S> {
     }
 }
 
-impl<S> WriteGuard<'_, S> {
+impl<S, Q: Queue> WriteGuard<'_, S, Q> {
+    /// Whether the write may defer its second side ([`WriteGuard::defer`]): it holds one
+    /// stripe, and no reader had looked at it lately when the write began.
+    pub fn may_defer(&self) -> bool {
+        !self.watched && self.held.len() == 1
+    }
+
+    /// Applies the writes its stripes deferred before it ([`Stripes::drain`]): a write
+    /// that changes the second store itself does so first, to keep the order.
+    pub fn drain(&self, mut apply: impl FnMut(&mut Q)) {
+        for (stripe, _) in &self.held {
+            drain(stripe, &mut apply);
+        }
+    }
+
     /// Readers may look at what the write changes: its stripes' versions turn odd until
-    /// the write ends. If a reader has looked at one of them since
-    /// [`Stripes::release_idle`] last ran, `before()` (the state just before the write)
-    /// is parked in each, in place of the last one; otherwise it is not called, and the
-    /// readers that meet the write read the first store alone.
+    /// the write ends. If a reader had looked at one of them since
+    /// [`Stripes::release_idle`] last ran when the write began, `before()` (the state
+    /// just before the write, which must hold every deferred write of the stripes: call
+    /// [`WriteGuard::drain`] first) is parked in each, in place of the last one;
+    /// otherwise it is not called, and the readers that meet the write read the first
+    /// store alone.
     pub fn publish(&mut self, before: impl FnOnce() -> View<S>) {
-        let watched = (self.held.iter()).any(|(stripe, _)| stripe.watched.load(Ordering::Relaxed));
-        let before = watched.then(|| Arc::new(before()));
+        let before = self.watched.then(|| Arc::new(before()));
         for (stripe, _) in &self.held {
             if let Some(before) = &before {
                 stripe.before.store(Some(Arc::clone(before)));
@@ -347,7 +496,33 @@ impl<S> WriteGuard<'_, S> {
     }
 }
 
-impl<S> Drop for WriteGuard<'_, S> {
+impl<S, Q: Queue> WriteGuard<'_, S, Q> {
+    /// The write's second side, deferred: `add` puts it in its stripe's queue, to be
+    /// applied by [`Stripes::drain`] — by whoever comes first: a background task, the
+    /// next write that changes the second store itself, or a reader, whose view applies
+    /// them before it reads the second store's sequence. Returns the stripe's index and
+    /// how many of its writes then wait, or `None` (nothing queued) unless
+    /// [`WriteGuard::may_defer`] and [`WriteGuard::publish`] was called: the count must
+    /// move with the version.
+    pub fn defer(&self, add: impl FnOnce(&mut Q)) -> Option<(usize, u64)> {
+        let [(stripe, _held)] = &self.held[..] else {
+            return None;
+        };
+        if self.watched || !self.published {
+            return None;
+        }
+        let mut queue = stripe.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        add(&mut queue);
+        let deferred = stripe.deferred.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(queue);
+        Some((
+            stripe.index,
+            deferred - stripe.applied.load(Ordering::SeqCst),
+        ))
+    }
+}
+
+impl<S, Q> Drop for WriteGuard<'_, S, Q> {
     fn drop(&mut self) {
         if self.published {
             for (stripe, _) in &self.held {
@@ -393,26 +568,48 @@ mod tests {
         };
         // The "snapshot" of the disk: its counters; the memory's "sequence": the counter
         // of the key read (a reader reads one key).
-        let stripes: Stripes<[u64; 3]> = Stripes::new();
+        // A deferred write queues its key: applying it moves that key's memory counter.
+        let stripes: Stripes<[u64; 3], Vec<usize>> = Stripes::new();
         let done = AtomicBool::new(false);
         let disk = |stores: &Stores| [0, 1, 2].map(|i| stores.disk[i].load(Ordering::SeqCst));
+        let apply = |queue: &mut Vec<usize>| {
+            for &k in queue.iter() {
+                stores.memory[k].fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let deferred = AtomicU64::new(0);
         std::thread::scope(|s| {
             for key in 0..2u64 {
-                let (stores, stripes) = (&stores, &stripes);
+                let (stores, stripes, deferred) = (&stores, &stripes, &deferred);
                 s.spawn(move || {
                     for _ in 0..WRITES {
                         let k = key as usize;
                         let mut write = stripes.begin_write([key].into_iter());
-                        let memory = stores.memory[k].load(Ordering::SeqCst);
-                        write.publish(|| View::parked(Arc::new(disk(stores)), memory));
-                        stores.disk[k].fetch_add(1, Ordering::SeqCst);
-                        std::hint::spin_loop();
-                        stores.memory[k].fetch_add(1, Ordering::SeqCst);
+                        if write.may_defer() {
+                            // Nobody read the stripe lately: memory's side is queued.
+                            write.publish(|| unreachable!("parks only when read lately"));
+                            stores.disk[k].fetch_add(1, Ordering::SeqCst);
+                            assert!(write.defer(|queue| queue.push(k)).is_some());
+                            deferred.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            write.drain(apply);
+                            let memory = stores.memory[k].load(Ordering::SeqCst);
+                            write.publish(|| View::parked(Arc::new(disk(stores)), memory));
+                            stores.disk[k].fetch_add(1, Ordering::SeqCst);
+                            std::hint::spin_loop();
+                            stores.memory[k].fetch_add(1, Ordering::SeqCst);
+                        }
                         drop(write);
                         stores.ended[k].fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    stripes.drain_all(apply);
+                    std::thread::yield_now();
+                }
+            });
             s.spawn(|| {
                 for _ in 0..WRITES {
                     stores.disk[2].fetch_add(1, Ordering::SeqCst);
@@ -439,10 +636,11 @@ mod tests {
                     let ended = stores.ended[k].load(Ordering::SeqCst);
                     // The second store's "sequence" is its counter of the stripe's key with
                     // memory (key 0 for stripe 0): one state serves every key of a stripe.
-                    let view = stripes.view(key, token, || {
+                    let fresh = || {
                         let memory = stores.memory[k % 2].load(Ordering::SeqCst);
                         (disk(&stores), memory)
-                    });
+                    };
+                    let view = stripes.view(key, token, fresh, apply);
                     if let (true, Some(memory)) = (k < 2, view.memory) {
                         assert_eq!(view.disk[k], memory, "key {key} out of step");
                         assert!(memory >= ended, "key {key}: a stale state");
@@ -465,6 +663,9 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
+        // Both kinds of write ran: stripes read lately park, the others defer.
+        assert!(deferred.load(Ordering::Relaxed) > 0);
+        assert!(deferred.load(Ordering::Relaxed) < 2 * WRITES);
     }
 
     /// A write's parked state stays after it (readers ignore it while the version is
@@ -481,20 +682,20 @@ mod tests {
                 .and_then(|v| v.memory)
         };
         // Readers have looked at both stripes: writes park.
-        stripes.view(1, || 0, || (0, 0));
-        stripes.view(2, || 0, || (0, 0));
+        stripes.view(1, || 0, || (0, 0), |_| {});
+        stripes.view(2, || 0, || (0, 0), |_| {});
         let mut write = stripes.begin_write([1].into_iter());
         write.publish(|| View::parked(Arc::new(0), 7));
         drop(write);
         assert_eq!(parked(1), Some(7));
         // Even: readers take a fresh state, not the one parked.
-        assert_eq!(stripes.view(1, || 1, || (1, 8)).memory, Some(8));
+        assert_eq!(stripes.view(1, || 1, || (1, 8), |_| {}).memory, Some(8));
         let mut write = stripes.begin_write([2].into_iter());
         write.publish(|| View::parked(Arc::new(0), 9));
         stripes.release_idle();
         assert_eq!(parked(1), None);
         assert_eq!(parked(2), Some(9), "held by the write in flight");
-        assert_eq!(stripes.view(2, || 2, || (1, 10)).memory, Some(9));
+        assert_eq!(stripes.view(2, || 2, || (1, 10), |_| {}).memory, Some(9));
         drop(write);
         stripes.release_idle();
         assert_eq!(parked(2), None);
@@ -519,13 +720,13 @@ mod tests {
         // as it is now (here 5), alone.
         let first = write(1);
         assert_eq!(parks.get(), 0);
-        let view = stripes.view(3, || 0, || (5, 1));
+        let view = stripes.view(3, || 0, || (5, 1), |_| {});
         assert_eq!((*view.disk, view.memory, view.parked), (5, None, false));
         drop(first);
         // The reader looked: the next write parks, and a reader mid-write takes its state.
         let second = write(2);
         assert_eq!(parks.get(), 1);
-        let view = stripes.view(3, || 0, || unreachable!("the parked state serves"));
+        let view = stripes.view(3, || 0, || unreachable!("the parked state serves"), |_| {});
         assert_eq!((*view.disk, view.memory, view.parked), (2, Some(2), true));
         // Idle since: the stripe is no longer watched, but keeps the state of the write
         // in flight. The next write parks nothing, and its reader must not take the state
@@ -534,7 +735,7 @@ mod tests {
         drop(second);
         let third = write(3);
         assert_eq!(parks.get(), 1);
-        let view = stripes.view(3, || 0, || (7, 3));
+        let view = stripes.view(3, || 0, || (7, 3), |_| {});
         assert_eq!((*view.disk, view.memory), (7, None));
         drop(third);
     }
@@ -553,18 +754,18 @@ mod tests {
                 (memory, memory)
             }
         };
-        let first = stripes.view(1, || 5, fresh(1));
-        let again = stripes.view(1, || 5, fresh(2));
+        let first = stripes.view(1, || 5, fresh(1), |_| {});
+        let again = stripes.view(1, || 5, fresh(2), |_| {});
         assert_eq!((again.memory, taken.get()), (Some(1), 1));
         assert!(Arc::ptr_eq(&first.disk, &again.disk));
         assert_eq!(
-            stripes.view(2, || 5, fresh(3)).memory,
+            stripes.view(2, || 5, fresh(3), |_| {}).memory,
             Some(3),
             "another stripe"
         );
         // The kept state was used: the next fresh one is kept instead.
         assert_eq!(
-            stripes.view(1, || 6, fresh(4)).memory,
+            stripes.view(1, || 6, fresh(4), |_| {}).memory,
             Some(4),
             "a new token"
         );
@@ -573,16 +774,20 @@ mod tests {
         drop(write);
         // The one kept at token 6 went stale unused: this one is not kept.
         assert_eq!(
-            stripes.view(1, || 6, fresh(5)).memory,
+            stripes.view(1, || 6, fresh(5), |_| {}).memory,
             Some(5),
             "a write since"
         );
-        assert_eq!(stripes.view(1, || 6, fresh(6)).memory, Some(6), "not kept");
+        assert_eq!(
+            stripes.view(1, || 6, fresh(6), |_| {}).memory,
+            Some(6),
+            "not kept"
+        );
         stripes.release_idle();
-        let after_idle = stripes.view(1, || 6, fresh(7)).memory;
+        let after_idle = stripes.view(1, || 6, fresh(7), |_| {}).memory;
         assert_eq!(after_idle, Some(7), "let go when idle");
         assert_eq!(
-            stripes.view(1, || 6, fresh(8)).memory,
+            stripes.view(1, || 6, fresh(8), |_| {}).memory,
             Some(7),
             "kept again"
         );
