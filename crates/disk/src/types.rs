@@ -80,6 +80,17 @@ impl WriteBatch {
         })
     }
 
+    /// Whether every key it puts or deletes lies in one of `ranges` (false for a batch
+    /// with a range delete).
+    pub fn within(&self, ranges: &[&KeyRange]) -> bool {
+        self.ops.iter().all(|op| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
+                ranges.iter().any(|r| r.contains_key(key))
+            }
+            BatchOp::DeleteRange { .. } => false,
+        })
+    }
+
     /// Whether it deletes a range.
     pub fn has_range_delete(&self) -> bool {
         (self.ops.iter()).any(|op| matches!(op, BatchOp::DeleteRange { .. }))
@@ -156,6 +167,22 @@ pub(crate) fn check_sorted(entries: &[crate::Entry]) -> Result<(), DiskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_within_ranges_when_each_key_is_in_one() {
+        let (ab, cd) = (
+            KeyRange::new("a", "b").unwrap(),
+            KeyRange::new("c", "d").unwrap(),
+        );
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Default, "a1", "v").delete(Cf::Lock, "c");
+        assert!(batch.within(&[&ab, &cd]));
+        assert!(!batch.within(&[&ab]), "c is in neither");
+        assert!(!batch.within(&[]));
+        batch.delete_range(Cf::Write, "a1", "a2");
+        assert!(!batch.within(&[&ab, &cd]), "a range delete is never within");
+        assert!(batch.has_range_delete());
+    }
 
     #[test]
     fn a_batch_touches_each_key_and_each_non_empty_range() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions, TimestampSource};
-use ime_disk::{DiskEngine, DiskReader, WriteBatch};
+use ime_disk::{DiskEngine, DiskReader};
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{BatchPlan, OpRef, RangeId};
 use ime_region::EvictReason::WriteFailed;
@@ -142,14 +142,15 @@ impl<D: DiskEngine> Engine<D> {
         let writes = core.writes();
         let mut outcome = WriteOutcome::default();
         let mut fx = Effects::default();
-        let touched = self.check_applied(batch, &mut outcome, &mut fx);
+        let (touched, inside) = self.check_applied(batch, &mut outcome, &mut fx);
         let result = if disk_batch.is_empty() {
             Ok(())
         } else {
             let ops: SmallVec<[OpRef<'_>; 16]> = disk_batch.ops().iter().map(Into::into).collect();
             let out = (&mut outcome, &mut fx);
             let both = |p: &mut BatchPlan<'_, '_>| self.write_both(batch, p, &touched, out);
-            let written = (core.mem).with_plan(&ops, both);
+            // Inside its cached regions, it reaches no other memory: no plan to check that.
+            let written = (core.mem).with_plan_if(!inside, &ops, both);
             written.map_err(EngineError::from).flatten()
         };
         drop(writes); // callbacks and tasks after every lock
@@ -203,19 +204,23 @@ impl<D: DiskEngine> Engine<D> {
             core.deferred(stripe, waiting, fx);
         } else if let Some(write) = &write {
             write.drain(|q| core.apply_deferred(q, fx)); // none wait unless `defer` refused
-            self.write_memory(plan, &batch.ops, touched, outcome, fx);
+            let written = core.mem.write_planned(plan);
+            outcome.in_memory = written.as_ref().map_or(0, |(n, _)| *n);
+            let written = written.as_ref().map(|_| touched);
+            (outcome.evicted).extend(core.memory_written(written, batch.ops.touched(), fx));
         }
         Ok(())
     }
 
     /// Every segment's applied indexes go to the controller (a gap evicts the region);
-    /// returns the memory ranges of the regions the batch writes to.
+    /// returns the memory ranges of the regions the batch writes to, and whether every key
+    /// of it lies inside those regions (then it reaches no other region's memory).
     fn check_applied(
         &self,
         batch: &HybridWriteBatch,
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
-    ) -> SmallVec<[RangeId; 2]> {
+    ) -> (SmallVec<[RangeId; 2]>, bool) {
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
         self.core.hand_back_drained(&mut meta, &mut decisions);
@@ -225,28 +230,17 @@ impl<D: DiskEngine> Engine<D> {
             }
         }
         self.core.carry_out(&mut meta, decisions, fx);
-        let mut ranges: SmallVec<[RangeId; 2]> = batch
+        let (mut ranges, mut bounds) = (SmallVec::<[RangeId; 2]>::new(), SmallVec::<[_; 2]>::new());
+        for (h, c) in batch
             .headers()
-            .filter_map(|h| meta.ctl.cached(h.region).map(|c| c.range))
-            .collect();
+            .filter_map(|h| Some((h, meta.ctl.cached(h.region)?)))
+        {
+            ranges.push(c.range);
+            bounds.extend(meta.ctl.map().region(h.region).map(|r| &r.range));
+        }
         ranges.dedup();
-        ranges
-    }
-
-    /// The planned writes to memory (`plan`); a refusal evicts the regions `batch` touches.
-    fn write_memory(
-        &self,
-        plan: &mut BatchPlan<'_, '_>,
-        batch: &WriteBatch,
-        touched: &[RangeId],
-        outcome: &mut WriteOutcome,
-        fx: &mut Effects,
-    ) {
-        let written = self.core.mem.write_planned(plan);
-        outcome.in_memory = written.as_ref().map_or(0, |(n, _)| *n);
-        let written = written.as_ref().map(|_| touched);
-        let evicted = self.core.memory_written(written, batch.touched(), fx);
-        outcome.evicted.extend(evicted);
+        let inside = !bounds.is_empty() && batch.ops.within(&bounds);
+        (ranges, inside)
     }
 
     /// Asks for `region` to be cached (`applied_index`: the peer's applied index now), as

@@ -149,3 +149,28 @@ fn a_queued_write_memory_refuses_evicts_its_region() {
     assert!(!peer.check(1), "evicted: the disk serves it");
     assert_eq!(peer.scan(1).len(), 41);
 }
+
+/// A batch that writes keys outside the regions it names (here, region 2's key in region
+/// 1's entry) would reach region 2's memory without holding its stripe: region 2 is
+/// evicted (`WriteFailed`) before anything is written, whether region 1's memory side is
+/// queued or not, and both regions read as the disk.
+#[test]
+fn a_batch_reaching_a_region_it_does_not_name_evicts_that_region() {
+    let mut peer = manual(test_config());
+    peer.add(region(2, "r2", Some("r3"), 1));
+    peer.commit(2, &[("r2/a", Some("0"))]);
+    peer.load(2);
+    let outcome = peer.commit(1, &[("r1/b", Some("1")), ("r2/b", Some("2"))]);
+    assert_eq!(
+        outcome.evicted,
+        vec![(RegionId(2), EvictReason::WriteFailed)]
+    );
+    assert!(peer.check(1), "region 1 still served from memory");
+    assert!(!peer.check(2), "region 2 reads the disk");
+    // Keys inside the named region: nothing is evicted.
+    let outcome = peer.commit(1, &[("r1/c", Some("3"))]);
+    assert!(outcome.evicted.is_empty());
+    peer.idle();
+    assert!(peer.check(1));
+    assert!(peer.engine.cross_check().is_empty());
+}

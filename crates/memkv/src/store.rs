@@ -443,6 +443,25 @@ impl MemKv {
         Ok(f(&mut plan))
     }
 
+    /// [`MemKv::with_plan`] if `now`, else without planning yet: the plan is then made
+    /// if the batch is written ([`MemKv::write_planned`]) and says nothing before (no
+    /// [`BatchPlan::ranges`]).
+    ///
+    /// # Errors
+    /// As [`MemKv::with_plan`] (only if `now`).
+    pub fn with_plan_if<'a, R>(
+        &self,
+        now: bool,
+        batch: &[OpRef<'a>],
+        f: impl FnOnce(&mut BatchPlan<'a, '_>) -> R,
+    ) -> Result<R, MemError> {
+        if now {
+            return self.with_plan(batch, f);
+        }
+        let plan = Plan::new(); // unplanned: `apply` fills it
+        Ok(f(&mut BatchPlan { batch, plan }))
+    }
+
     /// [`MemKv::write_next`] of a batch planned with [`MemKv::with_plan`].
     ///
     /// # Errors
