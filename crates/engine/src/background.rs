@@ -146,6 +146,7 @@ impl<D: DiskEngine> Core<D> {
     /// With threads the collections run on the calling thread; with
     /// [`crate::Background::Manual`] they are queued as tasks.
     pub(crate) fn run_gc(&self) {
+        self.settle_deferred(0..ime_stripes::STRIPES); // collects what the disk holds
         let target = self.gc_target();
         let work: Vec<Task> = self
             .meta()

@@ -15,6 +15,15 @@
 //! now ([`View::memory`] is `None`): they never wait, and the writes of a stripe nobody
 //! reads pay for no state (IME: a RocksDB snapshot taken and released per write).
 //!
+//! Such a write may also *defer* its second side ([`WriteGuard::defer`]): it changes the
+//! first store, puts what the second needs in its stripe's queue (the caller's type,
+//! [`Queue`]) and counts it, while the version is odd. Whoever comes first applies the
+//! queue, in order ([`Stripes::drain`]): a background task, the next write that changes
+//! the second store itself ([`WriteGuard::drain`], before it parks a state), or a reader,
+//! which applies it before it reads the second store's sequence — a reader takes the
+//! second store only when every write its stripe queued is applied (IME: the memory
+//! inserts of writes nobody reads leave the apply thread).
+//!
 //! A fresh state is kept for the stripe's next readers: while the stripe's version and
 //! the *change token* (the changes made without a stripe, [`Stripes::changed_outside`],
 //! plus a number the caller makes for any other change a stripe's version does not
@@ -46,6 +55,22 @@
 //! // Nothing changed (the same token): the state just taken, not a fresh one.
 //! let again = stripes.view(7, || 2, || unreachable!(), |_| {});
 //! assert!(Arc::ptr_eq(&view.disk, &again.disk));
+//!
+//! // Deferring: key 9's stripe was never read, so a write may queue its second side
+//! // (here, the amount to add); a reader applies the queue before it reads.
+//! let stripes: Stripes<u64, Vec<u64>> = Stripes::new();
+//! let memory = std::sync::atomic::AtomicU64::new(0);
+//! let mut write = stripes.begin_write([9].into_iter());
+//! assert!(write.may_defer());
+//! write.publish(|| unreachable!("nobody reads the stripe"));
+//! assert_eq!(write.defer(|queue| queue.push(1)), Some((9, 1))); // stripe 9, 1 waiting
+//! drop(write);
+//! let apply = |queue: &mut Vec<u64>| {
+//!     memory.fetch_add(queue.iter().sum(), std::sync::atomic::Ordering::SeqCst);
+//! };
+//! let fresh = || (1, memory.load(std::sync::atomic::Ordering::SeqCst));
+//! let view = stripes.view(9, || 0, fresh, apply);
+//! assert_eq!((*view.disk, view.memory), (1, Some(1)));
 //! ```
 
 #![forbid(unsafe_code)]

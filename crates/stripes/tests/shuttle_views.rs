@@ -7,21 +7,27 @@
 //!
 //! The protocol, as `lib.rs` runs it: a write parks the state before it (only if a reader
 //! has looked at the stripe since the idle states were last let go, and tagged with the
-//! version the write turns odd), turns the stripe's version odd, changes both stores and
-//! turns it even again. A reader marks the stripe as read, then reads the
+//! version the write turns odd, after applying the writes queued before it), turns the
+//! stripe's version odd, changes both stores and turns it even again. A write of a
+//! stripe nobody looked at lately parks nothing and defers its second store's side: it
+//! queues it and counts it while the version is odd; an applier (the thread letting
+//! states go, or a reader) applies the queue and counts what it applied. A reader marks the stripe as read, then reads the
 //! version; even, it reads the change token — what changed without the stripe: B's writes,
 //! each counted once made (`Stripes::changed_outside`; A's writes hold the stripe and move
 //! its version instead) — and takes the kept state if version and token are those it was
-//! taken at; else it takes a fresh state and, if the version did not move meanwhile,
+//! taken at; else, once every queued write is applied (it applies them itself, once; if
+//! more are queued meanwhile, the first store alone), it takes a fresh state and, if the
+//! version did not move meanwhile,
 //! returns it — and keeps it if the state kept before was used. Otherwise it takes the
 //! parked state if its tag is at least the first write that may overlap the look, else
 //! the first store alone, as it is now. The model checks that A's two stores are in step
 //! in every view that has both, and that
 //! no read misses a write of A or B that ended before it began (B, which takes no stripe,
 //! is read from the first store as it is now when the view is a parked state — the state
-//! before a write of A may predate B's writes); three more models must be caught: one
+//! before a write of A may predate B's writes); five more models must be caught: one
 //! drops the token from the check (only the version guards the kept state), one reads B
-//! from a parked state, one takes a parked state whatever its tag.
+//! from a parked state, one takes a parked state whatever its tag, one reads the second
+//! store without applying the queue, one parks a state without applying it first.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
@@ -57,13 +63,37 @@ struct Model {
     ended_b: AtomicU64,
     /// B's writes, counted once made: the token.
     outside: AtomicU64,
-    check_token: bool,
-    b_now_when_parked: bool,
-    check_tag: bool,
+    /// A's writes queued for the second store and not yet taken by an applier.
+    queue: Mutex<u64>,
+    /// A's writes queued (counted under `queue`'s lock, while the version is odd), and
+    /// of those the ones applied.
+    deferred: AtomicU64,
+    applied: AtomicU64,
+    /// One applier at a time.
+    applying: Mutex<()>,
+    checks: Checks,
 }
 
+/// What the protocol checks; each `false` is a mutant the model must catch.
+#[derive(Clone, Copy)]
+struct Checks {
+    token: bool,
+    b_now_when_parked: bool,
+    tag: bool,
+    reader_applies: bool,
+    writer_applies: bool,
+}
+
+const ALL: Checks = Checks {
+    token: true,
+    b_now_when_parked: true,
+    tag: true,
+    reader_applies: true,
+    writer_applies: true,
+};
+
 impl Model {
-    fn new(check_token: bool, b_now_when_parked: bool, check_tag: bool) -> Self {
+    fn new(checks: Checks) -> Self {
         Model {
             writer: Mutex::new(()),
             version: AtomicU64::new(0),
@@ -77,9 +107,24 @@ impl Model {
             ended_a: AtomicU64::new(0),
             ended_b: AtomicU64::new(0),
             outside: AtomicU64::new(0),
-            check_token,
-            b_now_when_parked,
-            check_tag,
+            queue: Mutex::new(0),
+            deferred: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            applying: Mutex::new(()),
+            checks,
+        }
+    }
+
+    /// Applies the writes queued so far, in one step (the memory store's batch).
+    fn drain(&self) {
+        if self.applied.load(SeqCst) == self.deferred.load(SeqCst) {
+            return;
+        }
+        let _applying = self.applying.lock().unwrap();
+        let taken = std::mem::take(&mut *self.queue.lock().unwrap());
+        if taken > 0 {
+            self.memory_a.fetch_add(taken, SeqCst);
+            self.applied.fetch_add(taken, SeqCst);
         }
     }
 
@@ -94,13 +139,22 @@ impl Model {
 
     fn write_a(&self) {
         let held = self.writer.lock().unwrap();
-        if self.watched.load(SeqCst) == 1 {
+        let watched = self.watched.load(SeqCst) == 1;
+        if watched {
+            if self.checks.writer_applies {
+                self.drain();
+            }
             *self.parked.lock().unwrap() = Some(self.fresh());
             self.parked_for.store(self.version.load(SeqCst) + 1, SeqCst);
         }
         self.version.fetch_add(1, SeqCst);
         self.disk_a.fetch_add(1, SeqCst);
-        self.memory_a.fetch_add(1, SeqCst);
+        if watched {
+            self.memory_a.fetch_add(1, SeqCst);
+        } else {
+            *self.queue.lock().unwrap() += 1;
+            self.deferred.fetch_add(1, SeqCst);
+        }
         self.version.fetch_add(1, SeqCst);
         drop(held);
         self.ended_a.fetch_add(1, SeqCst);
@@ -123,6 +177,7 @@ impl Model {
     /// The view, and whether it is a parked state.
     fn view(&self) -> (View, bool) {
         self.watched.store(1, SeqCst);
+        let mut helped = false;
         loop {
             let version = self.version.load(SeqCst);
             if version.is_multiple_of(2) {
@@ -131,13 +186,23 @@ impl Model {
                     let mut kept = self.kept.lock().unwrap();
                     if let Some(k) = kept.as_mut()
                         && k.version == version
-                        && (k.token == now || !self.check_token)
+                        && (k.token == now || !self.checks.token)
                     {
                         k.used = true;
                         return (k.view, false);
                     }
                     kept.as_ref().is_none_or(|k| k.used)
                 };
+                let waiting = self.applied.load(SeqCst) != self.deferred.load(SeqCst);
+                if waiting && self.checks.reader_applies {
+                    if !helped {
+                        helped = true;
+                        self.drain();
+                        continue;
+                    }
+                    let (disk_a, disk_b, _) = self.fresh();
+                    return ((disk_a, disk_b, None), false);
+                }
                 let view = self.fresh();
                 if self.version.load(SeqCst) == version {
                     if replace {
@@ -152,7 +217,7 @@ impl Model {
                     return (view, false);
                 }
             }
-            if !self.check_tag || self.parked_for.load(SeqCst) >= version | 1 {
+            if !self.checks.tag || self.parked_for.load(SeqCst) >= version | 1 {
                 if let Some(parked) = *self.parked.lock().unwrap() {
                     return (parked, true);
                 }
@@ -177,7 +242,7 @@ impl Model {
         // A parked state may predate B's writes (they take no stripe): a reader of B then
         // reads the first store as it is now, as IME's engine does for a region without
         // memory.
-        let now = parked && self.b_now_when_parked;
+        let now = parked && self.checks.b_now_when_parked;
         let disk_b = if now {
             self.disk_b.load(SeqCst)
         } else {
@@ -193,9 +258,9 @@ impl Model {
 /// Schedules tried per check.
 const SCHEDULES: usize = 10_000;
 
-fn model(check_token: bool, b_now_when_parked: bool, check_tag: bool) {
+fn model(checks: Checks) {
     let run = move || {
-        let model = Arc::new(Model::new(check_token, b_now_when_parked, check_tag));
+        let model = Arc::new(Model::new(checks));
         let work: [fn(&Model); 4] = [
             |m| {
                 m.write_a();
@@ -207,7 +272,9 @@ fn model(check_token: bool, b_now_when_parked: bool, check_tag: bool) {
             },
             |m| {
                 m.release_idle();
+                m.drain();
                 m.release_idle();
+                m.drain();
             },
             |m| {
                 m.read_and_check();
@@ -231,14 +298,15 @@ fn model(check_token: bool, b_now_when_parked: bool, check_tag: bool) {
 /// Every view holds A's two stores in step and every write that ended before the read.
 #[test]
 fn every_view_is_in_step_and_fresh() {
-    model(true, true, true);
+    model(ALL);
 }
 
 /// A kept state guarded by the version alone misses B's writes (they move no version):
 /// the model finds such a schedule.
 #[test]
 fn a_kept_state_without_the_token_is_caught() {
-    let caught = std::panic::catch_unwind(|| model(false, true, true));
+    let token = false;
+    let caught = std::panic::catch_unwind(|| model(Checks { token, ..ALL }));
     assert!(caught.is_err(), "the model missed the stale kept state");
 }
 
@@ -247,7 +315,13 @@ fn a_kept_state_without_the_token_is_caught() {
 /// model finds such a schedule.
 #[test]
 fn a_parked_state_read_for_b_is_caught() {
-    let caught = std::panic::catch_unwind(|| model(true, false, true));
+    let b_now_when_parked = false;
+    let caught = std::panic::catch_unwind(|| {
+        model(Checks {
+            b_now_when_parked,
+            ..ALL
+        })
+    });
     assert!(caught.is_err(), "the model missed the stale parked state");
 }
 
@@ -256,6 +330,38 @@ fn a_parked_state_read_for_b_is_caught() {
 /// when it began, parked none): the model finds such a schedule.
 #[test]
 fn a_parked_state_taken_without_its_tag_is_caught() {
-    let caught = std::panic::catch_unwind(|| model(true, true, false));
+    let tag = false;
+    let caught = std::panic::catch_unwind(|| model(Checks { tag, ..ALL }));
     assert!(caught.is_err(), "the model missed the stale parked state");
+}
+
+/// A reader that reads the second store while writes of its stripe wait in the queue
+/// sees the first store ahead of it: the model finds such a schedule.
+#[test]
+fn a_reader_that_does_not_apply_the_queue_is_caught() {
+    let reader_applies = false;
+    let caught = std::panic::catch_unwind(|| {
+        model(Checks {
+            reader_applies,
+            ..ALL
+        })
+    });
+    assert!(caught.is_err(), "the model missed the unapplied queue");
+}
+
+/// A write that parks the state before it without applying the queue first parks a state
+/// whose second store lacks the queued writes: the model finds such a schedule.
+#[test]
+fn a_state_parked_before_the_queue_is_applied_is_caught() {
+    let writer_applies = false;
+    let caught = std::panic::catch_unwind(|| {
+        model(Checks {
+            writer_applies,
+            ..ALL
+        })
+    });
+    assert!(
+        caught.is_err(),
+        "the model missed the parked state without the queue"
+    );
 }
