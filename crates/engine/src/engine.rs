@@ -185,7 +185,9 @@ impl<D: DiskEngine> Engine<D> {
         // it defers its memory side (not a range delete: a load may refuse it).
         let mut write = (!touched.is_empty())
             .then(|| (core.stripes).begin_write(batch.headers().map(|h| h.region.0)));
-        let defer = write.as_ref().is_some_and(|w| w.may_defer()) && !batch.ops.has_range_delete();
+        let spare = core.is_manual() || core.stripes.busy() < core.cores; // a core for it
+        let defer =
+            spare && write.as_ref().is_some_and(|w| w.may_defer()) && !batch.ops.has_range_delete();
         if let Some(write) = &mut write {
             // Writes deferred before it go first (and before a state is parked).
             (!defer).then(|| write.drain(|q| core.apply_deferred(q, fx)));

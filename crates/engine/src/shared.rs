@@ -220,6 +220,9 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) in_flight: InFlight,
     /// A pressure round is queued and has not started yet (one at a time).
     pub(crate) pressure_round: AtomicBool,
+    /// The machine's cores: a write defers its memory side only while the foreground
+    /// leaves one free for the background thread that applies it.
+    pub(crate) cores: u64,
     /// Ranges with a compaction queued or running (one at a time per range).
     pub(crate) compacting: Mutex<HashSet<RangeId>>,
     runner: Runner,
@@ -273,6 +276,7 @@ impl<D: DiskEngine> Core<D> {
             closed: AtomicBool::new(false),
             in_flight: InFlight::default(),
             pressure_round: AtomicBool::new(false),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             compacting: Mutex::new(HashSet::new()),
             runner,
             jobs: Mutex::new(HashMap::new()),

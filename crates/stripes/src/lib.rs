@@ -197,6 +197,11 @@ pub struct Stripes<S, Q = ()> {
     /// Changes made without a stripe ([`Stripes::changed_outside`]): part of every kept
     /// state's change token.
     outside: AtomicU64,
+    /// How many stripes a reader marked since [`Stripes::release_idle`] last ran (a hint:
+    /// a mark racing with the reset may go uncounted until the next run).
+    read_lately: AtomicU64,
+    /// Writes holding stripes now.
+    writing: AtomicU64,
 }
 
 /// A stripe a write holds, with its writer lock.
@@ -211,6 +216,8 @@ pub struct WriteGuard<'a, S, Q = ()> {
     /// it then parks its state, and may not defer its second side.
     watched: bool,
     published: bool,
+    /// The stripes' count of writes holding them, which this one leaves when it ends.
+    writing: &'a AtomicU64,
 }
 
 impl<S, Q: Queue> Default for Stripes<S, Q> {
@@ -239,6 +246,8 @@ impl<S, Q: Queue> Stripes<S, Q> {
                 })
                 .collect(),
             outside: AtomicU64::new(0),
+            read_lately: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
         }
     }
 
@@ -265,6 +274,20 @@ impl<S, Q: Queue> Stripes<S, Q> {
         (self.stripes.iter()).map(|s| drain(s, &mut apply)).sum()
     }
 
+    /// Whether a reader has looked at any stripe since [`Stripes::release_idle`] last ran
+    /// (a hint, for scheduling: a look racing with that run may go unnoticed until the
+    /// next).
+    pub fn read_lately(&self) -> bool {
+        self.read_lately.load(Ordering::Relaxed) > 0
+    }
+
+    /// A hint, for scheduling: the writes holding stripes now, plus one if a reader has
+    /// looked at any stripe lately ([`Stripes::read_lately`]) — the foreground threads a
+    /// background one would take its time from.
+    pub fn busy(&self) -> u64 {
+        self.writing.load(Ordering::Relaxed) + u64::from(self.read_lately())
+    }
+
     /// How many writes of stripe `index` wait to be applied.
     pub fn waiting(&self, index: usize) -> u64 {
         let stripe = &self.stripes[index % STRIPES];
@@ -287,10 +310,12 @@ impl<S, Q: Queue> Stripes<S, Q> {
             })
             .collect();
         let watched = (held.iter()).any(|(stripe, _)| stripe.watched.load(Ordering::Relaxed));
+        self.writing.fetch_add(1, Ordering::Relaxed);
         WriteGuard {
             held,
             watched,
             published: false,
+            writing: &self.writing,
         }
     }
 
@@ -346,6 +371,7 @@ impl<S, Q: Queue> Stripes<S, Q> {
         let stripe = &self.stripes[Self::index(key)];
         if !stripe.watched.load(Ordering::Relaxed) {
             stripe.watched.store(true, Ordering::Relaxed);
+            self.read_lately.fetch_add(1, Ordering::Relaxed);
         }
         let mut helped = false;
         loop {
@@ -460,6 +486,7 @@ impl<S, Q> Stripes<S, Q> {
     /// has looked at its stripe since this last ran. Call it now and then, off the write
     /// path.
     pub fn release_idle(&self) {
+        self.read_lately.store(0, Ordering::Relaxed);
         for stripe in &self.stripes {
             if stripe.watched.load(Ordering::Relaxed) {
                 stripe.watched.store(false, Ordering::Relaxed);
@@ -549,6 +576,7 @@ impl<S, Q: Queue> WriteGuard<'_, S, Q> {
 
 impl<S, Q> Drop for WriteGuard<'_, S, Q> {
     fn drop(&mut self) {
+        self.writing.fetch_sub(1, Ordering::Relaxed);
         if self.published {
             for (stripe, _) in &self.held {
                 // The parked state stays until the next write or `release_idle`: readers
@@ -696,6 +724,22 @@ mod tests {
     /// A write's parked state stays after it (readers ignore it while the version is
     /// even) until the next write replaces it or `release_idle` lets it go; a stripe with
     /// a write in flight keeps its own.
+    #[test]
+    fn writes_in_flight_and_a_reader_lately_count_as_busy() {
+        let stripes: Stripes<u64> = Stripes::new();
+        assert!(!stripes.read_lately());
+        stripes.view(5, || 0, || (0, 0), |_| {});
+        assert!(stripes.read_lately());
+        stripes.release_idle();
+        assert!(!stripes.read_lately());
+        let write = stripes.begin_write([5].into_iter());
+        assert_eq!(stripes.busy(), 1, "one write holding a stripe");
+        stripes.view(6, || 0, || (0, 0), |_| {});
+        assert_eq!(stripes.busy(), 2, "and a reader lately");
+        drop(write);
+        assert_eq!(stripes.busy(), 1);
+    }
+
     #[test]
     fn parked_states_are_let_go_when_idle() {
         let stripes: Stripes<u64> = Stripes::new();
