@@ -37,7 +37,8 @@ impl Store {
     }
 
     /// Runs a policy round with `policy` percent chance, a GC round with `gc` percent
-    /// chance, a cross-check now and then, and up to three waiting tasks.
+    /// chance, a cross-check now and then, the ticker's letting go of idle stripes one
+    /// time in ten, and up to three waiting tasks.
     pub(super) fn run_background(&mut self, policy: u64, gc: u64) {
         // Queued events (load hints, statistics) reach the engine when the scheduler says.
         let events = self.scheduler.below(3) as usize;
@@ -52,6 +53,13 @@ impl Store {
         }
         if self.scheduler.chance(1) {
             self.cross_check();
+            self.background_runs += 1;
+        }
+        // The ticker's stripe duty (no ticker runs here): stripes nobody read since stop
+        // parking, and their regions' writes queue their memory side again, for a waiting
+        // `Drain` task, a reader or the next event to apply.
+        if self.scheduler.chance(10) {
+            self.engine.forget_readers_for_tests();
             self.background_runs += 1;
         }
         for _ in 0..self.scheduler.below(4) {
