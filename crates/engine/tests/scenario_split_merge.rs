@@ -228,6 +228,9 @@ fn scenario_04_rollback_merge_then_reload() {
     peer.idle();
     peer.load(2);
     let rolled_back = at_version(&prepared, 7);
+    // The reload waits until the read below has been checked: on the background threads
+    // it could otherwise be done before that read.
+    peer.engine.hold_loads(LoadStage::BeforeStart);
     peer.engine
         .on_event(&RaftEvent::RollbackMerge {
             before: prepared,
@@ -237,6 +240,7 @@ fn scenario_04_rollback_merge_then_reload() {
     peer.set(rolled_back, peer.applied(2));
     peer.empty_entry(2);
     assert!(!peer.check(2));
+    peer.engine.release_loads();
     peer.idle();
     assert_eq!(peer.state(2), Some(RegionState::Active));
     assert!(peer.check(2));
