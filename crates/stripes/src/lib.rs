@@ -288,13 +288,6 @@ impl<S, Q: Queue> Stripes<S, Q> {
         self.writing.load(Ordering::Relaxed) + u64::from(self.read_lately())
     }
 
-    /// How many writes of stripe `index` wait to be applied.
-    pub fn waiting(&self, index: usize) -> u64 {
-        let stripe = &self.stripes[index % STRIPES];
-        let applied = stripe.applied.load(Ordering::SeqCst);
-        stripe.deferred.load(Ordering::SeqCst) - applied
-    }
-
     /// A write of `keys` begins: their stripes are held, in index order (so two writes
     /// never wait for each other in a cycle).
     pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S, Q> {
