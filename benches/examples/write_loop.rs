@@ -1,10 +1,11 @@
 //! A write loop to profile (`perf record`), outside criterion's harness: batches of 16
-//! MVCC puts to a cached region through the engine (`hybrid`), or the same batches to a
-//! bare RocksDB (`bare`); prints the mean time per batch. A third argument sets the
-//! batch size (default 16).
+//! MVCC puts to a cached region through the engine (`hybrid`), through an engine that
+//! caches nothing (`disk-only`), or the same batches to a bare RocksDB (`bare`); prints
+//! the mean time per batch. A third argument sets the batch size (default 16).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example write_loop -- hybrid 400000
+//! cargo run --release -p ime-benches --example write_loop -- disk-only 400000
 //! cargo run --release -p ime-benches --example write_loop -- bare 400000
 //! ```
 
@@ -15,7 +16,9 @@
 
 use std::time::Instant;
 
-use ime_benches::{engine_with_region_loaded, put_record, rocks_with, user_key, write_key};
+use ime_benches::{
+    engine_with_region_loaded, profiling_engine, put_record, rocks_with, user_key, write_key,
+};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, HybridWriteBatch};
 use ime_region::{RegionEpoch, RegionId};
@@ -32,11 +35,16 @@ fn ops(round: u64, size: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let hybrid = args.next().as_deref() != Some("bare");
+    let mode = args.next().unwrap_or_default();
+    let hybrid = mode != "bare";
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
     let size: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
     let entries = (0..1000).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
-    let engine = engine_with_region_loaded(rocks_with(Cf::Write, entries), EPOCH);
+    let engine = if mode == "disk-only" {
+        profiling_engine(rocks_with(Cf::Write, entries))
+    } else {
+        engine_with_region_loaded(rocks_with(Cf::Write, entries), EPOCH)
+    };
     let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let start = Instant::now();
     for round in 1..=batches {
@@ -61,6 +69,5 @@ fn main() {
         }
     }
     let per_batch = start.elapsed() / u32::try_from(batches).unwrap_or(u32::MAX);
-    let side = if hybrid { "hybrid" } else { "bare" };
-    println!("{side}: {per_batch:?} per batch of {size} ({batches} batches)");
+    println!("{mode}: {per_batch:?} per batch of {size} ({batches} batches)");
 }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ime_controller::{Admission, Decisions, TimestampSource};
 use ime_disk::{DiskEngine, DiskReader};
 use ime_eviction::EvictionPolicy;
-use ime_memkv::{BatchPlan, OpRef, RangeId};
+use ime_memkv::{BatchPlan, RangeId};
 use ime_region::EvictReason::WriteFailed;
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
@@ -146,11 +146,10 @@ impl<D: DiskEngine> Engine<D> {
         let result = if disk_batch.is_empty() {
             Ok(())
         } else {
-            let ops: SmallVec<[OpRef<'_>; 16]> = disk_batch.ops().iter().map(Into::into).collect();
             let out = (&mut outcome, &mut fx);
             let both = |p: &mut BatchPlan<'_, '_>| self.write_both(batch, p, &touched, out);
             // Inside its cached regions, it reaches no other memory: no plan to check that.
-            let written = (core.mem).with_plan_if(!inside, &ops, both);
+            let written = (core.mem).with_plan_if(!inside, disk_batch.ops(), both);
             written.map_err(EngineError::from).flatten()
         };
         drop(writes); // callbacks and tasks after every lock
@@ -361,6 +360,14 @@ impl<D: DiskEngine> Engine<D> {
         self.core.metrics.stats()
     }
 
+    /// What the ticker does every 100 ms, for an engine without it
+    /// ([`Background::Manual`]): warm-ups past their deadline are dropped, regions no
+    /// reader looked at since the last tick let their writes queue the memory side
+    /// again, the writes queued are applied, and the gauges refreshed.
+    pub fn tick(&self) {
+        self.core.tick();
+    }
+
     /// Runs one GC round now (the ticker runs them every `gc-run-interval`).
     pub fn run_gc(&self) {
         self.core.run_gc();
@@ -456,10 +463,7 @@ fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOn
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            core.decide(|ctl, env, _| ctl.on_tick(env));
-            core.stripes.release_idle(); // disk snapshots parked by writes that ended
-            core.settle_deferred(0..STRIPES); // writes deferred by stripes nobody reads
-            core.refresh_gauges();
+            core.tick();
             let config = core.config();
             if gc.elapsed() >= config.gc_run_interval.0 {
                 core.run_gc();

@@ -3,9 +3,10 @@
 //! amplification the eviction policy weighs).
 
 use ime_disk::{Cf, DiskEngine, DiskIterator, KeyRange};
-use ime_memkv::codec::{MvccKey, WriteRecord, encode_bytes, encode_ts_desc};
+use ime_memkv::codec::{WriteRecord, encode_bytes};
 use ime_memkv::mvcc::{
-    KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, newest_put_in, visible_pairs,
+    KvPair, MvccError, first_blocking_lock, lock_blocks, newest_put, newest_put_in, value_key,
+    versions_at_or_below, visible_pairs,
 };
 
 use crate::{EngineError, HybridSnapshot};
@@ -23,15 +24,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         let started = Instant::now();
         let encoded = encode_bytes(user_key); // the lock CF's key, and the versions' prefix
         self.check_lock(&encoded)?;
-        // From (key, read_ts) to just past (key, 0): the versions at or below read_ts.
-        let with_ts = |ts: u64, tail: &[u8]| {
-            let mut key = Vec::with_capacity(encoded.len() + 8 + tail.len());
-            key.extend_from_slice(&encoded);
-            key.extend_from_slice(&encode_ts_desc(ts));
-            key.extend_from_slice(tail);
-            key
-        };
-        let versions = KeyRange::new(with_ts(self.read_ts(), &[]), with_ts(0, &[0]))?;
+        let versions = versions_at_or_below(&encoded, self.read_ts())?;
         let (put, scanned) = match self.memory_for(&versions) {
             Some(snapshot) => newest_put_in(snapshot, versions)?, // no cursor to set up
             None => {
@@ -114,18 +107,13 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 
     fn value_of(&self, user_key: &[u8], record: WriteRecord) -> Result<Vec<u8>, EngineError> {
-        if let Some(short) = record.short_value {
-            return Ok(short);
-        }
-        let key = MvccKey {
-            user_key: user_key.to_vec(),
-            ts: record.start_ts,
-        }
-        .encode();
         let missing = || MvccError::DefaultNotFound {
             key: user_key.to_vec(),
             start_ts: record.start_ts,
         };
-        Ok(self.get(Cf::Default, &key)?.ok_or_else(missing)?)
+        match value_key(user_key, &record) {
+            Some(key) => Ok(self.get(Cf::Default, &key)?.ok_or_else(missing)?),
+            None => record.short_value.ok_or_else(|| missing().into()),
+        }
     }
 }

@@ -13,8 +13,8 @@ use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, OpBuffer, RangeId};
 use ime_region::EvictReason::{MemoryLimitReached, WriteFailed};
-use ime_region::{Drained, EvictCallback, EvictReason, KeyRange, RegionId};
-use ime_stripes::{Queue, Stripes, View};
+use ime_region::{Drained, EvictCallback, EvictReason, KeyRange, RegionHashMap, RegionId};
+use ime_stripes::{Queue, STRIPES, Stripes, View};
 
 use crate::Config;
 use ime_metrics::Metrics;
@@ -135,10 +135,10 @@ pub(crate) struct Meta {
     pub(crate) ctl: Controller,
     /// Ranges dropped from the store whose region is not Evicting yet (snapshots still
     /// read them, or their load is still stopping).
-    pub(crate) dropped: HashMap<RegionId, Dropped>,
+    pub(crate) dropped: RegionHashMap<Dropped>,
     /// Read statistics per region since the last policy round; snapshots add to them
     /// without a lock.
-    pub(crate) counters: HashMap<RegionId, Arc<ReadCounters>>,
+    pub(crate) counters: RegionHashMap<Arc<ReadCounters>>,
 }
 
 impl Meta {
@@ -262,8 +262,8 @@ impl<D: DiskEngine> Core<D> {
             mem,
             meta: RwLock::new(Meta {
                 ctl: Controller::new(config),
-                dropped: HashMap::new(),
-                counters: HashMap::new(),
+                dropped: RegionHashMap::default(),
+                counters: RegionHashMap::default(),
             }),
             load_gate: RwLock::new(()),
             stripes: Stripes::new(),
@@ -330,6 +330,14 @@ impl<D: DiskEngine> Core<D> {
         let view = (self.stripes).view(region.0, token, fresh, |q| self.apply_deferred(q, &mut fx));
         self.finish(fx);
         view
+    }
+
+    /// The ticker's 100 ms duty ([`crate::Engine::tick`]).
+    pub(crate) fn tick(&self) {
+        self.decide(|ctl, env, _| ctl.on_tick(env));
+        self.stripes.release_idle(); // disk snapshots parked by writes that ended
+        self.settle_deferred(0..STRIPES); // writes deferred by stripes nobody reads
+        self.refresh_gauges();
     }
 
     /// `waiting` deferred writes of stripe `index` wait: a task applies them from

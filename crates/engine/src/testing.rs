@@ -90,12 +90,4 @@ impl<D: DiskEngine> Engine<D> {
     pub fn release_loads(&self) {
         self.core.switches.hold(None);
     }
-
-    /// What the ticker does every 100 ms to the write stripes, now: the states parked for
-    /// readers and kept for them are let go, and writes park no state again until a
-    /// reader looks at their regions. For tests of reads that meet a write which parked
-    /// none, in an engine without background threads (or between two ticks).
-    pub fn forget_readers_for_tests(&self) {
-        self.core.stripes.release_idle();
-    }
 }

@@ -62,6 +62,35 @@ fn a_region_read_lately_writes_memory_at_once() {
     assert!(peer.check(1));
 }
 
+/// With no ticker, the embedder's `tick` does its duty: a region read lately writes
+/// memory at once until a tick passes with no read of it; then its writes queue again,
+/// and the next tick applies them.
+#[test]
+fn a_tick_lets_an_unread_region_queue_again_and_applies_the_queue() {
+    let mut peer = manual(test_config());
+    assert!(peer.check(1), "read: its stripe is marked");
+    peer.engine.tick();
+    let before = peer.engine.memory_used();
+    peer.commit(1, &[("r1/b", Some("1"))]);
+    assert_eq!(drains(&peer), 1, "queued: no read since the tick");
+    assert_eq!(peer.engine.memory_used(), before);
+    peer.engine.tick();
+    assert!(peer.engine.memory_used() > before, "the tick applied it");
+    assert!(peer.check(1), "read again: marked");
+    peer.commit(1, &[("r1/c", Some("2"))]);
+    assert_eq!(
+        drains(&peer),
+        1,
+        "written to memory at once: nothing more queued"
+    );
+    peer.engine.tick();
+    peer.commit(1, &[("r1/d", Some("3"))]);
+    assert_eq!(drains(&peer), 2, "queued again after a tick without reads");
+    assert!(peer.engine.cross_check().is_empty());
+    assert!(peer.check(1));
+    assert_eq!(peer.scan(1).len(), 4);
+}
+
 /// A write that writes memory itself (here, one with a range delete: a load in progress
 /// may refuse it, so it is never queued) applies the writes queued before it first, so
 /// memory takes them in their order: a lock put by a queued write and deleted by the

@@ -3,8 +3,10 @@
 //! reach, and how two sorted listings of a column family differ. The engine's reads, its
 //! cross-checker and the tests' reference reader all use them.
 
-use crate::codec::{CodecError, LockEntry, MvccKey, WriteRecord, WriteType, decode_bytes};
-use crate::{Cf, Retention};
+use crate::codec::{
+    CodecError, LockEntry, MvccKey, WriteRecord, WriteType, decode_bytes, encode_ts_desc,
+};
+use crate::{Cf, InvalidRange, KeyRange, Retention};
 
 /// A key and its value.
 pub type KvPair = (Vec<u8>, Vec<u8>);
@@ -161,6 +163,18 @@ pub fn newest_put_in(
         }
     }
     Ok((None, scanned))
+}
+
+/// The write-CF keys of the versions of a user key (`encoded`: its memcomparable
+/// encoding) committed at or below `read_ts`: from (key, `read_ts`) to just past (key, 0),
+/// newest first.
+///
+/// # Errors
+/// Never for a key as [`crate::codec::encode_bytes`] makes it (the start sorts below the
+/// end); the range's own check otherwise.
+pub fn versions_at_or_below(encoded: &[u8], read_ts: u64) -> Result<KeyRange, InvalidRange> {
+    let with_ts = |ts: u64, tail: &[u8]| [encoded, &encode_ts_desc(ts), tail].concat();
+    KeyRange::new(with_ts(read_ts, &[]), with_ts(0, &[0]))
 }
 
 /// The default-CF key holding the value of a put of `user_key` (`None`: a short value, or
@@ -421,6 +435,25 @@ mod tests {
         assert_eq!(lock_blocks(&key, &put, 9), Ok(None));
         assert_eq!(lock_blocks(&key, &lock, 20), Ok(None));
         assert!(lock_blocks(&key, b"garbage", 20).is_err());
+    }
+
+    #[test]
+    fn a_keys_versions_at_or_below_a_timestamp_and_nothing_else() {
+        let versions = versions_at_or_below(&encode_bytes(b"k"), 10).unwrap();
+        let key = |user_key: &[u8], ts| {
+            MvccKey {
+                user_key: user_key.to_vec(),
+                ts,
+            }
+            .encode()
+        };
+        for ts in [0, 1, 9, 10] {
+            assert!(versions.contains_key(&key(b"k", ts)), "k@{ts}");
+        }
+        assert!(!versions.contains_key(&key(b"k", 11)), "above read_ts");
+        for other in [&b"j"[..], b"k\0", b"ka", b""] {
+            assert!(!versions.contains_key(&key(other, 5)), "{other:?}");
+        }
     }
 
     #[test]

@@ -437,36 +437,50 @@ impl MemKv {
     ) -> Result<R, MemError> {
         let mut plan = BatchPlan {
             batch,
+            unplanned: &[],
             plan: Plan::new(),
         };
         plan.plan.fill(batch, &self.ranges())?;
         Ok(f(&mut plan))
     }
 
-    /// [`MemKv::with_plan`] if `now`, else without planning yet: the plan is then made
-    /// if the batch is written ([`MemKv::write_planned`]) and says nothing before (no
-    /// [`BatchPlan::ranges`]).
+    /// [`MemKv::with_plan`] of `batch` if `now`, else without planning yet, nor even
+    /// borrowing its operations as [`OpRef`]s: both are done if the batch is written
+    /// ([`MemKv::write_planned`]), and the plan says nothing before (no
+    /// [`BatchPlan::ranges`]). A writer that may hand the batch to someone else costs
+    /// nothing here then.
     ///
     /// # Errors
     /// As [`MemKv::with_plan`] (only if `now`).
     pub fn with_plan_if<'a, R>(
         &self,
         now: bool,
-        batch: &[OpRef<'a>],
+        batch: &'a [ime_types::BatchOp],
         f: impl FnOnce(&mut BatchPlan<'a, '_>) -> R,
     ) -> Result<R, MemError> {
         if now {
-            return self.with_plan(batch, f);
+            let ops: SmallVec<[OpRef<'a>; INLINE_WRITES]> = batch.iter().map(Into::into).collect();
+            return self.with_plan(&ops, f);
         }
         let plan = Plan::new(); // unplanned: `apply` fills it
-        Ok(f(&mut BatchPlan { batch, plan }))
+        Ok(f(&mut BatchPlan {
+            batch: &[],
+            unplanned: batch,
+            plan,
+        }))
     }
 
-    /// [`MemKv::write_next`] of a batch planned with [`MemKv::with_plan`].
+    /// [`MemKv::write_next`] of a batch planned with [`MemKv::with_plan`] (or
+    /// [`MemKv::with_plan_if`]).
     ///
     /// # Errors
     /// As [`MemKv::write_next`].
     pub fn write_planned(&self, plan: &mut BatchPlan<'_, '_>) -> Result<(usize, u64), MemError> {
+        if !plan.unplanned.is_empty() {
+            let ops: SmallVec<[OpRef<'_>; INLINE_WRITES]> =
+                plan.unplanned.iter().map(Into::into).collect();
+            return self.apply(&ops, None, &mut plan.plan);
+        }
         if plan.batch.is_empty() {
             return Err(MemError::EmptyBatch);
         }
@@ -1182,6 +1196,9 @@ struct Plan<'a> {
 /// writing it ([`MemKv::write_planned`]).
 pub struct BatchPlan<'a, 'b> {
     batch: &'b [OpRef<'a>],
+    /// The batch still to be borrowed and planned, when [`MemKv::with_plan_if`] deferred
+    /// both (`batch` is empty then).
+    unplanned: &'a [ime_types::BatchOp],
     plan: Plan<'a>,
 }
 

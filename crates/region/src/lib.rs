@@ -94,7 +94,9 @@ pub use callback::{EvictCallback, EvictionEnd};
 pub use error::RegionError;
 pub use evict::{EvictStep, Eviction, LoadEnd, LoadTicket};
 pub use map::{HistoricalInfo, InsertRejected, RegionInfo, RegionMap};
-pub use range::{EpochOrder, KeyRange, Region, RegionEpoch, RegionId};
+pub use range::{
+    EpochOrder, KeyRange, Region, RegionEpoch, RegionHashMap, RegionId, RegionIdHasher,
+};
 pub use reason::EvictReason;
 pub use snapshot::{Drained, ReadMiss, ReadRefused, ReadRequest, SnapshotTicket};
 pub use split::{SplitChild, SplitOutcome};

@@ -1,7 +1,7 @@
 //! [`RegionMap`]: every cached region, by id and by range, and the one place that moves a
 //! region through its lifecycle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
@@ -11,7 +11,9 @@ use crate::range::{EndKey, end_key};
 use std::sync::Arc;
 
 use crate::snapshot::Registry;
-use crate::{EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionId, RegionState};
+use crate::{
+    EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionHashMap, RegionId, RegionState,
+};
 
 /// One cached region's metadata.
 #[derive(Debug)]
@@ -64,7 +66,7 @@ pub(crate) struct Historical {
 /// as values.
 #[derive(Debug, Default)]
 pub struct RegionMap {
-    pub(crate) by_id: HashMap<RegionId, Entry>,
+    pub(crate) by_id: RegionHashMap<Entry>,
     pub(crate) by_end: BTreeMap<EndKey, RegionId>,
     /// Split parents' snapshots, by the parent record's generation.
     pub(crate) historical: BTreeMap<u64, Historical>,

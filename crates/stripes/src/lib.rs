@@ -291,17 +291,20 @@ impl<S, Q: Queue> Stripes<S, Q> {
     /// A write of `keys` begins: their stripes are held, in index order (so two writes
     /// never wait for each other in a cycle).
     pub fn begin_write(&self, keys: impl Iterator<Item = u64>) -> WriteGuard<'_, S, Q> {
-        let mut indexes: SmallVec<[usize; 2]> = keys.map(Self::index).collect();
+        // Pushed one by one: a write holds one stripe or two, and `collect` on a `SmallVec`
+        // costs more than the lock itself for so few.
+        let mut indexes: SmallVec<[usize; 2]> = SmallVec::new();
+        for index in keys.map(Self::index) {
+            if !indexes.contains(&index) {
+                indexes.push(index);
+            }
+        }
         indexes.sort_unstable();
-        indexes.dedup();
-        let held: SmallVec<[_; 2]> = indexes
-            .into_iter()
-            .map(|i| {
-                let stripe = &self.stripes[i];
-                let guard = stripe.writer.lock().unwrap_or_else(PoisonError::into_inner);
-                (stripe, guard)
-            })
-            .collect();
+        let mut held: SmallVec<[_; 2]> = SmallVec::new();
+        for stripe in indexes.into_iter().filter_map(|i| self.stripes.get(i)) {
+            let guard = stripe.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            held.push((stripe, guard));
+        }
         let watched = (held.iter()).any(|(stripe, _)| stripe.watched.load(Ordering::Relaxed));
         self.writing.fetch_add(1, Ordering::Relaxed);
         WriteGuard {

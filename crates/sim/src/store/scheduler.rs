@@ -37,7 +37,7 @@ impl Store {
     }
 
     /// Runs a policy round with `policy` percent chance, a GC round with `gc` percent
-    /// chance, a cross-check now and then, the ticker's letting go of idle stripes one
+    /// chance, a cross-check now and then, the ticker's duty (`Engine::tick`) one
     /// time in ten, and up to three waiting tasks.
     pub(super) fn run_background(&mut self, policy: u64, gc: u64) {
         // Queued events (load hints, statistics) reach the engine when the scheduler says.
@@ -55,11 +55,11 @@ impl Store {
             self.cross_check();
             self.background_runs += 1;
         }
-        // The ticker's stripe duty (no ticker runs here): stripes nobody read since stop
-        // parking, and their regions' writes queue their memory side again, for a waiting
-        // `Drain` task, a reader or the next event to apply.
+        // The ticker's duty (no ticker runs here): among others, stripes nobody read since
+        // stop parking, and their regions' writes queue their memory side again, for a
+        // waiting `Drain` task, a reader, the next tick or the next event to apply.
         if self.scheduler.chance(10) {
-            self.engine.forget_readers_for_tests();
+            self.engine.tick();
             self.background_runs += 1;
         }
         for _ in 0..self.scheduler.below(4) {
