@@ -8,9 +8,6 @@ pub use ime_types::{BatchOp, Cf, KeyRange};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     ops: Vec<BatchOp>,
-    /// Which put or delete has the smallest key and which the largest, kept as they are
-    /// added: [`WriteBatch::within`] then compares two keys, not each of them.
-    extremes: Option<(usize, usize)>,
 }
 
 impl WriteBatch {
@@ -26,7 +23,7 @@ impl WriteBatch {
             key: key.into(),
             value: value.into(),
         });
-        self.note_point()
+        self
     }
 
     /// Adds a point delete.
@@ -35,22 +32,6 @@ impl WriteBatch {
             cf,
             key: key.into(),
         });
-        self.note_point()
-    }
-
-    /// Updates [`WriteBatch::extremes`] with the put or delete just added.
-    fn note_point(&mut self) -> &mut Self {
-        let last = self.ops.len() - 1;
-        let key = |at: usize| point_key(self.ops.get(at)?);
-        self.extremes = match self.extremes {
-            None => Some((last, last)),
-            Some((low, high)) => {
-                let new = key(last);
-                let low = if new < key(low) { last } else { low };
-                let high = if new > key(high) { last } else { high };
-                Some((low, high))
-            }
-        };
         self
     }
 
@@ -102,15 +83,6 @@ impl WriteBatch {
     /// Whether every key it puts or deletes lies in one of `ranges` (false for a batch
     /// with a range delete).
     pub fn within(&self, ranges: &[&KeyRange]) -> bool {
-        if let Some((low, high)) = self.extremes
-            && let (Some(low), Some(high)) = (self.ops.get(low), self.ops.get(high))
-            && let (Some(low), Some(high)) = (point_key(low), point_key(high))
-            && !self.has_range_delete()
-            // One range holding the smallest key and the largest holds all between.
-            && ranges.iter().any(|r| low >= r.start() && r.ends_after(high))
-        {
-            return true;
-        }
         self.ops.iter().all(|op| match op {
             BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
                 ranges.iter().any(|r| r.contains_key(key))
@@ -184,14 +156,6 @@ pub enum DiskError {
     },
 }
 
-/// The key a put or a delete writes (none for a range delete).
-fn point_key(op: &BatchOp) -> Option<&[u8]> {
-    match op {
-        BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => Some(key),
-        BatchOp::DeleteRange { .. } => None,
-    }
-}
-
 /// Checks that ingested entries are strictly increasing by key.
 pub(crate) fn check_sorted(entries: &[crate::Entry]) -> Result<(), DiskError> {
     match entries.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
@@ -218,35 +182,6 @@ mod tests {
         batch.delete_range(Cf::Write, "a1", "a2");
         assert!(!batch.within(&[&ab, &cd]), "a range delete is never within");
         assert!(batch.has_range_delete());
-    }
-
-    proptest::proptest! {
-        /// `within`'s shortcut (the smallest and the largest key in one range) answers as
-        /// the definition does: each key in one of the ranges.
-        #[test]
-        fn within_is_each_key_in_some_range(
-            ops in proptest::collection::vec((0u8..3, 0u8..40), 0..8),
-            bounds in proptest::collection::vec((0u8..40, 1u8..20), 0..3),
-        ) {
-            let mut batch = WriteBatch::new();
-            for (kind, key) in &ops {
-                let key = vec![b'k', *key];
-                match kind {
-                    0 => batch.put(Cf::Default, key, "v"),
-                    1 => batch.delete(Cf::Write, key),
-                    _ => batch.delete_range(Cf::Lock, key.clone(), [key, vec![0]].concat()),
-                };
-            }
-            let ranges: Vec<KeyRange> = (bounds.iter())
-                .map(|(start, len)| KeyRange::new([b'k', *start], [b'k', start + len]).unwrap())
-                .collect();
-            let ranges: Vec<&KeyRange> = ranges.iter().collect();
-            let each = batch.ops().iter().all(|op| match point_key(op) {
-                Some(key) => ranges.iter().any(|r| r.contains_key(key)),
-                None => false,
-            });
-            proptest::prop_assert_eq!(batch.within(&ranges), each);
-        }
     }
 
     #[test]
