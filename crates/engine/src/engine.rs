@@ -89,7 +89,7 @@ impl<D: DiskEngine> Engine<D> {
             }
         };
         let core = Arc::new(Core::new(disk, config, policy, runner));
-        let spawn = |name: &'static str, body: Box<dyn FnOnce() + Send>| {
+        let spawn = |name: &'static str, body: Thread| {
             std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(body)
@@ -97,8 +97,8 @@ impl<D: DiskEngine> Engine<D> {
         };
         let mut threads = Vec::new();
         if let Some((load_rx, delete_rx)) = receivers {
-            threads.push(spawn("ime-loader", worker(Arc::clone(&core), load_rx))?);
-            threads.push(spawn("ime-deleter", worker(Arc::clone(&core), delete_rx))?);
+            threads.push(spawn("ime-loader", worker(&core, load_rx, false))?);
+            threads.push(spawn("ime-deleter", worker(&core, delete_rx, true))?);
             threads.push(spawn("ime-ticker", ticker(Arc::clone(&core), stop_rx))?);
         }
         Ok(Engine {
@@ -360,10 +360,9 @@ impl<D: DiskEngine> Engine<D> {
         self.core.metrics.stats()
     }
 
-    /// What the ticker does every 100 ms, for an engine without it
-    /// ([`Background::Manual`]): warm-ups past their deadline are dropped, regions no
-    /// reader looked at since the last tick let their writes queue the memory side
-    /// again, the writes queued are applied, and the gauges refreshed.
+    /// The ticker's 100 ms duty, for an engine without it ([`Background::Manual`]): expired
+    /// warm-ups dropped, regions unread since the last tick let their writes queue their
+    /// memory side again, queued writes applied, gauges refreshed.
     pub fn tick(&self) {
         self.core.tick();
     }
@@ -434,11 +433,17 @@ impl<D: DiskEngine> Drop for Engine<D> {
     }
 }
 
-/// The loader's or the deleter's loop: one task at a time until the engine closes.
-fn worker<D: DiskEngine>(core: Arc<Core<D>>, tasks: Receiver<Task>) -> Box<dyn FnOnce() + Send> {
+/// A background thread's body.
+type Thread = Box<dyn FnOnce() + Send>;
+
+/// The loader's or the deleter's loop: one task at a time until the engine closes; the
+/// deleter (`poll`) also applies queued memory writes every millisecond while they come.
+fn worker<D: DiskEngine>(core: &Arc<Core<D>>, tasks: Receiver<Task>, poll: bool) -> Thread {
+    let core = Arc::clone(core);
     Box::new(move || {
         loop {
-            match tasks.recv_timeout(Duration::from_millis(50)) {
+            let wait = if poll && core.stripes.polled() { 1 } else { 50 };
+            match tasks.recv_timeout(Duration::from_millis(wait)) {
                 Ok(task) => {
                     let mut next = Some(task);
                     while let Some(task) = next {
@@ -447,6 +452,7 @@ fn worker<D: DiskEngine>(core: Arc<Core<D>>, tasks: Receiver<Task>) -> Box<dyn F
                     core.in_flight.done();
                 }
                 Err(RecvTimeoutError::Timeout) if core.closed.load(Ordering::Acquire) => return,
+                Err(RecvTimeoutError::Timeout) if poll => core.poll_deferred(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -455,7 +461,7 @@ fn worker<D: DiskEngine>(core: Arc<Core<D>>, tasks: Receiver<Task>) -> Box<dyn F
 }
 
 /// The ticker: GC, policy and cross-check rounds at their intervals, until stopped.
-fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Box<dyn FnOnce() + Send> {
+fn ticker<D: DiskEngine>(core: Arc<Core<D>>, stop: Receiver<()>) -> Thread {
     Box::new(move || {
         let (mut gc, mut policy, mut check) = (Instant::now(), Instant::now(), Instant::now());
         loop {

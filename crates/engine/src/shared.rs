@@ -87,9 +87,8 @@ pub enum TaskKind {
     Compact,
     /// A region collected at the safe point a GC round raised.
     Gc,
-    /// A policy round a write asked for, memory having passed the evict threshold: it
-    /// evicts (`MemoryPressure`) down to the stop-load threshold before a write reaches
-    /// capacity.
+    /// A policy round a write asked for, memory past the evict threshold: it evicts
+    /// (`MemoryPressure`) down to the stop-load threshold before writes reach capacity.
     PolicyRound,
     /// Writes that deferred their memory side applied to memory.
     Drain,
@@ -103,9 +102,9 @@ pub enum Background {
     /// A loader, a deleter and a ticker thread (the default).
     #[default]
     Threads,
-    /// No thread at all: tasks wait in a queue until the embedder runs them
-    /// ([`crate::Engine::run_pending`]), and GC, policy and cross-check rounds run when it
-    /// calls them. For deterministic simulation: a seeded scheduler then chooses every
+    /// No thread: tasks wait until the embedder runs them ([`crate::Engine::run_pending`]),
+    /// as do the ticker's duty ([`crate::Engine::tick`]) and GC, policy and cross-check
+    /// rounds. For deterministic simulation: a seeded scheduler then chooses every
     /// interleaving of background work with writes, reads and events.
     Manual,
 }
@@ -256,7 +255,8 @@ impl<D: DiskEngine> Core<D> {
         policy: Box<dyn EvictionPolicy>,
         runner: Runner,
     ) -> Self {
-        let mem = MemKv::new(mem_limits(&config));
+        let t = config.thresholds();
+        let mem = MemKv::new(MemConfig::new(t.capacity, t.evict_threshold));
         Core {
             disk,
             mem,
@@ -340,11 +340,11 @@ impl<D: DiskEngine> Core<D> {
         self.refresh_gauges();
     }
 
-    /// `waiting` deferred writes of stripe `index` wait: a task applies them from
-    /// [`DRAIN_AT`] (`Background::Manual`: from 1, for a scheduler to place), the writer
-    /// itself from four times that.
+    /// `waiting` deferred writes of stripe `index` wait: from [`DRAIN_AT`], a task applies
+    /// them and the deleter polls until none come ([`Stripes::wake_wanted`]; with
+    /// `Background::Manual`, a task from 1), the writer itself from four times that.
     pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
-        if waiting == if self.is_manual() { 1 } else { DRAIN_AT } {
+        if (self.is_manual() && waiting == 1) || self.stripes.wake_wanted(waiting, DRAIN_AT) {
             fx.tasks.push(Task::Drain(index));
         } else if waiting >= 4 * DRAIN_AT {
             self.stripes.drain(index, |q| self.apply_deferred(q, fx));
@@ -398,15 +398,20 @@ impl<D: DiskEngine> Core<D> {
         evicted.into_iter().map(|id| (id, reason)).collect()
     }
 
+    /// The deleter's round while it polls the stripes ([`Stripes::poll`]).
+    pub(crate) fn poll_deferred(&self) {
+        let mut fx = Effects::default();
+        self.stripes.poll(|q| self.apply_deferred(q, &mut fx));
+        self.finish(fx);
+    }
+
     /// Applies the writes `stripes` deferred, at once. Before an event too (all of them):
     /// a split or merge moves keys to regions of other stripes, whose readers would not
     /// apply them (a region's events come after its writes, from one thread).
     pub(crate) fn settle_deferred(&self, stripes: impl IntoIterator<Item = usize>) {
         let mut fx = Effects::default();
-        for index in stripes {
-            self.stripes
-                .drain(index, |q| self.apply_deferred(q, &mut fx));
-        }
+        (stripes.into_iter())
+            .for_each(|i| _ = self.stripes.drain(i, |q| self.apply_deferred(q, &mut fx)));
         self.finish(fx);
     }
 
@@ -432,7 +437,8 @@ impl<D: DiskEngine> Core<D> {
     /// Replaces the configuration: the memory store's limits at once, and whatever the
     /// controller decides (`enable = false` evicts everything).
     pub(crate) fn set_config(&self, config: Config) {
-        self.mem.set_limits(mem_limits(&config));
+        let t = config.thresholds();
+        (self.mem).set_limits(MemConfig::new(t.capacity, t.evict_threshold));
         self.decide(|ctl, _, out| ctl.set_config(config, out));
     }
 
@@ -585,10 +591,7 @@ impl<D: DiskEngine> Core<D> {
         };
         let task = {
             let mut queue = lock(queue);
-            if queue.is_empty() {
-                return None;
-            }
-            let at = index % queue.len();
+            let at = index.checked_rem(queue.len())?; // none when nothing waits
             queue.remove(at)?
         };
         let kind = task.kind();
@@ -699,14 +702,5 @@ pub(crate) struct Deferred(pub(crate) OpBuffer);
 impl Queue for Deferred {
     fn clear(&mut self) {
         self.0.clear();
-    }
-}
-
-/// The memory store's limits under `config`.
-fn mem_limits(config: &Config) -> MemConfig {
-    let t = config.thresholds();
-    MemConfig {
-        hard_limit: t.capacity,
-        soft_limit: t.evict_threshold,
     }
 }

@@ -203,6 +203,16 @@ pub struct MemConfig {
     pub soft_limit: u64,
 }
 
+impl MemConfig {
+    /// Writes refused past `hard_limit` bytes; eviction asked for from `soft_limit` on.
+    pub fn new(hard_limit: u64, soft_limit: u64) -> Self {
+        MemConfig {
+            hard_limit,
+            soft_limit,
+        }
+    }
+}
+
 /// The in-memory MVCC store: ranges of keys in three column families, each a compact
 /// sorted run plus memtables of recent writes (skiplists in arenas).
 ///

@@ -202,6 +202,9 @@ pub struct Stripes<S, Q = ()> {
     read_lately: AtomicU64,
     /// Writes holding stripes now.
     writing: AtomicU64,
+    /// Whether an applier comes by itself now and then ([`Stripes::poll`]), so that a
+    /// write that defers need not wake one ([`Stripes::wake_wanted`]).
+    polled: AtomicBool,
 }
 
 /// A stripe a write holds, with its writer lock.
@@ -245,6 +248,7 @@ impl<S, Q: Queue> Stripes<S, Q> {
                     applying: Mutex::new(Q::default()),
                 })
                 .collect(),
+            polled: AtomicBool::new(false),
             outside: AtomicU64::new(0),
             read_lately: AtomicU64::new(0),
             writing: AtomicU64::new(0),
@@ -272,6 +276,45 @@ impl<S, Q: Queue> Stripes<S, Q> {
     /// [`Stripes::drain`] of every stripe.
     pub fn drain_all(&self, mut apply: impl FnMut(&mut Q)) -> u64 {
         (self.stripes.iter()).map(|s| drain(s, &mut apply)).sum()
+    }
+
+    /// Whether a write that leaves `waiting` deferred writes in its stripe should wake an
+    /// applier (hand it the stripe): from `at` waiting on, unless an applier polls
+    /// already ([`Stripes::poll`]). The first write to ask is told yes, and from then on
+    /// the applier polls, so that a steady stream of writes wakes it once, not every `at`
+    /// writes: on a virtual machine, waking a thread on another core costs the waker
+    /// microseconds.
+    pub fn wake_wanted(&self, waiting: u64, at: u64) -> bool {
+        waiting >= at
+            && !self.polled.load(Ordering::SeqCst)
+            && !self.polled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the applier polls ([`Stripes::poll`]).
+    pub fn polled(&self) -> bool {
+        self.polled.load(Ordering::Relaxed)
+    }
+
+    /// The applier's round while it polls ([`Stripes::polled`], from the first
+    /// [`Stripes::wake_wanted`] on): every stripe drained ([`Stripes::drain_all`]);
+    /// returns how many writes it applied. After a round that found nothing it stops
+    /// polling, and looks once more: a write that saw it polling (and woke nobody)
+    /// counted its deferral before it looked, so either this second look sees that write
+    /// (both in one total order) or the write saw the polling stop and woke the applier.
+    pub fn poll(&self, mut apply: impl FnMut(&mut Q)) -> u64 {
+        if !self.polled.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let found = self.drain_all(&mut apply);
+        if found > 0 {
+            return found;
+        }
+        self.polled.store(false, Ordering::SeqCst);
+        let late = self.drain_all(&mut apply);
+        if late > 0 {
+            self.polled.store(true, Ordering::SeqCst); // writes keep coming
+        }
+        late
     }
 
     /// Whether a reader has looked at any stripe since [`Stripes::release_idle`] last ran
@@ -857,6 +900,44 @@ mod tests {
             "kept again"
         );
         assert_eq!(taken.get(), 6);
+    }
+
+    /// A deferred write of key `key` (its stripe read by nobody), queued as `key`.
+    fn defer_one(stripes: &Stripes<(), Vec<u64>>, key: u64) -> u64 {
+        let mut write = stripes.begin_write([key].into_iter());
+        write.publish(|| unreachable!("nobody reads"));
+        let (_, waiting) = write.defer(|q| q.push(key)).unwrap();
+        waiting
+    }
+
+    #[test]
+    fn a_stream_of_deferred_writes_wakes_the_applier_once_and_it_polls_until_none_come() {
+        let stripes: Stripes<(), Vec<u64>> = Stripes::new();
+        let applied = std::cell::RefCell::new(Vec::new());
+        let apply = |q: &mut Vec<u64>| applied.borrow_mut().extend(q.iter().copied());
+        assert!(
+            !stripes.wake_wanted(defer_one(&stripes, 1), 2),
+            "below the threshold"
+        );
+        assert_eq!(stripes.poll(apply), 0, "not polling: nothing done");
+        assert!(
+            stripes.wake_wanted(defer_one(&stripes, 1), 2),
+            "the first ask"
+        );
+        assert!(stripes.polled());
+        assert!(
+            !stripes.wake_wanted(defer_one(&stripes, 2), 1),
+            "polled: no wake"
+        );
+        assert_eq!(stripes.poll(apply), 3, "every stripe drained");
+        assert_eq!(*applied.borrow(), [1, 1, 2]);
+        assert!(stripes.polled(), "it found writes: it comes again");
+        assert_eq!(stripes.poll(apply), 0);
+        assert!(!stripes.polled(), "a round with none: it stops");
+        assert!(
+            stripes.wake_wanted(defer_one(&stripes, 3), 1),
+            "then a write wakes it"
+        );
     }
 
     #[test]
