@@ -104,7 +104,7 @@ fn model(broken: Broken) {
             "writes left queued, and nobody will come for them"
         );
     };
-    shuttle::check_random(run.clone(), SCHEDULES);
+    shuttle::check_random(run, SCHEDULES);
     shuttle::check_pct(run, SCHEDULES, 3);
 }
 
