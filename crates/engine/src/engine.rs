@@ -452,7 +452,9 @@ fn worker<D: DiskEngine>(core: &Arc<Core<D>>, tasks: Receiver<Task>, poll: bool)
                     core.in_flight.done();
                 }
                 Err(RecvTimeoutError::Timeout) if core.closed.load(Ordering::Acquire) => return,
-                Err(RecvTimeoutError::Timeout) if poll => core.poll_deferred(),
+                Err(RecvTimeoutError::Timeout) if poll => {
+                    core.applying(|a| _ = core.stripes.poll(a))
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -326,10 +326,7 @@ impl<D: DiskEngine> Core<D> {
         if locked {
             return self.stripes.view_without_applying(region.0, token, fresh);
         }
-        let mut fx = Effects::default();
-        let view = (self.stripes).view(region.0, token, fresh, |q| self.apply_deferred(q, &mut fx));
-        self.finish(fx);
-        view
+        self.applying(|apply| self.stripes.view(region.0, token, fresh, apply))
     }
 
     /// The ticker's 100 ms duty ([`crate::Engine::tick`]).
@@ -344,7 +341,8 @@ impl<D: DiskEngine> Core<D> {
     /// them and the deleter polls until none come ([`Stripes::wake_wanted`]; with
     /// `Background::Manual`, a task from 1), the writer itself from four times that.
     pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
-        if (self.is_manual() && waiting == 1) || self.stripes.wake_wanted(waiting, DRAIN_AT) {
+        let manual = self.is_manual();
+        if (manual && waiting == 1) || (!manual && self.stripes.wake_wanted(waiting, DRAIN_AT)) {
             fx.tasks.push(Task::Drain(index));
         } else if waiting >= 4 * DRAIN_AT {
             self.stripes.drain(index, |q| self.apply_deferred(q, fx));
@@ -398,21 +396,20 @@ impl<D: DiskEngine> Core<D> {
         evicted.into_iter().map(|id| (id, reason)).collect()
     }
 
-    /// The deleter's round while it polls the stripes ([`Stripes::poll`]).
-    pub(crate) fn poll_deferred(&self) {
+    /// Calls `f` with what applies deferred writes ([`Core::apply_deferred`]), then
+    /// carries out what they led to.
+    pub(crate) fn applying<R>(&self, f: impl FnOnce(&mut dyn FnMut(&mut Deferred)) -> R) -> R {
         let mut fx = Effects::default();
-        self.stripes.poll(|q| self.apply_deferred(q, &mut fx));
+        let out = f(&mut |q| self.apply_deferred(q, &mut fx));
         self.finish(fx);
+        out
     }
 
     /// Applies the writes `stripes` deferred, at once. Before an event too (all of them):
     /// a split or merge moves keys to regions of other stripes, whose readers would not
     /// apply them (a region's events come after its writes, from one thread).
     pub(crate) fn settle_deferred(&self, stripes: impl IntoIterator<Item = usize>) {
-        let mut fx = Effects::default();
-        (stripes.into_iter())
-            .for_each(|i| _ = self.stripes.drain(i, |q| self.apply_deferred(q, &mut fx)));
-        self.finish(fx);
+        self.applying(|a| (stripes.into_iter()).for_each(|i| _ = self.stripes.drain(i, &mut *a)));
     }
 
     pub(crate) fn config(&self) -> Config {
