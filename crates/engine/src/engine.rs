@@ -362,7 +362,7 @@ impl<D: DiskEngine> Engine<D> {
 
     /// The ticker's 100 ms duty, for an engine without it ([`Background::Manual`]): expired
     /// warm-ups dropped, regions unread since the last tick let their writes queue their
-    /// memory side again, queued writes applied, gauges refreshed.
+    /// memory side again, queued writes applied, spare arrays aged, gauges refreshed.
     pub fn tick(&self) {
         self.core.tick();
     }

@@ -334,6 +334,7 @@ impl<D: DiskEngine> Core<D> {
         self.decide(|ctl, env, _| ctl.on_tick(env));
         self.stripes.release_idle(); // disk snapshots parked by writes that ended
         self.settle_deferred(0..STRIPES); // writes deferred by stripes nobody reads
+        self.mem.age_spares(); // the arrays of runs dropped lately, freed here if unused
         self.refresh_gauges();
     }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
 use crate::layer::{Run, RunBuilder};
+use crate::memory::MemoryTracker;
 use crate::snapshot::run_span;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
@@ -66,7 +67,7 @@ impl MemKv {
         // Column family `i`'s merge, straight into its run (copied once), but the keys
         // `keep` refuses.
         let build = |i: usize, stats: &mut GcStats, keep: &dyn Fn(&[u8]) -> bool| {
-            let mut builder = merge_builder(&layers[i].run, bounds, &spans[i]);
+            let mut builder = merge_builder(&layers[i].run, bounds, &spans[i], self.tracker());
             let mut sink = |(key, s, value): Part<'_>| {
                 if keep(key) {
                     builder.push_above(key, s, value)
@@ -206,8 +207,14 @@ fn newest_entries<'a>(
 }
 
 /// A builder with room for a merge of `run` (within `bounds`) and `spans`: what they
-/// hold together, an upper bound of what the merge keeps.
-fn merge_builder(run: &Run, bounds: &KeyRange, spans: &[Run]) -> RunBuilder {
+/// hold together, an upper bound of what the merge keeps (in the arrays of a run dropped
+/// lately, if some fit).
+fn merge_builder(
+    run: &Run,
+    bounds: &KeyRange,
+    spans: &[Run],
+    tracker: &MemoryTracker,
+) -> RunBuilder {
     let (lo, hi) = run_span(run, bounds);
     let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
     for span in spans {
@@ -216,7 +223,9 @@ fn merge_builder(run: &Run, bounds: &KeyRange, spans: &[Run]) -> RunBuilder {
         keys += k;
         values += v;
     }
-    RunBuilder::with_capacity(len, keys, values)
+    let mut builder = RunBuilder::with_capacity(0, 0, 0);
+    builder.reserve_reusing(&tracker.spares, len, keys, values);
+    builder
 }
 
 /// TiKV's MVCC retention rule below a safe point, written once: GC applies it, and so does

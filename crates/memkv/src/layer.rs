@@ -3,7 +3,8 @@
 //! them.
 
 use std::cmp::Reverse;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::MemError;
 use crate::memory::{Charge, MemoryTracker};
@@ -143,6 +144,13 @@ impl Run {
 
     /// An empty run, charged (nothing) to `tracker`.
     pub(crate) fn empty(tracker: &Arc<MemoryTracker>) -> Self {
+        let mut run = Run::unbuilt();
+        run.charge = Some(Charge::new(tracker));
+        run
+    }
+
+    /// No entries, no room, charged nowhere.
+    fn unbuilt() -> Self {
         Run {
             keys: Vec::new(),
             values: Vec::new(),
@@ -157,8 +165,22 @@ impl Run {
             unique: true,
             max_seq: 0,
             any_deleted: false,
-            charge: Some(Charge::new(tracker)),
+            charge: None,
         }
+    }
+
+    /// Swaps its arrays with `other`'s (every field that holds room; nothing else).
+    fn swap_arrays(&mut self, other: &mut Run) {
+        use std::mem::swap;
+        swap(&mut self.keys, &mut other.keys);
+        swap(&mut self.values, &mut other.values);
+        swap(&mut self.slots, &mut other.slots);
+        swap(&mut self.deleted, &mut other.deleted);
+        swap(&mut self.sparse_keys, &mut other.sparse_keys);
+        swap(&mut self.sparse_ends, &mut other.sparse_ends);
+        swap(&mut self.sparse_prefixes, &mut other.sparse_prefixes);
+        swap(&mut self.block_shared, &mut other.block_shared);
+        swap(&mut self.entry_prefixes, &mut other.entry_prefixes);
     }
 
     /// Bytes of keys and of values of entries `lo..hi` (`lo <= hi <= len()`).
@@ -369,24 +391,15 @@ impl RunBuilder {
     /// A builder with room for `len` entries of `key_bytes` and `value_bytes` in all
     /// (more may come: the arenas grow).
     pub(crate) fn with_capacity(len: usize, key_bytes: usize, value_bytes: usize) -> Self {
-        RunBuilder {
-            run: Run {
-                keys: Vec::with_capacity(key_bytes),
-                values: Vec::with_capacity(value_bytes),
-                slots: Vec::with_capacity(len),
-                deleted: Vec::with_capacity(len.div_ceil(64)),
-                sparse_keys: Vec::new(),
-                sparse_ends: Vec::with_capacity(len.div_ceil(SPARSE)),
-                sparse_prefixes: Vec::new(),
-                prefix_len: 0,
-                block_shared: Vec::with_capacity(len.div_ceil(SPARSE)),
-                entry_prefixes: Vec::with_capacity(len),
-                unique: true,
-                max_seq: 0,
-                any_deleted: false,
-                charge: None,
-            },
-        }
+        let mut run = Run::unbuilt();
+        run.keys = Vec::with_capacity(key_bytes);
+        run.values = Vec::with_capacity(value_bytes);
+        run.slots = Vec::with_capacity(len);
+        run.deleted = Vec::with_capacity(len.div_ceil(64));
+        run.sparse_ends = Vec::with_capacity(len.div_ceil(SPARSE));
+        run.block_shared = Vec::with_capacity(len.div_ceil(SPARSE));
+        run.entry_prefixes = Vec::with_capacity(len);
+        RunBuilder { run }
     }
 
     /// Entries pushed.
@@ -408,6 +421,25 @@ impl RunBuilder {
             .and_then(|()| run.deleted.try_reserve_exact(entries.div_ceil(64)))
             .and_then(|()| run.sparse_ends.try_reserve_exact(entries.div_ceil(SPARSE)))
             .and_then(|()| run.block_shared.try_reserve_exact(entries.div_ceil(SPARSE)));
+    }
+
+    /// [`RunBuilder::reserve`], in the arrays of a run dropped lately when the builder
+    /// has no room yet and some fit ([`SpareRuns::take`]): memory touched already, which
+    /// a large load or merge does not fault in page by page again.
+    pub(crate) fn reserve_reusing(
+        &mut self,
+        spares: &SpareRuns,
+        entries: usize,
+        key_bytes: usize,
+        value_bytes: usize,
+    ) {
+        let want = (key_bytes + value_bytes) as u64 + entries as u64 * Self::ENTRY_OVERHEAD;
+        if self.run.heap_bytes() == 0
+            && let Some(mut spare) = spares.take(want)
+        {
+            self.run.swap_arrays(&mut spare);
+        }
+        self.reserve(entries, key_bytes, value_bytes);
     }
 
     /// Bytes it holds so far (what the run will charge, about).
@@ -549,6 +581,138 @@ impl Run {
             self.entry_prefixes.push(prefix_u16(key, shared));
             start = end;
         }
+    }
+}
+
+/// Charged runs holding at least this many bytes leave their arrays to [`SpareRuns`]
+/// when they drop; smaller ones free them (the allocator reuses small blocks itself).
+const SPARE_MIN_BYTES: u64 = 1 << 20;
+
+/// Sets of arrays [`SpareRuns`] keeps at most.
+const SPARES_KEPT: usize = 4;
+
+/// Calls of [`SpareRuns::age`] a set of spare arrays waits for a run to take it before it
+/// is freed (with the engine's ticker, about a second).
+pub(crate) const SPARE_TICKS: u32 = 10;
+
+/// The arrays of large runs dropped lately (an evicted range's, a run a compaction
+/// replaced), emptied and kept for the next run built — a load's, a merge's — instead of
+/// handed back to the system and faulted in again page by page. They are not charged:
+/// a set is kept only while the sets together fit the room under the hard limit that
+/// its run's charge leaves, and [`SpareRuns::age`] frees the sets no run took lately
+/// and, largest first, those that no longer fit that room.
+#[derive(Debug, Default)]
+pub(crate) struct SpareRuns {
+    /// Each set, emptied (no entries, charged nowhere), with the ages it waited.
+    kept: Mutex<Vec<(Run, u32)>>,
+    bytes: AtomicU64,
+}
+
+impl SpareRuns {
+    /// Bytes the kept sets hold.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(Run, u32)>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `arrays` if they fit `room` beside the sets kept, else frees them.
+    fn keep(&self, mut arrays: Run, room: u64) {
+        arrays.clear();
+        let bytes = arrays.heap_bytes();
+        let mut kept = self.lock();
+        if kept.len() < SPARES_KEPT && self.bytes() + bytes <= room {
+            kept.push((arrays, 0));
+            self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        } else {
+            drop(kept);
+            drop(arrays); // freed outside the lock
+        }
+    }
+
+    /// The kept set that best holds `want` bytes: the smallest at least that large, else
+    /// the largest at least half as large (the builder grows it); none is taken for a
+    /// run too small to leave its arrays.
+    pub(crate) fn take(&self, want: u64) -> Option<Run> {
+        if want < SPARE_MIN_BYTES || self.bytes() == 0 {
+            return None;
+        }
+        let mut kept = self.lock();
+        let size = |i: usize| kept[i].0.heap_bytes();
+        let fits = (0..kept.len())
+            .filter(|&i| size(i) >= want)
+            .min_by_key(|&i| size(i));
+        let best = fits.or_else(|| {
+            (0..kept.len())
+                .filter(|&i| size(i) >= want / 2)
+                .max_by_key(|&i| size(i))
+        })?;
+        let (arrays, _) = kept.swap_remove(best);
+        self.bytes.fetch_sub(arrays.heap_bytes(), Ordering::AcqRel);
+        Some(arrays)
+    }
+
+    /// One tick of the sets' clock: frees those no run took for [`SPARE_TICKS`] ticks,
+    /// then the largest while the sets pass `room`; returns the bytes freed.
+    pub(crate) fn age(&self, room: u64) -> u64 {
+        let mut freed = Vec::new();
+        {
+            let mut kept = self.lock();
+            kept.retain_mut(|(arrays, age)| {
+                *age += 1;
+                let keep = *age < SPARE_TICKS;
+                if !keep {
+                    freed.push(std::mem::replace(arrays, Run::unbuilt()));
+                }
+                keep
+            });
+            kept.sort_by_key(|(arrays, _)| arrays.heap_bytes());
+            let mut bytes: u64 = kept.iter().map(|(a, _)| a.heap_bytes()).sum();
+            while bytes > room
+                && let Some((arrays, _)) = kept.pop()
+            {
+                bytes -= arrays.heap_bytes();
+                freed.push(arrays);
+            }
+            self.bytes.store(bytes, Ordering::Release);
+        }
+        freed.iter().map(Run::heap_bytes).sum() // freed as `freed` drops, outside the lock
+    }
+}
+
+impl Run {
+    /// Empties it, keeping its room.
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.values.clear();
+        self.slots.clear();
+        self.deleted.clear();
+        self.sparse_keys.clear();
+        self.sparse_ends.clear();
+        self.sparse_prefixes.clear();
+        self.block_shared.clear();
+        self.entry_prefixes.clear();
+    }
+}
+
+impl Drop for Run {
+    /// A charged run large enough leaves its arrays to its tracker's [`SpareRuns`], in
+    /// the room under the hard limit that its charge, given back next, leaves.
+    fn drop(&mut self) {
+        let Some(charge) = &self.charge else {
+            return;
+        };
+        if self.heap_bytes() < SPARE_MIN_BYTES {
+            return;
+        }
+        let tracker = Arc::clone(charge.tracker());
+        let after = tracker.used().saturating_sub(charge.bytes());
+        let room = tracker.hard_limit().saturating_sub(after);
+        let mut arrays = Run::unbuilt();
+        arrays.swap_arrays(self);
+        tracker.spares.keep(arrays, room);
     }
 }
 
@@ -759,5 +923,109 @@ mod tests {
                 probe.escape_ascii()
             );
         }
+    }
+
+    /// `n` entries of 100-byte values, in order: about 120 bytes of arrays each.
+    fn entries(n: usize, value: u8) -> Vec<RunEntry> {
+        (0..n)
+            .map(|i| RunEntry {
+                key: format!("k{i:08}").into_bytes().into(),
+                seq: 5,
+                value: Some(vec![value; 100].into()),
+            })
+            .collect()
+    }
+
+    fn tracker(hard_limit: u64) -> Arc<MemoryTracker> {
+        MemoryTracker::new(hard_limit, hard_limit / 2)
+    }
+
+    #[test]
+    fn a_large_run_leaves_its_arrays_and_the_next_builder_fills_them_afresh() {
+        let tracker = tracker(1 << 30);
+        let run = Run::new(&entries(20_000, b'a'), Some(&tracker)).unwrap();
+        let (bytes, keys_at) = (run.heap_bytes(), run.keys.as_ptr());
+        assert!(bytes >= SPARE_MIN_BYTES);
+        drop(run);
+        assert_eq!((tracker.used(), tracker.spares.bytes()), (0, bytes));
+        // A smaller run of other values, built in them: nothing of the first shows.
+        let second = entries(15_000, b'b');
+        let mut builder = RunBuilder::with_capacity(0, 0, 0);
+        builder.reserve_reusing(&tracker.spares, second.len(), 15_000 * 9, 15_000 * 100);
+        assert_eq!(builder.run.keys.as_ptr(), keys_at, "the same arrays");
+        assert_eq!(tracker.spares.bytes(), 0);
+        for e in &second {
+            builder
+                .push_above(&e.key, e.seq, e.value.as_deref())
+                .unwrap();
+        }
+        let run = builder.finish(Some(&tracker));
+        assert_eq!(run.len(), second.len());
+        for (i, e) in second.iter().enumerate() {
+            assert_eq!((run.key(i), run.seq(i)), (&*e.key, e.seq));
+            assert_eq!(run.value(i), e.value.as_deref());
+        }
+        assert_eq!(tracker.used(), run.heap_bytes(), "charged as built");
+    }
+
+    #[test]
+    fn small_uncharged_or_roomless_runs_free_their_arrays() {
+        let tracker = tracker(1 << 30);
+        drop(Run::new(&entries(1_000, b'a'), Some(&tracker)).unwrap()); // under 1 MiB
+        drop(Run::new(&entries(20_000, b'a'), None).unwrap()); // a transient copy
+        assert_eq!(tracker.spares.bytes(), 0);
+        // Kept only in the room its own charge leaves under the hard limit.
+        let run = Run::new(&entries(20_000, b'a'), Some(&tracker)).unwrap();
+        let bytes = run.heap_bytes();
+        tracker.set_limits(bytes - 1, 0);
+        drop(run);
+        assert_eq!(tracker.spares.bytes(), 0);
+        tracker.set_limits(1 << 30, 0);
+        let runs: Vec<Run> = (0..SPARES_KEPT + 1)
+            .map(|_| Run::new(&entries(20_000, b'a'), Some(&tracker)).unwrap())
+            .collect();
+        drop(runs);
+        assert_eq!(
+            tracker.spares.bytes(),
+            bytes * SPARES_KEPT as u64,
+            "at most four"
+        );
+    }
+
+    #[test]
+    fn a_builder_takes_the_best_fit_and_ticks_free_what_nobody_takes() {
+        let tracker = tracker(1 << 30);
+        let sizes: Vec<u64> = [10_000, 40_000]
+            .map(|n| {
+                let run = Run::new(&entries(n, b'a'), Some(&tracker)).unwrap();
+                run.heap_bytes()
+            })
+            .to_vec();
+        let (small, large) = (sizes[0], sizes[1]);
+        let spares = &tracker.spares;
+        assert_eq!(spares.bytes(), small + large);
+        assert!(
+            spares.take(small / 4).is_none(),
+            "too small a run to reuse arrays"
+        );
+        for (want, expect) in [(small, Some(small)), (small + 1, Some(large))] {
+            let taken = spares.take(want).map(|run| run.heap_bytes());
+            assert_eq!(taken, expect, "want {want}");
+            spares.keep(Run::new(&entries(10_000, b'a'), None).unwrap(), u64::MAX);
+        }
+        // Two small ones now: neither for three times their size, one for twice.
+        assert!(spares.take(3 * small).is_none());
+        let half = spares.take(2 * small).unwrap();
+        assert_eq!(half.heap_bytes(), small);
+        spares.keep(half, u64::MAX);
+        // Room for one: the largest goes first; then age frees the rest.
+        spares.keep(Run::new(&entries(40_000, b'a'), None).unwrap(), u64::MAX);
+        let kept = spares.bytes();
+        assert_eq!(spares.age(kept - 1), large);
+        for tick in 1..SPARE_TICKS - 1 {
+            assert_eq!(spares.age(u64::MAX), 0, "tick {tick}");
+        }
+        assert_eq!(spares.age(u64::MAX), kept - large);
+        assert_eq!(spares.bytes(), 0);
     }
 }

@@ -4,12 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::layer::SpareRuns;
+
 /// Counts every byte the store holds, against a hard limit and a soft threshold.
 #[derive(Debug)]
 pub(crate) struct MemoryTracker {
     used: AtomicU64,
     hard_limit: AtomicU64,
     soft_limit: AtomicU64,
+    /// The arrays of large runs dropped lately, kept for the next runs built (not
+    /// counted in `used`).
+    pub(crate) spares: SpareRuns,
 }
 
 impl MemoryTracker {
@@ -19,6 +24,7 @@ impl MemoryTracker {
             used: AtomicU64::new(0),
             hard_limit: AtomicU64::new(hard_limit),
             soft_limit: AtomicU64::new(soft_limit),
+            spares: SpareRuns::default(),
         })
     }
 

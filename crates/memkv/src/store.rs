@@ -267,6 +267,23 @@ impl MemKv {
         self.tracker.used()
     }
 
+    /// Bytes of spare arrays held beside [`MemKv::memory_used`]: the arrays of large runs
+    /// dropped lately (an evicted range's, a run a compaction replaced), kept for the next
+    /// load or compaction to fill instead of new memory. They fit the room under the hard
+    /// limit when kept; [`MemKv::age_spares`] frees them.
+    pub fn spare_bytes(&self) -> u64 {
+        self.tracker.spares.bytes()
+    }
+
+    /// One tick of the spare arrays' clock (call it now and then, off the write path; the
+    /// engine's ticker does, ten times a second): frees the arrays no load or compaction
+    /// took for ten ticks, then the largest while they pass the room the hard limit leaves
+    /// above [`MemKv::memory_used`]; returns the bytes freed, on the calling thread.
+    pub fn age_spares(&self) -> u64 {
+        let room = (self.tracker.hard_limit()).saturating_sub(self.tracker.used());
+        self.tracker.spares.age(room)
+    }
+
     /// Changes the limits at run time. Memory already held stays held: lowering the hard
     /// limit below the usage refuses writes until the owner frees ranges.
     pub fn set_limits(&self, config: MemConfig) {
@@ -1022,8 +1039,8 @@ impl Loader<'_> {
         };
         if entries > 1 {
             let entries = usize::try_from(entries).unwrap_or(0);
-            self.run
-                .reserve(entries, total(key.len()), total(value.len()));
+            let spares = &self.kv.tracker.spares;
+            (self.run).reserve_reusing(spares, entries, total(key.len()), total(value.len()));
         }
     }
 
