@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root (the parent of this crate's directory).
 pub(crate) fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    // Cargo's at run time first: `.ci/run` shares a target directory between clones, so
+    // this binary may have been built in another clone, since deleted.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    (manifest_dir.parent()).map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
 }
 
 /// Internal crates each crate may use; `None` means any (tools, not layers).

@@ -37,7 +37,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,7 +51,7 @@ use ime_types::RangeId;
 
 #[test]
 fn transcripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let dir = ime_testkit::crate_dir!().join("tests/transcripts");
     ime_testkit::check_transcripts(&dir, || {
         let mut driver = Driver::new();
         move |command: &str| driver.run(command)
@@ -62,7 +61,7 @@ fn transcripts() {
 /// Every event kind and every admission outcome appears in some transcript.
 #[test]
 fn the_transcripts_cover_every_event_kind_and_admission_outcome() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let dir = ime_testkit::crate_dir!().join("tests/transcripts");
     let mut all = String::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());

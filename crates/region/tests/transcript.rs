@@ -33,14 +33,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ime_region::*;
 
 #[test]
 fn transcripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let dir = ime_testkit::crate_dir!().join("tests/transcripts");
     ime_testkit::check_transcripts(&dir, || {
         let mut driver = Driver::default();
         move |command: &str| driver.run(command)

@@ -104,3 +104,16 @@ pub fn first_difference(expected: &str, actual: &str) -> String {
         ),
     }
 }
+
+/// The calling crate's directory: cargo's `CARGO_MANIFEST_DIR` at run time, else the
+/// one the test was built in. A target directory shared between clones (as `.ci/run`
+/// shares one) may run a binary built in another clone, whose directory is gone.
+#[macro_export]
+macro_rules! crate_dir {
+    () => {
+        ::std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || ::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            ::std::path::PathBuf::from,
+        )
+    };
+}
