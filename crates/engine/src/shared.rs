@@ -420,7 +420,7 @@ impl<D: DiskEngine> Core<D> {
     /// Sets the gauges of the metrics from the region listing and the memory in use.
     pub(crate) fn refresh_gauges(&self) {
         let regions = self.meta_shared().ctl.map().regions();
-        self.metrics.set_gauges(&regions, self.mem.memory_used());
+        (self.metrics).set_gauges(&regions, self.mem.memory_used(), self.mem.spare_bytes());
     }
 
     /// The safe point GC moves regions towards: the embedder's, or the cache's own when

@@ -500,3 +500,51 @@ fn a_range_delete_during_a_load_evicts_the_region() {
     peer.load(1);
     assert!(peer.check(1), "loaded again: from memory, without the lock");
 }
+
+/// The value of an unlabelled gauge in `text` (Prometheus exposition).
+fn gauge(text: &str, name: &str) -> u64 {
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+    line.and_then(|l| l.split(' ').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// An evicted region's large runs leave their arrays as spare memory: the tick's gauge
+/// shows it beside the memory used (which does not count it); loading the region again
+/// fills them and reads as the disk does; arrays nobody takes are freed by the tenth tick.
+#[test]
+fn an_evicted_region_leaves_its_arrays_to_its_reload_and_ticks_free_the_rest() {
+    let policy = Box::new(ime_engine::eviction::default_policy());
+    let background = ime_engine::Background::Manual;
+    let engine = Engine::with_background(MemDisk::new(), test_config(), policy, background);
+    let mut peer = Peer::new(engine.unwrap());
+    peer.add(region(1, "a", Some("z"), 1));
+    let keys: Vec<String> = (0..10_000).map(|i| format!("k{i:05}")).collect();
+    let value = "v".repeat(100);
+    let items: Vec<(&str, Option<&str>)> =
+        keys.iter().map(|k| (k.as_str(), Some(&*value))).collect();
+    peer.commit(1, &items);
+    let spare = |peer: &Peer<MemDisk>| {
+        peer.engine.tick(); // the gauges
+        gauge(&peer.engine.metrics_text(), "ime_memory_spare_bytes")
+    };
+    let evict = |peer: &Peer<MemDisk>| {
+        peer.engine
+            .evict_region(RegionId(1), EvictReason::Manual, None);
+        peer.idle();
+        assert_eq!(peer.engine.memory_used(), 0);
+    };
+    peer.load(1);
+    let loaded = peer.engine.memory_used();
+    evict(&peer);
+    assert!(spare(&peer) > loaded / 2, "{} of {loaded}", spare(&peer));
+    peer.load(1);
+    assert_eq!(spare(&peer), 0, "the reload took them");
+    assert_eq!(peer.engine.memory_used(), loaded);
+    assert!(peer.check(1), "served from memory, equal to the disk");
+    assert!(peer.engine.cross_check().is_empty());
+    evict(&peer);
+    let left = spare(&peer); // one tick
+    assert!(left > 0);
+    let ticks: Vec<u64> = (2..=10).map(|_| spare(&peer)).collect();
+    assert_eq!(ticks, [vec![left; 8], vec![0]].concat());
+}

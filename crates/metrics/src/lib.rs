@@ -21,8 +21,9 @@
 //! metrics.loaded(LoadResult::Ok, Duration::from_millis(3));
 //! let stats = metrics.stats();
 //! assert_eq!((stats.snapshots.from_memory, stats.loads.ok), (1, 1));
-//! metrics.set_gauges(&[], 4096);
+//! metrics.set_gauges(&[], 4096, 1024);
 //! assert!(metrics.text().contains("ime_memory_bytes 4096"));
+//! assert!(metrics.text().contains("ime_memory_spare_bytes 1024"));
 //!
 //! // Beside the embedder's own metrics, in its registry.
 //! let theirs = prometheus::Registry::new();

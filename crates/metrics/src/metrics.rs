@@ -21,6 +21,8 @@ pub struct Metrics {
     registry: Registry,
     regions: IntGaugeVec,
     memory: IntGauge,
+    /// Spare arrays the memory store keeps for its next loads, beside `memory`.
+    spare: IntGauge,
     reads: IntCounterVec,
     /// `reads` for each source, in `Source::ALL` order, resolved once: the read path
     /// takes no label lookup.
@@ -92,6 +94,12 @@ impl Metrics {
         let memory = IntGauge::new("ime_memory_bytes", "Bytes the memory store holds.")
             .unwrap_or_else(|_| unreachable_metric("ime_memory_bytes"));
         register(&registry, &memory);
+        let spare = IntGauge::new(
+            "ime_memory_spare_bytes",
+            "Bytes of emptied run arrays kept for the next loads, beside ime_memory_bytes.",
+        )
+        .unwrap_or_else(|_| unreachable_metric("ime_memory_spare_bytes"));
+        register(&registry, &spare);
         let latencies = ReadLatencies::new();
         register(&registry, &latencies);
         let wasted = IntCounter::new(
@@ -118,6 +126,7 @@ impl Metrics {
         Metrics {
             regions,
             memory,
+            spare,
             sources: Source::ALL
                 .iter()
                 .map(|s| reads.with_label_values(&[s.label()]))
@@ -359,14 +368,16 @@ impl Metrics {
         stats
     }
 
-    /// Sets the gauges: cached regions by state (from the region listing) and memory.
-    pub fn set_gauges(&self, regions: &[RegionInfo], memory: u64) {
+    /// Sets the gauges: cached regions by state (from the region listing), memory held
+    /// and spare memory kept (`ime_memory_spare_bytes`).
+    pub fn set_gauges(&self, regions: &[RegionInfo], memory: u64, spare: u64) {
         for state in RegionState::ALL {
             let count = regions.iter().filter(|r| r.state == state).count();
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             self.regions.with_label_values(&[state.as_str()]).set(count);
         }
         self.memory.set(i64::try_from(memory).unwrap_or(i64::MAX));
+        self.spare.set(i64::try_from(spare).unwrap_or(i64::MAX));
         let safe_points = regions.iter().map(|r| r.safe_point);
         let (oldest, newest) = (safe_points.clone().min(), safe_points.max());
         for (which, value) in [("oldest", oldest), ("newest", newest)] {
@@ -463,6 +474,7 @@ impl Metrics {
         vec![
             &self.regions,
             &self.memory,
+            &self.spare,
             &self.reads,
             &self.evictions,
             &self.eviction_seconds,
