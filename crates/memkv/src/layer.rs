@@ -929,7 +929,7 @@ mod tests {
     fn entries(n: usize, value: u8) -> Vec<RunEntry> {
         (0..n)
             .map(|i| RunEntry {
-                key: format!("k{i:08}").into_bytes().into(),
+                key: format!("{}{i:08}", char::from(value)).into_bytes().into(),
                 seq: 5,
                 value: Some(vec![value; 100].into()),
             })
@@ -943,7 +943,9 @@ mod tests {
     #[test]
     fn a_large_run_leaves_its_arrays_and_the_next_builder_fills_them_afresh() {
         let tracker = tracker(1 << 30);
-        let run = Run::new(&entries(20_000, b'a'), Some(&tracker)).unwrap();
+        let mut first = entries(20_000, b'a');
+        first.iter_mut().step_by(3).for_each(|e| e.value = None); // deletion bits
+        let run = Run::new(&first, Some(&tracker)).unwrap();
         let (bytes, keys_at) = (run.heap_bytes(), run.keys.as_ptr());
         assert!(bytes >= SPARE_MIN_BYTES);
         drop(run);
@@ -964,7 +966,15 @@ mod tests {
         for (i, e) in second.iter().enumerate() {
             assert_eq!((run.key(i), run.seq(i)), (&*e.key, e.seq));
             assert_eq!(run.value(i), e.value.as_deref());
+            // Through the sparse index and block prefixes too, rebuilt in the same arrays.
+            assert_eq!(run.lower(&e.key, e.seq), i);
         }
+        assert_eq!(
+            run.lower(b"b00015000", 5),
+            second.len(),
+            "past the last key"
+        );
+        assert_eq!(run.lower(b"a00000000", 5), 0, "before the first");
         assert_eq!(tracker.used(), run.heap_bytes(), "charged as built");
     }
 
