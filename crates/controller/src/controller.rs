@@ -3,6 +3,7 @@
 //! other decision is built from.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ime_region::{
@@ -67,7 +68,8 @@ pub struct Controller {
     pub(crate) map: RegionMap,
     pub(crate) peers: BTreeMap<RegionId, Peer>,
     /// The last applied index reported per region, cached or not; a load starts from it.
-    pub(crate) applied: BTreeMap<RegionId, u64>,
+    /// Moved on through a shared reference too ([`Controller::try_on_applied`]).
+    pub(crate) applied: BTreeMap<RegionId, AtomicU64>,
     pub(crate) cached: BTreeMap<RegionId, Cached>,
     pub(crate) flashback: BTreeSet<RegionId>,
     pub(crate) pins: Vec<KeyRange>,
@@ -155,7 +157,9 @@ impl Controller {
 
     /// The last applied index reported for region `id`.
     pub fn applied(&self, id: RegionId) -> u64 {
-        self.applied.get(&id).copied().unwrap_or(0)
+        self.applied
+            .get(&id)
+            .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
     /// The warm-ups pending, by region.
@@ -208,7 +212,7 @@ impl Controller {
             peer.region = region.clone();
         }
         let applied = self.applied.entry(region.id).or_default();
-        *applied = (*applied).max(applied_index);
+        applied.fetch_max(applied_index, Ordering::AcqRel);
     }
 
     /// True when a pin covers `range`.
@@ -389,7 +393,7 @@ impl Controller {
             last_index: last,
         } = *header;
         let applied = self.applied.entry(id).or_default();
-        *applied = (*applied).max(last);
+        applied.fetch_max(last, Ordering::AcqRel);
         if self.broken() {
             return None;
         }
@@ -404,6 +408,24 @@ impl Controller {
             | ApplyOutcome::Unchanged
             | ApplyOutcome::Ignored => None,
         }
+    }
+
+    /// [`Controller::on_applied`] through a shared reference, for the reports that only
+    /// move indexes on (the common case: a cached region's next entries, at its epoch);
+    /// false when the report needs the controller alone (a region it has no index for
+    /// yet, an epoch change or a gap to evict for), and then [`Controller::on_applied`]
+    /// does it all again (moving an index on twice changes nothing).
+    pub fn try_on_applied(&self, header: &ime_region::ApplyHeader) -> bool {
+        let Some(applied) = self.applied.get(&header.region) else {
+            return false;
+        };
+        applied.fetch_max(header.last_index, Ordering::AcqRel);
+        let (id, epoch) = (header.region, header.epoch);
+        let (first, last) = (header.first_index, header.last_index);
+        self.broken()
+            || (self.map)
+                .try_report_applied(id, epoch, first, last)
+                .is_some()
     }
 
     /// A reader asks for region `id` as `request` says: a ticket and the memory range to

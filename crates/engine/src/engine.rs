@@ -14,7 +14,7 @@ use ime_memkv::{BatchPlan, RangeId};
 use ime_region::EvictReason::WriteFailed;
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
 
-use crate::shared::{Background, Core, Deferred, Effects, Runner, Task, TaskKind};
+use crate::shared::{Background, Core, Deferred, Effects, Meta, Runner, Task, TaskKind};
 use crate::{ApplyHeader, Config, EngineError, HybridWriteBatch, Stats, batch::UNTAGGED};
 use ime_stripes::{STRIPES, View};
 use smallvec::SmallVec;
@@ -214,14 +214,19 @@ impl<D: DiskEngine> Engine<D> {
     }
 
     /// Every segment's applied indexes go to the controller (a gap evicts the region);
-    /// returns the memory ranges of the regions the batch writes to, and whether every key
-    /// of it lies inside those regions (then it reaches no other region's memory).
+    /// returns [`Engine::cached_ranges`]. A report that only moves indexes on (the
+    /// common case) holds the metadata lock shared, beside readers and other writes.
     fn check_applied(
         &self,
         batch: &HybridWriteBatch,
         outcome: &mut WriteOutcome,
         fx: &mut Effects,
     ) -> (SmallVec<[RangeId; 2]>, bool) {
+        let shared = self.core.meta_shared();
+        if self.core.drained.1.is_empty() && batch.headers().all(|h| shared.ctl.try_on_applied(h)) {
+            return Self::cached_ranges(&shared, batch);
+        }
+        drop(shared); // a gap, a new region or records to hand back: alone, all again
         let mut meta = self.core.meta();
         let mut decisions = Decisions::new();
         self.core.hand_back_drained(&mut meta, &mut decisions);
@@ -231,13 +236,17 @@ impl<D: DiskEngine> Engine<D> {
             }
         }
         self.core.carry_out(&mut meta, decisions, fx);
+        Self::cached_ranges(&meta, batch)
+    }
+
+    /// The memory ranges of the regions `batch` writes to, and whether every key of it
+    /// lies inside those regions (then it reaches no other region's memory).
+    fn cached_ranges(meta: &Meta, batch: &HybridWriteBatch) -> (SmallVec<[RangeId; 2]>, bool) {
         let (mut ranges, mut bounds) = (SmallVec::<[RangeId; 2]>::new(), SmallVec::<[_; 2]>::new());
-        for (h, c) in batch
-            .headers()
-            .filter_map(|h| Some((h, meta.ctl.cached(h.region)?)))
-        {
-            ranges.push(c.range);
-            bounds.extend(meta.ctl.map().region(h.region).map(|r| &r.range));
+        for (h, cached) in batch.headers().map(|h| (h, meta.ctl.cached(h.region))) {
+            ranges.extend(cached.map(|c| c.range));
+            let bound = cached.and(meta.ctl.map().region(h.region));
+            bounds.extend(bound.map(|r| &r.range));
         }
         ranges.dedup();
         let inside = !bounds.is_empty() && batch.ops.within(&bounds);
@@ -265,8 +274,7 @@ impl<D: DiskEngine> Engine<D> {
     /// Evicts region `id` by hand (`Manual`); `callback` fires once the eviction ends,
     /// whatever path it takes.
     pub fn evict_region(&self, id: RegionId, reason: EvictReason, callback: Option<EvictCallback>) {
-        self.core
-            .decide(|ctl, _, out| ctl.evict(id, reason, callback, out));
+        (self.core).decide(|ctl, _, out| ctl.evict(id, reason, callback, out));
     }
 
     /// Pins `range`: regions inside it are loaded wherever this store leads them, and never
@@ -300,8 +308,7 @@ impl<D: DiskEngine> Engine<D> {
     /// with it instead of scanning the disk for an estimate. For regions the engine
     /// knows (from events, writes or loads); others are ignored.
     pub fn set_region_size(&self, region: RegionId, bytes: u64) {
-        self.core
-            .decide(|ctl, _, _| ctl.note_approximate_size(region, bytes));
+        (self.core).decide(|ctl, _, _| ctl.note_approximate_size(region, bytes));
     }
 
     /// Every cached region: id, range, epoch, state, safe point, snapshots.

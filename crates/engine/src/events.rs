@@ -36,10 +36,7 @@ impl<D: DiskEngine> Engine<D> {
     /// it), or when no warm-up is pending for that term.
     pub fn transfer_leader_ready(&self, region: RegionId, term: u64) -> bool {
         let now = self.core.started.elapsed();
-        self.core
-            .meta()
-            .ctl
-            .transfer_leader_ready(region, term, now)
+        (self.core.meta().ctl).transfer_leader_ready(region, term, now)
     }
 }
 

@@ -57,9 +57,7 @@ impl<D: DiskEngine> Engine<D> {
     pub fn begin_bypass(&self, event: &RaftEvent) -> Result<BypassFence<D>, EngineError> {
         self.core.metrics.event(event.kind());
         self.core.settle_deferred(0..ime_stripes::STRIPES); // as `on_event`
-        let id = self
-            .core
-            .decide(|ctl, env, out| ctl.begin_bypass(event, env, out))?;
+        let id = (self.core).decide(|ctl, env, out| ctl.begin_bypass(event, env, out))?;
         Ok(self.fence(id, event.bypass_ranges()))
     }
 
@@ -68,10 +66,8 @@ impl<D: DiskEngine> Engine<D> {
     /// with [`EvictReason::UnannouncedChange`] and loads of them wait until the fence is
     /// finished.
     pub fn fence_ranges(&self, ranges: Vec<KeyRange>) -> BypassFence<D> {
-        let fenced = ranges.clone();
-        let id = self
-            .core
-            .decide(|ctl, _, out| ctl.begin_fence(fenced, EvictReason::UnannouncedChange, out));
+        let (fenced, reason) = (ranges.clone(), EvictReason::UnannouncedChange);
+        let id = (self.core).decide(|ctl, _, out| ctl.begin_fence(fenced, reason, out));
         self.fence(id, ranges)
     }
 

@@ -95,8 +95,7 @@ impl<D: DiskEngine> Engine<D> {
             c.read();
         }
         let work = WorkTally::new(counters);
-        core.metrics
-            .served_since(Source::of(fallback.as_ref()), started);
+        (core.metrics).served_since(Source::of(fallback.as_ref()), started);
         // A parked view may miss writes of regions without memory: disk reads take it now.
         let fresh = (fallback.is_some() && view.parked).then(|| Arc::new(core.disk.snapshot()));
         HybridSnapshot {

@@ -601,8 +601,7 @@ impl<D: DiskEngine> Core<D> {
 
     /// A new load job's id.
     pub(crate) fn new_job(&self) -> u64 {
-        self.next_job
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        (self.next_job).fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn run_inline(&self, task: Task) {
@@ -633,9 +632,7 @@ impl<D: DiskEngine> Core<D> {
         if !self.mem.over_soft_limit() {
             return;
         }
-        let queued = self
-            .pressure_round
-            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        let queued = (self.pressure_round).swap(true, std::sync::atomic::Ordering::AcqRel);
         if !queued {
             fx.tasks.push(Task::PolicyRound);
         }

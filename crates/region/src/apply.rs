@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::snapshot::Registry;
 use crate::{
@@ -140,7 +141,7 @@ impl RegionMap {
         let Some(entry) = self.by_id.get_mut(&id) else {
             return ApplyOutcome::NotCached;
         };
-        let cached = entry.applied_index;
+        let cached = entry.applied();
         let kind = match entry.state {
             state if state.is_evicting() => return ApplyOutcome::Ignored,
             _ if entry.region.epoch != epoch => GapKind::Epoch {
@@ -148,7 +149,9 @@ impl RegionMap {
                 seen: epoch,
             },
             RegionState::Pending => {
-                entry.applied_index = cached.max(last);
+                entry
+                    .applied_index
+                    .store(cached.max(last), Ordering::Release);
                 return ApplyOutcome::Advanced;
             }
             _ if last <= cached => return ApplyOutcome::Unchanged,
@@ -157,11 +160,44 @@ impl RegionMap {
                 seen: first,
             },
             _ => {
-                entry.applied_index = last;
+                entry.applied_index.store(last, Ordering::Release);
                 return ApplyOutcome::Advanced;
             }
         };
         ApplyOutcome::Gap(self.evict_for_gap(id, kind))
+    }
+
+    /// [`RegionMap::report_applied`] through a shared reference, for the reports that
+    /// change nothing but the index (each region's are made in order, by its one apply
+    /// thread): `None` when the report needs the map alone — an epoch other than the
+    /// cached one, or a gap — and nothing was changed.
+    pub fn try_report_applied(
+        &self,
+        id: RegionId,
+        epoch: RegionEpoch,
+        first: u64,
+        last: u64,
+    ) -> Option<ApplyOutcome> {
+        let Some(entry) = self.by_id.get(&id) else {
+            return Some(ApplyOutcome::NotCached);
+        };
+        if entry.state.is_evicting() {
+            return Some(ApplyOutcome::Ignored);
+        }
+        if entry.region.epoch != epoch {
+            return None;
+        }
+        if entry.state == RegionState::Pending {
+            entry.applied_index.fetch_max(last, Ordering::AcqRel);
+            return Some(ApplyOutcome::Advanced);
+        }
+        let next =
+            |cached: u64| (last > cached && first <= cached.saturating_add(1)).then_some(last);
+        match (entry.applied_index).fetch_update(Ordering::AcqRel, Ordering::Acquire, next) {
+            Ok(_) => Some(ApplyOutcome::Advanced),
+            Err(cached) if last <= cached => Some(ApplyOutcome::Unchanged),
+            Err(_) => None, // a gap: evicting needs the map alone
+        }
     }
 
     /// An event carried region `id` at `epoch` as its state before the event. If the cached
@@ -238,7 +274,7 @@ impl RegionMap {
         req: ReadRequest,
     ) -> Result<SnapshotTicket, ReadMiss> {
         let entry = self.by_id.get(&id).ok_or(ReadMiss::NotCached)?;
-        let (cached_version, cached_index) = (entry.region.epoch.version, entry.applied_index);
+        let (cached_version, cached_index) = (entry.region.epoch.version, entry.applied());
         match entry.state {
             RegionState::Active | RegionState::Loading if req.epoch_version > cached_version => {
                 Err(ReadMiss::Gap(GapKind::Epoch {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::range::{EndKey, end_key};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::snapshot::Registry;
 use crate::{
@@ -24,7 +25,9 @@ pub(crate) struct Entry {
     pub(crate) region: Region,
     pub(crate) state: RegionState,
     pub(crate) safe_point: u64,
-    pub(crate) applied_index: u64,
+    /// Moved on under a shared reference too ([`RegionMap::try_report_applied`]): the
+    /// apply side reports without holding the map alone.
+    pub(crate) applied_index: AtomicU64,
     /// Shared with the tickets taken on it.
     pub(crate) snapshots: Arc<Registry>,
     /// Callbacks waiting for the eviction to finish; empty unless evicting.
@@ -34,13 +37,18 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The applied index reported last.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
     pub(crate) fn new(region: Region, state: RegionState, safe_point: u64, applied: u64) -> Self {
         Entry {
             generation: 0,
             region,
             state,
             safe_point,
-            applied_index: applied,
+            applied_index: AtomicU64::new(applied),
             snapshots: Arc::default(),
             callbacks: Vec::new(),
             evict_reason: None,
@@ -420,7 +428,7 @@ fn info_of(entry: &Entry) -> RegionInfo {
         region: entry.region.clone(),
         state: entry.state,
         safe_point: entry.safe_point,
-        applied_index: entry.applied_index,
+        applied_index: entry.applied(),
         snapshots: entry.snapshots.len(),
         oldest_snapshot_ts: entry.snapshots.oldest(),
         evict_reason: entry.evict_reason,

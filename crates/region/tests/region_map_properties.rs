@@ -320,9 +320,32 @@ impl Harness {
                 let mut epoch = info.region.epoch;
                 epoch.version += u64::from(epoch_skew);
                 let first = info.applied_index + 1 + u64::from(gap);
-                let outcome = self
-                    .map
-                    .report_applied(id, epoch, first, first + u64::from(len) - 1);
+                let last = first + u64::from(len) - 1;
+                // The shared path first: where it decides, the map alone finds nothing left
+                // to do; where it declines, it changed nothing and the map alone evicts.
+                let tried = self.map.try_report_applied(id, epoch, first, last);
+                let index = |map: &RegionMap| map.info(id).map(|i| i.applied_index);
+                let after_try = index(&self.map);
+                let outcome = self.map.report_applied(id, epoch, first, last);
+                match tried {
+                    Some(ApplyOutcome::Advanced) if info.state == RegionState::Pending => {
+                        assert!(matches!(outcome, ApplyOutcome::Advanced), "{outcome:?}");
+                        assert_eq!(index(&self.map), after_try);
+                    }
+                    Some(ApplyOutcome::Advanced) => {
+                        assert!(matches!(outcome, ApplyOutcome::Unchanged), "{outcome:?}");
+                        assert_eq!(after_try, Some(last));
+                    }
+                    Some(decided) => assert_eq!(
+                        std::mem::discriminant(&outcome),
+                        std::mem::discriminant(&decided),
+                        "{outcome:?} after {decided:?}"
+                    ),
+                    None => {
+                        assert!(matches!(outcome, ApplyOutcome::Gap(_)), "{outcome:?}");
+                        assert_eq!(after_try, Some(info.applied_index), "declined: unchanged");
+                    }
+                }
                 if let ApplyOutcome::Gap(gap) = outcome {
                     assert!(
                         info.state != RegionState::Pending
