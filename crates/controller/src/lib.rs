@@ -15,9 +15,9 @@
 //!   typed [`Refusal`] — one answer whoever asks (the embedder, a warm-up, a pin, the
 //!   policy, a reload after a merge, a deferred retry).
 //!
-//! It has no thread, clock, lock or I/O (a tidy test keeps it so; its one atomic is each
-//! region's applied index, moved on by [`Controller::try_on_applied`] through a shared
-//! reference): time and the memory in
+//! It has no thread, clock, lock or I/O (a tidy test keeps it so; the one exception is
+//! each region's applied index, a counter [`Controller::try_on_applied`] moves on through
+//! a shared reference): time and the memory in
 //! use come in as an [`Env`], and every call returns what the engine must do as ordered
 //! [`Decisions`] — drop this memory range, split that one, queue a load, queue a delete,
 //! fire these callbacks, report this gap. The event table ([`Controller::on_event`]) is
