@@ -66,15 +66,9 @@ impl MemKv {
         let bounds = &range.bounds;
         // Column family `i`'s merge, straight into its run (copied once), but the keys
         // `keep` refuses.
-        let build = |i: usize, stats: &mut GcStats, keep: &dyn Fn(&[u8]) -> bool| {
-            let mut builder = merge_builder(&layers[i].run, bounds, &spans[i], self.tracker());
-            let mut sink = |(key, s, value): Part<'_>| {
-                if keep(key) {
-                    builder.push_above(key, s, value)
-                } else {
-                    Ok(())
-                }
-            };
+        let build = |i: usize, stats: &mut GcStats, keep: Option<Keep<'_>>| {
+            let builder = merge_builder(&layers[i].run, bounds, &spans[i], self.tracker());
+            let mut sink = Builder { builder, keep };
             let run = &layers[i].run;
             newest_entries(
                 run,
@@ -83,38 +77,33 @@ impl MemKv {
                 stats,
                 &mut sink,
             )?;
-            stats.entries_after += builder.len();
-            Ok::<Run, MemError>(builder.finish(tracker))
+            stats.entries_after += sink.builder.len();
+            Ok::<Run, MemError>(sink.builder.finish(tracker))
         };
-        let every = |_: &[u8]| true;
         let runs = match safe_point {
             None => [
-                build(0, &mut stats, &every)?,
-                build(1, &mut stats, &every)?,
-                build(2, &mut stats, &every)?,
+                build(0, &mut stats, None)?,
+                build(1, &mut stats, None)?,
+                build(2, &mut stats, None)?,
             ],
             // The write CF is collected first: the values of the puts it drops leave the
             // default CF as that one is merged.
             Some(sp) => {
                 let mut merged = Vec::new();
-                let mut sink = |part| {
-                    merged.push(part);
-                    Ok(())
-                };
                 newest_entries(
                     &layers[2].run,
                     &spans[2],
                     (bounds, seq, false),
                     &mut stats,
-                    &mut sink,
+                    &mut merged,
                 )?;
                 let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
                 stats.values_removed = dropped_values.len();
                 stats.entries_after += write.len();
                 let write = Run::from_parts(&write, tracker)?;
                 [
-                    build(0, &mut stats, &|key| !dropped_values.contains(key))?,
-                    build(1, &mut stats, &every)?,
+                    build(0, &mut stats, Some(&|key| !dropped_values.contains(key)))?,
+                    build(1, &mut stats, None)?,
                     write,
                 ]
             }
@@ -128,6 +117,52 @@ impl MemKv {
 /// for a deletion).
 pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 
+/// Where a merge's entries go.
+trait Sink<'a> {
+    /// The next entry taken.
+    fn part(&mut self, part: Part<'a>) -> Result<(), MemError>;
+
+    /// Entries `from..to` of `run`, every one taken, or `None` when this sink takes them
+    /// one at a time (the merge then hands each to [`Sink::part`]).
+    fn stretch(&mut self, run: &'a Run, from: usize, to: usize) -> Option<Result<(), MemError>> {
+        _ = (run, from, to);
+        None
+    }
+}
+
+/// The entries, borrowed, in order (what GC walks before it builds).
+impl<'a> Sink<'a> for Vec<Part<'a>> {
+    fn part(&mut self, part: Part<'a>) -> Result<(), MemError> {
+        self.push(part);
+        Ok(())
+    }
+}
+
+/// Which keys a merge keeps.
+type Keep<'k> = &'k dyn Fn(&[u8]) -> bool;
+
+/// A compaction's new run, but the keys `keep` refuses; with no `keep`, a stretch of
+/// the old run is copied whole ([`RunBuilder::extend_from`]).
+struct Builder<'k> {
+    builder: RunBuilder,
+    keep: Option<Keep<'k>>,
+}
+
+impl<'a> Sink<'a> for Builder<'_> {
+    fn part(&mut self, (key, seq, value): Part<'a>) -> Result<(), MemError> {
+        match self.keep {
+            Some(keep) if !keep(key) => Ok(()),
+            _ => self.builder.push_above(key, seq, value),
+        }
+    }
+
+    fn stretch(&mut self, run: &'a Run, from: usize, to: usize) -> Option<Result<(), MemError>> {
+        self.keep
+            .is_none()
+            .then(|| self.builder.extend_from(run, from, to))
+    }
+}
+
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
 /// the frozen memtables' entries (`spans`, each copied into a run), in key order, each
 /// key once, handed to `sink`: one linear merge, borrowing every key and value. With
@@ -137,30 +172,34 @@ pub(crate) type Part<'a> = (&'a [u8], u64, Option<&'a [u8]>);
 /// The memtables are small beside the run: the run's entries before the next memtable
 /// entry are found by one search and taken as a stretch, without comparing them one by
 /// one (a run whose keys are unique needs only its stretch's first key compared with the
-/// key taken last).
+/// key taken last). When the run holds nothing the merge would leave out
+/// ([`Run::copyable_at`]), the rest of the stretch goes to `sink.stretch` whole.
 fn newest_entries<'a>(
     run: &'a Run,
     spans: &'a [Run],
     (bounds, seq, keep_deletions): (&KeyRange, u64, bool),
     stats: &mut GcStats,
-    sink: &mut dyn FnMut(Part<'a>) -> Result<(), MemError>,
+    sink: &mut dyn Sink<'a>,
 ) -> Result<(), MemError> {
     let (mut at_run, hi) = run_span(run, bounds);
     let mut at_span = vec![0usize; spans.len()];
+    let copyable = run.copyable_at(seq, keep_deletions);
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
-    let mut take = |part: Part<'a>, compare: bool| {
-        stats.entries_before += 1;
-        let (key, s, value) = part;
-        if s > seq || (compare && current == Some(key)) {
-            return Ok(()); // above the compaction, or shadowed by a newer entry of the key
-        }
-        current = Some(key);
-        if value.is_some() || keep_deletions {
-            sink(part)
-        } else {
-            Ok(())
-        }
-    };
+    // Hands on `part` unless it lies above the compaction, is shadowed by a newer entry
+    // of its key (`compare`: it may be), or is a deletion nobody needs.
+    let take =
+        |sink: &mut dyn Sink<'a>, current: &mut Option<&'a [u8]>, part: Part<'a>, compare| {
+            let (key, s, value) = part;
+            if s > seq || (compare && *current == Some(key)) {
+                return Ok(());
+            }
+            *current = Some(key);
+            if value.is_some() || keep_deletions {
+                sink.part(part)
+            } else {
+                Ok(())
+            }
+        };
     loop {
         // The smallest memtable head in internal order (key ascending, sequence
         // descending).
@@ -193,16 +232,29 @@ fn newest_entries<'a>(
                 step *= 2;
             }
         });
-        for i in at_run..until {
-            let compare = i == at_run || !run.unique();
-            take((run.key(i), run.seq(i), run.value(i)), compare)?;
+        stats.entries_before += until - at_run + usize::from(best.is_some());
+        let entry = |i: usize| (run.key(i), run.seq(i), run.value(i));
+        let mut next = at_run;
+        if copyable && until > at_run + 1 {
+            // The first compared with the key taken last; every other one taken.
+            take(sink, &mut current, entry(at_run), true)?;
+            if let Some(copied) = sink.stretch(run, at_run + 1, until) {
+                copied?;
+                current = Some(run.key(until - 1));
+                next = until;
+            } else {
+                next = at_run + 1;
+            }
+        }
+        for i in next..until {
+            take(sink, &mut current, entry(i), i == at_run || !run.unique())?;
         }
         at_run = until;
         let Some((m, part)) = best else {
             return Ok(());
         };
         at_span[m] += 1;
-        take(part, true)?;
+        take(sink, &mut current, part, true)?;
     }
 }
 

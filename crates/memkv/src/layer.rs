@@ -204,12 +204,19 @@ impl Run {
         self.unique && !self.any_deleted && self.max_seq <= seq
     }
 
-    /// How many entries it holds.
+    /// True when every entry is at or below `seq` as the only entry of its key, and none
+    /// is a deletion unless `deletions` allows them: a merge at `seq` then takes every
+    /// entry of a stretch, and may copy it whole ([`RunBuilder::extend_from`]).
+    pub(crate) fn copyable_at(&self, seq: u64, deletions: bool) -> bool {
+        self.unique && (deletions || !self.any_deleted) && self.max_seq <= seq
+    }
+
     /// Bytes charged for it (zero when uncharged).
     pub(crate) fn charged(&self) -> u64 {
         self.charge.as_ref().map_or(0, Charge::bytes)
     }
 
+    /// How many entries it holds.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
@@ -517,6 +524,85 @@ impl RunBuilder {
         });
         if run.slots.len().is_multiple_of(SPARSE) {
             run.close_block();
+        }
+        Ok(())
+    }
+
+    /// Appends entries `from..to` of `src` (`to <= src.len()`), which must all come after
+    /// every entry pushed: their keys and values copied in two blocks, their slots moved
+    /// by one offset each, instead of one push per entry. What it builds is what pushing
+    /// them one by one builds.
+    ///
+    /// # Errors
+    /// As `push`; nothing is appended then.
+    pub(crate) fn extend_from(
+        &mut self,
+        src: &Run,
+        from: usize,
+        to: usize,
+    ) -> Result<(), MemError> {
+        let Some(last) = to.checked_sub(1).filter(|_| from < to) else {
+            return Ok(());
+        };
+        // A key twice: at the seam, or within the stretch of a run that has some.
+        let twice = || (from + 1..to).any(|j| src.key(j - 1) == src.key(j));
+        if self.last_key() == Some(src.key(from)) || (!src.unique && twice()) {
+            self.run.unique = false;
+        }
+        let run = &mut self.run;
+        let (key_start, value_start) = src.starts(from);
+        let (key_stop, value_stop) = (
+            src.slots[last].key_end as usize,
+            src.slots[last].value_end as usize,
+        );
+        let key_end = run.keys.len() + (key_stop - key_start);
+        let value_end = run.values.len() + (value_stop - value_start);
+        if u32::try_from(key_end).is_err() || u32::try_from(value_end).is_err() {
+            return Err(MemError::RunTooLarge {
+                keys: key_end as u64,
+                values: value_end as u64,
+            });
+        }
+        // Both ends fit in u32, so every offset on either side does: an entry's new end
+        // is its end, less where the stretch starts, plus where it lands.
+        let (key_from, key_to) = (key_start as u32, run.keys.len() as u32);
+        let (value_from, value_to) = (value_start as u32, run.values.len() as u32);
+        run.keys.extend_from_slice(&src.keys[key_start..key_stop]);
+        run.values
+            .extend_from_slice(&src.values[value_start..value_stop]);
+        let mut i = from;
+        while i < to {
+            // Up to the end of the block being filled: its first key goes to the sparse
+            // index, and a whole block is closed.
+            let at = run.slots.len();
+            let stop = to.min(i + (SPARSE - at % SPARSE));
+            if at.is_multiple_of(SPARSE) {
+                run.sparse_keys.extend_from_slice(src.key(i));
+                run.sparse_ends
+                    .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
+            }
+            for (j, slot) in (i..stop).zip(&src.slots[i..stop]) {
+                let k = run.slots.len();
+                if k.is_multiple_of(64) {
+                    run.deleted.push(0);
+                }
+                if src.any_deleted && src.deleted[j / 64] & (1 << (j % 64)) != 0 {
+                    if let Some(word) = run.deleted.last_mut() {
+                        *word |= 1 << (k % 64);
+                    }
+                    run.any_deleted = true;
+                }
+                run.max_seq = run.max_seq.max(slot.seq);
+                run.slots.push(Slot {
+                    key_end: slot.key_end - key_from + key_to,
+                    value_end: slot.value_end - value_from + value_to,
+                    seq: slot.seq,
+                });
+            }
+            if run.slots.len().is_multiple_of(SPARSE) {
+                run.close_block();
+            }
+            i = stop;
         }
         Ok(())
     }
@@ -842,6 +928,71 @@ mod tests {
                     .unwrap_or(entries.len());
                 prop_assert_eq!(run.lower(&probe, seq), expected, "probe {:?} seq {}", probe, seq);
             }
+        }
+    }
+
+    /// Every array of a run, to compare two runs whole.
+    #[allow(clippy::type_complexity, reason = "a test's tuple of every field")]
+    fn arrays(
+        run: &Run,
+    ) -> (
+        (&[u8], &[u8], Vec<(u32, u32, u64)>, &[u64]),
+        (&[u8], &[u32], &[u64], usize, &[u16], &[u16]),
+        (bool, u64, bool),
+    ) {
+        let slots = run
+            .slots
+            .iter()
+            .map(|s| (s.key_end, s.value_end, s.seq))
+            .collect();
+        (
+            (&run.keys, &run.values, slots, &run.deleted),
+            (
+                &run.sparse_keys,
+                &run.sparse_ends,
+                &run.sparse_prefixes,
+                run.prefix_len,
+                &run.block_shared,
+                &run.entry_prefixes,
+            ),
+            (run.unique, run.max_seq, run.any_deleted),
+        )
+    }
+
+    proptest! {
+        /// A stretch of one run copied into a builder between entries pushed one by one
+        /// builds, array for array, what pushing every entry one by one builds: keys,
+        /// values and deletions, blocks and their prefixes, and the run's facts.
+        #[test]
+        fn a_copied_stretch_builds_what_pushes_build(
+            entries in keys(),
+            deletions in prop::collection::vec(prop::bool::weighted(0.02), 400),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 4),
+        ) {
+            let entries: Vec<RunEntry> = (entries.into_iter().zip(deletions).enumerate())
+                .map(|(i, ((key, seq), deleted))| RunEntry {
+                    key: key.into(),
+                    seq,
+                    value: (!deleted).then(|| vec![b'v'; i % 5].into()),
+                })
+                .collect();
+            let source = Run::new(&entries, None).unwrap();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(entries.len() + 1)).collect();
+            cuts.sort_unstable();
+            let [a, b, c, d] = cuts[..] else { unreachable!("four cuts") };
+            let push = |builder: &mut RunBuilder, range: std::ops::Range<usize>| {
+                for e in &entries[range] {
+                    builder.push(&e.key, e.seq, e.value.as_deref()).unwrap();
+                }
+            };
+            let mut copied = RunBuilder::with_capacity(0, 0, 0);
+            push(&mut copied, a..b);
+            copied.extend_from(&source, b, c).unwrap();
+            push(&mut copied, c..d);
+            let mut pushed = RunBuilder::with_capacity(0, 0, 0);
+            push(&mut pushed, a..d);
+            let (copied, pushed) = (copied.finish(None), pushed.finish(None));
+            prop_assert_eq!(arrays(&copied), arrays(&pushed));
         }
     }
 
