@@ -1,7 +1,10 @@
 //! A write loop to profile (`perf record`), outside criterion's harness: batches of 16
 //! MVCC puts to a cached region through the engine (`hybrid`), through an engine that
 //! caches nothing (`disk-only`), or the same batches to a bare RocksDB (`bare`); prints
-//! the mean time per batch. A third argument sets the batch size (default 16).
+//! the mean time per batch. A third argument sets the batch size (default 16); a fourth,
+//! `read`, takes a snapshot of the region before each hybrid write, so that the region
+//! counts as read lately and each write applies its memory side itself (as with two
+//! writers on two cores) instead of deferring it to a background task.
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example write_loop -- hybrid 400000
@@ -21,7 +24,7 @@ use ime_benches::{
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, HybridWriteBatch};
-use ime_region::{RegionEpoch, RegionId};
+use ime_region::{ReadRequest, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
@@ -39,6 +42,7 @@ fn main() {
     let hybrid = mode != "bare";
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
     let size: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let read = args.next().as_deref() == Some("read");
     let entries = (0..1000).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
     let engine = if mode == "disk-only" {
         profiling_engine(rocks_with(Cf::Write, entries))
@@ -48,6 +52,14 @@ fn main() {
     let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let start = Instant::now();
     for round in 1..=batches {
+        if hybrid && read {
+            let request = ReadRequest {
+                epoch_version: EPOCH.version,
+                applied_index: 4 + round,
+                read_ts: u64::MAX - 1,
+            };
+            std::hint::black_box(engine.snapshot(RegionId(1), request));
+        }
         if hybrid {
             let mut batch = HybridWriteBatch::new();
             batch.prepare(ApplyHeader {

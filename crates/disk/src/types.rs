@@ -82,6 +82,7 @@ impl WriteBatch {
 
     /// Whether every key it puts or deletes lies in one of `ranges` (false for a batch
     /// with a range delete).
+    #[inline]
     pub fn within(&self, ranges: &[&KeyRange]) -> bool {
         self.ops.iter().all(|op| match op {
             BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => {
@@ -92,6 +93,7 @@ impl WriteBatch {
     }
 
     /// Whether it deletes a range.
+    #[inline]
     pub fn has_range_delete(&self) -> bool {
         (self.ops.iter()).any(|op| matches!(op, BatchOp::DeleteRange { .. }))
     }

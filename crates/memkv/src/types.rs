@@ -27,6 +27,7 @@ pub enum OpRef<'a> {
 }
 
 impl<'a> From<&'a ime_types::BatchOp> for OpRef<'a> {
+    #[inline]
     fn from(op: &'a ime_types::BatchOp) -> Self {
         use ime_types::BatchOp;
         match op {
@@ -80,6 +81,7 @@ enum OpKind {
 
 impl OpBuffer {
     /// Copies `op` in after the others.
+    #[inline]
     pub fn push(&mut self, op: OpRef<'_>) {
         let (kind, cf, first, second) = match op {
             OpRef::Put(cf, key, value) => (OpKind::Put, cf, key, value),

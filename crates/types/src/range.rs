@@ -86,6 +86,7 @@ impl KeyRange {
     }
 
     /// True when `key` lies in `[start, end)`.
+    #[inline]
     pub fn contains_key(&self, key: &[u8]) -> bool {
         cmp_key(key, self.start()).is_ge() && self.ends_after(key)
     }
@@ -116,6 +117,7 @@ impl KeyRange {
     }
 
     /// True when `key` is below the end (always, for an unbounded end).
+    #[inline]
     pub fn ends_after(&self, key: &[u8]) -> bool {
         self.end().is_none_or(|end| cmp_key(key, end).is_lt())
     }
