@@ -147,19 +147,23 @@ pub fn newest_put_in(
     versions: crate::KeyRange,
 ) -> Result<(Option<WriteRecord>, u64), MvccError> {
     let (mut bounds, mut scanned) = (versions, 0);
-    while let Some((mut key, value)) = snapshot.first_in(Cf::Write, &bounds) {
+    // Each version read where it lies; only a key to step past is copied.
+    let step = |key: &[u8], value: &[u8]| {
+        let record = WriteRecord::decode(value)?;
+        Ok::<_, MvccError>(match record.kind() {
+            WriteType::Lock | WriteType::Rollback => Err([key, &[0]].concat()), // the next key
+            WriteType::Put | WriteType::Delete => Ok(record),
+        })
+    };
+    while let Some(found) = snapshot.first_in_with(Cf::Write, &bounds, step) {
         scanned += 1;
-        let record = WriteRecord::decode(&value)?;
-        match record.kind() {
-            WriteType::Put => return Ok((Some(record), scanned)),
-            WriteType::Delete => break,
-            WriteType::Lock | WriteType::Rollback => {
-                key.push(0); // the next key after this version
-                match crate::KeyRange::with_end(key, bounds.end().map(<[u8]>::to_vec)) {
-                    Ok(rest) => bounds = rest,
-                    Err(_) => break, // no version left in the bounds
-                }
-            }
+        match found? {
+            Ok(record) if record.kind() == WriteType::Put => return Ok((Some(record), scanned)),
+            Ok(_) => break, // a Delete
+            Err(next) => match crate::KeyRange::with_end(next, bounds.end().map(<[u8]>::to_vec)) {
+                Ok(rest) => bounds = rest,
+                Err(_) => break, // no version left in the bounds
+            },
         }
     }
     Ok((None, scanned))

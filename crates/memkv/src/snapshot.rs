@@ -54,10 +54,22 @@ impl Snapshot {
     /// that value: a point lookup where a cursor would cost its setup.
     #[inline]
     pub fn first_in(&self, cf: Cf, bounds: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.first_in_with(cf, bounds, |key, value| (key.to_vec(), value.to_vec()))
+    }
+
+    /// [`Snapshot::first_in`], the key and value handed to `f` where they lie instead of
+    /// copied out: what `f` returns.
+    #[inline]
+    pub fn first_in_with<R>(
+        &self,
+        cf: Cf,
+        bounds: &KeyRange,
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Option<R> {
         let layers = &self.version.cfs[cf.index()];
         let start = bounds.start().max(self.version.bounds.start());
         if layers.active.is_empty() && layers.frozen.iter().all(|m| m.is_empty()) {
-            return self.first_in_run(&layers.run, start, bounds);
+            return self.first_in_run(&layers.run, start, bounds, f);
         }
         let mut next = layers_of(layers)
             .filter_map(|l| l.next_key(start, true))
@@ -67,7 +79,7 @@ impl Snapshot {
                 return None;
             }
             if let Some(value) = visible(layers, &next, self.seq) {
-                return Some((next.into_vec(), value.into_vec()));
+                return Some(f(&next, &value));
             }
             next = layers_of(layers)
                 .filter_map(|l| l.next_key(&next, false))
@@ -75,13 +87,14 @@ impl Snapshot {
         }
     }
 
-    /// `first_in` when the run is the only layer: one search, then a walk.
-    fn first_in_run(
+    /// `first_in_with` when the run is the only layer: one search, then a walk.
+    fn first_in_run<R>(
         &self,
         run: &Run,
         start: &[u8],
         bounds: &KeyRange,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Option<R> {
         let mut i = run.lower(start, u64::MAX);
         let mut settled: Option<&[u8]> = None; // the key whose visible entry was a deletion
         while i < run.len() {
@@ -91,7 +104,7 @@ impl Snapshot {
             }
             if run.seq(i) <= self.seq && settled != Some(key) {
                 match run.value(i) {
-                    Some(value) => return Some((key.to_vec(), value.to_vec())),
+                    Some(value) => return Some(f(key, value)),
                     None => settled = Some(key),
                 }
             }
