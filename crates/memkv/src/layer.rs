@@ -201,7 +201,7 @@ impl Run {
     /// True when every entry is visible at `seq` as the only entry of its key and none is
     /// a deletion: a scan at `seq` then shows every entry, one after the other.
     pub(crate) fn plain_at(&self, seq: u64) -> bool {
-        self.unique && !self.any_deleted && self.max_seq <= seq
+        self.copyable_at(seq, false)
     }
 
     /// True when every entry is at or below `seq` as the only entry of its key, and none
