@@ -5,11 +5,14 @@
 //! one process so that both sides meet the same machine. Prints each side's best block
 //! (time per get) and the ratio of the two sides' totals. Arguments: gets per block
 //! (default 200,000), blocks per side (default 6), distinct probe keys (default 4,096,
-//! as `engine/point_get`; 1,000,000 reaches every key).
+//! as `engine/point_get`; 1,000,000 reaches every key), and `two` to also time each
+//! hybrid block's gets split over two threads (as `engine/readers`), alternated with the
+//! one-thread blocks, and print the ratio of their totals.
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example get_loop
 //! cargo run --release -p ime-benches --example get_loop -- 200000 6 1000000
+//! cargo run --release -p ime-benches --example get_loop -- 200000 6 4096 two
 //! ```
 
 #![allow(
@@ -31,31 +34,48 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut arg = |default: u64| args.next().and_then(|n| n.parse().ok()).unwrap_or(default);
     let (per_block, blocks, distinct) = (arg(200_000), arg(6), arg(4096));
+    let two = std::env::args().nth(4).is_some_and(|a| a == "two");
     let entries = (0..KEYS).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
     let engine = engine_with_region_loaded(rocks_with(Cf::Write, entries), EPOCH);
     let probes: Vec<Vec<u8>> = (0..distinct)
         .map(|i| user_key(i.wrapping_mul(2_654_435_761) % KEYS))
         .collect();
-    let mut at = 0;
-    let mut block = |epoch_version: u64| {
-        let request = ReadRequest {
-            epoch_version,
-            applied_index: 5,
-            read_ts: u64::MAX - 1,
-        };
-        let start = Instant::now();
-        for _ in 0..per_block {
-            at = (at + 1) % probes.len();
-            let snapshot = engine.snapshot(RegionId(1), request);
+    let request = |epoch_version| ReadRequest {
+        epoch_version,
+        applied_index: 5,
+        read_ts: u64::MAX - 1,
+    };
+    let gets = |count: u64, offset: usize, epoch_version: u64| {
+        for i in 0..count as usize {
+            let snapshot = engine.snapshot(RegionId(1), request(epoch_version));
             assert_eq!(snapshot.from_memory(), epoch_version == EPOCH.version);
-            black_box(snapshot.mvcc_get(&probes[at]).unwrap());
+            black_box(
+                snapshot
+                    .mvcc_get(&probes[(i + offset) % probes.len()])
+                    .unwrap(),
+            );
         }
+    };
+    let block = |epoch_version: u64| {
+        let start = Instant::now();
+        gets(per_block, 0, epoch_version);
         start.elapsed()
     };
-    let (mut hybrid, mut disk_only) = (Vec::new(), Vec::new());
+    let split = || {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| gets(per_block / 2, 0, EPOCH.version));
+            s.spawn(|| gets(per_block - per_block / 2, 7, EPOCH.version));
+        });
+        start.elapsed()
+    };
+    let (mut hybrid, mut disk_only, mut two_threads) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..blocks {
         hybrid.push(block(EPOCH.version));
         disk_only.push(block(EPOCH.version - 1));
+        if two {
+            two_threads.push(split());
+        }
     }
     let per_get = |d: &Duration| *d / u32::try_from(per_block).unwrap_or(u32::MAX);
     let best = |v: &[Duration]| v.iter().min().map(per_get).unwrap_or_default();
@@ -66,4 +86,11 @@ fn main() {
         best(&disk_only),
         total(&hybrid) / total(&disk_only)
     );
+    if two {
+        println!(
+            "hybrid on two threads best {:?} per get; two threads / one (totals) {:.3}",
+            best(&two_threads),
+            total(&two_threads) / total(&hybrid)
+        );
+    }
 }

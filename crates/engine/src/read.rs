@@ -23,6 +23,13 @@ struct MemoryView {
 
 impl<D: DiskEngine> Drop for HybridSnapshot<D> {
     fn drop(&mut self) {
+        // The reads' work goes to the region's counters once, as the snapshot ends.
+        let MvccWork { scanned, returned } = self.work.total();
+        if scanned + returned > 0
+            && let Some(c) = self.core.meta_shared().counters.get(&self.region)
+        {
+            c.scanned(scanned, returned);
+        }
         let Some(MemoryView { snapshot, ticket }) = self.memory.take() else {
             return;
         };
@@ -76,25 +83,23 @@ impl<D: DiskEngine> Engine<D> {
         let at = (region, request.epoch_version);
         let shared = {
             let meta = core.meta_shared();
-            let counters = meta.counters.get(&region).cloned();
+            let counters = meta.counters.get(&region);
             (counters.is_some() || meta.ctl.peer(region).is_none())
                 .then(|| meta.ctl.try_acquire_snapshot(region, request))
                 .flatten()
-                .map(|answer| (counters, self.memory_view(&meta, answer, at, &mut view)))
+                .map(|answer| {
+                    counters.inspect(|c| c.read());
+                    self.memory_view(&meta, answer, at, &mut view)
+                })
         };
-        let (counters, (memory, fallback, range)) = shared.unwrap_or_else(|| {
+        let (memory, fallback, range) = shared.unwrap_or_else(|| {
             core.decide_with(|meta, _, out| {
                 let answer = meta.ctl.acquire_snapshot(region, request, out);
-                (
-                    meta.counters(region),
-                    self.memory_view(meta, answer, at, &mut view),
-                )
+                meta.counters(region).inspect(|c| c.read());
+                self.memory_view(meta, answer, at, &mut view)
             })
         });
-        if let Some(c) = &counters {
-            c.read();
-        }
-        let work = WorkTally::new(counters);
+        let work = WorkTally::default();
         (core.metrics).served_since(Source::of(fallback.as_ref()), started);
         // A parked view may miss writes of regions without memory: disk reads take it now.
         let fresh = (fallback.is_some() && view.parked).then(|| Arc::new(core.disk.snapshot()));
@@ -201,11 +206,9 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// # Errors
     /// [`EngineError::Disk`] or [`EngineError::Mem`].
     pub fn iter(&self, cf: Cf, bounds: KeyRange) -> Result<HybridIter<'_>, EngineError> {
-        Ok(HybridIter {
-            cursor: self.cursor(cf, bounds)?,
-            work: IterWork::new(cf == Cf::Write),
-            tally: &self.work,
-        })
+        let mut it = self.cursor(cf, bounds)?;
+        it.work = Some((IterWork::new(cf == Cf::Write), &self.work));
+        Ok(it)
     }
 
     /// The MVCC work of this snapshot's reads so far: versions touched, keys returned.
@@ -213,12 +216,13 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         self.work.total()
     }
 
-    /// A cursor that counts nothing (the MVCC reads count their own work).
-    pub(crate) fn cursor(&self, cf: Cf, bounds: KeyRange) -> Result<Cursor<'_>, EngineError> {
-        match self.memory_for(&bounds) {
-            Some(snapshot) => Ok(Cursor::Memory(snapshot.iter(cf, bounds)?)),
-            None => Ok(Cursor::Disk(self.disk.iter(cf, bounds)?)),
-        }
+    /// An iterator that counts nothing (the MVCC reads count their own work).
+    pub(crate) fn cursor(&self, cf: Cf, bounds: KeyRange) -> Result<HybridIter<'_>, EngineError> {
+        let side = match self.memory_for(&bounds) {
+            Some(snapshot) => Side::Memory(snapshot.iter(cf, bounds)?),
+            None => Side::Disk(self.disk.iter(cf, bounds)?),
+        };
+        Ok(HybridIter { side, work: None })
     }
 
     /// Adds an MVCC read's work to the snapshot's and its region's statistics, and its
@@ -251,120 +255,99 @@ impl<D: DiskEngine> HybridSnapshot<D> {
 }
 
 /// A raw iterator over a [`HybridSnapshot`], the memory store's or the disk's behind one
-/// interface ([`DiskIterator`]); its work is counted when it drops.
+/// interface ([`DiskIterator`]); an embedder's iterator counts its work when it drops.
 pub struct HybridIter<'a> {
-    cursor: Cursor<'a>,
-    work: IterWork,
-    tally: &'a WorkTally,
+    side: Side<'a>,
+    /// The work so far and the snapshot's tally it goes to (`None`: the MVCC reads'
+    /// cursors, which count their own).
+    work: Option<(IterWork, &'a WorkTally)>,
+}
+
+/// The memory store's iterator or the disk's.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per scan, on the stack; boxing would allocate on every memory scan"
+)]
+enum Side<'a> {
+    Memory(SnapshotIter),
+    Disk(Box<dyn DiskIterator + 'a>),
+}
+
+/// Calls a method on whichever side `$side` is.
+macro_rules! on_side {
+    ($side:expr, $($call:tt)*) => {
+        match $side {
+            Side::Memory(it) => it.$($call)*,
+            Side::Disk(it) => it.$($call)*,
+        }
+    };
 }
 
 impl HybridIter<'_> {
     /// True when memory serves it.
     pub fn from_memory(&self) -> bool {
-        matches!(self.cursor, Cursor::Memory(_))
+        matches!(self.side, Side::Memory(_))
     }
 
+    /// Counts the entry a move stopped at, when it counts.
     fn counted(&mut self) {
-        if let Some((key, _)) = self.cursor.entry() {
-            self.work.saw(key);
+        let Some((work, _)) = &mut self.work else {
+            return;
+        };
+        if let Some((key, _)) = on_side!(&self.side, entry()) {
+            work.saw(key);
         }
     }
 }
 
 impl Drop for HybridIter<'_> {
     fn drop(&mut self) {
-        let MvccWork { scanned, returned } = self.work.total();
-        self.tally.add(scanned, returned);
+        if let Some((work, tally)) = &self.work {
+            let MvccWork { scanned, returned } = work.total();
+            tally.add(scanned, returned);
+        }
     }
-}
-
-/// The cursor moves of [`DiskIterator`], each delegated to `$to` and then `$after`.
-macro_rules! moves {
-    ($to:ident, $after:expr) => {
-        fn seek_to_first(&mut self) {
-            $to!(self, seek_to_first());
-            $after(self);
-        }
-        fn seek_to_last(&mut self) {
-            $to!(self, seek_to_last());
-            $after(self);
-        }
-        fn seek(&mut self, key: &[u8]) {
-            $to!(self, seek(key));
-            $after(self);
-        }
-        fn seek_for_prev(&mut self, key: &[u8]) {
-            $to!(self, seek_for_prev(key));
-            $after(self);
-        }
-        fn next(&mut self) {
-            $to!(self, next());
-            $after(self);
-        }
-        fn prev(&mut self) {
-            $to!(self, prev());
-            $after(self);
-        }
-    };
-}
-
-/// Calls a method on the iterator's cursor.
-macro_rules! on_cursor {
-    ($self:ident, $($call:tt)*) => {
-        $self.cursor.$($call)*
-    };
-}
-
-/// Calls a method on whichever side the cursor is.
-macro_rules! on_side {
-    ($self:ident, $($call:tt)*) => {
-        match $self {
-            Cursor::Memory(it) => it.$($call)*,
-            Cursor::Disk(it) => it.$($call)*,
-        }
-    };
 }
 
 impl DiskIterator for HybridIter<'_> {
-    moves!(on_cursor, HybridIter::counted);
+    fn seek_to_first(&mut self) {
+        on_side!(&mut self.side, seek_to_first());
+        self.counted();
+    }
+    fn seek_to_last(&mut self) {
+        on_side!(&mut self.side, seek_to_last());
+        self.counted();
+    }
+    fn seek(&mut self, key: &[u8]) {
+        on_side!(&mut self.side, seek(key));
+        self.counted();
+    }
+    fn seek_for_prev(&mut self, key: &[u8]) {
+        on_side!(&mut self.side, seek_for_prev(key));
+        self.counted();
+    }
+    fn next(&mut self) {
+        on_side!(&mut self.side, next());
+        self.counted();
+    }
+    fn prev(&mut self) {
+        on_side!(&mut self.side, prev());
+        self.counted();
+    }
 
     fn entry(&self) -> Option<(&[u8], &[u8])> {
-        self.cursor.entry()
+        on_side!(&self.side, entry())
     }
 
     fn status(&self) -> Result<(), DiskError> {
-        self.cursor.status()
-    }
-}
-
-/// The memory store's cursor or the disk's, with one interface.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per scan, on the stack; boxing would allocate on every memory scan"
-)]
-pub(crate) enum Cursor<'a> {
-    /// Served from memory.
-    Memory(SnapshotIter),
-    /// Served from disk.
-    Disk(Box<dyn DiskIterator + 'a>),
-}
-
-impl DiskIterator for Cursor<'_> {
-    moves!(on_side, |_: &mut Self| ());
-
-    fn entry(&self) -> Option<(&[u8], &[u8])> {
-        on_side!(self, entry())
-    }
-
-    fn status(&self) -> Result<(), DiskError> {
-        match self {
-            Cursor::Memory(_) => Ok(()),
-            Cursor::Disk(it) => it.status(),
+        match &self.side {
+            Side::Memory(_) => Ok(()),
+            Side::Disk(it) => it.status(),
         }
     }
 }
 
-impl ime_memkv::mvcc::Cursor for Cursor<'_> {
+impl ime_memkv::mvcc::Cursor for HybridIter<'_> {
     fn next(&mut self) {
         DiskIterator::next(self);
     }

@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -136,15 +138,15 @@ pub(crate) struct Meta {
     /// read them, or their load is still stopping).
     pub(crate) dropped: RegionHashMap<Dropped>,
     /// Read statistics per region since the last policy round; snapshots add to them
-    /// without a lock.
-    pub(crate) counters: RegionHashMap<Arc<ReadCounters>>,
+    /// under the lock shared, each thread to a shard of its own.
+    pub(crate) counters: RegionHashMap<ReadCounters>,
 }
 
 impl Meta {
     /// The read counters of region `id`, if the controller knows the region.
-    pub(crate) fn counters(&mut self, id: RegionId) -> Option<Arc<ReadCounters>> {
+    pub(crate) fn counters(&mut self, id: RegionId) -> Option<&ReadCounters> {
         self.ctl.peer(id)?;
-        Some(Arc::clone(self.counters.entry(id).or_default()))
+        Some(self.counters.entry(id).or_default())
     }
 }
 
@@ -198,11 +200,12 @@ pub(crate) struct Core<D: DiskEngine> {
     pub(crate) disk: D,
     pub(crate) mem: MemKv,
     /// Held shared by reads (a snapshot registers on its region's own record), alone by
-    /// everything else that reads or changes region metadata.
-    meta: RwLock<Meta>,
+    /// everything else that reads or changes region metadata. Sharded: a reader locks a
+    /// shard of its thread's, so that readers never write one cache line.
+    meta: ShardedLock<Meta>,
     /// Writes and fenced disk changes hold it shared; a load's start and the cross-checker
     /// hold it alone, so that no write is between its two sides meanwhile.
-    load_gate: RwLock<()>,
+    load_gate: ShardedLock<()>,
     /// Per-region write stripes: what lets a reader take a disk snapshot and a memory
     /// sequence that agree, without waiting for a writer.
     pub(crate) stripes: Stripes<D::Snapshot, Deferred>,
@@ -260,12 +263,12 @@ impl<D: DiskEngine> Core<D> {
         Core {
             disk,
             mem,
-            meta: RwLock::new(Meta {
+            meta: ShardedLock::new(Meta {
                 ctl: Controller::new(config),
                 dropped: RegionHashMap::default(),
                 counters: RegionHashMap::default(),
             }),
-            load_gate: RwLock::new(()),
+            load_gate: ShardedLock::new(()),
             stripes: Stripes::new(),
             drained: crossbeam_channel::unbounded(),
             metrics: Arc::new(Metrics::new()),
@@ -287,12 +290,12 @@ impl<D: DiskEngine> Core<D> {
     }
 
     /// The metadata lock, alone.
-    pub(crate) fn meta(&self) -> RwLockWriteGuard<'_, Meta> {
+    pub(crate) fn meta(&self) -> ShardedLockWriteGuard<'_, Meta> {
         self.meta.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The metadata lock, shared with other readers.
-    pub(crate) fn meta_shared(&self) -> RwLockReadGuard<'_, Meta> {
+    pub(crate) fn meta_shared(&self) -> ShardedLockReadGuard<'_, Meta> {
         self.meta.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -307,12 +310,12 @@ impl<D: DiskEngine> Core<D> {
     }
 
     /// Held by writes (shared): no load starts meanwhile.
-    pub(crate) fn writes(&self) -> RwLockReadGuard<'_, ()> {
+    pub(crate) fn writes(&self) -> ShardedLockReadGuard<'_, ()> {
         (self.load_gate.read()).unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Held alone: no write is in flight meanwhile.
-    pub(crate) fn no_writes(&self) -> RwLockWriteGuard<'_, ()> {
+    pub(crate) fn no_writes(&self) -> ShardedLockWriteGuard<'_, ()> {
         (self.load_gate.write()).unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard};
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
@@ -226,7 +228,9 @@ impl MemConfig {
 #[derive(Debug)]
 pub struct MemKv {
     tracker: Arc<MemoryTracker>,
-    ranges: RwLock<RangeTable>,
+    /// Sharded: a snapshot or a write reads the table under a shard of its thread's, so
+    /// that threads reading it never write one cache line.
+    ranges: ShardedLock<RangeTable>,
     /// The last sequence number taken by a write, a load or a snapshot: later writes come
     /// above it.
     last_seq: AtomicU64,
@@ -242,7 +246,7 @@ impl MemKv {
     pub fn new(config: MemConfig) -> Self {
         MemKv {
             tracker: MemoryTracker::new(config.hard_limit, config.soft_limit),
-            ranges: RwLock::new(RangeTable::default()),
+            ranges: ShardedLock::new(RangeTable::default()),
             last_seq: AtomicU64::new(0),
             reshapes: AtomicU64::new(0),
         }
@@ -303,7 +307,7 @@ impl MemKv {
         self.last_seq.load(Ordering::SeqCst)
     }
 
-    fn ranges(&self) -> std::sync::RwLockReadGuard<'_, RangeTable> {
+    fn ranges(&self) -> ShardedLockReadGuard<'_, RangeTable> {
         self.ranges.read().unwrap_or_else(PoisonError::into_inner)
     }
 

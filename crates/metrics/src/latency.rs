@@ -6,10 +6,9 @@
 //! built to avoid. Here each thread adds to a shard of its own (sixteen, threads spread
 //! over them in turn, each shard on its own cache lines), and a scrape sums the shards.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
@@ -72,22 +71,6 @@ impl Default for ReadLatencies {
     }
 }
 
-thread_local! {
-    /// This thread's shard, assigned in turn.
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
-}
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-fn shard() -> usize {
-    SHARD.with(|shard| {
-        shard.get().unwrap_or_else(|| {
-            let assigned = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            shard.set(Some(assigned));
-            assigned
-        })
-    })
-}
-
 /// The bucket of a duration: the smallest k with `nanos <= 2^k µs`, or the last.
 fn bucket(nanos: u64) -> usize {
     let micros = nanos.div_ceil(1000);
@@ -115,7 +98,11 @@ impl ReadLatencies {
     pub fn observe(&self, op: ReadOp, memory: bool, started: Instant) {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let series = op as usize * 2 + usize::from(!memory);
-        if let Some(cell) = self.shards.get(shard()).and_then(|s| s.get(series)) {
+        if let Some(cell) = self
+            .shards
+            .get(ime_types::lane() % SHARDS)
+            .and_then(|s| s.get(series))
+        {
             if let Some(count) = cell.buckets.get(bucket(nanos)) {
                 count.fetch_add(1, Ordering::Relaxed);
             }

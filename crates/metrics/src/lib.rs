@@ -4,7 +4,8 @@
 //! memory, snapshots by source (memory, or the reason they fell back to disk), evictions
 //! by reason and how long they took, loads, GC collections and their durations, gaps,
 //! Raft events, fences, compactions, cross-check differences, read latencies by source
-//! (sharded by thread: readers never share a counter), wasted snapshots, bytes loaded and
+//! (the read path's counters are sharded by thread: readers never share one), wasted
+//! snapshots, bytes loaded and
 //! freed, the oldest and newest safe point — and reads them back as a
 //! typed [`Stats`] snapshot: a counter that does not exist does not compile, where one
 //! looked up by name would silently read 0.
@@ -36,11 +37,13 @@
 mod latency;
 mod metrics;
 mod reads;
+mod sharded;
 mod stats;
 
 pub use latency::{ReadLatencies, ReadOp};
 pub use metrics::{Metrics, SharedMetrics};
 pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
+pub use sharded::ShardedCounts;
 pub use stats::{
     CollectResult, Collections, CompactResult, Compactions, FenceEvent, Fences, GapSource, Gaps,
     LoadResult, Loads, Snapshots, Source, Stats,

@@ -7,6 +7,7 @@ use ime_controller::Action;
 use ime_observer::EventKind;
 use ime_region::{EvictReason, RegionEpoch, RegionId, RegionInfo, RegionState};
 
+use crate::sharded::ShardedCounterVec;
 use crate::{
     CollectResult, CompactResult, FenceEvent, GapSource, LoadResult, ReadLatencies, ReadOp, Source,
     Stats,
@@ -23,10 +24,9 @@ pub struct Metrics {
     memory: IntGauge,
     /// Spare arrays the memory store keeps for its next loads, beside `memory`.
     spare: IntGauge,
-    reads: IntCounterVec,
-    /// `reads` for each source, in `Source::ALL` order, resolved once: the read path
-    /// takes no label lookup.
-    sources: Vec<prometheus::IntCounter>,
+    /// Snapshots by source, a series per `Source::ALL` in order: sharded by thread, so
+    /// that reader threads never share a counter (nor look a label up).
+    reads: ShardedCounterVec,
     evictions: IntCounterVec,
     eviction_seconds: HistogramVec,
     loads: IntCounterVec,
@@ -117,20 +117,18 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("ime_safe_point"));
         register(&registry, &safe_points);
-        let reads = counter(
-            &registry,
+        let reads = ShardedCounterVec::new(
             "ime_snapshots_total",
             "Snapshots by source: memory, or the reason they fell back to disk.",
-            &["source"],
-        );
+            "source",
+            Source::ALL.iter().map(|s| s.label()).collect(),
+        )
+        .unwrap_or_else(|| unreachable_metric("ime_snapshots_total"));
+        register(&registry, &reads);
         Metrics {
             regions,
             memory,
             spare,
-            sources: Source::ALL
-                .iter()
-                .map(|s| reads.with_label_values(&[s.label()]))
-                .collect(),
             reads,
             evictions: counter(
                 &registry,
@@ -218,9 +216,7 @@ impl Metrics {
 
     /// A snapshot served from `source`.
     pub fn served(&self, source: Source) {
-        if let Some(counter) = self.sources.get(source as usize) {
-            counter.inc();
-        }
+        self.reads.inc(source as usize);
     }
 
     /// A snapshot served from `source`, taken since `started` (counted and timed).
@@ -348,7 +344,7 @@ impl Metrics {
             ..Stats::default()
         };
         for source in Source::ALL {
-            *stats.snapshots.slot(*source) = get(&self.reads, source.label());
+            *stats.snapshots.slot(*source) = self.reads.get(*source as usize);
         }
         for result in LoadResult::ALL {
             *stats.loads.slot(*result) = get(&self.loads, result.label());

@@ -3,37 +3,55 @@
 //! [`Difference`]: what the cross-checker reports.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::ShardedCounts;
 
 use ime_region::RegionId;
 use ime_types::Cf;
 
 /// One region's reads since they were last taken: snapshots, MVCC versions scanned, keys
-/// returned. Readers add to them without a lock; the policy takes them each round.
-#[derive(Debug, Default)]
+/// returned. Readers add to them without a lock, each thread to a shard of its own (four,
+/// a cache line each: readers of one region never share a line); the policy takes them
+/// each round.
+#[derive(Debug)]
 pub struct ReadCounters {
-    reads: AtomicU64,
-    scanned: AtomicU64,
-    returned: AtomicU64,
+    counts: ShardedCounts,
+}
+
+/// Shards of a region's counters: a line each, so 256 bytes a region that is read.
+const REGION_SHARDS: usize = 4;
+/// The counters' places in their shard.
+const READS: usize = 0;
+const SCANNED: usize = 1;
+const RETURNED: usize = 2;
+
+impl Default for ReadCounters {
+    fn default() -> Self {
+        ReadCounters {
+            counts: ShardedCounts::new(REGION_SHARDS, 3),
+        }
+    }
 }
 
 impl ReadCounters {
     /// A snapshot of the region was taken.
+    #[inline]
     pub fn read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.counts.add(READS, 1);
     }
 
-    /// An MVCC read scanned `scanned` versions and returned `returned` keys.
+    /// MVCC reads scanned `scanned` versions and returned `returned` keys.
+    #[inline]
     pub fn scanned(&self, scanned: u64, returned: u64) {
-        self.scanned.fetch_add(scanned, Ordering::Relaxed);
-        self.returned.fetch_add(returned, Ordering::Relaxed);
+        self.counts.add(SCANNED, scanned);
+        self.counts.add(RETURNED, returned);
     }
 
     /// The counts so far — reads, versions scanned, keys returned — reset to zero.
     pub fn take(&self) -> (u64, u64, u64) {
-        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
-        (take(&self.reads), take(&self.scanned), take(&self.returned))
+        let take = |i| self.counts.take(i);
+        (take(READS), take(SCANNED), take(RETURNED))
     }
 }
 
@@ -47,33 +65,22 @@ pub struct MvccWork {
     pub returned: u64,
 }
 
-/// One snapshot's MVCC work: its own total, for its reader, and — added at the same
-/// time — its region's [`ReadCounters`], for the eviction policy.
+/// One snapshot's MVCC work, whoever drives its reads: its reader reads the total, and the
+/// engine adds it to its region's [`ReadCounters`] when the snapshot drops (one add a
+/// snapshot, none while it is read).
 #[derive(Debug, Default)]
 pub struct WorkTally {
     scanned: AtomicU64,
     returned: AtomicU64,
     read: AtomicBool,
-    region: Option<Arc<ReadCounters>>,
 }
 
 impl WorkTally {
-    /// A tally that also adds to `region`'s counters, when there are some.
-    pub fn new(region: Option<Arc<ReadCounters>>) -> Self {
-        WorkTally {
-            region,
-            ..WorkTally::default()
-        }
-    }
-
     /// A read touched `scanned` versions and returned `returned` keys.
     pub fn add(&self, scanned: u64, returned: u64) {
         self.touch();
         self.scanned.fetch_add(scanned, Ordering::Relaxed);
         self.returned.fetch_add(returned, Ordering::Relaxed);
-        if let Some(region) = &self.region {
-            region.scanned(scanned, returned);
-        }
     }
 
     /// The snapshot was read (a raw get, say, which is no MVCC work).
@@ -186,11 +193,12 @@ mod tests {
     }
 
     #[test]
-    fn a_tally_adds_to_its_own_total_and_to_its_region() {
-        let region = Arc::new(ReadCounters::default());
-        let tally = WorkTally::new(Some(Arc::clone(&region)));
+    fn a_tally_adds_up_and_says_whether_it_was_read() {
+        let tally = WorkTally::default();
+        assert!(!tally.was_read());
         tally.add(7, 2);
         tally.add(3, 1);
+        assert!(tally.was_read());
         assert_eq!(
             tally.total(),
             MvccWork {
@@ -198,8 +206,25 @@ mod tests {
                 returned: 3
             }
         );
-        assert_eq!(region.take(), (0, 10, 3));
-        WorkTally::new(None).add(1, 1);
+        let touched = WorkTally::default();
+        touched.touch();
+        assert!(touched.was_read());
+        assert_eq!(touched.total(), MvccWork::default());
+    }
+
+    #[test]
+    fn readers_on_many_threads_add_to_one_region() {
+        let region = ReadCounters::default();
+        std::thread::scope(|s| {
+            for _ in 0..5 {
+                s.spawn(|| {
+                    region.read();
+                    region.scanned(4, 1);
+                });
+            }
+        });
+        assert_eq!(region.take(), (5, 20, 5));
+        assert_eq!(region.take(), (0, 0, 0));
     }
 
     #[test]

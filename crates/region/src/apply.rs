@@ -302,13 +302,14 @@ impl RegionMap {
                 read_ts: req.read_ts,
             }),
             RegionState::Active => {
-                entry.snapshots.add(req.read_ts);
+                let shard = entry.snapshots.add(req.read_ts);
                 Ok(SnapshotTicket {
                     region: id,
                     version: cached_version,
                     generation: entry.generation,
                     read_ts: req.read_ts,
                     registry: Arc::clone(&entry.snapshots),
+                    shard,
                 })
             }
             state => Err(ReadMiss::NotReadable(state)),

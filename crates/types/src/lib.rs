@@ -7,7 +7,9 @@
 //! - [`BatchOp`]: one operation of a write batch, as the disk takes it and the memory
 //!   store applies it;
 //! - [`RangeId`]: a range of keys the memory store holds, named by its owner (the
-//!   controller allocates them, the engine hands them to the store).
+//!   controller allocates them, the engine hands them to the store);
+//! - [`lane`]: a number per thread, by which structures that reader threads update give
+//!   each thread a shard of its own.
 //!
 //! ```
 //! use ime_types::Cf;
@@ -29,8 +31,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod hex_bytes;
+mod lane;
 mod range;
 
+pub use lane::lane;
 pub use range::{InvalidRange, KeyRange};
 
 /// TiKV's three column families.
