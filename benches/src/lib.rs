@@ -2,7 +2,7 @@
 //! `cargo bench -p ime-benches` or, with ratios against same-run baselines,
 //! `cargo xtask bench`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
@@ -24,22 +24,90 @@ pub fn one_vs_two_threads(
     work: impl Fn(u64, usize) + Sync,
 ) {
     group.bench_function("one_thread", |b| {
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            work(iters, 0);
-            start.elapsed()
-        })
+        b.iter_custom(|iters| on_one_thread(&work, iters))
     });
     group.bench_function("two_threads", |b| {
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            std::thread::scope(|s| {
-                s.spawn(|| work(iters / 2, 0));
-                s.spawn(|| work(iters - iters / 2, 7));
-            });
-            start.elapsed()
-        })
+        b.iter_custom(|iters| on_two_threads(&work, iters))
     });
+}
+
+/// The time of `work(count, 0)` on this thread.
+pub fn on_one_thread(work: &impl Fn(u64, usize), count: u64) -> Duration {
+    let start = Instant::now();
+    work(count, 0);
+    start.elapsed()
+}
+
+/// The time of `count` operations of `work` split over two threads (from offsets 0 and 7).
+pub fn on_two_threads(work: &(impl Fn(u64, usize) + Sync), count: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| work(count / 2, 0));
+        s.spawn(|| work(count - count / 2, 7));
+    });
+    start.elapsed()
+}
+
+/// Blocks of each side's work run in turn, `rounds` times: each side's results (times, or
+/// whatever a block measures), round by round.
+///
+/// Criterion times one benchmark, then the next: on a shared machine whose speed drifts
+/// from second to second, two neighbours can meet different machines, and a ratio of
+/// neighbours then measures the drift. Blocks in turn meet the same drift, which a ratio
+/// of their totals (or medians) cancels (the headline's writes are timed so too).
+pub fn alternate<const N: usize>(
+    rounds: u32,
+    mut sides: [&mut dyn FnMut() -> Duration; N],
+) -> [Vec<Duration>; N] {
+    let mut results: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..rounds {
+        for (result, side) in results.iter_mut().zip(sides.iter_mut()) {
+            result.push(side());
+        }
+    }
+    results
+}
+
+/// The sum of a side's results.
+pub fn total(results: &[Duration]) -> Duration {
+    results.iter().sum()
+}
+
+/// The median of a side's results (the upper one of an even count; zero for none): for a
+/// figure each block measures whole, such as a p99, which one stalled block must not move.
+pub fn median(results: &[Duration]) -> Duration {
+    let mut sorted = results.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// Writes `value` (in `unit`: `ns` prints as a time) as benchmark `id`'s (`group/function`)
+/// `value.json`, where `cargo xtask bench` reads figures criterion does not time.
+///
+/// # Errors
+/// The file's directory cannot be made or the file written.
+pub fn record_value(id: &str, value: f64, unit: &str) -> std::io::Result<()> {
+    let (group, function) = id.rsplit_once('/').unwrap_or(("", id));
+    let dir = criterion_dir().join(group.replace('/', "_")).join(function);
+    std::fs::create_dir_all(&dir)?;
+    let json = format!("{{\"value\": {value}, \"unit\": \"{unit}\"}}\n");
+    std::fs::write(dir.join("value.json"), json)
+}
+
+/// Each side's time per operation in nanoseconds, recorded as `group/<name>`
+/// ([`record_value`]), from a time over `ops` operations a side; printed too.
+///
+/// # Errors
+/// As [`record_value`].
+pub fn record_per_op(group: &str, sides: &[(&str, Duration)], ops: u64) -> std::io::Result<()> {
+    let mut line = format!("{group} (blocks in turn):");
+    for (name, total) in sides {
+        let ns = total.as_nanos() as f64 / ops.max(1) as f64;
+        record_value(&format!("{group}/{name}"), ns, "ns")?;
+        line.push_str(&format!(" {name} {:.1} us", ns / 1e3));
+    }
+    println!("{line}");
+    Ok(())
 }
 
 /// Criterion's output directory (`<target>/criterion`), found from the running bench
@@ -209,4 +277,31 @@ pub fn engine_with_region_loaded(
         .expect("load region 1");
     assert!(engine.wait_idle(Duration::from_secs(600)), "the load ends");
     engine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sides_run_in_turn_round_by_round() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let side = |name: char, ms: u64| {
+            let order = &order;
+            move || {
+                order.borrow_mut().push(name);
+                Duration::from_millis(ms)
+            }
+        };
+        let (mut a, mut b) = (side('a', 1), side('b', 5));
+        let [a, b] = alternate(3, [&mut a, &mut b]);
+        assert_eq!(order.into_inner(), ['a', 'b', 'a', 'b', 'a', 'b']);
+        assert_eq!(
+            (total(&a), total(&b)),
+            (Duration::from_millis(3), Duration::from_millis(15))
+        );
+        let p99s = [9, 1, 500, 2, 3].map(Duration::from_millis);
+        assert_eq!(median(&p99s), Duration::from_millis(3));
+        assert_eq!(median(&[]), Duration::ZERO);
+    }
 }

@@ -21,6 +21,13 @@
 //!   and its memory freed vs with nothing running, both right after the large region was
 //!   loaded (there, a reported "iteration" is the p99 latency of a run of 2,000 gets).
 //!
+//! The point get, the write of 16, the readers, the two writers and the p99 beside a
+//! writer are also timed in blocks of each side in turn, fifteen rounds
+//! (`ime_benches::alternate`; the p99 is the median of the blocks' p99s), recorded beside
+//! criterion's results as `*_in_turn`: the figures `cargo xtask bench` holds to their
+//! goals, since neighbours timed one after the other on a shared machine can meet
+//! different machines.
+//!
 //! Sizes: `IME_BENCH_KEYS` keys for point gets (default 1,000,000), a tenth of that many
 //! keys of 100 versions for the scans.
 
@@ -30,12 +37,16 @@
     reason = "benchmark harness: a failed setup should stop the run"
 )]
 
+use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ime_benches::{keys_from_env, put_record, user_key, write_key};
+use ime_benches::{
+    alternate, keys_from_env, median, on_one_thread, on_two_threads, put_record, record_per_op,
+    total, user_key, write_key,
+};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
 use ime_memkv::codec::{WriteRecord, WriteType, encode_bytes};
@@ -109,19 +120,40 @@ fn point_get(c: &mut Criterion) {
     let probes: Vec<Vec<u8>> = (0..4096u64)
         .map(|i| user_key(i.wrapping_mul(2_654_435_761) % n))
         .collect();
+    let get = |at: usize, version: u64| {
+        let snapshot = engine.snapshot(RegionId(1), latest(version));
+        assert_eq!(snapshot.from_memory(), version == EPOCH.version);
+        black_box(snapshot.mvcc_get(&probes[at % probes.len()]).unwrap())
+    };
     let mut group = c.benchmark_group("engine/point_get");
     for (name, version) in [("hybrid", EPOCH.version), ("disk_only", EPOCH.version - 1)] {
         let mut at = 0;
         group.bench_function(name, |b| {
             b.iter(|| {
-                at = (at + 1) % probes.len();
-                let snapshot = engine.snapshot(RegionId(1), latest(version));
-                assert_eq!(snapshot.from_memory(), name == "hybrid");
-                black_box(snapshot.mvcc_get(&probes[at]).unwrap())
+                at += 1;
+                get(at, version)
             })
         });
     }
     group.finish();
+    let block = |version: u64| {
+        let start = Instant::now();
+        (0..GETS_PER_BLOCK as usize).for_each(|at| drop(get(at, version)));
+        start.elapsed()
+    };
+    let [hybrid, disk_only] = alternate(
+        ROUNDS,
+        [&mut || block(EPOCH.version), &mut || {
+            block(EPOCH.version - 1)
+        }],
+    );
+    let sides = [("hybrid", total(&hybrid)), ("disk_only", total(&disk_only))];
+    record_per_op(
+        "engine/point_get_in_turn",
+        &sides,
+        ROUNDS_OPS * GETS_PER_BLOCK,
+    )
+    .unwrap();
     let mut group = c.benchmark_group("engine/snapshot");
     group.bench_function("hybrid", |b| {
         b.iter(|| black_box(engine.snapshot(RegionId(1), latest(EPOCH.version))))
@@ -151,7 +183,29 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     };
     ime_benches::one_vs_two_threads(&mut group, gets);
     group.finish();
+    let [one, two] = alternate(
+        ROUNDS,
+        [&mut || on_one_thread(&gets, GETS_PER_BLOCK), &mut || {
+            on_two_threads(&gets, GETS_PER_BLOCK)
+        }],
+    );
+    let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
+    record_per_op(
+        "engine/readers_in_turn",
+        &sides,
+        ROUNDS_OPS * GETS_PER_BLOCK,
+    )
+    .unwrap();
 }
+
+/// Rounds of blocks in turn (`ime_benches::alternate`) for the figures measured so: the
+/// point get and its readers, the write of 16, the two writers, the p99 beside a writer.
+const ROUNDS: u32 = 15;
+const ROUNDS_OPS: u64 = ROUNDS as u64;
+/// Gets in one block of the point-get and reader figures measured in turn.
+const GETS_PER_BLOCK: u64 = 20_000;
+/// Batches a writer thread writes in one block of the writer figures in turn.
+const BATCHES_PER_BLOCK: u64 = 1_000;
 
 fn mvcc_scan(c: &mut Criterion) {
     let keys = (keys_from_env() / 10).max(100);
@@ -187,52 +241,64 @@ fn write_apply(c: &mut Criterion) {
     let engine = engine_with(1000, 1);
     load(&engine);
     let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let (round, index) = (Cell::new(0u64), Cell::new(5u64));
+    let puts = |round: u64| {
+        (0..16).map(move |k| {
+            let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
+            (key, put_record(1_999_999 + round, b"value"))
+        })
+    };
+    let hybrid = || {
+        round.set(round.get() + 1);
+        index.set(index.get() + 1);
+        let mut batch = HybridWriteBatch::new();
+        batch.prepare(ApplyHeader {
+            region: RegionId(1),
+            epoch: EPOCH,
+            first_index: index.get(),
+            last_index: index.get(),
+        });
+        for (key, value) in puts(round.get()) {
+            batch.put(Cf::Write, key, value);
+        }
+        black_box(engine.write(&batch).unwrap());
+    };
+    let disk_only = || {
+        round.set(round.get() + 1);
+        let mut batch = WriteBatch::new();
+        for (key, value) in puts(round.get()) {
+            batch.put(Cf::Write, key, value);
+        }
+        black_box(bare.write(&batch).unwrap());
+    };
     let mut group = c.benchmark_group("engine/write_batch_16");
     group.throughput(Throughput::Elements(16));
-    let mut round = 0u64;
-    let mut index = 5u64;
-    group.bench_function("hybrid", |b| {
-        b.iter(|| {
-            round += 1;
-            index += 1;
-            let mut batch = HybridWriteBatch::new();
-            batch.prepare(ApplyHeader {
-                region: RegionId(1),
-                epoch: EPOCH,
-                first_index: index,
-                last_index: index,
-            });
-            for k in 0..16 {
-                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
-                batch.put(Cf::Write, key, put_record(1_999_999 + round, b"value"));
-            }
-            black_box(engine.write(&batch).unwrap())
-        })
-    });
-    assert!(
-        engine
-            .snapshot(
-                RegionId(1),
-                ReadRequest {
-                    epoch_version: EPOCH.version,
-                    applied_index: index,
-                    read_ts: u64::MAX - 1
-                },
-            )
-            .from_memory()
-    );
-    group.bench_function("disk_only", |b| {
-        b.iter(|| {
-            round += 1;
-            let mut batch = WriteBatch::new();
-            for k in 0..16 {
-                let key = write_key(&user_key((round * 16 + k) % 100_000), 2_000_000 + round);
-                batch.put(Cf::Write, key, put_record(1_999_999 + round, b"value"));
-            }
-            black_box(bare.write(&batch).unwrap())
-        })
-    });
+    group.bench_function("hybrid", |b| b.iter(hybrid));
+    group.bench_function("disk_only", |b| b.iter(disk_only));
     group.finish();
+    let block = |write: &dyn Fn()| {
+        let start = Instant::now();
+        (0..BATCHES_PER_BLOCK).for_each(|_| write());
+        start.elapsed()
+    };
+    let [hybrid, disk_only] =
+        alternate(ROUNDS, [&mut || block(&hybrid), &mut || block(&disk_only)]);
+    let sides = [("hybrid", total(&hybrid)), ("disk_only", total(&disk_only))];
+    record_per_op(
+        "engine/write_batch_16_in_turn",
+        &sides,
+        ROUNDS_OPS * BATCHES_PER_BLOCK,
+    )
+    .unwrap();
+    let read = ReadRequest {
+        epoch_version: EPOCH.version,
+        applied_index: index.get(),
+        read_ts: u64::MAX - 1,
+    };
+    assert!(
+        engine.snapshot(RegionId(1), read).from_memory(),
+        "still cached"
+    );
 }
 
 fn load_region(c: &mut Criterion) {
@@ -491,6 +557,34 @@ fn concurrency(c: &mut Criterion) {
         })
     });
     group.finish();
+    let two_writers = |write: &(dyn Fn(u64) + Sync)| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for half in 0..2 {
+                s.spawn(move || write(half));
+            }
+        });
+        start.elapsed()
+    };
+    let [hybrid, rocksdb] = alternate(
+        ROUNDS,
+        [
+            &mut || {
+                two_writers(&|half| {
+                    apply_batches(&engine, half, BATCHES_PER_BLOCK, &indexes[half as usize])
+                })
+            },
+            &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_rounds)),
+        ],
+    );
+    let sides = [("hybrid", total(&hybrid)), ("rocksdb", total(&rocksdb))];
+    // Per round of two batches, one a thread: criterion's `iter` of the group above.
+    record_per_op(
+        "engine/two_writers_in_turn",
+        &sides,
+        ROUNDS_OPS * BATCHES_PER_BLOCK,
+    )
+    .unwrap();
     for region in [RegionId(1), RegionId(2)] {
         let index = indexes[(region.0 - 1) as usize].load(AtomicOrdering::Relaxed);
         let read = ReadRequest {
@@ -555,6 +649,21 @@ fn reads_beside_a_writer(
         b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_rounds), runs))
     });
     group.finish();
+    // One p99 a block, each side's blocks in turn: the figure is their median.
+    let [quiet, writing, bare_writer] = alternate(
+        ROUNDS,
+        [
+            &mut || p99_of_gets(),
+            &mut || beside(&|| apply_batches(engine, 1, 1, index), 1),
+            &mut || beside(&|| bare_batches(bare, 1, 1, bare_rounds), 1),
+        ],
+    );
+    let sides = [
+        ("quiet", median(&quiet)),
+        ("writing", median(&writing)),
+        ("bare_writer", median(&bare_writer)),
+    ];
+    record_per_op("engine/get_p99_beside_a_writer_in_turn", &sides, 1).unwrap();
 }
 
 /// A bare RocksDB in `path` with TiKV's three column families: the writers' baseline.

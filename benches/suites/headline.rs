@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ime_benches::{put_record, write_key};
+use ime_benches::{put_record, record_value, write_key};
 use ime_disk::{Cf, RocksDisk};
 use ime_engine::{
     ApplyHeader, Config, Engine, HybridSnapshot, HybridWriteBatch, MvccWork, TSO_LOGICAL_BITS,
@@ -228,15 +228,6 @@ fn run(versions: u64) -> Run {
     }
 }
 
-/// Writes `value` (in `unit`) as benchmark `group/function`'s `value.json`, where
-/// `cargo xtask bench` reads figures criterion does not time.
-fn record(group: &str, function: &str, value: f64, unit: &str) {
-    let dir = ime_benches::criterion_dir().join(group).join(function);
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = format!("{{\"value\": {value}, \"unit\": \"{unit}\"}}\n");
-    std::fs::write(dir.join("value.json"), json).unwrap();
-}
-
 /// The largest history to run (`IME_HEADLINE_MAX_VERSIONS`, all three by default): a
 /// quick look at the smaller scales.
 fn max_versions() -> u64 {
@@ -260,12 +251,22 @@ fn headline(c: &mut Criterion) {
         assert!(hybrid_rows > 0, "live rows at steady state");
         let per_row = |w: MvccWork| w.scanned as f64 / w.returned.max(1) as f64;
         let group = format!("headline_versions_{label}");
-        record(&group, "hybrid", per_row(hybrid_work), "versions/row");
-        record(&group, "disk_only", per_row(disk_work), "versions/row");
+        record_value(
+            &format!("{group}/hybrid"),
+            per_row(hybrid_work),
+            "versions/row",
+        )
+        .unwrap();
+        record_value(
+            &format!("{group}/disk_only"),
+            per_row(disk_work),
+            "versions/row",
+        )
+        .unwrap();
         let group = format!("headline_write_{label}");
         let mean = |s: &Side| s.write_time.as_nanos() as f64 / s.writes.max(1) as f64;
-        record(&group, "hybrid", mean(&run.hybrid), "ns");
-        record(&group, "disk_only", mean(&run.disk), "ns");
+        record_value(&format!("{group}/hybrid"), mean(&run.hybrid), "ns").unwrap();
+        record_value(&format!("{group}/disk_only"), mean(&run.disk), "ns").unwrap();
         println!(
             "headline {label}: {hybrid_rows} live rows; versions touched per row: hybrid {:.1}, \
              disk {:.1}; writes per batch: hybrid {:.1} us, disk {:.1} us; memory at the end {} B",
