@@ -183,14 +183,25 @@ impl<'a> Node<'a> {
 
     /// `len` bytes of the packed data from byte `from`, appended to `out`.
     fn copy_into(&self, from: usize, len: usize, out: &mut Vec<u8>) {
+        let (end, base) = (from + len, out.len());
+        out.reserve(len + 8);
         let mut at = from;
-        while at < from + len {
+        // The first word's bytes from `from` (a value starts inside one), a byte at a time;
+        // then whole words, eight bytes a store, the last one's bytes past the end cut off.
+        if at % 8 != 0 {
             let word = self.word(at / 8);
-            let skip = at % 8;
-            let n = (8 - skip).min(from + len - at);
-            out.extend_from_slice(&word[skip..skip + n]);
-            at += n;
+            let to = (8 - at % 8).min(len) + at % 8;
+            word.get(at % 8..to)
+                .into_iter()
+                .flatten()
+                .for_each(|&b| out.push(b));
+            at += to - at % 8;
         }
+        while at < end {
+            out.extend_from_slice(&self.word(at / 8));
+            at += 8;
+        }
+        out.truncate(base + len);
     }
 
     fn key(&self) -> Box<[u8]> {
