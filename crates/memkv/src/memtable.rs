@@ -188,7 +188,7 @@ impl<'a> Node<'a> {
         let mut at = from;
         // The first word's bytes from `from` (a value starts inside one), a byte at a time;
         // then whole words, eight bytes a store, the last one's bytes past the end cut off.
-        if at % 8 != 0 {
+        if !at.is_multiple_of(8) {
             let word = self.word(at / 8);
             let to = (8 - at % 8).min(len) + at % 8;
             word.get(at % 8..to)
