@@ -23,7 +23,9 @@
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
 //! writer are also timed in blocks of each side in turn, fifteen rounds
-//! (`ime_benches::alternate`; the p99 is the median of the blocks' p99s), recorded beside
+//! (`ime_benches::alternate`; the p99 is the median of the blocks' p99s; a writers' block
+//! ends when the engine is idle again, so that the hybrid side pays for its whole memory
+//! side, compactions included, and the bare side meets none of it), recorded beside
 //! criterion's results as `*_in_turn`: the figures `cargo xtask bench` holds to their
 //! goals, since neighbours timed one after the other on a shared machine can meet
 //! different machines.
@@ -276,9 +278,14 @@ fn write_apply(c: &mut Criterion) {
     group.bench_function("hybrid", |b| b.iter(hybrid));
     group.bench_function("disk_only", |b| b.iter(disk_only));
     group.finish();
+    // A block starts with the engine idle, and ends, timed, when it is idle again: the
+    // hybrid side pays for all of its memory side (its queue applied, its compactions),
+    // and the bare side meets none of it.
+    assert!(engine.wait_idle(Duration::from_secs(600)));
     let block = |write: &dyn Fn()| {
         let start = Instant::now();
         (0..BATCHES_PER_BLOCK).for_each(|_| write());
+        assert!(engine.wait_idle(Duration::from_secs(600)));
         start.elapsed()
     };
     let [hybrid, disk_only] =
@@ -557,6 +564,8 @@ fn concurrency(c: &mut Criterion) {
         })
     });
     group.finish();
+    // As the write of 16 in turn: each block ends, timed, when the engine is idle.
+    assert!(engine.wait_idle(Duration::from_secs(600)));
     let two_writers = |write: &(dyn Fn(u64) + Sync)| {
         let start = Instant::now();
         std::thread::scope(|s| {
@@ -564,6 +573,7 @@ fn concurrency(c: &mut Criterion) {
                 s.spawn(move || write(half));
             }
         });
+        assert!(engine.wait_idle(Duration::from_secs(600)));
         start.elapsed()
     };
     let [hybrid, rocksdb] = alternate(

@@ -30,8 +30,11 @@ pub(crate) struct CfLayers {
 /// A range's layers at one moment, in every column family: what a snapshot holds, as
 /// one `Arc` (so taking and dropping a snapshot touches one shared counter, not one per
 /// layer). Replaced whole when the layers change (a load, a freeze, a compaction); the
-/// active memtables inside take writes in place.
+/// active memtables inside take writes in place. Aligned to a cache line, so that the
+/// reference count every snapshot moves lies on a line of its own, apart from the
+/// layers every reader reads.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Version {
     pub(crate) bounds: Arc<KeyRange>,
     pub(crate) cfs: [CfLayers; 3],
