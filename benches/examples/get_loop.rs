@@ -5,9 +5,10 @@
 //! one process so that both sides meet the same machine. Prints each side's best block
 //! (time per get) and the ratio of the two sides' totals. Arguments: gets per block
 //! (default 200,000), blocks per side (default 6), distinct probe keys (default 4,096,
-//! as `engine/point_get`; 1,000,000 reaches every key), and `two` to also time each
-//! hybrid block's gets split over two threads (as `engine/readers`), alternated with the
-//! one-thread blocks, and print the ratio of their totals.
+//! as `engine/point_get`; 1,000,000 reaches every key), and `two` to also time hybrid
+//! blocks on one thread and split over two kept threads, in turn
+//! (`ime_benches::one_vs_two_in_turn`, as `engine/readers`), and print the ratio of their
+//! totals.
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example get_loop
@@ -61,21 +62,10 @@ fn main() {
         gets(per_block, 0, epoch_version);
         start.elapsed()
     };
-    let split = || {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            s.spawn(|| gets(per_block / 2, 0, EPOCH.version));
-            s.spawn(|| gets(per_block - per_block / 2, 7, EPOCH.version));
-        });
-        start.elapsed()
-    };
-    let (mut hybrid, mut disk_only, mut two_threads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut hybrid, mut disk_only) = (Vec::new(), Vec::new());
     for _ in 0..blocks {
         hybrid.push(block(EPOCH.version));
         disk_only.push(block(EPOCH.version - 1));
-        if two {
-            two_threads.push(split());
-        }
     }
     let per_get = |d: &Duration| *d / u32::try_from(per_block).unwrap_or(u32::MAX);
     let best = |v: &[Duration]| v.iter().min().map(per_get).unwrap_or_default();
@@ -87,10 +77,13 @@ fn main() {
         total(&hybrid) / total(&disk_only)
     );
     if two {
+        let hybrid_gets = |count: u64, offset: usize| gets(count, offset, EPOCH.version);
+        let rounds = u32::try_from(blocks).unwrap_or(u32::MAX);
+        let [one, two] = ime_benches::one_vs_two_in_turn(rounds, per_block, &hybrid_gets);
         println!(
             "hybrid on two threads best {:?} per get; two threads / one (totals) {:.3}",
-            best(&two_threads),
-            total(&two_threads) / total(&hybrid)
+            best(&two),
+            total(&two) / total(&one)
         );
     }
 }

@@ -2,6 +2,8 @@
 //! `cargo bench -p ime-benches` or, with ratios against same-run baselines,
 //! `cargo xtask bench`.
 
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -46,6 +48,46 @@ pub fn on_two_threads(work: &(impl Fn(u64, usize) + Sync), count: u64) -> Durati
         s.spawn(|| work(count - count / 2, 7));
     });
     start.elapsed()
+}
+
+/// `work` on one thread and split over two, in blocks in turn (as [`alternate`]),
+/// `rounds` rounds of `count` operations a side: each side's times, round by round. The
+/// two threads are started once and kept, waiting between their blocks: threads started
+/// anew for every block begin on one core until the scheduler spreads them, which costs
+/// a short block more than any code does.
+pub fn one_vs_two_in_turn(
+    rounds: u32,
+    count: u64,
+    work: &(impl Fn(u64, usize) + Sync),
+) -> [Vec<Duration>; 2] {
+    let (go, done) = (Barrier::new(3), Barrier::new(3));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (offset, share) in [(0, count / 2), (7, count - count / 2)] {
+            let (go, done, stop) = (&go, &done, &stop);
+            s.spawn(move || {
+                loop {
+                    go.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    work(share, offset);
+                    done.wait();
+                }
+            });
+        }
+        let mut one = || on_one_thread(work, count);
+        let mut two = || {
+            let start = Instant::now();
+            go.wait();
+            done.wait();
+            start.elapsed()
+        };
+        let times = alternate(rounds, [&mut one, &mut two]);
+        stop.store(true, Ordering::Release);
+        go.wait();
+        times
+    })
 }
 
 /// Blocks of each side's work run in turn, `rounds` times: each side's results (times, or

@@ -46,8 +46,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{
-    alternate, keys_from_env, median, on_one_thread, on_two_threads, put_record, record_per_op,
-    total, user_key, write_key,
+    alternate, keys_from_env, median, put_record, record_per_op, total, user_key, write_key,
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
@@ -185,12 +184,7 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     };
     ime_benches::one_vs_two_threads(&mut group, gets);
     group.finish();
-    let [one, two] = alternate(
-        ROUNDS,
-        [&mut || on_one_thread(&gets, GETS_PER_BLOCK), &mut || {
-            on_two_threads(&gets, GETS_PER_BLOCK)
-        }],
-    );
+    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, GETS_PER_BLOCK, &gets);
     let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
     record_per_op(
         "engine/readers_in_turn",
