@@ -40,12 +40,18 @@ pub fn on_one_thread(work: &impl Fn(u64, usize), count: u64) -> Duration {
     start.elapsed()
 }
 
-/// The time of `count` operations of `work` split over two threads (from offsets 0 and 7).
+/// `count` operations split over two threads: each one's offset and share.
+fn halves(count: u64) -> [(usize, u64); 2] {
+    [(0, count / 2), (7, count - count / 2)]
+}
+
+/// The time of `count` operations of `work` split over two threads ([`halves`]).
 pub fn on_two_threads(work: &(impl Fn(u64, usize) + Sync), count: u64) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
-        s.spawn(|| work(count / 2, 0));
-        s.spawn(|| work(count - count / 2, 7));
+        for (offset, share) in halves(count) {
+            s.spawn(move || work(share, offset));
+        }
     });
     start.elapsed()
 }
@@ -63,7 +69,7 @@ pub fn one_vs_two_in_turn(
     let (go, done) = (Barrier::new(3), Barrier::new(3));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        for (offset, share) in [(0, count / 2), (7, count - count / 2)] {
+        for (offset, share) in halves(count) {
             let (go, done, stop) = (&go, &done, &stop);
             s.spawn(move || {
                 loop {

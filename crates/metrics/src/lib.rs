@@ -43,7 +43,7 @@ mod stats;
 pub use latency::{ReadLatencies, ReadOp};
 pub use metrics::{Metrics, SharedMetrics};
 pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
-pub use sharded::ShardedCounts;
+pub(crate) use sharded::ShardedCounts;
 pub use stats::{
     CollectResult, Collections, CompactResult, Compactions, FenceEvent, Fences, GapSource, Gaps,
     LoadResult, Loads, Snapshots, Source, Stats,

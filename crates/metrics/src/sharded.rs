@@ -25,7 +25,7 @@ struct Line([AtomicU64; PER_LINE]);
 
 /// `width` counters, kept once per shard: a thread adds to its shard's, a read sums them.
 #[derive(Debug)]
-pub struct ShardedCounts {
+pub(crate) struct ShardedCounts {
     /// Shard `s`'s counter `i` is at line `s * lines + i / PER_LINE`.
     lines: Box<[Line]>,
     /// Lines per shard.
@@ -37,7 +37,7 @@ pub struct ShardedCounts {
 impl ShardedCounts {
     /// `width` counters in `shards` shards (at least one of each), all zero. They take
     /// `shards * ceil(width / 8)` cache lines.
-    pub fn new(shards: usize, width: usize) -> Self {
+    pub(crate) fn new(shards: usize, width: usize) -> Self {
         let (shards, per_shard) = (shards.max(1), width.max(1).div_ceil(PER_LINE));
         ShardedCounts {
             lines: (0..shards * per_shard).map(|_| Line::default()).collect(),
@@ -63,20 +63,20 @@ impl ShardedCounts {
 
     /// Adds `n` to counter `i` (nothing beyond the width), in this thread's shard.
     #[inline]
-    pub fn add(&self, i: usize, n: u64) {
+    pub(crate) fn add(&self, i: usize, n: u64) {
         if let Some(cell) = self.cell(ime_types::lane() % self.shards, i) {
             cell.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Counter `i`, summed over the shards.
-    pub fn sum(&self, i: usize) -> u64 {
+    pub(crate) fn sum(&self, i: usize) -> u64 {
         self.cells(i).map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// Counter `i`, summed over the shards, each reset to zero. An add that races with it
     /// lands either in this sum or in the next; none is lost.
-    pub fn take(&self, i: usize) -> u64 {
+    pub(crate) fn take(&self, i: usize) -> u64 {
         self.cells(i).map(|c| c.swap(0, Ordering::Relaxed)).sum()
     }
 }
