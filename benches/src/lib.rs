@@ -45,7 +45,7 @@ fn halves(count: u64) -> [(usize, u64); 2] {
     [(0, count / 2), (7, count - count / 2)]
 }
 
-/// The time of `count` operations of `work` split over two threads ([`halves`]).
+/// The time of `count` operations of `work` split over two threads (from offsets 0 and 7).
 pub fn on_two_threads(work: &(impl Fn(u64, usize) + Sync), count: u64) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
