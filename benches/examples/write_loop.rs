@@ -4,7 +4,9 @@
 //! the mean time per batch. A third argument sets the batch size (default 16); a fourth,
 //! `read`, takes a snapshot of the region before each hybrid write, so that the region
 //! counts as read lately and each write applies its memory side itself (as with two
-//! writers on two cores) instead of deferring it to a background task.
+//! writers on two cores) instead of deferring it to a background task. An argument
+//! `keys=N` spreads the writes over `N` user keys (default 100000; the engine suite's
+//! writers spread theirs over 500 a region, so that each key gathers many versions).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example write_loop -- hybrid 400000
@@ -28,10 +30,11 @@ use ime_region::{ReadRequest, RegionEpoch, RegionId};
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
-/// The `size` operations of batch `round`: consecutive keys, a new commit timestamp.
-fn ops(round: u64, size: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+/// The `size` operations of batch `round`: consecutive keys of `keys`, a new commit
+/// timestamp.
+fn ops(round: u64, size: u64, keys: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
     (0..size).map(move |k| {
-        let key = write_key(&user_key((round * size + k) % 100_000), 2_000_000 + round);
+        let key = write_key(&user_key((round * size + k) % keys), 2_000_000 + round);
         (key, put_record(1_999_999 + round, b"value"))
     })
 }
@@ -42,7 +45,13 @@ fn main() {
     let hybrid = mode != "bare";
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(400_000);
     let size: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
-    let read = args.next().as_deref() == Some("read");
+    let (mut read, mut keys) = (false, 100_000);
+    for arg in args {
+        match arg.strip_prefix("keys=") {
+            Some(n) => keys = n.parse().unwrap(),
+            None => read |= arg == "read",
+        }
+    }
     let entries = (0..1000).map(|i| (write_key(&user_key(i), 10), put_record(9, &[b'v'; 32])));
     let engine = if mode == "disk-only" {
         profiling_engine(rocks_with(Cf::Write, entries))
@@ -68,13 +77,13 @@ fn main() {
                 first_index: 5 + round,
                 last_index: 5 + round,
             });
-            for (key, value) in ops(round, size) {
+            for (key, value) in ops(round, size, keys) {
                 batch.put(Cf::Write, key, value);
             }
             engine.write(&batch).unwrap();
         } else {
             let mut batch = WriteBatch::new();
-            for (key, value) in ops(round, size) {
+            for (key, value) in ops(round, size, keys) {
                 batch.put(Cf::Write, key, value);
             }
             bare.write(&batch).unwrap();
