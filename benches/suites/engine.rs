@@ -22,8 +22,9 @@
 //!   loaded (there, a reported "iteration" is the p99 latency of a run of 2,000 gets).
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
-//! writer are also timed in blocks of each side in turn, fifteen rounds
-//! (`ime_benches::alternate`; the p99 is the median of the blocks' p99s; a block of the
+//! writer are also timed in blocks of each side in turn, fifteen rounds, and the p99
+//! during evictions nine (`ime_benches::alternate`; a p99 is the median of the blocks'
+//! p99s; a block of the
 //! write of 16 starts with the engine idle, and a block of the two writers ends, timed,
 //! when the engine is idle again, so that there the hybrid side pays for its whole memory
 //! side, compactions included; neither leaves work to the bare side's block), recorded beside
@@ -423,40 +424,49 @@ fn eviction_impact(c: &mut Criterion) {
     // the gets run after the load with nothing else going on; during evictions, while
     // region 1 is evicted and its memory freed. Both start from caches the load just
     // swept, so the difference is the eviction's alone.
-    group.bench_function("quiet", |b| {
-        b.iter_custom(|runs| {
-            let mut total = Duration::ZERO;
-            for _ in 0..runs {
-                let _ = engine.load_region(big.clone(), 5);
-                let _ = engine.wait_idle(Duration::from_secs(3600));
-                total += p99_of_gets(1);
+    let quiet = || {
+        let _ = engine.load_region(big.clone(), 5);
+        let _ = engine.wait_idle(Duration::from_secs(3600));
+        let p99 = p99_of_gets(1);
+        engine.evict_region(big.id, ime_region::EvictReason::Manual, None);
+        let _ = engine.wait_idle(Duration::from_secs(3600));
+        p99
+    };
+    // Load (not measured), then measure gets while the region is evicted and its memory
+    // freed by the deleter.
+    let during_evictions = || {
+        let _ = engine.load_region(big.clone(), 5);
+        let _ = engine.wait_idle(Duration::from_secs(3600));
+        std::thread::scope(|s| {
+            s.spawn(|| {
                 engine.evict_region(big.id, ime_region::EvictReason::Manual, None);
                 let _ = engine.wait_idle(Duration::from_secs(3600));
-            }
-            total
+            });
+            p99_of_gets(1)
         })
+    };
+    group.bench_function("quiet", |b| {
+        b.iter_custom(|runs| (0..runs).map(|_| quiet()).sum())
     });
     group.bench_function("during_evictions", |b| {
-        b.iter_custom(|runs| {
-            let mut total = Duration::ZERO;
-            for _ in 0..runs {
-                // Load (not measured), then measure gets while the region is evicted and
-                // its memory freed by the deleter.
-                let _ = engine.load_region(big.clone(), 5);
-                let _ = engine.wait_idle(Duration::from_secs(3600));
-                total += std::thread::scope(|s| {
-                    s.spawn(|| {
-                        engine.evict_region(big.id, ime_region::EvictReason::Manual, None);
-                        let _ = engine.wait_idle(Duration::from_secs(3600));
-                    });
-                    p99_of_gets(1)
-                });
-            }
-            total
-        })
+        b.iter_custom(|runs| (0..runs).map(|_| during_evictions()).sum())
     });
     group.finish();
+    // One cycle a block, each side's in turn: the figure is the median of their p99s.
+    let [quiet_p99s, during_p99s] = alternate(
+        EVICTION_ROUNDS,
+        [&mut || quiet(), &mut || during_evictions()],
+    );
+    let sides = [
+        ("quiet", median(&quiet_p99s)),
+        ("during_evictions", median(&during_p99s)),
+    ];
+    record_per_op("engine/get_p99_other_region_in_turn", &sides, 1).unwrap();
 }
+
+/// Rounds of the eviction p99 in turn: each block loads the large region again (a
+/// quarter of a second or so), so fewer than the other figures' fifteen.
+const EVICTION_ROUNDS: u32 = 9;
 
 /// Regions 1 and 2, splitting the keys of `engine_with` at key 500.
 fn two_regions() -> [Region; 2] {

@@ -69,6 +69,12 @@ const FIGURES: &[Figure] = &[
     Figure {
         suite: "engine",
         name: "get p99 on another region during evictions vs quiet, after a load (goal 1.2)",
+        measured: "engine/get_p99_other_region_in_turn/during_evictions",
+        baseline: "engine/get_p99_other_region_in_turn/quiet",
+    },
+    Figure {
+        suite: "engine",
+        name: "  the same, criterion's times one after the other",
         measured: "engine/get_p99_other_region/during_evictions",
         baseline: "engine/get_p99_other_region/quiet",
     },
