@@ -123,6 +123,12 @@ impl Charge {
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
+    /// Gives back `bytes` of what it holds (a part it freed).
+    pub(crate) fn give_back(&self, bytes: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.tracker.release(bytes);
+    }
+
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }

@@ -113,6 +113,68 @@ struct Writer {
     /// itself up to its height): where an insert of a larger key, the common case of a
     /// batch in key order, finds its predecessors with one comparison per level.
     hint: Option<(NodeRef, [NodeRef; MAX_HEIGHT])>,
+    /// Per slot of a key's hash (its bytes but the last eight: an MVCC key's user key),
+    /// the last node inserted there and the node before it on level 0: where the next
+    /// version of that user key goes, between the two, while they are still neighbours
+    /// (see [`Writer::between`]). Empty until the memtable holds [`HEADS_FROM`] entries;
+    /// then a slot for every eight entries, begun afresh each time the entries double
+    /// (up to [`HEADS_MAX`] slots), and given up until the next doubling when it saves
+    /// too few searches (see [`Writer::judge_heads`]).
+    heads: Vec<(NodeRef, NodeRef)>,
+    /// Inserts that looked in the table since it began, and those it placed; how many
+    /// looks it is judged after (zero once judged worth keeping).
+    looked: usize,
+    placed: usize,
+    judged_after: usize,
+}
+
+/// Entries a memtable holds before its writer keeps [`Writer::heads`]: smaller ones are
+/// searched quickly enough.
+const HEADS_FROM: usize = 1024;
+
+/// The most slots [`Writer::heads`] takes (16 bytes each: 1 MiB, from 512k entries on).
+const HEADS_MAX: usize = 1 << 16;
+
+/// Where a key's pairs go in [`Writer::heads`]: a slot, and a tag (never zero) that
+/// tells its user key's pair from another's in the same slot, kept in the bits of the
+/// pair's second node reference above [`TAG_SHIFT`] (a reference uses the low 40).
+#[derive(Clone, Copy, Debug)]
+struct HeadSlot {
+    index: usize,
+    tag: u64,
+}
+
+/// Where a pair's tag starts in its second node reference.
+const TAG_SHIFT: u32 = 48;
+const _: () = assert!(((CHUNKS as u64) << 32 | 0xFFFF_FFFF) >> TAG_SHIFT == 0);
+
+/// The place of `key` among `slots` slots (a power of two): a hash of its bytes but the
+/// last eight (an MVCC key's encoded timestamp), so that every version of a user key
+/// shares one.
+fn head_slot(key: &[u8], slots: usize) -> HeadSlot {
+    let user = &key[..key.len().saturating_sub(8)];
+    let mut words = user.chunks_exact(8);
+    let mut hash = user.len() as u64;
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(bytes)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    let tail = words
+        .remainder()
+        .iter()
+        .fold(0u64, |n, &b| (n << 8) | u64::from(b));
+    hash = (hash ^ tail).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // A product carries a difference only upwards: fold the high bits down (a
+    // finalizer's steps), or keys that differ in their last bytes would share slot and
+    // tag.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    hash ^= hash >> 29;
+    HeadSlot {
+        index: (hash >> 32) as usize & slots.wrapping_sub(1),
+        tag: ((hash >> 16) & 0xFFFF) | 1,
+    }
 }
 
 /// An ordered map of recent writes: a skiplist in an arena (see the module docs).
@@ -347,6 +409,10 @@ impl Memtable {
                 used: 0,
                 rng: 0x9E37_79B9_7F4A_7C15,
                 hint: None,
+                heads: Vec::new(),
+                looked: 0,
+                placed: 0,
+                judged_after: 0,
             }),
             entries: AtomicUsize::new(0),
             charge: Charge::new(tracker),
@@ -614,29 +680,54 @@ impl Inserter<'_> {
             key,
             value.unwrap_or_default(),
         );
-        // Linked bottom-up: a reader that finds it at any level finds it at level 0.
-        // Only inserts store the list's height, and they hold the writer lock.
-        let list_height = arena.height.load(Ordering::Relaxed).max(height);
-        // The predecessors at every level (what this insert links below `height`, and
-        // what the next hint needs above it): from the hint, else from the top.
-        let preds = writer
-            .hinted(arena, key, seq, list_height)
-            .unwrap_or_else(|| arena.predecessors(key, seq, list_height));
         let me = node_ref(chunk, offset);
-        for (level, pred) in preds.iter().enumerate().take(height) {
-            let next = arena.next(*pred, level);
-            slot[FIXED_WORDS + level].store(next, Ordering::Relaxed);
-            if let Some(link) = arena.link_word(*pred, level) {
+        // A node of level 0 alone whose key goes between a pair of neighbours the table
+        // holds (a new version of a user key written before): linked there, with no
+        // search. The hint stays: it only names nodes of levels this insert leaves alone,
+        // and level 0's is the last insert itself, which a node added elsewhere on level 0
+        // does not move.
+        let head = (!writer.heads.is_empty()).then(|| head_slot(key, writer.heads.len()));
+        let between = head
+            .filter(|_| height == 1)
+            .and_then(|at| writer.between(arena, key, seq, at));
+        if head.is_some() && height == 1 {
+            writer.judge_heads(between.is_some(), &memtable.charge);
+        }
+        if let Some(pred) = between {
+            slot[FIXED_WORDS].store(arena.next(pred, 0), Ordering::Relaxed);
+            if let Some(link) = arena.link_word(pred, 0) {
                 link.store(me, Ordering::Release);
             }
+            writer.remember(head, pred, me);
+        } else {
+            // Linked bottom-up: a reader that finds it at any level finds it at level 0.
+            // Only inserts store the list's height, and they hold the writer lock.
+            let list_height = arena.height.load(Ordering::Relaxed).max(height);
+            // The predecessors at every level (what this insert links below `height`,
+            // and what the next hint needs above it): from the hint, else from the top.
+            let preds = writer
+                .hinted(arena, key, seq, list_height)
+                .unwrap_or_else(|| arena.predecessors(key, seq, list_height));
+            for (level, pred) in preds.iter().enumerate().take(height) {
+                let next = arena.next(*pred, level);
+                slot[FIXED_WORDS + level].store(next, Ordering::Relaxed);
+                if let Some(link) = arena.link_word(*pred, level) {
+                    link.store(me, Ordering::Release);
+                }
+            }
+            writer.remember(head, preds[0], me);
+            let mut hint = preds;
+            hint[..height].fill(me);
+            writer.hint = Some((me, hint));
+            arena.height.store(list_height, Ordering::Release);
         }
-        let mut hint = preds;
-        hint[..height].fill(me);
-        writer.hint = Some((me, hint));
-        arena.height.store(list_height, Ordering::Release);
         // Only inserts change the count, and they hold the writer lock: no read-modify-write.
         let entries = memtable.entries.load(Ordering::Relaxed);
         memtable.entries.store(entries + 1, Ordering::Release);
+        let count = entries + 1;
+        if count >= HEADS_FROM && count.is_power_of_two() {
+            writer.keep_heads((count / 8).min(HEADS_MAX), &memtable.charge);
+        }
         true
     }
 }
@@ -724,6 +815,71 @@ impl Writer {
         Some(preds)
     }
 
+    /// Where `(key, seq)` goes on level 0 without a search: the node before it, when the
+    /// table's pair for its slot are still neighbours on level 0 and the key lies
+    /// between them. The table only ever saves a search: a pair of another user key (its
+    /// tag differs, but for one in 32,768), or one that a later insert separated, fails
+    /// the checks, and a pair that passes them is the key's place whoever put it there.
+    fn between(&self, arena: &Arena, key: &[u8], seq: u64, at: HeadSlot) -> Option<NodeRef> {
+        let &(pred, tagged) = self.heads.get(at.index)?;
+        if tagged >> TAG_SHIFT != at.tag {
+            return None; // another user key's pair, or none
+        }
+        let next = tagged & ((1 << TAG_SHIFT) - 1);
+        let placed = arena.next(pred, 0) == next
+            && !arena.before(next, key, seq)
+            && (pred == NIL || arena.before(pred, key, seq));
+        placed.then_some(pred)
+    }
+
+    /// Notes that `me` was linked after `pred` on level 0, in slot `at` when the writer
+    /// keeps [`Writer::heads`].
+    fn remember(&mut self, at: Option<HeadSlot>, pred: NodeRef, me: NodeRef) {
+        if let Some(at) = at
+            && let Some(head) = self.heads.get_mut(at.index)
+        {
+            *head = (pred, me | at.tag << TAG_SHIFT);
+        }
+    }
+
+    /// Keeps [`Writer::heads`] in `slots` slots from now on, empty, charged to `charge`
+    /// in place of the table before, if the hard limit has room for it (else the table
+    /// before stays).
+    fn keep_heads(&mut self, slots: usize, charge: &Charge) {
+        if slots <= self.heads.len() {
+            return;
+        }
+        let size = std::mem::size_of::<(NodeRef, NodeRef)>() as u64;
+        let (bytes, before) = (slots as u64 * size, self.heads.len() as u64 * size);
+        if charge.tracker().try_reserve(bytes) {
+            charge.add_reserved(bytes);
+            self.heads = vec![(NIL, NIL); slots];
+            charge.give_back(before);
+            (self.looked, self.placed) = (0, 0);
+            self.judged_after = slots;
+        }
+    }
+
+    /// Counts a look in [`Writer::heads`] (`placed`: it saved a search). After as many
+    /// looks as it has slots (an eighth of the entries it began at), a table that placed fewer
+    /// than one in eight (writes of keys that do not come back before the next
+    /// compaction, say) is given up, its memory given back: it costs every insert a
+    /// hash and a cache miss, and saves none of them a search. The next doubling tries
+    /// again.
+    fn judge_heads(&mut self, placed: bool, charge: &Charge) {
+        self.looked += 1;
+        self.placed += usize::from(placed);
+        if self.judged_after == 0 || self.looked < self.judged_after {
+            return;
+        }
+        self.judged_after = 0;
+        if self.placed * 8 < self.looked {
+            let bytes = (self.heads.len() * std::mem::size_of::<(NodeRef, NodeRef)>()) as u64;
+            self.heads = Vec::new();
+            charge.give_back(bytes);
+        }
+    }
+
     /// A height with probability 1/4 of each level above the first.
     fn random_height(&mut self) -> usize {
         let mut x = self.rng;
@@ -808,10 +964,13 @@ mod tests {
         /// at random or in batches in key order (the hinted path); with `few_keys`, keys
         /// of at most two bytes, so that each gathers many versions and a hinted insert
         /// passes many nodes.
+        /// With `heads`, the writer keeps its table of neighbours from the first insert
+        /// (it starts at [`HEADS_FROM`] entries otherwise).
         #[test]
         fn agrees_with_an_ordered_map(
             sorted_batches in any::<bool>(),
             few_keys in any::<bool>(),
+            heads in any::<bool>(),
             mut ops in prop::collection::vec(
                 (prop::collection::vec(0u8..4, 0..20), prop::option::of(prop::collection::vec(any::<u8>(), 0..20))),
                 1..400,
@@ -830,6 +989,9 @@ mod tests {
             }
             let tracker = tracker();
             let mem = Memtable::new(&tracker);
+            if heads {
+                mem.writer.lock().unwrap().keep_heads(4, &mem.charge);
+            }
             let mut model = Model::new();
             for (i, (key, value)) in ops.iter().enumerate() {
                 let seq = i as u64 + 1;
@@ -898,7 +1060,13 @@ mod tests {
         let chunks: u64 = (0..CHUNKS)
             .filter_map(|c| mem.arena.get()?.chunks[c].get().map(|c| c.len() as u64 * 8))
             .sum();
-        assert_eq!(tracker.used(), chunks + std::mem::size_of::<Arena>() as u64);
+        // The writer's table of neighbours, if it holds one.
+        let heads = (mem.writer.lock().unwrap().heads.len()
+            * std::mem::size_of::<(NodeRef, NodeRef)>()) as u64;
+        assert_eq!(
+            tracker.used(),
+            chunks + std::mem::size_of::<Arena>() as u64 + heads
+        );
         assert_eq!(mem.charged(), tracker.used());
         // 27 bytes of key and value: four words of data, two fixed, about 1.3 of links.
         let per_entry = chunks as f64 / 10_000.0;
@@ -909,6 +1077,123 @@ mod tests {
         );
         drop(mem);
         assert_eq!(tracker.used(), 0);
+    }
+
+    /// Versions of a few hundred user keys, batches of 16 neighbours in key order, each
+    /// batch a newer timestamp (an MVCC write's shape), past the entries from which the
+    /// writer keeps its table of neighbours; with some older versions inserted out of
+    /// order between. Every level stays in order, and every entry reads back.
+    #[test]
+    fn versions_linked_between_remembered_neighbours_read_back() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        let mut model = Model::new();
+        let mvcc = |user: u64, ts: u64| {
+            let mut key = format!("t_{user:06}_r").into_bytes();
+            key.extend_from_slice(&(u64::MAX - ts).to_be_bytes());
+            key
+        };
+        let mut seq = 0u64;
+        for batch in 0..800u64 {
+            for k in 0..16 {
+                let user = (batch * 16 + k) % 300;
+                // Every seventh batch also writes an old version, out of order.
+                let ts = if batch % 7 == 3 && k == 5 {
+                    batch / 2
+                } else {
+                    10_000 + batch
+                };
+                seq += 1;
+                let key = mvcc(user, ts);
+                let value = seq.to_le_bytes().to_vec();
+                insert(&mem, &key, seq, Some(&value));
+                model.insert((key, std::cmp::Reverse(seq)), Some(value));
+            }
+        }
+        let writer = mem.writer.lock().unwrap();
+        assert!(!writer.heads.is_empty());
+        // Judged worth keeping: most versions were placed without a search.
+        assert!(
+            writer.placed * 2 > writer.looked,
+            "{} of {}",
+            writer.placed,
+            writer.looked
+        );
+        drop(writer);
+        let arena = mem.arena.get().unwrap();
+        for level in 0..MAX_HEIGHT {
+            let (mut at, mut seen) = (arena.next(NIL, level), 0);
+            while let Some(node) = arena.node(at) {
+                let next = node.next(level);
+                if let Some(after) = arena.node(next) {
+                    assert_eq!(
+                        after.cmp(&node.key(), node.seq),
+                        Cmp::Greater,
+                        "level {level}"
+                    );
+                }
+                at = next;
+                seen += 1;
+            }
+            assert!(level > 0 || seen == model.len());
+        }
+        for ((key, seq), value) in &model {
+            let got = mem.get(key, seq.0).map(|(s, v)| (s, v.map(|v| v.to_vec())));
+            assert_eq!(got, Some((seq.0, value.clone())));
+        }
+    }
+
+    /// Every version of a user key (its bytes but the last eight) has one slot and tag;
+    /// neighbouring user keys, which differ in their last bytes only, spread over slots
+    /// and tags (a plain product would give them all the same).
+    #[test]
+    fn head_slots_spread_neighbouring_user_keys_and_keep_versions_together() {
+        let key = |user: u64, ts: u64| {
+            let mut key = format!("t_{user:06}_r").into_bytes();
+            key.extend_from_slice(&ts.to_be_bytes());
+            key
+        };
+        let place = |k: &[u8]| {
+            let at = head_slot(k, 1 << 12);
+            (at.index, at.tag)
+        };
+        let places: std::collections::HashSet<_> = (0..1000).map(|u| place(&key(u, 7))).collect();
+        assert!(places.len() >= 995, "{} of 1000", places.len());
+        let indexes: std::collections::HashSet<_> = places.iter().map(|p| p.0).collect();
+        assert!(
+            indexes.len() >= 850,
+            "{} slots of 4096 for 1000 keys",
+            indexes.len()
+        );
+        for u in 0..100 {
+            assert_eq!(place(&key(u, 1)), place(&key(u, u64::MAX - u)));
+        }
+    }
+
+    /// Keys that never come back (no versions): the table of neighbours places none of
+    /// them, and is given up, its charge given back, until the next doubling.
+    #[test]
+    fn a_table_of_neighbours_that_places_nothing_is_given_up() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        for i in 0..6000u64 {
+            insert(&mem, format!("key{i:08}").as_bytes(), i + 1, Some(b"v"));
+            if i + 1 == 4096 {
+                assert_eq!(mem.writer.lock().unwrap().heads.len(), 512);
+            }
+        }
+        let writer = mem.writer.lock().unwrap();
+        assert!(writer.heads.is_empty());
+        assert_eq!(
+            (writer.looked, writer.placed, writer.judged_after),
+            (512, 0, 0)
+        );
+        drop(writer);
+        let chunks: u64 = (0..CHUNKS)
+            .filter_map(|c| mem.arena.get()?.chunks[c].get().map(|c| c.len() as u64 * 8))
+            .sum();
+        assert_eq!(tracker.used(), chunks + std::mem::size_of::<Arena>() as u64);
+        assert_eq!(mem.charged(), tracker.used());
     }
 
     /// A key or value larger than a chunk gets a chunk of its own size.
