@@ -361,10 +361,10 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
     }
     println!(
         "\nratio = measured / baseline, both from this run (times: lower is faster; bytes: \
-         lower is leaner). The engine's point get, write of 16, readers, writers and p99 \
-         beside a writer are timed in blocks of each side in turn, which meet the same \
-         drift of a shared machine; criterion's times of the same, one benchmark after the \
-         other, follow some of them."
+         lower is leaner). The engine's point get, write of 16, readers, writers, p99 \
+         beside a writer and p99 during evictions are timed in blocks of each side in turn, \
+         which meet the same drift of a shared machine; criterion's times of the same, one \
+         benchmark after the other, follow some of them."
     );
     Ok(())
 }

@@ -9,6 +9,15 @@
 //!   inserts take; a node is written in full, then linked bottom-up with release stores,
 //!   and readers follow links with acquire loads: a reader sees a node whole or not at
 //!   all, and never takes a lock.
+//! - **Searches that pass few nodes.** An insert searches from the last one (a batch
+//!   comes in key order), at about the logarithm of the distance. Between two inserts
+//!   of neighbouring user keys lie all the versions of the first, each node a cache
+//!   miss: so the writer also keeps, per slot of a user key's hash, the last node
+//!   inserted there and its neighbour before it on level 0, and links the next version
+//!   of that user key (a node of level 0, three in four) between them with no search,
+//!   after checking that they are still neighbours and that it lies between them. The
+//!   table takes a slot per eight entries from 1,024 entries on, is charged, and is
+//!   given up until the memtable doubles when it saves too few searches.
 //! - **Freed whole.** The arena is freed when the memtable drops: after a compaction
 //!   folded it into a run and the last snapshot reading it is gone.
 //! - **No `unsafe`.** Every word is an `AtomicU64` (plain loads and stores on x86-64 and
