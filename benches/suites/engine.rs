@@ -24,13 +24,12 @@
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
 //! writer are also timed in blocks of each side in turn, fifteen rounds, and the p99
 //! during evictions nine (`ime_benches::alternate`; a p99 is the median of the blocks'
-//! p99s; a block of the
-//! write of 16 starts with the engine idle, and a block of the two writers ends, timed,
-//! when the engine is idle again, so that there the hybrid side pays for its whole memory
-//! side, compactions included; neither leaves work to the bare side's block), recorded beside
-//! criterion's results as `*_in_turn`: the figures `cargo xtask bench` holds to their
-//! goals, since neighbours timed one after the other on a shared machine can meet
-//! different machines.
+//! p99s; a block of the write of 16 starts with the engine idle, and a block of the two
+//! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
+//! for its whole memory side, compactions included; neither leaves work to the bare
+//! side's block), recorded beside criterion's results as `*_in_turn`: the figures
+//! `cargo xtask bench` holds to their goals, since neighbours timed one after the other
+//! on a shared machine can meet different machines.
 //!
 //! Sizes: `IME_BENCH_KEYS` keys for point gets (default 1,000,000), a tenth of that many
 //! keys of 100 versions for the scans.
