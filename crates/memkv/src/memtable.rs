@@ -153,6 +153,9 @@ struct HeadSlot {
     tag: u64,
 }
 
+/// Bytes of one slot of [`Writer::heads`].
+const HEAD_BYTES: u64 = std::mem::size_of::<(NodeRef, NodeRef)>() as u64;
+
 /// Where a pair's tag starts in its second node reference.
 const TAG_SHIFT: u32 = 48;
 const _: () = assert!(((CHUNKS as u64) << 32 | 0xFFFF_FFFF) >> TAG_SHIFT == 0);
@@ -696,12 +699,14 @@ impl Inserter<'_> {
         // and level 0's is the last insert itself, which a node added elsewhere on level 0
         // does not move.
         let head = (!writer.heads.is_empty()).then(|| head_slot(key, writer.heads.len()));
-        let between = head
-            .filter(|_| height == 1)
-            .and_then(|at| writer.between(arena, key, seq, at));
-        if head.is_some() && height == 1 {
-            writer.judge_heads(between.is_some(), &memtable.charge);
-        }
+        let between = match head {
+            Some(at) if height == 1 => {
+                let found = writer.between(arena, key, seq, at);
+                writer.judge_heads(found.is_some(), &memtable.charge);
+                found
+            }
+            _ => None,
+        };
         if let Some(pred) = between {
             slot[FIXED_WORDS].store(arena.next(pred, 0), Ordering::Relaxed);
             if let Some(link) = arena.link_word(pred, 0) {
@@ -858,8 +863,10 @@ impl Writer {
         if slots <= self.heads.len() {
             return;
         }
-        let size = std::mem::size_of::<(NodeRef, NodeRef)>() as u64;
-        let (bytes, before) = (slots as u64 * size, self.heads.len() as u64 * size);
+        let (bytes, before) = (
+            slots as u64 * HEAD_BYTES,
+            self.heads.len() as u64 * HEAD_BYTES,
+        );
         if charge.tracker().try_reserve(bytes) {
             charge.add_reserved(bytes);
             self.heads = vec![(NIL, NIL); slots];
@@ -883,9 +890,8 @@ impl Writer {
         }
         self.judged_after = 0;
         if self.placed * 8 < self.looked {
-            let bytes = (self.heads.len() * std::mem::size_of::<(NodeRef, NodeRef)>()) as u64;
+            charge.give_back(self.heads.len() as u64 * HEAD_BYTES);
             self.heads = Vec::new();
-            charge.give_back(bytes);
         }
     }
 
