@@ -760,7 +760,12 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
-        assert!(stores.ended.iter().all(|e| e.load(Ordering::SeqCst) >= WRITES));
+        assert!(
+            stores
+                .ended
+                .iter()
+                .all(|e| e.load(Ordering::SeqCst) >= WRITES)
+        );
     }
 
     /// A write's parked state stays after it (readers ignore it while the version is
