@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
 use crate::layer::{Run, RunBuilder};
 use crate::memory::MemoryTracker;
+use crate::memtable::Span;
 use crate::snapshot::run_span;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
@@ -55,13 +56,12 @@ impl MemKv {
             return Ok(stats);
         }
         let (layers, seq) = self.freeze(&range);
-        let [default, lock, write] = layers.each_ref().map(|cf| {
+        let spans = layers.each_ref().map(|cf| {
             cf.frozen
                 .iter()
-                .map(|m| m.span_run(&range.bounds, u64::MAX))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|m| m.span_copy(&range.bounds, u64::MAX))
+                .collect::<Vec<_>>()
         });
-        let spans = [default?, lock?, write?];
         let tracker = Some(self.tracker());
         let bounds = &range.bounds;
         // Column family `i`'s merge, straight into its run (copied once), but the keys
@@ -164,7 +164,7 @@ impl<'a> Sink<'a> for Builder<'_> {
 }
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
-/// the frozen memtables' entries (`spans`, each copied into a run), in key order, each
+/// the frozen memtables' entries (`spans`, each copied out), in key order, each
 /// key once, handed to `sink`: one linear merge, borrowing every key and value. With
 /// `keep_deletions`, a key whose newest entry is a deletion hands that on too (a load's
 /// older entry of the key may still arrive, and must stay hidden).
@@ -176,7 +176,7 @@ impl<'a> Sink<'a> for Builder<'_> {
 /// ([`Run::copyable_at`]), the rest of the stretch goes to `sink.stretch` whole.
 fn newest_entries<'a>(
     run: &'a Run,
-    spans: &'a [Run],
+    spans: &'a [Span],
     (bounds, seq, keep_deletions): (&KeyRange, u64, bool),
     stats: &mut GcStats,
     sink: &mut dyn Sink<'a>,
@@ -264,14 +264,14 @@ fn newest_entries<'a>(
 fn merge_builder(
     run: &Run,
     bounds: &KeyRange,
-    spans: &[Run],
+    spans: &[Span],
     tracker: &MemoryTracker,
 ) -> RunBuilder {
     let (lo, hi) = run_span(run, bounds);
     let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
     for span in spans {
         len += span.len();
-        let (k, v) = span.bytes_between(0, span.len());
+        let (k, v) = span.bytes();
         keys += k;
         values += v;
     }

@@ -587,6 +587,29 @@ impl Memtable {
         Ok(builder.finish(None))
     }
 
+    /// [`Memtable::span`] copied out for a compaction's merge ([`Span`]): the keys and
+    /// values in one buffer each, nothing built for lookups.
+    pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
+        let mut span = Span {
+            ends: Vec::with_capacity(self.len()),
+            ..Span::default()
+        };
+        let Ok(()) = self.each_visible(bounds, seq, |node, key| {
+            span.keys.extend_from_slice(key);
+            if let Some(len) = node.value_len {
+                node.copy_into(node.key_len, len, &mut span.values);
+            }
+            span.ends.push(SpanEnds {
+                key: span.keys.len(),
+                value: span.values.len(),
+                seq: node.seq,
+                deleted: node.value_len.is_none(),
+            });
+            Ok::<(), std::convert::Infallible>(())
+        });
+        span
+    }
+
     /// The entries within `bounds` with sequence `<= seq`, in order.
     pub(crate) fn span(&self, bounds: &KeyRange, seq: u64) -> Vec<RunEntry> {
         let mut out: Vec<RunEntry> = Vec::new();
@@ -633,6 +656,62 @@ impl Memtable {
             at = node.next(0);
         }
         Ok(())
+    }
+}
+
+/// A memtable's entries within some bounds, copied out in order ([`Memtable::span_copy`]):
+/// what a compaction merges into its new run, read entry by entry and never searched,
+/// so it holds only the bytes and where each entry ends.
+#[derive(Debug, Default)]
+pub(crate) struct Span {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    ends: Vec<SpanEnds>,
+}
+
+/// Where one entry of a [`Span`] ends in its buffers, its sequence number, and whether
+/// it is a deletion (its value then is empty).
+#[derive(Debug, Clone, Copy)]
+struct SpanEnds {
+    key: usize,
+    value: usize,
+    seq: u64,
+    deleted: bool,
+}
+
+impl Span {
+    /// How many entries it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Where entry `i`'s key and value start: where the entry before ends.
+    fn starts(&self, i: usize) -> (usize, usize) {
+        let before = i.checked_sub(1).and_then(|p| self.ends.get(p));
+        before.map_or((0, 0), |e| (e.key, e.value))
+    }
+
+    /// Entry `i`'s key (`i < len()`).
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let (start, _) = self.starts(i);
+        self.ends.get(i).map_or(&[], |e| &self.keys[start..e.key])
+    }
+
+    /// Entry `i`'s sequence number.
+    pub(crate) fn seq(&self, i: usize) -> u64 {
+        self.ends.get(i).map_or(0, |e| e.seq)
+    }
+
+    /// Entry `i`'s value, `None` for a deletion.
+    pub(crate) fn value(&self, i: usize) -> Option<&[u8]> {
+        let end = self.ends.get(i).filter(|e| !e.deleted)?.value;
+        let (_, start) = self.starts(i);
+        Some(&self.values[start..end])
+    }
+
+    /// Bytes of its keys and of its values.
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        (self.keys.len(), self.values.len())
     }
 }
 
@@ -1058,7 +1137,14 @@ mod tests {
                 prop_assert_eq!(&span, &expected);
                 let run = mem.span_run(&bounds, *seq).unwrap();
                 let copied: Vec<_> = (0..run.len()).map(|i| (run.key(i).to_vec(), run.seq(i), run.value(i).map(<[u8]>::to_vec))).collect();
+                prop_assert_eq!(&copied, &expected);
+                let span = mem.span_copy(&bounds, *seq);
+                let span_bytes = expected.iter().fold((0, 0), |(k, v), e| (k + e.0.len(), v + e.2.as_ref().map_or(0, Vec::len)));
+                let copied: Vec<_> = (0..span.len()).map(|i| (span.key(i).to_vec(), span.seq(i), span.value(i).map(<[u8]>::to_vec))).collect();
                 prop_assert_eq!(copied, expected);
+                let (keys, values) = span.bytes();
+                prop_assert_eq!(keys, span_bytes.0);
+                prop_assert_eq!(values, span_bytes.1);
             }
         }
     }
