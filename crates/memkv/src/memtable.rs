@@ -957,16 +957,15 @@ impl Writer {
             self.heads = vec![(NIL, NIL); slots];
             charge.give_back(before);
             (self.looked, self.placed) = (0, 0);
-            self.judged_after = slots;
+            self.judged_after = slots / 2;
         }
     }
 
-    /// Counts a look in [`Writer::heads`] (`placed`: it saved a search). After as many
-    /// looks as it has slots, a table that placed fewer
-    /// than one in eight (writes of keys that do not come back before the next
-    /// compaction, say) is given up, its memory given back: it costs every insert a
-    /// hash and a cache miss, and saves none of them a search. The next doubling tries
-    /// again.
+    /// Counts a look in [`Writer::heads`] (`placed`: it saved a search). After half as
+    /// many looks as it has slots, a table that placed fewer than one in eight (writes of
+    /// keys that do not come back before the next compaction, say) is given up, its
+    /// memory given back: it costs every insert a hash and a cache miss, and saves none
+    /// of them a search. The next doubling tries again.
     fn judge_heads(&mut self, placed: bool, charge: &Charge) {
         self.looked += 1;
         self.placed += usize::from(placed);
@@ -1296,7 +1295,7 @@ mod tests {
         assert!(writer.heads.is_empty());
         assert_eq!(
             (writer.looked, writer.placed, writer.judged_after),
-            (slots, 0, 0)
+            (slots / 2, 0, 0)
         );
         drop(writer);
         let chunks: u64 = (0..CHUNKS)
