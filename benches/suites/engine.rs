@@ -23,8 +23,9 @@
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
 //! writer are also timed in blocks of each side in turn, fifteen rounds, and the p99
-//! during evictions nine (`ime_benches::alternate`; a p99 is the median of the blocks'
-//! p99s; a block of the write of 16 starts with the engine idle, and a block of the two
+//! during evictions and the load nine (`ime_benches::alternate`; a p99 is the median of
+//! the blocks' p99s, a load the median of its blocks, one load or one iteration each;
+//! a block of the write of 16 starts with the engine idle, and a block of the two
 //! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
 //! for its whole memory side, compactions included; neither leaves work to the bare
 //! side's block), recorded beside criterion's results as `*_in_turn`: the figures
@@ -322,15 +323,43 @@ fn load_region(c: &mut Criterion) {
             total
         })
     });
-    group.bench_function("rocksdb_iteration", |b| {
-        let region = whole();
-        b.iter(|| {
-            let snapshot = engine.disk().snapshot();
-            black_box(ime_benches::iterate_bare(&snapshot, &region.range))
-        })
-    });
+    let region = whole();
+    let iterate = || {
+        let snapshot = engine.disk().snapshot();
+        black_box(ime_benches::iterate_bare(&snapshot, &region.range))
+    };
+    group.bench_function("rocksdb_iteration", |b| b.iter(iterate));
     group.finish();
+    // A block is one load (then an eviction, untimed) or one iteration; the sides are
+    // compared by their medians, which one block stalled by the machine does not move.
+    let [loads, iterations] = alternate(
+        LOAD_ROUNDS,
+        [
+            &mut || {
+                let start = Instant::now();
+                load(&engine);
+                let took = start.elapsed();
+                engine.evict_region(RegionId(1), ime_region::EvictReason::Manual, None);
+                assert!(engine.wait_idle(Duration::from_secs(3600)));
+                took
+            },
+            &mut || {
+                let start = Instant::now();
+                iterate();
+                start.elapsed()
+            },
+        ],
+    );
+    let sides = [
+        ("load_region", median(&loads)),
+        ("rocksdb_iteration", median(&iterations)),
+    ];
+    record_per_op("engine/load_in_turn", &sides, 1).unwrap();
 }
+
+/// Rounds of the load figure in turn: a load of the default million keys takes about
+/// 0.2 s.
+const LOAD_ROUNDS: u32 = 9;
 
 /// Region 1 is large (`IME_BENCH_EVICT_MB`, default 256 MiB of 1 KiB values); region 2
 /// holds small keys and serves gets while region 1 is evicted and loaded again.
