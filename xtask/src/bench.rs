@@ -384,9 +384,10 @@ fn format_ns(ns: f64) -> String {
     }
 }
 
-/// A ratio as `1.23x`, or, below a hundredth, as `1/3214` (so that it does not read 0.00x).
+/// A ratio as `1.23x`, or, below a tenth, as `1/82` (so that a small one keeps its digits,
+/// and reads like the goals written as fractions).
 fn format_ratio(ratio: f64) -> String {
-    if ratio > 0.0 && ratio < 0.01 {
+    if ratio > 0.0 && ratio < 0.1 {
         format!("1/{:.0}", 1.0 / ratio)
     } else {
         format!("{ratio:.2}x")
@@ -512,7 +513,8 @@ mod tests {
     #[test]
     fn tiny_ratios_print_as_fractions() {
         assert_eq!(format_ratio(1.37), "1.37x");
-        assert_eq!(format_ratio(0.05), "0.05x");
+        assert_eq!(format_ratio(0.25), "0.25x");
+        assert_eq!(format_ratio(0.0122), "1/82");
         assert_eq!(format_ratio(10.0 / 32_140.0), "1/3214");
     }
 
