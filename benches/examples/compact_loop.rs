@@ -6,12 +6,16 @@
 //! With `gc`, each compaction also collects MVCC garbage below a safe point 50,000
 //! batches behind the writes (as the engine's GC rounds do). A third argument sets how
 //! many user keys the writes cycle through (default 100,000; fewer keys, more versions
-//! of each between two inserts of neighbours).
+//! of each between two inserts of neighbours). A fourth, `reads`, writes without
+//! compacting and then reads: an MVCC point get of every user key at the newest
+//! timestamp and one at a timestamp halfway through the writes, ten times over (the
+//! memtable's search, for a profile to count).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example compact_loop -- 200000
 //! cargo run --release -p ime-benches --example compact_loop -- 200000 gc
 //! cargo run --release -p ime-benches --example compact_loop -- 200000 no-gc 500
+//! cargo run --release -p ime-benches --example compact_loop -- 20000 no-gc 500 reads
 //! ```
 
 #![allow(
@@ -30,6 +34,7 @@ fn main() {
     let batches: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let gc = args.next().as_deref() == Some("gc");
     let keys: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let reads = args.next().as_deref() == Some("reads");
     let kv = MemKv::new(MemConfig {
         hard_limit: 64 << 30,
         soft_limit: 32 << 30,
@@ -56,7 +61,7 @@ fn main() {
         let start = Instant::now();
         kv.write_next(&batch).unwrap();
         writing += start.elapsed();
-        if kv.wants_compaction(range).unwrap() {
+        if !reads && kv.wants_compaction(range).unwrap() {
             let start = Instant::now();
             let safe_point = gc.then(|| (2_000_000 + round).saturating_sub(50_000));
             let stats = kv.compact(range, safe_point).unwrap();
@@ -70,4 +75,27 @@ fn main() {
          {written} entries written, {:.1} ns an entry)",
         compacting.as_nanos() as f64 / written.max(1) as f64
     );
+    if reads {
+        let start = Instant::now();
+        let found = read_every_key(&kv, range, keys, 2_000_000 + batches / 2);
+        println!("reads {:?} ({found} found)", start.elapsed());
+    }
+}
+
+/// MVCC point gets of every one of `keys` user keys, at the newest timestamp and at
+/// `mid_ts`, ten times over; how many found a version.
+#[inline(never)]
+fn read_every_key(kv: &MemKv, range: RangeId, keys: u64, mid_ts: u64) -> usize {
+    let snapshot = kv.snapshot(range, kv.last_sequence()).unwrap();
+    let mut found = 0;
+    for _ in 0..10 {
+        for i in 0..keys {
+            let user = ime_memkv::codec::encode_bytes(&user_key(i));
+            for ts in [u64::MAX, mid_ts] {
+                let versions = ime_memkv::mvcc::versions_at_or_below(&user, ts).unwrap();
+                found += usize::from(snapshot.first_in(Cf::Write, &versions).is_some());
+            }
+        }
+    }
+    found
 }
