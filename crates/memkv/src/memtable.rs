@@ -127,12 +127,12 @@ struct Writer {
     /// the last node inserted there and the node before it on level 0: where the next
     /// version of that user key goes, between the two, while they are still neighbours
     /// (see [`Writer::between`]). Empty until the memtable holds [`HEADS_FROM`] entries;
-    /// then a slot for every [`ENTRIES_PER_SLOT`] entries, begun afresh each time the
-    /// entries double (up to [`HEADS_MAX`] slots), and given up until the next doubling
-    /// when it saves too few searches (see [`Writer::judge_heads`]).
+    /// then a slot for every [`ENTRIES_PER_SLOT`] entries, grown each time the entries
+    /// double (up to [`HEADS_MAX`] slots, its pairs moved over), and given up until the
+    /// next doubling when it saves too few searches (see [`Writer::judge_heads`]).
     heads: Vec<(NodeRef, NodeRef)>,
-    /// Inserts that looked in the table since it began, and those it placed; how many
-    /// looks it is judged after (zero once judged worth keeping).
+    /// Inserts that found a pair in their slot since the table began, and those it
+    /// placed; how many such looks it is judged after (zero once judged worth keeping).
     looked: usize,
     placed: usize,
     judged_after: usize,
@@ -774,7 +774,11 @@ impl Inserter<'_> {
         let between = match head {
             Some(at) if drawn <= FLAT_MAX => {
                 let found = writer.between(arena, key, seq, at);
-                writer.judge_heads(found.is_some(), &memtable.charge);
+                // A look at an empty slot (a user key the table has not met yet) says
+                // nothing of the table.
+                if found.is_some() || writer.slot_taken(at) {
+                    writer.judge_heads(found.is_some(), &memtable.charge);
+                }
                 found
             }
             _ => None,
@@ -842,7 +846,11 @@ impl Inserter<'_> {
         memtable.entries.store(entries + 1, Ordering::Release);
         let count = entries + 1;
         if count >= HEADS_FROM && count.is_power_of_two() {
-            writer.keep_heads((count / ENTRIES_PER_SLOT).min(HEADS_MAX), &memtable.charge);
+            writer.keep_heads(
+                arena,
+                (count / ENTRIES_PER_SLOT).min(HEADS_MAX),
+                &memtable.charge,
+            );
         }
         true
     }
@@ -958,10 +966,12 @@ impl Writer {
         }
     }
 
-    /// Keeps [`Writer::heads`] in `slots` slots from now on, empty, charged to `charge`
-    /// in place of the table before, if the hard limit has room for it (else the table
-    /// before stays).
-    fn keep_heads(&mut self, slots: usize, charge: &Charge) {
+    /// Keeps [`Writer::heads`] in `slots` slots from now on, charged to `charge` in
+    /// place of the table before, if the hard limit has room for it (else the table
+    /// before stays). The pairs of the table before move to their slots in the new one
+    /// (each found again from its last node's key): begun empty, the table would miss
+    /// the next version of every user key it held, and that insert would search.
+    fn keep_heads(&mut self, arena: &Arena, slots: usize, charge: &Charge) {
         if slots <= self.heads.len() {
             return;
         }
@@ -971,18 +981,42 @@ impl Writer {
         );
         if charge.tracker().try_reserve(bytes) {
             charge.add_reserved(bytes);
-            self.heads = vec![(NIL, NIL); slots];
+            let old = std::mem::replace(&mut self.heads, vec![(NIL, NIL); slots]);
+            let mut key = Vec::new();
+            for (pred, tagged) in old {
+                let last = tagged & ((1 << TAG_SHIFT) - 1);
+                let Some(node) = (tagged >> TAG_SHIFT != 0)
+                    .then(|| arena.node(last))
+                    .flatten()
+                else {
+                    continue;
+                };
+                key.clear();
+                node.copy_into(0, node.key_len, &mut key);
+                self.remember(Some(head_slot(&key, slots)), pred, last);
+            }
             charge.give_back(before);
             (self.looked, self.placed) = (0, 0);
-            self.judged_after = slots / 2;
+            self.judged_after = slots / 4;
         }
     }
 
-    /// Counts a look in [`Writer::heads`] (`placed`: it saved a search). After half as
-    /// many looks as it has slots, a table that placed fewer than one in eight (writes of
-    /// keys that do not come back before the next compaction, say) is given up, its
-    /// memory given back: it costs every insert a hash and a cache miss, and saves none
-    /// of them a search. The next doubling tries again.
+    /// Whether slot `at` holds a pair (of any user key).
+    fn slot_taken(&self, at: HeadSlot) -> bool {
+        self.heads
+            .get(at.index)
+            .is_some_and(|&(_, tagged)| tagged != NIL)
+    }
+
+    /// Counts a look in [`Writer::heads`] that found a pair in its slot (`placed`: the
+    /// pair was its user key's, and saved a search). After a quarter as many such looks
+    /// as it has slots, a table that placed fewer than one in eight (writes of keys that
+    /// do not come back before the next compaction, say) is given up, its memory given
+    /// back: it costs every insert a hash and a cache miss, and saves none of them a
+    /// search. The next doubling tries again. A look at an empty slot is not counted: a
+    /// table begun empty meets every hot user key once before it can place one, and
+    /// counting those looks gave up, at 1,024 and 2,048 entries, the tables of 500 user
+    /// keys written over and over.
     fn judge_heads(&mut self, placed: bool, charge: &Charge) {
         self.looked += 1;
         self.placed += usize::from(placed);
@@ -1106,7 +1140,7 @@ mod tests {
             let tracker = tracker();
             let mem = Memtable::new(&tracker);
             if heads {
-                mem.writer.lock().unwrap().keep_heads(4, &mem.charge);
+                mem.writer.lock().unwrap().keep_heads(&Arena::new(), 4, &mem.charge);
             }
             let mut model = Model::new();
             for (i, (key, value)) in ops.iter().enumerate() {
@@ -1297,6 +1331,55 @@ mod tests {
         }
     }
 
+    /// When the entries double, the table grows with its pairs moved over: each pair
+    /// to a slot of its own (a larger table tells apart what a smaller one did), and the
+    /// next version of each user key is placed with no search.
+    #[test]
+    fn a_growing_table_of_neighbours_keeps_its_pairs() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        let key = |user: u64, ts: u64| {
+            let mut key = format!("t_{user:06}_r").into_bytes();
+            key.extend_from_slice(&(u64::MAX - ts).to_be_bytes());
+            key
+        };
+        let taken = |mem: &Memtable| {
+            let writer = mem.writer.lock().unwrap();
+            let taken = writer.heads.iter().filter(|&&(_, t)| t != NIL).count();
+            (writer.heads.len(), taken)
+        };
+        // 200 user keys, versions in turn, up to the doubling at 2,048 entries.
+        let mut seq = 0;
+        for ts in 0.. {
+            for user in 0..200 {
+                seq += 1;
+                insert(&mem, &key(user, 100 + ts), seq, Some(b"v"));
+                if seq == 2047 {
+                    break;
+                }
+            }
+            if seq == 2047 {
+                break;
+            }
+        }
+        let (slots, before) = taken(&mem);
+        assert_eq!(slots, 1024 / ENTRIES_PER_SLOT);
+        assert!(before > 100, "{before} pairs");
+        // The 2,048th entry, a user key's next version, then the doubling.
+        insert(&mem, &key(47, 1_000), 2048, Some(b"v"));
+        assert_eq!(taken(&mem), (2048 / ENTRIES_PER_SLOT, before));
+        let placed = mem.writer.lock().unwrap().placed;
+        for user in 0..200 {
+            insert(&mem, &key(user, 2_000), 2049 + user, Some(b"v"));
+        }
+        let writer = mem.writer.lock().unwrap();
+        assert!(
+            writer.placed - placed > 100,
+            "{} placed",
+            writer.placed - placed
+        );
+    }
+
     /// Keys that never come back (no versions): the table of neighbours places none of
     /// them, and is given up, its charge given back, until the next doubling.
     #[test]
@@ -1304,8 +1387,7 @@ mod tests {
         let tracker = tracker();
         let mem = Memtable::new(&tracker);
         let slots = 4096 / ENTRIES_PER_SLOT;
-        // Nodes taller than one level (one in four) are searched without a look; the
-        // next doubling, which would begin a table afresh, comes at 8,192.
+        // The next doubling, which would begin a table afresh, comes at 8,192.
         for i in 0..8191u64 {
             insert(&mem, format!("key{i:08}").as_bytes(), i + 1, Some(b"v"));
             if i + 1 == 4096 {
@@ -1316,7 +1398,7 @@ mod tests {
         assert!(writer.heads.is_empty());
         assert_eq!(
             (writer.looked, writer.placed, writer.judged_after),
-            (slots / 2, 0, 0)
+            (slots / 4, 0, 0)
         );
         drop(writer);
         let chunks: u64 = (0..CHUNKS)
