@@ -136,6 +136,10 @@ struct Writer {
     looked: usize,
     placed: usize,
     judged_after: usize,
+    /// The bytes of the keys and of the values inserted: what a copy of every entry
+    /// ([`Memtable::span_copy`]) takes, reserved before it copies.
+    key_bytes: usize,
+    value_bytes: usize,
 }
 
 /// Entries a memtable holds before its writer keeps [`Writer::heads`]: smaller ones are
@@ -445,6 +449,8 @@ impl Memtable {
                 looked: 0,
                 placed: 0,
                 judged_after: 0,
+                key_bytes: 0,
+                value_bytes: 0,
             }),
             entries: AtomicUsize::new(0),
             charge: Charge::new(tracker),
@@ -602,14 +608,48 @@ impl Memtable {
     }
 
     /// [`Memtable::span`] copied out for a compaction's merge ([`Span`]): the keys and
-    /// values in one buffer each, nothing built for lookups.
+    /// values in one buffer each, nothing built for lookups, room for every entry taken
+    /// at the start. Each key is copied once, straight into the span (a node repeating
+    /// the entry before it, key and sequence, is cut off again).
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
-        let mut span = Span {
-            ends: Vec::with_capacity(self.len()),
-            ..Span::default()
+        // Room for every entry's bytes, and the word a copy writes past its end.
+        let (keys, values) = {
+            let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            (writer.key_bytes + 8, writer.value_bytes + 8)
         };
-        let Ok(()) = self.each_visible(bounds, seq, |node, key| {
-            span.keys.extend_from_slice(key);
+        let mut span = Span {
+            keys: Vec::with_capacity(keys),
+            values: Vec::with_capacity(values),
+            ends: Vec::with_capacity(self.len()),
+        };
+        let Some(arena) = self.arena.get() else {
+            return span;
+        };
+        let mut at = arena.lower_bound(bounds.start(), u64::MAX);
+        while let Some(node) = arena.node(at) {
+            if bounds
+                .end()
+                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
+            {
+                break;
+            }
+            at = node.next(0);
+            if node.seq > seq {
+                continue;
+            }
+            let start = span.keys.len();
+            node.copy_into(0, node.key_len, &mut span.keys);
+            let before = span
+                .ends
+                .len()
+                .checked_sub(2)
+                .map_or(0, |i| span.ends[i].key);
+            if span.ends.last().is_some_and(|last| last.seq == node.seq)
+                && span.keys[before..start] == span.keys[start..]
+            {
+                span.keys.truncate(start);
+                continue;
+            }
             if let Some(len) = node.value_len {
                 node.copy_into(node.key_len, len, &mut span.values);
             }
@@ -619,8 +659,7 @@ impl Memtable {
                 seq: node.seq,
                 deleted: node.value_len.is_none(),
             });
-            Ok::<(), std::convert::Infallible>(())
-        });
+        }
         span
     }
 
@@ -844,6 +883,8 @@ impl Inserter<'_> {
         // Only inserts change the count, and they hold the writer lock: no read-modify-write.
         let entries = memtable.entries.load(Ordering::Relaxed);
         memtable.entries.store(entries + 1, Ordering::Release);
+        writer.key_bytes += key.len();
+        writer.value_bytes += value_len;
         let count = entries + 1;
         if count >= HEADS_FROM && count.is_power_of_two() {
             writer.keep_heads(
@@ -1197,6 +1238,46 @@ mod tests {
                 prop_assert_eq!(values, span_bytes.1);
             }
         }
+    }
+
+    /// An entry inserted twice, key and sequence (the store never does, but a copy must
+    /// not count it twice): every copy takes it once, and its neighbours as they are.
+    #[test]
+    fn copies_take_an_entry_inserted_twice_once() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        for (key, seq, value) in [
+            (&b"a"[..], 1, &b"1"[..]),
+            (b"b", 2, b"2"),
+            (b"b", 2, b"2"),
+            (b"b", 1, b"old"),
+            (b"longer than a word", 3, b"3"),
+            (b"longer than a word", 3, b"3"),
+        ] {
+            insert(&mem, key, seq, Some(value));
+        }
+        let all = KeyRange::with_end(Vec::new(), None).unwrap();
+        let expected: Vec<(Vec<u8>, u64)> = [
+            (&b"a"[..], 1),
+            (b"b", 2),
+            (b"b", 1),
+            (b"longer than a word", 3),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_vec(), s))
+        .collect();
+        let span = mem.span_copy(&all, u64::MAX);
+        let copied: Vec<_> = (0..span.len())
+            .map(|i| (span.key(i).to_vec(), span.seq(i)))
+            .collect();
+        assert_eq!(copied, expected);
+        assert_eq!(span.value(2), Some(&b"old"[..]));
+        let listed: Vec<_> = mem
+            .span(&all, u64::MAX)
+            .into_iter()
+            .map(|e| (e.key.to_vec(), e.seq))
+            .collect();
+        assert_eq!(listed, expected);
     }
 
     /// The arena charges what it allocates: chunks, and the arena itself; all of it
