@@ -622,20 +622,9 @@ impl Memtable {
             values: Vec::with_capacity(values),
             ends: Vec::with_capacity(self.len()),
         };
-        let Some(arena) = self.arena.get() else {
-            return span;
-        };
-        let mut at = arena.lower_bound(bounds.start(), u64::MAX);
-        while let Some(node) = arena.node(at) {
-            if bounds
-                .end()
-                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
-            {
-                break;
-            }
-            at = node.next(0);
+        let Ok(()) = self.each_within(bounds, |node| {
             if node.seq > seq {
-                continue;
+                return Ok::<(), std::convert::Infallible>(());
             }
             let start = span.keys.len();
             node.copy_into(0, node.key_len, &mut span.keys);
@@ -648,7 +637,7 @@ impl Memtable {
                 && span.keys[before..start] == span.keys[start..]
             {
                 span.keys.truncate(start);
-                continue;
+                return Ok(());
             }
             if let Some(len) = node.value_len {
                 node.copy_into(node.key_len, len, &mut span.values);
@@ -659,7 +648,8 @@ impl Memtable {
                 seq: node.seq,
                 deleted: node.value_len.is_none(),
             });
-        }
+            Ok(())
+        });
         span
     }
 
@@ -686,11 +676,30 @@ impl Memtable {
         seq: u64,
         mut f: impl FnMut(&Node<'_>, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
+        let mut key = Vec::new();
+        let mut taken: Option<u64> = None; // the sequence of the entry taken last
+        self.each_within(bounds, |node| {
+            let repeat = taken == Some(node.seq) && node.cmp_key(&key) == Cmp::Equal;
+            if node.seq <= seq && !repeat {
+                key.clear();
+                node.copy_into(0, node.key_len, &mut key);
+                f(node, &key)?;
+                taken = Some(node.seq);
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with each node within `bounds`, in order (every sequence); stops at the
+    /// first error.
+    fn each_within<E>(
+        &self,
+        bounds: &KeyRange,
+        mut f: impl FnMut(&Node<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Some(arena) = self.arena.get() else {
             return Ok(());
         };
-        let mut key = Vec::new();
-        let mut taken: Option<u64> = None; // the sequence of the entry taken last
         let mut at = arena.lower_bound(bounds.start(), u64::MAX);
         while let Some(node) = arena.node(at) {
             if bounds
@@ -699,13 +708,7 @@ impl Memtable {
             {
                 break;
             }
-            let repeat = taken == Some(node.seq) && node.cmp_key(&key) == Cmp::Equal;
-            if node.seq <= seq && !repeat {
-                key.clear();
-                node.copy_into(0, node.key_len, &mut key);
-                f(&node, &key)?;
-                taken = Some(node.seq);
-            }
+            f(&node)?;
             at = node.next(0);
         }
         Ok(())
@@ -845,9 +848,9 @@ impl Inserter<'_> {
         );
         let me = node_ref(chunk, offset);
         // A node of level 0 alone whose key goes between a pair of neighbours the table
-        // holds: linked there, with no search. The hint stays: it only names nodes of levels this insert leaves alone,
-        // and level 0's is the last insert itself, which a node added elsewhere on level 0
-        // does not move.
+        // holds: linked there, with no search. The hint stays: it only names nodes of
+        // levels this insert leaves alone, and level 0's is the last insert itself, which
+        // a node added elsewhere on level 0 does not move.
         if let Some(pred) = between {
             slot[FIXED_WORDS].store(arena.next(pred, 0), Ordering::Relaxed);
             if let Some(link) = arena.link_word(pred, 0) {
