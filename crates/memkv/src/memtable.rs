@@ -628,14 +628,16 @@ impl Memtable {
             }
             let start = span.keys.len();
             node.copy_into(0, node.key_len, &mut span.keys);
-            let before = span
-                .ends
-                .len()
-                .checked_sub(2)
-                .map_or(0, |i| span.ends[i].key);
-            if span.ends.last().is_some_and(|last| last.seq == node.seq)
-                && span.keys[before..start] == span.keys[start..]
-            {
+            // The entry before's key starts where the one before it ended.
+            let repeat = span.ends.last().is_some_and(|last| last.seq == node.seq) && {
+                let from = span
+                    .ends
+                    .len()
+                    .checked_sub(2)
+                    .map_or(0, |i| span.ends[i].key);
+                span.keys[from..start] == span.keys[start..]
+            };
+            if repeat {
                 span.keys.truncate(start);
                 return Ok(());
             }
@@ -718,7 +720,7 @@ impl Memtable {
 /// A memtable's entries within some bounds, copied out in order ([`Memtable::span_copy`]):
 /// what a compaction merges into its new run, read entry by entry and never searched,
 /// so it holds only the bytes and where each entry ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Span {
     keys: Vec<u8>,
     values: Vec<u8>,
