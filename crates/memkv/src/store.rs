@@ -882,7 +882,7 @@ impl MemKv {
         let writer = range.lock();
         let layers = range.update(&writer, |cfs| {
             for layers in cfs.iter_mut() {
-                let fresh = Arc::new(Memtable::new(&self.tracker));
+                let fresh = Arc::new(layers.active.following(&self.tracker));
                 let frozen = std::mem::replace(&mut layers.active, fresh);
                 layers.frozen.push(frozen);
             }
