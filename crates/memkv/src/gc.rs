@@ -1,11 +1,12 @@
 //! Compaction and MVCC garbage collection: a range's layers rebuilt into one compact run
 //! per column family, dropping shadowed entries and, below a safe point, dead versions.
 
+use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
-use crate::layer::{Run, RunBuilder};
+use crate::layer::{Packed, Run, RunBuilder};
 use crate::memory::MemoryTracker;
 use crate::memtable::Span;
 use crate::snapshot::run_span;
@@ -128,6 +129,17 @@ trait Sink<'a> {
         _ = (run, from, to);
         None
     }
+
+    /// As [`Sink::stretch`], of a memtable's copy.
+    fn span_stretch(
+        &mut self,
+        span: &'a Span,
+        from: usize,
+        to: usize,
+    ) -> Option<Result<(), MemError>> {
+        _ = (span, from, to);
+        None
+    }
 }
 
 /// The entries, borrowed, in order (what GC walks before it builds).
@@ -161,6 +173,17 @@ impl<'a> Sink<'a> for Builder<'_> {
             .is_none()
             .then(|| self.builder.extend_from(run, from, to))
     }
+
+    fn span_stretch(
+        &mut self,
+        span: &'a Span,
+        from: usize,
+        to: usize,
+    ) -> Option<Result<(), MemError>> {
+        self.keep
+            .is_none()
+            .then(|| self.builder.extend_from(span, from, to))
+    }
 }
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
@@ -169,11 +192,17 @@ impl<'a> Sink<'a> for Builder<'_> {
 /// `keep_deletions`, a key whose newest entry is a deletion hands that on too (a load's
 /// older entry of the key may still arrive, and must stay hidden).
 ///
-/// The memtables are small beside the run: the run's entries before the next memtable
-/// entry are found by one search and taken as a stretch, without comparing them one by
-/// one (a run whose keys are unique needs only its stretch's first key compared with the
-/// key taken last). When the run holds nothing the merge would leave out
-/// ([`Run::copyable_at`]), the rest of the stretch goes to `sink.stretch` whole.
+/// The merge goes by stretches: the run's entries before the next memtable entry, then
+/// that memtable's entries before the next entry of the run and of every other memtable,
+/// each stretch's end found by galloping ([`gallop`]), not by comparing its entries one
+/// by one (a source whose keys are unique needs only its stretch's first key compared
+/// with the key taken last). When a source holds nothing the merge would leave out
+/// ([`Run::copyable_at`], [`Span::copyable_at`]), the rest of its stretch goes to
+/// `sink.stretch` or `sink.span_stretch` whole. A hot user key's new versions lie
+/// together before its older ones in the run: with 500 hot user keys, a compaction's
+/// memtable stretches average a hundred entries or more, and copying them whole took a
+/// quarter off a compaction's instructions (`compact_loop 20000 no-gc 500`); with
+/// 100,000 keys, where the stretches are one entry long, it costs 1% more.
 fn newest_entries<'a>(
     run: &'a Run,
     spans: &'a [Span],
@@ -185,6 +214,9 @@ fn newest_entries<'a>(
     let mut at_span = vec![0usize; spans.len()];
     let copyable = run.copyable_at(seq, keep_deletions);
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
+    // Whether the run's next entry is known to come before the memtables' next (the last
+    // memtable stretch ended at it).
+    let mut run_first = false;
     // Hands on `part` unless it lies above the compaction, is shadowed by a newer entry
     // of its key (`compare`: it may be), or is a deletion nobody needs.
     let take =
@@ -217,22 +249,15 @@ fn newest_entries<'a>(
             }
         }
         // The run's entries before it (all that are left once the memtables are done);
-        // on a tie, the run's entry comes first. Found by galloping from where the
-        // merge stands: a stretch of n entries costs about 2 log n comparisons.
-        let until = best.as_ref().map_or(hi, |(_, (key, s, _))| {
-            let before =
-                |k: &[u8], q: u64| (k, std::cmp::Reverse(q)) <= (*key, std::cmp::Reverse(*s));
-            let (mut from, mut step) = (at_run, 1);
-            loop {
-                let probe = from.saturating_add(step - 1).min(hi);
-                if probe >= hi || !before(run.key(probe), run.seq(probe)) {
-                    break run.partition(from, probe, before);
-                }
-                from = probe + 1;
-                step *= 2;
-            }
+        // on a tie, the run's entry comes first. The first is known to when the last
+        // memtable stretch ended at it.
+        let until = best.as_ref().map_or(hi, |&(_, (key, s, _))| {
+            let start = at_run + usize::from(run_first);
+            gallop(start, hi, |i| {
+                (run.key(i), Reverse(run.seq(i))) <= (key, Reverse(s))
+            })
         });
-        stats.entries_before += until - at_run + usize::from(best.is_some());
+        stats.entries_before += until - at_run;
         let entry = |i: usize| (run.key(i), run.seq(i), run.value(i));
         let mut next = at_run;
         if copyable && until > at_run + 1 {
@@ -253,9 +278,68 @@ fn newest_entries<'a>(
         let Some((m, part)) = best else {
             return Ok(());
         };
-        at_span[m] += 1;
+        // That memtable's entries before the next of the run and of every other memtable,
+        // as one stretch, the same way.
+        let (span, from) = (&spans[m], at_span[m]);
+        let mut ahead = (at_run < hi).then(|| (run.key(at_run), run.seq(at_run)));
+        run_first = ahead.is_some();
+        for (o, other) in spans.iter().enumerate() {
+            let i = at_span[o];
+            if o == m || i >= other.len() {
+                continue;
+            }
+            let head = (other.key(i), other.seq(i));
+            if ahead.is_none_or(|(key, s)| (head.0, Reverse(head.1)) < (key, Reverse(s))) {
+                (ahead, run_first) = (Some(head), false);
+            }
+        }
+        let until = ahead.map_or(span.len(), |(key, s)| {
+            gallop(from + 1, span.len(), |i| {
+                (span.key(i), Reverse(span.seq(i))) < (key, Reverse(s))
+            })
+        });
+        stats.entries_before += until - from;
+        at_span[m] = until;
         take(sink, &mut current, part, true)?;
+        let entry = |i: usize| (span.key(i), span.seq(i), span.value(i));
+        let mut next = from + 1;
+        if span.copyable_at(seq, keep_deletions)
+            && until > next
+            && let Some(copied) = sink.span_stretch(span, next, until)
+        {
+            copied?;
+            current = Some(span.key(until - 1));
+            next = until;
+        }
+        for i in next..until {
+            take(sink, &mut current, entry(i), !span.all_unique())?;
+        }
     }
+}
+
+/// The end of the stretch from `from` (below `hi`) of the entries `before` holds for, in
+/// a sorted sequence where it holds for a prefix: found by galloping (probes 1, 2, 4, ...
+/// entries on, then a binary search within the last step), so a stretch of n entries
+/// costs about 2 log n looks, however long what follows it.
+fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut from, mut step) = (from, 1usize);
+    let mut to = loop {
+        let probe = from.saturating_add(step - 1).min(hi);
+        if probe >= hi || !before(probe) {
+            break probe;
+        }
+        from = probe + 1;
+        step = step.saturating_mul(2);
+    };
+    while from < to {
+        let mid = from + (to - from) / 2;
+        if before(mid) {
+            from = mid + 1;
+        } else {
+            to = mid;
+        }
+    }
+    from
 }
 
 /// A builder with room for a merge of `run` (within `bounds`) and `spans`: what they
@@ -484,6 +568,83 @@ mod tests {
         .unwrap();
         assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
         assert!(kv.compact(RangeId(2), Some(2)).unwrap().installed);
+    }
+
+    /// A merge that takes stretches whole (a compaction's builder, from the run and from
+    /// the memtables' copies) keeps exactly what one taking each entry by itself keeps:
+    /// versions of user keys written in turn over a run of older versions, a key of the
+    /// run written again, a deletion, an entry above the compaction's sequence, and a
+    /// second memtable between the first's stretches.
+    #[test]
+    fn stretches_taken_whole_keep_what_entries_one_by_one_keep() {
+        use crate::layer::RunEntry;
+        use crate::memtable::Memtable;
+        let tracker = MemoryTracker::new(u64::MAX, u64::MAX);
+        let key = |user: u64, ts: u64| {
+            let mut key = format!("t_{user:03}").into_bytes();
+            key.extend_from_slice(&(u64::MAX - ts).to_be_bytes());
+            key
+        };
+        let entry = |key: Vec<u8>, seq: u64| RunEntry {
+            key: key.into(),
+            seq,
+            value: Some(seq.to_le_bytes().into()),
+        };
+        let mut entries: Vec<RunEntry> = (0..20)
+            .flat_map(|user| (0..5).map(move |ts| (user, ts)))
+            .map(|(user, ts)| entry(key(user, ts), 1 + user * 5 + ts))
+            .collect();
+        entries.sort_by(|a, b| (&a.key, Reverse(a.seq)).cmp(&(&b.key, Reverse(b.seq))));
+        let run = Run::new(&entries, None).unwrap();
+        let (first, second) = (Memtable::new(&tracker), Memtable::new(&tracker));
+        let mut seq = 200u64;
+        for round in 0..6 {
+            for user in 0..20 {
+                seq += 1;
+                let table = if user % 7 == 3 { &second } else { &first };
+                let value = seq.to_le_bytes();
+                table.insert(&key(user, 10 + round), seq, Some(&value), 0);
+            }
+        }
+        // The first memtable's stretches are taken whole; the second's are not (it holds
+        // a deletion, and an entry above the compaction).
+        first.insert(&key(4, 2), 500, Some(b"again"), 0); // a version the run holds
+        second.insert(&key(9, 3), 501, None, 0);
+        second.insert(&key(12, 1), 900, Some(b"later"), 0);
+        let bounds = KeyRange::with_end("t", None).unwrap();
+        let spans = [&first, &second].map(|m| m.span_copy(&bounds, u64::MAX));
+        let copyable = spans.each_ref().map(|s| s.copyable_at(800, true));
+        assert_eq!(copyable, [true, false]);
+        for keep_deletions in [false, true] {
+            let at = (&bounds, 800, keep_deletions);
+            let mut one_by_one = Vec::new();
+            let mut stats = GcStats::default();
+            newest_entries(&run, &spans, at, &mut stats, &mut one_by_one).unwrap();
+            let builder = merge_builder(&run, &bounds, &spans, &tracker);
+            let mut whole = Builder {
+                builder,
+                keep: None,
+            };
+            let mut whole_stats = GcStats::default();
+            newest_entries(&run, &spans, at, &mut whole_stats, &mut whole).unwrap();
+            let built = whole.builder.finish(None);
+            let expected = Run::from_parts(&one_by_one, None).unwrap();
+            assert_eq!(built.len(), expected.len());
+            for i in 0..built.len() {
+                let (got, want) = (built.entry(i), expected.entry(i));
+                assert_eq!(
+                    (got.key, got.seq, got.value),
+                    (want.key, want.seq, want.value)
+                );
+            }
+            assert_eq!(built.unique(), expected.unique());
+            assert_eq!(stats, whole_stats);
+            // 100 versions in the run, 120 in the memtables and 3 more: two of the run's
+            // shadowed (by the version written again and by the deletion), one above the
+            // compaction, and the deletion kept only when deletions are.
+            assert_eq!(stats.entries_before, 223);
+            assert_eq!(built.len(), 220 - usize::from(!keep_deletions));
+        }
     }
 
     /// The retention rule, verdict by verdict: a record that cannot be decoded stays and

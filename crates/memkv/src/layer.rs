@@ -383,6 +383,88 @@ impl Run {
     }
 }
 
+/// Entries in internal key order, laid out as a run lays them out: every key end to end
+/// in one buffer, every value in another, and per entry where its key and value end.
+/// [`RunBuilder::extend_from`] copies stretches of them whole: a run's (a compaction's
+/// run before), or a memtable's copy ([`crate::memtable::Span`]).
+pub(crate) trait Packed {
+    /// Every key, end to end.
+    fn key_bytes(&self) -> &[u8];
+    /// Every value, end to end (a deletion's is empty).
+    fn value_bytes(&self) -> &[u8];
+    /// Where entry `i`'s key and value end in those, its sequence number, and whether it
+    /// is a deletion.
+    fn entry_end(&self, i: usize) -> (usize, usize, u64, bool);
+    /// Whether no two entries share a key.
+    fn all_unique(&self) -> bool;
+    /// [`Packed::entry_end`] of entries `from..to`, in order.
+    fn ends_between(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = (usize, usize, u64, bool)>;
+
+    /// Where entry `i`'s key and value start: where the entry before ends.
+    #[inline]
+    fn entry_start(&self, i: usize) -> (usize, usize) {
+        i.checked_sub(1).map_or((0, 0), |p| {
+            let (key, value, _, _) = self.entry_end(p);
+            (key, value)
+        })
+    }
+
+    /// Entry `i`'s key.
+    #[inline]
+    fn entry_key(&self, i: usize) -> &[u8] {
+        let (start, _) = self.entry_start(i);
+        let (end, _, _, _) = self.entry_end(i);
+        self.key_bytes().get(start..end).unwrap_or_default()
+    }
+}
+
+impl Packed for Run {
+    fn key_bytes(&self) -> &[u8] {
+        &self.keys
+    }
+
+    fn value_bytes(&self) -> &[u8] {
+        &self.values
+    }
+
+    #[inline]
+    fn entry_end(&self, i: usize) -> (usize, usize, u64, bool) {
+        let deleted = self.any_deleted && self.deleted[i / 64] & (1 << (i % 64)) != 0;
+        let slot = self.slots[i];
+        (
+            slot.key_end as usize,
+            slot.value_end as usize,
+            slot.seq,
+            deleted,
+        )
+    }
+
+    fn all_unique(&self) -> bool {
+        self.unique
+    }
+
+    fn ends_between(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = (usize, usize, u64, bool)> {
+        let slots = self.slots.get(from..to).unwrap_or_default();
+        slots.iter().zip(from..).map(|(slot, i)| {
+            let deleted = self.any_deleted && self.deleted[i / 64] & (1 << (i % 64)) != 0;
+            (
+                slot.key_end as usize,
+                slot.value_end as usize,
+                slot.seq,
+                deleted,
+            )
+        })
+    }
+}
+
 /// A run built one entry at a time, in internal key order: a load streams a disk
 /// iterator straight into the arenas, a compaction its merge.
 #[derive(Debug)]
@@ -528,33 +610,30 @@ impl RunBuilder {
         Ok(())
     }
 
-    /// Appends entries `from..to` of `src` (`to <= src.len()`), which must all come after
-    /// every entry pushed: their keys and values copied in two blocks, their slots moved
-    /// by one offset each, instead of one push per entry. What it builds is what pushing
-    /// them one by one builds.
+    /// Appends entries `from..to` of `src` (a run, or a memtable's copy; `to` at most its
+    /// length), which must all come after every entry pushed: their keys and values
+    /// copied in two blocks, their ends moved by one offset each, instead of one push per
+    /// entry. What it builds is what pushing them one by one builds.
     ///
     /// # Errors
     /// As `push`; nothing is appended then.
-    pub(crate) fn extend_from(
+    pub(crate) fn extend_from<P: Packed>(
         &mut self,
-        src: &Run,
+        src: &P,
         from: usize,
         to: usize,
     ) -> Result<(), MemError> {
         let Some(last) = to.checked_sub(1).filter(|_| from < to) else {
             return Ok(());
         };
-        // A key twice: at the seam, or within the stretch of a run that has some.
-        let twice = || (from + 1..to).any(|j| src.key(j - 1) == src.key(j));
-        if self.last_key() == Some(src.key(from)) || (!src.unique && twice()) {
+        // A key twice: at the seam, or within the stretch of a source that has some.
+        let twice = || (from + 1..to).any(|j| src.entry_key(j - 1) == src.entry_key(j));
+        if self.last_key() == Some(src.entry_key(from)) || (!src.all_unique() && twice()) {
             self.run.unique = false;
         }
         let run = &mut self.run;
-        let (key_start, value_start) = src.starts(from);
-        let (key_stop, value_stop) = (
-            src.slots[last].key_end as usize,
-            src.slots[last].value_end as usize,
-        );
+        let (key_start, value_start) = src.entry_start(from);
+        let (key_stop, value_stop, _, _) = src.entry_end(last);
         let key_end = run.keys.len() + (key_stop - key_start);
         let value_end = run.values.len() + (value_stop - value_start);
         if u32::try_from(key_end).is_err() || u32::try_from(value_end).is_err() {
@@ -565,11 +644,12 @@ impl RunBuilder {
         }
         // Both ends fit in u32, so every offset on either side does: an entry's new end
         // is its end, less where the stretch starts, plus where it lands.
-        let (key_from, key_to) = (key_start as u32, run.keys.len() as u32);
-        let (value_from, value_to) = (value_start as u32, run.values.len() as u32);
-        run.keys.extend_from_slice(&src.keys[key_start..key_stop]);
+        let (key_to, value_to) = (run.keys.len(), run.values.len());
+        let moved = |end: usize, from: usize, to: usize| (end - from + to) as u32;
+        run.keys
+            .extend_from_slice(&src.key_bytes()[key_start..key_stop]);
         run.values
-            .extend_from_slice(&src.values[value_start..value_stop]);
+            .extend_from_slice(&src.value_bytes()[value_start..value_stop]);
         let mut i = from;
         while i < to {
             // Up to the end of the block being filled: its first key goes to the sparse
@@ -577,26 +657,26 @@ impl RunBuilder {
             let at = run.slots.len();
             let stop = to.min(i + (SPARSE - at % SPARSE));
             if at.is_multiple_of(SPARSE) {
-                run.sparse_keys.extend_from_slice(src.key(i));
+                run.sparse_keys.extend_from_slice(src.entry_key(i));
                 run.sparse_ends
                     .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
             }
-            for (j, slot) in (i..stop).zip(&src.slots[i..stop]) {
+            for (key_end, value_end, seq, deleted) in src.ends_between(i, stop) {
                 let k = run.slots.len();
                 if k.is_multiple_of(64) {
                     run.deleted.push(0);
                 }
-                if src.any_deleted && src.deleted[j / 64] & (1 << (j % 64)) != 0 {
+                if deleted {
                     if let Some(word) = run.deleted.last_mut() {
                         *word |= 1 << (k % 64);
                     }
                     run.any_deleted = true;
                 }
-                run.max_seq = run.max_seq.max(slot.seq);
+                run.max_seq = run.max_seq.max(seq);
                 run.slots.push(Slot {
-                    key_end: slot.key_end - key_from + key_to,
-                    value_end: slot.value_end - value_from + value_to,
-                    seq: slot.seq,
+                    key_end: moved(key_end, key_start, key_to),
+                    value_end: moved(value_end, value_start, value_to),
+                    seq,
                 });
             }
             if run.slots.len().is_multiple_of(SPARSE) {

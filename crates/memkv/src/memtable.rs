@@ -34,7 +34,7 @@ use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use crate::layer::{IValue, Run, RunBuilder, RunEntry};
+use crate::layer::{IValue, Packed, Run, RunBuilder, RunEntry};
 use crate::memory::{Charge, MemoryTracker};
 use crate::{KeyRange, MemError};
 
@@ -663,7 +663,8 @@ impl Memtable {
     /// [`Memtable::span`] copied out for a compaction's merge ([`Span`]): the keys and
     /// values in one buffer each, nothing built for lookups, room for every entry taken
     /// at the start. Each key is copied once, straight into the span (a node repeating
-    /// the entry before it, key and sequence, is cut off again).
+    /// the entry before it, key and sequence, is cut off again); a key met twice (two
+    /// sequence numbers) marks the span as not unique.
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
         // Room for every entry's bytes, and the word a copy writes past its end.
         let (keys, values) = {
@@ -674,6 +675,9 @@ impl Memtable {
             keys: Vec::with_capacity(keys),
             values: Vec::with_capacity(values),
             ends: Vec::with_capacity(self.len()),
+            unique: true,
+            any_deleted: false,
+            max_seq: 0,
         };
         let Ok(()) = self.each_within(bounds, |node| {
             if node.seq > seq {
@@ -681,22 +685,35 @@ impl Memtable {
             }
             let start = span.keys.len();
             node.copy_into(0, node.key_len, &mut span.keys);
-            // The entry before's key starts where the one before it ended.
-            let repeat = span.ends.last().is_some_and(|last| last.seq == node.seq) && {
-                let from = span
-                    .ends
-                    .len()
-                    .checked_sub(2)
-                    .map_or(0, |i| span.ends[i].key);
-                span.keys[from..start] == span.keys[start..]
+            // The same key as the entry before (it starts where the one before that
+            // ended): looked at when the lengths and the last eight bytes (an MVCC key's
+            // timestamp) agree, as between most neighbours they do not.
+            let before = span
+                .ends
+                .len()
+                .checked_sub(2)
+                .map_or(0, |i| span.ends[i].key);
+            let (last, this) = (&span.keys[before..start], &span.keys[start..]);
+            let tail = |key: &[u8]| {
+                let at = key.len().checked_sub(8)?;
+                Some(u64::from_le_bytes(key.get(at..)?.try_into().ok()?))
             };
-            if repeat {
-                span.keys.truncate(start);
-                return Ok(());
+            let same_key = !span.ends.is_empty()
+                && last.len() == this.len()
+                && tail(last) == tail(this)
+                && last == this;
+            if same_key {
+                if span.ends.last().is_some_and(|last| last.seq == node.seq) {
+                    span.keys.truncate(start); // one entry inserted twice: taken once
+                    return Ok(());
+                }
+                span.unique = false;
             }
             if let Some(len) = node.value_len {
                 node.copy_into(node.key_len, len, &mut span.values);
             }
+            span.any_deleted |= node.value_len.is_none();
+            span.max_seq = span.max_seq.max(node.seq);
             span.ends.push(SpanEnds {
                 key: span.keys.len(),
                 value: span.values.len(),
@@ -771,13 +788,19 @@ impl Memtable {
 }
 
 /// A memtable's entries within some bounds, copied out in order ([`Memtable::span_copy`]):
-/// what a compaction merges into its new run, read entry by entry and never searched,
-/// so it holds only the bytes and where each entry ends.
+/// what a compaction merges into its new run, never searched, so it holds only the bytes
+/// and where each entry ends, laid out as a run's ([`Packed`]) so that the merge copies
+/// stretches of it whole.
 #[derive(Debug)]
 pub(crate) struct Span {
     keys: Vec<u8>,
     values: Vec<u8>,
     ends: Vec<SpanEnds>,
+    /// No two entries share a key; whether any is a deletion; the highest sequence
+    /// number (what [`Span::copyable_at`] looks at).
+    unique: bool,
+    any_deleted: bool,
+    max_seq: u64,
 }
 
 /// Where one entry of a [`Span`] ends in its buffers, its sequence number, and whether
@@ -823,6 +846,41 @@ impl Span {
     /// Bytes of its keys and of its values.
     pub(crate) fn bytes(&self) -> (usize, usize) {
         (self.keys.len(), self.values.len())
+    }
+
+    /// True when every entry is visible at `seq` as the only entry of its key and none is
+    /// a deletion (or `deletions` are kept): a merge may take any stretch of it whole.
+    pub(crate) fn copyable_at(&self, seq: u64, deletions: bool) -> bool {
+        self.unique && (deletions || !self.any_deleted) && self.max_seq <= seq
+    }
+}
+
+impl Packed for Span {
+    fn key_bytes(&self) -> &[u8] {
+        &self.keys
+    }
+
+    fn value_bytes(&self) -> &[u8] {
+        &self.values
+    }
+
+    #[inline]
+    fn entry_end(&self, i: usize) -> (usize, usize, u64, bool) {
+        let end = self.ends[i];
+        (end.key, end.value, end.seq, end.deleted)
+    }
+
+    fn all_unique(&self) -> bool {
+        self.unique
+    }
+
+    fn ends_between(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = (usize, usize, u64, bool)> {
+        let ends = self.ends.get(from..to).unwrap_or_default();
+        ends.iter().map(|e| (e.key, e.value, e.seq, e.deleted))
     }
 }
 
