@@ -320,15 +320,12 @@ impl<'a> Node<'a> {
         let (end, base) = (from + len, out.len());
         out.reserve(len + 8);
         let mut at = from;
-        // The first word's bytes from `from` (a value starts inside one), a byte at a time;
-        // then whole words, eight bytes a store, the last one's bytes past the end cut off.
+        // The first word's bytes from `from` (a value starts inside one); then whole
+        // words, eight bytes a store, the last one's bytes past the end cut off.
         if !at.is_multiple_of(8) {
             let word = self.word(at / 8);
             let to = (8 - at % 8).min(len) + at % 8;
-            word.get(at % 8..to)
-                .into_iter()
-                .flatten()
-                .for_each(|&b| out.push(b));
+            out.extend_from_slice(word.get(at % 8..to).unwrap_or_default());
             at += to - at % 8;
         }
         while at < end {
@@ -666,11 +663,10 @@ impl Memtable {
     /// the entry before it, key and sequence, is cut off again); a key met twice (two
     /// sequence numbers) marks the span as not unique.
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
-        // Room for every entry's bytes, and the word a copy writes past its end.
-        let (keys, values) = {
-            let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            (writer.key_bytes + 8, writer.value_bytes + 8)
-        };
+        // Held through the walk: no insert comes between (see `each_within`). Room for
+        // every entry's bytes, and the word a copy writes past its end.
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (keys, values) = (writer.key_bytes + 8, writer.value_bytes + 8);
         let mut span = Span {
             keys: Vec::with_capacity(keys),
             values: Vec::with_capacity(values),
@@ -679,7 +675,7 @@ impl Memtable {
             any_deleted: false,
             max_seq: 0,
         };
-        let Ok(()) = self.each_within(bounds, |node| {
+        let Ok(()) = self.each_within(bounds, Some(&writer), |node| {
             if node.seq > seq {
                 return Ok::<(), std::convert::Infallible>(());
             }
@@ -750,7 +746,7 @@ impl Memtable {
     ) -> Result<(), E> {
         let mut key = Vec::new();
         let mut taken: Option<u64> = None; // the sequence of the entry taken last
-        self.each_within(bounds, |node| {
+        self.each_within(bounds, None, |node| {
             let repeat = taken == Some(node.seq) && node.cmp_key(&key) == Cmp::Equal;
             if node.seq <= seq && !repeat {
                 key.clear();
@@ -763,21 +759,28 @@ impl Memtable {
     }
 
     /// Calls `f` with each node within `bounds`, in order (every sequence); stops at the
-    /// first error.
+    /// first error. With the memtable's `writer` lock held, no node can be linked before
+    /// the first node at or past the bounds' end while the walk goes on: that node is
+    /// found once, and the walk ends when it reaches it, comparing no key. Without the
+    /// lock, each node's key is compared with the end.
     fn each_within<E>(
         &self,
         bounds: &KeyRange,
+        writer: Option<&MutexGuard<'_, Writer>>,
         mut f: impl FnMut(&Node<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let Some(arena) = self.arena.get() else {
             return Ok(());
         };
         let mut at = arena.lower_bound(bounds.start(), u64::MAX);
-        while let Some(node) = arena.node(at) {
-            if bounds
+        let stop = (writer.is_some()).then(|| {
+            bounds
                 .end()
-                .is_some_and(|end| node.cmp_key(end) != Cmp::Less)
-            {
+                .map_or(NIL, |end| arena.lower_bound(end, u64::MAX))
+        });
+        while let Some(node) = (Some(at) != stop).then(|| arena.node(at)).flatten() {
+            let past = |end| node.cmp_key(end) != Cmp::Less;
+            if stop.is_none() && bounds.end().is_some_and(past) {
                 break;
             }
             f(&node)?;
