@@ -123,23 +123,24 @@ trait Sink<'a> {
     /// The next entry taken.
     fn part(&mut self, part: Part<'a>) -> Result<(), MemError>;
 
-    /// Entries `from..to` of `run`, every one taken, or `None` when this sink takes them
-    /// one at a time (the merge then hands each to [`Sink::part`]).
-    fn stretch(&mut self, run: &'a Run, from: usize, to: usize) -> Option<Result<(), MemError>> {
-        _ = (run, from, to);
-        None
-    }
-
-    /// As [`Sink::stretch`], of a memtable's copy.
-    fn span_stretch(
+    /// Entries `from..to` of `source`, every one taken, or `None` when this sink takes
+    /// them one at a time (the merge then hands each to [`Sink::part`]).
+    fn stretch(
         &mut self,
-        span: &'a Span,
+        source: Source<'a>,
         from: usize,
         to: usize,
     ) -> Option<Result<(), MemError>> {
-        _ = (span, from, to);
+        _ = (source, from, to);
         None
     }
+}
+
+/// Where a stretch of a merge comes from: the run, or a memtable's copy.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Run(&'a Run),
+    Span(&'a Span),
 }
 
 /// The entries, borrowed, in order (what GC walks before it builds).
@@ -168,21 +169,17 @@ impl<'a> Sink<'a> for Builder<'_> {
         }
     }
 
-    fn stretch(&mut self, run: &'a Run, from: usize, to: usize) -> Option<Result<(), MemError>> {
-        self.keep
-            .is_none()
-            .then(|| self.builder.extend_from(run, from, to))
-    }
-
-    fn span_stretch(
+    fn stretch(
         &mut self,
-        span: &'a Span,
+        source: Source<'a>,
         from: usize,
         to: usize,
     ) -> Option<Result<(), MemError>> {
-        self.keep
-            .is_none()
-            .then(|| self.builder.extend_from(span, from, to))
+        let builder = &mut self.builder;
+        self.keep.is_none().then(|| match source {
+            Source::Run(run) => builder.extend_from(run, from, to),
+            Source::Span(span) => builder.extend_from(span, from, to),
+        })
     }
 }
 
@@ -197,12 +194,13 @@ impl<'a> Sink<'a> for Builder<'_> {
 /// each stretch's end found by galloping ([`gallop`]), not by comparing its entries one
 /// by one (a source whose keys are unique needs only its stretch's first key compared
 /// with the key taken last). When a source holds nothing the merge would leave out
-/// ([`Run::copyable_at`], [`Span::copyable_at`]), the rest of its stretch goes to
-/// `sink.stretch` or `sink.span_stretch` whole. A hot user key's new versions lie
-/// together before its older ones in the run: with 500 hot user keys, a compaction's
-/// memtable stretches average a hundred entries or more, and copying them whole took a
-/// quarter off a compaction's instructions (`compact_loop 20000 no-gc 500`); with
-/// 100,000 keys, where the stretches are one entry long, it costs 1% more.
+/// ([`Packed::copyable_at`]), the rest of its stretch goes to `sink.stretch` whole.
+///
+/// A hot user key's new versions lie together, before its older ones in the run: with
+/// 500 hot user keys, a memtable of 5,000 entries comes in stretches of ten. Copying
+/// them whole took a quarter off a compaction's instructions (`compact_loop 20000 no-gc
+/// 500`). With 100,000 keys, where the stretches are one entry long, the comparison that
+/// ends each one cost about 1% more.
 fn newest_entries<'a>(
     run: &'a Run,
     spans: &'a [Span],
@@ -263,7 +261,7 @@ fn newest_entries<'a>(
         if copyable && until > at_run + 1 {
             // The first compared with the key taken last; every other one taken.
             take(sink, &mut current, entry(at_run), true)?;
-            if let Some(copied) = sink.stretch(run, at_run + 1, until) {
+            if let Some(copied) = sink.stretch(Source::Run(run), at_run + 1, until) {
                 copied?;
                 current = Some(run.key(until - 1));
                 next = until;
@@ -305,7 +303,7 @@ fn newest_entries<'a>(
         let mut next = from + 1;
         if span.copyable_at(seq, keep_deletions)
             && until > next
-            && let Some(copied) = sink.span_stretch(span, next, until)
+            && let Some(copied) = sink.stretch(Source::Span(span), next, until)
         {
             copied?;
             current = Some(span.key(until - 1));

@@ -204,13 +204,6 @@ impl Run {
         self.copyable_at(seq, false)
     }
 
-    /// True when every entry is at or below `seq` as the only entry of its key, and none
-    /// is a deletion unless `deletions` allows them: a merge at `seq` then takes every
-    /// entry of a stretch, and may copy it whole ([`RunBuilder::extend_from`]).
-    pub(crate) fn copyable_at(&self, seq: u64, deletions: bool) -> bool {
-        self.unique && (deletions || !self.any_deleted) && self.max_seq <= seq
-    }
-
     /// Bytes charged for it (zero when uncharged).
     pub(crate) fn charged(&self) -> u64 {
         self.charge.as_ref().map_or(0, Charge::bytes)
@@ -397,6 +390,10 @@ pub(crate) trait Packed {
     fn entry_end(&self, i: usize) -> (usize, usize, u64, bool);
     /// Whether no two entries share a key.
     fn all_unique(&self) -> bool;
+    /// Whether any entry is a deletion.
+    fn any_deletion(&self) -> bool;
+    /// The highest sequence number of its entries.
+    fn highest_seq(&self) -> u64;
     /// [`Packed::entry_end`] of entries `from..to`, in order.
     fn ends_between(
         &self,
@@ -411,6 +408,13 @@ pub(crate) trait Packed {
             let (key, value, _, _) = self.entry_end(p);
             (key, value)
         })
+    }
+
+    /// True when every entry is at or below `seq` as the only entry of its key, and none
+    /// is a deletion unless `deletions` allows them: a merge at `seq` then takes every
+    /// entry of a stretch, and may copy it whole ([`RunBuilder::extend_from`]).
+    fn copyable_at(&self, seq: u64, deletions: bool) -> bool {
+        self.all_unique() && (deletions || !self.any_deletion()) && self.highest_seq() <= seq
     }
 
     /// Entry `i`'s key.
@@ -445,6 +449,14 @@ impl Packed for Run {
 
     fn all_unique(&self) -> bool {
         self.unique
+    }
+
+    fn any_deletion(&self) -> bool {
+        self.any_deleted
+    }
+
+    fn highest_seq(&self) -> u64 {
+        self.max_seq
     }
 
     fn ends_between(

@@ -800,7 +800,7 @@ pub(crate) struct Span {
     values: Vec<u8>,
     ends: Vec<SpanEnds>,
     /// No two entries share a key; whether any is a deletion; the highest sequence
-    /// number (what [`Span::copyable_at`] looks at).
+    /// number (what [`Packed::copyable_at`] looks at).
     unique: bool,
     any_deleted: bool,
     max_seq: u64,
@@ -850,12 +850,6 @@ impl Span {
     pub(crate) fn bytes(&self) -> (usize, usize) {
         (self.keys.len(), self.values.len())
     }
-
-    /// True when every entry is visible at `seq` as the only entry of its key and none is
-    /// a deletion (or `deletions` are kept): a merge may take any stretch of it whole.
-    pub(crate) fn copyable_at(&self, seq: u64, deletions: bool) -> bool {
-        self.unique && (deletions || !self.any_deleted) && self.max_seq <= seq
-    }
 }
 
 impl Packed for Span {
@@ -875,6 +869,14 @@ impl Packed for Span {
 
     fn all_unique(&self) -> bool {
         self.unique
+    }
+
+    fn any_deletion(&self) -> bool {
+        self.any_deleted
+    }
+
+    fn highest_seq(&self) -> u64 {
+        self.max_seq
     }
 
     fn ends_between(
