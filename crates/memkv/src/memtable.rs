@@ -1024,9 +1024,26 @@ impl Inserter<'_> {
     }
 }
 
+/// Entries of at most this many bytes (key and value) are packed through a buffer on the
+/// stack: two copies and a store a word, not a copy for every part of a word.
+const PACK_BUFFER: usize = 128;
+
 /// Packs `key` then `value` into `words`, eight bytes a word (little-endian), the last
 /// word padded with zeros.
 fn pack(words: &[AtomicU64], key: &[u8], value: &[u8]) {
+    let total = key.len() + value.len();
+    if total <= PACK_BUFFER {
+        let mut buffer = [0u8; PACK_BUFFER];
+        buffer[..key.len()].copy_from_slice(key);
+        buffer[key.len()..total].copy_from_slice(value);
+        let used = buffer.get(..total.div_ceil(8) * 8).unwrap_or_default();
+        for (bytes, w) in used.chunks_exact(8).zip(words) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        return;
+    }
     let mut at = words.iter();
     let mut word = [0u8; 8];
     let mut fill = 0;
@@ -1248,10 +1265,12 @@ mod tests {
 
     #[test]
     fn pack_puts_key_then_value_eight_bytes_a_word() {
-        for key_len in 0..20usize {
-            for value_len in 0..20usize {
-                let key: Vec<u8> = (0..key_len).map(|i| i as u8 + 1).collect();
-                let value: Vec<u8> = (0..value_len).map(|i| 200 - i as u8).collect();
+        // Short entries (packed through the stack buffer) and long ones (part by part).
+        let lens = || (0..20usize).chain([60, 61, 127, 128, 129, 300]);
+        for key_len in lens() {
+            for value_len in lens() {
+                let key: Vec<u8> = (0..key_len).map(|i| (i % 250) as u8 + 1).collect();
+                let value: Vec<u8> = (0..value_len).map(|i| 200 - (i % 200) as u8).collect();
                 let words: Vec<AtomicU64> = (0..(key_len + value_len).div_ceil(8) + 1)
                     .map(|_| AtomicU64::new(u64::MAX))
                     .collect();
