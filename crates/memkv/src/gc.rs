@@ -237,7 +237,7 @@ fn newest_entries<'a>(
         for (m, span) in spans.iter().enumerate() {
             let i = at_span[m];
             if i < span.len() {
-                let part = (span.key(i), span.seq(i), span.value(i));
+                let part = (span.entry_key(i), span.seq(i), span.value(i));
                 let better = best.as_ref().is_none_or(|(_, b)| {
                     (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
                 });
@@ -286,27 +286,27 @@ fn newest_entries<'a>(
             if o == m || i >= other.len() {
                 continue;
             }
-            let head = (other.key(i), other.seq(i));
+            let head = (other.entry_key(i), other.seq(i));
             if ahead.is_none_or(|(key, s)| (head.0, Reverse(head.1)) < (key, Reverse(s))) {
                 (ahead, run_first) = (Some(head), false);
             }
         }
         let until = ahead.map_or(span.len(), |(key, s)| {
             gallop(from + 1, span.len(), |i| {
-                (span.key(i), Reverse(span.seq(i))) < (key, Reverse(s))
+                (span.entry_key(i), Reverse(span.seq(i))) < (key, Reverse(s))
             })
         });
         stats.entries_before += until - from;
         at_span[m] = until;
         take(sink, &mut current, part, true)?;
-        let entry = |i: usize| (span.key(i), span.seq(i), span.value(i));
+        let entry = |i: usize| (span.entry_key(i), span.seq(i), span.value(i));
         let mut next = from + 1;
         if span.copyable_at(seq, keep_deletions)
             && until > next
             && let Some(copied) = sink.stretch(Source::Span(span), next, until)
         {
             copied?;
-            current = Some(span.key(until - 1));
+            current = Some(span.entry_key(until - 1));
             next = until;
         }
         for i in next..until {

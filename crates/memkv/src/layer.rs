@@ -437,14 +437,7 @@ impl Packed for Run {
 
     #[inline]
     fn entry_end(&self, i: usize) -> (usize, usize, u64, bool) {
-        let deleted = self.any_deleted && self.deleted[i / 64] & (1 << (i % 64)) != 0;
-        let slot = self.slots[i];
-        (
-            slot.key_end as usize,
-            slot.value_end as usize,
-            slot.seq,
-            deleted,
-        )
+        self.packed_end(i, self.slots[i])
     }
 
     fn all_unique(&self) -> bool {
@@ -465,15 +458,24 @@ impl Packed for Run {
         to: usize,
     ) -> impl Iterator<Item = (usize, usize, u64, bool)> {
         let slots = self.slots.get(from..to).unwrap_or_default();
-        slots.iter().zip(from..).map(|(slot, i)| {
-            let deleted = self.any_deleted && self.deleted[i / 64] & (1 << (i % 64)) != 0;
-            (
-                slot.key_end as usize,
-                slot.value_end as usize,
-                slot.seq,
-                deleted,
-            )
-        })
+        slots
+            .iter()
+            .zip(from..)
+            .map(|(&slot, i)| self.packed_end(i, slot))
+    }
+}
+
+impl Run {
+    /// [`Packed::entry_end`] of entry `i`, whose slot is `slot`.
+    #[inline]
+    fn packed_end(&self, i: usize, slot: Slot) -> (usize, usize, u64, bool) {
+        let deleted = self.any_deleted && self.deleted[i / 64] & (1 << (i % 64)) != 0;
+        (
+            slot.key_end as usize,
+            slot.value_end as usize,
+            slot.seq,
+            deleted,
+        )
     }
 }
 

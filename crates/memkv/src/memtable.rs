@@ -822,18 +822,6 @@ impl Span {
         self.ends.len()
     }
 
-    /// Where entry `i`'s key and value start: where the entry before ends.
-    fn starts(&self, i: usize) -> (usize, usize) {
-        let before = i.checked_sub(1).and_then(|p| self.ends.get(p));
-        before.map_or((0, 0), |e| (e.key, e.value))
-    }
-
-    /// Entry `i`'s key (`i < len()`).
-    pub(crate) fn key(&self, i: usize) -> &[u8] {
-        let (start, _) = self.starts(i);
-        self.ends.get(i).map_or(&[], |e| &self.keys[start..e.key])
-    }
-
     /// Entry `i`'s sequence number.
     pub(crate) fn seq(&self, i: usize) -> u64 {
         self.ends.get(i).map_or(0, |e| e.seq)
@@ -842,7 +830,7 @@ impl Span {
     /// Entry `i`'s value, `None` for a deletion.
     pub(crate) fn value(&self, i: usize) -> Option<&[u8]> {
         let end = self.ends.get(i).filter(|e| !e.deleted)?.value;
-        let (_, start) = self.starts(i);
+        let (_, start) = self.entry_start(i);
         Some(&self.values[start..end])
     }
 
@@ -1399,7 +1387,7 @@ mod tests {
                 prop_assert_eq!(&copied, &expected);
                 let span = mem.span_copy(&bounds, *seq);
                 let span_bytes = expected.iter().fold((0, 0), |(k, v), e| (k + e.0.len(), v + e.2.as_ref().map_or(0, Vec::len)));
-                let copied: Vec<_> = (0..span.len()).map(|i| (span.key(i).to_vec(), span.seq(i), span.value(i).map(<[u8]>::to_vec))).collect();
+                let copied: Vec<_> = (0..span.len()).map(|i| (span.entry_key(i).to_vec(), span.seq(i), span.value(i).map(<[u8]>::to_vec))).collect();
                 prop_assert_eq!(copied, expected);
                 let (keys, values) = span.bytes();
                 prop_assert_eq!(keys, span_bytes.0);
@@ -1436,7 +1424,7 @@ mod tests {
         .collect();
         let span = mem.span_copy(&all, u64::MAX);
         let copied: Vec<_> = (0..span.len())
-            .map(|i| (span.key(i).to_vec(), span.seq(i)))
+            .map(|i| (span.entry_key(i).to_vec(), span.seq(i)))
             .collect();
         assert_eq!(copied, expected);
         assert_eq!(span.value(2), Some(&b"old"[..]));
