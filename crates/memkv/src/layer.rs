@@ -675,24 +675,29 @@ impl RunBuilder {
                 run.sparse_ends
                     .push(u32::try_from(run.sparse_keys.len()).unwrap_or(u32::MAX));
             }
-            for (key_end, value_end, seq, deleted) in src.ends_between(i, stop) {
-                let k = run.slots.len();
-                if k.is_multiple_of(64) {
-                    run.deleted.push(0);
-                }
-                if deleted {
-                    if let Some(word) = run.deleted.last_mut() {
-                        *word |= 1 << (k % 64);
+            // The deletion bitmap's words for the new slots first, then the slots in one
+            // extend: no growth check and no bitmap word per entry.
+            run.deleted.resize((at + (stop - i)).div_ceil(64), 0);
+            let (deleted_bits, mut any_deleted, mut max_seq) =
+                (&mut run.deleted, false, run.max_seq);
+            run.slots.extend(src.ends_between(i, stop).zip(at..).map(
+                |((key_end, value_end, seq, deleted), k)| {
+                    if deleted {
+                        if let Some(word) = deleted_bits.get_mut(k / 64) {
+                            *word |= 1 << (k % 64);
+                        }
+                        any_deleted = true;
                     }
-                    run.any_deleted = true;
-                }
-                run.max_seq = run.max_seq.max(seq);
-                run.slots.push(Slot {
-                    key_end: moved(key_end, key_start, key_to),
-                    value_end: moved(value_end, value_start, value_to),
-                    seq,
-                });
-            }
+                    max_seq = max_seq.max(seq);
+                    Slot {
+                        key_end: moved(key_end, key_start, key_to),
+                        value_end: moved(value_end, value_start, value_to),
+                        seq,
+                    }
+                },
+            ));
+            run.any_deleted |= any_deleted;
+            run.max_seq = max_seq;
             if run.slots.len().is_multiple_of(SPARSE) {
                 run.close_block();
             }
@@ -753,14 +758,21 @@ impl Run {
         let shared = a.iter().zip(b).take_while(|(x, y)| x == y).count();
         let shared = shared.min(usize::from(u16::MAX));
         self.block_shared.push(shared as u16);
-        // The keys one after the other from the first's start: no lookup per entry.
+        // The keys one after the other from the first's start: no lookup per entry, and
+        // the two bytes read straight from the key bytes (a key that ends before them
+        // reads zeros, as `prefix_u16` pads).
         let mut start = self.starts(first).0;
-        for slot in &self.slots[first..end] {
-            let end = slot.key_end as usize;
-            let key = self.keys.get(start..end).unwrap_or_default();
-            self.entry_prefixes.push(prefix_u16(key, shared));
+        let keys = &self.keys;
+        let slots = self.slots.get(first..end).unwrap_or_default();
+        self.entry_prefixes.extend(slots.iter().map(|slot| {
+            let (at, end) = (start + shared, slot.key_end as usize);
             start = end;
-        }
+            match keys.get(at..end.min(at + 2)) {
+                Some(&[a, b]) => u16::from_be_bytes([a, b]),
+                Some(&[a]) => u16::from(a) << 8,
+                _ => 0,
+            }
+        }));
     }
 }
 
