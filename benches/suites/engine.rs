@@ -202,13 +202,22 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
 const READER_GETS_PER_BLOCK: u64 = 200_000;
 
 /// Rounds of blocks in turn (`ime_benches::alternate`) for the figures measured so: the
-/// point get and its readers, the write of 16, the two writers, the p99 beside a writer.
+/// point get and its readers, the write of 16, the p99 beside a writer (the two writers
+/// take [`WRITER_ROUNDS`]).
 const ROUNDS: u32 = 15;
 const ROUNDS_OPS: u64 = ROUNDS as u64;
 /// Gets in one block of the point-get figure measured in turn.
 const GETS_PER_BLOCK: u64 = 20_000;
 /// Batches a writer thread writes in one block of the writer figures in turn.
 const BATCHES_PER_BLOCK: u64 = 1_000;
+/// Rounds of the two writers' blocks in turn: more than the other figures take. A block
+/// lasts 30-150 ms on these machines and pays for the compactions its writes bring on,
+/// which come lumpy: a region's compaction rewrites its whole run (by then hundreds of
+/// thousands of entries) once its memtables reach a quarter of it. Fifteen rounds held
+/// three or four compactions of the two regions together, a block that held one took up
+/// to twice the blocks around it, and the figure read 0.89-1.27x from run to run; 48
+/// rounds hold about three times as many, in proportion to the writes.
+const WRITER_ROUNDS: u32 = 48;
 
 fn mvcc_scan(c: &mut Criterion) {
     let keys = (keys_from_env() / 10).max(100);
@@ -616,7 +625,7 @@ fn concurrency(c: &mut Criterion) {
         start.elapsed()
     };
     let [hybrid, rocksdb] = alternate(
-        ROUNDS,
+        WRITER_ROUNDS,
         [
             &mut || {
                 two_writers(&|half| {
@@ -631,7 +640,7 @@ fn concurrency(c: &mut Criterion) {
     record_per_op(
         "engine/two_writers_in_turn",
         &sides,
-        ROUNDS_OPS * BATCHES_PER_BLOCK,
+        u64::from(WRITER_ROUNDS) * BATCHES_PER_BLOCK,
     )
     .unwrap();
     for region in [RegionId(1), RegionId(2)] {
