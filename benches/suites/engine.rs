@@ -211,12 +211,12 @@ const GETS_PER_BLOCK: u64 = 20_000;
 /// Batches a writer thread writes in one block of the writer figures in turn.
 const BATCHES_PER_BLOCK: u64 = 1_000;
 /// Rounds of the two writers' blocks in turn: more than the other figures take. A block
-/// lasts 30-150 ms on these machines and pays for the compactions its writes bring on,
-/// which come lumpy: a region's compaction rewrites its whole run (by then hundreds of
-/// thousands of entries) once its memtables reach a quarter of it. Fifteen rounds held
-/// three or four compactions of the two regions together, a block that held one took up
-/// to twice the blocks around it, and the figure read 0.89-1.27x from run to run; 48
-/// rounds hold about three times as many, in proportion to the writes.
+/// lasts 25-150 ms on these machines, and pays for the compactions its writes bring on,
+/// which come lumpy: a region's compaction rewrites its whole run (by then a million
+/// entries or more) once its memtables reach a quarter of it, and a block that holds
+/// one takes about twice the time of the blocks around it. Fifteen rounds held three or
+/// four compactions of the two regions, or fewer as the runs grow; 48 rounds hold six or
+/// more, and three times the blocks of the machine's own drift.
 const WRITER_ROUNDS: u32 = 48;
 
 fn mvcc_scan(c: &mut Criterion) {
