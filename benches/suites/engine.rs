@@ -41,7 +41,7 @@
     reason = "benchmark harness: a failed setup should stop the run"
 )]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -624,13 +624,22 @@ fn concurrency(c: &mut Criterion) {
         assert!(engine.wait_idle(Duration::from_secs(600)));
         start.elapsed()
     };
+    // Which hybrid blocks saw a compaction end (counted whatever its result).
+    let compacted = RefCell::new(Vec::new());
+    let compactions = || {
+        let c = engine.stats().compactions;
+        c.ok + c.range_gone + c.failed
+    };
     let [hybrid, rocksdb] = alternate(
         WRITER_ROUNDS,
         [
             &mut || {
-                two_writers(&|half| {
+                let before = compactions();
+                let took = two_writers(&|half| {
                     apply_batches(&engine, half, BATCHES_PER_BLOCK, &indexes[half as usize])
-                })
+                });
+                compacted.borrow_mut().push(compactions() > before);
+                took
             },
             &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_rounds)),
         ],
@@ -641,6 +650,18 @@ fn concurrency(c: &mut Criterion) {
         "engine/two_writers_in_turn",
         &sides,
         u64::from(WRITER_ROUNDS) * BATCHES_PER_BLOCK,
+    )
+    .unwrap();
+    // The same, over the rounds whose hybrid block saw no compaction end: what the
+    // inserts and the write path cost, apart from what the compactions add.
+    let quiet: Vec<usize> = (compacted.borrow().iter().enumerate())
+        .filter_map(|(round, &compacted)| (!compacted).then_some(round))
+        .collect();
+    let of = |side: &[Duration]| quiet.iter().map(|&round| side[round]).sum::<Duration>();
+    record_per_op(
+        "engine/two_writers_in_turn_no_compaction",
+        &[("hybrid", of(&hybrid)), ("rocksdb", of(&rocksdb))],
+        quiet.len() as u64 * BATCHES_PER_BLOCK,
     )
     .unwrap();
     for region in [RegionId(1), RegionId(2)] {

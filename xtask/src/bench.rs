@@ -110,6 +110,12 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
+        name: "  the same, rounds whose hybrid block saw no compaction end",
+        measured: "engine/two_writers_in_turn_no_compaction/hybrid",
+        baseline: "engine/two_writers_in_turn_no_compaction/rocksdb",
+    },
+    Figure {
+        suite: "engine",
         name: "cached get p99 beside a writer on another region vs quiet (goal 1.2)",
         measured: "engine/get_p99_beside_a_writer_in_turn/writing",
         baseline: "engine/get_p99_beside_a_writer_in_turn/quiet",
