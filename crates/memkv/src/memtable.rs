@@ -150,6 +150,10 @@ struct Writer {
     /// [`Memtable::following`]), and not judged otherwise since: a memtable that follows
     /// this one keeps a table from its first insert.
     proven: bool,
+    /// Whether the memtable before this one ended with its table placing three inserts
+    /// in four or more (see [`Writer::tall_first`]), and the first nodes raised so far.
+    hot: bool,
+    tall_firsts: usize,
     /// The bytes of the keys and of the values inserted: what a copy of every entry
     /// ([`Memtable::span_copy`]) takes, reserved before it copies.
     key_bytes: usize,
@@ -181,6 +185,25 @@ const ENTRIES_PER_SLOT: usize = 2;
 /// instructions, MVCC point gets in a memtable of 320,000 versions 9% more; at 3, inserts
 /// 4% fewer again and those gets 60% more.
 const FLAT_MAX: usize = 2;
+
+/// The least height of a user key's first node in a memtable whose table of neighbours
+/// places most inserts ([`Writer::tall_first`]).
+///
+/// A new version of user key K goes right after the last node of the user key before
+/// it, and that node is the first one inserted for that key in this memtable (the
+/// oldest of its versions, which sorts last). On every level that node stands on, it is
+/// the new version's predecessor (a node between them there would lie between them on
+/// level 0 too), so a placed version drawn taller than [`FLAT_MAX`] links after it on
+/// each of its levels with no search, when it stands as tall. First nodes are one per
+/// user key, so raising them costs a few link words per hot user key; with 500 hot user
+/// keys the placed versions drawn taller than `FLAT_MAX` (one in sixteen) searched at
+/// about 1,500 instructions each, most of them cache misses, and now only those drawn
+/// taller than this (one in 256) do.
+const TALL_FIRST: usize = 4;
+
+/// First nodes a memtable raises to [`TALL_FIRST`] before it counts them against its
+/// entries ([`Writer::tall_first`]).
+const TALL_FIRSTS_FREE: usize = 4096;
 
 /// Where a key's pairs go in [`Writer::heads`]: a slot (the first of its set, from
 /// [`head_slot`]; one of the set's ways, from [`Writer::way`]), and a tag (never zero)
@@ -456,6 +479,15 @@ impl Arena {
             .get(offset + FIXED_WORDS + level)
     }
 
+    /// How many levels the node at `at` stands on (every level for [`NIL`], the head;
+    /// none for a reference that leads nowhere).
+    fn height_of(&self, at: NodeRef) -> usize {
+        if at == NIL {
+            return MAX_HEIGHT;
+        }
+        self.node(at).map_or(0, |node| node.height)
+    }
+
     /// For each level below `height`, the last node before `(key, seq)` ([`NIL`] for the
     /// head), searching from level `height - 1` down.
     fn predecessors(&self, key: &[u8], seq: u64, height: usize) -> [NodeRef; MAX_HEIGHT] {
@@ -497,6 +529,8 @@ impl Memtable {
                 occupied: 0,
                 begin_with: 0,
                 proven: false,
+                hot: false,
+                tall_firsts: 0,
                 key_bytes: 0,
                 value_bytes: 0,
             }),
@@ -525,6 +559,7 @@ impl Memtable {
         if writer.proven && slots > 0 {
             let mut next_writer = next.writer.lock().unwrap_or_else(PoisonError::into_inner);
             (next_writer.begin_with, next_writer.proven) = (slots, true);
+            next_writer.hot = writer.looked > 0 && writer.placed * 4 >= writer.looked * 3;
         }
         drop(writer);
         next
@@ -944,19 +979,34 @@ impl Inserter<'_> {
         }
         let drawn = writer.random_height();
         // A new version of a user key written before goes between the pair of
-        // neighbours the table holds for it, with no search, on level 0 alone unless its
-        // height was drawn above `FLAT_MAX`.
+        // neighbours the table holds for it, with no search: on level 0 alone unless its
+        // height was drawn above `FLAT_MAX`, and then on each level it was drawn to when
+        // the neighbour before it stands that tall (see `TALL_FIRST`).
         let head =
             (!writer.heads.is_empty()).then(|| writer.way(head_slot(key, writer.heads.len())));
-        let between = match head {
-            Some(at) if drawn <= FLAT_MAX => {
+        // `None` when no pair places it; `Some(None)` when a pair does, but the
+        // neighbour before it stands shorter than its drawn height.
+        let (between, unplaced) = match head {
+            Some(at) => {
                 let found = writer.between(arena, key, seq, at);
                 writer.judge_heads(found.is_some(), &memtable.charge);
-                found
+                match found {
+                    Some(pred) if drawn <= FLAT_MAX => (Some((pred, 1)), false),
+                    Some(pred) if drawn <= arena.height_of(pred) => (Some((pred, drawn)), false),
+                    Some(_) => (None, false),
+                    None => (None, true),
+                }
             }
-            _ => None,
+            None => (None, false),
         };
-        let height = if between.is_some() { 1 } else { drawn };
+        let height = match between {
+            Some((_, height)) => height,
+            None if unplaced && writer.tall_first(memtable.len()) => {
+                writer.tall_firsts += 1;
+                drawn.max(TALL_FIRST)
+            }
+            None => drawn,
+        };
         let value_len = value.map_or(0, <[u8]>::len);
         let words = node_words(height, key.len(), value_len);
         let Some((chunk, offset)) = memtable.allocate(arena, writer, words, &mut self.owed) else {
@@ -982,16 +1032,25 @@ impl Inserter<'_> {
             value.unwrap_or_default(),
         );
         let me = node_ref(chunk, offset);
-        // A node of level 0 alone whose key goes between a pair of neighbours the table
-        // holds: linked there, with no search. The hint stays: it only names nodes of
-        // levels this insert leaves alone, and level 0's is the last insert itself, which
-        // a node added elsewhere on level 0 does not move.
-        if let Some(pred) = between {
-            slot[FIXED_WORDS].store(arena.next(pred, 0), Ordering::Relaxed);
-            if let Some(link) = arena.link_word(pred, 0) {
-                link.store(me, Ordering::Release);
+        // A node whose key goes between a pair of neighbours the table holds: linked
+        // after the first on each of its levels (bottom-up), with no search. On level 0
+        // alone, the hint stays: it only names nodes of levels this insert leaves alone,
+        // and level 0's is the last insert itself, which a node added elsewhere on level
+        // 0 does not move. Taller, it may now lie between a level's hinted node and the
+        // last insert, which the next hinted search must not skip: the hint goes.
+        if let Some((pred, height)) = between {
+            for level in 0..height {
+                slot[FIXED_WORDS + level].store(arena.next(pred, level), Ordering::Relaxed);
+                if let Some(link) = arena.link_word(pred, level) {
+                    link.store(me, Ordering::Release);
+                }
             }
             writer.remember(head, pred, me);
+            if height > 1 {
+                writer.hint = None;
+                let list_height = arena.height.load(Ordering::Relaxed).max(height);
+                arena.height.store(list_height, Ordering::Release);
+            }
         } else {
             // Linked bottom-up: a reader that finds it at any level finds it at level 0.
             // Only inserts store the list's height, and they hold the writer lock.
@@ -1249,6 +1308,15 @@ impl Writer {
         }
     }
 
+    /// Whether a user key's first node stands at least [`TALL_FIRST`] levels tall: in a
+    /// memtable that follows one whose table placed three inserts in four or more since
+    /// it last grew (a memtable of hot user keys: see [`Memtable::following`]), for its
+    /// first [`TALL_FIRSTS_FREE`] first nodes, then while they are at most one entry in
+    /// eight (`entries`), so that the link words they take stay few whatever comes.
+    fn tall_first(&self, entries: usize) -> bool {
+        self.hot && (self.tall_firsts < TALL_FIRSTS_FREE || self.tall_firsts * 8 <= entries)
+    }
+
     /// A height with probability 1/4 of each level above the first.
     fn random_height(&mut self) -> usize {
         let mut x = self.rng;
@@ -1337,12 +1405,15 @@ mod tests {
         /// of at most two bytes, so that each gathers many versions and a hinted insert
         /// passes many nodes.
         /// With `heads`, the writer keeps its table of neighbours from the first insert
-        /// (it starts at [`HEADS_FROM`] entries otherwise).
+        /// (it starts at [`HEADS_FROM`] entries otherwise); with `hot` too, as if the
+        /// memtable before had been one of hot user keys (first nodes raised, taller
+        /// versions linked after them).
         #[test]
         fn agrees_with_an_ordered_map(
             sorted_batches in any::<bool>(),
             few_keys in any::<bool>(),
             heads in any::<bool>(),
+            hot in any::<bool>(),
             mut ops in prop::collection::vec(
                 (
                     prop::collection::vec(0u8..4, 0..20),
@@ -1370,7 +1441,9 @@ mod tests {
             let tracker = tracker();
             let mem = Memtable::new(&tracker);
             if heads {
-                mem.writer.lock().unwrap().keep_heads(&Arena::new(), 4, &mem.charge);
+                let mut writer = mem.writer.lock().unwrap();
+                writer.keep_heads(&Arena::new(), 4, &mem.charge);
+                writer.hot = hot;
             }
             let mut model = Model::new();
             for (i, (key, value)) in ops.iter().enumerate() {
@@ -1379,22 +1452,10 @@ mod tests {
                 model.insert((key.clone(), std::cmp::Reverse(seq)), value.clone());
             }
             prop_assert_eq!(mem.len(), model.len());
-            // Every level in order (a level out of order still reads right, through
-            // level 0, only slower: the model alone would not see it).
-            if let Some(arena) = mem.arena.get() {
-                for level in 0..MAX_HEIGHT {
-                    let (mut at, mut seen) = (arena.next(NIL, level), 0);
-                    while let Some(node) = arena.node(at) {
-                        let next = node.next(level);
-                        if let Some(after) = arena.node(next) {
-                            prop_assert_eq!(after.cmp(&node.key(), node.seq), Cmp::Greater, "level {}", level);
-                        }
-                        at = next;
-                        seen += 1;
-                    }
-                    prop_assert!(level > 0 || seen == model.len());
-                }
-            }
+            // Every level in order and whole (a level out of order or missing a node still
+            // reads right, through level 0, only slower: the model alone would not see it).
+            prop_assert_eq!(levels_out_of_place(&mem), None);
+            prop_assert_eq!(mem.arena.get().map_or(0, |a| a.nodes_on(0)), model.len());
             for (key, seq) in &probes {
                 let got = mem.get(key, *seq).map(|(s, v)| (s, v.map(|v| v.to_vec())));
                 prop_assert_eq!(got, model_get(&model, key, *seq));
@@ -1657,6 +1718,110 @@ mod tests {
         let mut key = format!("t_{user:06}_r").into_bytes();
         key.extend_from_slice(&(u64::MAX - ts).to_be_bytes());
         key
+    }
+
+    impl Arena {
+        /// How many nodes level `level` links.
+        fn nodes_on(&self, level: usize) -> usize {
+            let (mut at, mut seen) = (self.next(NIL, level), 0);
+            while let Some(node) = self.node(at) {
+                (at, seen) = (node.next(level), seen + 1);
+            }
+            seen
+        }
+    }
+
+    /// What is wrong with `mem`'s levels, if anything: a level out of order, or one that
+    /// does not link every node that stands on it (as level 0 counts their heights).
+    fn levels_out_of_place(mem: &Memtable) -> Option<String> {
+        let arena = mem.arena.get()?;
+        let mut standing = [0usize; MAX_HEIGHT];
+        let mut at = arena.next(NIL, 0);
+        while let Some(node) = arena.node(at) {
+            standing.iter_mut().take(node.height).for_each(|n| *n += 1);
+            at = node.next(0);
+        }
+        for (level, &standing) in standing.iter().enumerate() {
+            let mut at = arena.next(NIL, level);
+            while let Some(node) = arena.node(at) {
+                let next = node.next(level);
+                if let Some(after) = arena.node(next)
+                    && after.cmp(&node.key(), node.seq) != Cmp::Greater
+                {
+                    return Some(format!("level {level} out of order"));
+                }
+                at = next;
+            }
+            let linked = arena.nodes_on(level);
+            if linked != standing {
+                return Some(format!("level {level} links {linked} of {standing} nodes"));
+            }
+        }
+        None
+    }
+
+    /// In a memtable that follows one of hot user keys, every user key's first node
+    /// stands at least [`TALL_FIRST`] levels tall, and a later version drawn taller than
+    /// [`FLAT_MAX`] links after the one before it on its levels: every level stays in
+    /// order and links every node standing on it, and reads find every version.
+    #[test]
+    fn versions_link_after_raised_first_nodes() {
+        let tracker = tracker();
+        let first = Memtable::new(&tracker);
+        versions_in_turn(&first, 200, 40, 100, 0);
+        let next = first.following(&tracker);
+        assert!(next.writer.lock().unwrap().hot);
+        versions_in_turn(&next, 200, 60, 1_000, 8_000);
+        let arena = next.arena.get().unwrap();
+        let mut taller = 0;
+        for user in 0..200 {
+            for round in 0..60 {
+                let key = mvcc_key(user, 1_000 + round);
+                let node = arena.node(arena.lower_bound(&key, u64::MAX)).unwrap();
+                assert_eq!(node.cmp_key(&key), Cmp::Equal);
+                if round == 0 {
+                    assert!(node.height >= TALL_FIRST, "user key {user}'s first node");
+                } else if node.height > FLAT_MAX {
+                    taller += 1;
+                }
+            }
+        }
+        // One version in sixteen drawn taller than `FLAT_MAX` (11,800 later versions).
+        assert!(
+            (400..1100).contains(&taller),
+            "{taller} later versions taller"
+        );
+        assert_eq!(levels_out_of_place(&next), None);
+        assert_eq!(arena.nodes_on(0), 12_000);
+
+        // User keys in a shuffled order each round, new ones among them, so that searched
+        // inserts (new user keys, versions drawn taller than the node before them) come
+        // after versions linked without a search on either side of them.
+        let shuffled = first.following(&tracker);
+        let mut model = Model::new();
+        let (mut rng, mut seq) = (0x9E37_79B9_7F4A_7C15u64, 0);
+        for round in 0..40 {
+            let mut users: Vec<u64> = (0..300 + 10 * round).collect();
+            for i in (1..users.len()).rev() {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                users.swap(i, (rng % (i as u64 + 1)) as usize);
+            }
+            for user in users {
+                seq += 1;
+                let key = mvcc_key(user, 1_000 + round);
+                insert(&shuffled, &key, seq, Some(b"v"));
+                model.insert((key, std::cmp::Reverse(seq)), Some(b"v".to_vec()));
+            }
+        }
+        assert_eq!(levels_out_of_place(&shuffled), None);
+        for ((key, seq), value) in &model {
+            let got = shuffled
+                .get(key, seq.0)
+                .map(|(s, v)| (s, v.map(|v| v.to_vec())));
+            assert_eq!(got, Some((seq.0, value.clone())));
+        }
     }
 
     /// Versions of `users` user keys written in turn into `mem`, `rounds` of them, from
