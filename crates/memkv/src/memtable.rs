@@ -17,7 +17,9 @@
 //!   links the next version of that user key between them with no search, after
 //!   checking that they are still neighbours and that it lies between them; such a
 //!   version goes on level 0 alone unless its height is drawn above two (one in
-//!   sixteen), the rest searching. The table takes a slot per two entries from 1,024
+//!   sixteen). In a memtable of hot user keys, each user key's first node stands four
+//!   levels tall, and a taller version links after it on its levels with no search;
+//!   only one in 256 searches. The table takes a slot per two entries from 1,024
 //!   entries on (from the first insert, sized for the user keys of the memtable before,
 //!   when that one's table was worth keeping), grows while a quarter of its slots hold
 //!   pairs, is charged, and is given up until the memtable doubles when it saves too
@@ -175,7 +177,8 @@ const HEADS_MAX: usize = 1 << 16;
 const ENTRIES_PER_SLOT: usize = 2;
 
 /// The tallest drawn height at which an insert that [`Writer::heads`] places goes on
-/// level 0 alone, without the search a taller node needs for its predecessors above.
+/// level 0 alone. A taller one needs its predecessors on the levels above, and searches
+/// for them unless the node before it stands as tall (see [`TALL_FIRST`]).
 ///
 /// A node's height only sets how fast the list is searched, never what it holds, so the
 /// choice is free: at 1 (every node as drawn) a quarter of the placed versions still
@@ -195,10 +198,10 @@ const FLAT_MAX: usize = 2;
 /// the new version's predecessor (a node between them there would lie between them on
 /// level 0 too), so a placed version drawn taller than [`FLAT_MAX`] links after it on
 /// each of its levels with no search, when it stands as tall. First nodes are one per
-/// user key, so raising them costs a few link words per hot user key; with 500 hot user
-/// keys the placed versions drawn taller than `FLAT_MAX` (one in sixteen) searched at
-/// about 1,500 instructions each, most of them cache misses, and now only those drawn
-/// taller than this (one in 256) do.
+/// user key, so raising them costs a few link words per hot user key. With 500 hot user
+/// keys and first nodes as drawn, the placed versions drawn taller than `FLAT_MAX` (one
+/// in sixteen) searched, at about 1,500 instructions each, most of them cache misses;
+/// with first nodes raised, only those drawn taller than this (one in 256) do.
 const TALL_FIRST: usize = 4;
 
 /// First nodes a memtable raises to [`TALL_FIRST`] before it counts them against its
