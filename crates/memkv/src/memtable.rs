@@ -153,8 +153,9 @@ struct Writer {
     /// this one keeps a table from its first insert.
     proven: bool,
     /// Whether the memtable before this one ended with its table placing three inserts
-    /// in four or more (see [`Writer::tall_first`]), and the first nodes raised so far.
+    /// in four or more (see [`Writer::tall_first`]).
     hot: bool,
+    /// First nodes raised to [`TALL_FIRST`] so far.
     tall_firsts: usize,
     /// The bytes of the keys and of the values inserted: what a copy of every entry
     /// ([`Memtable::span_copy`]) takes, reserved before it copies.
@@ -725,7 +726,7 @@ impl Memtable {
     /// sequence; a key met twice (two sequence numbers) marks the span as not unique.
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
         // Held through the walk: no insert comes between (see `each_within`). Room for
-        // every entry's bytes, and the word a copy writes past its end.
+        // every entry's bytes (and a word to spare).
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let (keys, values) = (writer.key_bytes + 8, writer.value_bytes + 8);
         let mut span = Span {
@@ -987,8 +988,8 @@ impl Inserter<'_> {
         // the neighbour before it stands that tall (see `TALL_FIRST`).
         let head =
             (!writer.heads.is_empty()).then(|| writer.way(head_slot(key, writer.heads.len())));
-        // `None` when no pair places it; `Some(None)` when a pair does, but the
-        // neighbour before it stands shorter than its drawn height.
+        // `between`: the node to link after, and on how many levels; `unplaced`: no pair
+        // of the table places it (mostly its user key's first node in the memtable).
         let (between, unplaced) = match head {
             Some(at) => {
                 let found = writer.between(arena, key, seq, at);
@@ -1403,11 +1404,9 @@ mod tests {
 
         /// Gets, key walks and spans agree with an ordered map, for keys of every length
         /// around the word size (prefixes of one another included), values short and long,
-        /// and deletions, inserted
-        /// at random or in batches in key order (the hinted path); with `few_keys`, keys
-        /// of at most two bytes, so that each gathers many versions and a hinted insert
-        /// passes many nodes.
-        /// With `heads`, the writer keeps its table of neighbours from the first insert
+        /// and deletions, inserted at random or in batches in key order (the hinted path);
+        /// with `few_keys`, keys of at most two bytes, so that each gathers many versions
+        /// and a hinted insert passes many nodes. With `heads`, the writer keeps its table of neighbours from the first insert
         /// (it starts at [`HEADS_FROM`] entries otherwise); with `hot` too, as if the
         /// memtable before had been one of hot user keys (first nodes raised, taller
         /// versions linked after them).
