@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
-use crate::layer::{Packed, Run, RunBuilder};
+use crate::layer::{Packed, Run, RunBuilder, partition_point};
 use crate::memory::MemoryTracker;
 use crate::memtable::Span;
 use crate::snapshot::run_span;
@@ -321,7 +321,7 @@ fn newest_entries<'a>(
 /// costs about 2 log n looks, however long what follows it.
 fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
     let (mut from, mut step) = (from, 1usize);
-    let mut to = loop {
+    let to = loop {
         let probe = from.saturating_add(step - 1).min(hi);
         if probe >= hi || !before(probe) {
             break probe;
@@ -329,15 +329,7 @@ fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
         from = probe + 1;
         step = step.saturating_mul(2);
     };
-    while from < to {
-        let mid = from + (to - from) / 2;
-        if before(mid) {
-            from = mid + 1;
-        } else {
-            to = mid;
-        }
-    }
-    from
+    from + partition_point(to - from, |i| before(from + i))
 }
 
 /// A builder with room for a merge of `run` (within `bounds`) and `spans`: what they

@@ -759,19 +759,14 @@ impl Run {
         let shared = shared.min(usize::from(u16::MAX));
         self.block_shared.push(shared as u16);
         // The keys one after the other from the first's start: no lookup per entry, and
-        // the two bytes read straight from the key bytes (a key that ends before them
-        // reads zeros, as `prefix_u16` pads).
+        // the two bytes read straight from the key bytes.
         let mut start = self.starts(first).0;
         let keys = &self.keys;
         let slots = self.slots.get(first..end).unwrap_or_default();
         self.entry_prefixes.extend(slots.iter().map(|slot| {
             let (at, end) = (start + shared, slot.key_end as usize);
             start = end;
-            match keys.get(at..end.min(at + 2)) {
-                Some(&[a, b]) => u16::from_be_bytes([a, b]),
-                Some(&[a]) => u16::from(a) << 8,
-                _ => 0,
-            }
+            two_bytes_at(keys, at, end)
         }));
     }
 }
@@ -910,11 +905,16 @@ impl Drop for Run {
 
 /// The 2 bytes of `key` after its first `skip`, big-endian, zero-padded.
 fn prefix_u16(key: &[u8], skip: usize) -> u16 {
-    let tail = key.get(skip..).unwrap_or_default();
-    match tail {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        [a] => u16::from(*a) << 8,
-        [] => 0,
+    two_bytes_at(key, skip, key.len())
+}
+
+/// The 2 bytes of `bytes` from `at`, big-endian, those at or past `end` read as zeros.
+#[inline]
+fn two_bytes_at(bytes: &[u8], at: usize, end: usize) -> u16 {
+    match bytes.get(at..end.min(at + 2)) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        Some(&[a]) => u16::from(a) << 8,
+        _ => 0,
     }
 }
 
@@ -928,7 +928,7 @@ fn prefix_u64(key: &[u8], skip: usize) -> u64 {
 }
 
 /// The first index in `0..len` where `pred` turns false.
-fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+pub(crate) fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
     let (mut lo, mut hi) = (0, len);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
