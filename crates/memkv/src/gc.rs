@@ -1,5 +1,6 @@
-//! Compaction and MVCC garbage collection: a range's layers rebuilt into one compact run
-//! per column family, dropping shadowed entries and, below a safe point, dead versions.
+//! Compaction and MVCC garbage collection: a range's frozen memtables folded into its
+//! delta run, or its layers rebuilt into one base run per column family, dropping
+//! shadowed entries and, below a safe point, dead versions.
 
 use std::cmp::Reverse;
 use std::collections::HashSet;
@@ -10,6 +11,7 @@ use crate::layer::{Packed, Run, RunBuilder, partition_point};
 use crate::memory::MemoryTracker;
 use crate::memtable::Span;
 use crate::snapshot::run_span;
+use crate::store::CfLayers;
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
 /// What a compaction did.
@@ -33,8 +35,13 @@ pub struct GcStats {
 }
 
 impl MemKv {
-    /// Rebuilds range `id` into one compact run per column family. Shadowed entries and
-    /// deletions go; with `safe_point`, MVCC GC below it too, with TiKV's rules: per user
+    /// Folds range `id`'s memtables into its runs, in every column family. Most
+    /// compactions rebuild only the delta run (the delta and the memtables merged, the
+    /// base untouched); once the delta and the memtables reach the base, or with
+    /// `safe_point`, the base, the delta and the memtables become one new base (the
+    /// delta left empty). A rebuilt run keeps each key's newest entry; a new base drops
+    /// deletions too (a delta keeps them: the base may hold what they delete). With
+    /// `safe_point`, MVCC GC below it, with TiKV's rules: per user
     /// key keep every version above the safe point and the newest put at or below it;
     /// drop older versions, rollbacks and locks at or below it, and everything under a
     /// delete with the delete itself; drop the default-CF values of dropped puts. Two
@@ -63,21 +70,19 @@ impl MemKv {
                 .map(|m| m.span_copy(&range.bounds, u64::MAX))
                 .collect::<Vec<_>>()
         });
+        let full = safe_point.is_some() || wants_full(&layers, &range.bounds);
         let tracker = Some(self.tracker());
         let bounds = &range.bounds;
         // Column family `i`'s merge, straight into its run (copied once), but the keys
-        // `keep` refuses.
+        // `keep` refuses: the base, the delta and the memtables into a new base (`full`),
+        // or the delta and the memtables into a new delta, deletions kept (the base may
+        // hold what they delete).
         let build = |i: usize, stats: &mut GcStats, keep: Option<Keep<'_>>| {
-            let builder = merge_builder(&layers[i].run, bounds, &spans[i], self.tracker());
+            let (run, sides) = sources(&layers[i], bounds, &spans[i], full);
+            let builder = merge_builder(run, bounds, &sides, self.tracker());
             let mut sink = Builder { builder, keep };
-            let run = &layers[i].run;
-            newest_entries(
-                run,
-                &spans[i],
-                (bounds, seq, keep_deletions),
-                stats,
-                &mut sink,
-            )?;
+            let deletions = keep_deletions || !full;
+            newest_entries(run, &sides, (bounds, seq, deletions), stats, &mut sink)?;
             stats.entries_after += sink.builder.len();
             Ok::<Run, MemError>(sink.builder.finish(tracker))
         };
@@ -91,13 +96,8 @@ impl MemKv {
             // default CF as that one is merged.
             Some(sp) => {
                 let mut merged = Vec::new();
-                newest_entries(
-                    &layers[2].run,
-                    &spans[2],
-                    (bounds, seq, false),
-                    &mut stats,
-                    &mut merged,
-                )?;
+                let (run, sides) = sources(&layers[2], bounds, &spans[2], full);
+                newest_entries(run, &sides, (bounds, seq, false), &mut stats, &mut merged)?;
                 let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
                 stats.values_removed = dropped_values.len();
                 stats.entries_after += write.len();
@@ -109,7 +109,7 @@ impl MemKv {
                 ]
             }
         };
-        stats.installed = self.install(&range, &layers, runs, seq);
+        stats.installed = self.install(&range, &layers, (runs, full), seq);
         Ok(stats)
     }
 }
@@ -136,11 +136,112 @@ trait Sink<'a> {
     }
 }
 
-/// Where a stretch of a merge comes from: the run, or a memtable's copy.
+/// Where a stretch of a merge comes from: a run, or a memtable's copy.
 #[derive(Clone, Copy)]
 enum Source<'a> {
     Run(&'a Run),
     Span(&'a Span),
+}
+
+impl<'a> Source<'a> {
+    /// Entry `i`: key, sequence number, value.
+    #[inline]
+    fn part(self, i: usize) -> Part<'a> {
+        (self.key(i), self.seq(i), self.value(i))
+    }
+
+    #[inline]
+    fn key(self, i: usize) -> &'a [u8] {
+        match self {
+            Source::Run(run) => run.key(i),
+            Source::Span(span) => span.entry_key(i),
+        }
+    }
+
+    #[inline]
+    fn seq(self, i: usize) -> u64 {
+        match self {
+            Source::Run(run) => run.seq(i),
+            Source::Span(span) => span.seq(i),
+        }
+    }
+
+    #[inline]
+    fn value(self, i: usize) -> Option<&'a [u8]> {
+        match self {
+            Source::Run(run) => run.value(i),
+            Source::Span(span) => span.value(i),
+        }
+    }
+
+    fn all_unique(self) -> bool {
+        match self {
+            Source::Run(run) => run.all_unique(),
+            Source::Span(span) => span.all_unique(),
+        }
+    }
+
+    fn copyable_at(self, seq: u64, deletions: bool) -> bool {
+        match self {
+            Source::Run(run) => run.copyable_at(seq, deletions),
+            Source::Span(span) => span.copyable_at(seq, deletions),
+        }
+    }
+}
+
+/// A source merged beside a compaction's main run, and its entries within the range's
+/// bounds: `from..to`.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    source: Source<'a>,
+    from: usize,
+    to: usize,
+}
+
+/// Whether a compaction of `layers` (within `bounds`) should rebuild the base: when the
+/// delta and the frozen memtables together reach the base, or a base holds entries
+/// outside `bounds` (shared with a split sibling: a range's first compaction after a
+/// split gives it runs of its own). Otherwise only the delta is rebuilt, with the
+/// memtables folded in. With memtables compacted at a quarter of the runs, a growing
+/// range's entries are each copied about 2.5 times (2.4 to 2.9, by where the growth
+/// stops), against about 4.9 times when every compaction rebuilt one whole run; a
+/// rebuild at half the base instead would copy each about 3 times.
+fn wants_full(layers: &[CfLayers; 3], bounds: &KeyRange) -> bool {
+    let (mut base, mut rest) = (0usize, 0usize);
+    for cf in layers {
+        if run_span(&cf.run, bounds) != (0, cf.run.len()) {
+            return true;
+        }
+        base += cf.run.len();
+        rest += cf.delta.len() + cf.frozen.iter().map(|m| m.len()).sum::<usize>();
+    }
+    rest >= base
+}
+
+/// A compaction's main run, and the sources merged beside it: the base with the delta
+/// and the memtables (`full`), or the delta with the memtables.
+fn sources<'a>(
+    layers: &'a CfLayers,
+    bounds: &KeyRange,
+    spans: &'a [Span],
+    full: bool,
+) -> (&'a Run, Vec<Side<'a>>) {
+    let mut sides = Vec::with_capacity(spans.len() + 1);
+    let (lo, hi) = run_span(&layers.delta, bounds);
+    if full && lo < hi {
+        let source = Source::Run(&layers.delta);
+        sides.push(Side {
+            source,
+            from: lo,
+            to: hi,
+        });
+    }
+    sides.extend(spans.iter().map(|span| Side {
+        source: Source::Span(span),
+        from: 0,
+        to: span.len(),
+    }));
+    (if full { &layers.run } else { &layers.delta }, sides)
 }
 
 /// The entries, borrowed, in order (what GC walks before it builds).
@@ -184,13 +285,13 @@ impl<'a> Sink<'a> for Builder<'_> {
 }
 
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
-/// the frozen memtables' entries (`spans`, each copied out), in key order, each
-/// key once, handed to `sink`: one linear merge, borrowing every key and value. With
+/// the `sides` beside it (the delta run, the frozen memtables' entries, each copied out),
+/// in key order, each key once, handed to `sink`: one linear merge, borrowing every key and value. With
 /// `keep_deletions`, a key whose newest entry is a deletion hands that on too (a load's
 /// older entry of the key may still arrive, and must stay hidden).
 ///
-/// The merge goes by stretches: the run's entries before the next memtable entry, then
-/// that memtable's entries before the next entry of the run and of every other memtable,
+/// The merge goes by stretches: the run's entries before the next entry of a side, then
+/// that side's entries before the next entry of the run and of every other side,
 /// each stretch's end found by galloping ([`gallop`]), not by comparing its entries one
 /// by one (a source whose keys are unique needs only its stretch's first key compared
 /// with the key taken last). When a source holds nothing the merge would leave out
@@ -203,13 +304,13 @@ impl<'a> Sink<'a> for Builder<'_> {
 /// ends each one cost about 1% more.
 fn newest_entries<'a>(
     run: &'a Run,
-    spans: &'a [Span],
+    sides: &[Side<'a>],
     (bounds, seq, keep_deletions): (&KeyRange, u64, bool),
     stats: &mut GcStats,
     sink: &mut dyn Sink<'a>,
 ) -> Result<(), MemError> {
     let (mut at_run, hi) = run_span(run, bounds);
-    let mut at_span = vec![0usize; spans.len()];
+    let mut at_side: Vec<usize> = sides.iter().map(|side| side.from).collect();
     let copyable = run.copyable_at(seq, keep_deletions);
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
     // Whether the run's next entry is known to come before the memtables' next (the last
@@ -231,13 +332,13 @@ fn newest_entries<'a>(
             }
         };
     loop {
-        // The smallest memtable head in internal order (key ascending, sequence
+        // The smallest head of a side in internal order (key ascending, sequence
         // descending).
         let mut best: Option<(usize, Part<'a>)> = None;
-        for (m, span) in spans.iter().enumerate() {
-            let i = at_span[m];
-            if i < span.len() {
-                let part = (span.entry_key(i), span.seq(i), span.value(i));
+        for (m, side) in sides.iter().enumerate() {
+            let i = at_side[m];
+            if i < side.to {
+                let part = side.source.part(i);
                 let better = best.as_ref().is_none_or(|(_, b)| {
                     (part.0, std::cmp::Reverse(part.1)) < (b.0, std::cmp::Reverse(b.1))
                 });
@@ -246,9 +347,9 @@ fn newest_entries<'a>(
                 }
             }
         }
-        // The run's entries before it (all that are left once the memtables are done);
-        // on a tie, the run's entry comes first. The first is known to when the last
-        // memtable stretch ended at it.
+        // The run's entries before it (all that are left once the sides are done); on a
+        // tie, the run's entry comes first. The first is known to when the last side's
+        // stretch ended at it.
         let until = best.as_ref().map_or(hi, |&(_, (key, s, _))| {
             let start = at_run + usize::from(run_first);
             gallop(start, hi, |i| {
@@ -276,41 +377,41 @@ fn newest_entries<'a>(
         let Some((m, part)) = best else {
             return Ok(());
         };
-        // That memtable's entries before the next of the run and of every other memtable,
-        // as one stretch, the same way.
-        let (span, from) = (&spans[m], at_span[m]);
+        // That side's entries before the next of the run and of every other side, as one
+        // stretch, the same way.
+        let (side, from) = (sides[m], at_side[m]);
+        let span = side.source;
         let mut ahead = (at_run < hi).then(|| (run.key(at_run), run.seq(at_run)));
         run_first = ahead.is_some();
-        for (o, other) in spans.iter().enumerate() {
-            let i = at_span[o];
-            if o == m || i >= other.len() {
+        for (o, other) in sides.iter().enumerate() {
+            let i = at_side[o];
+            if o == m || i >= other.to {
                 continue;
             }
-            let head = (other.entry_key(i), other.seq(i));
+            let head = (other.source.key(i), other.source.seq(i));
             if ahead.is_none_or(|(key, s)| (head.0, Reverse(head.1)) < (key, Reverse(s))) {
                 (ahead, run_first) = (Some(head), false);
             }
         }
-        let until = ahead.map_or(span.len(), |(key, s)| {
-            gallop(from + 1, span.len(), |i| {
-                (span.entry_key(i), Reverse(span.seq(i))) < (key, Reverse(s))
+        let until = ahead.map_or(side.to, |(key, s)| {
+            gallop(from + 1, side.to, |i| {
+                (span.key(i), Reverse(span.seq(i))) < (key, Reverse(s))
             })
         });
         stats.entries_before += until - from;
-        at_span[m] = until;
+        at_side[m] = until;
         take(sink, &mut current, part, true)?;
-        let entry = |i: usize| (span.entry_key(i), span.seq(i), span.value(i));
         let mut next = from + 1;
         if span.copyable_at(seq, keep_deletions)
             && until > next
-            && let Some(copied) = sink.stretch(Source::Span(span), next, until)
+            && let Some(copied) = sink.stretch(span, next, until)
         {
             copied?;
-            current = Some(span.entry_key(until - 1));
+            current = Some(span.key(until - 1));
             next = until;
         }
         for i in next..until {
-            take(sink, &mut current, entry(i), !span.all_unique())?;
+            take(sink, &mut current, span.part(i), !span.all_unique())?;
         }
     }
 }
@@ -332,20 +433,23 @@ fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
     from + partition_point(to - from, |i| before(from + i))
 }
 
-/// A builder with room for a merge of `run` (within `bounds`) and `spans`: what they
+/// A builder with room for a merge of `run` (within `bounds`) and `sides`: what they
 /// hold together, an upper bound of what the merge keeps (in the arrays of a run dropped
 /// lately, if some fit).
 fn merge_builder(
     run: &Run,
     bounds: &KeyRange,
-    spans: &[Span],
+    sides: &[Side<'_>],
     tracker: &MemoryTracker,
 ) -> RunBuilder {
     let (lo, hi) = run_span(run, bounds);
     let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
-    for span in spans {
-        len += span.len();
-        let (k, v) = span.bytes();
+    for side in sides {
+        len += side.to - side.from;
+        let (k, v) = match side.source {
+            Source::Run(run) => run.bytes_between(side.from, side.to),
+            Source::Span(span) => span.bytes(),
+        };
         keys += k;
         values += v;
     }
@@ -501,6 +605,7 @@ fn default_key_of(entry: &Part<'_>) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::{Cf, KeyRange, MemConfig, WriteBatch};
+    use std::sync::Arc;
 
     fn store_with_two_writes() -> MemKv {
         let kv = MemKv::new(MemConfig {
@@ -535,7 +640,33 @@ mod tests {
         let range = kv.range(RangeId(1)).unwrap();
         let (layers, seq) = kv.freeze(&range);
         assert!(kv.compact(RangeId(1), None).unwrap().installed);
-        assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
+        assert!(!kv.install(&range, &layers, (empty_runs(&kv), false), seq));
+    }
+
+    /// The same when the compaction that installed first rebuilt only the delta (the base
+    /// is the one this compaction read, the delta is not): nothing is installed over it.
+    #[test]
+    fn a_compaction_that_loses_to_a_delta_compaction_says_so() {
+        let kv = store_with_two_writes();
+        kv.write(
+            WriteBatch::new()
+                .put(Cf::Lock, "d", "3")
+                .put(Cf::Lock, "e", "4"),
+            3,
+        )
+        .unwrap();
+        assert!(kv.compact(RangeId(1), None).unwrap().installed); // the base: four entries
+        kv.write(WriteBatch::new().put(Cf::Lock, "c", "5"), 5)
+            .unwrap();
+        let range = kv.range(RangeId(1)).unwrap();
+        let (layers, seq) = kv.freeze(&range);
+        assert!(kv.compact(RangeId(1), None).unwrap().installed);
+        let now = range.layers(Cf::Lock);
+        assert!(Arc::ptr_eq(&now.run, &layers[Cf::Lock.index()].run));
+        assert_eq!(now.delta.len(), 1);
+        assert!(!kv.install(&range, &layers, (empty_runs(&kv), false), seq));
+        let snapshot = kv.snapshot(RangeId(1), seq).unwrap();
+        assert_eq!(snapshot.get(Cf::Lock, b"c"), Some(b"5".to_vec()));
     }
 
     /// A split between a compaction's freeze and its install: the parent is gone, the work
@@ -556,7 +687,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(!kv.install(&range, &layers, empty_runs(&kv), seq));
+        assert!(!kv.install(&range, &layers, (empty_runs(&kv), false), seq));
         assert!(kv.compact(RangeId(2), Some(2)).unwrap().installed);
     }
 
@@ -601,22 +732,47 @@ mod tests {
         first.insert(&key(4, 2), 500, Some(b"again"), 0); // a version the run holds
         second.insert(&key(9, 3), 501, None, 0);
         second.insert(&key(12, 1), 900, Some(b"later"), 0);
+        // A delta run beside them: versions between the run's and the memtables', and a
+        // version the run holds, written again.
+        let mut delta: Vec<RunEntry> = (0..20)
+            .step_by(3)
+            .map(|user| entry(key(user, 7), 150 + user))
+            .chain([entry(key(6, 1), 190)])
+            .collect();
+        delta.sort_by(|a, b| (&a.key, Reverse(a.seq)).cmp(&(&b.key, Reverse(b.seq))));
+        let delta = Run::new(&delta, None).unwrap();
         let bounds = KeyRange::with_end("t", None).unwrap();
         let spans = [&first, &second].map(|m| m.span_copy(&bounds, u64::MAX));
         let copyable = spans.each_ref().map(|s| s.copyable_at(800, true));
         assert_eq!(copyable, [true, false]);
-        for keep_deletions in [false, true] {
+        let span_sides = spans.each_ref().map(|span| Side {
+            source: Source::Span(span),
+            from: 0,
+            to: span.len(),
+        });
+        let delta_side = Side {
+            source: Source::Run(&delta),
+            from: 0,
+            to: delta.len(),
+        };
+        let with_delta = [delta_side, span_sides[0], span_sides[1]];
+        for (keep_deletions, sides) in [
+            (false, &span_sides[..]),
+            (true, &span_sides[..]),
+            (false, &with_delta[..]),
+            (true, &with_delta[..]),
+        ] {
             let at = (&bounds, 800, keep_deletions);
             let mut one_by_one = Vec::new();
             let mut stats = GcStats::default();
-            newest_entries(&run, &spans, at, &mut stats, &mut one_by_one).unwrap();
-            let builder = merge_builder(&run, &bounds, &spans, &tracker);
+            newest_entries(&run, sides, at, &mut stats, &mut one_by_one).unwrap();
+            let builder = merge_builder(&run, &bounds, sides, &tracker);
             let mut whole = Builder {
                 builder,
                 keep: None,
             };
             let mut whole_stats = GcStats::default();
-            newest_entries(&run, &spans, at, &mut whole_stats, &mut whole).unwrap();
+            newest_entries(&run, sides, at, &mut whole_stats, &mut whole).unwrap();
             let built = whole.builder.finish(None);
             let expected = Run::from_parts(&one_by_one, None).unwrap();
             assert_eq!(built.len(), expected.len());
@@ -631,9 +787,12 @@ mod tests {
             assert_eq!(stats, whole_stats);
             // 100 versions in the run, 120 in the memtables and 3 more: two of the run's
             // shadowed (by the version written again and by the deletion), one above the
-            // compaction, and the deletion kept only when deletions are.
-            assert_eq!(stats.entries_before, 223);
-            assert_eq!(built.len(), 220 - usize::from(!keep_deletions));
+            // compaction, and the deletion kept only when deletions are. The delta brings
+            // 8 more, one of which shadows one of the run's.
+            let delta = if sides.len() == 3 { 8 } else { 0 };
+            assert_eq!(stats.entries_before, 223 + delta);
+            let new_keys = delta.saturating_sub(1);
+            assert_eq!(built.len(), 220 + new_keys - usize::from(!keep_deletions));
         }
     }
 

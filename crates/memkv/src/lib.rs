@@ -5,8 +5,9 @@
 //!
 //! - [`codec`]: TiKV's byte formats (memcomparable keys, MVCC keys with a descending
 //!   timestamp, write and lock records), so data can be exchanged with a TiKV-format store.
-//! - [`MemKv`]: ranges of keys in three column families, each a compact sorted run built
-//!   in key order plus memtables of recent writes (skiplists in arenas: no allocation
+//! - [`MemKv`]: ranges of keys in three column families, each two compact sorted runs
+//!   (a base, and a delta that compactions fold recent writes into until it reaches the
+//!   base) plus memtables of recent writes (skiplists in arenas: no allocation
 //!   per entry, readers never wait for the writer); writes with the caller's
 //!   sequence numbers; [`Snapshot`]s that hold `Arc`s to their layers (no lock, no epoch
 //!   guard, writers never blocked) with point gets and bounded iterators both ways;

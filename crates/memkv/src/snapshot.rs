@@ -68,7 +68,10 @@ impl Snapshot {
     ) -> Option<R> {
         let layers = &self.version.cfs[cf.index()];
         let start = bounds.start().max(self.version.bounds.start());
-        if layers.active.is_empty() && layers.frozen.iter().all(|m| m.is_empty()) {
+        if layers.delta.len() == 0
+            && layers.active.is_empty()
+            && layers.frozen.iter().all(|m| m.is_empty())
+        {
             return self.first_in_run(&layers.run, start, bounds, f);
         }
         let mut next = layers_of(layers)
@@ -141,9 +144,10 @@ impl Snapshot {
     }
 }
 
-/// The layers of a column family, newest last.
+/// The layers of a column family, newest last (the delta only when it holds entries).
 fn layers_of(cf: &CfLayers) -> impl Iterator<Item = Layer<'_>> {
     std::iter::once(Layer::Run(&cf.run))
+        .chain((cf.delta.len() > 0).then_some(Layer::Run(&cf.delta)))
         .chain(cf.frozen.iter().map(|m| Layer::Mem(m)))
         .chain(std::iter::once(Layer::Mem(&cf.active)))
 }
@@ -189,38 +193,41 @@ pub(crate) fn run_span(run: &Run, bounds: &KeyRange) -> (usize, usize) {
     (lo, hi)
 }
 
+/// How many sorted sources a cursor merges: the base run, the delta run, and the recent
+/// entries.
+const SOURCES: usize = 3;
+
 /// Where the cursor is: the group of the current user key in each source, and which
 /// entry is the visible one.
 #[derive(Clone, Copy, Debug)]
 struct Position {
-    /// `run[a0..a1]` and `recent[b0..b1]` hold the current key's entries.
-    a0: usize,
-    a1: usize,
-    b0: usize,
-    b1: usize,
-    /// The visible entry: in the run (`true`) or in `recent`, at this index.
-    in_run: bool,
+    /// `source s` holds the current key's entries at `start[s]..end[s]`.
+    start: [usize; SOURCES],
+    end: [usize; SOURCES],
+    /// The visible entry: in this source, at this index.
+    source: usize,
     at: usize,
 }
 
 /// A cursor over one column family of a snapshot, within bounds.
 ///
-/// It merges two sorted runs: the range's run (shared through an `Arc`, read in place)
-/// and a compact copy of the memtables' entries within bounds, made when the cursor is
-/// made (memtables are small: a compaction folds them into the run). So it holds no lock
-/// and allocates nothing per step.
+/// It merges three sorted runs: the range's base and delta runs (shared through `Arc`s,
+/// read in place) and a compact copy of the memtables' entries within bounds, made when
+/// the cursor is made (memtables are small: a compaction folds them into the delta). So
+/// it holds no lock and allocates nothing per step.
 #[derive(Debug)]
 pub struct SnapshotIter {
-    run: Arc<Run>,
-    /// The run's entries within bounds: `lo..hi`.
-    lo: usize,
-    hi: usize,
-    recent: Run,
+    /// The base run, the delta run, the recent entries.
+    runs: [Arc<Run>; SOURCES],
+    /// Each source's entries within bounds: `lo[s]..hi[s]`.
+    lo: [usize; SOURCES],
+    hi: [usize; SOURCES],
     seq: u64,
-    /// No recent entries, and every run entry visible as its key's only one: each step
-    /// is the next entry, and the cursor is `cursor` alone (`position` stays `None`).
+    /// No recent entries, no delta within bounds, and every base entry visible as its
+    /// key's only one: each step is the next entry, and the cursor is `cursor` alone
+    /// (`position` stays `None`).
     plain: bool,
-    /// The plain case's place: a run index in `lo..hi`, or [`NOWHERE`].
+    /// The plain case's place: a base index in `lo[0]..hi[0]`, or [`NOWHERE`].
     cursor: usize,
     position: Option<Position>,
 }
@@ -241,8 +248,6 @@ impl crate::mvcc::Cursor for SnapshotIter {
 
 impl SnapshotIter {
     fn new(layers: &CfLayers, bounds: &KeyRange, seq: u64) -> Result<Self, MemError> {
-        let run = &layers.run;
-        let (lo, hi) = run_span(run, bounds);
         let recent = if layers.frozen.is_empty() {
             // The usual case: the active memtable alone, copied straight into a run.
             layers.active.span_run(bounds, seq)?
@@ -254,12 +259,17 @@ impl SnapshotIter {
             recent.sort_by(|x, y| (&x.key, Reverse(x.seq)).cmp(&(&y.key, Reverse(y.seq))));
             Run::new(&recent, None)?
         };
-        let plain = recent.len() == 0 && run.plain_at(seq);
+        let (base_lo, base_hi) = run_span(&layers.run, bounds);
+        let (delta_lo, delta_hi) = run_span(&layers.delta, bounds);
+        let plain = recent.len() == 0 && delta_lo == delta_hi && layers.run.plain_at(seq);
         Ok(SnapshotIter {
-            run: Arc::clone(run),
-            lo,
-            hi,
-            recent,
+            lo: [base_lo, delta_lo, 0],
+            hi: [base_hi, delta_hi, recent.len()],
+            runs: [
+                Arc::clone(&layers.run),
+                Arc::clone(&layers.delta),
+                Arc::new(recent),
+            ],
             seq,
             plain,
             cursor: NOWHERE,
@@ -267,10 +277,10 @@ impl SnapshotIter {
         })
     }
 
-    /// Positions on run entry `a` alone (the plain case), or nowhere past the bounds.
+    /// Positions on base entry `a` alone (the plain case), or nowhere past the bounds.
     #[inline]
     fn plain_at(&mut self, a: usize) {
-        self.cursor = if self.lo <= a && a < self.hi {
+        self.cursor = if self.lo[0] <= a && a < self.hi[0] {
             a
         } else {
             NOWHERE
@@ -280,30 +290,26 @@ impl SnapshotIter {
     /// The current entry's key, if the cursor is on one.
     fn current_key(&self) -> Option<&[u8]> {
         if self.plain {
-            return (self.cursor != NOWHERE).then(|| self.run.key(self.cursor));
+            return (self.cursor != NOWHERE).then(|| self.runs[0].key(self.cursor));
         }
         let p = self.position?;
-        Some(if p.in_run {
-            self.run.key(p.at)
-        } else {
-            self.recent.key(p.at)
-        })
+        Some(self.runs[p.source].key(p.at))
     }
 
     /// To the first key in bounds.
     pub fn seek_to_first(&mut self) {
         if self.plain {
-            return self.plain_at(self.lo);
+            return self.plain_at(self.lo[0]);
         }
-        self.forward(self.lo, 0);
+        self.forward(self.lo);
     }
 
     /// To the last key in bounds.
     pub fn seek_to_last(&mut self) {
         if self.plain {
-            return self.plain_at(self.hi.wrapping_sub(1));
+            return self.plain_at(self.hi[0].wrapping_sub(1));
         }
-        self.backward(self.hi, self.recent.len());
+        self.backward(self.hi);
     }
 
     /// To the first key `>= key` (and in bounds). A seek ahead of the current key — a
@@ -314,33 +320,35 @@ impl SnapshotIter {
         let ahead = self.current_key().is_some_and(|current| current < key);
         if self.plain {
             let a = if ahead {
-                gallop(&self.run, self.cursor + 1, self.hi, key)
+                gallop(&self.runs[0], self.cursor + 1, self.hi[0], key)
             } else {
-                self.run.lower(key, u64::MAX).clamp(self.lo, self.hi)
+                self.runs[0]
+                    .lower(key, u64::MAX)
+                    .clamp(self.lo[0], self.hi[0])
             };
             return self.plain_at(a);
         }
-        let (a, b) = match self.position {
-            Some(p) if ahead => (
-                gallop(&self.run, p.a1, self.hi, key),
-                gallop(&self.recent, p.b1, self.recent.len(), key),
-            ),
-            _ => (
-                self.run.lower(key, u64::MAX).clamp(self.lo, self.hi),
-                self.recent.partition(0, self.recent.len(), |k, _| k < key),
-            ),
+        let at = match self.position {
+            Some(p) if ahead => {
+                std::array::from_fn(|s| gallop(&self.runs[s], p.end[s], self.hi[s], key))
+            }
+            _ => std::array::from_fn(|s| {
+                (self.runs[s].lower(key, u64::MAX)).clamp(self.lo[s], self.hi[s])
+            }),
         };
-        self.forward(a, b);
+        self.forward(at);
     }
 
     /// To the last key `<= key` (and in bounds).
     pub fn seek_for_prev(&mut self, key: &[u8]) {
-        let a = self.run.partition(self.lo, self.hi, |k, _| k <= key);
+        let at: [usize; SOURCES] = std::array::from_fn(|s| {
+            let (lo, hi) = (self.lo[s], self.hi[s]);
+            self.runs[s].partition(lo, hi, |k, _| k <= key)
+        });
         if self.plain {
-            return self.plain_at(a.wrapping_sub(1));
+            return self.plain_at(at[0].wrapping_sub(1));
         }
-        let b = self.recent.partition(0, self.recent.len(), |k, _| k <= key);
-        self.backward(a, b);
+        self.backward(at);
     }
 
     /// One key forward.
@@ -353,7 +361,7 @@ impl SnapshotIter {
             return;
         }
         if let Some(p) = self.position {
-            self.forward(p.a1, p.b1);
+            self.forward(p.end);
         }
     }
 
@@ -367,7 +375,7 @@ impl SnapshotIter {
             return;
         }
         if let Some(p) = self.position {
-            self.backward(p.a0, p.b0);
+            self.backward(p.start);
         }
     }
 
@@ -375,76 +383,77 @@ impl SnapshotIter {
     #[inline]
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
         if self.plain {
-            return (self.cursor != NOWHERE).then(|| self.run.pair(self.cursor));
+            return (self.cursor != NOWHERE).then(|| self.runs[0].pair(self.cursor));
         }
         let p = self.position?;
-        let source = if p.in_run { &*self.run } else { &self.recent };
+        let source = &self.runs[p.source];
         Some((source.key(p.at), source.value(p.at)?))
     }
 
-    /// Moves to the first key with a visible value at or after run index `a` and recent
-    /// index `b`.
-    fn forward(&mut self, mut a: usize, mut b: usize) {
-        let (run, recent) = (&*self.run, &self.recent);
+    /// Moves to the first key with a visible value at or after index `at[s]` of each
+    /// source `s`.
+    fn forward(&mut self, mut at: [usize; SOURCES]) {
         self.position = loop {
-            let left = (a < self.hi).then(|| run.key(a));
-            let right = (b < recent.len()).then(|| recent.key(b));
-            let key = match (left, right) {
-                (None, None) => break None,
-                (Some(x), None) => x,
-                (None, Some(y)) => y,
-                (Some(x), Some(y)) => x.min(y),
+            let mut key: Option<&[u8]> = None;
+            for ((run, &i), &hi) in self.runs.iter().zip(&at).zip(&self.hi) {
+                if i < hi {
+                    let k = run.key(i);
+                    key = Some(key.map_or(k, |m| m.min(k)));
+                }
+            }
+            let Some(key) = key else {
+                break None;
             };
-            let a1 = group_end(run, a, self.hi, key);
-            let b1 = group_end(recent, b, recent.len(), key);
-            if let Some(p) = self.pick(a, a1, b, b1) {
+            let end = std::array::from_fn(|s| group_end(&self.runs[s], at[s], self.hi[s], key));
+            if let Some(p) = self.pick(at, end) {
                 break Some(p);
             }
-            (a, b) = (a1, b1);
+            at = end;
         };
     }
 
-    /// Moves to the last key with a visible value before run index `a` and recent index
-    /// `b`.
-    fn backward(&mut self, mut a: usize, mut b: usize) {
-        let (run, recent) = (&*self.run, &self.recent);
+    /// Moves to the last key with a visible value before index `at[s]` of each source
+    /// `s`.
+    fn backward(&mut self, mut at: [usize; SOURCES]) {
         self.position = loop {
-            let left = (a > self.lo).then(|| run.key(a - 1));
-            let right = (b > 0).then(|| recent.key(b - 1));
-            let key = match (left, right) {
-                (None, None) => break None,
-                (Some(x), None) => x,
-                (None, Some(y)) => y,
-                (Some(x), Some(y)) => x.max(y),
+            let mut key: Option<&[u8]> = None;
+            for ((run, &i), &lo) in self.runs.iter().zip(&at).zip(&self.lo) {
+                if i > lo {
+                    let k = run.key(i - 1);
+                    key = Some(key.map_or(k, |m| m.max(k)));
+                }
+            }
+            let Some(key) = key else {
+                break None;
             };
-            let a0 = group_start(run, self.lo, a, key);
-            let b0 = group_start(recent, 0, b, key);
-            if let Some(p) = self.pick(a0, a, b0, b) {
+            let start = std::array::from_fn(|s| group_start(&self.runs[s], self.lo[s], at[s], key));
+            if let Some(p) = self.pick(start, at) {
                 break Some(p);
             }
-            (a, b) = (a0, b0);
+            at = start;
         };
     }
 
-    /// The visible entry of one key's groups, if its newest version at or below the
-    /// snapshot is not a deletion.
-    fn pick(&self, a0: usize, a1: usize, b0: usize, b1: usize) -> Option<Position> {
-        let seq = self.seq;
-        let in_run = (a0..a1).find(|i| self.run.seq(*i) <= seq);
-        let in_recent = (b0..b1).find(|i| self.recent.seq(*i) <= seq);
-        let (from_run, at) = match (in_run, in_recent) {
-            (Some(x), Some(y)) if self.run.seq(x) > self.recent.seq(y) => (true, x),
-            (_, Some(y)) => (false, y),
-            (Some(x), None) => (true, x),
-            (None, None) => return None,
-        };
-        let source = if from_run { &*self.run } else { &self.recent };
-        source.value(at).is_some().then_some(Position {
-            a0,
-            a1,
-            b0,
-            b1,
-            in_run: from_run,
+    /// The visible entry of one key's groups (`start[s]..end[s]` of each source `s`), if
+    /// its newest version at or below the snapshot is not a deletion. A sequence number
+    /// in two sources (a load's entry merged beside a write's) goes to the later source.
+    fn pick(&self, start: [usize; SOURCES], end: [usize; SOURCES]) -> Option<Position> {
+        let mut best: Option<(usize, usize, u64)> = None; // source, index, sequence
+        for s in 0..SOURCES {
+            let run = &self.runs[s];
+            let Some(i) = (start[s]..end[s]).find(|i| run.seq(*i) <= self.seq) else {
+                continue;
+            };
+            let seq = run.seq(i);
+            if best.is_none_or(|(_, _, b)| seq >= b) {
+                best = Some((s, i, seq));
+            }
+        }
+        let (source, at, _) = best?;
+        self.runs[source].value(at).is_some().then_some(Position {
+            start,
+            end,
+            source,
             at,
         })
     }

@@ -18,11 +18,14 @@ use crate::memtable::{Inserter, MAX_KEY_LEN, MAX_VALUE_LEN, Memtable, entry_esti
 use crate::snapshot::{Snapshot, merged_keys};
 use crate::{Cf, KeyRange, MemError, Op, OpBuffer, OpRef, RangeId, WriteBatch};
 
-/// The layers of one column family: a run, memtables frozen (for a compaction in progress,
-/// or inherited from a split parent), oldest first, and the active memtable.
+/// The layers of one column family: two runs (the base, and the delta that compactions
+/// fold the memtables into until it has grown to half the base), memtables frozen (for a
+/// compaction in progress, or inherited from a split parent), oldest first, and the
+/// active memtable. A key's entries may lie in any of them; the newest sequence wins.
 #[derive(Clone, Debug)]
 pub(crate) struct CfLayers {
     pub(crate) run: Arc<Run>,
+    pub(crate) delta: Arc<Run>,
     pub(crate) frozen: Vec<Arc<Memtable>>,
     pub(crate) active: Arc<Memtable>,
 }
@@ -120,7 +123,7 @@ impl RangeData {
             .map(|cf| {
                 let layers = self.layers(cf);
                 let mems: u64 = layers.frozen.iter().map(|m| m.charged()).sum();
-                layers.run.charged() + mems + layers.active.charged()
+                layers.run.charged() + layers.delta.charged() + mems + layers.active.charged()
             })
             .sum()
     }
@@ -344,6 +347,7 @@ impl MemKv {
         }
         let layers = || CfLayers {
             run: Arc::new(Run::empty(&self.tracker)),
+            delta: Arc::new(Run::empty(&self.tracker)),
             frozen: Vec::new(),
             active: Arc::new(Memtable::new(&self.tracker)),
         };
@@ -394,7 +398,7 @@ impl MemKv {
         let (mut recent, mut runs) = (0, 0);
         for layers in &version.cfs {
             recent += layers.active.len() + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
-            runs += layers.run.len();
+            runs += layers.run.len() + layers.delta.len();
         }
         Ok(recent >= MEMTABLE_COMPACTION_MIN.max(runs / 4))
     }
@@ -892,16 +896,18 @@ impl MemKv {
         (layers, self.last_sequence())
     }
 
-    /// Replaces, in each column family of `range`, the run and frozen memtables of
-    /// `compacted` by the run built from them; snapshots below `seq` are refused from then
-    /// on. A column family whose run changed meanwhile (a concurrent compaction won) is
-    /// left as it is. Returns whether every column family installed on a range still held
-    /// (a range split or dropped meanwhile keeps nothing of the work).
+    /// Replaces, in each column family of `range`, the frozen memtables of `compacted`
+    /// and the runs they were merged with by the run built from them: with `full`, the
+    /// base and the delta by a new base (the delta left empty); without, the delta by a
+    /// new delta. Snapshots below `seq` are refused from then on. A column family whose
+    /// runs changed meanwhile (a concurrent compaction won) is left as it is. Returns
+    /// whether every column family installed on a range still held (a range split or
+    /// dropped meanwhile keeps nothing of the work).
     pub(crate) fn install(
         &self,
         range: &Arc<RangeData>,
         compacted: &[CfLayers; 3],
-        runs: [Run; 3],
+        (runs, full): ([Run; 3], bool),
         seq: u64,
     ) -> bool {
         let writer = range.lock();
@@ -914,11 +920,16 @@ impl MemKv {
         range.update(&writer, |cfs| {
             let mut all = true;
             for ((layers, old), run) in cfs.iter_mut().zip(compacted).zip(runs) {
-                if !Arc::ptr_eq(&layers.run, &old.run) {
+                if !Arc::ptr_eq(&layers.run, &old.run) || !Arc::ptr_eq(&layers.delta, &old.delta) {
                     all = false;
                     continue;
                 }
-                layers.run = Arc::new(run);
+                if full {
+                    layers.run = Arc::new(run);
+                    layers.delta = Arc::new(Run::empty(&self.tracker));
+                } else {
+                    layers.delta = Arc::new(run);
+                }
                 layers
                     .frozen
                     .retain(|m| !old.frozen.iter().any(|o| Arc::ptr_eq(m, o)));
@@ -958,6 +969,7 @@ impl MemKv {
                 frozen.push(layers.active);
                 CfLayers {
                     run: layers.run,
+                    delta: layers.delta,
                     frozen,
                     active: Arc::new(Memtable::new(&self.tracker)),
                 }
