@@ -293,7 +293,7 @@ impl SnapshotIter {
             return (self.cursor != NOWHERE).then(|| self.runs[0].key(self.cursor));
         }
         let p = self.position?;
-        Some(self.runs[p.source].key(p.at))
+        Some(self.source(p.source).key(p.at))
     }
 
     /// To the first key in bounds.
@@ -360,6 +360,13 @@ impl SnapshotIter {
             }
             return;
         }
+        self.next_merged();
+    }
+
+    /// [`SnapshotIter::next`] off the plain case: kept out of line, so that a plain scan's
+    /// step stays small enough to inline into the caller's loop.
+    #[inline(never)]
+    fn next_merged(&mut self) {
         if let Some(p) = self.position {
             self.forward(p.end);
         }
@@ -386,8 +393,19 @@ impl SnapshotIter {
             return (self.cursor != NOWHERE).then(|| self.runs[0].pair(self.cursor));
         }
         let p = self.position?;
-        let source = &self.runs[p.source];
+        let source = self.source(p.source);
         Some((source.key(p.at), source.value(p.at)?))
+    }
+
+    /// Source `s` (the last for any `s` past it: no bounds check to inline).
+    #[inline]
+    fn source(&self, s: usize) -> &Run {
+        let [base, delta, recent] = &self.runs;
+        match s {
+            0 => base,
+            1 => delta,
+            _ => recent,
+        }
     }
 
     /// Moves to the first key with a visible value at or after index `at[s]` of each
