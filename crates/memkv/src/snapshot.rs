@@ -1,6 +1,6 @@
 //! [`Snapshot`]: a range at one sequence number, and its bounded iterators.
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::sync::Arc;
 
 use crate::layer::{IValue, Layer, Run, RunEntry};
@@ -197,24 +197,13 @@ pub(crate) fn run_span(run: &Run, bounds: &KeyRange) -> (usize, usize) {
 /// entries.
 const SOURCES: usize = 3;
 
-/// Where the cursor is: the group of the current user key in each source, and which
-/// entry is the visible one.
-#[derive(Clone, Copy, Debug)]
-struct Position {
-    /// `source s` holds the current key's entries at `start[s]..end[s]`.
-    start: [usize; SOURCES],
-    end: [usize; SOURCES],
-    /// The visible entry: in this source, at this index.
-    source: usize,
-    at: usize,
-}
-
 /// A cursor over one column family of a snapshot, within bounds.
 ///
 /// It merges three sorted runs: the range's base and delta runs (shared through `Arc`s,
 /// read in place) and a compact copy of the memtables' entries within bounds, made when
 /// the cursor is made (memtables are small: a compaction folds them into the delta). So
-/// it holds no lock and allocates nothing per step.
+/// it holds no lock and allocates nothing per step. Its place is kept in its own fields,
+/// updated one index at a time: a step copies no position around.
 #[derive(Debug)]
 pub struct SnapshotIter {
     /// The base run, the delta run, the recent entries.
@@ -224,12 +213,18 @@ pub struct SnapshotIter {
     hi: [usize; SOURCES],
     seq: u64,
     /// No recent entries, no delta within bounds, and every base entry visible as its
-    /// key's only one: each step is the next entry, and the cursor is `cursor` alone
-    /// (`position` stays `None`).
+    /// key's only one: each step is the next entry, and the cursor is `cursor` alone.
     plain: bool,
     /// The plain case's place: a base index in `lo[0]..hi[0]`, or [`NOWHERE`].
     cursor: usize,
-    position: Option<Position>,
+    /// Off the plain case: the current key's entries lie at `start[s]..end[s]` of each
+    /// source `s` (where a step goes on from, when the cursor is on no entry: after a
+    /// seek, and before the first).
+    start: [usize; SOURCES],
+    end: [usize; SOURCES],
+    /// The visible entry of the current key: its source and index; `None` when the
+    /// cursor is on no entry.
+    on: Option<(usize, usize)>,
 }
 
 /// The plain cursor's "not on an entry".
@@ -262,8 +257,9 @@ impl SnapshotIter {
         let (base_lo, base_hi) = run_span(&layers.run, bounds);
         let (delta_lo, delta_hi) = run_span(&layers.delta, bounds);
         let plain = recent.len() == 0 && delta_lo == delta_hi && layers.run.plain_at(seq);
+        let lo = [base_lo, delta_lo, 0];
         Ok(SnapshotIter {
-            lo: [base_lo, delta_lo, 0],
+            lo,
             hi: [base_hi, delta_hi, recent.len()],
             runs: [
                 Arc::clone(&layers.run),
@@ -273,7 +269,9 @@ impl SnapshotIter {
             seq,
             plain,
             cursor: NOWHERE,
-            position: None,
+            start: lo,
+            end: lo,
+            on: None,
         })
     }
 
@@ -287,13 +285,24 @@ impl SnapshotIter {
         };
     }
 
+    /// Source `s` (the last for any `s` past it: no bounds check to inline).
+    #[inline]
+    fn source(&self, s: usize) -> &Run {
+        let [base, delta, recent] = &self.runs;
+        match s {
+            0 => base,
+            1 => delta,
+            _ => recent,
+        }
+    }
+
     /// The current entry's key, if the cursor is on one.
     fn current_key(&self) -> Option<&[u8]> {
         if self.plain {
             return (self.cursor != NOWHERE).then(|| self.runs[0].key(self.cursor));
         }
-        let p = self.position?;
-        Some(self.source(p.source).key(p.at))
+        let (s, at) = self.on?;
+        Some(self.source(s).key(at))
     }
 
     /// To the first key in bounds.
@@ -301,7 +310,8 @@ impl SnapshotIter {
         if self.plain {
             return self.plain_at(self.lo[0]);
         }
-        self.forward(self.lo);
+        self.end = self.lo;
+        self.forward();
     }
 
     /// To the last key in bounds.
@@ -309,7 +319,8 @@ impl SnapshotIter {
         if self.plain {
             return self.plain_at(self.hi[0].wrapping_sub(1));
         }
-        self.backward(self.hi);
+        self.start = self.hi;
+        self.backward();
     }
 
     /// To the first key `>= key` (and in bounds). A seek ahead of the current key — a
@@ -328,27 +339,27 @@ impl SnapshotIter {
             };
             return self.plain_at(a);
         }
-        let at = match self.position {
-            Some(p) if ahead => {
-                std::array::from_fn(|s| gallop(&self.runs[s], p.end[s], self.hi[s], key))
-            }
-            _ => std::array::from_fn(|s| {
-                (self.runs[s].lower(key, u64::MAX)).clamp(self.lo[s], self.hi[s])
-            }),
-        };
-        self.forward(at);
+        for s in 0..SOURCES {
+            let (run, lo, hi) = (&self.runs[s], self.lo[s], self.hi[s]);
+            self.end[s] = if ahead {
+                gallop(run, self.end[s], hi, key)
+            } else {
+                run.lower(key, u64::MAX).clamp(lo, hi)
+            };
+        }
+        self.forward();
     }
 
     /// To the last key `<= key` (and in bounds).
     pub fn seek_for_prev(&mut self, key: &[u8]) {
-        let at: [usize; SOURCES] = std::array::from_fn(|s| {
-            let (lo, hi) = (self.lo[s], self.hi[s]);
-            self.runs[s].partition(lo, hi, |k, _| k <= key)
-        });
-        if self.plain {
-            return self.plain_at(at[0].wrapping_sub(1));
+        for s in 0..SOURCES {
+            let (run, lo, hi) = (&self.runs[s], self.lo[s], self.hi[s]);
+            self.start[s] = run.partition(lo, hi, |k, _| k <= key);
         }
-        self.backward(at);
+        if self.plain {
+            return self.plain_at(self.start[0].wrapping_sub(1));
+        }
+        self.backward();
     }
 
     /// One key forward.
@@ -360,15 +371,8 @@ impl SnapshotIter {
             }
             return;
         }
-        self.next_merged();
-    }
-
-    /// [`SnapshotIter::next`] off the plain case: kept out of line, so that a plain scan's
-    /// step stays small enough to inline into the caller's loop.
-    #[inline(never)]
-    fn next_merged(&mut self) {
-        if let Some(p) = self.position {
-            self.forward(p.end);
+        if self.on.is_some() {
+            self.forward();
         }
     }
 
@@ -381,8 +385,8 @@ impl SnapshotIter {
             }
             return;
         }
-        if let Some(p) = self.position {
-            self.backward(p.start);
+        if self.on.is_some() {
+            self.backward();
         }
     }
 
@@ -392,89 +396,149 @@ impl SnapshotIter {
         if self.plain {
             return (self.cursor != NOWHERE).then(|| self.runs[0].pair(self.cursor));
         }
-        let p = self.position?;
-        let source = self.source(p.source);
-        Some((source.key(p.at), source.value(p.at)?))
+        let (s, at) = self.on?;
+        let source = self.source(s);
+        Some((source.key(at), source.value(at)?))
     }
 
-    /// Source `s` (the last for any `s` past it: no bounds check to inline).
-    #[inline]
-    fn source(&self, s: usize) -> &Run {
-        let [base, delta, recent] = &self.runs;
-        match s {
-            0 => base,
-            1 => delta,
-            _ => recent,
-        }
-    }
-
-    /// Moves to the first key with a visible value at or after index `at[s]` of each
+    /// Moves to the first key with a visible value at or after index `end[s]` of each
     /// source `s`.
-    fn forward(&mut self, mut at: [usize; SOURCES]) {
-        self.position = loop {
-            let mut key: Option<&[u8]> = None;
-            for ((run, &i), &hi) in self.runs.iter().zip(&at).zip(&self.hi) {
-                if i < hi {
-                    let k = run.key(i);
-                    key = Some(key.map_or(k, |m| m.min(k)));
-                }
-            }
-            let Some(key) = key else {
-                break None;
-            };
-            let end = std::array::from_fn(|s| group_end(&self.runs[s], at[s], self.hi[s], key));
-            if let Some(p) = self.pick(at, end) {
-                break Some(p);
-            }
-            at = end;
-        };
-    }
-
-    /// Moves to the last key with a visible value before index `at[s]` of each source
-    /// `s`.
-    fn backward(&mut self, mut at: [usize; SOURCES]) {
-        self.position = loop {
-            let mut key: Option<&[u8]> = None;
-            for ((run, &i), &lo) in self.runs.iter().zip(&at).zip(&self.lo) {
-                if i > lo {
-                    let k = run.key(i - 1);
-                    key = Some(key.map_or(k, |m| m.max(k)));
-                }
-            }
-            let Some(key) = key else {
-                break None;
-            };
-            let start = std::array::from_fn(|s| group_start(&self.runs[s], self.lo[s], at[s], key));
-            if let Some(p) = self.pick(start, at) {
-                break Some(p);
-            }
-            at = start;
-        };
-    }
-
-    /// The visible entry of one key's groups (`start[s]..end[s]` of each source `s`), if
-    /// its newest version at or below the snapshot is not a deletion. A sequence number
-    /// in two sources (a load's entry merged beside a write's) goes to the later source.
-    fn pick(&self, start: [usize; SOURCES], end: [usize; SOURCES]) -> Option<Position> {
-        let mut best: Option<(usize, usize, u64)> = None; // source, index, sequence
-        for s in 0..SOURCES {
-            let run = &self.runs[s];
-            let Some(i) = (start[s]..end[s]).find(|i| run.seq(*i) <= self.seq) else {
-                continue;
-            };
-            let seq = run.seq(i);
-            if best.is_none_or(|(_, _, b)| seq >= b) {
-                best = Some((s, i, seq));
-            }
+    #[inline(never)]
+    fn forward(&mut self) {
+        if self.lo[1] < self.hi[1] {
+            self.forward_over::<true>();
+        } else {
+            self.forward_over::<false>();
         }
-        let (source, at, _) = best?;
-        self.runs[source].value(at).is_some().then_some(Position {
+    }
+
+    /// [`SnapshotIter::forward`], over the delta too only when `DELTA` (a scan with no
+    /// delta within its bounds steps as fast as over two sources).
+    #[inline(always)]
+    fn forward_over<const DELTA: bool>(&mut self) {
+        let SnapshotIter {
+            runs,
+            hi,
+            seq,
             start,
             end,
-            source,
-            at,
-        })
+            on,
+            ..
+        } = self;
+        let runs = runs.each_ref().map(|run| &**run);
+        *on = loop {
+            // The smallest head, and the sources whose head it is.
+            let mut key: Option<&[u8]> = None;
+            let mut holds = [false; SOURCES];
+            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+                if end[s] < hi[s] {
+                    let k = runs[s].key(end[s]);
+                    match key.map(|m| k.cmp(m)) {
+                        None | Some(Ordering::Less) => {
+                            (key, holds) = (Some(k), [false; SOURCES]);
+                            holds[s] = true;
+                        }
+                        Some(Ordering::Equal) => holds[s] = true,
+                        Some(Ordering::Greater) => {}
+                    }
+                }
+            }
+            let Some(key) = key else {
+                break None;
+            };
+            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+                start[s] = end[s];
+                if holds[s] {
+                    end[s] = group_end(runs[s], end[s] + 1, hi[s], key);
+                }
+            }
+            if let Some(found) = pick::<DELTA>(runs, *seq, start, end) {
+                break Some(found);
+            }
+        };
     }
+
+    /// Moves to the last key with a visible value before index `start[s]` of each source
+    /// `s`.
+    #[inline(never)]
+    fn backward(&mut self) {
+        if self.lo[1] < self.hi[1] {
+            self.backward_over::<true>();
+        } else {
+            self.backward_over::<false>();
+        }
+    }
+
+    /// [`SnapshotIter::backward`], over the delta too only when `DELTA`.
+    #[inline(always)]
+    fn backward_over<const DELTA: bool>(&mut self) {
+        let SnapshotIter {
+            runs,
+            lo,
+            seq,
+            start,
+            end,
+            on,
+            ..
+        } = self;
+        let runs = runs.each_ref().map(|run| &**run);
+        *on = loop {
+            // The largest entry before each source's place, and the sources it lies in.
+            let mut key: Option<&[u8]> = None;
+            let mut holds = [false; SOURCES];
+            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+                if start[s] > lo[s] {
+                    let k = runs[s].key(start[s] - 1);
+                    match key.map(|m| k.cmp(m)) {
+                        None | Some(Ordering::Greater) => {
+                            (key, holds) = (Some(k), [false; SOURCES]);
+                            holds[s] = true;
+                        }
+                        Some(Ordering::Equal) => holds[s] = true,
+                        Some(Ordering::Less) => {}
+                    }
+                }
+            }
+            let Some(key) = key else {
+                break None;
+            };
+            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+                end[s] = start[s];
+                if holds[s] {
+                    start[s] = group_start(runs[s], lo[s], start[s] - 1, key);
+                }
+            }
+            if let Some(found) = pick::<DELTA>(runs, *seq, start, end) {
+                break Some(found);
+            }
+        };
+    }
+}
+
+/// The visible entry of one key's groups (`start[s]..end[s]` of each source `s`), if its
+/// newest version at or below `seq` is not a deletion: its source and index. A sequence
+/// number in two sources (a load's entry merged beside a write's) goes to the later
+/// source. Over the delta only when `DELTA`.
+#[inline(always)]
+fn pick<const DELTA: bool>(
+    runs: [&Run; SOURCES],
+    seq: u64,
+    start: &[usize; SOURCES],
+    end: &[usize; SOURCES],
+) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize, u64)> = None; // source, index, sequence
+    for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+        let run = runs[s];
+        let Some(i) = (start[s]..end[s]).find(|i| run.seq(*i) <= seq) else {
+            continue;
+        };
+        let found = run.seq(i);
+        if best.is_none_or(|(_, _, b)| found >= b) {
+            best = Some((s, i, found));
+        }
+    }
+    let (source, at, _) = best?;
+    runs[source].value(at).is_some().then_some((source, at))
 }
 
 /// The first index in `from..hi` whose key is `>= key`, searched from `from` in doubling
