@@ -17,9 +17,10 @@ use crate::{KeyRange, MemError, MemKv, RangeId};
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GcStats {
-    /// Entries before (all layers, all column families).
+    /// Entries the compaction read (the layers it merged, all column families: the
+    /// memtables and the delta, and the base when it rebuilt that too).
     pub entries_before: usize,
-    /// Entries after.
+    /// Entries in the runs it built.
     pub entries_after: usize,
     /// Write records removed by MVCC GC.
     pub versions_removed: usize,
