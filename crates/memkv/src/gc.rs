@@ -41,7 +41,7 @@ impl MemKv {
     /// base untouched); once the delta and the memtables reach the base, or with
     /// `safe_point`, the base, the delta and the memtables become one new base (the
     /// delta left empty). A rebuilt run keeps each key's newest entry; a new base drops
-    /// deletions too (a delta keeps them: the base may hold what they delete). With
+    /// deletions too, and a new delta those of keys the base does not hold. With
     /// `safe_point`, MVCC GC below it, with TiKV's rules: per user
     /// key keep every version above the safe point and the newest put at or below it;
     /// drop older versions, rollbacks and locks at or below it, and everything under a
@@ -76,13 +76,17 @@ impl MemKv {
         let bounds = &range.bounds;
         // Column family `i`'s merge, straight into its run (copied once), but the keys
         // `keep` refuses: the base, the delta and the memtables into a new base (`full`),
-        // or the delta and the memtables into a new delta, deletions kept (the base may
-        // hold what they delete).
+        // or the delta and the memtables into a new delta, with the deletions of keys the
+        // base holds.
         let build = |i: usize, stats: &mut GcStats, keep: Option<Keep<'_>>| {
             let (run, sides) = sources(&layers[i], bounds, &spans[i], full);
             let builder = merge_builder(run, bounds, &sides, self.tracker());
             let mut sink = Builder { builder, keep };
-            let deletions = keep_deletions || !full;
+            let deletions = match (keep_deletions, full) {
+                (true, _) => Deletions::Keep,
+                (false, true) => Deletions::Drop,
+                (false, false) => Deletions::Over(&layers[i].run),
+            };
             newest_entries(run, &sides, (bounds, seq, deletions), stats, &mut sink)?;
             stats.entries_after += sink.builder.len();
             Ok::<Run, MemError>(sink.builder.finish(tracker))
@@ -98,7 +102,8 @@ impl MemKv {
             Some(sp) => {
                 let mut merged = Vec::new();
                 let (run, sides) = sources(&layers[2], bounds, &spans[2], full);
-                newest_entries(run, &sides, (bounds, seq, false), &mut stats, &mut merged)?;
+                let at = (&**bounds, seq, Deletions::Drop);
+                newest_entries(run, &sides, at, &mut stats, &mut merged)?;
                 let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
                 stats.values_removed = dropped_values.len();
                 stats.entries_after += write.len();
@@ -219,6 +224,38 @@ fn wants_full(layers: &[CfLayers; 3], bounds: &KeyRange) -> bool {
     rest >= base
 }
 
+/// Which deletions a merge hands on, when a deletion is its key's newest entry.
+#[derive(Clone, Copy)]
+enum Deletions<'a> {
+    /// None: nothing lies under what the merge builds (a new base).
+    Drop,
+    /// Every one: a load's older entries of the key may still arrive.
+    Keep,
+    /// Those of keys this run holds: it lies under what the merge builds (a new delta
+    /// over the base). A lock written and released between two compactions leaves
+    /// nothing behind.
+    Over(&'a Run),
+}
+
+impl Deletions<'_> {
+    /// Whether every deletion is handed on (a stretch holding some may go whole).
+    fn all_kept(self) -> bool {
+        matches!(self, Deletions::Keep)
+    }
+
+    /// Whether a deletion of `key` is handed on.
+    fn keeps(self, key: &[u8]) -> bool {
+        match self {
+            Deletions::Drop => false,
+            Deletions::Keep => true,
+            Deletions::Over(base) => {
+                let i = base.lower(key, u64::MAX);
+                i < base.len() && base.key(i) == key
+            }
+        }
+    }
+}
+
 /// A compaction's main run, and the sources merged beside it: the base with the delta
 /// and the memtables (`full`), or the delta with the memtables.
 fn sources<'a>(
@@ -288,8 +325,9 @@ impl<'a> Sink<'a> for Builder<'_> {
 /// The newest live entry at or below `seq` of every key within `bounds`, from `run` and
 /// the `sides` beside it (the delta run, the frozen memtables' entries, each copied out),
 /// in key order, each key once, handed to `sink`: one linear merge, borrowing every key and value. With
-/// `keep_deletions`, a key whose newest entry is a deletion hands that on too (a load's
-/// older entry of the key may still arrive, and must stay hidden).
+/// `deletions` saying so, a key whose newest entry is a deletion hands that on too (a
+/// load's older entry of the key may still arrive, or the base under a new delta holds
+/// the key: either must stay hidden).
 ///
 /// The merge goes by stretches: the run's entries before the next entry of a side, then
 /// that side's entries before the next entry of the run and of every other side,
@@ -306,13 +344,13 @@ impl<'a> Sink<'a> for Builder<'_> {
 fn newest_entries<'a>(
     run: &'a Run,
     sides: &[Side<'a>],
-    (bounds, seq, keep_deletions): (&KeyRange, u64, bool),
+    (bounds, seq, deletions): (&KeyRange, u64, Deletions<'_>),
     stats: &mut GcStats,
     sink: &mut dyn Sink<'a>,
 ) -> Result<(), MemError> {
     let (mut at_run, hi) = run_span(run, bounds);
     let mut at_side: Vec<usize> = sides.iter().map(|side| side.from).collect();
-    let copyable = run.copyable_at(seq, keep_deletions);
+    let copyable = run.copyable_at(seq, deletions.all_kept());
     let mut current: Option<&'a [u8]> = None; // the key whose newest entry was taken
     // Whether the run's next entry is known to come before the memtables' next (the last
     // memtable stretch ended at it).
@@ -326,7 +364,7 @@ fn newest_entries<'a>(
                 return Ok(());
             }
             *current = Some(key);
-            if value.is_some() || keep_deletions {
+            if value.is_some() || deletions.keeps(key) {
                 sink.part(part)
             } else {
                 Ok(())
@@ -403,7 +441,7 @@ fn newest_entries<'a>(
         at_side[m] = until;
         take(sink, &mut current, part, true)?;
         let mut next = from + 1;
-        if span.copyable_at(seq, keep_deletions)
+        if span.copyable_at(seq, deletions.all_kept())
             && until > next
             && let Some(copied) = sink.stretch(span, next, until)
         {
@@ -670,6 +708,38 @@ mod tests {
         assert_eq!(snapshot.get(Cf::Lock, b"c"), Some(b"5".to_vec()));
     }
 
+    /// A lock written and released between two compactions, over a larger base, leaves
+    /// nothing in the new delta; the deletion of a key the base holds stays there, and
+    /// hides it.
+    #[test]
+    fn a_delta_keeps_only_the_deletions_the_base_needs() {
+        let kv = store_with_two_writes();
+        kv.write(
+            WriteBatch::new()
+                .put(Cf::Lock, "d", "3")
+                .put(Cf::Lock, "e", "4"),
+            3,
+        )
+        .unwrap();
+        assert!(kv.compact(RangeId(1), None).unwrap().installed); // the base: b, d, e, m
+        let released = WriteBatch::new()
+            .put(Cf::Lock, "c", "5")
+            .delete(Cf::Lock, "c")
+            .delete(Cf::Lock, "d")
+            .clone();
+        kv.write(&released, 5).unwrap();
+        assert!(kv.compact(RangeId(1), None).unwrap().installed);
+        let range = kv.range(RangeId(1)).unwrap();
+        let layers = range.layers(Cf::Lock);
+        assert_eq!((layers.run.len(), layers.delta.len()), (4, 1));
+        let snapshot = kv.snapshot(RangeId(1), 7).unwrap();
+        let held = |key: &[u8]| snapshot.get(Cf::Lock, key);
+        assert_eq!(
+            [held(b"b"), held(b"c"), held(b"d")],
+            [Some(b"1".to_vec()), None, None]
+        );
+    }
+
     /// A split between a compaction's freeze and its install: the parent is gone, the work
     /// installs nowhere, and the caller hears of it.
     #[test]
@@ -757,13 +827,20 @@ mod tests {
             to: delta.len(),
         };
         let with_delta = [delta_side, span_sides[0], span_sides[1]];
-        for (keep_deletions, sides) in [
-            (false, &span_sides[..]),
-            (true, &span_sides[..]),
-            (false, &with_delta[..]),
-            (true, &with_delta[..]),
+        // The deletion (of a version the run holds) is kept when deletions are, and over
+        // a base that holds its key; not over one that does not.
+        let (other, elsewhere) = (Run::new(&[], None).unwrap(), key(30, 0));
+        let other_base = Run::new(&[entry(elsewhere, 1)], None).unwrap();
+        for (deletions, sides, kept) in [
+            (Deletions::Drop, &span_sides[..], false),
+            (Deletions::Keep, &span_sides[..], true),
+            (Deletions::Drop, &with_delta[..], false),
+            (Deletions::Keep, &with_delta[..], true),
+            (Deletions::Over(&run), &with_delta[..], true),
+            (Deletions::Over(&other), &with_delta[..], false),
+            (Deletions::Over(&other_base), &span_sides[..], false),
         ] {
-            let at = (&bounds, 800, keep_deletions);
+            let at = (&bounds, 800, deletions);
             let mut one_by_one = Vec::new();
             let mut stats = GcStats::default();
             newest_entries(&run, sides, at, &mut stats, &mut one_by_one).unwrap();
@@ -793,7 +870,7 @@ mod tests {
             let delta = if sides.len() == 3 { 8 } else { 0 };
             assert_eq!(stats.entries_before, 223 + delta);
             let new_keys = delta.saturating_sub(1);
-            assert_eq!(built.len(), 220 + new_keys - usize::from(!keep_deletions));
+            assert_eq!(built.len(), 219 + new_keys + usize::from(kept));
         }
     }
 
