@@ -660,6 +660,19 @@ mod tests {
         kv
     }
 
+    /// [`store_with_two_writes`], two more lock-CF writes (at 3 and 4), and a compaction:
+    /// a base of four entries, and no delta.
+    fn store_with_a_base_of_four() -> MemKv {
+        let kv = store_with_two_writes();
+        let batch = WriteBatch::new()
+            .put(Cf::Lock, "d", "3")
+            .put(Cf::Lock, "e", "4")
+            .clone();
+        kv.write(&batch, 3).unwrap();
+        assert!(kv.compact(RangeId(1), None).unwrap().installed);
+        kv
+    }
+
     /// Empty runs for an install (what is installed does not matter to these tests).
     fn empty_runs(kv: &MemKv) -> [Run; 3] {
         [(); 3].map(|()| Run::new(&[], Some(kv.tracker())).unwrap())
@@ -686,15 +699,7 @@ mod tests {
     /// is the one this compaction read, the delta is not): nothing is installed over it.
     #[test]
     fn a_compaction_that_loses_to_a_delta_compaction_says_so() {
-        let kv = store_with_two_writes();
-        kv.write(
-            WriteBatch::new()
-                .put(Cf::Lock, "d", "3")
-                .put(Cf::Lock, "e", "4"),
-            3,
-        )
-        .unwrap();
-        assert!(kv.compact(RangeId(1), None).unwrap().installed); // the base: four entries
+        let kv = store_with_a_base_of_four();
         kv.write(WriteBatch::new().put(Cf::Lock, "c", "5"), 5)
             .unwrap();
         let range = kv.range(RangeId(1)).unwrap();
@@ -713,15 +718,7 @@ mod tests {
     /// hides it.
     #[test]
     fn a_delta_keeps_only_the_deletions_the_base_needs() {
-        let kv = store_with_two_writes();
-        kv.write(
-            WriteBatch::new()
-                .put(Cf::Lock, "d", "3")
-                .put(Cf::Lock, "e", "4"),
-            3,
-        )
-        .unwrap();
-        assert!(kv.compact(RangeId(1), None).unwrap().installed); // the base: b, d, e, m
+        let kv = store_with_a_base_of_four(); // b, d, e, m
         let released = WriteBatch::new()
             .put(Cf::Lock, "c", "5")
             .delete(Cf::Lock, "c")
