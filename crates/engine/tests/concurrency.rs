@@ -107,11 +107,20 @@ fn snapshot_evict_gc_and_load_race_on_one_region() {
                 }
             });
         }
-        // Evict and reload, over and over; each reload serves a while before the next.
+        // Evict and reload, over and over; each reload serves a while before the next:
+        // until a reader was served from memory, or 50 ms (on a loaded machine the
+        // readers may get no core in a window of a few milliseconds, run after run).
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
                 assert!(engine.wait_idle(Duration::from_secs(10)));
+                let (served, since) = (memory_reads.load(Ordering::Relaxed), Instant::now());
                 std::thread::sleep(Duration::from_millis(2));
+                while memory_reads.load(Ordering::Relaxed) == served
+                    && since.elapsed() < Duration::from_millis(50)
+                    && !done.load(Ordering::SeqCst)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 engine.evict_region(RegionId(1), EvictReason::Manual, None);
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while engine
