@@ -430,7 +430,7 @@ impl SnapshotIter {
             // The smallest head, and the sources whose head it is.
             let mut key: Option<&[u8]> = None;
             let mut holds = [false; SOURCES];
-            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+            for s in merged::<DELTA>() {
                 if end[s] < hi[s] {
                     let k = runs[s].key(end[s]);
                     match key.map(|m| k.cmp(m)) {
@@ -446,7 +446,7 @@ impl SnapshotIter {
             let Some(key) = key else {
                 break None;
             };
-            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+            for s in merged::<DELTA>() {
                 start[s] = end[s];
                 if holds[s] {
                     end[s] = group_end(runs[s], end[s] + 1, hi[s], key);
@@ -486,7 +486,7 @@ impl SnapshotIter {
             // The largest entry before each source's place, and the sources it lies in.
             let mut key: Option<&[u8]> = None;
             let mut holds = [false; SOURCES];
-            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+            for s in merged::<DELTA>() {
                 if start[s] > lo[s] {
                     let k = runs[s].key(start[s] - 1);
                     match key.map(|m| k.cmp(m)) {
@@ -502,7 +502,7 @@ impl SnapshotIter {
             let Some(key) = key else {
                 break None;
             };
-            for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+            for s in merged::<DELTA>() {
                 end[s] = start[s];
                 if holds[s] {
                     start[s] = group_start(runs[s], lo[s], start[s] - 1, key);
@@ -513,6 +513,12 @@ impl SnapshotIter {
             }
         };
     }
+}
+
+/// The sources a merge reads: all three, or (not `DELTA`) the base and the recent entries.
+#[inline(always)]
+fn merged<const DELTA: bool>() -> impl Iterator<Item = usize> {
+    (0..SOURCES).filter(|&s| DELTA || s != 1)
 }
 
 /// The visible entry of one key's groups (`start[s]..end[s]` of each source `s`), if its
@@ -527,7 +533,7 @@ fn pick<const DELTA: bool>(
     end: &[usize; SOURCES],
 ) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize, u64)> = None; // source, index, sequence
-    for s in (0..SOURCES).filter(|&s| DELTA || s != 1) {
+    for s in merged::<DELTA>() {
         let run = runs[s];
         let Some(i) = (start[s]..end[s]).find(|i| run.seq(*i) <= seq) else {
             continue;
