@@ -38,6 +38,7 @@ pub use ime_disk::DiskReader;
 pub use ime_memkv::mvcc::{KvPair, MvccError};
 pub use ime_metrics::{
     Collections, Compactions, Difference, Fences, Gaps, Loads, MvccWork, ReadOp, Snapshots, Stats,
+    TIMED_ONE_IN,
 };
 pub use ime_region::ApplyHeader;
 pub use read::{HybridIter, HybridSnapshot};

@@ -10,8 +10,7 @@ use ime_memkv::mvcc::{
 };
 
 use crate::{EngineError, HybridSnapshot};
-use ime_metrics::ReadOp;
-use std::time::Instant;
+use ime_metrics::{ReadLatencies, ReadOp};
 
 impl<D: DiskEngine> HybridSnapshot<D> {
     /// The value of `user_key` at the snapshot's read_ts: the newest committed put at or
@@ -21,7 +20,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     /// # Errors
     /// [`MvccError::KeyIsLocked`] (as [`EngineError::Mvcc`]), or a read failure.
     pub fn mvcc_get(&self, user_key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        let started = Instant::now();
+        let started = ReadLatencies::start(ReadOp::Get);
         let encoded = encode_bytes(user_key); // the lock CF's key, and the versions' prefix
         self.check_lock(&encoded)?;
         let versions = versions_at_or_below(&encoded, self.read_ts())?;
@@ -70,7 +69,7 @@ impl<D: DiskEngine> HybridSnapshot<D> {
         limit: usize,
         check_locks: bool,
     ) -> Result<Vec<KvPair>, EngineError> {
-        let started = Instant::now();
+        let started = ReadLatencies::start(ReadOp::Scan);
         let asked = KeyRange::with_end(encode_bytes(start), end.map(encode_bytes))?;
         // The reader asked for the region: bounds past it (an open end) are clamped to
         // it, so that memory serves the scan.

@@ -11,7 +11,7 @@ use ime_stripes::View;
 
 use crate::shared::{Core, Meta};
 use crate::{Engine, EngineError};
-use ime_metrics::{IterWork, MvccWork, ReadOp, Source, WorkTally};
+use ime_metrics::{IterWork, MvccWork, ReadLatencies, ReadOp, Source, WorkTally};
 use std::time::Instant;
 
 /// The memory side of a snapshot: the store's snapshot and the registration that holds
@@ -74,7 +74,7 @@ impl<D: DiskEngine> Engine<D> {
     /// why. A caller ahead of the cache reveals a missed event: the region is evicted
     /// (`EpochGap` / `IndexGap`).
     pub fn snapshot(&self, region: RegionId, request: ReadRequest) -> HybridSnapshot<D> {
-        let (core, started) = (&self.core, Instant::now());
+        let (core, started) = (&self.core, ReadLatencies::start(ReadOp::Snapshot));
         // The view outside the lock (its disk snapshot is the slow part); a load that ended
         // since refuses it a memory snapshot, and it is taken again (docs/engine.md).
         let mut view = core.view(region, false);
@@ -226,8 +226,14 @@ impl<D: DiskEngine> HybridSnapshot<D> {
     }
 
     /// Adds an MVCC read's work to the snapshot's and its region's statistics, and its
-    /// time since `started` to the latencies of `op` from this snapshot's source.
-    pub(crate) fn note_work(&self, (scanned, returned): (u64, u64), op: ReadOp, started: Instant) {
+    /// time since `started` (when it was timed) to the latencies of `op` from this
+    /// snapshot's source.
+    pub(crate) fn note_work(
+        &self,
+        (scanned, returned): (u64, u64),
+        op: ReadOp,
+        started: Option<Instant>,
+    ) {
         self.work.add(scanned, returned);
         self.core.metrics.read_took(op, self.from_memory(), started);
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{Peer, region, test_config};
 use ime_disk::Cf;
 use ime_disk::MemDisk;
-use ime_engine::{ByteSize, Config, Engine, EngineError, LoadStage, ReadOp};
+use ime_engine::{ByteSize, Config, Engine, EngineError, LoadStage, ReadOp, TIMED_ONE_IN};
 use ime_memkv::codec::{LockEntry, LockRecord, LockType, encode_bytes};
 use ime_region::{EvictReason, ReadRequest, RegionId, RegionState};
 
@@ -256,12 +256,24 @@ fn operators_see_latencies_by_source_wasted_snapshots_bytes_and_safe_points() {
         .evict_region(RegionId(2), ime_region::EvictReason::Manual, None);
     peer.idle();
     assert!(peer.check(1) && !peer.check(2));
+    // One read in `TIMED_ONE_IN` of each kind is timed, at random: reads again until
+    // each kind from each source has one in the sample (a few dozen rounds at most, but
+    // for one chance in about 10^28).
+    let metrics = peer.engine.metrics();
+    let latencies = metrics.0.latencies();
+    let sources = [true, false];
+    let all_timed =
+        || (ReadOp::ALL.iter()).all(|&op| sources.iter().all(|&m| latencies.count(op, m) > 0));
+    for _ in 0..64 * TIMED_ONE_IN {
+        if all_timed() {
+            break;
+        }
+        assert!(peer.check(1) && !peer.check(2));
+    }
     // A snapshot from memory that nobody reads is wasted; one that is read is not.
     drop(peer.snapshot(1));
     let stats = peer.engine.stats();
     assert_eq!(stats.wasted_snapshots, 1);
-    let metrics = peer.engine.metrics();
-    let latencies = metrics.0.latencies();
     for (op, memory) in [
         (ReadOp::Snapshot, true),
         (ReadOp::Scan, true),

@@ -40,7 +40,7 @@ mod reads;
 mod sharded;
 mod stats;
 
-pub use latency::{ReadLatencies, ReadOp};
+pub use latency::{ReadLatencies, ReadOp, TIMED_ONE_IN};
 pub use metrics::{Metrics, SharedMetrics};
 pub use reads::{Difference, IterWork, MvccWork, ReadCounters, WorkTally};
 pub(crate) use sharded::ShardedCounts;

@@ -219,16 +219,19 @@ impl Metrics {
         self.reads.inc(source as usize);
     }
 
-    /// A snapshot served from `source`, taken since `started` (counted and timed).
-    pub fn served_since(&self, source: Source, started: Instant) {
+    /// A snapshot served from `source`, taken since `started` (counted, and timed when
+    /// it was one to time: see [`ReadLatencies::start`]).
+    #[inline]
+    pub fn served_since(&self, source: Source, started: Option<Instant>) {
         self.served(source);
         let memory = source == Source::Memory;
         self.latencies.observe(ReadOp::Snapshot, memory, started);
     }
 
     /// A read `op` on a snapshot served from memory (`memory`) or disk took since
-    /// `started`.
-    pub fn read_took(&self, op: ReadOp, memory: bool, started: Instant) {
+    /// `started` (when it was one to time: see [`ReadLatencies::start`]).
+    #[inline]
+    pub fn read_took(&self, op: ReadOp, memory: bool, started: Option<Instant>) {
         self.latencies.observe(op, memory, started);
     }
 
