@@ -894,10 +894,10 @@ impl Memtable {
     }
 
     /// Calls `f` with each node within `bounds`, in order (every sequence); stops at the
-    /// first error. With the memtable's `writer` lock held, no node can be linked before
-    /// the first node at or past the bounds' end while the walk goes on: that node is
-    /// found once, and the walk ends when it reaches it, comparing no key. Without the
-    /// lock, each node's key is compared with the end.
+    /// first error. With the memtable's `writer` lock held, no node can be linked while
+    /// the walk goes on: the first node at or past the bounds' end is found once, and the
+    /// walk, in waves of segments side by side ([`Arena::each_in_waves`]), ends there,
+    /// comparing no key. Without the lock, each node's key is compared with the end.
     fn each_within<E>(
         &self,
         bounds: &KeyRange,
