@@ -64,7 +64,7 @@ fn draw(op: ReadOp) -> bool {
         };
         let mut x = draw.get();
         if x == 0 {
-            let seed = (ime_types::lane() as u64 + 1) * (op as u64 + 1);
+            let seed = (ime_types::lane() as u64 + 1).wrapping_mul(op as u64 + 1);
             x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         }
         x ^= x << 13;
