@@ -257,8 +257,8 @@ fn operators_see_latencies_by_source_wasted_snapshots_bytes_and_safe_points() {
     peer.idle();
     assert!(peer.check(1) && !peer.check(2));
     // One read in `TIMED_ONE_IN` of each kind is timed, at random: reads again until
-    // each kind from each source has one in the sample (a few dozen rounds at most, but
-    // for one chance in about 10^28).
+    // each kind from each source has one in the sample (a few dozen rounds, mostly; all
+    // 1,024 miss one kind with a chance of about 10^-28).
     let metrics = peer.engine.metrics();
     let latencies = metrics.0.latencies();
     let sources = [true, false];

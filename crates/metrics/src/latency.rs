@@ -51,7 +51,8 @@ pub const TIMED_ONE_IN: u64 = 16;
 
 thread_local! {
     /// Per operation, the thread's generator of which reads to time (zero: not seeded).
-    static DRAWS: [Cell<u64>; ReadOp::ALL.len()] = const { [const { Cell::new(0) }; 3] };
+    static DRAWS: [Cell<u64>; ReadOp::ALL.len()] =
+        const { [const { Cell::new(0) }; ReadOp::ALL.len()] };
 }
 
 /// Whether this thread's next `op` is timed: one in [`TIMED_ONE_IN`] at random
