@@ -9,9 +9,7 @@
 //! of each between two inserts of neighbours). A fourth, `reads`, writes without
 //! compacting and then reads: an MVCC point get of every user key at the newest
 //! timestamp and one at a timestamp halfway through the writes, ten times over (the
-//! memtable's search, for a profile to count). `IME_COMPACTION_THREADS` sets the
-//! threads a compaction may split its merge over (default 1:
-//! `MemKv::set_compaction_threads`).
+//! memtable's search, for a profile to count).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example compact_loop -- 200000
@@ -41,12 +39,6 @@ fn main() {
         hard_limit: 64 << 30,
         soft_limit: 32 << 30,
     });
-    if let Some(threads) = std::env::var("IME_COMPACTION_THREADS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-    {
-        kv.set_compaction_threads(threads);
-    }
     let range = RangeId(1);
     kv.create_range(
         range,

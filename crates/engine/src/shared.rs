@@ -262,10 +262,6 @@ impl<D: DiskEngine> Core<D> {
     ) -> Self {
         let t = config.thresholds();
         let mem = MemKv::new(MemConfig::new(t.capacity, t.evict_threshold));
-        // With the engine's threads, a large compaction splits over up to four cores.
-        let cores =
-            matches!(runner, Runner::Threads { .. }).then(std::thread::available_parallelism);
-        mem.set_compaction_threads(cores.and_then(Result::ok).map_or(1, |n| n.get().min(4)));
         Core {
             disk,
             mem,

@@ -4,11 +4,10 @@
 
 use std::cmp::Reverse;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
-use crate::layer::{Packed, Run, RunBuilder, SpareRuns, partition_point};
+use crate::layer::{Packed, Run, RunBuilder, partition_point};
 use crate::memory::MemoryTracker;
 use crate::memtable::Span;
 use crate::snapshot::run_span;
@@ -66,250 +65,59 @@ impl MemKv {
             return Ok(stats);
         }
         let (layers, seq) = self.freeze(&range);
+        let spans = layers.each_ref().map(|cf| {
+            cf.frozen
+                .iter()
+                .map(|m| m.span_copy(&range.bounds, u64::MAX))
+                .collect::<Vec<_>>()
+        });
+        let full = safe_point.is_some() || wants_full(&layers, &range.bounds);
+        let tracker = Some(self.tracker());
         let bounds = &range.bounds;
-        let merge = Merge {
-            bounds,
-            seq,
-            full: safe_point.is_some() || wants_full(&layers, bounds),
-            keep_deletions,
-            tracker: self.tracker(),
-            threads: self.compaction_threads(),
+        // Column family `i`'s merge, straight into its run (copied once), but the keys
+        // `keep` refuses: the base, the delta and the memtables into a new base (`full`),
+        // or the delta and the memtables into a new delta, with the deletions of keys the
+        // base holds.
+        let build = |i: usize, stats: &mut GcStats, keep: Option<Keep<'_>>| {
+            let (run, sides) = sources(&layers[i], bounds, &spans[i], full);
+            let builder = merge_builder(run, bounds, &sides, self.tracker());
+            let mut sink = Builder { builder, keep };
+            let deletions = match (keep_deletions, full) {
+                (true, _) => Deletions::Keep,
+                (false, true) => Deletions::Drop,
+                (false, false) => Deletions::Over(&layers[i].run),
+            };
+            newest_entries(run, &sides, (bounds, seq, deletions), stats, &mut sink)?;
+            stats.entries_after += sink.builder.len();
+            Ok::<Run, MemError>(sink.builder.finish(tracker))
         };
         let runs = match safe_point {
             None => [
-                merge.build(&layers[0], None, &mut stats)?,
-                merge.build(&layers[1], None, &mut stats)?,
-                merge.build(&layers[2], None, &mut stats)?,
+                build(0, &mut stats, None)?,
+                build(1, &mut stats, None)?,
+                build(2, &mut stats, None)?,
             ],
             // The write CF is collected first: the values of the puts it drops leave the
             // default CF as that one is merged.
             Some(sp) => {
                 let mut merged = Vec::new();
-                let spans = copies(&layers[2], bounds);
-                let (run, sides) = sources(&layers[2], bounds, &spans, merge.full);
+                let (run, sides) = sources(&layers[2], bounds, &spans[2], full);
                 let at = (&**bounds, seq, Deletions::Drop);
                 newest_entries(run, &sides, at, &mut stats, &mut merged)?;
                 let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
                 stats.values_removed = dropped_values.len();
                 stats.entries_after += write.len();
-                let write = Run::from_parts(&write, Some(self.tracker()))?;
-                let keep = |key: &[u8]| !dropped_values.contains(key);
+                let write = Run::from_parts(&write, tracker)?;
                 [
-                    merge.build(&layers[0], Some(&keep), &mut stats)?,
-                    merge.build(&layers[1], None, &mut stats)?,
+                    build(0, &mut stats, Some(&|key| !dropped_values.contains(key)))?,
+                    build(1, &mut stats, None)?,
                     write,
                 ]
             }
         };
-        let full = merge.full;
         stats.installed = self.install(&range, &layers, (runs, full), seq);
         Ok(stats)
     }
-}
-
-/// One compaction's merge of each column family: its range's bounds, its sequence, the
-/// runs it rebuilds (`full`: the base too), whether it keeps deletions (a load is under
-/// way), and how many threads it may split a column family's merge over.
-struct Merge<'m> {
-    bounds: &'m KeyRange,
-    seq: u64,
-    full: bool,
-    keep_deletions: bool,
-    tracker: &'m Arc<MemoryTracker>,
-    threads: usize,
-}
-
-/// The fewest entries a piece of a split merge gets ([`Merge::pieces`]): below that, a
-/// thread's start costs more than it saves.
-const PIECE_MIN: usize = if cfg!(test) { 16 } else { 1 << 15 };
-
-/// About how much of a merge's time, in percent, goes to copying the memtables out
-/// ([`Memtable::span_copy`]: a walk of linked nodes, one cache miss after another), the
-/// part of a split merge done in parallel (`compact_loop 200000 no-gc 500`: 44%).
-const COPY_SHARE: usize = 45;
-
-impl Merge<'_> {
-    /// The column family `layers`' new run, but the keys `keep` refuses, its entries
-    /// counted into `stats`: straight into the run (copied once), the base, the delta
-    /// and the memtables into a new base (`full`), or the delta and the memtables into a
-    /// new delta, with the deletions of keys the base holds.
-    ///
-    /// A large merge is cut by key into pieces ([`Merge::pieces`]). Each later piece's
-    /// copy of the memtables is made on a thread of its own (they are sealed by the
-    /// freeze, so the copies need not take turns), while this thread copies and merges
-    /// the first piece; it then merges the later ones, in key order, into the same run
-    /// (given room for all of them), each as its copy is ready. The walk of the
-    /// memtables, most of a large merge's cache misses, runs in parallel; the merge
-    /// itself stays one, and nothing is copied twice. The run built is the one a merge
-    /// in one piece builds.
-    fn build(
-        &self,
-        layers: &CfLayers,
-        keep: Option<Keep<'_>>,
-        stats: &mut GcStats,
-    ) -> Result<Run, MemError> {
-        let pieces = self.pieces(layers);
-        let spares = &self.tracker.spares;
-        let Some((first, later)) = pieces.split_first() else {
-            let spans = copies(layers, self.bounds);
-            let (run, sides) = sources(layers, self.bounds, &spans, self.full);
-            let builder = merge_builder(run, self.bounds, &sides, Some(spares));
-            let mut sink = Builder { builder, keep };
-            self.merge_into(layers, self.bounds, &spans, stats, &mut sink)?;
-            return Ok(self.finish(sink.builder, stats));
-        };
-        let whole = room(layers, self.bounds, self.full);
-        let mut builder = RunBuilder::with_capacity(0, 0, 0);
-        builder.reserve_reusing(spares, whole.entries, whole.keys, whole.values);
-        let mut sink = Builder { builder, keep };
-        std::thread::scope(|scope| {
-            let copying: Vec<_> = (later.iter())
-                .map(|bounds| {
-                    let thread = std::thread::Builder::new().name("ime-compact".into());
-                    (
-                        bounds,
-                        thread.spawn_scoped(scope, || copies(layers, bounds)),
-                    )
-                })
-                .collect();
-            let spans = copies(layers, first);
-            self.merge_into(layers, first, &spans, stats, &mut sink)?;
-            for (bounds, copying) in copying {
-                let spans = match copying {
-                    Ok(thread) => thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: the copy here.
-                    Err(_) => copies(layers, bounds),
-                };
-                self.merge_into(layers, bounds, &spans, stats, &mut sink)?;
-            }
-            Ok::<(), MemError>(())
-        })?;
-        Ok(self.finish(sink.builder, stats))
-    }
-
-    /// The merge of the entries of `layers` within `bounds` (the range's, or a piece's),
-    /// `spans` the memtables' copies within them, into `sink`.
-    fn merge_into<'a>(
-        &self,
-        layers: &'a CfLayers,
-        bounds: &KeyRange,
-        spans: &'a [Span],
-        stats: &mut GcStats,
-        sink: &mut Builder<'_>,
-    ) -> Result<(), MemError> {
-        let (run, sides) = sources(layers, bounds, spans, self.full);
-        let deletions = match (self.keep_deletions, self.full) {
-            (true, _) => Deletions::Keep,
-            (false, true) => Deletions::Drop,
-            (false, false) => Deletions::Over(&layers.run),
-        };
-        newest_entries(run, &sides, (bounds, self.seq, deletions), stats, sink)
-    }
-
-    /// The run `builder` built, charged, its entries counted into `stats`.
-    fn finish(&self, builder: RunBuilder, stats: &mut GcStats) -> Run {
-        stats.entries_after += builder.len();
-        builder.finish(Some(self.tracker))
-    }
-
-    /// The bounds of the pieces a merge of `layers` is cut into, in key order, or none
-    /// when it is not cut: with more than one thread, and [`PIECE_MIN`] entries or more
-    /// for each of two pieces at least, at most one piece a thread.
-    ///
-    /// The cuts are keys of the larger of the base and the delta within the bounds (the
-    /// memtables' keys, most likely, lie as theirs do), with neither holding a few
-    /// entries a piece, the merge is not cut. The first piece, which this thread copies
-    /// and merges while the others are copied, is the smaller: with `n` pieces, it takes
-    /// `c / (c + n - 1)` of the entries and the others share the rest evenly, `c` the
-    /// share of a piece's time its copy takes ([`COPY_SHARE`]). Then the second piece's
-    /// copy ends about when the first piece's merge does.
-    fn pieces(&self, layers: &CfLayers) -> Vec<KeyRange> {
-        let (base, delta) = (
-            run_span(&layers.run, self.bounds),
-            run_span(&layers.delta, self.bounds),
-        );
-        let spanned = |(lo, hi): (usize, usize)| hi - lo;
-        let recent: usize = layers.frozen.iter().map(|m| m.len()).sum();
-        let entries = recent + spanned(delta) + if self.full { spanned(base) } else { 0 };
-        let pieces = self.threads.min(entries / PIECE_MIN);
-        let (run, (lo, hi)) = if spanned(base) >= spanned(delta) {
-            (&*layers.run, base)
-        } else {
-            (&*layers.delta, delta)
-        };
-        if pieces < 2 || hi - lo < pieces * SPARSE_CUT {
-            return Vec::new();
-        }
-        // In hundredths of a percent of the entries: the first piece's share, and each
-        // later one's.
-        let first = 10_000 * COPY_SHARE / (COPY_SHARE + 100 * (pieces - 1));
-        let each = (10_000 - first) / (pieces - 1);
-        let mut starts: Vec<&[u8]> = vec![self.bounds.start()];
-        for p in 0..pieces - 1 {
-            let cut = run.key(lo + (hi - lo) * (first + p * each) / 10_000);
-            if starts.last().is_some_and(|last| *last < cut) {
-                starts.push(cut);
-            }
-        }
-        let ends = (starts.iter().skip(1).map(|k| Some(k.to_vec())))
-            .chain([self.bounds.end().map(<[u8]>::to_vec)]);
-        let cut: Result<Vec<KeyRange>, _> = (starts.iter().zip(ends))
-            .map(|(start, end)| KeyRange::with_end(start.to_vec(), end))
-            .collect();
-        cut.ok()
-            .filter(|pieces| pieces.len() > 1)
-            .unwrap_or_default()
-    }
-}
-
-/// Entries a run must hold, per piece, for its keys to say where a merge is cut
-/// ([`Merge::pieces`]).
-const SPARSE_CUT: usize = if cfg!(test) { 2 } else { 64 };
-
-/// Room for a merge: entries, key bytes and value bytes.
-#[derive(Clone, Copy)]
-struct Room {
-    entries: usize,
-    keys: usize,
-    values: usize,
-}
-
-/// What a merge of `layers` within `bounds` can hold at most, from the runs' spans and
-/// the memtables' counts (before any is copied): room for a split merge's run, which its
-/// pieces fill in turn.
-fn room(layers: &CfLayers, bounds: &KeyRange, full: bool) -> Room {
-    let mut room = Room {
-        entries: 0,
-        keys: 0,
-        values: 0,
-    };
-    let mut add = |entries: usize, (keys, values): (usize, usize)| {
-        room.entries += entries;
-        room.keys += keys;
-        room.values += values;
-    };
-    let runs = if full {
-        [Some(&layers.run), Some(&layers.delta)]
-    } else {
-        [Some(&layers.delta), None]
-    };
-    for run in runs.into_iter().flatten() {
-        let (lo, hi) = run_span(run, bounds);
-        add(hi - lo, run.bytes_between(lo, hi));
-    }
-    for memtable in &layers.frozen {
-        add(memtable.len(), memtable.bytes());
-    }
-    room
-}
-
-/// Copies of the frozen memtables of `layers` within `bounds`, for a merge.
-fn copies(layers: &CfLayers, bounds: &KeyRange) -> Vec<Span> {
-    (layers.frozen.iter())
-        .map(|m| m.span_copy(bounds, u64::MAX))
-        .collect()
 }
 
 /// One entry of a compaction's sources, borrowed: key, sequence number, value (`None`
@@ -483,7 +291,7 @@ impl<'a> Sink<'a> for Vec<Part<'a>> {
 }
 
 /// Which keys a merge keeps.
-type Keep<'k> = &'k (dyn Fn(&[u8]) -> bool + Sync);
+type Keep<'k> = &'k dyn Fn(&[u8]) -> bool;
 
 /// A compaction's new run, but the keys `keep` refuses; with no `keep`, a stretch of
 /// the old run is copied whole ([`RunBuilder::extend_from`]).
@@ -666,12 +474,12 @@ fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
 
 /// A builder with room for a merge of `run` (within `bounds`) and `sides`: what they
 /// hold together, an upper bound of what the merge keeps (in the arrays of a run dropped
-/// lately, if `spares` are given and some fit).
+/// lately, if some fit).
 fn merge_builder(
     run: &Run,
     bounds: &KeyRange,
     sides: &[Side<'_>],
-    spares: Option<&SpareRuns>,
+    tracker: &MemoryTracker,
 ) -> RunBuilder {
     let (lo, hi) = run_span(run, bounds);
     let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
@@ -685,10 +493,7 @@ fn merge_builder(
         values += v;
     }
     let mut builder = RunBuilder::with_capacity(0, 0, 0);
-    match spares {
-        Some(spares) => builder.reserve_reusing(spares, len, keys, values),
-        None => builder.reserve(len, keys, values),
-    }
+    builder.reserve_reusing(&tracker.spares, len, keys, values);
     builder
 }
 
@@ -1036,7 +841,7 @@ mod tests {
             let mut one_by_one = Vec::new();
             let mut stats = GcStats::default();
             newest_entries(&run, sides, at, &mut stats, &mut one_by_one).unwrap();
-            let builder = merge_builder(&run, &bounds, sides, Some(&tracker.spares));
+            let builder = merge_builder(&run, &bounds, sides, &tracker);
             let mut whole = Builder {
                 builder,
                 keep: None,
@@ -1118,173 +923,5 @@ mod tests {
             Retained::Drop { value_key: None }
         );
         assert_eq!(rule.judge(b"\xff", b""), Retained::KeepUnreadable);
-    }
-
-    /// One entry of a run: key, sequence number, value.
-    type Entry = (Box<[u8]>, u64, crate::layer::IValue);
-
-    /// The entries of every run of every range held, in range id order: what two stores
-    /// that compacted alike must agree on, entry for entry.
-    fn every_run(kv: &MemKv) -> Vec<(RangeId, usize, Vec<Entry>, bool)> {
-        let mut ranges = kv.ranges_held();
-        ranges.sort_by_key(|(id, _)| *id);
-        let mut out = Vec::new();
-        for (id, _) in ranges {
-            let version = kv.range(id).unwrap().version();
-            for (i, cf) in version.cfs.iter().enumerate() {
-                for (j, run) in [&cf.run, &cf.delta].into_iter().enumerate() {
-                    let entries = (0..run.len())
-                        .map(|e| run.entry(e))
-                        .map(|e| (e.key, e.seq, e.value))
-                        .collect();
-                    out.push((id, i * 2 + j, entries, run.unique()));
-                }
-            }
-        }
-        out
-    }
-
-    /// An MVCC write-CF key of user key `user` at `ts`, and its default-CF value's key.
-    fn mvcc(user: u64, ts: u64) -> Vec<u8> {
-        crate::codec::MvccKey {
-            user_key: format!("k{user:03}").into_bytes(),
-            ts,
-        }
-        .encode()
-    }
-
-    #[test]
-    fn a_large_merge_is_cut_at_its_base_keys_the_first_piece_smaller() {
-        let kv = MemKv::new(MemConfig::new(u64::MAX, u64::MAX));
-        let bounds = KeyRange::with_end("k", None).unwrap();
-        kv.create_range(RangeId(1), bounds.clone()).unwrap();
-        let mut batch = WriteBatch::new();
-        for user in 0..200 {
-            batch.put(Cf::Write, mvcc(user, 5), "v");
-        }
-        kv.write(&batch, 1).unwrap();
-        kv.compact(RangeId(1), None).unwrap(); // a base of 200
-        let range = kv.range(RangeId(1)).unwrap();
-        let layers = range.version();
-        let merge = |threads, full| Merge {
-            bounds: &bounds,
-            seq: u64::MAX,
-            full,
-            keep_deletions: false,
-            tracker: kv.tracker(),
-            threads,
-        };
-        // Three pieces: the first takes 45 / (45 + 200) of the base's entries (36 of
-        // 200), the other two about 82 each.
-        let pieces = merge(3, true).pieces(&layers.cfs[Cf::Write.index()]);
-        assert_eq!(pieces.len(), 3);
-        assert_eq!(pieces[0].start(), bounds.start());
-        assert_eq!(pieces[0].end(), Some(&mvcc(36, 5)[..]));
-        assert_eq!(pieces[1].start(), &mvcc(36, 5)[..]);
-        assert_eq!(pieces[1].end(), Some(&mvcc(118, 5)[..]));
-        assert_eq!(pieces[2].start(), &mvcc(118, 5)[..]);
-        assert_eq!(pieces[2].end(), None);
-        // One thread, or too few entries for two pieces (the base left out of a delta's
-        // merge, and nothing else to merge): not cut.
-        assert!(
-            merge(1, true)
-                .pieces(&layers.cfs[Cf::Write.index()])
-                .is_empty()
-        );
-        assert!(
-            merge(3, false)
-                .pieces(&layers.cfs[Cf::Write.index()])
-                .is_empty()
-        );
-        assert!(
-            merge(3, true)
-                .pieces(&layers.cfs[Cf::Lock.index()])
-                .is_empty()
-        );
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-
-        /// A compaction cut into pieces on threads builds what one merge builds: two
-        /// stores given the same writes, compactions (with and without GC) and splits,
-        /// one compacting on one thread and one on several, hold the same runs, entry for
-        /// entry, after every compaction.
-        #[test]
-        fn split_compactions_build_what_one_merge_builds(
-            steps in proptest::collection::vec((0u8..12, 0u64..300), 50..500),
-            threads in 2usize..5,
-        ) {
-            let stores = [1, threads].map(|threads| {
-                let kv = MemKv::new(MemConfig::new(u64::MAX, u64::MAX));
-                kv.set_compaction_threads(threads);
-                kv.create_range(RangeId(1), KeyRange::with_end("k", None).unwrap())
-                    .unwrap();
-                kv
-            });
-            let (mut seq, mut ts, mut next_id) = (1u64, 10u64, 2u64);
-            for (kind, user) in steps {
-                let mut batch = WriteBatch::new();
-                ts += 2;
-                match kind {
-                    0..=5 => {
-                        let record = WriteRecord::new(WriteType::Put, ts - 1, None);
-                        batch.put(Cf::Write, mvcc(user, ts), record.encode().unwrap());
-                        batch.put(Cf::Default, mvcc(user, ts - 1), vec![user as u8; 24]);
-                    }
-                    6 => {
-                        let record = WriteRecord::new(WriteType::Delete, ts - 1, None);
-                        batch.put(Cf::Write, mvcc(user, ts), record.encode().unwrap());
-                    }
-                    7 => {
-                        batch.put(Cf::Lock, format!("k{user:03}"), "lock");
-                    }
-                    8 => {
-                        batch.delete(Cf::Lock, format!("k{user:03}"));
-                    }
-                    9 | 10 => {
-                        let safe_point = (kind == 10).then_some(ts - 3 * user % ts);
-                        for kv in &stores {
-                            for (id, _) in kv.ranges_held() {
-                                kv.compact(id, safe_point).unwrap();
-                            }
-                        }
-                        let [one, many] = stores.each_ref().map(every_run);
-                        proptest::prop_assert_eq!(one, many);
-                        continue;
-                    }
-                    _ => {
-                        let at = format!("k{user:03}").into_bytes();
-                        let held = stores[0].ranges_held();
-                        let Some((id, bounds)) = held
-                            .into_iter()
-                            .find(|(_, b)| b.contains_key(&at) && b.start() != at)
-                        else {
-                            continue;
-                        };
-                        let children = [
-                            (RangeId(next_id), KeyRange::with_end(bounds.start().to_vec(), Some(at.clone())).unwrap()),
-                            (RangeId(next_id + 1), KeyRange::with_end(at, bounds.end().map(<[u8]>::to_vec)).unwrap()),
-                        ];
-                        next_id += 2;
-                        for kv in &stores {
-                            kv.split_range(id, &children).unwrap();
-                        }
-                        continue;
-                    }
-                }
-                for kv in &stores {
-                    kv.write(&batch, seq).unwrap();
-                }
-                seq += batch.len() as u64;
-            }
-            for kv in &stores {
-                for (id, _) in kv.ranges_held() {
-                    kv.compact(id, None).unwrap();
-                }
-            }
-            let [one, many] = stores.each_ref().map(every_run);
-            proptest::prop_assert_eq!(one, many);
-        }
     }
 }

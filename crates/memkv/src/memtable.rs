@@ -169,8 +169,6 @@ struct Writer {
     /// ([`Memtable::span_copy`]) takes, reserved before it copies.
     key_bytes: usize,
     value_bytes: usize,
-    /// Whether it is frozen for good ([`Memtable::seal`]): no insert comes any more.
-    sealed: bool,
 }
 
 /// Entries a memtable holds before its writer keeps [`Writer::heads`]: smaller ones are
@@ -517,7 +515,7 @@ impl Arena {
     /// Calls `f` with each node from `first` to `stop` (not included) on level 0, in
     /// order, `bounds` the keys they hold (`first` is the first node at or past its
     /// start, `stop` the first at or past its end). The list must not change meanwhile
-    /// (the caller holds the writer lock, or the memtable is sealed).
+    /// (the caller holds the writer lock).
     ///
     /// A walk of level 0 node by node waits for each node's cache miss before it can
     /// read the next link: in a memtable larger than the cache, most of a compaction's
@@ -611,7 +609,6 @@ impl Memtable {
                 tall_firsts: 0,
                 key_bytes: 0,
                 value_bytes: 0,
-                sealed: false,
             }),
             entries: AtomicUsize::new(0),
             charge: Charge::new(tracker),
@@ -652,13 +649,6 @@ impl Memtable {
     /// Entries it holds.
     pub(crate) fn len(&self) -> usize {
         self.entries.load(Ordering::Acquire)
-    }
-
-    /// The bytes of the keys and of the values it holds: what a copy of every entry
-    /// ([`Memtable::span_copy`]) takes.
-    pub(crate) fn bytes(&self) -> (usize, usize) {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        (writer.key_bytes, writer.value_bytes)
     }
 
     /// True when it holds no entry.
@@ -706,25 +696,12 @@ impl Memtable {
             self.charge.add_reserved(bytes);
             Box::new(Arena::new())
         });
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        debug_assert!(!writer.sealed, "an insert into a sealed memtable");
         Inserter {
             memtable: self,
             arena,
-            writer,
+            writer: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
             owed: 0,
         }
-    }
-
-    /// Marks it frozen for good: the caller guarantees no insert comes any more (a
-    /// freeze or a split moved it behind an active memtable, under its range's writer
-    /// lock, which every write holds). Copies of it ([`Memtable::span_copy`]) then walk
-    /// it without its writer lock, several at once (a compaction's pieces).
-    pub(crate) fn seal(&self) {
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sealed = true;
     }
 
     /// Room for `words` words: in the current chunk, or in a new one (charged whole; the
@@ -820,12 +797,10 @@ impl Memtable {
     /// key and value copied into the span, unless it repeats the entry before it, key and
     /// sequence; a key met twice (two sequence numbers) marks the span as not unique.
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
-        // Room for every entry's bytes (and a word to spare). The writer lock is held
-        // through the walk, unless the memtable is sealed: no insert comes between (see
-        // `each_within`).
+        // Held through the walk: no insert comes between (see `each_within`). Room for
+        // every entry's bytes (and a word to spare).
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let (keys, values) = (writer.key_bytes + 8, writer.value_bytes + 8);
-        let held = (!writer.sealed).then_some(writer);
         let mut span = Span {
             keys: Vec::with_capacity(keys),
             values: Vec::with_capacity(values),
@@ -834,7 +809,7 @@ impl Memtable {
             any_deleted: false,
             max_seq: 0,
         };
-        let Ok(()) = self.each_within(bounds, true, |node| {
+        let Ok(()) = self.each_within(bounds, Some(&writer), |node| {
             if node.seq > seq {
                 return Ok::<(), std::convert::Infallible>(());
             }
@@ -878,7 +853,6 @@ impl Memtable {
             });
             Ok(())
         });
-        drop(held);
         span
     }
 
@@ -907,7 +881,7 @@ impl Memtable {
     ) -> Result<(), E> {
         let mut key = Vec::new();
         let mut taken: Option<u64> = None; // the sequence of the entry taken last
-        self.each_within(bounds, false, |node| {
+        self.each_within(bounds, None, |node| {
             let repeat = taken == Some(node.seq) && node.cmp_key(&key) == Cmp::Equal;
             if node.seq <= seq && !repeat {
                 key.clear();
@@ -920,22 +894,21 @@ impl Memtable {
     }
 
     /// Calls `f` with each node within `bounds`, in order (every sequence); stops at the
-    /// first error. When `unchanging` (the caller holds the memtable's writer lock, or
-    /// it is sealed), no node can be linked while the walk goes on: the first node at or
-    /// past the bounds' end is found once, and the walk, in waves of segments side by
-    /// side ([`Arena::each_in_waves`]), ends there, comparing no key. Otherwise each
-    /// node's key is compared with the end.
+    /// first error. With the memtable's `writer` lock held, no node can be linked while
+    /// the walk goes on: the first node at or past the bounds' end is found once, and the
+    /// walk, in waves of segments side by side ([`Arena::each_in_waves`]), ends there,
+    /// comparing no key. Without the lock, each node's key is compared with the end.
     fn each_within<E>(
         &self,
         bounds: &KeyRange,
-        unchanging: bool,
+        writer: Option<&MutexGuard<'_, Writer>>,
         mut f: impl FnMut(&Node<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let Some(arena) = self.arena.get() else {
             return Ok(());
         };
         let mut at = arena.lower_bound(bounds.start(), u64::MAX);
-        let stop = unchanging.then(|| {
+        let stop = (writer.is_some()).then(|| {
             bounds
                 .end()
                 .map_or(NIL, |end| arena.lower_bound(end, u64::MAX))
@@ -1660,12 +1633,12 @@ mod tests {
             KeyRange::with_end(b"key1".to_vec(), None),
             KeyRange::with_end(b"key013".to_vec(), Some(b"key0130001".to_vec())),
         ];
-        let check = |bounds: &KeyRange| {
-            let span = mem.span_copy(bounds, u64::MAX);
+        for bounds in bounds.map(Result::unwrap) {
+            let span = mem.span_copy(&bounds, u64::MAX);
             let copied: Vec<_> = (0..span.len())
                 .map(|i| (span.entry_key(i).to_vec(), span.seq(i)))
                 .collect();
-            let listed: Vec<_> = (mem.span(bounds, u64::MAX).into_iter())
+            let listed: Vec<_> = (mem.span(&bounds, u64::MAX).into_iter())
                 .map(|e| (e.key.to_vec(), e.seq))
                 .collect();
             assert_eq!(copied.len(), listed.len(), "{bounds:?}");
@@ -1673,30 +1646,7 @@ mod tests {
                 copied == listed,
                 "{bounds:?}: the copy differs from the walk"
             );
-        };
-        let bounds = bounds.map(Result::unwrap);
-        bounds.iter().for_each(check);
-        // Sealed, it is copied without its writer lock: by several threads at once, the
-        // same copies.
-        mem.seal();
-        std::thread::scope(|s| {
-            for bounds in &bounds {
-                s.spawn(move || check(bounds));
-            }
-        });
-    }
-
-    /// No insert comes into a sealed memtable: one would be a broken promise of the
-    /// caller's (a freeze's or a split's), caught in debug builds.
-    #[test]
-    #[cfg(debug_assertions)]
-    #[should_panic(expected = "an insert into a sealed memtable")]
-    fn an_insert_into_a_sealed_memtable_is_caught() {
-        let tracker = tracker();
-        let mem = Memtable::new(&tracker);
-        insert(&mem, b"a", 1, Some(b"v"));
-        mem.seal();
-        insert(&mem, b"b", 2, Some(b"v"));
+        }
     }
 
     /// The arena charges what it allocates: chunks, and the arena itself; all of it

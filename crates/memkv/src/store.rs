@@ -242,9 +242,6 @@ pub struct MemKv {
     last_seq: AtomicU64,
     /// Changes of the store's ranges, counted once made: see [`MemKv::reshapes`].
     reshapes: AtomicU64,
-    /// Threads a large compaction may split its merge over: see
-    /// [`MemKv::set_compaction_threads`].
-    compaction_threads: AtomicUsize,
 }
 
 /// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
@@ -258,7 +255,6 @@ impl MemKv {
             ranges: ShardedLock::new(RangeTable::default()),
             last_seq: AtomicU64::new(0),
             reshapes: AtomicU64::new(0),
-            compaction_threads: AtomicUsize::new(1),
         }
     }
 
@@ -303,22 +299,6 @@ impl MemKv {
     pub fn set_limits(&self, config: MemConfig) {
         self.tracker
             .set_limits(config.hard_limit, config.soft_limit);
-    }
-
-    /// Lets a compaction ([`MemKv::compact`]) split the merge of a large column family
-    /// into `threads` pieces by key, each on a thread of its own (the calling one and
-    /// `threads - 1` it spawns for the call), as RocksDB's subcompactions do: its copy of
-    /// the memtables and its merge take about `1 / threads` of the time where cores are
-    /// idle. The runs it builds are the same. One (the default) keeps every compaction
-    /// on the calling thread; zero counts as one.
-    pub fn set_compaction_threads(&self, threads: usize) {
-        self.compaction_threads
-            .store(threads.max(1), Ordering::Relaxed);
-    }
-
-    /// Threads a compaction may use ([`MemKv::set_compaction_threads`]).
-    pub fn compaction_threads(&self) -> usize {
-        self.compaction_threads.load(Ordering::Relaxed)
     }
 
     /// True when memory is at or above the soft threshold.
@@ -908,7 +888,6 @@ impl MemKv {
             for layers in cfs.iter_mut() {
                 let fresh = Arc::new(layers.active.following(&self.tracker));
                 let frozen = std::mem::replace(&mut layers.active, fresh);
-                frozen.seal(); // under the writer lock, every write's: none comes
                 layers.frozen.push(frozen);
             }
             cfs.clone()
@@ -982,9 +961,6 @@ impl MemKv {
         check_partition(&parent, children, &ranges)?;
         ranges.remove(id);
         let version = parent.version();
-        for layers in &version.cfs {
-            layers.active.seal(); // under the parent's writer lock: no write comes
-        }
         let mut made = Vec::with_capacity(children.len());
         for (child, bounds) in children {
             let inherit = |cf: Cf| {
