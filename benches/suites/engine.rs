@@ -11,7 +11,7 @@
 //! - two reader threads vs one, on cached point gets;
 //! - two apply threads writing batches of 16 to two different cached regions vs two
 //!   threads writing the same batches to a bare RocksDB (`rocksdb::DB`, nothing of IME's
-//!   in front, WAL on, no sync), and the p99 of cached snapshot + get on one region while
+//!   in front, opened with the options of the engine's disk, WAL on, no sync), and the p99 of cached snapshot + get on one region while
 //!   another thread writes to another region vs the same gets with no writer (there, an
 //!   "iteration" is the p99 latency of a run of 2,000 gets), and the same p99 beside a
 //!   thread writing the same batches to a bare RocksDB (what any writer costs the reader
@@ -746,11 +746,13 @@ fn reads_beside_a_writer(
 }
 
 /// A bare RocksDB in `path` with TiKV's three column families: the writers' baseline.
+/// Opened with the options the engine's disk opens with (`RocksConfig::options`: its
+/// bloom filters, its block cache), so that the two sides differ only by what IME does.
 fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
-    let mut options = rocksdb::Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    rocksdb::DB::open_cf(&options, path, ["default", "lock", "write"]).unwrap()
+    let (options, cf_options) = ime_disk::RocksConfig::default().options();
+    let families = ["default", "lock", "write"]
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
+    rocksdb::DB::open_cf_descriptors(&options, path, families).unwrap()
 }
 
 criterion_group! {

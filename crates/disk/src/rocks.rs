@@ -26,6 +26,28 @@ pub struct RocksConfig {
     pub sync_writes: bool,
 }
 
+impl RocksConfig {
+    /// The options [`RocksDisk::open`] opens its database with: the database's, and each
+    /// column family's (a shared LRU block cache of [`RocksConfig::block_cache_bytes`],
+    /// bloom filters of 10 bits a key, memtables of [`RocksConfig::write_buffer_bytes`]).
+    /// A baseline opened beside the engine with these is the same RocksDB, nothing of
+    /// IME's in front (the benchmarks' bare writers).
+    pub fn options(&self) -> (Options, Options) {
+        let cache = Cache::new_lru_cache(self.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_options = Options::default();
+        cf_options.set_block_based_table_factory(&table);
+        cf_options.set_write_buffer_size(self.write_buffer_bytes);
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.increase_parallelism(2);
+        (options, cf_options)
+    }
+}
+
 impl Default for RocksConfig {
     fn default() -> Self {
         RocksConfig {
@@ -133,17 +155,7 @@ impl RocksDisk {
     /// [`DiskError::Rocks`] when RocksDB cannot open it.
     pub fn open(path: impl AsRef<Path>, config: &RocksConfig) -> Result<Self, DiskError> {
         let path = path.as_ref().to_path_buf();
-        let cache = Cache::new_lru_cache(config.block_cache_bytes);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
-        let mut cf_options = Options::default();
-        cf_options.set_block_based_table_factory(&table);
-        cf_options.set_write_buffer_size(config.write_buffer_bytes);
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.increase_parallelism(2);
+        let (options, cf_options) = config.options();
         let descriptors =
             Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
         let db = DB::open_cf_descriptors(&options, &path, descriptors).map_err(rocks("open"))?;

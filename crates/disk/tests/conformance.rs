@@ -561,3 +561,31 @@ proptest! {
         }
     }
 }
+
+/// A baseline opened with `RocksConfig::options` is the RocksDB `RocksDisk::open` opens:
+/// its column families take the configured block cache, and the disk wraps it.
+#[test]
+fn a_database_opened_with_the_configs_options_is_the_disks() {
+    use ime_disk::rocksdb::{ColumnFamilyDescriptor, DB};
+    let config = RocksConfig {
+        block_cache_bytes: 24 << 20,
+        ..RocksConfig::default()
+    };
+    let (options, cf_options) = config.options();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("with-options");
+    let _ = std::fs::remove_dir_all(&path);
+    let families = ["default", "lock", "write"]
+        .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
+    let db = std::sync::Arc::new(DB::open_cf_descriptors(&options, &path, families).unwrap());
+    for name in ["default", "lock", "write"] {
+        let cf = db.cf_handle(name).unwrap();
+        let capacity = db.property_int_value_cf(cf, "rocksdb.block-cache-capacity");
+        assert_eq!(capacity.unwrap(), Some(24 << 20), "{name}");
+    }
+    let disk = RocksDisk::wrap(std::sync::Arc::clone(&db), CfNames::default(), false).unwrap();
+    put(&disk, Cf::Write, &[("a", "1")]);
+    assert_eq!(
+        keys(&disk.snapshot(), Cf::Write, KeyRange::everything()),
+        ["a"]
+    );
+}
