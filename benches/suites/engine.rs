@@ -11,11 +11,11 @@
 //! - two reader threads vs one, on cached point gets;
 //! - two apply threads writing batches of 16 to two different cached regions vs two
 //!   threads writing the same batches to a bare RocksDB (`rocksdb::DB`, nothing of IME's
-//!   in front, opened with the options of the engine's disk, WAL on, no sync), and the p99 of cached snapshot + get on one region while
-//!   another thread writes to another region vs the same gets with no writer (there, an
-//!   "iteration" is the p99 latency of a run of 2,000 gets), and the same p99 beside a
-//!   thread writing the same batches to a bare RocksDB (what any writer costs the reader
-//!   on this machine);
+//!   in front, opened with the options of the engine's disk, WAL on, no sync), and the
+//!   p99 of cached snapshot + get on one region while another thread writes to another
+//!   region vs the same gets with no writer (there, an "iteration" is the p99 latency of
+//!   a run of 2,000 gets), and the same p99 beside a thread writing the same batches to
+//!   a bare RocksDB (what any writer costs the reader on this machine);
 //! - evicting a large region (`IME_BENCH_EVICT_MB`, default 256 MiB): the foreground call
 //!   vs evicting a tiny one, and the p99 of gets on another region while it is evicted
 //!   and its memory freed vs with nothing running, both right after the large region was
