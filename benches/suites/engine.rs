@@ -750,8 +750,8 @@ fn reads_beside_a_writer(
 /// bloom filters, its block cache), so that the two sides differ only by what IME does.
 fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
     let (options, cf_options) = ime_disk::RocksConfig::default().options();
-    let families = ["default", "lock", "write"]
-        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
+    let families =
+        Cf::ALL.map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
     rocksdb::DB::open_cf_descriptors(&options, path, families).unwrap()
 }
 
