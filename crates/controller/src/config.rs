@@ -18,6 +18,10 @@ const MAX_SPLIT_SIZE: u64 = 1 << 40;
 const WRITE_HEADROOM: u64 = 10 * (20 << 20);
 /// The longest leader-transfer warm-up accepted: one hour.
 const MAX_WARMUP: Duration = Duration::from_secs(3600);
+/// The bounds of `memtable-compaction-entries`: below 16, compactions would come for a
+/// handful of writes; above 2^24, memtables would grow past any cache.
+const MIN_COMPACTION_ENTRIES: u64 = 16;
+const MAX_COMPACTION_ENTRIES: u64 = 1 << 24;
 /// Keys earlier versions accepted and this one refuses, each with why: a setting that
 /// would be read and then ignored is worse than an error that says so.
 const REMOVED_KEYS: &[(&str, &str)] = &[(
@@ -95,6 +99,10 @@ pub struct Config {
     pub cross_check_interval: ReadableDuration,
     /// How long a leader transfer to this store may wait for its region to load.
     pub warmup_timeout: ReadableDuration,
+    /// Entries a region's memtables hold at least before they are folded into its runs
+    /// (and a quarter of what the runs hold). Lower: less memory in memtables, more
+    /// compactions. Default 4096.
+    pub memtable_compaction_entries: u64,
 }
 
 impl Default for Config {
@@ -109,6 +117,7 @@ impl Default for Config {
             load_evict_interval: ReadableDuration(Duration::from_secs(300)),
             cross_check_interval: ReadableDuration(Duration::ZERO),
             warmup_timeout: ReadableDuration(Duration::from_secs(1)),
+            memtable_compaction_entries: 4096,
         }
     }
 }
@@ -199,6 +208,16 @@ impl Config {
                 "stop-load-threshold",
                 "must not be above evict-threshold",
                 &value,
+            );
+        }
+        if !(MIN_COMPACTION_ENTRIES..=MAX_COMPACTION_ENTRIES)
+            .contains(&self.memtable_compaction_entries)
+        {
+            let rule = "must be at least 16 and at most 16777216";
+            return invalid(
+                "memtable-compaction-entries",
+                rule,
+                &self.memtable_compaction_entries,
             );
         }
         for (key, value, rule, range) in self.durations() {
@@ -506,6 +525,14 @@ mod tests {
                 "warmup-timeout",
             ),
             ("warmup-timeout = \"2h\"", "warmup-timeout"),
+            (
+                "memtable-compaction-entries = 15",
+                "memtable-compaction-entries",
+            ),
+            (
+                "memtable-compaction-entries = 16777217",
+                "memtable-compaction-entries",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text).unwrap_err();

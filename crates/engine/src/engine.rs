@@ -508,7 +508,7 @@ impl<D: DiskEngine> Core<D> {
             Task::Load(region) => return self.start_load(region),
             Task::LoadCopy(job) => return self.copy_load(job),
             Task::LoadFinish(job) => self.finish_load(job),
-            Task::Compact(range) => self.compact(range),
+            Task::Compact(range) => return self.compact(range),
             Task::Gc {
                 region,
                 range,

@@ -2,7 +2,7 @@
 //! and the side effects of lifecycle steps (callbacks, deletions, loads) carried out once
 //! that lock is released.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -227,8 +227,6 @@ pub(crate) struct Core<D: DiskEngine> {
     /// The machine's cores: a write defers its memory side only while the foreground
     /// leaves one free for the background thread that applies it.
     pub(crate) cores: u64,
-    /// Ranges with a compaction queued or running (one at a time per range).
-    pub(crate) compacting: Mutex<HashSet<RangeId>>,
     runner: Runner,
     /// Loads between their stages, by job id.
     pub(crate) jobs: Mutex<HashMap<u64, LoadJob<D::Snapshot>>>,
@@ -262,6 +260,7 @@ impl<D: DiskEngine> Core<D> {
     ) -> Self {
         let t = config.thresholds();
         let mem = MemKv::new(MemConfig::new(t.capacity, t.evict_threshold));
+        mem.set_compaction_min(config.memtable_compaction_entries);
         Core {
             disk,
             mem,
@@ -282,7 +281,6 @@ impl<D: DiskEngine> Core<D> {
             in_flight: InFlight::default(),
             pressure_round: AtomicBool::new(false),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-            compacting: Mutex::new(HashSet::new()),
             runner,
             jobs: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(0),
@@ -437,11 +435,12 @@ impl<D: DiskEngine> Core<D> {
         self.config().gc_target(embedder, now)
     }
 
-    /// Replaces the configuration: the memory store's limits at once, and whatever the
-    /// controller decides (`enable = false` evicts everything).
+    /// Replaces the configuration: the memory store's limits and compaction threshold at
+    /// once, and whatever the controller decides (`enable = false` evicts everything).
     pub(crate) fn set_config(&self, config: Config) {
         let t = config.thresholds();
         (self.mem).set_limits(MemConfig::new(t.capacity, t.evict_threshold));
+        (self.mem).set_compaction_min(config.memtable_compaction_entries);
         self.decide(|ctl, _, out| ctl.set_config(config, out));
     }
 
@@ -643,30 +642,30 @@ impl<D: DiskEngine> Core<D> {
         }
     }
 
-    /// Queues a compaction of each of `ranges` whose memtables have grown (see
-    /// [`MemKv::wants_compaction`]) and has none queued yet.
+    /// Queues a compaction of each of `ranges` whose memtables have grown and has none
+    /// claimed yet ([`MemKv::claim_compaction`]).
     pub(crate) fn compact_if_grown(&self, ranges: &[RangeId], fx: &mut Effects) {
-        for range in ranges {
-            if self.mem.wants_compaction(*range).unwrap_or(false)
-                && lock(&self.compacting).insert(*range)
-            {
-                fx.tasks.push(Task::Compact(*range));
-            }
-        }
+        let due = ranges
+            .iter()
+            .filter(|range| self.mem.claim_compaction(**range));
+        fx.tasks.extend(due.map(|range| Task::Compact(*range)));
     }
 
-    /// The deleter's compaction step: folds the memtables into the runs. A range dropped
-    /// meanwhile is nothing to do.
-    pub(crate) fn compact(&self, range: RangeId) {
-        match self.mem.compact(range, None) {
-            Ok(_) => self.metrics.compacted(CompactResult::Ok),
+    /// The deleter's compaction of `range` (`MemKv::compact_some`): all of it, or with
+    /// manual background work [`PIECE`] entries of it, the next piece queued
+    /// behind, so that a seeded scheduler puts other work between the pieces.
+    pub(crate) fn compact(&self, range: RangeId) -> Option<Task> {
+        let piece = if self.is_manual() { PIECE } else { usize::MAX };
+        match self.mem.compact_some(range, piece) {
+            Ok(None) => return Some(Task::Compact(range)),
+            Ok(Some(_)) => self.metrics.compacted(CompactResult::Ok),
             Err(MemError::NoSuchRange(_)) => self.metrics.compacted(CompactResult::RangeGone),
             Err(err) => {
                 self.metrics.compacted(CompactResult::Failed);
                 tracing::warn!(range = range.0, %err, "memtable compaction failed");
             }
         }
-        lock(&self.compacting).remove(&range);
+        None
     }
 
     /// The deleter's step: frees the memory, then removes the region and fires its
@@ -694,6 +693,10 @@ impl<D: DiskEngine> Core<D> {
 
 /// How many deferred writes of a stripe wait before a task applies them (with threads).
 const DRAIN_AT: u64 = 32;
+
+/// Entries of a compaction's piece with manual background work: few, so that a
+/// scheduler meets a compaction between its pieces even in a small store.
+const PIECE: usize = 32;
 
 /// Writes that deferred their memory side, in order.
 #[derive(Default)]

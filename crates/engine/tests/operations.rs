@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use common::{Peer, region, test_config};
 use ime_disk::Cf;
 use ime_disk::MemDisk;
-use ime_engine::{ByteSize, Config, Engine, EngineError, LoadStage, ReadOp, TIMED_ONE_IN};
+use ime_engine::{
+    ByteSize, Config, Engine, EngineError, LoadStage, ReadOp, TIMED_ONE_IN, TaskKind,
+};
 use ime_memkv::codec::{LockEntry, LockRecord, LockType, encode_bytes};
 use ime_region::{EvictReason, ReadRequest, RegionId, RegionState};
 
@@ -35,6 +37,13 @@ fn loaded(regions: u64) -> Peer<MemDisk> {
         peer.load(id);
     }
     peer
+}
+
+/// Commits round `round` of a steady writer of region 1: eight new keys, in one entry.
+fn commit_round(peer: &mut Peer<MemDisk>, round: u64) {
+    let keys: Vec<String> = (0..8).map(|i| format!("r1/w{round:06}/{i}")).collect();
+    let items: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (k.as_str(), Some("v"))).collect();
+    peer.commit(1, &items);
 }
 
 /// Polls `done` until it holds or `limit` passes (a liveness check, not a timing one).
@@ -329,6 +338,82 @@ fn close_joins_the_threads_and_keeps_callbacks() {
     drop(engine);
 }
 
+/// With manual background work, a compaction comes in pieces, each a task of its own
+/// (`TaskKind::Compact`), the next queued behind the one before, so that a scheduler puts
+/// other work between them: writes land between the pieces (in new memtables, while the
+/// frozen ones are folded), every read between any two pieces equals the disk from
+/// memory, and the last piece installs the runs.
+#[test]
+fn a_compaction_comes_in_pieces_that_writes_can_come_between() {
+    let policy = Box::new(ime_engine::eviction::default_policy());
+    let background = ime_engine::Background::Manual;
+    let engine = Engine::with_background(MemDisk::new(), test_config(), policy, background);
+    let mut peer = Peer::new(engine.unwrap());
+    peer.add(region(1, "r1", Some("r2"), 1));
+    peer.load(1);
+    let compact_at = |peer: &Peer<MemDisk>| {
+        (peer.engine.pending_kinds().iter()).position(|kind| *kind == TaskKind::Compact)
+    };
+    // Everything else runs at once; the first compaction waits, queued.
+    let mut round = 0u64;
+    while compact_at(&peer).is_none() {
+        commit_round(&mut peer, round);
+        round += 1;
+        assert!(round < 10_000, "no compaction was ever queued");
+    }
+    let mut pieces = 0;
+    while let Some(at) = compact_at(&peer) {
+        peer.engine.run_pending(at);
+        pieces += 1;
+        peer.commit(1, &[(&format!("r1/between/{pieces:04}"), Some("x"))]);
+        assert!(peer.check(1), "served from memory, equal to the disk");
+        // Other work (a write's deferred memory side) runs as it comes.
+        while let Some(other) =
+            (peer.engine.pending_kinds().iter()).position(|kind| *kind != TaskKind::Compact)
+        {
+            peer.engine.run_pending(other);
+        }
+    }
+    // Over 4,096 entries in pieces of 32 (one step at least for each column family).
+    assert!(pieces >= 10, "{pieces} pieces");
+    let stats = peer.engine.stats();
+    assert_eq!((stats.compactions.ok, stats.compactions.failed), (1, 0));
+    assert!(peer.check(1));
+    assert!(peer.engine.cross_check().is_empty());
+}
+
+/// `memtable-compaction-entries` sets when memtables are compacted, at start and at run
+/// time: at 64, eight writes of eight entries bring one on; raised to the most, sixty
+/// more bring none.
+#[test]
+fn the_compaction_threshold_is_the_configured_one() {
+    let mut config = test_config();
+    config.memtable_compaction_entries = 64;
+    let policy = Box::new(ime_engine::eviction::default_policy());
+    let background = ime_engine::Background::Manual;
+    let engine = Engine::with_background(MemDisk::new(), config.clone(), policy, background);
+    let mut peer = Peer::new(engine.unwrap());
+    peer.add(region(1, "r1", Some("r2"), 1));
+    peer.load(1);
+    let write = |peer: &mut Peer<MemDisk>, rounds: std::ops::Range<u64>| {
+        for round in rounds {
+            commit_round(peer, round);
+        }
+        peer.idle();
+        peer.engine.stats().compactions.ok
+    };
+    assert_eq!(write(&mut peer, 0..7), 0, "56 entries: below the threshold");
+    assert_eq!(write(&mut peer, 7..8), 1, "64 entries");
+    config.memtable_compaction_entries = 1 << 24;
+    peer.engine.update_config(config).unwrap();
+    assert_eq!(
+        write(&mut peer, 8..68),
+        1,
+        "480 entries more: far below it now"
+    );
+    assert!(peer.check(1));
+}
+
 /// A cached region written to steadily: once its memtables hold more than the threshold
 /// (`ime_memkv::MEMTABLE_COMPACTION_MIN` entries, and a quarter of its runs), the deleter
 /// folds them into the runs — off the write path, without GC — so they never grow without
@@ -338,12 +423,7 @@ fn grown_memtables_are_compacted_in_the_background() {
     let mut peer = loaded(1);
     let writes = ime_memkv::MEMTABLE_COMPACTION_MIN as u64 / 8 + 50;
     for round in 0..writes {
-        let items: Vec<(String, Option<&str>)> = (0..8)
-            .map(|i| (format!("r1/w{round:05}/{i}"), Some("v")))
-            .collect();
-        let items: Vec<(&str, Option<&str>)> =
-            items.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        peer.commit(1, &items);
+        commit_round(&mut peer, round);
     }
     peer.idle();
     assert!(

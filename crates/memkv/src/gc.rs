@@ -3,15 +3,16 @@
 //! shadowed entries and, below a safe point, dead versions.
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use crate::codec::{WriteRecord, WriteType, encode_ts_desc, split_mvcc_key};
 use crate::layer::{Packed, Run, RunBuilder, partition_point};
 use crate::memory::MemoryTracker;
 use crate::memtable::Span;
 use crate::snapshot::run_span;
-use crate::store::CfLayers;
+use crate::store::{CfLayers, RangeData};
 use crate::{KeyRange, MemError, MemKv, RangeId};
 
 /// What a compaction did.
@@ -64,6 +65,16 @@ impl MemKv {
         if keep_deletions && safe_point.is_some() {
             return Ok(stats);
         }
+        let Some(safe_point) = safe_point else {
+            // A compaction without GC: the steps of [`MemKv::compaction`], one a column
+            // family.
+            let mut job = self.start(range, keep_deletions);
+            loop {
+                if let Some(stats) = self.compaction_step(&mut job, usize::MAX)? {
+                    return Ok(stats);
+                }
+            }
+        };
         let (layers, seq) = self.freeze(&range);
         let spans = layers.each_ref().map(|cf| {
             cf.frozen
@@ -71,53 +82,287 @@ impl MemKv {
                 .map(|m| m.span_copy(&range.bounds, u64::MAX))
                 .collect::<Vec<_>>()
         });
-        let full = safe_point.is_some() || wants_full(&layers, &range.bounds);
+        let full = true;
         let tracker = Some(self.tracker());
         let bounds = &range.bounds;
         // Column family `i`'s merge, straight into its run (copied once), but the keys
-        // `keep` refuses: the base, the delta and the memtables into a new base (`full`),
-        // or the delta and the memtables into a new delta, with the deletions of keys the
-        // base holds.
+        // `keep` refuses: the base, the delta and the memtables into a new base.
         let build = |i: usize, stats: &mut GcStats, keep: Option<Keep<'_>>| {
             let (run, sides) = sources(&layers[i], bounds, &spans[i], full);
-            let builder = merge_builder(run, bounds, &sides, self.tracker());
+            let builder = merge_builder(&layers[i], bounds, full, self.tracker());
             let mut sink = Builder { builder, keep };
-            let deletions = match (keep_deletions, full) {
-                (true, _) => Deletions::Keep,
-                (false, true) => Deletions::Drop,
-                (false, false) => Deletions::Over(&layers[i].run),
-            };
+            let deletions = Deletions::Drop;
             newest_entries(run, &sides, (bounds, seq, deletions), stats, &mut sink)?;
             stats.entries_after += sink.builder.len();
             Ok::<Run, MemError>(sink.builder.finish(tracker))
         };
-        let runs = match safe_point {
-            None => [
-                build(0, &mut stats, None)?,
-                build(1, &mut stats, None)?,
-                build(2, &mut stats, None)?,
-            ],
-            // The write CF is collected first: the values of the puts it drops leave the
-            // default CF as that one is merged.
-            Some(sp) => {
-                let mut merged = Vec::new();
-                let (run, sides) = sources(&layers[2], bounds, &spans[2], full);
-                let at = (&**bounds, seq, Deletions::Drop);
-                newest_entries(run, &sides, at, &mut stats, &mut merged)?;
-                let (write, dropped_values) = gc_write_cf(merged, sp, &mut stats);
-                stats.values_removed = dropped_values.len();
-                stats.entries_after += write.len();
-                let write = Run::from_parts(&write, tracker)?;
-                [
-                    build(0, &mut stats, Some(&|key| !dropped_values.contains(key)))?,
-                    build(1, &mut stats, None)?,
-                    write,
-                ]
-            }
-        };
+        // The write CF is collected first: the values of the puts it drops leave the
+        // default CF as that one is merged.
+        let mut merged = Vec::new();
+        let (run, sides) = sources(&layers[2], bounds, &spans[2], full);
+        let at = (&**bounds, seq, Deletions::Drop);
+        newest_entries(run, &sides, at, &mut stats, &mut merged)?;
+        let (write, dropped_values) = gc_write_cf(merged, safe_point, &mut stats);
+        stats.values_removed = dropped_values.len();
+        stats.entries_after += write.len();
+        let write = Run::from_parts(&write, tracker)?;
+        let runs = [
+            build(0, &mut stats, Some(&|key| !dropped_values.contains(key)))?,
+            build(1, &mut stats, None)?,
+            write,
+        ];
         stats.installed = self.install(&range, &layers, (runs, full), seq);
         Ok(stats)
     }
+
+    /// Whether a compaction of range `id` is due ([`MemKv::wants_compaction`]) and none is
+    /// claimed yet; if so, it is claimed, until [`MemKv::compact_some`] ends it (installed,
+    /// failed, or the range gone). So a compaction is asked for once, however many writes
+    /// see the memtables grown.
+    pub fn claim_compaction(&self, id: RangeId) -> bool {
+        if !self.wants_compaction(id).unwrap_or(false) {
+            return false;
+        }
+        let mut claims = self.claims();
+        let fresh = !claims.contains_key(&id);
+        if fresh {
+            claims.insert(id, None);
+        }
+        fresh
+    }
+
+    /// Up to `entries` entries of range `id`'s compaction without GC (at least one step:
+    /// see [`MemKv::compaction_step`]; `usize::MAX`: all of it), started if none is under
+    /// way and kept between calls (by one caller at a time: the claim's holder). Returns
+    /// its stats once it ended (the runs installed), `None` while pieces remain. Its claim
+    /// ([`MemKv::claim_compaction`]) ends with it, or with an error.
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`], [`MemError::RunTooLarge`].
+    pub fn compact_some(&self, id: RangeId, entries: usize) -> Result<Option<GcStats>, MemError> {
+        let under_way = self.claims().get_mut(&id).and_then(Option::take);
+        let step = |job: &mut Compaction| loop {
+            match self.compaction_step(job, entries) {
+                Ok(None) if entries == usize::MAX => {}
+                done => return done,
+            }
+        };
+        let done = match under_way.map_or_else(|| self.compaction(id), Ok) {
+            Ok(mut job) => match step(&mut job) {
+                Ok(None) => {
+                    self.claims().insert(id, Some(job));
+                    return Ok(None);
+                }
+                done => done,
+            },
+            Err(err) => Err(err),
+        };
+        self.claims().remove(&id);
+        done
+    }
+
+    fn claims(&self) -> MutexGuard<'_, HashMap<RangeId, Option<Compaction>>> {
+        self.compactions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a compaction of range `id` without GC, to be done a piece at a time by
+    /// [`MemKv::compaction_step`]: its memtables are frozen now (writes go on into new
+    /// ones), and the runs built from them are installed by the step that ends it. Does
+    /// what [`MemKv::compact`] does with no safe point, in pieces: between two steps,
+    /// whoever runs them can do something else (another thread may take the next step).
+    ///
+    /// # Errors
+    /// [`MemError::NoSuchRange`].
+    pub fn compaction(&self, id: RangeId) -> Result<Compaction, MemError> {
+        let range = self.range(id)?;
+        let keep_deletions = range.loads.load(Ordering::SeqCst) > 0;
+        Ok(self.start(range, keep_deletions))
+    }
+
+    fn start(&self, range: Arc<RangeData>, keep_deletions: bool) -> Compaction {
+        let (layers, seq) = self.freeze(&range);
+        let full = wants_full(&layers, &range.bounds);
+        Compaction {
+            range,
+            layers,
+            seq,
+            full,
+            keep_deletions,
+            stats: GcStats::default(),
+            pieces: Vec::new(),
+            building: None,
+            runs: Vec::with_capacity(3),
+            done: None,
+        }
+    }
+
+    /// One step of `job`: the merge of one piece of a column family, about `entries`
+    /// entries of its sources (cut at keys sampled from them; `usize::MAX` takes the
+    /// whole column family), into the run it builds. Returns the compaction's stats once the step that ends it
+    /// has installed the runs (and again, doing nothing, if asked once more); `None`
+    /// while steps remain.
+    ///
+    /// # Errors
+    /// [`MemError::RunTooLarge`]: the job is then to be dropped (the memtables stay,
+    /// frozen, for a later compaction).
+    pub fn compaction_step(
+        &self,
+        job: &mut Compaction,
+        entries: usize,
+    ) -> Result<Option<GcStats>, MemError> {
+        if let Some(stats) = job.done {
+            return Ok(Some(stats));
+        }
+        let cf = job.runs.len();
+        let (layers, bounds) = (&job.layers[cf], &job.range.bounds);
+        let (mut builder, whole) = match job.building.take() {
+            Some(building) => building,
+            None => {
+                job.pieces = pieces(layers, bounds, job.full, entries);
+                job.pieces.reverse(); // taken from the end
+                let builder = merge_builder(layers, bounds, job.full, self.tracker());
+                (
+                    builder,
+                    layers.frozen.iter().map(|m| m.len()).sum::<usize>(),
+                )
+            }
+        };
+        let piece = job.pieces.pop();
+        let within = piece.as_ref().unwrap_or(bounds);
+        // Room in each memtable's copy for about a piece's worth of its entries.
+        let part = match &piece {
+            Some(_) => (entries.min(whole), whole.max(1)),
+            None => (1, 1),
+        };
+        let spans: Vec<Span> = (layers.frozen.iter())
+            .map(|m| m.span_copy_part(within, u64::MAX, part))
+            .collect();
+        let (run, sides) = sources(layers, within, &spans, job.full);
+        let deletions = match (job.keep_deletions, job.full) {
+            (true, _) => Deletions::Keep,
+            (false, true) => Deletions::Drop,
+            (false, false) => Deletions::Over(&layers.run),
+        };
+        let mut sink = Builder {
+            builder,
+            keep: None,
+        };
+        let at = (within, job.seq, deletions);
+        newest_entries(run, &sides, at, &mut job.stats, &mut sink)?;
+        builder = sink.builder;
+        if !job.pieces.is_empty() {
+            job.building = Some((builder, whole));
+            return Ok(None);
+        }
+        job.stats.entries_after += builder.len();
+        job.runs.push(builder.finish(Some(self.tracker())));
+        if job.runs.len() < 3 {
+            return Ok(None);
+        }
+        let runs = std::mem::take(&mut job.runs);
+        let runs: [Run; 3] = runs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three runs"));
+        job.stats.installed = self.install(&job.range, &job.layers, (runs, job.full), job.seq);
+        job.done = Some(job.stats);
+        Ok(job.done)
+    }
+}
+
+/// A compaction of one range without GC, done a piece at a time: started by
+/// [`MemKv::compaction`], each step taken by [`MemKv::compaction_step`] (from any thread,
+/// one at a time: it is `Send`, and a step takes it by `&mut`). The memtables it folds
+/// were frozen when it started; the runs it builds replace them when its last step
+/// installs them. Dropped unfinished, it leaves the range as it was (the frozen
+/// memtables stay, for the next compaction to fold).
+pub struct Compaction {
+    range: Arc<RangeData>,
+    layers: [CfLayers; 3],
+    seq: u64,
+    full: bool,
+    keep_deletions: bool,
+    stats: GcStats,
+    /// The column family's pieces still to merge, last first.
+    pieces: Vec<KeyRange>,
+    /// The column family's run so far, and its memtables' entries.
+    building: Option<(RunBuilder, usize)>,
+    /// The runs built, in column family order.
+    runs: Vec<Run>,
+    done: Option<GcStats>,
+}
+
+impl Compaction {
+    /// The range it compacts.
+    pub fn range(&self) -> RangeId {
+        self.range.id
+    }
+}
+
+impl std::fmt::Debug for Compaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compaction")
+            .field("range", &self.range.id)
+            .field("full", &self.full)
+            .field("column_families_built", &self.runs.len())
+            .field("pieces_left", &self.pieces.len())
+            .field("done", &self.done.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bounds of the pieces a merge of `layers` within `bounds` is cut into, about
+/// `entries` entries of its sources each, in key order; none when it is not cut (it
+/// holds fewer). The cuts are chosen among sampled keys of every source, about every
+/// half piece: a run's entries at that interval, a memtable's nodes of the level whose
+/// nodes lie about so far apart or closer. Each sample
+/// stands for the entries before the next, and a piece ends where its samples reach
+/// `entries`: a piece holds about that many, wherever the new entries lie (among the
+/// run's keys, or past them, as appended keys are). A key's entries all fall in one
+/// piece (a cut is a key, and a piece holds every entry of its keys), so pieces merged
+/// in order build the run one merge builds.
+fn pieces(layers: &CfLayers, bounds: &KeyRange, full: bool, entries: usize) -> Vec<KeyRange> {
+    let entries = entries.max(1);
+    let mut runs = vec![&layers.delta];
+    if full {
+        runs.push(&layers.run);
+    }
+    let spans = runs.iter().map(|run| run_span(run, bounds));
+    let total = spans.map(|(lo, hi)| hi - lo).sum::<usize>()
+        + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
+    if total <= entries {
+        return Vec::new();
+    }
+    let mut samples: Vec<(Box<[u8]>, usize)> = Vec::new();
+    for run in runs {
+        let (lo, hi) = run_span(run, bounds);
+        let every = (entries / 2).max(1);
+        samples.extend((lo..hi).step_by(every).map(|i| (run.key(i).into(), every)));
+    }
+    for memtable in &layers.frozen {
+        let keys = memtable.sample_keys(bounds, (entries / 2).max(1));
+        let each = memtable.len() / (keys.len() + 1);
+        samples.extend(keys.into_iter().map(|key| (key, each)));
+    }
+    samples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut starts: Vec<Box<[u8]>> = vec![bounds.start().into()];
+    let mut taken = 0;
+    for (key, weight) in samples {
+        if taken >= entries && *key > *starts[starts.len() - 1] {
+            starts.push(key);
+            taken = 0;
+        }
+        taken += weight;
+    }
+    let ends =
+        (starts.iter().skip(1).map(|k| Some(k.to_vec()))).chain([bounds.end().map(<[u8]>::to_vec)]);
+    let cut: Result<Vec<KeyRange>, _> = (starts.iter().zip(ends))
+        .map(|(start, end)| KeyRange::with_end(start.to_vec(), end))
+        .collect();
+    cut.ok()
+        .filter(|pieces| pieces.len() > 1)
+        .unwrap_or_default()
 }
 
 /// One entry of a compaction's sources, borrowed: key, sequence number, value (`None`
@@ -472,25 +717,29 @@ fn gallop(from: usize, hi: usize, before: impl Fn(usize) -> bool) -> usize {
     from + partition_point(to - from, |i| before(from + i))
 }
 
-/// A builder with room for a merge of `run` (within `bounds`) and `sides`: what they
-/// hold together, an upper bound of what the merge keeps (in the arrays of a run dropped
-/// lately, if some fit).
+/// A builder with room for a merge of `layers` within `bounds`: the base and the delta
+/// (`full`) or the delta, and the frozen memtables, what they hold together, an upper
+/// bound of what the merge keeps (in the arrays of a run dropped lately, if some fit).
 fn merge_builder(
-    run: &Run,
+    layers: &CfLayers,
     bounds: &KeyRange,
-    sides: &[Side<'_>],
+    full: bool,
     tracker: &MemoryTracker,
 ) -> RunBuilder {
-    let (lo, hi) = run_span(run, bounds);
-    let (mut len, (mut keys, mut values)) = (hi - lo, run.bytes_between(lo, hi));
-    for side in sides {
-        len += side.to - side.from;
-        let (k, v) = match side.source {
-            Source::Run(run) => run.bytes_between(side.from, side.to),
-            Source::Span(span) => span.bytes(),
-        };
-        keys += k;
-        values += v;
+    let (mut len, mut keys, mut values) = (0, 0, 0);
+    let runs = if full {
+        [Some(&layers.run), Some(&layers.delta)]
+    } else {
+        [Some(&layers.delta), None]
+    };
+    for run in runs.into_iter().flatten() {
+        let (lo, hi) = run_span(run, bounds);
+        let (k, v) = run.bytes_between(lo, hi);
+        (len, keys, values) = (len + hi - lo, keys + k, values + v);
+    }
+    for memtable in &layers.frozen {
+        let (k, v) = memtable.bytes();
+        (len, keys, values) = (len + memtable.len(), keys + k, values + v);
     }
     let mut builder = RunBuilder::with_capacity(0, 0, 0);
     builder.reserve_reusing(&tracker.spares, len, keys, values);
@@ -841,7 +1090,7 @@ mod tests {
             let mut one_by_one = Vec::new();
             let mut stats = GcStats::default();
             newest_entries(&run, sides, at, &mut stats, &mut one_by_one).unwrap();
-            let builder = merge_builder(&run, &bounds, sides, &tracker);
+            let builder = RunBuilder::with_capacity(0, 0, 0);
             let mut whole = Builder {
                 builder,
                 keep: None,

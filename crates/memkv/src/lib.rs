@@ -56,7 +56,7 @@ mod snapshot;
 mod store;
 mod types;
 
-pub use gc::{GcStats, Retained, Retention};
+pub use gc::{Compaction, GcStats, Retained, Retention};
 pub use mvcc::{KvPair, MvccError};
 pub use snapshot::{Snapshot, SnapshotIter};
 pub use store::{

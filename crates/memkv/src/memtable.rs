@@ -576,6 +576,27 @@ impl Arena {
         Ok(())
     }
 
+    /// The keys of the nodes of `level` within `bounds` (about `4^level` nodes apart),
+    /// in order: a sample of where its entries lie. None when no node stands that tall.
+    fn sample_keys(&self, bounds: &KeyRange, level: usize) -> Vec<Box<[u8]>> {
+        let height = self.height.load(Ordering::Acquire).clamp(1, MAX_HEIGHT);
+        let mut keys = Vec::new();
+        if height <= level {
+            return keys;
+        }
+        let preds = self.predecessors(bounds.start(), u64::MAX, height);
+        let mut at = self.next(preds[level], level);
+        while let Some(node) = self.node(at) {
+            let key = node.key();
+            if bounds.end().is_some_and(|end| *key >= *end) {
+                break;
+            }
+            keys.push(key);
+            at = node.next(level);
+        }
+        keys
+    }
+
     /// The first node at or after `(key, seq)`: the node the search compared last, not a
     /// second read of the link (an insert may have put a smaller node there meanwhile).
     #[inline]
@@ -649,6 +670,25 @@ impl Memtable {
     /// Entries it holds.
     pub(crate) fn len(&self) -> usize {
         self.entries.load(Ordering::Acquire)
+    }
+
+    /// Keys of entries within `bounds`, about `every` entries apart or closer (the nodes
+    /// of the level whose nodes lie so: the skiplist's branching factor is four), in
+    /// order: where a compaction may cut its pieces. Its writer lock is held while it
+    /// walks (no node is linked meanwhile).
+    pub(crate) fn sample_keys(&self, bounds: &KeyRange, every: usize) -> Vec<Box<[u8]>> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let level = (every.max(1).ilog2() / 2) as usize;
+        self.arena.get().map_or_else(Vec::new, |arena| {
+            arena.sample_keys(bounds, level.min(MAX_HEIGHT - 1))
+        })
+    }
+
+    /// The bytes of the keys and of the values it holds: what a copy of every entry
+    /// ([`Memtable::span_copy`]) takes.
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        (writer.key_bytes, writer.value_bytes)
     }
 
     /// True when it holds no entry.
@@ -797,14 +837,21 @@ impl Memtable {
     /// key and value copied into the span, unless it repeats the entry before it, key and
     /// sequence; a key met twice (two sequence numbers) marks the span as not unique.
     pub(crate) fn span_copy(&self, bounds: &KeyRange, seq: u64) -> Span {
+        self.span_copy_part(bounds, seq, (1, 1))
+    }
+
+    /// [`Memtable::span_copy`] of bounds that hold about `part.0 / part.1` of its
+    /// entries (a piece of a compaction): room taken for that share of its bytes.
+    pub(crate) fn span_copy_part(&self, bounds: &KeyRange, seq: u64, part: (usize, usize)) -> Span {
         // Held through the walk: no insert comes between (see `each_within`). Room for
-        // every entry's bytes (and a word to spare).
+        // the share of its entries' bytes (and a word to spare).
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let (keys, values) = (writer.key_bytes + 8, writer.value_bytes + 8);
+        let share = |n: usize| n / part.1.max(1) * part.0.min(part.1) + 8;
+        let (keys, values) = (share(writer.key_bytes), share(writer.value_bytes));
         let mut span = Span {
             keys: Vec::with_capacity(keys),
             values: Vec::with_capacity(values),
-            ends: Vec::with_capacity(self.len()),
+            ends: Vec::with_capacity(share(self.len())),
             unique: true,
             any_deleted: false,
             max_seq: 0,
@@ -973,6 +1020,7 @@ impl Span {
     }
 
     /// Bytes of its keys and of its values.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> (usize, usize) {
         (self.keys.len(), self.values.len())
     }

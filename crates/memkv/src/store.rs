@@ -2,7 +2,7 @@
 //! snapshots.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -242,9 +242,15 @@ pub struct MemKv {
     last_seq: AtomicU64,
     /// Changes of the store's ranges, counted once made: see [`MemKv::reshapes`].
     reshapes: AtomicU64,
+    /// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
+    compaction_min: AtomicUsize,
+    /// Ranges with a compaction claimed ([`MemKv::claim_compaction`]), and the one under
+    /// way between its pieces ([`MemKv::compact_some`]).
+    pub(crate) compactions: Mutex<HashMap<RangeId, Option<crate::gc::Compaction>>>,
 }
 
-/// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes.
+/// The fewest memtable entries for which [`MemKv::wants_compaction`] says yes, unless
+/// [`MemKv::set_compaction_min`] says otherwise.
 pub const MEMTABLE_COMPACTION_MIN: usize = 4096;
 
 impl MemKv {
@@ -255,7 +261,16 @@ impl MemKv {
             ranges: ShardedLock::new(RangeTable::default()),
             last_seq: AtomicU64::new(0),
             reshapes: AtomicU64::new(0),
+            compaction_min: AtomicUsize::new(MEMTABLE_COMPACTION_MIN),
+            compactions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// From now on, [`MemKv::wants_compaction`] says yes from `entries` memtable entries
+    /// on (and a quarter of the runs'), not [`MEMTABLE_COMPACTION_MIN`]; at least one.
+    pub fn set_compaction_min(&self, entries: u64) {
+        let entries = usize::try_from(entries).unwrap_or(usize::MAX).max(1);
+        self.compaction_min.store(entries, Ordering::Relaxed);
     }
 
     /// How many times the store's ranges have changed other than by writes: a range
@@ -385,7 +400,8 @@ impl MemKv {
     }
 
     /// Whether range `id`'s memtables have grown enough that a compaction should fold
-    /// them into its runs: at least [`MEMTABLE_COMPACTION_MIN`] entries and a quarter of
+    /// them into its runs: at least [`MEMTABLE_COMPACTION_MIN`] entries (or what
+    /// [`MemKv::set_compaction_min`] set) and a quarter of
     /// the runs' (so that compacting costs a bounded amount per write, and a lookup or an
     /// insert never walks a large memtable).
     ///
@@ -400,7 +416,8 @@ impl MemKv {
             recent += layers.active.len() + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
             runs += layers.run.len() + layers.delta.len();
         }
-        Ok(recent >= MEMTABLE_COMPACTION_MIN.max(runs / 4))
+        let min = self.compaction_min.load(Ordering::Relaxed);
+        Ok(recent >= min.max(runs / 4))
     }
 
     /// The ranges held, with their bounds.

@@ -110,6 +110,11 @@ enum Step {
     Batch(Vec<(u8, u8, Option<u8>, u8)>),
     Snapshot,
     Compact,
+    /// Start a compaction a piece at a time of the range at this index (modulo their
+    /// number), pieces of about this many entries.
+    StartCompaction(u8, u8),
+    /// One step of every compaction under way.
+    Piece,
     /// Split the range holding this key at it.
     Split(u8),
 }
@@ -119,6 +124,8 @@ fn step() -> impl Strategy<Value = Step> {
         8 => prop::collection::vec((0..3u8, 0..30u8, prop::option::weighted(0.7, any::<u8>()), 0..10u8), 1..6).prop_map(Step::Batch),
         2 => Just(Step::Snapshot),
         1 => Just(Step::Compact),
+        1 => (any::<u8>(), 1..8u8).prop_map(|(range, piece)| Step::StartCompaction(range, piece)),
+        2 => Just(Step::Piece),
         1 => (6..25u8).prop_map(Step::Split),
     ]
 }
@@ -159,6 +166,9 @@ proptest! {
     /// random step, after writes (deletions among them), compactions and splits of the
     /// range — as a load's copy runs beside the writes — and no snapshot is taken before.
     /// A range delete meanwhile is refused (the keys the load brings are not held yet).
+    /// Compactions are also done a piece at a time, their steps between the other steps
+    /// (writes, splits, other compactions); at the end, half of those under way are
+    /// finished and the others dropped unfinished.
     #[test]
     fn every_read_equals_the_model(
         steps in prop::collection::vec(step(), 1..40),
@@ -173,6 +183,7 @@ proptest! {
         let mut model = Model::default();
         let mut seq = 0u64;
         let mut snapshots: Vec<(Snapshot, KeyRange, u64)> = Vec::new();
+        let mut jobs: Vec<(Compaction, usize)> = Vec::new();
         let (mut pending, install_at) = match &load {
             Some((entries, at)) => {
                 seq = 1; // the load's sequence, below every write
@@ -237,8 +248,24 @@ proptest! {
                         kv.compact(*id, None).unwrap();
                     }
                 }
+                Step::StartCompaction(at, piece) => {
+                    let (id, _) = &ranges[usize::from(*at) % ranges.len()];
+                    jobs.push((kv.compaction(*id).unwrap(), usize::from(*piece)));
+                }
+                Step::Piece => {
+                    let mut left = Vec::new();
+                    for (mut job, piece) in jobs.drain(..) {
+                        if kv.compaction_step(&mut job, piece).unwrap().is_none() {
+                            left.push((job, piece));
+                        }
+                    }
+                    jobs = left;
+                }
                 Step::Split(at) => split(&kv, &mut ranges, &mut next_id, &key(*at)),
             }
+        }
+        for (i, (mut job, piece)) in jobs.into_iter().enumerate() {
+            while i % 2 == 0 && kv.compaction_step(&mut job, piece).unwrap().is_none() {}
         }
         if let Some(runs) = pending.take() {
             kv.install_loaded(runs).unwrap();
@@ -1110,4 +1137,113 @@ fn a_load_after_an_eviction_fills_the_arrays_it_left() {
     let freed: Vec<u64> = (0..10).map(|_| kv.age_spares()).collect();
     assert_eq!(freed, [vec![0; 9], vec![spare]].concat());
     assert_eq!(kv.spare_bytes(), 0);
+}
+
+/// A compaction a piece at a time cuts its pieces where the entries are: 10,000 new keys
+/// written past every key of the run still come in pieces of about the size asked for
+/// (here 2,048 entries: at least four pieces), not in one piece past the run's last key;
+/// the runs the pieces build read as the writes do.
+#[test]
+fn pieces_follow_the_entries_wherever_they_lie() {
+    let kv = store(1 << 30);
+    let whole = KeyRange::with_end(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
+    let target = kv.create_range(RangeId(1), whole.clone()).unwrap();
+    let mut loader = kv.loader_for(&target, Cf::Write, 1);
+    for i in 0..1000 {
+        loader.push(format!("b{i:05}").as_bytes(), b"old").unwrap();
+    }
+    kv.install_loaded([loader.built().unwrap()]).unwrap();
+    drop(target);
+    let mut seq = 1;
+    for chunk in 0..100 {
+        let mut batch = WriteBatch::new();
+        for i in 0..100 {
+            batch.put(
+                Cf::Write,
+                format!("y{:05}", chunk * 100 + i).into_bytes(),
+                b"new".to_vec(),
+            );
+        }
+        kv.write(&batch, seq + 1).unwrap();
+        seq += batch.len() as u64;
+    }
+    let mut job = kv.compaction(RangeId(1)).unwrap();
+    let mut steps = 0;
+    let stats = loop {
+        steps += 1;
+        if let Some(stats) = kv.compaction_step(&mut job, 2048).unwrap() {
+            break stats;
+        }
+    };
+    assert!(stats.installed);
+    // Two steps for the empty column families, and the write column family's pieces.
+    assert!(steps >= 2 + 4, "{steps} steps");
+    let snapshot = kv.snapshot(RangeId(1), seq).unwrap();
+    assert_eq!(
+        snapshot.get(Cf::Write, b"b00042").as_deref(),
+        Some(&b"old"[..])
+    );
+    assert_eq!(
+        snapshot.get(Cf::Write, b"y09999").as_deref(),
+        Some(&b"new"[..])
+    );
+    let all = scan_forward(&snapshot, Cf::Write, whole);
+    assert_eq!(all.len(), 11_000);
+}
+
+/// A compaction is claimed once until it ends: the first claim of a range whose
+/// memtables have grown is granted and later ones are not while it is under way (between
+/// its pieces too); `compact_some` ends it (the runs installed, reads unchanged), and the
+/// next growth is claimed again, below `set_compaction_min`'s threshold. A range dropped
+/// while claimed ends its claim with `NoSuchRange`.
+#[test]
+fn a_compaction_is_claimed_once_until_it_ends() {
+    let kv = store(1 << 30);
+    let bounds = KeyRange::with_end(b"a".to_vec(), Some(b"z".to_vec())).unwrap();
+    kv.create_range(RangeId(1), bounds.clone()).unwrap();
+    kv.set_compaction_min(100);
+    let mut seq = 0;
+    let mut put = |kv: &MemKv, from: usize, to: usize| {
+        for i in from..to {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Write, format!("k{i:08}").into_bytes(), b"v".to_vec());
+            seq += 1;
+            kv.write(&batch, seq).unwrap();
+        }
+        seq
+    };
+    put(&kv, 0, 99);
+    assert!(!kv.claim_compaction(RangeId(1)), "99 entries: not due");
+    put(&kv, 99, 300);
+    assert!(kv.claim_compaction(RangeId(1)));
+    assert!(!kv.claim_compaction(RangeId(1)), "claimed already");
+    let mut steps = 1;
+    while kv.compact_some(RangeId(1), 16).unwrap().is_none() {
+        assert!(!kv.claim_compaction(RangeId(1)), "under way");
+        steps += 1;
+    }
+    assert!(steps > 3, "{steps} steps of 16 entries for 300");
+    let at = put(&kv, 300, 310);
+    let snapshot = kv.snapshot(RangeId(1), at).unwrap();
+    assert_eq!(
+        scan_forward(&snapshot, Cf::Write, bounds.clone()).len(),
+        310
+    );
+    put(&kv, 310, 400);
+    assert!(
+        kv.claim_compaction(RangeId(1)),
+        "due again: 100 new, a quarter of 300"
+    );
+    drop(kv.drop_range(RangeId(1)).unwrap());
+    assert!(matches!(
+        kv.compact_some(RangeId(1), usize::MAX),
+        Err(MemError::NoSuchRange(_))
+    ));
+    kv.create_range(RangeId(1), bounds).unwrap();
+    put(&kv, 400, 500);
+    assert!(
+        kv.claim_compaction(RangeId(1)),
+        "the claim ended with the range"
+    );
+    assert!(kv.compact_some(RangeId(1), usize::MAX).unwrap().is_some());
 }

@@ -125,7 +125,8 @@ impl Default for Options {
     }
 }
 
-/// The engines' configuration in the simulator: small enough that memory limits matter,
+/// The engines' configuration in the simulator: small enough that memory limits matter
+/// and memtables are compacted (in pieces a scheduler interleaves with the rest),
 /// background ticks left to the simulator's own GC steps.
 fn engine_config() -> Result<Config> {
     Ok(Config::from_toml(
@@ -134,6 +135,7 @@ fn engine_config() -> Result<Config> {
         gc-run-interval = "1h"
         load-evict-interval = "1h"
         warmup-timeout = "200ms"
+        memtable-compaction-entries = 32
         "#,
     )?)
 }

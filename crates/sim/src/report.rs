@@ -138,6 +138,8 @@ pub struct Report {
     pub evictions: Vec<(String, u64)>,
     /// Loads completed.
     pub loads: u64,
+    /// Memtable compactions ended (each in pieces the schedulers ran among other work).
+    pub compactions: u64,
     /// Background tasks, GC rounds and policy rounds the stores' seeded schedulers ran.
     pub background_runs: u64,
     /// Fences over changes outside the write path: begun, and loads they held back.
@@ -201,6 +203,7 @@ impl Report {
             .filter(|(_, n)| *n > 0)
             .collect();
         self.loads = sum_stat(stores, |s| s.loads.ok);
+        self.compactions = sum_stat(stores, |s| s.compactions.ok);
         self.background_runs = stores.iter().map(|s| s.background_runs).sum();
         self.bus = stores.iter().fold((0, 0), |(d, g), s| {
             let counts = s.bus_counts();
@@ -327,6 +330,11 @@ impl fmt::Display for Report {
             }
         )?;
         writeln!(f, "  loads        {}", self.loads)?;
+        writeln!(
+            f,
+            "  compactions  {} of memtables, in pieces",
+            self.compactions
+        )?;
         writeln!(
             f,
             "  background   {} tasks and rounds run by the seeded schedulers; {} fences, {} loads held back by one",
