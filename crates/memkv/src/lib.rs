@@ -11,7 +11,8 @@
 //!   per entry, readers never wait for the writer); writes with the caller's
 //!   sequence numbers; [`Snapshot`]s that hold `Arc`s to their layers (no lock, no epoch
 //!   guard, writers never blocked) with point gets and bounded iterators both ways;
-//!   [`MemKv::compact`] with TiKV's MVCC GC rules; O(1) range drops; memory accounting
+//!   [`MemKv::compact`] with TiKV's MVCC GC rules, or without GC a piece at a time
+//!   ([`MemKv::compaction`], [`MemKv::compact_some`]); O(1) range drops; memory accounting
 //!   with a hard limit and a soft threshold; the arrays of large runs dropped lately
 //!   kept for the next load or compaction ([`MemKv::spare_bytes`], [`MemKv::age_spares`]).
 //!
