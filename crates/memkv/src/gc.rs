@@ -200,9 +200,9 @@ impl MemKv {
 
     /// One step of `job`: the merge of one piece of a column family, about `entries`
     /// entries of its sources (cut at keys sampled from them; `usize::MAX` takes the
-    /// whole column family), into the run it builds. Returns the compaction's stats once the step that ends it
-    /// has installed the runs (and again, doing nothing, if asked once more); `None`
-    /// while steps remain.
+    /// whole column family), into the run it builds. Returns the compaction's stats once
+    /// the step that ends it has installed the runs (and again, doing nothing, if asked
+    /// once more); `None` while steps remain.
     ///
     /// # Errors
     /// [`MemError::RunTooLarge`]: the job is then to be dropped (the memtables stay,
@@ -316,32 +316,34 @@ impl std::fmt::Debug for Compaction {
 /// `entries` entries of its sources each, in key order; none when it is not cut (it
 /// holds fewer). The cuts are chosen among sampled keys of every source, about every
 /// half piece: a run's entries at that interval, a memtable's nodes of the level whose
-/// nodes lie about so far apart or closer. Each sample
-/// stands for the entries before the next, and a piece ends where its samples reach
-/// `entries`: a piece holds about that many, wherever the new entries lie (among the
-/// run's keys, or past them, as appended keys are). A key's entries all fall in one
-/// piece (a cut is a key, and a piece holds every entry of its keys), so pieces merged
-/// in order build the run one merge builds.
+/// nodes lie about so far apart or closer. Each sample stands for the entries before
+/// the next, and a piece ends where its samples reach `entries`: a piece holds about
+/// that many, wherever the new entries lie (among the run's keys, or past them, as
+/// appended keys are). A key's entries all fall in one piece (a cut is a key, and a
+/// piece holds every entry of its keys), so pieces merged in order build the run one
+/// merge builds.
 fn pieces(layers: &CfLayers, bounds: &KeyRange, full: bool, entries: usize) -> Vec<KeyRange> {
     let entries = entries.max(1);
     let mut runs = vec![&layers.delta];
     if full {
         runs.push(&layers.run);
     }
-    let spans = runs.iter().map(|run| run_span(run, bounds));
-    let total = spans.map(|(lo, hi)| hi - lo).sum::<usize>()
+    let spanned: Vec<_> = runs
+        .iter()
+        .map(|run| (run, run_span(run, bounds)))
+        .collect();
+    let total = spanned.iter().map(|(_, (lo, hi))| hi - lo).sum::<usize>()
         + layers.frozen.iter().map(|m| m.len()).sum::<usize>();
     if total <= entries {
         return Vec::new();
     }
+    let every = (entries / 2).max(1);
     let mut samples: Vec<(Box<[u8]>, usize)> = Vec::new();
-    for run in runs {
-        let (lo, hi) = run_span(run, bounds);
-        let every = (entries / 2).max(1);
+    for (run, (lo, hi)) in spanned {
         samples.extend((lo..hi).step_by(every).map(|i| (run.key(i).into(), every)));
     }
     for memtable in &layers.frozen {
-        let keys = memtable.sample_keys(bounds, (entries / 2).max(1));
+        let keys = memtable.sample_keys(bounds, every);
         let each = memtable.len() / (keys.len() + 1);
         samples.extend(keys.into_iter().map(|key| (key, each)));
     }

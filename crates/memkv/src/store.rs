@@ -401,9 +401,9 @@ impl MemKv {
 
     /// Whether range `id`'s memtables have grown enough that a compaction should fold
     /// them into its runs: at least [`MEMTABLE_COMPACTION_MIN`] entries (or what
-    /// [`MemKv::set_compaction_min`] set) and a quarter of
-    /// the runs' (so that compacting costs a bounded amount per write, and a lookup or an
-    /// insert never walks a large memtable).
+    /// [`MemKv::set_compaction_min`] set) and a quarter of the runs' (so that compacting
+    /// costs a bounded amount per write, and a lookup or an insert never walks a large
+    /// memtable).
     ///
     /// # Errors
     /// [`MemError::NoSuchRange`].
