@@ -258,13 +258,13 @@ impl MemKv {
         }
         job.stats.entries_after += builder.len();
         job.runs.push(builder.finish(Some(self.tracker())));
-        if job.runs.len() < 3 {
-            return Ok(None);
-        }
-        let runs = std::mem::take(&mut job.runs);
-        let runs: [Run; 3] = runs
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three runs"));
+        let runs = match <[Run; 3]>::try_from(std::mem::take(&mut job.runs)) {
+            Ok(runs) => runs,
+            Err(built) => {
+                job.runs = built; // a column family still to merge
+                return Ok(None);
+            }
+        };
         job.stats.installed = self.install(&job.range, &job.layers, (runs, job.full), job.seq);
         job.done = Some(job.stats);
         Ok(job.done)
