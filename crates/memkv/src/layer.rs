@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::MemError;
 use crate::memory::{Charge, MemoryTracker};
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, SpanBuffers};
 
 /// An internal entry's value: `None` is a deletion.
 pub(crate) type IValue = Option<Box<[u8]>>;
@@ -771,27 +771,50 @@ impl Run {
     }
 }
 
-/// Charged runs holding at least this many bytes leave their arrays to [`SpareRuns`]
-/// when they drop; smaller ones free them (the allocator reuses small blocks itself).
-const SPARE_MIN_BYTES: u64 = 1 << 20;
+/// Charged runs and memtable copies holding at least this many bytes leave their arrays
+/// to [`SpareRuns`] when they drop; smaller ones free them (the allocator reuses small
+/// blocks itself).
+pub(crate) const SPARE_MIN_BYTES: u64 = 1 << 20;
 
 /// Sets of arrays [`SpareRuns`] keeps at most.
-const SPARES_KEPT: usize = 4;
+const SPARES_KEPT: usize = 6;
 
 /// Calls of [`SpareRuns::age`] a set of spare arrays waits for a run to take it before it
 /// is freed (with the engine's ticker, about a second).
 pub(crate) const SPARE_TICKS: u32 = 10;
 
+/// One set of arrays [`SpareRuns`] keeps: a run's, or the buffers of a memtable's copy
+/// (a [`Span`](crate::memtable::Span), which a compaction builds and drops each time).
+#[derive(Debug)]
+pub(crate) enum Spare {
+    Run(Run),
+    Span(SpanBuffers),
+}
+
+impl Spare {
+    fn heap_bytes(&self) -> u64 {
+        match self {
+            Spare::Run(run) => run.heap_bytes(),
+            Spare::Span(buffers) => buffers.heap_bytes(),
+        }
+    }
+
+    fn is_span(&self) -> bool {
+        matches!(self, Spare::Span(_))
+    }
+}
+
 /// The arrays of large runs dropped lately (an evicted range's, a run a compaction
-/// replaced), emptied and kept for the next run built — a load's, a merge's — instead of
+/// replaced) and of the memtable copies a compaction merged, emptied and kept for the
+/// next of their kind built — a load's or a merge's run, a compaction's copy — instead of
 /// handed back to the system and faulted in again page by page. They are not charged:
-/// a set is kept only while the sets together fit the room under the hard limit that
-/// its run's charge leaves, and [`SpareRuns::age`] frees the sets no run took lately
-/// and, largest first, those that no longer fit that room.
+/// a set is kept only while the sets together fit the room under the hard limit (what
+/// the charge of the run dropping leaves), and [`SpareRuns::age`] frees the sets nothing
+/// took lately and, largest first, those that no longer fit that room.
 #[derive(Debug, Default)]
 pub(crate) struct SpareRuns {
     /// Each set, emptied (no entries, charged nowhere), with the ages it waited.
-    kept: Mutex<Vec<(Run, u32)>>,
+    kept: Mutex<Vec<(Spare, u32)>>,
     bytes: AtomicU64,
 }
 
@@ -801,60 +824,90 @@ impl SpareRuns {
         self.bytes.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<(Run, u32)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(Spare, u32)>> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `arrays` if they fit `room` beside the sets kept, else frees them.
-    fn keep(&self, mut arrays: Run, room: u64) {
-        arrays.clear();
+    /// Keeps `arrays` if they fit `room` beside the sets kept, else frees them. With
+    /// [`SPARES_KEPT`] sets kept already, the smallest gives way to larger arrays: a
+    /// larger set spares more pages, and a region's runs grow.
+    pub(crate) fn keep(&self, mut arrays: Spare, room: u64) {
+        match &mut arrays {
+            Spare::Run(run) => run.clear(),
+            Spare::Span(buffers) => buffers.clear(),
+        }
         let bytes = arrays.heap_bytes();
         let mut kept = self.lock();
-        if kept.len() < SPARES_KEPT && self.bytes() + bytes <= room {
+        let smallest = (0..kept.len()).min_by_key(|&i| kept[i].0.heap_bytes());
+        let given_way = match smallest {
+            Some(i) if kept.len() >= SPARES_KEPT && kept[i].0.heap_bytes() < bytes => {
+                let (smaller, _) = kept.swap_remove(i);
+                self.bytes.fetch_sub(smaller.heap_bytes(), Ordering::AcqRel);
+                Some(smaller)
+            }
+            _ => None,
+        };
+        let freed = if kept.len() < SPARES_KEPT && self.bytes() + bytes <= room {
             kept.push((arrays, 0));
             self.bytes.fetch_add(bytes, Ordering::AcqRel);
+            None
         } else {
-            drop(kept);
-            drop(arrays); // freed outside the lock
+            Some(arrays)
+        };
+        drop(kept);
+        drop((given_way, freed)); // freed outside the lock
+    }
+
+    /// The kept set of a run's arrays that best holds `want` bytes: the smallest at least
+    /// that large, else the largest (the builder grows it, and the pages it had are
+    /// spared all the same); none is taken for a run too small to leave its arrays.
+    pub(crate) fn take(&self, want: u64) -> Option<Run> {
+        match self.take_kind(want, false)? {
+            Spare::Run(run) => Some(run),
+            Spare::Span(_) => None,
         }
     }
 
-    /// The kept set that best holds `want` bytes: the smallest at least that large, else
-    /// the largest at least half as large (the builder grows it); none is taken for a
-    /// run too small to leave its arrays.
-    pub(crate) fn take(&self, want: u64) -> Option<Run> {
+    /// [`SpareRuns::take`] for the buffers of a memtable's copy.
+    pub(crate) fn take_span(&self, want: u64) -> Option<SpanBuffers> {
+        match self.take_kind(want, true)? {
+            Spare::Span(buffers) => Some(buffers),
+            Spare::Run(_) => None,
+        }
+    }
+
+    fn take_kind(&self, want: u64, span: bool) -> Option<Spare> {
         if want < SPARE_MIN_BYTES || self.bytes() == 0 {
             return None;
         }
         let mut kept = self.lock();
         let size = |i: usize| kept[i].0.heap_bytes();
-        let fits = (0..kept.len())
+        let of_kind = (0..kept.len()).filter(|&i| kept[i].0.is_span() == span);
+        let fits = of_kind
+            .clone()
             .filter(|&i| size(i) >= want)
             .min_by_key(|&i| size(i));
-        let best = fits.or_else(|| {
-            (0..kept.len())
-                .filter(|&i| size(i) >= want / 2)
-                .max_by_key(|&i| size(i))
-        })?;
+        let best = fits.or_else(|| of_kind.max_by_key(|&i| size(i)))?;
         let (arrays, _) = kept.swap_remove(best);
         self.bytes.fetch_sub(arrays.heap_bytes(), Ordering::AcqRel);
         Some(arrays)
     }
 
-    /// One tick of the sets' clock: frees those no run took for [`SPARE_TICKS`] ticks,
+    /// One tick of the sets' clock: frees those nothing took for [`SPARE_TICKS`] ticks,
     /// then the largest while the sets pass `room`; returns the bytes freed.
     pub(crate) fn age(&self, room: u64) -> u64 {
         let mut freed = Vec::new();
         {
             let mut kept = self.lock();
-            kept.retain_mut(|(arrays, age)| {
-                *age += 1;
-                let keep = *age < SPARE_TICKS;
-                if !keep {
-                    freed.push(std::mem::replace(arrays, Run::unbuilt()));
+            let mut i = 0;
+            while i < kept.len() {
+                kept[i].1 += 1;
+                if kept[i].1 < SPARE_TICKS {
+                    i += 1;
+                } else {
+                    freed.push(kept.swap_remove(i).0);
                 }
-                keep
-            });
+            }
             kept.sort_by_key(|(arrays, _)| arrays.heap_bytes());
             let mut bytes: u64 = kept.iter().map(|(a, _)| a.heap_bytes()).sum();
             while bytes > room
@@ -865,7 +918,7 @@ impl SpareRuns {
             }
             self.bytes.store(bytes, Ordering::Release);
         }
-        freed.iter().map(Run::heap_bytes).sum() // freed as `freed` drops, outside the lock
+        freed.iter().map(Spare::heap_bytes).sum() // freed as `freed` drops, outside the lock
     }
 }
 
@@ -899,7 +952,7 @@ impl Drop for Run {
         let room = tracker.hard_limit().saturating_sub(after);
         let mut arrays = Run::unbuilt();
         arrays.swap_arrays(self);
-        tracker.spares.keep(arrays, room);
+        tracker.spares.keep(Spare::Run(arrays), room);
     }
 }
 
@@ -1278,15 +1331,21 @@ mod tests {
         for (want, expect) in [(small, Some(small)), (small + 1, Some(large))] {
             let taken = spares.take(want).map(|run| run.heap_bytes());
             assert_eq!(taken, expect, "want {want}");
-            spares.keep(Run::new(&entries(10_000, b'a'), None).unwrap(), u64::MAX);
+            let run = Run::new(&entries(10_000, b'a'), None).unwrap();
+            spares.keep(Spare::Run(run), u64::MAX);
         }
-        // Two small ones now: neither for three times their size, one for twice.
-        assert!(spares.take(3 * small).is_none());
-        let half = spares.take(2 * small).unwrap();
-        assert_eq!(half.heap_bytes(), small);
-        spares.keep(half, u64::MAX);
+        // Two small ones now: none fits three times their size, so the largest is taken
+        // (the builder grows it), and none of a memtable copy's.
+        let grown = spares.take(3 * small).unwrap();
+        assert_eq!(grown.heap_bytes(), small);
+        assert!(
+            spares.take_span(small).is_none(),
+            "a run's arrays for a copy"
+        );
+        spares.keep(Spare::Run(grown), u64::MAX);
         // Room for one: the largest goes first; then age frees the rest.
-        spares.keep(Run::new(&entries(40_000, b'a'), None).unwrap(), u64::MAX);
+        let run = Run::new(&entries(40_000, b'a'), None).unwrap();
+        spares.keep(Spare::Run(run), u64::MAX);
         let kept = spares.bytes();
         assert_eq!(spares.age(kept - 1), large);
         for tick in 1..SPARE_TICKS - 1 {
@@ -1294,5 +1353,23 @@ mod tests {
         }
         assert_eq!(spares.age(u64::MAX), kept - large);
         assert_eq!(spares.bytes(), 0);
+    }
+
+    #[test]
+    fn with_every_place_taken_the_smallest_set_gives_way_to_a_larger() {
+        let spares = SpareRuns::default();
+        let arrays = |n| Run::new(&entries(n, b'a'), None).unwrap();
+        let small = arrays(10_000).heap_bytes();
+        for _ in 0..SPARES_KEPT {
+            spares.keep(Spare::Run(arrays(10_000)), u64::MAX);
+        }
+        assert_eq!(spares.bytes(), SPARES_KEPT as u64 * small);
+        let large = arrays(40_000).heap_bytes();
+        spares.keep(Spare::Run(arrays(40_000)), u64::MAX);
+        let after = (SPARES_KEPT as u64 - 1) * small + large;
+        assert_eq!(spares.bytes(), after, "one small set gave way");
+        spares.keep(Spare::Run(arrays(5_000)), u64::MAX);
+        assert_eq!(spares.bytes(), after, "a smaller set than all is freed");
+        assert_eq!(spares.take(large).map(|run| run.heap_bytes()), Some(large));
     }
 }

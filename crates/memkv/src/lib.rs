@@ -13,8 +13,8 @@
 //!   guard, writers never blocked) with point gets and bounded iterators both ways;
 //!   [`MemKv::compact`] with TiKV's MVCC GC rules, or without GC a piece at a time
 //!   ([`MemKv::compaction`], [`MemKv::compact_some`]); O(1) range drops; memory accounting
-//!   with a hard limit and a soft threshold; the arrays of large runs dropped lately
-//!   kept for the next load or compaction ([`MemKv::spare_bytes`], [`MemKv::age_spares`]).
+//!   with a hard limit and a soft threshold; the arrays of large runs (and of the
+//!   compactions' copies of memtables) dropped lately kept for the next load or compaction ([`MemKv::spare_bytes`], [`MemKv::age_spares`]).
 //!
 //! ```
 //! use ime_memkv::*;

@@ -36,7 +36,7 @@ use std::cmp::Ordering as Cmp;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use crate::layer::{IValue, Packed, Run, RunBuilder, RunEntry};
+use crate::layer::{IValue, Packed, Run, RunBuilder, RunEntry, SPARE_MIN_BYTES, Spare};
 use crate::memory::{Charge, MemoryTracker};
 use crate::{KeyRange, MemError};
 
@@ -847,14 +847,26 @@ impl Memtable {
         // the share of its entries' bytes (and a word to spare).
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let share = |n: usize| n / part.1.max(1) * part.0.min(part.1) + 8;
-        let (keys, values) = (share(writer.key_bytes), share(writer.value_bytes));
+        let (keys, values, ends) = (
+            share(writer.key_bytes),
+            share(writer.value_bytes),
+            share(self.len()),
+        );
+        // In the buffers of a copy dropped lately, if one is kept: memory touched already.
+        let tracker = self.charge.tracker();
+        let want = keys + values + ends * std::mem::size_of::<SpanEnds>();
+        let mut buffers = (tracker.spares.take_span(want as u64)).unwrap_or_default();
+        buffers.keys.reserve_exact(keys);
+        buffers.values.reserve_exact(values);
+        buffers.ends.reserve_exact(ends);
         let mut span = Span {
-            keys: Vec::with_capacity(keys),
-            values: Vec::with_capacity(values),
-            ends: Vec::with_capacity(share(self.len())),
+            keys: buffers.keys,
+            values: buffers.values,
+            ends: buffers.ends,
             unique: true,
             any_deleted: false,
             max_seq: 0,
+            spares: Arc::clone(tracker),
         };
         let Ok(()) = self.each_within(bounds, Some(&writer), |node| {
             if node.seq > seq {
@@ -989,6 +1001,50 @@ pub(crate) struct Span {
     unique: bool,
     any_deleted: bool,
     max_seq: u64,
+    /// Whose spare arrays ([`SpareRuns`](crate::layer::SpareRuns)) its buffers join
+    /// when it drops, if large enough: its memtable's tracker's.
+    spares: Arc<MemoryTracker>,
+}
+
+impl Drop for Span {
+    /// Large enough, it leaves its buffers to the spare arrays, in the room under the
+    /// hard limit.
+    fn drop(&mut self) {
+        let tracker = &self.spares;
+        let buffers = SpanBuffers {
+            keys: std::mem::take(&mut self.keys),
+            values: std::mem::take(&mut self.values),
+            ends: std::mem::take(&mut self.ends),
+        };
+        if buffers.heap_bytes() >= SPARE_MIN_BYTES {
+            let room = tracker.hard_limit().saturating_sub(tracker.used());
+            tracker.spares.keep(Spare::Span(buffers), room);
+        }
+    }
+}
+
+/// A [`Span`]'s buffers, kept emptied among the spare arrays
+/// ([`SpareRuns`](crate::layer::SpareRuns)) for the next copy.
+#[derive(Debug, Default)]
+pub(crate) struct SpanBuffers {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    ends: Vec<SpanEnds>,
+}
+
+impl SpanBuffers {
+    /// Bytes its buffers hold room for.
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        let ends = self.ends.capacity() * std::mem::size_of::<SpanEnds>();
+        (self.keys.capacity() + self.values.capacity() + ends) as u64
+    }
+
+    /// Empties them, keeping their room.
+    pub(crate) fn clear(&mut self) {
+        self.keys.clear();
+        self.values.clear();
+        self.ends.clear();
+    }
 }
 
 /// Where one entry of a [`Span`] ends in its buffers, its sequence number, and whether
@@ -1695,6 +1751,46 @@ mod tests {
                 "{bounds:?}: the copy differs from the walk"
             );
         }
+    }
+
+    /// A large copy leaves its buffers among the spares when it drops, and the next copy
+    /// fills them (reading only its own entries); a small copy, or one whose buffers the
+    /// room under the hard limit does not hold, frees them.
+    #[test]
+    fn a_copy_leaves_its_buffers_to_the_next() {
+        let entries: Vec<(Vec<u8>, u64)> = (0..40_000u64)
+            .map(|i| (format!("key{i:06}").into_bytes(), i + 1))
+            .collect();
+        let copied = |span: &Span| -> Vec<(Vec<u8>, u64)> {
+            (0..span.len())
+                .map(|i| (span.entry_key(i).to_vec(), span.seq(i)))
+                .collect()
+        };
+        let all = KeyRange::with_end(Vec::new(), None).unwrap();
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        for (key, seq) in &entries {
+            insert(&mem, key, *seq, Some(b"value"));
+        }
+        drop(mem.span_copy(&all, u64::MAX));
+        let kept = tracker.spares.bytes();
+        assert!(kept >= SPARE_MIN_BYTES, "{kept} bytes kept");
+        let again = mem.span_copy(&all, u64::MAX);
+        assert_eq!(tracker.spares.bytes(), 0, "the next copy took them");
+        assert_eq!(copied(&again), entries);
+        drop(again);
+        assert_eq!(tracker.spares.bytes(), kept);
+        // A few entries: too small a copy to keep.
+        let bounds = KeyRange::with_end(b"key0".to_vec(), Some(b"key00001".to_vec())).unwrap();
+        let few = mem.span_copy(&bounds, u64::MAX);
+        assert_eq!(few.len(), 10);
+        drop(few);
+        assert_eq!(tracker.spares.bytes(), kept);
+        // No room under the hard limit: freed.
+        let full = mem.span_copy(&all, u64::MAX);
+        tracker.set_limits(tracker.used(), tracker.used());
+        drop(full);
+        assert_eq!(tracker.spares.bytes(), 0);
     }
 
     /// The arena charges what it allocates: chunks, and the arena itself; all of it

@@ -293,8 +293,9 @@ impl MemKv {
     }
 
     /// Bytes of spare arrays held beside [`MemKv::memory_used`]: the arrays of large runs
-    /// dropped lately (an evicted range's, a run a compaction replaced), kept for the next
-    /// load or compaction to fill instead of new memory. They fit the room under the hard
+    /// dropped lately (an evicted range's, a run a compaction replaced) and of the copies
+    /// of memtables compactions merged, kept for the next load or compaction to fill
+    /// instead of new memory. They fit the room under the hard
     /// limit when kept; [`MemKv::age_spares`] frees them.
     pub fn spare_bytes(&self) -> u64 {
         self.tracker.spares.bytes()

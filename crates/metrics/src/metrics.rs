@@ -96,7 +96,7 @@ impl Metrics {
         register(&registry, &memory);
         let spare = IntGauge::new(
             "ime_memory_spare_bytes",
-            "Bytes of emptied run arrays kept for the next loads, beside ime_memory_bytes.",
+            "Bytes of emptied run and memtable-copy arrays kept for the next loads and compactions, beside ime_memory_bytes.",
         )
         .unwrap_or_else(|_| unreachable_metric("ime_memory_spare_bytes"));
         register(&registry, &spare);
