@@ -802,6 +802,14 @@ impl Spare {
     fn is_span(&self) -> bool {
         matches!(self, Spare::Span(_))
     }
+
+    /// Empties it, keeping its room.
+    fn clear(&mut self) {
+        match self {
+            Spare::Run(run) => run.clear(),
+            Spare::Span(buffers) => buffers.clear(),
+        }
+    }
 }
 
 /// The arrays of large runs dropped lately (an evicted range's, a run a compaction
@@ -829,24 +837,26 @@ impl SpareRuns {
     }
 
     /// Keeps `arrays` if they fit `room` beside the sets kept, else frees them. With
-    /// [`SPARES_KEPT`] sets kept already, the smallest gives way to larger arrays: a
-    /// larger set spares more pages, and a region's runs grow.
+    /// [`SPARES_KEPT`] sets kept already, the smallest gives way to larger arrays that
+    /// fit the room in its stead: a larger set spares more pages, and a region's runs
+    /// grow.
     pub(crate) fn keep(&self, mut arrays: Spare, room: u64) {
-        match &mut arrays {
-            Spare::Run(run) => run.clear(),
-            Spare::Span(buffers) => buffers.clear(),
-        }
+        arrays.clear();
         let bytes = arrays.heap_bytes();
         let mut kept = self.lock();
-        let smallest = (0..kept.len()).min_by_key(|&i| kept[i].0.heap_bytes());
-        let given_way = match smallest {
-            Some(i) if kept.len() >= SPARES_KEPT && kept[i].0.heap_bytes() < bytes => {
+        let mut given_way = None;
+        if kept.len() >= SPARES_KEPT {
+            let smallest = (0..kept.len()).min_by_key(|&i| kept[i].0.heap_bytes());
+            let gives_way = |i: usize| {
+                let smaller = kept[i].0.heap_bytes();
+                smaller < bytes && self.bytes() - smaller + bytes <= room
+            };
+            if let Some(i) = smallest.filter(|&i| gives_way(i)) {
                 let (smaller, _) = kept.swap_remove(i);
                 self.bytes.fetch_sub(smaller.heap_bytes(), Ordering::AcqRel);
-                Some(smaller)
+                given_way = Some(smaller);
             }
-            _ => None,
-        };
+        }
         let freed = if kept.len() < SPARES_KEPT && self.bytes() + bytes <= room {
             kept.push((arrays, 0));
             self.bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -899,15 +909,14 @@ impl SpareRuns {
         let mut freed = Vec::new();
         {
             let mut kept = self.lock();
-            let mut i = 0;
-            while i < kept.len() {
-                kept[i].1 += 1;
-                if kept[i].1 < SPARE_TICKS {
-                    i += 1;
-                } else {
-                    freed.push(kept.swap_remove(i).0);
+            kept.retain_mut(|(arrays, age)| {
+                *age += 1;
+                let keep = *age < SPARE_TICKS;
+                if !keep {
+                    freed.push(std::mem::replace(arrays, Spare::Run(Run::unbuilt())));
                 }
-            }
+                keep
+            });
             kept.sort_by_key(|(arrays, _)| arrays.heap_bytes());
             let mut bytes: u64 = kept.iter().map(|(a, _)| a.heap_bytes()).sum();
             while bytes > room
@@ -1370,6 +1379,9 @@ mod tests {
         assert_eq!(spares.bytes(), after, "one small set gave way");
         spares.keep(Spare::Run(arrays(5_000)), u64::MAX);
         assert_eq!(spares.bytes(), after, "a smaller set than all is freed");
+        let larger = Spare::Run(arrays(80_000));
+        spares.keep(larger, after);
+        assert_eq!(spares.bytes(), after, "no room for it: the smallest stays");
         assert_eq!(spares.take(large).map(|run| run.heap_bytes()), Some(large));
     }
 }
