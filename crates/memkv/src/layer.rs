@@ -849,7 +849,7 @@ impl SpareRuns {
             let smallest = (0..kept.len()).min_by_key(|&i| kept[i].0.heap_bytes());
             let gives_way = |i: usize| {
                 let smaller = kept[i].0.heap_bytes();
-                smaller < bytes && self.bytes() - smaller + bytes <= room
+                smaller < bytes && self.bytes().saturating_sub(smaller) + bytes <= room
             };
             if let Some(i) = smallest.filter(|&i| gives_way(i)) {
                 let (smaller, _) = kept.swap_remove(i);
