@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::MemError;
 use crate::memory::{Charge, MemoryTracker};
-use crate::memtable::{ArenaChunks, Memtable, SpanBuffers};
+use crate::memtable::{Memtable, SpanBuffers};
 
 /// An internal entry's value: `None` is a deletion.
 pub(crate) type IValue = Option<Box<[u8]>>;
@@ -783,22 +783,12 @@ const SPARES_KEPT: usize = 6;
 /// is freed (with the engine's ticker, about a second).
 pub(crate) const SPARE_TICKS: u32 = 10;
 
-/// One set of arrays [`SpareRuns`] keeps: a run's, the buffers of a memtable's copy
-/// (a [`Span`](crate::memtable::Span), which a compaction builds and drops each time), or
-/// the large chunks of a dropped memtable's arena.
+/// One set of arrays [`SpareRuns`] keeps: a run's, or the buffers of a memtable's copy
+/// (a [`Span`](crate::memtable::Span), which a compaction builds and drops each time).
 #[derive(Debug)]
 pub(crate) enum Spare {
     Run(Run),
     Span(SpanBuffers),
-    Chunks(ArenaChunks),
-}
-
-/// What a [`Spare`] holds, and what takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SpareKind {
-    Run,
-    Span,
-    Chunks,
 }
 
 impl Spare {
@@ -806,25 +796,18 @@ impl Spare {
         match self {
             Spare::Run(run) => run.heap_bytes(),
             Spare::Span(buffers) => buffers.heap_bytes(),
-            Spare::Chunks(chunks) => chunks.heap_bytes(),
         }
     }
 
-    fn kind(&self) -> SpareKind {
-        match self {
-            Spare::Run(_) => SpareKind::Run,
-            Spare::Span(_) => SpareKind::Span,
-            Spare::Chunks(_) => SpareKind::Chunks,
-        }
+    fn is_span(&self) -> bool {
+        matches!(self, Spare::Span(_))
     }
 
-    /// Empties it, keeping its room (a chunk's words need no clearing: an arena writes a
-    /// node whole before it links it, and reads nothing no link leads to).
+    /// Empties it, keeping its room.
     fn clear(&mut self) {
         match self {
             Spare::Run(run) => run.clear(),
             Spare::Span(buffers) => buffers.clear(),
-            Spare::Chunks(_) => {}
         }
     }
 }
@@ -889,51 +872,27 @@ impl SpareRuns {
     /// that large, else the largest (the builder grows it, and the pages it had are
     /// spared all the same); none is taken for a run too small to leave its arrays.
     pub(crate) fn take(&self, want: u64) -> Option<Run> {
-        match self.take_kind(want, SpareKind::Run)? {
+        match self.take_kind(want, false)? {
             Spare::Run(run) => Some(run),
-            Spare::Span(_) | Spare::Chunks(_) => None,
+            Spare::Span(_) => None,
         }
     }
 
     /// [`SpareRuns::take`] for the buffers of a memtable's copy.
     pub(crate) fn take_span(&self, want: u64) -> Option<SpanBuffers> {
-        match self.take_kind(want, SpareKind::Span)? {
+        match self.take_kind(want, true)? {
             Spare::Span(buffers) => Some(buffers),
-            Spare::Run(_) | Spare::Chunks(_) => None,
+            Spare::Run(_) => None,
         }
     }
 
-    /// A kept arena chunk of exactly `words` words, out of the set that holds one (the
-    /// rest of the set stays kept, its wait begun again: an arena growing takes its
-    /// chunks one by one, a size after another).
-    pub(crate) fn take_chunk(&self, words: usize) -> Option<Box<[AtomicU64]>> {
-        if self.bytes() == 0 {
-            return None;
-        }
-        let mut kept = self.lock();
-        let (at, chunk) = kept.iter_mut().enumerate().find_map(|(at, (spare, age))| {
-            let Spare::Chunks(set) = spare else {
-                return None;
-            };
-            let chunk = set.take(words)?;
-            *age = 0;
-            Some((at, chunk))
-        })?;
-        self.bytes
-            .fetch_sub(chunk.len() as u64 * 8, Ordering::AcqRel);
-        if kept[at].0.heap_bytes() == 0 {
-            kept.swap_remove(at);
-        }
-        Some(chunk)
-    }
-
-    fn take_kind(&self, want: u64, kind: SpareKind) -> Option<Spare> {
+    fn take_kind(&self, want: u64, span: bool) -> Option<Spare> {
         if want < SPARE_MIN_BYTES || self.bytes() == 0 {
             return None;
         }
         let mut kept = self.lock();
         let size = |i: usize| kept[i].0.heap_bytes();
-        let of_kind = (0..kept.len()).filter(|&i| kept[i].0.kind() == kind);
+        let of_kind = (0..kept.len()).filter(|&i| kept[i].0.is_span() == span);
         let fits = of_kind
             .clone()
             .filter(|&i| size(i) >= want)

@@ -781,14 +781,9 @@ impl Memtable {
         tracker.release(bytes % 8);
         let bytes = bytes - bytes % 8;
         let size = (bytes / 8) as usize;
-        // A dropped memtable's chunk of that size if one is kept: memory touched already,
-        // not faulted in and zeroed again.
-        let spare = (size >= SPARE_CHUNK_WORDS).then(|| tracker.spares.take_chunk(size));
-        let chunk: Box<[AtomicU64]> = spare.flatten().unwrap_or_else(|| {
-            std::iter::repeat_with(|| AtomicU64::new(0))
-                .take(size)
-                .collect()
-        });
+        let chunk: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
+            .take(size)
+            .collect();
         self.charge.add_reserved(bytes);
         arena.chunks.get(next)?.set(chunk).ok()?;
         writer.chunk = Some(next);
@@ -989,53 +984,6 @@ impl Memtable {
             at = node.next(0);
         }
         Ok(())
-    }
-}
-
-/// Arena chunks of at least this many words (8 KiB) go to the spare arrays when their
-/// memtable drops, and a growing arena takes them instead of new zeroed memory: the
-/// allocator would hand the same memory back, but zeroed again word by word, or freshly
-/// mapped and faulted in page by page.
-const SPARE_CHUNK_WORDS: usize = 1 << 10;
-
-impl Drop for Memtable {
-    /// Its large chunks go to the spare arrays, together, if they hold enough to be worth
-    /// keeping and fit the room under the hard limit that its charge, given back next,
-    /// leaves. No snapshot reads it any more: nothing reaches the chunks but their next
-    /// arena, through the nodes it writes.
-    fn drop(&mut self) {
-        let Some(mut arena) = self.arena.take() else {
-            return;
-        };
-        let chunks: Vec<Box<[AtomicU64]>> = (arena.chunks.iter_mut())
-            .filter_map(OnceLock::take)
-            .filter(|chunk| chunk.len() >= SPARE_CHUNK_WORDS)
-            .collect();
-        let set = ArenaChunks(chunks);
-        if set.heap_bytes() >= SPARE_MIN_BYTES {
-            let tracker = self.charge.tracker();
-            let after = tracker.used().saturating_sub(self.charge.bytes());
-            let room = tracker.hard_limit().saturating_sub(after);
-            tracker.spares.keep(Spare::Chunks(set), room);
-        }
-    }
-}
-
-/// The large chunks of a dropped memtable's arena, kept among the spare arrays
-/// ([`SpareRuns`](crate::layer::SpareRuns)) for the arenas that grow next.
-#[derive(Debug)]
-pub(crate) struct ArenaChunks(Vec<Box<[AtomicU64]>>);
-
-impl ArenaChunks {
-    /// Bytes its chunks hold.
-    pub(crate) fn heap_bytes(&self) -> u64 {
-        self.0.iter().map(|chunk| chunk.len() as u64 * 8).sum()
-    }
-
-    /// One of its chunks of exactly `words` words, taken out.
-    pub(crate) fn take(&mut self, words: usize) -> Option<Box<[AtomicU64]>> {
-        let at = self.0.iter().position(|chunk| chunk.len() == words)?;
-        Some(self.0.swap_remove(at))
     }
 }
 
@@ -1843,51 +1791,6 @@ mod tests {
         tracker.set_limits(tracker.used(), tracker.used());
         drop(full);
         assert_eq!(tracker.spares.bytes(), 0);
-    }
-
-    /// A dropped memtable leaves its large chunks to the spare arrays, uncharged; the
-    /// next memtable's arena takes them as it grows (charged again), and reads only the
-    /// entries written into it, whatever the chunks held before. With no room under the
-    /// hard limit, a dropped memtable's chunks are freed.
-    #[test]
-    fn a_dropped_memtable_leaves_its_chunks_to_the_next() {
-        let all = KeyRange::with_end(Vec::new(), None).unwrap();
-        let entries = |prefix: &str| -> Vec<(Vec<u8>, u64)> {
-            (0..40_000u64)
-                .map(|i| (format!("{prefix}{i:06}").into_bytes(), i + 1))
-                .collect()
-        };
-        let filled = |tracker: &Arc<MemoryTracker>, entries: &[(Vec<u8>, u64)]| {
-            let mem = Memtable::new(tracker);
-            for (key, seq) in entries {
-                insert(&mem, key, *seq, Some(key));
-            }
-            mem
-        };
-        let tracker = tracker();
-        let first = filled(&tracker, &entries("old"));
-        let charged = tracker.used();
-        drop(first);
-        let kept = tracker.spares.bytes();
-        assert!(kept >= SPARE_MIN_BYTES, "{kept} bytes kept");
-        assert!(kept < charged, "the small chunks are freed");
-        assert_eq!(tracker.used(), 0, "kept chunks are not charged");
-        let new = entries("new");
-        let second = filled(&tracker, &new);
-        assert_eq!(tracker.spares.bytes(), 0, "the next arena took every chunk");
-        assert_eq!(tracker.used(), second.charged());
-        let read: Vec<(Vec<u8>, u64)> = (second.span(&all, u64::MAX).into_iter())
-            .map(|e| {
-                assert_eq!(e.value.as_deref(), Some(&*e.key), "its own value");
-                (e.key.to_vec(), e.seq)
-            })
-            .collect();
-        assert_eq!(read, new);
-        // No room under the hard limit once its charge is given back: freed.
-        tracker.set_limits(tracker.used() - second.charged(), 0);
-        drop(second);
-        assert_eq!(tracker.spares.bytes(), 0);
-        assert_eq!(tracker.used(), 0);
     }
 
     /// The arena charges what it allocates: chunks, and the arena itself; all of it
