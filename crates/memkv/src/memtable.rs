@@ -860,9 +860,7 @@ impl Memtable {
         buffers.values.reserve_exact(values);
         buffers.ends.reserve_exact(ends);
         let mut span = Span {
-            keys: buffers.keys,
-            values: buffers.values,
-            ends: buffers.ends,
+            buffers,
             unique: true,
             any_deleted: false,
             max_seq: 0,
@@ -874,38 +872,35 @@ impl Memtable {
             }
             node.with_packed(|bytes| {
                 let (key, value) = bytes.split_at(node.key_len.min(bytes.len()));
+                let out = &mut span.buffers;
                 // The same key as the entry before: looked at when the lengths and the
                 // last eight bytes (an MVCC key's timestamp) agree, as between most
                 // neighbours they do not.
-                let before = span
-                    .ends
-                    .len()
-                    .checked_sub(2)
-                    .map_or(0, |i| span.ends[i].key);
-                let last = span.keys.get(before..).unwrap_or_default();
+                let before = out.ends.len().checked_sub(2).map_or(0, |i| out.ends[i].key);
+                let last = out.keys.get(before..).unwrap_or_default();
                 let tail = |key: &[u8]| {
                     let at = key.len().checked_sub(8)?;
                     Some(u64::from_le_bytes(key.get(at..)?.try_into().ok()?))
                 };
-                let same_key = !span.ends.is_empty()
+                let same_key = !out.ends.is_empty()
                     && last.len() == key.len()
                     && tail(last) == tail(key)
                     && last == key;
                 if same_key {
-                    if span.ends.last().is_some_and(|last| last.seq == node.seq) {
+                    if out.ends.last().is_some_and(|last| last.seq == node.seq) {
                         return; // one entry inserted twice: taken once
                     }
                     span.unique = false;
                 }
-                span.keys.extend_from_slice(key);
+                out.keys.extend_from_slice(key);
                 if node.value_len.is_some() {
-                    span.values.extend_from_slice(value);
+                    out.values.extend_from_slice(value);
                 }
                 span.any_deleted |= node.value_len.is_none();
                 span.max_seq = span.max_seq.max(node.seq);
-                span.ends.push(SpanEnds {
-                    key: span.keys.len(),
-                    value: span.values.len(),
+                out.ends.push(SpanEnds {
+                    key: out.keys.len(),
+                    value: out.values.len(),
                     seq: node.seq,
                     deleted: node.value_len.is_none(),
                 });
@@ -993,9 +988,8 @@ impl Memtable {
 /// stretches of it whole.
 #[derive(Debug)]
 pub(crate) struct Span {
-    keys: Vec<u8>,
-    values: Vec<u8>,
-    ends: Vec<SpanEnds>,
+    /// Its keys, values and entry ends (left to the spare arrays when it drops).
+    buffers: SpanBuffers,
     /// No two entries share a key; whether any is a deletion; the highest sequence
     /// number (what [`Packed::copyable_at`] looks at).
     unique: bool,
@@ -1011,11 +1005,7 @@ impl Drop for Span {
     /// hard limit.
     fn drop(&mut self) {
         let tracker = &self.spares;
-        let buffers = SpanBuffers {
-            keys: std::mem::take(&mut self.keys),
-            values: std::mem::take(&mut self.values),
-            ends: std::mem::take(&mut self.ends),
-        };
+        let buffers = std::mem::take(&mut self.buffers);
         if buffers.heap_bytes() >= SPARE_MIN_BYTES {
             let room = tracker.hard_limit().saturating_sub(tracker.used());
             tracker.spares.keep(Spare::Span(buffers), room);
@@ -1060,40 +1050,40 @@ struct SpanEnds {
 impl Span {
     /// How many entries it holds.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.buffers.ends.len()
     }
 
     /// Entry `i`'s sequence number.
     pub(crate) fn seq(&self, i: usize) -> u64 {
-        self.ends.get(i).map_or(0, |e| e.seq)
+        self.buffers.ends.get(i).map_or(0, |e| e.seq)
     }
 
     /// Entry `i`'s value, `None` for a deletion.
     pub(crate) fn value(&self, i: usize) -> Option<&[u8]> {
-        let end = self.ends.get(i).filter(|e| !e.deleted)?.value;
+        let end = self.buffers.ends.get(i).filter(|e| !e.deleted)?.value;
         let (_, start) = self.entry_start(i);
-        Some(&self.values[start..end])
+        Some(&self.buffers.values[start..end])
     }
 
     /// Bytes of its keys and of its values.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> (usize, usize) {
-        (self.keys.len(), self.values.len())
+        (self.buffers.keys.len(), self.buffers.values.len())
     }
 }
 
 impl Packed for Span {
     fn key_bytes(&self) -> &[u8] {
-        &self.keys
+        &self.buffers.keys
     }
 
     fn value_bytes(&self) -> &[u8] {
-        &self.values
+        &self.buffers.values
     }
 
     #[inline]
     fn entry_end(&self, i: usize) -> (usize, usize, u64, bool) {
-        let end = self.ends[i];
+        let end = self.buffers.ends[i];
         (end.key, end.value, end.seq, end.deleted)
     }
 
@@ -1114,7 +1104,7 @@ impl Packed for Span {
         from: usize,
         to: usize,
     ) -> impl Iterator<Item = (usize, usize, u64, bool)> {
-        let ends = self.ends.get(from..to).unwrap_or_default();
+        let ends = self.buffers.ends.get(from..to).unwrap_or_default();
         ends.iter().map(|e| (e.key, e.value, e.seq, e.deleted))
     }
 }
