@@ -22,8 +22,8 @@
 //!   loaded (there, a reported "iteration" is the p99 latency of a run of 2,000 gets).
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
-//! writer are also timed in blocks of each side in turn, fifteen rounds, and the p99
-//! during evictions and the load nine (`ime_benches::alternate`; a p99 is the median of
+//! writer are also timed in blocks of each side in turn, fifteen rounds (the write of 16
+//! and the two writers 48), and the p99 during evictions and the load nine (`ime_benches::alternate`; a p99 is the median of
 //! the blocks' p99s, a load the median of its blocks, one load or one iteration each;
 //! a block of the write of 16 starts with the engine idle, and a block of the two
 //! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
@@ -202,21 +202,24 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
 const READER_GETS_PER_BLOCK: u64 = 200_000;
 
 /// Rounds of blocks in turn (`ime_benches::alternate`) for the figures measured so: the
-/// point get and its readers, the write of 16, the p99 beside a writer (the two writers
-/// take [`WRITER_ROUNDS`]).
+/// point get and its readers, the p99 beside a writer (the writes take
+/// [`WRITER_ROUNDS`]).
 const ROUNDS: u32 = 15;
 const ROUNDS_OPS: u64 = ROUNDS as u64;
 /// Gets in one block of the point-get figure measured in turn.
 const GETS_PER_BLOCK: u64 = 20_000;
 /// Batches a writer thread writes in one block of the writer figures in turn.
 const BATCHES_PER_BLOCK: u64 = 1_000;
-/// Rounds of the two writers' blocks in turn: more than the other figures take. A block
-/// lasts 25-150 ms on these machines, and pays for the compactions its writes bring on,
-/// which come lumpy: a region's compaction rewrites its whole run (by then a million
-/// entries or more) once its memtables reach a quarter of it, and a block that holds
-/// one takes about twice the time of the blocks around it. Fifteen rounds held three or
-/// four compactions of the two regions, or fewer as the runs grow; 48 rounds hold six or
-/// more, and three times the blocks of the machine's own drift.
+/// Rounds of the writers' blocks in turn (the write of 16, the two writers): more than
+/// the other figures take. A block lasts 15-150 ms on these machines, and pays for the
+/// compactions its writes bring on, which come lumpy: a region's compaction rewrites its
+/// whole run (by then a million entries or more) once its memtables reach a quarter of
+/// it, and a block that holds one takes about twice the time of the blocks around it.
+/// Fifteen rounds held three or four compactions of the two writers' regions, or fewer
+/// as the runs grow; 48 rounds hold six or more. The machine's own drift is lumpy too:
+/// blocks of the write of 16 took either about 16 or about 24 ms, on both sides alike,
+/// in spells of a few blocks, and fifteen rounds' totals moved with where the spells
+/// fell (0.96 to 1.38x in runs of one build, one after the other).
 const WRITER_ROUNDS: u32 = 48;
 
 fn mvcc_scan(c: &mut Criterion) {
@@ -297,13 +300,15 @@ fn write_apply(c: &mut Criterion) {
         (0..BATCHES_PER_BLOCK).for_each(|_| write());
         start.elapsed()
     };
-    let [hybrid, disk_only] =
-        alternate(ROUNDS, [&mut || block(&hybrid), &mut || block(&disk_only)]);
+    let [hybrid, disk_only] = alternate(
+        WRITER_ROUNDS,
+        [&mut || block(&hybrid), &mut || block(&disk_only)],
+    );
     let sides = [("hybrid", total(&hybrid)), ("disk_only", total(&disk_only))];
     record_per_op(
         "engine/write_batch_16_in_turn",
         &sides,
-        ROUNDS_OPS * BATCHES_PER_BLOCK,
+        u64::from(WRITER_ROUNDS) * BATCHES_PER_BLOCK,
     )
     .unwrap();
     let read = ReadRequest {
