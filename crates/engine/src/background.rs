@@ -66,7 +66,7 @@ impl<D: DiskEngine> Core<D> {
         };
         self.finish(fx);
         let job = job?;
-        let id = self.new_job();
+        let id = (self.next_job).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.jobs().insert(id, job);
         Some(Task::LoadCopy(id))
     }

@@ -5,22 +5,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use ime_controller::{Action, Controller, Decisions, Env, TimestampSource};
 use ime_disk::DiskEngine;
 use ime_eviction::EvictionPolicy;
 use ime_memkv::{DroppedRange, MemConfig, MemError, MemKv, OpBuffer, RangeId};
+use ime_metrics::{CompactResult, Metrics, ReadCounters};
 use ime_region::EvictReason::{MemoryLimitReached, WriteFailed};
 use ime_region::{Drained, EvictCallback, EvictReason, KeyRange, RegionHashMap, RegionId};
 use ime_stripes::{Queue, STRIPES, Stripes, View};
 
 use crate::Config;
-use ime_metrics::Metrics;
-use ime_metrics::{CompactResult, ReadCounters};
 
 /// Work for the background threads (or, with [`crate::Background::Manual`], for whoever
 /// runs the queue). A task may return a continuation: loads run in stages, so that a
@@ -134,8 +132,6 @@ pub(crate) struct Dropped {
 /// memory handles and read counters they refer to.
 pub(crate) struct Meta {
     pub(crate) ctl: Controller,
-    /// Ranges dropped from the store whose region is not Evicting yet (snapshots still
-    /// read them, or their load is still stopping).
     pub(crate) dropped: RegionHashMap<Dropped>,
     /// Read statistics per region since the last policy round; snapshots add to them
     /// under the lock shared, each thread to a shard of its own.
@@ -230,7 +226,8 @@ pub(crate) struct Core<D: DiskEngine> {
     runner: Runner,
     /// Loads between their stages, by job id.
     pub(crate) jobs: Mutex<HashMap<u64, LoadJob<D::Snapshot>>>,
-    next_job: AtomicU64,
+    /// The next load job's id.
+    pub(crate) next_job: AtomicU64,
     /// Test-only switches (the `testing` feature).
     #[cfg(feature = "testing")]
     pub(crate) switches: crate::testing::Switches,
@@ -343,12 +340,13 @@ impl<D: DiskEngine> Core<D> {
 
     /// `waiting` deferred writes of stripe `index` wait: from [`DRAIN_AT`], a task applies
     /// them and the deleter polls until none come ([`Stripes::wake_wanted`]; with
-    /// `Background::Manual`, a task from 1), the writer itself from four times that.
+    /// `Background::Manual`, a task from 1), the writer itself from eight times that (the
+    /// background fell behind; the queue's memory stays bounded: `docs/engine.md`).
     pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
         let manual = self.is_manual();
         if (manual && waiting == 1) || (!manual && self.stripes.wake_wanted(waiting, DRAIN_AT)) {
             fx.tasks.push(Task::Drain(index));
-        } else if waiting >= 4 * DRAIN_AT {
+        } else if waiting >= 8 * DRAIN_AT {
             self.stripes.drain(index, |q| self.apply_deferred(q, fx));
         }
     }
@@ -603,11 +601,6 @@ impl<D: DiskEngine> Core<D> {
         Some(kind)
     }
 
-    /// A new load job's id.
-    pub(crate) fn new_job(&self) -> u64 {
-        (self.next_job).fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
     fn run_inline(&self, task: Task) {
         match task {
             Task::Load(region) => {
@@ -651,11 +644,14 @@ impl<D: DiskEngine> Core<D> {
         fx.tasks.extend(due.map(|range| Task::Compact(*range)));
     }
 
-    /// The deleter's compaction of `range` (`MemKv::compact_some`): all of it, or with
-    /// manual background work [`PIECE`] entries of it, the next piece queued
-    /// behind, so that a seeded scheduler puts other work between the pieces.
+    /// A piece of the deleter's compaction of `range` (`MemKv::compact_some`): [`THREAD_PIECE`]
+    /// entries, or with manual background work [`PIECE`], the next piece returned.
     pub(crate) fn compact(&self, range: RangeId) -> Option<Task> {
-        let piece = if self.is_manual() { PIECE } else { usize::MAX };
+        let piece = if self.is_manual() {
+            PIECE
+        } else {
+            THREAD_PIECE
+        };
         match self.mem.compact_some(range, piece) {
             Ok(None) => return Some(Task::Compact(range)),
             Ok(Some(_)) => self.metrics.compacted(CompactResult::Ok),
@@ -694,9 +690,11 @@ impl<D: DiskEngine> Core<D> {
 /// How many deferred writes of a stripe wait before a task applies them (with threads).
 const DRAIN_AT: u64 = 32;
 
-/// Entries of a compaction's piece with manual background work: few, so that a
-/// scheduler meets a compaction between its pieces even in a small store.
+/// Entries of a compaction's piece: with manual background work few, so that a scheduler
+/// meets a compaction between its pieces even in a small store; with threads about a
+/// millisecond's merge, after which the deleter applies the writes deferred meanwhile.
 const PIECE: usize = 32;
+const THREAD_PIECE: usize = 8_192;
 
 /// Writes that deferred their memory side, in order.
 #[derive(Default)]

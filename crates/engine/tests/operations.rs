@@ -438,6 +438,32 @@ fn grown_memtables_are_compacted_in_the_background() {
     assert!(peer.engine.cross_check().is_empty());
 }
 
+/// With threads, the deleter compacts in pieces of 8,192 entries and applies the writes
+/// deferred meanwhile between two pieces: a region written until its compactions merge
+/// several pieces' worth (32,000 keys, each committed as a write record and a value)
+/// still reads equal to the disk from memory, checked while the writes go on, and no
+/// compaction fails or leaves memtables behind that nobody compacts.
+#[test]
+fn large_compactions_with_threads_go_in_pieces_beside_writes() {
+    let mut peer = loaded(1);
+    for round in 0..4_000 {
+        commit_round(&mut peer, round);
+        if round % 500 == 499 {
+            assert!(
+                peer.check(1),
+                "round {round}: served from memory, equal to disk"
+            );
+        }
+    }
+    peer.idle();
+    let stats = peer.engine.stats();
+    assert!(stats.compactions.ok >= 3, "{}", peer.engine.metrics_text());
+    assert_eq!(stats.compactions.failed, 0);
+    assert!(peer.check(1), "served from memory, equal to the disk");
+    assert_eq!(peer.scan(1).len(), 50 + 32_000);
+    assert!(peer.engine.cross_check().is_empty());
+}
+
 /// A disk whose writes fail while `failing` is set (everything else is `MemDisk`'s).
 struct FailingDisk {
     inner: MemDisk,
