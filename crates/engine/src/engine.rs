@@ -459,9 +459,6 @@ fn worker<D: DiskEngine>(core: &Arc<Core<D>>, tasks: Receiver<Task>, poll: bool)
                     let mut next = Some(task);
                     while let Some(task) = next {
                         next = core.run_task(task);
-                        if poll && next.is_some() {
-                            core.applying(|a| _ = core.stripes.poll(a)); // between pieces
-                        }
                     }
                     core.in_flight.done();
                 }

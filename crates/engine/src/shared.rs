@@ -340,13 +340,12 @@ impl<D: DiskEngine> Core<D> {
 
     /// `waiting` deferred writes of stripe `index` wait: from [`DRAIN_AT`], a task applies
     /// them and the deleter polls until none come ([`Stripes::wake_wanted`]; with
-    /// `Background::Manual`, a task from 1), the writer itself from eight times that (the
-    /// background fell behind; the queue's memory stays bounded: `docs/engine.md`).
+    /// `Background::Manual`, a task from 1), the writer itself from four times that.
     pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
         let manual = self.is_manual();
         if (manual && waiting == 1) || (!manual && self.stripes.wake_wanted(waiting, DRAIN_AT)) {
             fx.tasks.push(Task::Drain(index));
-        } else if waiting >= 8 * DRAIN_AT {
+        } else if waiting >= 4 * DRAIN_AT {
             self.stripes.drain(index, |q| self.apply_deferred(q, fx));
         }
     }
@@ -644,14 +643,11 @@ impl<D: DiskEngine> Core<D> {
         fx.tasks.extend(due.map(|range| Task::Compact(*range)));
     }
 
-    /// A piece of the deleter's compaction of `range` (`MemKv::compact_some`): [`THREAD_PIECE`]
-    /// entries, or with manual background work [`PIECE`], the next piece returned.
+    /// The deleter's compaction of `range` (`MemKv::compact_some`): all of it, or with
+    /// manual background work [`PIECE`] entries of it, the next piece queued
+    /// behind, so that a seeded scheduler puts other work between the pieces.
     pub(crate) fn compact(&self, range: RangeId) -> Option<Task> {
-        let piece = if self.is_manual() {
-            PIECE
-        } else {
-            THREAD_PIECE
-        };
+        let piece = if self.is_manual() { PIECE } else { usize::MAX };
         match self.mem.compact_some(range, piece) {
             Ok(None) => return Some(Task::Compact(range)),
             Ok(Some(_)) => self.metrics.compacted(CompactResult::Ok),
@@ -690,11 +686,9 @@ impl<D: DiskEngine> Core<D> {
 /// How many deferred writes of a stripe wait before a task applies them (with threads).
 const DRAIN_AT: u64 = 32;
 
-/// Entries of a compaction's piece: with manual background work few, so that a scheduler
-/// meets a compaction between its pieces even in a small store; with threads about a
-/// millisecond's merge, after which the deleter applies the writes deferred meanwhile.
+/// Entries of a compaction's piece with manual background work: few, so that a
+/// scheduler meets a compaction between its pieces even in a small store.
 const PIECE: usize = 32;
-const THREAD_PIECE: usize = 8_192;
 
 /// Writes that deferred their memory side, in order.
 #[derive(Default)]

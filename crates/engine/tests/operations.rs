@@ -438,13 +438,12 @@ fn grown_memtables_are_compacted_in_the_background() {
     assert!(peer.engine.cross_check().is_empty());
 }
 
-/// With threads, the deleter compacts in pieces of 8,192 entries and applies the writes
-/// deferred meanwhile between two pieces: a region written until its compactions merge
-/// several pieces' worth (32,000 keys, each committed as a write record and a value)
-/// still reads equal to the disk from memory, checked while the writes go on, and no
-/// compaction fails or leaves memtables behind that nobody compacts.
+/// With threads, the deleter's compactions run beside the writes and their deferred
+/// memory sides: a region written until its compactions merge tens of thousands of
+/// entries (32,000 keys) still reads equal to the disk from memory, checked while the
+/// writes go on, and no compaction fails.
 #[test]
-fn large_compactions_with_threads_go_in_pieces_beside_writes() {
+fn large_compactions_with_threads_keep_reads_equal_beside_writes() {
     let mut peer = loaded(1);
     for round in 0..4_000 {
         commit_round(&mut peer, round);
