@@ -219,7 +219,7 @@ const BATCHES_PER_BLOCK: u64 = 1_000;
 /// as the runs grow; 48 rounds hold six or more. The machine's own drift is lumpy too:
 /// blocks of the write of 16 took either about 16 or about 24 ms, on both sides alike,
 /// in spells of a few blocks, and fifteen rounds' totals moved with where the spells
-/// fell (0.96 to 1.38x in runs of one build, one after the other).
+/// fell (0.98 to 1.38x in runs of one build, one after the other).
 const WRITER_ROUNDS: u32 = 48;
 
 fn mvcc_scan(c: &mut Criterion) {
