@@ -23,8 +23,9 @@
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
 //! writer are also timed in blocks of each side in turn, fifteen rounds (the write of 16
-//! and the two writers 48), and the p99 during evictions and the load nine (`ime_benches::alternate`; a p99 is the median of
-//! the blocks' p99s, a load the median of its blocks, one load or one iteration each;
+//! and the two writers 48), and the p99 during evictions and the load nine
+//! (`ime_benches::alternate`; a p99 is the median of the blocks' p99s, a load the
+//! median of its blocks, one load or one iteration each;
 //! a block of the write of 16 starts with the engine idle, and a block of the two
 //! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
 //! for its whole memory side, compactions included; neither leaves work to the bare
