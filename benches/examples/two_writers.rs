@@ -1,0 +1,188 @@
+//! Two apply threads on two cached regions, against the layers under them, in blocks in
+//! turn (as the engine suite's two writers): each side's two threads write `BLOCK`
+//! batches of 16 MVCC puts each, to keys of their own half (500 user keys a half, a new
+//! version each batch), and a block ends when the engine is idle again. The sides:
+//!
+//! - `hybrid`: through the engine, both regions cached;
+//! - `disk-only`: through an engine that caches neither region;
+//! - `disk`: straight to IME's RocksDB layer (`RocksDisk::apply`), no engine;
+//! - `bare`: straight to a bare RocksDB (the `rocksdb` crate), as the suite's baseline.
+//!
+//! Prints each side's time per round (one batch a thread) and its ratio to `bare`: where
+//! the two writers' time goes, layer by layer. The first argument is the number of
+//! rounds (default 24); names of sides after it run those sides only, and `bare` (to
+//! profile one layer at a time).
+//!
+//! ```sh
+//! cargo run --release -p ime-benches --example two_writers -- 96
+//! cargo run --release -p ime-benches --example two_writers -- 96 disk-only
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a profiling harness: a failed setup should stop it"
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ime_benches::{alternate, profiling_engine, put_record, total, user_key, write_key};
+use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
+use ime_engine::{ApplyHeader, Engine, HybridWriteBatch};
+use ime_memkv::codec::encode_bytes;
+use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+
+const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
+
+/// Batches a thread writes in one block.
+const BLOCK: u64 = 1_000;
+
+/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds.
+fn batch_16(half: u64, n: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    (0..16).map(move |k| {
+        let key = user_key(half * 500 + (n * 16 + k) % 500);
+        (
+            write_key(&key, 2_000_000 + n),
+            put_record(1_999_999 + n, b"value"),
+        )
+    })
+}
+
+/// Regions 1 and 2: the two halves of the user keys.
+fn two_regions() -> [Region; 2] {
+    let mid = encode_bytes(&user_key(500));
+    let first = KeyRange::new(encode_bytes(b"t"), mid.clone()).unwrap();
+    let second = KeyRange::new(mid, encode_bytes(b"u")).unwrap();
+    [
+        Region::new(RegionId(1), first, EPOCH),
+        Region::new(RegionId(2), second, EPOCH),
+    ]
+}
+
+/// An engine over a fresh RocksDB, both regions cached if `cached`.
+fn engine(cached: bool) -> Engine<RocksDisk> {
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let engine = profiling_engine(disk);
+    if cached {
+        for region in two_regions() {
+            engine.load_region(region, 5).unwrap();
+        }
+        assert!(engine.wait_idle(Duration::from_secs(600)));
+    }
+    engine
+}
+
+/// A block of `write` on two threads, one a half, then until `settle` returns.
+fn block(write: &(dyn Fn(u64) + Sync), settle: &dyn Fn()) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for half in 0..2 {
+            s.spawn(move || write(half));
+        }
+    });
+    settle();
+    start.elapsed()
+}
+
+/// `BLOCK` batches to region `half + 1` of `engine`, applied indexes from `index`.
+fn engine_batches(engine: &Engine<RocksDisk>, half: u64, index: &AtomicU64) {
+    for _ in 0..BLOCK {
+        let at = index.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut batch = HybridWriteBatch::new();
+        batch.prepare(ApplyHeader {
+            region: RegionId(half + 1),
+            epoch: EPOCH,
+            first_index: at,
+            last_index: at,
+        });
+        for (key, value) in batch_16(half, at) {
+            batch.put(Cf::Write, key, value);
+        }
+        engine.write(&batch).unwrap();
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(24);
+    let only: Vec<String> = args.collect();
+    let on = |name: &str| only.is_empty() || only.iter().any(|o| o == name) || name == "bare";
+    let (hybrid, disk_only) = (engine(true), engine(false));
+    let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (options, cf_options) = ime_disk::RocksConfig::default().options();
+    let families =
+        Cf::ALL.map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
+    let bare = rocksdb::DB::open_cf_descriptors(&options, dir.path(), families).unwrap();
+    let indexes = [
+        [AtomicU64::new(5), AtomicU64::new(5)],
+        [AtomicU64::new(5), AtomicU64::new(5)],
+    ];
+    let rounds_disk = AtomicU64::new(0);
+    let rounds_bare = AtomicU64::new(0);
+    let idle = |engine: &Engine<RocksDisk>| assert!(engine.wait_idle(Duration::from_secs(600)));
+    let none = || {};
+    let sides = alternate(
+        rounds,
+        [
+            &mut || {
+                let write = |half| engine_batches(&hybrid, half, &indexes[0][half as usize]);
+                if !on("hybrid") {
+                    return Duration::ZERO;
+                }
+                block(&write, &|| idle(&hybrid))
+            },
+            &mut || {
+                let write = |half| engine_batches(&disk_only, half, &indexes[1][half as usize]);
+                if !on("disk-only") {
+                    return Duration::ZERO;
+                }
+                block(&write, &|| idle(&disk_only))
+            },
+            &mut || {
+                if !on("disk") {
+                    return Duration::ZERO;
+                }
+                let write = |half| {
+                    for _ in 0..BLOCK {
+                        let n = rounds_disk.fetch_add(1, Ordering::Relaxed);
+                        let mut batch = WriteBatch::new();
+                        for (key, value) in batch_16(half, n) {
+                            batch.put(Cf::Write, key, value);
+                        }
+                        disk.apply(&batch).unwrap();
+                    }
+                };
+                block(&write, &none)
+            },
+            &mut || {
+                let write = |half| {
+                    let cf = bare.cf_handle("write").unwrap();
+                    for _ in 0..BLOCK {
+                        let n = rounds_bare.fetch_add(1, Ordering::Relaxed);
+                        let mut batch = rocksdb::WriteBatch::default();
+                        for (key, value) in batch_16(half, n) {
+                            batch.put_cf(&cf, key, value);
+                        }
+                        bare.write(batch).unwrap();
+                    }
+                };
+                block(&write, &none)
+            },
+        ],
+    );
+    let per_round = |side: &[Duration]| total(side) / (rounds * BLOCK as u32);
+    let bare_time = per_round(&sides[3]);
+    for (name, side) in ["hybrid", "disk-only", "disk", "bare"].iter().zip(&sides) {
+        let time = per_round(side);
+        let ratio = time.as_secs_f64() / bare_time.as_secs_f64();
+        println!("{name:>10}: {time:>10.2?} a round, {ratio:.3}x bare");
+    }
+    let compactions = hybrid.stats().compactions;
+    println!(
+        "hybrid's compactions: {} ended ({} failed); memory in use at the end: {} MiB",
+        compactions.ok + compactions.range_gone + compactions.failed,
+        compactions.failed,
+        hybrid.memory_used() >> 20
+    );
+}
