@@ -26,45 +26,25 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ime_benches::{alternate, profiling_engine, put_record, total, user_key, write_key};
+use ime_benches::{
+    alternate, apply_batches, bare_batches, bare_rocksdb, batch_16, profiling_engine, total,
+    two_regions,
+};
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
-use ime_engine::{ApplyHeader, Engine, HybridWriteBatch};
-use ime_memkv::codec::encode_bytes;
-use ime_region::{KeyRange, Region, RegionEpoch, RegionId};
+use ime_engine::Engine;
+use ime_region::RegionEpoch;
 
 const EPOCH: RegionEpoch = RegionEpoch::new(2, 1);
 
 /// Batches a thread writes in one block.
 const BLOCK: u64 = 1_000;
 
-/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds.
-fn batch_16(half: u64, n: u64) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
-    (0..16).map(move |k| {
-        let key = user_key(half * 500 + (n * 16 + k) % 500);
-        (
-            write_key(&key, 2_000_000 + n),
-            put_record(1_999_999 + n, b"value"),
-        )
-    })
-}
-
-/// Regions 1 and 2: the two halves of the user keys.
-fn two_regions() -> [Region; 2] {
-    let mid = encode_bytes(&user_key(500));
-    let first = KeyRange::new(encode_bytes(b"t"), mid.clone()).unwrap();
-    let second = KeyRange::new(mid, encode_bytes(b"u")).unwrap();
-    [
-        Region::new(RegionId(1), first, EPOCH),
-        Region::new(RegionId(2), second, EPOCH),
-    ]
-}
-
 /// An engine over a fresh RocksDB, both regions cached if `cached`.
 fn engine(cached: bool) -> Engine<RocksDisk> {
     let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let engine = profiling_engine(disk);
     if cached {
-        for region in two_regions() {
+        for region in two_regions(EPOCH) {
             engine.load_region(region, 5).unwrap();
         }
         assert!(engine.wait_idle(Duration::from_secs(600)));
@@ -84,24 +64,6 @@ fn block(write: &(dyn Fn(u64) + Sync), settle: &dyn Fn()) -> Duration {
     start.elapsed()
 }
 
-/// `BLOCK` batches to region `half + 1` of `engine`, applied indexes from `index`.
-fn engine_batches(engine: &Engine<RocksDisk>, half: u64, index: &AtomicU64) {
-    for _ in 0..BLOCK {
-        let at = index.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut batch = HybridWriteBatch::new();
-        batch.prepare(ApplyHeader {
-            region: RegionId(half + 1),
-            epoch: EPOCH,
-            first_index: at,
-            last_index: at,
-        });
-        for (key, value) in batch_16(half, at) {
-            batch.put(Cf::Write, key, value);
-        }
-        engine.write(&batch).unwrap();
-    }
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(24);
@@ -110,10 +72,7 @@ fn main() {
     let (hybrid, disk_only) = (engine(true), engine(false));
     let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (options, cf_options) = ime_disk::RocksConfig::default().options();
-    let families =
-        Cf::ALL.map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
-    let bare = rocksdb::DB::open_cf_descriptors(&options, dir.path(), families).unwrap();
+    let bare = bare_rocksdb(dir.path());
     let indexes = [
         [AtomicU64::new(5), AtomicU64::new(5)],
         [AtomicU64::new(5), AtomicU64::new(5)],
@@ -126,17 +85,20 @@ fn main() {
         rounds,
         [
             &mut || {
-                let write = |half| engine_batches(&hybrid, half, &indexes[0][half as usize]);
                 if !on("hybrid") {
                     return Duration::ZERO;
                 }
+                let write =
+                    |half| apply_batches(&hybrid, EPOCH, (half, BLOCK), &indexes[0][half as usize]);
                 block(&write, &|| idle(&hybrid))
             },
             &mut || {
-                let write = |half| engine_batches(&disk_only, half, &indexes[1][half as usize]);
                 if !on("disk-only") {
                     return Duration::ZERO;
                 }
+                let write = |half| {
+                    apply_batches(&disk_only, EPOCH, (half, BLOCK), &indexes[1][half as usize]);
+                };
                 block(&write, &|| idle(&disk_only))
             },
             &mut || {
@@ -156,17 +118,7 @@ fn main() {
                 block(&write, &none)
             },
             &mut || {
-                let write = |half| {
-                    let cf = bare.cf_handle("write").unwrap();
-                    for _ in 0..BLOCK {
-                        let n = rounds_bare.fetch_add(1, Ordering::Relaxed);
-                        let mut batch = rocksdb::WriteBatch::default();
-                        for (key, value) in batch_16(half, n) {
-                            batch.put_cf(&cf, key, value);
-                        }
-                        bare.write(batch).unwrap();
-                    }
-                };
+                let write = |half| bare_batches(&bare, (half, BLOCK), &rounds_bare);
                 block(&write, &none)
             },
         ],

@@ -206,6 +206,111 @@ pub fn user_key(i: u64) -> Vec<u8> {
     format!("t_{:010}_r", i * 7).into_bytes()
 }
 
+/// Regions 1 and 2 at `epoch`, splitting user keys `t..u` at key 500: the two writers'
+/// regions (in the engine suite and `examples/two_writers.rs`).
+///
+/// # Panics
+/// Never: the bounds are in order.
+#[allow(clippy::expect_used, reason = "constant bounds")]
+pub fn two_regions(epoch: ime_region::RegionEpoch) -> [ime_region::Region; 2] {
+    use ime_memkv::codec::encode_bytes;
+    use ime_region::{KeyRange, Region, RegionId};
+    let mid = encode_bytes(&user_key(500));
+    let first = KeyRange::new(encode_bytes(b"t"), mid.clone()).expect("t < mid");
+    let second = KeyRange::new(mid, encode_bytes(b"u")).expect("mid < u");
+    [
+        Region::new(RegionId(1), first, epoch),
+        Region::new(RegionId(2), second, epoch),
+    ]
+}
+
+/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds: 16
+/// consecutive user keys of its 500, each a new version.
+pub fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..16)
+        .map(|k| {
+            let key = user_key(half * 500 + (n * 16 + k) % 500);
+            (
+                write_key(&key, 2_000_000 + n),
+                put_record(1_999_999 + n, b"value"),
+            )
+        })
+        .collect()
+}
+
+/// An apply thread of region `half + 1` (of [`two_regions`] at `epoch`): `count`
+/// batches of [`batch_16`], its applied index in `index`.
+///
+/// # Panics
+/// When the engine refuses a write: a benchmark setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn apply_batches(
+    engine: &ime_engine::Engine<ime_disk::RocksDisk>,
+    epoch: ime_region::RegionEpoch,
+    (half, count): (u64, u64),
+    index: &std::sync::atomic::AtomicU64,
+) {
+    for _ in 0..count {
+        let at = index.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut batch = ime_engine::HybridWriteBatch::new();
+        batch.prepare(ime_engine::ApplyHeader {
+            region: ime_region::RegionId(half + 1),
+            epoch,
+            first_index: at,
+            last_index: at,
+        });
+        for (key, value) in batch_16(half, at) {
+            batch.put(ime_disk::Cf::Write, key, value);
+        }
+        std::hint::black_box(engine.write(&batch).expect("the engine writes"));
+    }
+}
+
+/// A bare RocksDB in `path` with TiKV's three column families: the writers' baseline.
+/// Opened with the options the engine's disk opens with (`RocksConfig::options`: its
+/// bloom filters, its block cache), so that the two sides differ only by what IME does.
+///
+/// # Panics
+/// When RocksDB cannot be opened: a benchmark setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
+    let (options, cf_options) = ime_disk::RocksConfig::default().options();
+    let families = ime_disk::Cf::ALL
+        .map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
+    rocksdb::DB::open_cf_descriptors(&options, path, families).expect("open a bare RocksDB")
+}
+
+/// A writer of a bare RocksDB: `count` batches of [`batch_16`] as [`apply_batches`]
+/// writes them to region `half + 1`, numbered from `rounds`.
+///
+/// # Panics
+/// When RocksDB refuses a write: a benchmark setup failure.
+#[allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run"
+)]
+pub fn bare_batches(
+    bare: &rocksdb::DB,
+    (half, count): (u64, u64),
+    rounds: &std::sync::atomic::AtomicU64,
+) {
+    let cf = bare.cf_handle("write").expect("the write column family");
+    for _ in 0..count {
+        let n = rounds.fetch_add(1, Ordering::Relaxed);
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in batch_16(half, n) {
+            batch.put_cf(&cf, key, value);
+        }
+        bare.write(batch).expect("a bare write");
+    }
+}
+
 /// A fresh RocksDB (temporary directory) holding `entries` in `cf`, written in batches of
 /// 1,024 through the ordinary write path.
 ///

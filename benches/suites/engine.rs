@@ -49,7 +49,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{
-    alternate, keys_from_env, median, put_record, record_per_op, total, user_key, write_key,
+    alternate, apply_batches, bare_batches, bare_rocksdb, keys_from_env, median, put_record,
+    record_per_op, total, two_regions, user_key, write_key,
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
@@ -516,72 +517,10 @@ fn eviction_impact(c: &mut Criterion) {
 /// quarter of a second or so), so fewer than the other figures' fifteen.
 const EVICTION_ROUNDS: u32 = 9;
 
-/// Regions 1 and 2, splitting the keys of `engine_with` at key 500.
-fn two_regions() -> [Region; 2] {
-    let mid = encode_bytes(&user_key(500));
-    [
-        Region::new(
-            RegionId(1),
-            KeyRange::new(encode_bytes(b"t"), mid.clone()).unwrap(),
-            EPOCH,
-        ),
-        Region::new(
-            RegionId(2),
-            KeyRange::new(mid, encode_bytes(b"u")).unwrap(),
-            EPOCH,
-        ),
-    ]
-}
-
-/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds.
-fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    (0..16)
-        .map(|k| {
-            let key = user_key(half * 500 + (n * 16 + k) % 500);
-            (
-                write_key(&key, 2_000_000 + n),
-                put_record(1_999_999 + n, b"value"),
-            )
-        })
-        .collect()
-}
-
-/// An apply thread of region `half + 1`: `count` batches, its applied index in `index`.
-fn apply_batches(engine: &Engine<RocksDisk>, half: u64, count: u64, index: &AtomicU64) {
-    for _ in 0..count {
-        let at = index.fetch_add(1, AtomicOrdering::Relaxed) + 1;
-        let mut batch = HybridWriteBatch::new();
-        batch.prepare(ApplyHeader {
-            region: RegionId(half + 1),
-            epoch: EPOCH,
-            first_index: at,
-            last_index: at,
-        });
-        for (key, value) in batch_16(half, at) {
-            batch.put(Cf::Write, key, value);
-        }
-        black_box(engine.write(&batch).unwrap());
-    }
-}
-
-/// A writer of a bare RocksDB: `count` batches of 16 as `apply_batches` writes them to
-/// region `half + 1`, numbered from `rounds`.
-fn bare_batches(bare: &rocksdb::DB, half: u64, count: u64, rounds: &AtomicU64) {
-    let cf = bare.cf_handle("write").unwrap();
-    for _ in 0..count {
-        let n = rounds.fetch_add(1, AtomicOrdering::Relaxed);
-        let mut batch = rocksdb::WriteBatch::default();
-        for (key, value) in batch_16(half, n) {
-            batch.put_cf(&cf, key, value);
-        }
-        bare.write(batch).unwrap();
-    }
-}
-
 /// Writers and readers together, on two regions of one engine.
 fn concurrency(c: &mut Criterion) {
     let engine = engine_with(1000, 1);
-    for region in two_regions() {
+    for region in two_regions(EPOCH) {
         engine.load_region(region, 5).unwrap();
     }
     assert!(engine.wait_idle(Duration::from_secs(3600)));
@@ -597,7 +536,7 @@ fn concurrency(c: &mut Criterion) {
             std::thread::scope(|s| {
                 for half in 0..2 {
                     let (engine, index) = (&engine, &indexes[half as usize]);
-                    s.spawn(move || apply_batches(engine, half, iters, index));
+                    s.spawn(move || apply_batches(engine, EPOCH, (half, iters), index));
                 }
             });
             start.elapsed()
@@ -609,7 +548,7 @@ fn concurrency(c: &mut Criterion) {
             std::thread::scope(|s| {
                 for half in 0..2 {
                     let (bare, rounds) = (&bare, &bare_rounds);
-                    s.spawn(move || bare_batches(bare, half, iters, rounds));
+                    s.spawn(move || bare_batches(bare, (half, iters), rounds));
                 }
             });
             start.elapsed()
@@ -642,12 +581,19 @@ fn concurrency(c: &mut Criterion) {
             &mut || {
                 let before = compactions();
                 let took = two_writers(&|half| {
-                    apply_batches(&engine, half, BATCHES_PER_BLOCK, &indexes[half as usize])
+                    apply_batches(
+                        &engine,
+                        EPOCH,
+                        (half, BATCHES_PER_BLOCK),
+                        &indexes[half as usize],
+                    )
                 });
                 compacted.borrow_mut().push(compactions() > before);
                 took
             },
-            &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_rounds)),
+            &mut || {
+                two_writers(&|half| bare_batches(&bare, (half, BATCHES_PER_BLOCK), &bare_rounds))
+            },
         ],
     );
     let sides = [("hybrid", total(&hybrid)), ("rocksdb", total(&rocksdb))];
@@ -728,10 +674,10 @@ fn reads_beside_a_writer(
         })
     };
     group.bench_function("writing", |b| {
-        b.iter_custom(|runs| beside(&|| apply_batches(engine, 1, 1, index), runs))
+        b.iter_custom(|runs| beside(&|| apply_batches(engine, EPOCH, (1, 1), index), runs))
     });
     group.bench_function("bare_writer", |b| {
-        b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_rounds), runs))
+        b.iter_custom(|runs| beside(&|| bare_batches(bare, (1, 1), bare_rounds), runs))
     });
     group.finish();
     // One p99 a block, each side's blocks in turn: the figure is their median.
@@ -739,8 +685,8 @@ fn reads_beside_a_writer(
         ROUNDS,
         [
             &mut || p99_of_gets(),
-            &mut || beside(&|| apply_batches(engine, 1, 1, index), 1),
-            &mut || beside(&|| bare_batches(bare, 1, 1, bare_rounds), 1),
+            &mut || beside(&|| apply_batches(engine, EPOCH, (1, 1), index), 1),
+            &mut || beside(&|| bare_batches(bare, (1, 1), bare_rounds), 1),
         ],
     );
     let sides = [
@@ -749,16 +695,6 @@ fn reads_beside_a_writer(
         ("bare_writer", median(&bare_writer)),
     ];
     record_per_op("engine/get_p99_beside_a_writer_in_turn", &sides, 1).unwrap();
-}
-
-/// A bare RocksDB in `path` with TiKV's three column families: the writers' baseline.
-/// Opened with the options the engine's disk opens with (`RocksConfig::options`: its
-/// bloom filters, its block cache), so that the two sides differ only by what IME does.
-fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
-    let (options, cf_options) = ime_disk::RocksConfig::default().options();
-    let families =
-        Cf::ALL.map(|cf| rocksdb::ColumnFamilyDescriptor::new(cf.name(), cf_options.clone()));
-    rocksdb::DB::open_cf_descriptors(&options, path, families).unwrap()
 }
 
 criterion_group! {
