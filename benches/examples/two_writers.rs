@@ -89,7 +89,7 @@ fn main() {
                     return Duration::ZERO;
                 }
                 let write =
-                    |half| apply_batches(&hybrid, EPOCH, (half, BLOCK), &indexes[0][half as usize]);
+                    |half| apply_batches(&hybrid, EPOCH, half, BLOCK, &indexes[0][half as usize]);
                 block(&write, &|| idle(&hybrid))
             },
             &mut || {
@@ -97,7 +97,7 @@ fn main() {
                     return Duration::ZERO;
                 }
                 let write = |half| {
-                    apply_batches(&disk_only, EPOCH, (half, BLOCK), &indexes[1][half as usize]);
+                    apply_batches(&disk_only, EPOCH, half, BLOCK, &indexes[1][half as usize]);
                 };
                 block(&write, &|| idle(&disk_only))
             },
@@ -118,7 +118,7 @@ fn main() {
                 block(&write, &none)
             },
             &mut || {
-                let write = |half| bare_batches(&bare, (half, BLOCK), &rounds_bare);
+                let write = |half| bare_batches(&bare, half, BLOCK, &rounds_bare);
                 block(&write, &none)
             },
         ],

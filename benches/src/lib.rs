@@ -250,7 +250,8 @@ pub fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub fn apply_batches(
     engine: &ime_engine::Engine<ime_disk::RocksDisk>,
     epoch: ime_region::RegionEpoch,
-    (half, count): (u64, u64),
+    half: u64,
+    count: u64,
     index: &std::sync::atomic::AtomicU64,
 ) {
     for _ in 0..count {
@@ -297,7 +298,8 @@ pub fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
 )]
 pub fn bare_batches(
     bare: &rocksdb::DB,
-    (half, count): (u64, u64),
+    half: u64,
+    count: u64,
     rounds: &std::sync::atomic::AtomicU64,
 ) {
     let cf = bare.cf_handle("write").expect("the write column family");

@@ -536,7 +536,7 @@ fn concurrency(c: &mut Criterion) {
             std::thread::scope(|s| {
                 for half in 0..2 {
                     let (engine, index) = (&engine, &indexes[half as usize]);
-                    s.spawn(move || apply_batches(engine, EPOCH, (half, iters), index));
+                    s.spawn(move || apply_batches(engine, EPOCH, half, iters, index));
                 }
             });
             start.elapsed()
@@ -548,7 +548,7 @@ fn concurrency(c: &mut Criterion) {
             std::thread::scope(|s| {
                 for half in 0..2 {
                     let (bare, rounds) = (&bare, &bare_rounds);
-                    s.spawn(move || bare_batches(bare, (half, iters), rounds));
+                    s.spawn(move || bare_batches(bare, half, iters, rounds));
                 }
             });
             start.elapsed()
@@ -584,16 +584,15 @@ fn concurrency(c: &mut Criterion) {
                     apply_batches(
                         &engine,
                         EPOCH,
-                        (half, BATCHES_PER_BLOCK),
+                        half,
+                        BATCHES_PER_BLOCK,
                         &indexes[half as usize],
                     )
                 });
                 compacted.borrow_mut().push(compactions() > before);
                 took
             },
-            &mut || {
-                two_writers(&|half| bare_batches(&bare, (half, BATCHES_PER_BLOCK), &bare_rounds))
-            },
+            &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_rounds)),
         ],
     );
     let sides = [("hybrid", total(&hybrid)), ("rocksdb", total(&rocksdb))];
@@ -674,10 +673,10 @@ fn reads_beside_a_writer(
         })
     };
     group.bench_function("writing", |b| {
-        b.iter_custom(|runs| beside(&|| apply_batches(engine, EPOCH, (1, 1), index), runs))
+        b.iter_custom(|runs| beside(&|| apply_batches(engine, EPOCH, 1, 1, index), runs))
     });
     group.bench_function("bare_writer", |b| {
-        b.iter_custom(|runs| beside(&|| bare_batches(bare, (1, 1), bare_rounds), runs))
+        b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_rounds), runs))
     });
     group.finish();
     // One p99 a block, each side's blocks in turn: the figure is their median.
@@ -685,8 +684,8 @@ fn reads_beside_a_writer(
         ROUNDS,
         [
             &mut || p99_of_gets(),
-            &mut || beside(&|| apply_batches(engine, EPOCH, (1, 1), index), 1),
-            &mut || beside(&|| bare_batches(bare, (1, 1), bare_rounds), 1),
+            &mut || beside(&|| apply_batches(engine, EPOCH, 1, 1, index), 1),
+            &mut || beside(&|| bare_batches(bare, 1, 1, bare_rounds), 1),
         ],
     );
     let sides = [
