@@ -1,7 +1,7 @@
 //! Two apply threads on two cached regions, against the layers under them, in blocks in
 //! turn (as the engine suite's two writers): each side's two threads write `BLOCK`
 //! batches of 16 MVCC puts each, to keys of their own half (500 user keys a half, a new
-//! version each batch), and a block ends when the engine is idle again. The sides:
+//! version each batch); an engine's block ends when the engine is idle again. The sides:
 //!
 //! - `hybrid`: through the engine, both regions cached;
 //! - `disk-only`: through an engine that caches neither region;
