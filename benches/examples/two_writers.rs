@@ -1,7 +1,8 @@
 //! Two apply threads on two cached regions, against the layers under them, in blocks in
 //! turn (as the engine suite's two writers): each side's two threads write `BLOCK`
 //! batches of 16 MVCC puts each, to keys of their own half (500 user keys a half, a new
-//! version each batch); an engine's block ends when the engine is idle again. The sides:
+//! version each batch, its timestamp from one clock the side's two threads share); an
+//! engine's block ends when the engine is idle again. The sides:
 //!
 //! - `hybrid`: through the engine, both regions cached;
 //! - `disk-only`: through an engine that caches neither region;
@@ -77,8 +78,8 @@ fn main() {
         [AtomicU64::new(5), AtomicU64::new(5)],
         [AtomicU64::new(5), AtomicU64::new(5)],
     ];
-    let rounds_disk = AtomicU64::new(0);
-    let rounds_bare = AtomicU64::new(0);
+    // Each side's commit timestamps come from one clock of its own (`apply_batches`).
+    let clocks = [0, 1, 2, 3].map(|_| AtomicU64::new(0));
     let idle = |engine: &Engine<RocksDisk>| assert!(engine.wait_idle(Duration::from_secs(600)));
     let none = || {};
     let sides = alternate(
@@ -88,8 +89,10 @@ fn main() {
                 if !on("hybrid") {
                     return Duration::ZERO;
                 }
-                let write =
-                    |half| apply_batches(&hybrid, EPOCH, half, BLOCK, &indexes[0][half as usize]);
+                let write = |half| {
+                    let index = &indexes[0][half as usize];
+                    apply_batches(&hybrid, EPOCH, half, BLOCK, index, &clocks[0]);
+                };
                 block(&write, &|| idle(&hybrid))
             },
             &mut || {
@@ -97,7 +100,8 @@ fn main() {
                     return Duration::ZERO;
                 }
                 let write = |half| {
-                    apply_batches(&disk_only, EPOCH, half, BLOCK, &indexes[1][half as usize]);
+                    let index = &indexes[1][half as usize];
+                    apply_batches(&disk_only, EPOCH, half, BLOCK, index, &clocks[1]);
                 };
                 block(&write, &|| idle(&disk_only))
             },
@@ -107,7 +111,7 @@ fn main() {
                 }
                 let write = |half| {
                     for _ in 0..BLOCK {
-                        let n = rounds_disk.fetch_add(1, Ordering::Relaxed);
+                        let n = clocks[2].fetch_add(1, Ordering::Relaxed);
                         let mut batch = WriteBatch::new();
                         for (key, value) in batch_16(half, n) {
                             batch.put(Cf::Write, key, value);
@@ -118,7 +122,7 @@ fn main() {
                 block(&write, &none)
             },
             &mut || {
-                let write = |half| bare_batches(&bare, half, BLOCK, &rounds_bare);
+                let write = |half| bare_batches(&bare, half, BLOCK, &clocks[3]);
                 block(&write, &none)
             },
         ],

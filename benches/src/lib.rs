@@ -3,7 +3,7 @@
 //! `cargo xtask bench`.
 
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -224,8 +224,9 @@ pub fn two_regions(epoch: ime_region::RegionEpoch) -> [ime_region::Region; 2] {
     ]
 }
 
-/// The `n`-th batch of 16 MVCC puts into the half of the keys `half` (0 or 1) holds: 16
-/// consecutive user keys of its 500, each a new version.
+/// The batch of 16 MVCC puts committed at tick `n` of the writers' clock into the half
+/// of the keys `half` (0 or 1) holds: 16 consecutive user keys of its 500, each a new
+/// version.
 pub fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
     (0..16)
         .map(|k| {
@@ -239,7 +240,15 @@ pub fn batch_16(half: u64, n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// An apply thread of region `half + 1` (of [`two_regions`] at `epoch`): `count`
-/// batches of [`batch_16`], its applied index in `index`.
+/// batches of [`batch_16`], its applied index in `index`, each batch committed at the
+/// next tick of `clock`.
+///
+/// The timestamps come from one clock all the writers of a side share, as TiKV's commit
+/// timestamps come from one oracle for every region, while each region has its own Raft
+/// index. [`bare_batches`] takes its timestamps the same way, so that both sides put the
+/// same keys into RocksDB: the order of the versions changes RocksDB's own insert time
+/// (two writers that each numbered their versions by their own region's index took
+/// about a tenth longer in RocksDB than two sharing one clock).
 ///
 /// # Panics
 /// When the engine refuses a write: a benchmark setup failure.
@@ -252,10 +261,12 @@ pub fn apply_batches(
     epoch: ime_region::RegionEpoch,
     half: u64,
     count: u64,
-    index: &std::sync::atomic::AtomicU64,
+    index: &AtomicU64,
+    clock: &AtomicU64,
 ) {
     for _ in 0..count {
         let at = index.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = clock.fetch_add(1, Ordering::Relaxed);
         let mut batch = ime_engine::HybridWriteBatch::new();
         batch.prepare(ime_engine::ApplyHeader {
             region: ime_region::RegionId(half + 1),
@@ -263,7 +274,7 @@ pub fn apply_batches(
             first_index: at,
             last_index: at,
         });
-        for (key, value) in batch_16(half, at) {
+        for (key, value) in batch_16(half, n) {
             batch.put(ime_disk::Cf::Write, key, value);
         }
         std::hint::black_box(engine.write(&batch).expect("the engine writes"));
@@ -288,7 +299,7 @@ pub fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
 }
 
 /// A writer of a bare RocksDB: `count` batches of [`batch_16`] as [`apply_batches`]
-/// writes them to region `half + 1`, numbered from `rounds`.
+/// writes them to region `half + 1`, each committed at the next tick of `clock`.
 ///
 /// # Panics
 /// When RocksDB refuses a write: a benchmark setup failure.
@@ -296,15 +307,10 @@ pub fn bare_rocksdb(path: &std::path::Path) -> rocksdb::DB {
     clippy::expect_used,
     reason = "benchmark setup: a failure should stop the run"
 )]
-pub fn bare_batches(
-    bare: &rocksdb::DB,
-    half: u64,
-    count: u64,
-    rounds: &std::sync::atomic::AtomicU64,
-) {
+pub fn bare_batches(bare: &rocksdb::DB, half: u64, count: u64, clock: &AtomicU64) {
     let cf = bare.cf_handle("write").expect("the write column family");
     for _ in 0..count {
-        let n = rounds.fetch_add(1, Ordering::Relaxed);
+        let n = clock.fetch_add(1, Ordering::Relaxed);
         let mut batch = rocksdb::WriteBatch::default();
         for (key, value) in batch_16(half, n) {
             batch.put_cf(&cf, key, value);

@@ -525,9 +525,10 @@ fn concurrency(c: &mut Criterion) {
     }
     assert!(engine.wait_idle(Duration::from_secs(3600)));
     let indexes = [AtomicU64::new(5), AtomicU64::new(5)];
+    // Each side's commit timestamps come from one clock of its own (`apply_batches`).
+    let (clock, bare_clock) = (AtomicU64::new(0), AtomicU64::new(0));
     let dir = tempfile::tempdir().unwrap();
     let bare = bare_rocksdb(dir.path());
-    let bare_rounds = AtomicU64::new(0);
     let mut group = c.benchmark_group("engine/two_writers");
     group.throughput(Throughput::Elements(32));
     group.bench_function("hybrid", |b| {
@@ -535,8 +536,8 @@ fn concurrency(c: &mut Criterion) {
             let start = Instant::now();
             std::thread::scope(|s| {
                 for half in 0..2 {
-                    let (engine, index) = (&engine, &indexes[half as usize]);
-                    s.spawn(move || apply_batches(engine, EPOCH, half, iters, index));
+                    let (engine, index, clock) = (&engine, &indexes[half as usize], &clock);
+                    s.spawn(move || apply_batches(engine, EPOCH, half, iters, index, clock));
                 }
             });
             start.elapsed()
@@ -547,8 +548,8 @@ fn concurrency(c: &mut Criterion) {
             let start = Instant::now();
             std::thread::scope(|s| {
                 for half in 0..2 {
-                    let (bare, rounds) = (&bare, &bare_rounds);
-                    s.spawn(move || bare_batches(bare, half, iters, rounds));
+                    let (bare, clock) = (&bare, &bare_clock);
+                    s.spawn(move || bare_batches(bare, half, iters, clock));
                 }
             });
             start.elapsed()
@@ -587,12 +588,13 @@ fn concurrency(c: &mut Criterion) {
                         half,
                         BATCHES_PER_BLOCK,
                         &indexes[half as usize],
+                        &clock,
                     )
                 });
                 compacted.borrow_mut().push(compactions() > before);
                 took
             },
-            &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_rounds)),
+            &mut || two_writers(&|half| bare_batches(&bare, half, BATCHES_PER_BLOCK, &bare_clock)),
         ],
     );
     let sides = [("hybrid", total(&hybrid)), ("rocksdb", total(&rocksdb))];
@@ -627,7 +629,7 @@ fn concurrency(c: &mut Criterion) {
             "{region} still cached"
         );
     }
-    reads_beside_a_writer(c, &engine, &indexes[1], (&bare, &bare_rounds));
+    reads_beside_a_writer(c, &engine, (&indexes[1], &clock), (&bare, &bare_clock));
 }
 
 /// The p99 of cached snapshot + get on region 1, with and without a thread writing to
@@ -637,8 +639,8 @@ fn concurrency(c: &mut Criterion) {
 fn reads_beside_a_writer(
     c: &mut Criterion,
     engine: &Engine<RocksDisk>,
-    index: &AtomicU64,
-    (bare, bare_rounds): (&rocksdb::DB, &AtomicU64),
+    (index, clock): (&AtomicU64, &AtomicU64),
+    (bare, bare_clock): (&rocksdb::DB, &AtomicU64),
 ) {
     let probes: Vec<Vec<u8>> = (0..500).map(user_key).collect();
     let p99_of_gets = || -> Duration {
@@ -673,10 +675,10 @@ fn reads_beside_a_writer(
         })
     };
     group.bench_function("writing", |b| {
-        b.iter_custom(|runs| beside(&|| apply_batches(engine, EPOCH, 1, 1, index), runs))
+        b.iter_custom(|runs| beside(&|| apply_batches(engine, EPOCH, 1, 1, index, clock), runs))
     });
     group.bench_function("bare_writer", |b| {
-        b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_rounds), runs))
+        b.iter_custom(|runs| beside(&|| bare_batches(bare, 1, 1, bare_clock), runs))
     });
     group.finish();
     // One p99 a block, each side's blocks in turn: the figure is their median.
@@ -684,8 +686,8 @@ fn reads_beside_a_writer(
         ROUNDS,
         [
             &mut || p99_of_gets(),
-            &mut || beside(&|| apply_batches(engine, EPOCH, 1, 1, index), 1),
-            &mut || beside(&|| bare_batches(bare, 1, 1, bare_rounds), 1),
+            &mut || beside(&|| apply_batches(engine, EPOCH, 1, 1, index, clock), 1),
+            &mut || beside(&|| bare_batches(bare, 1, 1, bare_clock), 1),
         ],
     );
     let sides = [
