@@ -65,6 +65,25 @@ fn block(write: &(dyn Fn(u64) + Sync), settle: &dyn Fn()) -> Duration {
     start.elapsed()
 }
 
+/// A block of two apply threads writing through `engine` (none: a side not run), each
+/// to its half's region with its index in `indexes`, timestamps from `clock`; it ends
+/// when the engine is idle again.
+fn engine_block(
+    engine: Option<&Engine<RocksDisk>>,
+    indexes: &[AtomicU64; 2],
+    clock: &AtomicU64,
+) -> Duration {
+    let Some(engine) = engine else {
+        return Duration::ZERO;
+    };
+    let write = |half: u64| {
+        apply_batches(engine, EPOCH, half, BLOCK, &indexes[half as usize], clock);
+    };
+    block(&write, &|| {
+        assert!(engine.wait_idle(Duration::from_secs(600)));
+    })
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(24);
@@ -80,30 +99,17 @@ fn main() {
     ];
     // Each side's commit timestamps come from one clock of its own (`apply_batches`).
     let clocks = [0, 1, 2, 3].map(|_| AtomicU64::new(0));
-    let idle = |engine: &Engine<RocksDisk>| assert!(engine.wait_idle(Duration::from_secs(600)));
     let none = || {};
     let sides = alternate(
         rounds,
         [
+            &mut || engine_block(on("hybrid").then_some(&hybrid), &indexes[0], &clocks[0]),
             &mut || {
-                if !on("hybrid") {
-                    return Duration::ZERO;
-                }
-                let write = |half| {
-                    let index = &indexes[0][half as usize];
-                    apply_batches(&hybrid, EPOCH, half, BLOCK, index, &clocks[0]);
-                };
-                block(&write, &|| idle(&hybrid))
-            },
-            &mut || {
-                if !on("disk-only") {
-                    return Duration::ZERO;
-                }
-                let write = |half| {
-                    let index = &indexes[1][half as usize];
-                    apply_batches(&disk_only, EPOCH, half, BLOCK, index, &clocks[1]);
-                };
-                block(&write, &|| idle(&disk_only))
+                engine_block(
+                    on("disk-only").then_some(&disk_only),
+                    &indexes[1],
+                    &clocks[1],
+                )
             },
             &mut || {
                 if !on("disk") {
