@@ -15,15 +15,16 @@
 //!   miss: so the writer also keeps, per user key (in a set of four slots that its hash
 //!   names), the last node inserted for it and its neighbour before it on level 0, and
 //!   links the next version of that user key between them with no search, after
-//!   checking that they are still neighbours and that it lies between them; such a
-//!   version goes on level 0 alone unless its height is drawn above two (one in
-//!   sixteen). In a memtable of hot user keys, each user key's first node stands four
-//!   levels tall, and a taller version links after it on its levels with no search;
-//!   only one in 256 searches. The table takes a slot per two entries from 1,024
-//!   entries on (from the first insert, sized for the user keys of the memtable before,
-//!   when that one's table was worth keeping), grows while a quarter of its slots hold
-//!   pairs, is charged, and is given up until the memtable doubles when it saves too
-//!   few searches.
+//!   checking that they are still neighbours and that it lies between them (the key
+//!   before is read only until the table has noted that it holds a smaller user key:
+//!   see [`APART`]); such a version goes on level 0 alone unless its height is drawn
+//!   above two (one in sixteen). In a memtable of hot user keys, each user key's first
+//!   node stands four levels tall, and a taller version links after it on its levels
+//!   with no search; only one in 256 searches. The table takes a slot per two entries
+//!   from 1,024 entries on (from the first insert, sized for the user keys of the
+//!   memtable before, when that one's table was worth keeping), grows while a quarter
+//!   of its slots hold pairs, is charged, and is given up until the memtable doubles
+//!   when it saves too few searches.
 //! - **Freed whole.** The arena is freed when the memtable drops: after a compaction
 //!   folded it into a run and the last snapshot reading it is gone.
 //! - **No `unsafe`.** Every word is an `AtomicU64` (plain loads and stores on x86-64 and
@@ -242,6 +243,14 @@ const HEAD_BYTES: u64 = std::mem::size_of::<(NodeRef, NodeRef)>() as u64;
 
 /// Where a pair's tag starts in its second node reference.
 const TAG_SHIFT: u32 = 48;
+
+/// A flag in a pair's first node reference: that node's key differs from the second's
+/// within the second's user key (its bytes but the last eight, as [`head_slot`] takes
+/// them) and is the smaller there, so it lies before every key that begins with those
+/// bytes and is no shorter than the second's. A new version of the second's user key
+/// then goes after the first with no look at its key (see [`Writer::between`]).
+const APART: u64 = 1 << 63;
+const _: () = assert!((CHUNKS as u64 + 1) << 32 <= APART);
 const _: () = assert!(((CHUNKS as u64) << 32 | 0xFFFF_FFFF) >> TAG_SHIFT == 0);
 
 /// The set of `key` among `slots` slots (a power of two, [`WAYS`] or more): a hash of its
@@ -310,6 +319,13 @@ impl<'a> Node<'a> {
     /// The key compared with `probe`, eight bytes at a time (as big-endian integers).
     #[inline]
     fn cmp_key(&self, probe: &[u8]) -> Cmp {
+        self.cmp_key_at(probe).0
+    }
+
+    /// [`Node::cmp_key`], and where the two first differ: the index of their first
+    /// differing byte, or the shorter one's length when one is a prefix of the other.
+    #[inline]
+    fn cmp_key_at(&self, probe: &[u8]) -> (Cmp, usize) {
         let common = self.key_len.min(probe.len());
         let start = self.data_start();
         let words = self
@@ -318,14 +334,17 @@ impl<'a> Node<'a> {
             .unwrap_or_default();
         let mut probe_words = probe[..common].chunks_exact(8);
         let mut mine_words = words.iter();
+        let mut at = 0;
         for (theirs, mine) in probe_words.by_ref().zip(mine_words.by_ref()) {
             let mine = u64::from_be_bytes(mine.load(Ordering::Relaxed).to_le_bytes());
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(theirs);
             let theirs = u64::from_be_bytes(bytes);
             if mine != theirs {
-                return mine.cmp(&theirs);
+                let byte = (mine ^ theirs).leading_zeros() as usize / 8;
+                return (mine.cmp(&theirs), at + byte);
             }
+            at += 8;
         }
         // The last few bytes as numbers too: the word's first bytes (its high ones, read
         // big-endian) against the probe's, without a call to compare slices.
@@ -337,10 +356,12 @@ impl<'a> Node<'a> {
                 .unwrap_or(0);
             let theirs = rest.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b));
             if mine != theirs {
-                return mine.cmp(&theirs);
+                // The differing bits sit in the low `rest.len()` bytes.
+                let byte = ((mine ^ theirs).leading_zeros() - shift) as usize / 8;
+                return (mine.cmp(&theirs), at + byte);
             }
         }
-        self.key_len.cmp(&probe.len())
+        (self.key_len.cmp(&probe.len()), common)
     }
 
     /// `len` bytes of the packed data from byte `from`, copied out.
@@ -1165,7 +1186,7 @@ impl Inserter<'_> {
                 writer.judge_heads(found.is_some(), &memtable.charge);
                 match found {
                     Some(pred) if drawn <= FLAT_MAX => (Some((pred, 1)), false),
-                    Some(pred) if drawn <= arena.height_of(pred) => (Some((pred, drawn)), false),
+                    Some(pred) if drawn <= arena.height_of(pred.0) => (Some((pred, drawn)), false),
                     Some(_) => (None, false),
                     None => (None, true),
                 }
@@ -1211,14 +1232,14 @@ impl Inserter<'_> {
         // and level 0's is the last insert itself, which a node added elsewhere on level
         // 0 does not move. Taller, it may now lie between a level's hinted node and the
         // last insert, which the next hinted search must not skip: the hint goes.
-        if let Some((pred, height)) = between {
+        if let Some(((pred, apart), height)) = between {
             for level in 0..height {
                 slot[FIXED_WORDS + level].store(arena.next(pred, level), Ordering::Relaxed);
                 if let Some(link) = arena.link_word(pred, level) {
                     link.store(me, Ordering::Release);
                 }
             }
-            writer.remember(head, pred, me);
+            writer.remember(head, pred | if apart { APART } else { 0 }, me);
             if height > 1 {
                 writer.hint = None;
                 let list_height = arena.height.load(Ordering::Relaxed).max(height);
@@ -1370,19 +1391,48 @@ impl Writer {
 
     /// Where `(key, seq)` goes on level 0 without a search: the node before it, when the
     /// table's pair for its slot are still neighbours on level 0 and the key lies
-    /// between them. The table only ever saves a search: a pair of another user key (its
-    /// tag differs, but for one in 32,768), or one that a later insert separated, fails
-    /// the checks, and a pair that passes them is the key's place whoever put it there.
-    fn between(&self, arena: &Arena, key: &[u8], seq: u64, at: HeadSlot) -> Option<NodeRef> {
-        let &(pred, tagged) = self.heads.get(at.index)?;
+    /// between them; with it, the [`APART`] flag for the pair it and the new node make.
+    /// The table only ever saves a search: a pair of another user key (its tag differs,
+    /// but for one in 32,768), or one that a later insert separated, fails the checks,
+    /// and a pair that passes them is the key's place whoever put it there.
+    ///
+    /// The key is compared with the second node of the pair; with the first too unless
+    /// the pair is flagged [`APART`] and the key begins with the second's user key (and
+    /// is no shorter): then the first lies before it. A new version of a hot user key so
+    /// reads one neighbour, not two (the first is the previous user key's oldest
+    /// version, seldom in the cache).
+    fn between(
+        &self,
+        arena: &Arena,
+        key: &[u8],
+        seq: u64,
+        at: HeadSlot,
+    ) -> Option<(NodeRef, bool)> {
+        let &(first, tagged) = self.heads.get(at.index)?;
         if tagged >> TAG_SHIFT != at.tag {
             return None; // another user key's pair, or none
         }
+        let (pred, apart) = (first & !APART, first & APART != 0);
         let next = tagged & ((1 << TAG_SHIFT) - 1);
-        let placed = arena.next(pred, 0) == next
-            && !arena.before(next, key, seq)
-            && (pred == NIL || arena.before(pred, key, seq));
-        placed.then_some(pred)
+        if arena.next(pred, 0) != next {
+            return None;
+        }
+        let after = arena.node(next)?;
+        let (order, differs_at) = after.cmp_key_at(key);
+        if order.then_with(|| seq.cmp(&after.seq)) == Cmp::Less {
+            return None; // it lies after the second
+        }
+        let user = after.key_len.saturating_sub(8);
+        if pred == NIL || (apart && differs_at >= user && key.len() >= after.key_len) {
+            return Some((pred, true));
+        }
+        let before = arena.node(pred)?;
+        let (order, differs_at) = before.cmp_key_at(key);
+        let placed = order.then_with(|| seq.cmp(&before.seq)) == Cmp::Less;
+        placed.then_some((
+            pred,
+            order == Cmp::Less && differs_at < key.len().saturating_sub(8),
+        ))
     }
 
     /// The slot of set `at` (see [`head_slot`]) for its user key: the way that holds its
@@ -1585,6 +1635,7 @@ mod tests {
             few_keys in any::<bool>(),
             heads in any::<bool>(),
             hot in any::<bool>(),
+            mvcc in any::<bool>(),
             mut ops in prop::collection::vec(
                 (
                     prop::collection::vec(0u8..4, 0..20),
@@ -1602,6 +1653,18 @@ mod tests {
             if few_keys {
                 for (key, _) in &mut ops {
                     key.truncate(2);
+                }
+            }
+            if mvcc {
+                // MVCC-like keys: a user key of up to three bytes (some prefixes of
+                // others), then eight bytes of a timestamp that comes in any order, so
+                // that versions of one user key land between the table's pairs, before
+                // them and after them (see `APART`).
+                for (key, _) in &mut ops {
+                    let digits = key.get(3..).unwrap_or_default().iter();
+                    let ts = digits.fold(0u64, |n, &b| n * 4 + u64::from(b));
+                    key.truncate(3);
+                    key.extend_from_slice(&(ts % 8).to_be_bytes());
                 }
             }
             if sorted_batches {
@@ -1658,6 +1721,33 @@ mod tests {
                 prop_assert_eq!(keys, span_bytes.0);
                 prop_assert_eq!(values, span_bytes.1);
             }
+        }
+    }
+
+    /// A node's key against a probe: the order, and where the two first differ (the
+    /// shorter's length when one is a prefix of the other), in a whole word and in the
+    /// last few bytes.
+    #[test]
+    fn a_comparison_tells_where_the_keys_first_differ() {
+        let tracker = tracker();
+        let mem = Memtable::new(&tracker);
+        let key = b"abcdefghijkl"; // a word and four bytes
+        insert(&mem, key, 1, Some(b"v"));
+        let arena = mem.arena.get().unwrap();
+        let node = arena.node(arena.next(NIL, 0)).unwrap();
+        for (probe, order, at) in [
+            (&b"abcdefghijkl"[..], Cmp::Equal, 12),
+            (b"abcdefghijkm", Cmp::Less, 11),
+            (b"abcdefghij", Cmp::Greater, 10),
+            (b"abcdefghijklmnop", Cmp::Less, 12),
+            (b"abcdeZ", Cmp::Greater, 5),
+            (b"b", Cmp::Less, 0),
+            (b"", Cmp::Greater, 0),
+            (b"abcdefgh", Cmp::Greater, 8),
+            (b"abcdefgi", Cmp::Less, 7),
+        ] {
+            assert_eq!(node.cmp_key_at(probe), (order, at), "{probe:?}");
+            assert_eq!(node.cmp_key(probe), key.as_slice().cmp(probe), "{probe:?}");
         }
     }
 
