@@ -98,7 +98,7 @@ fn main() {
         [AtomicU64::new(5), AtomicU64::new(5)],
     ];
     // Each side's commit timestamps come from one clock of its own (`apply_batches`).
-    let clocks = [0, 1, 2, 3].map(|_| AtomicU64::new(0));
+    let clocks: [AtomicU64; 4] = std::array::from_fn(|_| AtomicU64::new(0));
     let none = || {};
     let sides = alternate(
         rounds,
