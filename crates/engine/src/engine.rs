@@ -447,39 +447,11 @@ impl<D: DiskEngine> Drop for Engine<D> {
 /// A background thread's body.
 type Thread = Box<dyn FnOnce() + Send>;
 
-/// How much nicer than the engine's caller the loader and the deleter run
-/// ([`yield_to_foreground`]).
-pub const BACKGROUND_NICENESS: i32 = 10;
-
-/// Lowers the calling thread's priority by [`BACKGROUND_NICENESS`] (Linux: its nice value,
-/// at most 19), so that background work — compactions, loads, deferred memory writes,
-/// frees, policy rounds — runs in the time apply and read threads leave, and takes a
-/// core from them only in a small share while they keep it busy. On two cores with two
-/// apply threads, the compactions otherwise took the processor from a writer in the
-/// middle of its write; at niceness 10 they mostly run while a writer waits in RocksDB's
-/// write queue (`docs/benchmarks.md`). A thread at niceness 10 beside one busy thread
-/// of niceness 0 still gets about a tenth of the core: background work slows, it does not
-/// stop. Elsewhere, or when the call fails, nothing changes (the failure is logged).
-fn yield_to_foreground() {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{getpriority_process, setpriority_process};
-        // On Linux, the "process" of these calls with no pid is the calling thread.
-        let set = getpriority_process(None)
-            .and_then(|now| setpriority_process(None, (now + BACKGROUND_NICENESS).min(19)));
-        if let Err(err) = set {
-            tracing::debug!("a background thread keeps its priority: {err}");
-        }
-    }
-}
-
 /// The loader's or the deleter's loop: one task at a time until the engine closes; the
 /// deleter (`poll`) also applies queued memory writes every millisecond while they come.
-/// Both run nicer than the foreground ([`yield_to_foreground`]).
 fn worker<D: DiskEngine>(core: &Arc<Core<D>>, tasks: Receiver<Task>, poll: bool) -> Thread {
     let core = Arc::clone(core);
     Box::new(move || {
-        yield_to_foreground();
         loop {
             let wait = if poll && core.stripes.polled() { 1 } else { 50 };
             match tasks.recv_timeout(Duration::from_millis(wait)) {

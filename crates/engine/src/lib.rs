@@ -27,7 +27,7 @@ pub use ime_observer as observer;
 pub use ime_region as region;
 
 pub use batch::HybridWriteBatch;
-pub use engine::{BACKGROUND_NICENESS, Engine, WriteOutcome};
+pub use engine::{Engine, WriteOutcome};
 pub use error::EngineError;
 pub use fence::BypassFence;
 pub use ime_controller::{
