@@ -8,7 +8,8 @@
 //!   RocksDB write of the same batch (WAL on, no sync);
 //! - loading a region vs a bare RocksDB iteration over the same keys (every entry visited,
 //!   nothing copied);
-//! - two reader threads vs one, on cached point gets;
+//! - two reader threads vs one, on cached point gets, and the same split of arithmetic
+//!   that shares nothing (what a second thread can give on this machine at all);
 //! - two apply threads writing batches of 16 to two different cached regions vs two
 //!   threads writing the same batches to a bare RocksDB (`rocksdb::DB`, nothing of IME's
 //!   in front, opened with the options of the engine's disk, WAL on, no sync), and the
@@ -173,7 +174,8 @@ fn point_get(c: &mut Criterion) {
     reader_threads(c, &engine, &probes);
 }
 
-/// Cached point gets: the same total work on one thread and split over two.
+/// Cached point gets: the same total work on one thread and split over two; then, in
+/// the same harness, arithmetic that shares nothing (the machine's own ceiling).
 fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u8>]) {
     let mut group = c.benchmark_group("engine/readers");
     let gets = |count: u64, offset: usize| {
@@ -196,7 +198,30 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
         ROUNDS_OPS * READER_GETS_PER_BLOCK,
     )
     .unwrap();
+    // The same harness with work that shares nothing: how much a second thread can
+    // give on this machine (a second virtual core may share a physical one).
+    let arithmetic = |count: u64, offset: usize| {
+        let mut x = offset as u64 | 1;
+        for _ in 0..count * ARITHMETIC_STEPS_PER_GET {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        black_box(x);
+    };
+    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, &arithmetic);
+    let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
+    record_per_op(
+        "engine/arithmetic_in_turn",
+        &sides,
+        ROUNDS_OPS * READER_GETS_PER_BLOCK,
+    )
+    .unwrap();
 }
+
+/// Steps of a xorshift generator (each waits for the one before) standing for one get in
+/// the readers' arithmetic baseline: about a microsecond, as long as a cached get.
+const ARITHMETIC_STEPS_PER_GET: u64 = 400;
 
 /// Gets in one block of the readers figure in turn: a block of two threads begins with
 /// both woken from a barrier, and is long enough (about 0.15 s) that the wake-ups are

@@ -98,6 +98,12 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
+        name: "  arithmetic sharing nothing, two threads vs one (the machine's ceiling)",
+        measured: "engine/arithmetic_in_turn/two_threads",
+        baseline: "engine/arithmetic_in_turn/one_thread",
+    },
+    Figure {
+        suite: "engine",
         name: "two apply threads, different regions, vs two on bare RocksDB (goal 1.11)",
         measured: "engine/two_writers_in_turn/hybrid",
         baseline: "engine/two_writers_in_turn/rocksdb",
