@@ -190,14 +190,7 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     };
     ime_benches::one_vs_two_threads(&mut group, gets);
     group.finish();
-    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, &gets);
-    let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
-    record_per_op(
-        "engine/readers_in_turn",
-        &sides,
-        ROUNDS_OPS * READER_GETS_PER_BLOCK,
-    )
-    .unwrap();
+    one_vs_two_recorded("engine/readers_in_turn", &gets);
     // The same harness with work that shares nothing: how much a second thread can
     // give on this machine (a second virtual core may share a physical one).
     let arithmetic = |count: u64, offset: usize| {
@@ -209,14 +202,16 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
         }
         black_box(x);
     };
-    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, &arithmetic);
+    one_vs_two_recorded("engine/arithmetic_in_turn", &arithmetic);
+}
+
+/// `work` on one thread and split over two, in turn ([`ime_benches::one_vs_two_in_turn`],
+/// [`ROUNDS`] rounds of [`READER_GETS_PER_BLOCK`] operations), recorded as `group`'s
+/// `one_thread` and `two_threads` per operation.
+fn one_vs_two_recorded(group: &str, work: &(impl Fn(u64, usize) + Sync)) {
+    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, work);
     let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
-    record_per_op(
-        "engine/arithmetic_in_turn",
-        &sides,
-        ROUNDS_OPS * READER_GETS_PER_BLOCK,
-    )
-    .unwrap();
+    record_per_op(group, &sides, ROUNDS_OPS * READER_GETS_PER_BLOCK).unwrap();
 }
 
 /// Steps of a xorshift generator (each waits for the one before) standing for one get in
