@@ -415,7 +415,7 @@ fn the_compaction_threshold_is_the_configured_one() {
 }
 
 /// A cached region written to steadily: once its memtables hold more than the threshold
-/// (`ime_memkv::MEMTABLE_COMPACTION_MIN` entries, and a quarter of its runs), the deleter
+/// (`ime_memkv::MEMTABLE_COMPACTION_MIN` entries, and half of its runs), the deleter
 /// folds them into the runs — off the write path, without GC — so they never grow without
 /// bound; every read stays equal to disk, before and after, from memory.
 #[test]

@@ -455,10 +455,11 @@ struct Side<'a> {
 /// delta and the frozen memtables together reach the base, or a base holds entries
 /// outside `bounds` (shared with a split sibling: a range's first compaction after a
 /// split gives it runs of its own). Otherwise only the delta is rebuilt, with the
-/// memtables folded in. With memtables compacted at a quarter of the runs, a growing
-/// range's entries are each copied about 2.5 times (2.4 to 2.9, by where the growth
-/// stops), against about 4.9 times when every compaction rebuilt one whole run; a
-/// rebuild at half the base instead would copy each about 3 times.
+/// memtables folded in. With memtables compacted at half the runs
+/// (`RUNS_PER_MEMTABLE_ENTRY`), a growing range's entries are each copied about 2.2
+/// times (1.8 to 2.2, by where the growth stops), against 3 times when every compaction
+/// rebuilt one whole run; a rebuild at half the base instead would copy each about 2.4
+/// times (2.1 to 3.0).
 fn wants_full(layers: &[CfLayers; 3], bounds: &KeyRange) -> bool {
     let (mut base, mut rest) = (0usize, 0usize);
     for cf in layers {

@@ -756,8 +756,8 @@ fn gc_keeps_a_value_a_kept_put_still_points_to() {
     assert_eq!(mvcc_get(&after, &user, 2), Some(b"the value".to_vec()));
 }
 
-/// `wants_compaction`: memtables past the minimum, and past a quarter of the runs, ask
-/// for one; a compaction folds them and the answer goes back to no.
+/// `wants_compaction`: memtables past the minimum, and past half of the runs, ask for
+/// one; a compaction folds them and the answer goes back to no.
 #[test]
 fn grown_memtables_ask_for_a_compaction() {
     let kv = store(1 << 30);
@@ -777,17 +777,27 @@ fn grown_memtables_ask_for_a_compaction() {
     assert!(!kv.wants_compaction(RangeId(1)).unwrap());
     put(min - 1, min);
     assert!(kv.wants_compaction(RangeId(1)).unwrap());
-    // Four times the minimum in the runs: the next compaction waits for a quarter of
-    // that, which is the minimum again; with eight times, it would wait for twice.
-    put(min, 4 * min);
+    // Twice the minimum in the runs: the next compaction waits for half of that, which
+    // is the minimum again; with four times, it waits for twice the minimum.
+    put(min, 2 * min);
     kv.compact(RangeId(1), None).unwrap();
     assert!(!kv.wants_compaction(RangeId(1)).unwrap());
-    put(4 * min, 5 * min - 1);
+    put(2 * min, 3 * min - 1);
     assert!(
         !kv.wants_compaction(RangeId(1)).unwrap(),
-        "a quarter of 4x is 1x: not yet"
+        "half of 2x is 1x: not yet"
     );
-    put(5 * min - 1, 5 * min);
+    put(3 * min - 1, 3 * min);
+    assert!(kv.wants_compaction(RangeId(1)).unwrap());
+    // Three times the minimum in the runs: half of that is past the minimum, and rules.
+    kv.compact(RangeId(1), None).unwrap();
+    let half = 3 * min / 2;
+    put(3 * min, 3 * min + half - 1);
+    assert!(
+        !kv.wants_compaction(RangeId(1)).unwrap(),
+        "half of 3x is 1.5x: not yet"
+    );
+    put(3 * min + half - 1, 3 * min + half);
     assert!(kv.wants_compaction(RangeId(1)).unwrap());
     assert!(kv.wants_compaction(RangeId(9)).is_err());
 }
@@ -1229,10 +1239,12 @@ fn a_compaction_is_claimed_once_until_it_ends() {
         scan_forward(&snapshot, Cf::Write, bounds.clone()).len(),
         310
     );
-    put(&kv, 310, 400);
+    put(&kv, 310, 449);
+    assert!(!kv.claim_compaction(RangeId(1)), "149 new: not due");
+    put(&kv, 449, 450);
     assert!(
         kv.claim_compaction(RangeId(1)),
-        "due again: 100 new, a quarter of 300"
+        "due again: 150 new, half of 300"
     );
     drop(kv.drop_range(RangeId(1)).unwrap());
     assert!(matches!(
@@ -1240,7 +1252,7 @@ fn a_compaction_is_claimed_once_until_it_ends() {
         Err(MemError::NoSuchRange(_))
     ));
     kv.create_range(RangeId(1), bounds).unwrap();
-    put(&kv, 400, 500);
+    put(&kv, 450, 550);
     assert!(
         kv.claim_compaction(RangeId(1)),
         "the claim ended with the range"
