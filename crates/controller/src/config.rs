@@ -100,7 +100,7 @@ pub struct Config {
     /// How long a leader transfer to this store may wait for its region to load.
     pub warmup_timeout: ReadableDuration,
     /// Entries a region's memtables hold at least before they are folded into its runs
-    /// (and a quarter of what the runs hold). Lower: less memory in memtables, more
+    /// (and half of what the runs hold). Lower: less memory in memtables, more
     /// compactions. Default 4096.
     pub memtable_compaction_entries: u64,
 }
