@@ -340,13 +340,19 @@ impl<D: DiskEngine> Core<D> {
 
     /// `waiting` deferred writes of stripe `index` wait: from [`DRAIN_AT`], a task applies
     /// them and the deleter polls until none come ([`Stripes::wake_wanted`]; with
-    /// `Background::Manual`, a task from 1), the writer itself from four times that.
+    /// `Background::Manual`, a task from 1). From four times that, the writer applies
+    /// them itself unless another thread is applying the stripe's writes right now (the
+    /// deleter after a compaction, a reader): that one takes these next, and waiting
+    /// for it would put the writer to sleep. From sixteen times, it waits for it.
     pub(crate) fn deferred(&self, index: usize, waiting: u64, fx: &mut Effects) {
         let manual = self.is_manual();
+        let apply = |q: &mut Deferred| self.apply_deferred(q, fx);
         if (manual && waiting == 1) || (!manual && self.stripes.wake_wanted(waiting, DRAIN_AT)) {
             fx.tasks.push(Task::Drain(index));
+        } else if waiting >= 16 * DRAIN_AT {
+            self.stripes.drain(index, apply);
         } else if waiting >= 4 * DRAIN_AT {
-            self.stripes.drain(index, |q| self.apply_deferred(q, fx));
+            self.stripes.try_drain(index, apply);
         }
     }
 

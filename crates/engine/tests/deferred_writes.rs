@@ -49,6 +49,37 @@ fn a_write_nobody_reads_waits_and_the_next_read_applies_it() {
     assert!(peer.engine.cross_check().is_empty());
 }
 
+/// Writes nobody applies (no task runs, nobody reads) queue up to 128; the write that
+/// makes them 128 applies them itself (nobody else is applying them), so the queue's
+/// memory stays bounded, and every read still equals the disk.
+#[test]
+fn the_writer_applies_its_queue_itself_once_128_wait() {
+    let mut peer = manual(test_config());
+    let before = peer.engine.memory_used();
+    for i in 0..127 {
+        let outcome = peer.commit(1, &[(&format!("r1/k{i:03}"), Some("v"))]);
+        assert_eq!(outcome.in_memory, 1, "queued for memory");
+    }
+    assert_eq!(
+        peer.engine.memory_used(),
+        before,
+        "127 wait: none applied yet"
+    );
+    peer.commit(1, &[("r1/k127", Some("v"))]);
+    assert!(
+        peer.engine.memory_used() > before,
+        "the 128th write applied them"
+    );
+    peer.commit(1, &[("r1/k128", Some("v"))]);
+    assert!(peer.check(1), "served from memory, equal to the disk");
+    assert_eq!(
+        peer.scan(1).len(),
+        130,
+        "the one after too, applied by the read"
+    );
+    assert!(peer.engine.cross_check().is_empty());
+}
+
 /// Once a reader has looked at the region, its writes go to memory at once (and park the
 /// state before them for readers that meet them in flight): nothing is queued.
 #[test]

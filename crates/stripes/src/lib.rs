@@ -273,6 +273,21 @@ impl<S, Q: Queue> Stripes<S, Q> {
         drain(&self.stripes[index % STRIPES], &mut apply)
     }
 
+    /// [`Stripes::drain`], unless another caller is applying stripe `index`'s writes
+    /// right now: then `None` at once, without waiting for it. For a writer that only
+    /// wants its stripe's queue kept short: the applier at work takes the writes queued
+    /// meanwhile on its next call, and waiting for it would stall the writer for the
+    /// length of a whole apply, then have it apply the rest itself.
+    pub fn try_drain(&self, index: usize, mut apply: impl FnMut(&mut Q)) -> Option<u64> {
+        let stripe = &self.stripes[index % STRIPES];
+        let spare = match stripe.applying.try_lock() {
+            Ok(spare) => spare,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(drain_holding(stripe, spare, &mut apply))
+    }
+
     /// [`Stripes::drain`] of every stripe.
     pub fn drain_all(&self, mut apply: impl FnMut(&mut Q)) -> u64 {
         (self.stripes.iter()).map(|s| drain(s, &mut apply)).sum()
@@ -499,10 +514,19 @@ fn drain<S, Q: Queue>(stripe: &Stripe<S, Q>, apply: &mut dyn FnMut(&mut Q)) -> u
     if stripe.applied.load(Ordering::SeqCst) == stripe.deferred.load(Ordering::SeqCst) {
         return 0;
     }
-    let mut spare = stripe
+    let spare = stripe
         .applying
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    drain_holding(stripe, spare, apply)
+}
+
+/// [`drain`] with the stripe's applier lock held (`spare`).
+fn drain_holding<S, Q: Queue>(
+    stripe: &Stripe<S, Q>,
+    mut spare: MutexGuard<'_, Q>,
+    apply: &mut dyn FnMut(&mut Q),
+) -> u64 {
     let count = {
         let mut queue = stripe.queue.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *queue, &mut *spare);
@@ -946,6 +970,39 @@ mod tests {
             stripes.wake_wanted(defer_one(&stripes, 3), 1),
             "then a write wakes it"
         );
+    }
+
+    #[test]
+    fn a_try_drain_gives_way_to_an_applier_at_work_and_loses_no_write() {
+        let stripes: Stripes<(), Vec<u64>> = Stripes::new();
+        let applied = std::cell::RefCell::new(Vec::new());
+        let record = |q: &mut Vec<u64>| applied.borrow_mut().extend(q.iter().copied());
+        assert_eq!(
+            stripes.try_drain(1, record),
+            Some(0),
+            "free, and nothing waits"
+        );
+        defer_one(&stripes, 1);
+        defer_one(&stripes, 1);
+        // An applier at work on stripe 1 (this thread, inside its apply): a try gives way
+        // at once, and what is queued meanwhile waits for the next call.
+        let during = stripes.drain(1, |q| {
+            record(q);
+            let waiting = defer_one(&stripes, 1 + STRIPES as u64);
+            assert_eq!(waiting, 3, "the two being applied count until they are");
+            assert_eq!(stripes.try_drain(1, |_| unreachable!("held")), None);
+            assert_eq!(
+                stripes.try_drain(2, record),
+                Some(0),
+                "another stripe is free"
+            );
+        });
+        assert_eq!(during, 2);
+        assert_eq!(*applied.borrow(), [1, 1]);
+        let after = stripes.try_drain(1 + STRIPES, record);
+        assert_eq!(after, Some(1), "the same stripe, its index taken modulo");
+        assert_eq!(*applied.borrow(), [1, 1, 1 + STRIPES as u64]);
+        assert_eq!(stripes.drain(1, |_| unreachable!("none wait")), 0);
     }
 
     #[test]
