@@ -280,6 +280,9 @@ impl<S, Q: Queue> Stripes<S, Q> {
     /// length of a whole apply, then have it apply the rest itself.
     pub fn try_drain(&self, index: usize, mut apply: impl FnMut(&mut Q)) -> Option<u64> {
         let stripe = &self.stripes[index % STRIPES];
+        if nothing_waits(stripe) {
+            return Some(0);
+        }
         let spare = match stripe.applying.try_lock() {
             Ok(spare) => spare,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -511,7 +514,7 @@ impl<S, Q: Queue> Stripes<S, Q> {
 
 /// [`Stripes::drain`] of one stripe.
 fn drain<S, Q: Queue>(stripe: &Stripe<S, Q>, apply: &mut dyn FnMut(&mut Q)) -> u64 {
-    if stripe.applied.load(Ordering::SeqCst) == stripe.deferred.load(Ordering::SeqCst) {
+    if nothing_waits(stripe) {
         return 0;
     }
     let spare = stripe
@@ -519,6 +522,12 @@ fn drain<S, Q: Queue>(stripe: &Stripe<S, Q>, apply: &mut dyn FnMut(&mut Q)) -> u
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     drain_holding(stripe, spare, apply)
+}
+
+/// Whether every write `stripe` deferred has been applied (read without its locks: a
+/// write counted after this look is applied by a later call).
+fn nothing_waits<S, Q>(stripe: &Stripe<S, Q>) -> bool {
+    stripe.applied.load(Ordering::SeqCst) == stripe.deferred.load(Ordering::SeqCst)
 }
 
 /// [`drain`] with the stripe's applier lock held (`spare`).
