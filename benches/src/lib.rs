@@ -129,6 +129,28 @@ pub fn median(results: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
+/// The round whose ratio of `measured` to `baseline` (two sides' results, round by round,
+/// as [`alternate`] gives them) is the median of the rounds' ratios (the upper one of an
+/// even count): that round's two results, `None` for no round.
+///
+/// Each round's two blocks run seconds apart at most, so their ratio cancels a drift of
+/// the machine that lasts longer than a round; the medians of each side apart cancel it
+/// only when it is slow against all the rounds. For a figure whose every block does the
+/// same work (a load), the median round is the steadier figure.
+pub fn median_round(measured: &[Duration], baseline: &[Duration]) -> Option<(Duration, Duration)> {
+    let mut rounds: Vec<(Duration, Duration)> = measured
+        .iter()
+        .zip(baseline)
+        .filter(|(_, b)| !b.is_zero())
+        .map(|(m, b)| (*m, *b))
+        .collect();
+    rounds.sort_by(|x, y| {
+        let ratio = |(m, b): &(Duration, Duration)| m.as_secs_f64() / b.as_secs_f64();
+        ratio(x).total_cmp(&ratio(y))
+    });
+    rounds.get(rounds.len() / 2).copied()
+}
+
 /// Writes `value` (in `unit`: `ns` prints as a time) as benchmark `id`'s (`group/function`)
 /// `value.json`, where `cargo xtask bench` reads figures criterion does not time.
 ///
@@ -464,5 +486,33 @@ mod tests {
         let p99s = [9, 1, 500, 2, 3].map(Duration::from_millis);
         assert_eq!(median(&p99s), Duration::from_millis(3));
         assert_eq!(median(&[]), Duration::ZERO);
+    }
+
+    /// The median round is chosen by its ratio, not by either side's time: a machine twice
+    /// as slow for one round moves both of its blocks and not the ratio; a round with no
+    /// baseline is skipped; no round gives nothing.
+    #[test]
+    fn the_median_round_is_the_one_of_the_median_ratio() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        // The machine runs at half speed for the first two rounds (both blocks take twice as
+        // long) and the last load stalls: every ratio is 1.3 but the last (2.6), while the
+        // medians of each side apart (26 and 10 ms) would say 2.6.
+        let loads = ms(&[26, 26, 13, 13, 26]);
+        let iterations = ms(&[20, 20, 10, 10, 10]);
+        assert_eq!(median(&loads), Duration::from_millis(26));
+        assert_eq!(median(&iterations), Duration::from_millis(10));
+        assert_eq!(
+            median_round(&loads, &iterations),
+            Some((Duration::from_millis(13), Duration::from_millis(10)))
+        );
+        assert_eq!(
+            median_round(&ms(&[5, 7]), &ms(&[0, 7])),
+            Some((Duration::from_millis(7), Duration::from_millis(7)))
+        );
+        assert_eq!(median_round(&[], &[]), None);
     }
 }

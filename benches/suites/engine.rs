@@ -24,9 +24,10 @@
 //!
 //! The point get, the write of 16, the readers, the two writers and the p99 beside a
 //! writer are also timed in blocks of each side in turn, fifteen rounds (the write of 16
-//! and the two writers 48), and the p99 during evictions and the load nine
-//! (`ime_benches::alternate`; a p99 is the median of the blocks' p99s, a load the
-//! median of its blocks, one load or one iteration each;
+//! and the two writers 48), the p99 during evictions nine and the load 25
+//! (`ime_benches::alternate`; a p99 is the median of the blocks' p99s; a block of the
+//! load is one load or one iteration, and its figure is the round whose ratio of the two
+//! is the median of the rounds', `ime_benches::median_round`;
 //! a block of the write of 16 starts with the engine idle, and a block of the two
 //! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
 //! for its whole memory side, compactions included; neither leaves work to the bare
@@ -50,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{
-    alternate, apply_batches, bare_batches, bare_rocksdb, keys_from_env, median, put_record,
-    record_per_op, total, two_regions, user_key, write_key,
+    alternate, apply_batches, bare_batches, bare_rocksdb, keys_from_env, median, median_round,
+    put_record, record_per_op, total, two_regions, user_key, write_key,
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
@@ -372,8 +373,10 @@ fn load_region(c: &mut Criterion) {
     };
     group.bench_function("rocksdb_iteration", |b| b.iter(iterate));
     group.finish();
-    // A block is one load (then an eviction, untimed) or one iteration; the sides are
-    // compared by their medians, which one block stalled by the machine does not move.
+    // A block is one load (then an eviction, untimed) or one iteration, and a round one
+    // of each. The figure is the median round: the one whose load-to-iteration ratio is
+    // the median of the rounds' (`ime_benches::median_round`), which neither one block
+    // stalled by the machine nor a slow stretch of the machine over a few rounds moves.
     let [loads, iterations] = alternate(
         LOAD_ROUNDS,
         [
@@ -392,16 +395,25 @@ fn load_region(c: &mut Criterion) {
             },
         ],
     );
-    let sides = [
-        ("load_region", median(&loads)),
-        ("rocksdb_iteration", median(&iterations)),
-    ];
+    let ms = |times: &[Duration]| -> Vec<String> {
+        let ms = times
+            .iter()
+            .map(|t| format!("{:.0}", t.as_secs_f64() * 1e3));
+        ms.collect()
+    };
+    println!(
+        "engine/load_in_turn rounds, ms: loads {:?}, iterations {:?}",
+        ms(&loads),
+        ms(&iterations)
+    );
+    let (load, iteration) = median_round(&loads, &iterations).unwrap();
+    let sides = [("load_region", load), ("rocksdb_iteration", iteration)];
     record_per_op("engine/load_in_turn", &sides, 1).unwrap();
 }
 
-/// Rounds of the load figure in turn: a load of the default million keys takes about
-/// 0.2 s.
-const LOAD_ROUNDS: u32 = 9;
+/// Rounds of the load figure in turn: a round (a load of the default million keys, its
+/// eviction and an iteration) takes about 0.4 s.
+const LOAD_ROUNDS: u32 = 25;
 
 /// Region 1 is large (`IME_BENCH_EVICT_MB`, default 256 MiB of 1 KiB values); region 2
 /// holds small keys and serves gets while region 1 is evicted and loaded again.
