@@ -30,7 +30,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 #[cfg(test)]
 const LAYERS: &[(&str, Option<&[&str]>)] = &[
     ("ime-types", Some(&[])),
-    ("ime-stripes", Some(&[])),
+    ("ime-stripes", Some(&["ime-types"])),
     ("ime-testkit", Some(&[])),
     ("ime-region", Some(&["ime-types", "ime-testkit"])),
     ("ime-memkv", Some(&["ime-types"])),

@@ -13,6 +13,7 @@ use ime_eviction::EvictionPolicy;
 use ime_memkv::{BatchPlan, RangeId};
 use ime_region::EvictReason::WriteFailed;
 use ime_region::{EvictCallback, EvictReason, KeyRange, Region, RegionId, RegionInfo};
+use ime_types::LaneArc;
 
 use crate::shared::{Background, Core, Deferred, Effects, Meta, Runner, Task, TaskKind};
 use crate::{ApplyHeader, Config, EngineError, HybridWriteBatch, Stats, batch::UNTAGGED};
@@ -25,7 +26,9 @@ use smallvec::SmallVec;
 /// It owns three threads — the loader, the deleter and a ticker for GC, the eviction
 /// policy and the cross-checker — which [`Engine::close`] (or drop) stops and joins.
 pub struct Engine<D: DiskEngine> {
-    pub(crate) core: Arc<Core<D>>,
+    /// Shared with the background threads, and with snapshots by their reader's lane's
+    /// handle (readers on different threads write no count in common).
+    pub(crate) core: LaneArc<Core<D>>,
     threads: Vec<JoinHandle<()>>,
     stop: Option<Sender<()>>,
 }
@@ -102,7 +105,7 @@ impl<D: DiskEngine> Engine<D> {
             threads.push(spawn("ime-ticker", ticker(Arc::clone(&core), stop_rx))?);
         }
         Ok(Engine {
-            core,
+            core: LaneArc::new(core),
             threads,
             stop: Some(stop_tx),
         })

@@ -27,7 +27,7 @@ impl<D: DiskEngine> Engine<D> {
     /// and gap to this engine.
     pub fn observer(&self) -> Arc<dyn RaftObserver> {
         Arc::new(EngineObserver {
-            core: Arc::clone(&self.core),
+            core: Arc::clone(self.core.arc()),
         })
     }
 

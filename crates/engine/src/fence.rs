@@ -75,7 +75,7 @@ impl<D: DiskEngine> Engine<D> {
         self.core.metrics.fence(FenceEvent::Begun);
         tracing::debug!(fence = id.0, ?ranges, "fence begun");
         BypassFence {
-            core: Arc::clone(&self.core),
+            core: Arc::clone(self.core.arc()),
             id,
             ranges,
             finished: false,

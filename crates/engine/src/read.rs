@@ -8,6 +8,7 @@ use ime_disk::{Cf, DiskEngine, DiskError, DiskIterator, DiskSnapshot, KeyRange};
 use ime_memkv::{RangeId, SnapshotIter};
 use ime_region::{ReadRequest, RegionId, SnapshotTicket};
 use ime_stripes::View;
+use ime_types::LaneRef;
 
 use crate::shared::{Core, Meta};
 use crate::{Engine, EngineError};
@@ -56,12 +57,12 @@ pub struct HybridSnapshot<D: DiskEngine> {
     /// Dropped (and its registration released) first, before the disk snapshot.
     memory: Option<MemoryView>,
     fallback: Option<Fallback>,
-    disk: Arc<D::Snapshot>,
+    disk: LaneRef<D::Snapshot>,
     work: WorkTally,
     /// The region's range when memory does not serve it (else memory's bounds): scans
     /// are clamped to it.
     range: Option<KeyRange>,
-    core: Arc<Core<D>>,
+    core: LaneRef<Core<D>>,
 }
 
 impl<D: DiskEngine> Engine<D> {
@@ -102,7 +103,8 @@ impl<D: DiskEngine> Engine<D> {
         let work = WorkTally::default();
         (core.metrics).served_since(Source::of(fallback.as_ref()), started);
         // A parked view may miss writes of regions without memory: disk reads take it now.
-        let fresh = (fallback.is_some() && view.parked).then(|| Arc::new(core.disk.snapshot()));
+        let fresh = (fallback.is_some() && view.parked)
+            .then(|| LaneRef::new(Arc::new(core.disk.snapshot())));
         HybridSnapshot {
             region,
             read_ts: request.read_ts,
@@ -111,7 +113,7 @@ impl<D: DiskEngine> Engine<D> {
             disk: fresh.unwrap_or(view.disk),
             work,
             range,
-            core: Arc::clone(core),
+            core: core.handle(),
         }
     }
 

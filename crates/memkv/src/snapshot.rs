@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::layer::{IValue, Layer, Run, RunEntry};
 use crate::store::{CfLayers, RangeData, Version};
 use crate::{Cf, KeyRange, MemError, RangeId};
+use ime_types::LaneRef;
 
 /// A consistent view of one range at one sequence number. It holds `Arc`s to the layers
 /// it reads: no lock and no epoch guard for its lifetime, and writers are never blocked.
@@ -14,7 +15,7 @@ pub struct Snapshot {
     id: RangeId,
     seq: u64,
     /// The range's layers when it was taken, with its bounds.
-    version: Arc<Version>,
+    version: LaneRef<Version>,
 }
 
 impl Snapshot {
@@ -22,7 +23,7 @@ impl Snapshot {
         Snapshot {
             id: range.id,
             seq,
-            version: range.version(),
+            version: range.version_by_lane(),
         }
     }
 

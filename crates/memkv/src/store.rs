@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard};
 
 use arc_swap::ArcSwap;
+use ime_types::{LaneArc, LaneRef};
 use smallvec::SmallVec;
 
 use crate::layer::{Run, RunBuilder, RunEntry};
@@ -48,9 +49,10 @@ pub(crate) struct Version {
 pub(crate) struct RangeData {
     pub(crate) id: RangeId,
     pub(crate) bounds: Arc<KeyRange>,
-    /// Read without a lock (a snapshot costs one reference count); replaced only under
-    /// `writer`, so updates never race one another.
-    version: ArcSwap<Version>,
+    /// Read without a lock; replaced only under `writer`, so updates never race one
+    /// another. A snapshot holds it by its thread's lane's handle (`LaneArc`), so that
+    /// readers of the range on different threads write no count in common.
+    version: ArcSwap<LaneArc<Version>>,
     /// Snapshots below this sequence are refused: a compaction dropped shadowed versions,
     /// or a load put entries at it.
     pub(crate) compacted_seq: AtomicU64,
@@ -92,7 +94,7 @@ impl RangeData {
         RangeData {
             id,
             bounds,
-            version: ArcSwap::from_pointee(version),
+            version: ArcSwap::from_pointee(LaneArc::new(Arc::new(version))),
             compacted_seq: AtomicU64::new(compacted_seq),
             writer: Mutex::new(()),
             writing: AtomicU64::new(IDLE),
@@ -108,7 +110,12 @@ impl RangeData {
 
     /// The current version.
     pub(crate) fn version(&self) -> Arc<Version> {
-        self.version.load_full()
+        Arc::clone(self.version.load().arc())
+    }
+
+    /// The current version, by this thread's lane's handle (what a snapshot holds).
+    pub(crate) fn version_by_lane(&self) -> LaneRef<Version> {
+        self.version.load().handle()
     }
 
     /// The layers of `cf` now.
@@ -138,10 +145,12 @@ impl RangeData {
     ) -> T {
         let mut cfs = self.version.load().cfs.clone();
         let out = change(&mut cfs);
-        self.version.store(Arc::new(Version {
+        let version = Version {
             bounds: Arc::clone(&self.bounds),
             cfs,
-        }));
+        };
+        self.version
+            .store(Arc::new(LaneArc::new(Arc::new(version))));
         out
     }
 }

@@ -308,7 +308,7 @@ impl RegionMap {
                     version: cached_version,
                     generation: entry.generation,
                     read_ts: req.read_ts,
-                    registry: Arc::clone(&entry.snapshots),
+                    registry: entry.snapshots.handle(),
                     shard,
                 })
             }
@@ -338,8 +338,8 @@ impl RegionMap {
             generation,
             registry,
         } = drained;
-        let is_ours = |r: &Arc<Registry>| Arc::ptr_eq(r, &registry) && r.is_empty();
-        if let Some(entry) = self.by_id.get(&region).filter(|e| is_ours(&e.snapshots)) {
+        let is_ours = |r: &Arc<Registry>| Arc::ptr_eq(r, registry.arc()) && r.is_empty();
+        if let Some(entry) = (self.by_id.get(&region)).filter(|e| is_ours(e.snapshots.arc())) {
             let pending = entry.state == RegionState::PendingEvict;
             return (pending && self.settle(region) == EvictStep::ReadyToDelete).then_some(region);
         }

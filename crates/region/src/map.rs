@@ -15,6 +15,7 @@ use crate::snapshot::Registry;
 use crate::{
     EvictCallback, EvictReason, KeyRange, Region, RegionError, RegionHashMap, RegionId, RegionState,
 };
+use ime_types::LaneArc;
 
 /// One cached region's metadata.
 #[derive(Debug)]
@@ -28,8 +29,9 @@ pub(crate) struct Entry {
     /// Moved on under a shared reference too ([`RegionMap::try_report_applied`]): the
     /// apply side reports without holding the map alone.
     pub(crate) applied_index: AtomicU64,
-    /// Shared with the tickets taken on it.
-    pub(crate) snapshots: Arc<Registry>,
+    /// Shared with the tickets taken on it, each by its reader's lane's handle (so that
+    /// readers on different threads write no count in common).
+    pub(crate) snapshots: LaneArc<Registry>,
     /// Callbacks waiting for the eviction to finish; empty unless evicting.
     pub(crate) callbacks: Vec<EvictCallback>,
     /// Set exactly when the state is one of the evicting ones.
@@ -49,7 +51,7 @@ impl Entry {
             state,
             safe_point,
             applied_index: AtomicU64::new(applied),
-            snapshots: Arc::default(),
+            snapshots: LaneArc::new(Arc::default()),
             callbacks: Vec::new(),
             evict_reason: None,
         }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use ime_types::LaneRef;
 use serde::{Deserialize, Serialize};
 
 use crate::{Gap, GapKind, RegionError, RegionId, RegionState};
@@ -148,7 +149,7 @@ pub struct SnapshotTicket {
     /// The generation of the map record it was registered on.
     pub(crate) generation: u64,
     pub(crate) read_ts: u64,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: LaneRef<Registry>,
     /// The registry's shard it is counted in.
     pub(crate) shard: usize,
 }
@@ -157,7 +158,7 @@ impl PartialEq for SnapshotTicket {
     fn eq(&self, other: &Self) -> bool {
         (self.region, self.version, self.generation, self.read_ts)
             == (other.region, other.version, other.generation, other.read_ts)
-            && Arc::ptr_eq(&self.registry, &other.registry)
+            && Arc::ptr_eq(self.registry.arc(), other.registry.arc())
     }
 }
 
@@ -215,7 +216,7 @@ impl SnapshotTicket {
 pub struct Drained {
     pub(crate) region: RegionId,
     pub(crate) generation: u64,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: LaneRef<Registry>,
 }
 
 impl Drained {

@@ -1,5 +1,7 @@
 //! Split: children derived from the cached parent, or the parent evicted on an epoch gap.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Gap, GapKind};
@@ -92,7 +94,7 @@ impl RegionMap {
                 region: id,
                 version: parent.region.epoch.version,
                 range: parent.region.range.clone(),
-                snapshots: parent.snapshots,
+                snapshots: Arc::clone(parent.snapshots.arc()),
             };
             self.historical.insert(parent.generation, record);
         }

@@ -54,7 +54,7 @@
 //! assert_eq!((*view.disk, view.memory), (2, Some(2)));
 //! // Nothing changed (the same token): the state just taken, not a fresh one.
 //! let again = stripes.view(7, || 2, || unreachable!(), |_| {});
-//! assert!(Arc::ptr_eq(&view.disk, &again.disk));
+//! assert!(Arc::ptr_eq(view.disk.arc(), again.disk.arc()));
 //!
 //! // Deferring: key 9's stripe was never read, so a write may queue its second side
 //! // (here, the amount to add); a reader applies the queue before it reads.
@@ -79,6 +79,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use arc_swap::ArcSwapOption;
+use ime_types::{LaneArc, LaneRef};
 use smallvec::SmallVec;
 
 /// The number of stripes: keys share one when they are equal modulo it.
@@ -88,8 +89,10 @@ pub const STRIPES: usize = 64;
 /// second's sequence number.
 #[derive(Debug)]
 pub struct View<S> {
-    /// The first store's snapshot (IME: the disk's).
-    pub disk: Arc<S>,
+    /// The first store's snapshot (IME: the disk's). A kept state hands each reader its
+    /// lane's handle of it ([`LaneArc`]): readers on different threads write no count in
+    /// common.
+    pub disk: LaneRef<S>,
     /// The second store's sequence number in step with `disk` (IME: the memory store's);
     /// `None` when a write of the stripe was in flight and had parked no state: `disk` is
     /// then the first store as the reader found it, and the second store must not be read
@@ -107,7 +110,7 @@ impl<S> View<S> {
     /// The first store alone, as a reader found it: the second must not be read with it.
     fn alone(disk: S) -> Self {
         View {
-            disk: Arc::new(disk),
+            disk: LaneRef::new(Arc::new(disk)),
             memory: None,
             parked: false,
         }
@@ -116,7 +119,7 @@ impl<S> View<S> {
     /// The state just before a write, as the writer publishes it.
     pub fn parked(disk: Arc<S>, memory: u64) -> Self {
         View {
-            disk,
+            disk: LaneRef::new(disk),
             memory: Some(memory),
             parked: true,
         }
@@ -128,7 +131,10 @@ impl<S> View<S> {
 struct Fresh<S> {
     version: u64,
     token: u64,
-    view: View<S>,
+    /// The first store's snapshot, by lane.
+    disk: LaneArc<S>,
+    /// The second store's sequence number in step with it.
+    memory: u64,
     /// Whether a reader has taken it since it was kept. A fresh state replaces a kept one
     /// only if that one was used: where changes come faster than reads, each kept state
     /// would go stale unused, and storing it (an `ArcSwap` store walks every reader
@@ -445,8 +451,8 @@ impl<S, Q: Queue> Stripes<S, Q> {
                         kept.used.store(true, Ordering::Relaxed);
                     }
                     return View {
-                        disk: Arc::clone(&kept.view.disk),
-                        memory: kept.view.memory,
+                        disk: kept.disk.handle(),
+                        memory: Some(kept.memory),
                         parked: false,
                     };
                 }
@@ -467,8 +473,9 @@ impl<S, Q: Queue> Stripes<S, Q> {
                 }
                 let (disk, memory) = fresh();
                 if stripe.version.load(Ordering::SeqCst) == version {
+                    let disk = LaneArc::new(Arc::new(disk));
                     let view = View {
-                        disk: Arc::new(disk),
+                        disk: disk.handle(),
                         memory: Some(memory),
                         parked: false,
                     };
@@ -476,11 +483,8 @@ impl<S, Q: Queue> Stripes<S, Q> {
                         stripe.fresh.store(Some(Arc::new(Fresh {
                             version,
                             token: now,
-                            view: View {
-                                disk: Arc::clone(&view.disk),
-                                memory: Some(memory),
-                                parked: false,
-                            },
+                            disk,
+                            memory,
                             used: AtomicBool::new(false),
                         })));
                     }
@@ -495,7 +499,7 @@ impl<S, Q: Queue> Stripes<S, Q> {
             if stripe.parked_for.load(Ordering::SeqCst) >= version | 1 {
                 if let Some(parked) = stripe.before.load_full() {
                     return View {
-                        disk: Arc::clone(&parked.disk),
+                        disk: parked.disk.clone(),
                         memory: parked.memory,
                         parked: true,
                     };
@@ -906,7 +910,7 @@ mod tests {
         let first = stripes.view(1, || 5, fresh(1), |_| {});
         let again = stripes.view(1, || 5, fresh(2), |_| {});
         assert_eq!((again.memory, taken.get()), (Some(1), 1));
-        assert!(Arc::ptr_eq(&first.disk, &again.disk));
+        assert!(Arc::ptr_eq(first.disk.arc(), again.disk.arc()));
         assert_eq!(
             stripes.view(2, || 5, fresh(3), |_| {}).memory,
             Some(3),

@@ -9,7 +9,7 @@
 //! - [`RangeId`]: a range of keys the memory store holds, named by its owner (the
 //!   controller allocates them, the engine hands them to the store);
 //! - [`lane`]: a number per thread, by which structures that reader threads update give
-//!   each thread a shard of its own.
+//!   each thread a shard of its own, and [`LaneArc`], an `Arc` whose clones count per lane.
 //!
 //! ```
 //! use ime_types::Cf;
@@ -34,7 +34,7 @@ mod hex_bytes;
 mod lane;
 mod range;
 
-pub use lane::lane;
+pub use lane::{LaneArc, LaneRef, lane};
 pub use range::{InvalidRange, KeyRange};
 
 /// TiKV's three column families.
