@@ -333,12 +333,30 @@ pub fn bare_batches(bare: &rocksdb::DB, half: u64, count: u64, clock: &AtomicU64
     let cf = bare.cf_handle("write").expect("the write column family");
     for _ in 0..count {
         let n = clock.fetch_add(1, Ordering::Relaxed);
-        let mut batch = rocksdb::WriteBatch::default();
-        for (key, value) in batch_16(half, n) {
-            batch.put_cf(&cf, key, value);
-        }
-        bare.write(batch).expect("a bare write");
+        bare.write(bare_batch(&cf, batch_16(half, n)))
+            .expect("a bare write");
     }
+}
+
+/// `puts` (to column family `cf`) as a bare RocksDB batch, sized once for them as TiKV
+/// sizes its batches (RocksDB's batch is one string, which else grows several times over
+/// a batch of short operations): the baselines' batch.
+pub fn bare_batch(
+    cf: &impl rocksdb::AsColumnFamilyRef,
+    puts: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> rocksdb::WriteBatch {
+    let puts: Vec<_> = puts.into_iter().collect();
+    // A 12-byte header; per put a type byte, a family id and two lengths (varints).
+    let bytes = 12
+        + puts
+            .iter()
+            .map(|(k, v)| 16 + k.len() + v.len())
+            .sum::<usize>();
+    let mut batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
+    for (key, value) in puts {
+        batch.put_cf(cf, key, value);
+    }
+    batch
 }
 
 /// A fresh RocksDB (temporary directory) holding `entries` in `cf`, written in batches of

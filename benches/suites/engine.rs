@@ -5,7 +5,8 @@
 //!   reading the disk (a reader whose epoch is older than the cache's falls back);
 //! - MVCC scan at read_ts over keys with 100 versions each, memory after GC vs disk;
 //! - write apply, batches of 16 MVCC puts: the engine with the region cached vs a bare
-//!   RocksDB write of the same batch (WAL on, no sync);
+//!   RocksDB write of the same batch (the `rocksdb` crate, WAL on, no sync), and vs IME's
+//!   disk layer alone (`RocksDisk::write`: what the cache itself costs a write);
 //! - loading a region vs a bare RocksDB iteration over the same keys (every entry visited,
 //!   nothing copied);
 //! - two reader threads vs one, on cached point gets, and the same split of arithmetic
@@ -51,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{
-    alternate, apply_batches, bare_batches, bare_rocksdb, keys_from_env, median, median_round,
-    put_record, record_per_op, total, two_regions, user_key, write_key,
+    alternate, apply_batches, bare_batch, bare_batches, bare_rocksdb, keys_from_env, median,
+    median_round, put_record, record_per_op, total, two_regions, user_key, write_key,
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
 use ime_engine::{ApplyHeader, Config, Engine, HybridWriteBatch};
@@ -279,7 +280,10 @@ fn mvcc_scan(c: &mut Criterion) {
 fn write_apply(c: &mut Criterion) {
     let engine = engine_with(1000, 1);
     load(&engine);
-    let bare = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let ime_disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare = bare_rocksdb(bare_dir.path());
+    let bare_cf = bare.cf_handle(Cf::Write.name()).unwrap();
     let (round, index) = (Cell::new(0u64), Cell::new(5u64));
     let puts = |round: u64| {
         (0..16).map(move |k| {
@@ -302,33 +306,45 @@ fn write_apply(c: &mut Criterion) {
         }
         black_box(engine.write(&batch).unwrap());
     };
-    let disk_only = || {
+    // Bare RocksDB as its users write it (the `rocksdb` crate, WAL on, no sync).
+    let rocksdb = || {
+        round.set(round.get() + 1);
+        bare.write(bare_batch(&bare_cf, puts(round.get()))).unwrap();
+    };
+    // IME's disk layer alone: what the engine's write costs without the cache.
+    let disk_layer = || {
         round.set(round.get() + 1);
         let mut batch = WriteBatch::new();
         for (key, value) in puts(round.get()) {
             batch.put(Cf::Write, key, value);
         }
-        black_box(bare.write(&batch).unwrap());
+        black_box(ime_disk.write(&batch).unwrap());
     };
     let mut group = c.benchmark_group("engine/write_batch_16");
     group.throughput(Throughput::Elements(16));
     group.bench_function("hybrid", |b| b.iter(hybrid));
-    group.bench_function("disk_only", |b| b.iter(disk_only));
+    group.bench_function("rocksdb", |b| b.iter(rocksdb));
     group.finish();
     // A block starts with the engine idle (untimed): the hybrid side's memory side runs
     // beside its writes, on the other core, as it does while an apply thread writes on,
-    // and none of it runs on into the bare side's block.
+    // and none of it runs on into the other sides' blocks.
     let block = |write: &dyn Fn()| {
         assert!(engine.wait_idle(Duration::from_secs(600)));
         let start = Instant::now();
         (0..BATCHES_PER_BLOCK).for_each(|_| write());
         start.elapsed()
     };
-    let [hybrid, disk_only] = alternate(
+    let [hybrid, rocksdb, disk_layer] = alternate(
         WRITER_ROUNDS,
-        [&mut || block(&hybrid), &mut || block(&disk_only)],
+        [&mut || block(&hybrid), &mut || block(&rocksdb), &mut || {
+            block(&disk_layer)
+        }],
     );
-    let sides = [("hybrid", total(&hybrid)), ("disk_only", total(&disk_only))];
+    let sides = [
+        ("hybrid", total(&hybrid)),
+        ("rocksdb", total(&rocksdb)),
+        ("ime_disk", total(&disk_layer)),
+    ];
     record_per_op(
         "engine/write_batch_16_in_turn",
         &sides,

@@ -36,6 +36,8 @@
 mod engine;
 mod memory;
 #[cfg(feature = "rocksdb")]
+mod records;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 mod types;
 

@@ -140,6 +140,15 @@ pub enum DiskError {
         /// Index of the first out-of-order key.
         position: usize,
     },
+    /// A key, value or batch longer than RocksDB's write batch format can hold (a
+    /// string of 4 GiB or more, more than `u32::MAX` operations).
+    #[error("{what} too large for a RocksDB write batch: {len}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
     /// RocksDB refused an operation.
     #[error("rocksdb {operation}: {detail}")]
     Rocks {
