@@ -280,7 +280,7 @@ fn mvcc_scan(c: &mut Criterion) {
 fn write_apply(c: &mut Criterion) {
     let engine = engine_with(1000, 1);
     load(&engine);
-    let ime_disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
+    let layer = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let bare_dir = tempfile::tempdir().unwrap();
     let bare = bare_rocksdb(bare_dir.path());
     let bare_cf = bare.cf_handle(Cf::Write.name()).unwrap();
@@ -318,7 +318,7 @@ fn write_apply(c: &mut Criterion) {
         for (key, value) in puts(round.get()) {
             batch.put(Cf::Write, key, value);
         }
-        black_box(ime_disk.write(&batch).unwrap());
+        black_box(layer.write(&batch).unwrap());
     };
     let mut group = c.benchmark_group("engine/write_batch_16");
     group.throughput(Throughput::Elements(16));
