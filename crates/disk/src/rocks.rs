@@ -182,11 +182,9 @@ impl RocksDisk {
 
     fn with(db: Arc<DB>, names: CfNames, sync: bool, path: PathBuf) -> Result<Self, DiskError> {
         let db = Db { db, names };
-        for cf in Cf::ALL {
-            db.cf(cf)?;
-        }
-        db.leave_sequence_zero()?;
+        // Every family looked up (a missing one is an error) before anything is written.
         let records = Records::learn([db.cf(Cf::Default)?, db.cf(Cf::Lock)?, db.cf(Cf::Write)?])?;
+        db.leave_sequence_zero()?;
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         Ok(RocksDisk {
