@@ -177,7 +177,8 @@ fn point_get(c: &mut Criterion) {
 }
 
 /// Cached point gets: the same total work on one thread and split over two; then, in
-/// the same harness, arithmetic that shares nothing (the machine's own ceiling).
+/// the same harness, the machine's own ceilings: arithmetic that shares nothing, and
+/// binary searches of one array that nothing writes (work that waits on memory).
 fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u8>]) {
     let mut group = c.benchmark_group("engine/readers");
     let gets = |count: u64, offset: usize| {
@@ -205,6 +206,26 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
         black_box(x);
     };
     one_vs_two_recorded("engine/arithmetic_in_turn", &arithmetic);
+    // Work that waits on memory as a get does, sharing nothing written: binary searches
+    // of one sorted array four times a core's cache, from as many probes as the gets
+    // take. Arithmetic keeps to a core's own registers; a second thread gives less to
+    // work whose loads miss that core's caches (a second virtual core may share a
+    // physical one's caches, and every core shares the memory behind them).
+    let sorted: Vec<u64> = (0..SEARCHED_ENTRIES).map(|i| i * SEARCHED_STRIDE).collect();
+    let targets: Vec<u64> = (0..probes.len() as u64)
+        .map(|i| i.wrapping_mul(2_654_435_761) % SEARCHED_ENTRIES * SEARCHED_STRIDE)
+        .collect();
+    let searches = |count: u64, offset: usize| {
+        let mut found = 0usize;
+        for i in 0..count as usize {
+            let target = targets[(i + offset) % targets.len()];
+            for step in 0..SEARCHES_PER_GET {
+                found += sorted.partition_point(|&x| x < target + step);
+            }
+        }
+        black_box(found);
+    };
+    one_vs_two_recorded("engine/searches_in_turn", &searches);
 }
 
 /// `work` on one thread and split over two, in turn ([`ime_benches::one_vs_two_in_turn`],
@@ -220,6 +241,20 @@ fn one_vs_two_recorded(group: &str, work: &(impl Fn(u64, usize) + Sync)) {
 /// the readers' arithmetic baseline: about 0.9 us on one thread, of the order of a cached
 /// get (1.4-1.8 us on these machines).
 const ARITHMETIC_STEPS_PER_GET: u64 = 400;
+
+/// Entries of the sorted array the readers' memory-bound baseline searches: 8 MiB of
+/// `u64`s, four times a core's second-level cache on these machines, as a region's data
+/// is larger than it.
+const SEARCHED_ENTRIES: u64 = 1 << 20;
+
+/// The gap between neighbouring entries of that array (its values are the multiples of
+/// this prime), so that a search's target plus a small step stays between the same two.
+const SEARCHED_STRIDE: u64 = 7919;
+
+/// Binary searches standing for one get in that baseline: about 1 us on one thread (the
+/// top of the array's levels stays cached), of the order of a cached get (1.0-1.4 us on
+/// these machines).
+const SEARCHES_PER_GET: u64 = 10;
 
 /// Gets in one block of the readers figure in turn: a block of two threads begins with
 /// both woken from a barrier, and is long enough (about 0.15 s) that the wake-ups are

@@ -116,6 +116,12 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         suite: "engine",
+        name: "  binary searches sharing nothing written, two threads vs one (the ceiling for work that waits on memory)",
+        measured: "engine/searches_in_turn/two_threads",
+        baseline: "engine/searches_in_turn/one_thread",
+    },
+    Figure {
+        suite: "engine",
         name: "two apply threads, different regions, vs two on bare RocksDB (goal 1.11)",
         measured: "engine/two_writers_in_turn/hybrid",
         baseline: "engine/two_writers_in_turn/rocksdb",
