@@ -248,12 +248,13 @@ const ARITHMETIC_STEPS_PER_GET: u64 = 400;
 const SEARCHED_ENTRIES: u64 = 1 << 20;
 
 /// The gap between neighbouring entries of that array (its values are the multiples of
-/// this prime), so that a search's target plus a small step stays between the same two.
+/// this prime): a get's searches aim at its target plus 0, 1, 2..., distinct (so that
+/// none is folded into another) and all between the same two entries.
 const SEARCHED_STRIDE: u64 = 7919;
 
-/// Binary searches standing for one get in that baseline: about 1 us on one thread (the
-/// top of the array's levels stays cached), of the order of a cached get (1.0-1.4 us on
-/// these machines).
+/// Binary searches standing for one get in that baseline: 0.6-0.8 us on one thread (the
+/// array's upper levels stay cached), of the order of a cached get (1.0-1.4 us on these
+/// machines).
 const SEARCHES_PER_GET: u64 = 10;
 
 /// Gets in one block of the readers figure in turn: a block of two threads begins with
