@@ -3,12 +3,11 @@
 //! [`Metrics`] holds them in a Prometheus registry of their own — cached regions by state,
 //! memory, snapshots by source (memory, or the reason they fell back to disk), evictions
 //! by reason and how long they took, loads, GC collections and their durations, gaps,
-//! Raft events, fences, compactions, cross-check differences, read latencies by source
-//! (the read path's counters are sharded by thread: readers never share one), wasted
-//! snapshots, bytes loaded and
-//! freed, the oldest and newest safe point — and reads them back as a
-//! typed [`Stats`] snapshot: a counter that does not exist does not compile, where one
-//! looked up by name would silently read 0.
+//! Raft events, fences, compactions, cross-check differences, read latencies by source,
+//! wasted snapshots (the read path's counters are sharded by thread: readers never share
+//! one), bytes loaded and freed, the oldest and newest safe point — and reads them back
+//! as a typed [`Stats`] snapshot: a counter that does not exist does not compile, where
+//! one looked up by name would silently read 0.
 //!
 //! An embedder mounts them in its own registry through [`SharedMetrics`].
 //!

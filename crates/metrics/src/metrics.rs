@@ -13,8 +13,8 @@ use crate::{
     Stats,
 };
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The engine's metrics, in their own registry (an embedder can gather it with its own).
@@ -39,7 +39,8 @@ pub struct Metrics {
     gc_collections: IntCounterVec,
     fences: IntCounterVec,
     latencies: ReadLatencies,
-    wasted: IntCounter,
+    /// Sharded: readers that drop snapshots unread count without meeting.
+    wasted: ShardedCounterVec,
     bytes: IntCounterVec,
     safe_points: IntGaugeVec,
 }
@@ -102,11 +103,11 @@ impl Metrics {
         register(&registry, &spare);
         let latencies = ReadLatencies::new();
         register(&registry, &latencies);
-        let wasted = IntCounter::new(
+        let wasted = ShardedCounterVec::single(
             "ime_wasted_snapshots_total",
             "Snapshots served from memory and dropped without a read.",
         )
-        .unwrap_or_else(|_| unreachable_metric("ime_wasted_snapshots_total"));
+        .unwrap_or_else(|| unreachable_metric("ime_wasted_snapshots_total"));
         register(&registry, &wasted);
         let safe_points = IntGaugeVec::new(
             Opts::new(
@@ -243,7 +244,7 @@ impl Metrics {
     /// A snapshot served from memory was dropped without a read: its registration held
     /// GC back for nothing.
     pub fn wasted_snapshot(&self) {
-        self.wasted.inc();
+        self.wasted.inc(0);
     }
 
     /// A load copied `bytes` into memory.
@@ -341,7 +342,7 @@ impl Metrics {
                 .iter()
                 .map(|cf| get(&self.differences, cf.name()))
                 .sum(),
-            wasted_snapshots: self.wasted.get(),
+            wasted_snapshots: self.wasted.get(0),
             bytes_loaded: get(&self.bytes, "loaded"),
             bytes_freed: get(&self.bytes, "freed"),
             ..Stats::default()

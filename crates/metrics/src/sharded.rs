@@ -81,13 +81,14 @@ impl ShardedCounts {
     }
 }
 
-/// A Prometheus counter with one label, a series per value, kept in [`ShardedCounts`]:
-/// reader threads count without meeting, a scrape sums the shards (clones share the
-/// counts).
+/// A Prometheus counter with one label, a series per value (or no label and one series:
+/// [`ShardedCounterVec::single`]), kept in [`ShardedCounts`]: reader threads count
+/// without meeting, a scrape sums the shards (clones share the counts).
 #[derive(Clone, Debug)]
 pub(crate) struct ShardedCounterVec {
     counts: Arc<ShardedCounts>,
-    label: &'static str,
+    /// `None`: a counter without labels, its one series at index 0.
+    label: Option<&'static str>,
     values: Vec<&'static str>,
     desc: Desc,
 }
@@ -104,7 +105,23 @@ impl ShardedCounterVec {
         label: &'static str,
         values: Vec<&'static str>,
     ) -> Option<Self> {
-        let desc = Desc::new(name.into(), help.into(), vec![label.into()], HashMap::new());
+        ShardedCounterVec::with(name, help, Some(label), values)
+    }
+
+    /// Counter `name` with `help` and no labels: one series, counted with `inc(0)`.
+    /// `None` when Prometheus refuses the name or help.
+    pub(crate) fn single(name: &str, help: &str) -> Option<Self> {
+        ShardedCounterVec::with(name, help, None, vec![""])
+    }
+
+    fn with(
+        name: &str,
+        help: &str,
+        label: Option<&'static str>,
+        values: Vec<&'static str>,
+    ) -> Option<Self> {
+        let labels = label.map(String::from).into_iter().collect();
+        let desc = Desc::new(name.into(), help.into(), labels, HashMap::new());
         Some(ShardedCounterVec {
             counts: Arc::new(ShardedCounts::new(VEC_SHARDS, values.len())),
             label,
@@ -136,13 +153,18 @@ impl Collector for ShardedCounterVec {
         family.set_help(self.desc.help.clone());
         family.set_field_type(MetricType::COUNTER);
         for (i, value) in self.values.iter().enumerate() {
-            let mut pair = LabelPair::default();
-            pair.set_name(self.label.to_owned());
-            pair.set_value((*value).to_owned());
+            let pairs = (self.label.iter())
+                .map(|label| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name((*label).to_owned());
+                    pair.set_value((*value).to_owned());
+                    pair
+                })
+                .collect();
             let mut counter = Counter::default();
             counter.set_value(self.get(i) as f64);
             let mut metric = Metric::default();
-            metric.set_label(vec![pair]);
+            metric.set_label(pairs);
             metric.set_counter(counter);
             family.mut_metric().push(metric);
         }
@@ -208,5 +230,23 @@ mod tests {
         assert_eq!(series, [("a".to_owned(), 1.0), ("b".to_owned(), 2.0)]);
         assert_eq!(families[0].get_field_type(), MetricType::COUNTER);
         assert_eq!(families[0].name(), "things_total");
+    }
+
+    #[test]
+    fn a_single_counter_scrapes_one_series_without_labels() {
+        let single = ShardedCounterVec::single("drops_total", "Drops.");
+        let single = single.unwrap_or_else(|| unreachable!("a valid name"));
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| (0..100).for_each(|_| single.inc(0)));
+            }
+        });
+        assert_eq!(single.get(0), 300);
+        let families = single.collect();
+        let metrics = families[0].get_metric();
+        assert_eq!(metrics.len(), 1);
+        assert!(metrics[0].get_label().is_empty(), "no label pairs");
+        assert_eq!(metrics[0].get_counter().get_value(), 300.0);
+        assert_eq!(single.desc()[0].variable_labels, Vec::<String>::new());
     }
 }
