@@ -395,12 +395,20 @@ pub fn rocks_with(
 ///
 /// # Panics
 /// When RocksDB fails to flush or compact: a setup failure.
+pub fn settle(disk: &ime_disk::RocksDisk) {
+    settle_db(disk.db());
+}
+
+/// [`settle`] for any RocksDB with TiKV's column families (a bare baseline, or an
+/// engine's disk by its handle).
+///
+/// # Panics
+/// When RocksDB fails to flush or compact: a setup failure.
 #[allow(
     clippy::expect_used,
     reason = "benchmark setup: a failure should stop the run"
 )]
-pub fn settle(disk: &ime_disk::RocksDisk) {
-    let db = disk.db();
+pub fn settle_db(db: &rocksdb::DB) {
     for cf in ime_disk::Cf::ALL {
         let handle = db.cf_handle(cf.name()).expect("the column family exists");
         db.flush_cf(&handle).expect("flush");

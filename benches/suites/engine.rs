@@ -32,7 +32,9 @@
 //! a block of the write of 16 starts with the engine idle, and a block of the two
 //! writers ends, timed, when the engine is idle again, so that there the hybrid side pays
 //! for its whole memory side, compactions included; neither leaves work to the bare
-//! side's block), recorded beside criterion's results as `*_in_turn`: the figures
+//! side's block; before the blocks of these two, every side's RocksDB is flushed and
+//! compacted, so that no side starts with a fuller memtable or more files than another),
+//! recorded beside criterion's results as `*_in_turn`: the figures
 //! `cargo xtask bench` holds to their goals, since neighbours timed one after the other
 //! on a shared machine can meet different machines.
 //!
@@ -47,6 +49,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
@@ -91,6 +94,12 @@ fn whole() -> Region {
 /// An engine over a fresh RocksDB holding `versions` versions of `keys` keys (short
 /// values, write CF), written straight to disk in large batches; region 1 covers them.
 fn engine_with(keys: u64, versions: u64) -> Engine<RocksDisk> {
+    engine_and_db(keys, versions).0
+}
+
+/// [`engine_with`], and a handle on its RocksDB: to settle it as the baselines' are
+/// settled ([`ime_benches::settle_db`]) before the blocks in turn.
+fn engine_and_db(keys: u64, versions: u64) -> (Engine<RocksDisk>, Arc<rocksdb::DB>) {
     let disk = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let mut batch = WriteBatch::new();
     for i in 0..keys {
@@ -113,7 +122,8 @@ fn engine_with(keys: u64, versions: u64) -> Engine<RocksDisk> {
     // Flushed and compacted before any measurement: the first group (a load, say) does
     // not run beside the setup's compactions while its baseline runs after them.
     ime_benches::settle(&disk);
-    Engine::new(disk, config()).unwrap()
+    let db = Arc::clone(disk.db());
+    (Engine::new(disk, config()).unwrap(), db)
 }
 
 fn load(engine: &Engine<RocksDisk>) {
@@ -314,7 +324,7 @@ fn mvcc_scan(c: &mut Criterion) {
 }
 
 fn write_apply(c: &mut Criterion) {
-    let engine = engine_with(1000, 1);
+    let (engine, engine_db) = engine_and_db(1000, 1);
     load(&engine);
     let layer = RocksDisk::open_temp(&ime_disk::RocksConfig::default()).unwrap();
     let bare_dir = tempfile::tempdir().unwrap();
@@ -370,6 +380,14 @@ fn write_apply(c: &mut Criterion) {
         (0..BATCHES_PER_BLOCK).for_each(|_| write());
         start.elapsed()
     };
+    // Every side's RocksDB flushed and compacted: criterion's groups above wrote
+    // different amounts to each (and none to IME's disk layer), and a write's cost in
+    // RocksDB grows with its memtable; from the same start, each side's memtable fills,
+    // flushes and compacts at the same blocks.
+    assert!(engine.wait_idle(Duration::from_secs(600)));
+    for db in [&engine_db, &bare, layer.db()] {
+        ime_benches::settle_db(db);
+    }
     let [hybrid, rocksdb, disk_layer] = alternate(
         WRITER_ROUNDS,
         [&mut || block(&hybrid), &mut || block(&rocksdb), &mut || {
@@ -604,7 +622,7 @@ const EVICTION_ROUNDS: u32 = 9;
 
 /// Writers and readers together, on two regions of one engine.
 fn concurrency(c: &mut Criterion) {
-    let engine = engine_with(1000, 1);
+    let (engine, engine_db) = engine_and_db(1000, 1);
     for region in two_regions(EPOCH) {
         engine.load_region(region, 5).unwrap();
     }
@@ -645,6 +663,10 @@ fn concurrency(c: &mut Criterion) {
     // cores the memory side competes for them, so the hybrid side pays for all of it
     // (its queues applied, its compactions), and the bare side meets none of it.
     assert!(engine.wait_idle(Duration::from_secs(600)));
+    // Both sides' RocksDB flushed and compacted, as for the write of 16.
+    for db in [&engine_db, &bare] {
+        ime_benches::settle_db(db);
+    }
     let two_writers = |write: &(dyn Fn(u64) + Sync)| {
         let start = Instant::now();
         std::thread::scope(|s| {
