@@ -6,9 +6,9 @@
 //! (time per get) and the ratio of the two sides' totals. Arguments: gets per block
 //! (default 200,000), blocks per side (default 6), distinct probe keys (default 4,096,
 //! as `engine/point_get`; 1,000,000 reaches every key), and `two` to also time hybrid
-//! blocks on one thread and split over two kept threads, in turn
-//! (`ime_benches::one_vs_two_in_turn`, as `engine/readers`), and print the ratio of their
-//! totals.
+//! blocks on one thread and shared by two kept threads, in turn
+//! (`ime_benches::one_vs_two_in_turn` with `Split::Shared`, as `engine/readers`), and print
+//! the ratio of their totals.
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example get_loop
@@ -79,7 +79,12 @@ fn main() {
     if two {
         let hybrid_gets = |count: u64, offset: usize| gets(count, offset, EPOCH.version);
         let rounds = u32::try_from(blocks).unwrap_or(u32::MAX);
-        let [one, two] = ime_benches::one_vs_two_in_turn(rounds, per_block, &hybrid_gets);
+        let [one, two] = ime_benches::one_vs_two_in_turn(
+            rounds,
+            per_block,
+            ime_benches::Split::Shared,
+            &hybrid_gets,
+        );
         println!(
             "hybrid on two threads best {:?} per get; two threads / one (totals) {:.3}",
             best(&two),

@@ -1,11 +1,12 @@
 //! Two reader threads against one, reading one region or two: what the readers of one
 //! region share costs beside what any two threads share. 1,000,000 keys (one version each,
 //! short values, write CF) in two cached regions of half each; blocks of 200,000 gets (a
-//! snapshot and an MVCC get each) on one thread and split over two kept threads, in turn
-//! (`ime_benches::one_vs_two_in_turn`, as `engine/readers`): both threads reading region
-//! 1 (`one region`), or one reading region 1 and the other region 2 (`two regions`; the
-//! one-thread blocks read region 1). Prints the ratio of the two sides' totals, three
-//! times each. Argument: rounds of blocks (default 9).
+//! snapshot and an MVCC get each) on one thread and split in halves over two kept
+//! threads, in turn (`ime_benches::one_vs_two_in_turn` with `Split::Halves`, so that each
+//! thread keeps to its own region; `engine/readers` shares its gets instead): both
+//! threads reading region 1 (`one region`), or one reading region 1 and the other region
+//! 2 (`two regions`; the one-thread blocks read region 1). Prints the ratio of the two
+//! sides' totals, three times each. Argument: rounds of blocks (default 9).
 //!
 //! ```sh
 //! cargo run --release -p ime-benches --example readers_loop -- 9
@@ -20,7 +21,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use ime_benches::{
-    one_vs_two_in_turn, profiling_engine, put_record, rocks_with, settle, total, user_key,
+    Split, one_vs_two_in_turn, profiling_engine, put_record, rocks_with, settle, total, user_key,
     write_key,
 };
 use ime_disk::Cf;
@@ -81,7 +82,7 @@ fn main() {
     };
     for _ in 0..3 {
         for apart in [false, true] {
-            let [one, two] = one_vs_two_in_turn(rounds, 200_000, &gets(apart));
+            let [one, two] = one_vs_two_in_turn(rounds, 200_000, Split::Halves, &gets(apart));
             let r = total(&two).as_secs_f64() / total(&one).as_secs_f64();
             println!(
                 "{}: two / one {:.3}",

@@ -19,8 +19,8 @@ pub fn criterion() -> Criterion {
 }
 
 /// Benchmarks `one_thread` and `two_threads` in `group`: the same total work on one
-/// thread, and split over two (`work(count, offset)` does `count` operations, starting
-/// at `offset` in whatever it cycles through).
+/// thread, and shared by two ([`Split::Shared`]; `work(count, offset)` does `count`
+/// operations, starting at `offset` in whatever it cycles through).
 pub fn one_vs_two_threads(
     group: &mut BenchmarkGroup<'_, WallTime>,
     work: impl Fn(u64, usize) + Sync,
@@ -40,50 +40,98 @@ pub fn on_one_thread(work: &impl Fn(u64, usize), count: u64) -> Duration {
     start.elapsed()
 }
 
+/// How two threads split the operations of one block between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Half each, fixed: the first thread from offset 0, the second from offset 7. The
+    /// block lasts as long as the slower thread, so a core that gives less (one that
+    /// takes the machine's interrupts, say) sets the time. For when each thread's own
+    /// share matters (one region each).
+    Halves,
+    /// Shared as a pool of readers shares requests: each thread takes the next chunk of
+    /// operations (at most [`SHARE_CHUNK`]) until none is left, so the faster thread does
+    /// more and the two end together. The operations
+    /// done, and their offsets, are those of one thread's `work(count, 0)`.
+    Shared,
+}
+
+/// The most operations a thread takes at once under [`Split::Shared`]: a block of
+/// 200,000 gets (about 0.2 s) is 400 chunks, one shared counter moved per chunk, and
+/// the threads end at most one chunk (about half a millisecond) apart.
+pub const SHARE_CHUNK: u64 = 500;
+
 /// `count` operations split over two threads: each one's offset and share.
 fn halves(count: u64) -> [(usize, u64); 2] {
     [(0, count / 2), (7, count - count / 2)]
 }
 
-/// The time of `count` operations of `work` split over two threads (from offsets 0 and 7).
+/// One thread's part of a block of `count` operations split as `split`: its half (the
+/// `thread`th, 0 or 1), or chunks taken from `next` (which the block starts at zero).
+fn do_part(work: &impl Fn(u64, usize), split: Split, thread: usize, count: u64, next: &AtomicU64) {
+    match split {
+        Split::Halves => {
+            let (offset, share) = halves(count)[thread];
+            work(share, offset);
+        }
+        Split::Shared => {
+            // Smaller chunks for a short block, so that both threads get some.
+            let chunk = (count / 256).clamp(1, SHARE_CHUNK);
+            loop {
+                let from = next.fetch_add(chunk, Ordering::Relaxed);
+                if from >= count {
+                    break;
+                }
+                work(chunk.min(count - from), from as usize);
+            }
+        }
+    }
+}
+
+/// The time of `count` operations of `work` shared by two threads ([`Split::Shared`]).
 pub fn on_two_threads(work: &(impl Fn(u64, usize) + Sync), count: u64) -> Duration {
+    let next = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
-        for (offset, share) in halves(count) {
-            s.spawn(move || work(share, offset));
+        for thread in 0..2 {
+            let next = &next;
+            s.spawn(move || do_part(work, Split::Shared, thread, count, next));
         }
     });
     start.elapsed()
 }
 
-/// `work` on one thread and split over two, in blocks in turn (as [`alternate`]),
-/// `rounds` rounds of `count` operations a side: each side's times, round by round. The
-/// two threads are started once and kept, waiting between their blocks: threads started
-/// anew for every block begin on one core until the scheduler spreads them, which costs
-/// a short block more than any code does.
+/// `work` on one thread and split over two as `split`, in blocks in turn (as
+/// [`alternate`]), `rounds` rounds of `count` operations a side: each side's times, round
+/// by round. The two threads are started once and kept, waiting between their blocks:
+/// threads started anew for every block begin on one core until the scheduler spreads
+/// them, which costs a short block more than any code does.
 pub fn one_vs_two_in_turn(
     rounds: u32,
     count: u64,
+    split: Split,
     work: &(impl Fn(u64, usize) + Sync),
 ) -> [Vec<Duration>; 2] {
     let (go, done) = (Barrier::new(3), Barrier::new(3));
     let stop = AtomicBool::new(false);
+    let next = AtomicU64::new(0);
     std::thread::scope(|s| {
-        for (offset, share) in halves(count) {
-            let (go, done, stop) = (&go, &done, &stop);
+        for thread in 0..2 {
+            let (go, done, stop, next) = (&go, &done, &stop, &next);
             s.spawn(move || {
                 loop {
                     go.wait();
                     if stop.load(Ordering::Acquire) {
                         return;
                     }
-                    work(share, offset);
+                    do_part(work, split, thread, count, next);
                     done.wait();
                 }
             });
         }
         let mut one = || on_one_thread(work, count);
         let mut two = || {
+            // The workers wait at `go`: nobody takes a chunk before it is reset.
+            next.store(0, Ordering::Relaxed);
             let start = Instant::now();
             go.wait();
             done.wait();
@@ -540,5 +588,68 @@ mod tests {
             Some((Duration::from_millis(7), Duration::from_millis(7)))
         );
         assert_eq!(median_round(&[], &[]), None);
+    }
+
+    /// Both splits do exactly one thread's work: every offset of `work(count, 0)` once.
+    /// Halves give each thread its own half; shared, the threads take chunks of it, and
+    /// one thread that finds the other done first takes all that is left.
+    #[test]
+    fn two_threads_do_exactly_one_threads_work() {
+        use std::sync::Mutex;
+        for count in [0, 1, 255, 256, 1_000, 200_000 + 3] {
+            for split in [Split::Halves, Split::Shared] {
+                let done = Mutex::new(Vec::new());
+                let by_thread = Mutex::new([0u64; 2]);
+                let next = AtomicU64::new(0);
+                std::thread::scope(|s| {
+                    for thread in 0..2 {
+                        let (done, by_thread, next) = (&done, &by_thread, &next);
+                        s.spawn(move || {
+                            let work = |n: u64, offset: usize| {
+                                assert!(split == Split::Halves || n <= SHARE_CHUNK);
+                                done.lock().unwrap().push((offset, n));
+                                by_thread.lock().unwrap()[thread] += n;
+                            };
+                            do_part(&work, split, thread, count, next);
+                        });
+                    }
+                });
+                let mut done = done.into_inner().unwrap();
+                if split == Split::Halves {
+                    assert_eq!(
+                        by_thread.into_inner().unwrap(),
+                        [count / 2, count - count / 2]
+                    );
+                    continue;
+                }
+                // Shared: the chunks tile 0..count.
+                done.sort_unstable();
+                let mut at = 0;
+                for (offset, n) in done {
+                    assert_eq!(offset as u64, at, "{count} operations, chunk at {offset}");
+                    at += n;
+                }
+                assert_eq!(at, count);
+            }
+        }
+        // A lone taker takes everything, chunk by chunk.
+        let next = AtomicU64::new(0);
+        let taken = std::cell::Cell::new(0);
+        do_part(
+            &|n, _| taken.set(taken.get() + n),
+            Split::Shared,
+            0,
+            10_000,
+            &next,
+        );
+        assert_eq!(taken.get(), 10_000);
+        do_part(
+            &|n, _| taken.set(taken.get() + n),
+            Split::Shared,
+            1,
+            10_000,
+            &next,
+        );
+        assert_eq!(taken.get(), 10_000, "nothing left for the second");
     }
 }

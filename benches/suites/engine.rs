@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ime_benches::{
-    alternate, apply_batches, bare_batch, bare_batches, bare_rocksdb, keys_from_env, median,
+    Split, alternate, apply_batches, bare_batch, bare_batches, bare_rocksdb, keys_from_env, median,
     median_round, put_record, record_per_op, total, two_regions, user_key, write_key,
 };
 use ime_disk::{Cf, DiskEngine, RocksDisk, WriteBatch};
@@ -186,8 +186,9 @@ fn point_get(c: &mut Criterion) {
     reader_threads(c, &engine, &probes);
 }
 
-/// Cached point gets: the same total work on one thread and split over two; then, in
-/// the same harness, the machine's own ceilings: arithmetic that shares nothing, and
+/// Cached point gets: the same total work on one thread and shared by two (each thread
+/// takes the next chunk of gets until none is left, as a pool of readers takes requests:
+/// `ime_benches::Split::Shared`); then, in the same harness, the machine's own ceilings: arithmetic that shares nothing, and
 /// binary searches of one array that nothing writes (work that waits on memory).
 fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u8>]) {
     let mut group = c.benchmark_group("engine/readers");
@@ -238,11 +239,12 @@ fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u
     one_vs_two_recorded("engine/searches_in_turn", &searches);
 }
 
-/// `work` on one thread and split over two, in turn ([`ime_benches::one_vs_two_in_turn`],
-/// [`ROUNDS`] rounds of [`READER_GETS_PER_BLOCK`] operations), recorded as `group`'s
-/// `one_thread` and `two_threads` per operation.
+/// `work` on one thread and shared by two, in turn ([`ime_benches::one_vs_two_in_turn`]
+/// with [`Split::Shared`], [`ROUNDS`] rounds of [`READER_GETS_PER_BLOCK`] operations),
+/// recorded as `group`'s `one_thread` and `two_threads` per operation.
 fn one_vs_two_recorded(group: &str, work: &(impl Fn(u64, usize) + Sync)) {
-    let [one, two] = ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, work);
+    let [one, two] =
+        ime_benches::one_vs_two_in_turn(ROUNDS, READER_GETS_PER_BLOCK, Split::Shared, work);
     let sides = [("one_thread", total(&one)), ("two_threads", total(&two))];
     record_per_op(group, &sides, ROUNDS_OPS * READER_GETS_PER_BLOCK).unwrap();
 }
