@@ -44,14 +44,13 @@ pub fn on_one_thread(work: &impl Fn(u64, usize), count: u64) -> Duration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
     /// Half each, fixed: the first thread from offset 0, the second from offset 7. The
-    /// block lasts as long as the slower thread, so a core that gives less (one that
-    /// takes the machine's interrupts, say) sets the time. For when each thread's own
-    /// share matters (one region each).
+    /// block lasts as long as the slower thread, so the core that gives less sets the
+    /// time. For when each thread's own share matters (one region each).
     Halves,
     /// Shared as a pool of readers shares requests: each thread takes the next chunk of
     /// operations (at most [`SHARE_CHUNK`]) until none is left, so the faster thread does
-    /// more and the two end together. The operations
-    /// done, and their offsets, are those of one thread's `work(count, 0)`.
+    /// more and the two end together. The operations done, and their offsets, are those
+    /// of one thread's `work(count, 0)`.
     Shared,
 }
 
@@ -590,9 +589,9 @@ mod tests {
         assert_eq!(median_round(&[], &[]), None);
     }
 
-    /// Both splits do exactly one thread's work: every offset of `work(count, 0)` once.
-    /// Halves give each thread its own half; shared, the threads take chunks of it, and
-    /// one thread that finds the other done first takes all that is left.
+    /// Both splits do as many operations as one thread's `work(count, 0)`: halves, each
+    /// thread its own half; shared, chunks that tile exactly that one thread's offsets,
+    /// and a thread that finds the other done first takes all that is left.
     #[test]
     fn two_threads_do_exactly_one_threads_work() {
         use std::sync::Mutex;
