@@ -188,8 +188,9 @@ fn point_get(c: &mut Criterion) {
 
 /// Cached point gets: the same total work on one thread and shared by two (each thread
 /// takes the next chunk of gets until none is left, as a pool of readers takes requests:
-/// `ime_benches::Split::Shared`); then, in the same harness, the machine's own ceilings: arithmetic that shares nothing, and
-/// binary searches of one array that nothing writes (work that waits on memory).
+/// `ime_benches::Split::Shared`); then, in the same harness, the machine's own ceilings:
+/// arithmetic that shares nothing, and binary searches of one array that nothing writes
+/// (work that waits on memory).
 fn reader_threads(c: &mut Criterion, engine: &Engine<RocksDisk>, probes: &[Vec<u8>]) {
     let mut group = c.benchmark_group("engine/readers");
     let gets = |count: u64, offset: usize| {
